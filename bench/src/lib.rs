@@ -1,0 +1,1 @@
+//! payrail criterion benchmarks live in `benches/`.

@@ -1,0 +1,822 @@
+//! The ledger: a deterministic, single-threaded state machine with no I/O and
+//! no clock.
+//!
+//! `apply(sequence, timestamp, batch)` is the only way state changes. Time is
+//! the batch's sequencer timestamp (nanoseconds since the Unix epoch), used for
+//! hold expiry and idempotency retention; nothing here reads a clock, draws a
+//! random number or depends on hash-map iteration order, so replaying the same
+//! log gives the same state and the same [`Ledger::digest`].
+//!
+//! Accounts live in a dense `Vec` indexed by slot; the id-to-slot index is
+//! consulted once per account per command. Every handler validates first,
+//! then passes a marked point of no return, then mutates with arithmetic that
+//! the checks have proven cannot fail.
+
+use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+use rustc_hash::FxHashMap;
+
+use crate::command::{
+    AccountId, AccountKind, AccountStatus, AccountView, Command, CommandId, CommandKind,
+    CommandResult, HouseRole, OpenAccount, Query, QueryReply,
+};
+use crate::currency::Currency;
+use crate::limits;
+use crate::status::Status;
+
+/// One account's state, kept in a dense array.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, bincode::Encode, bincode::Decode)]
+pub struct Account {
+    pub id: AccountId,
+    pub owner: u64,
+    /// Credits minus debits posted, in minor units.
+    pub balance: i64,
+    /// Held by pending withdrawals from this account.
+    pub debits_pending: u64,
+    /// Pending withdrawals into this (house settlement) account.
+    pub credits_pending: u64,
+    pub currency: Currency,
+    pub kind: AccountKind,
+    pub status: AccountStatus,
+    pub kyc_tier: u8,
+    pub mcc: u16,
+    /// Number of pending holds on this account.
+    pub holds_pending: u16,
+}
+
+impl Account {
+    fn new(open: &OpenAccount) -> Account {
+        Account {
+            id: open.account,
+            owner: open.owner,
+            balance: 0,
+            debits_pending: 0,
+            credits_pending: 0,
+            currency: open.currency,
+            kind: open.kind,
+            status: AccountStatus::Active,
+            kyc_tier: open.kyc_tier,
+            mcc: open.mcc,
+            holds_pending: 0,
+        }
+    }
+
+    /// What the owner can spend: balance minus holds. Never negative for a
+    /// customer or merchant account (the ledger keeps it so).
+    pub fn available(&self) -> i64 {
+        // Cannot overflow: debits_pending <= balance for non-house accounts and
+        // is zero for house accounts.
+        self.balance.saturating_sub_unsigned(self.debits_pending)
+    }
+
+    pub fn view(&self) -> AccountView {
+        AccountView {
+            account: self.id,
+            owner: self.owner,
+            kind: self.kind,
+            currency: self.currency,
+            status: self.status,
+            kyc_tier: self.kyc_tier,
+            mcc: self.mcc,
+            balance: self.balance,
+            debits_pending: self.debits_pending,
+            credits_pending: self.credits_pending,
+            available: self.available(),
+        }
+    }
+
+    /// Status for an account about to be debited or credited.
+    fn check_movable(&self) -> Result<(), Status> {
+        match self.status {
+            AccountStatus::Active => Ok(()),
+            AccountStatus::Frozen => Err(Status::AccountFrozen),
+            AccountStatus::Closed => Err(Status::AccountClosed),
+        }
+    }
+}
+
+/// Where a withdrawal hold is in its life.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, bincode::Encode, bincode::Decode)]
+pub enum HoldState {
+    Pending,
+    Posted,
+    Voided,
+    Expired,
+}
+
+/// A withdrawal hold: money reserved on an account until posted or voided.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, bincode::Encode, bincode::Decode)]
+pub struct Hold {
+    pub id: CommandId,
+    pub account_slot: u32,
+    pub house_slot: u32,
+    pub amount: u64,
+    /// Command time (ns) from which the hold counts as expired.
+    pub expires_at: u64,
+    pub state: HoldState,
+}
+
+/// The first result of a command id, kept to answer retries.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, bincode::Encode, bincode::Decode)]
+pub struct IdempotencyRecord {
+    pub fingerprint: u64,
+    pub status: Status,
+    pub timestamp: u64,
+}
+
+/// How long idempotency records are kept.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct LedgerConfig {
+    /// Keep a record at least this long in command time (ns) ...
+    pub idempotency_window_ns: u64,
+    /// ... unless more than this many are kept; then the oldest go first.
+    pub idempotency_records_max: usize,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            idempotency_window_ns: limits::IDEMPOTENCY_WINDOW_NS_DEFAULT,
+            idempotency_records_max: limits::IDEMPOTENCY_RECORDS_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Sums of one currency over all accounts. Conservation means `balance == 0`
+/// and `debits_pending == credits_pending`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct CurrencyTotals {
+    pub balance: i128,
+    pub debits_pending: u128,
+    pub credits_pending: u128,
+}
+
+impl CurrencyTotals {
+    pub fn is_conserved(&self) -> bool {
+        self.balance == 0 && self.debits_pending == self.credits_pending
+    }
+}
+
+/// Accounts and holds: everything a command handler may touch. Kept apart
+/// from the idempotency records so that a handler can run while the record
+/// table's entry for its command is borrowed (one hash lookup per command).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Books {
+    pub(crate) accounts: Vec<Account>,
+    pub(crate) index: FxHashMap<AccountId, u32>,
+    pub(crate) holds: FxHashMap<CommandId, Hold>,
+    /// Pending holds by expiry; entries of holds finished early are skipped
+    /// when they surface.
+    pub(crate) hold_expiries: BinaryHeap<Reverse<(u64, CommandId)>>,
+}
+
+/// Idempotency records in arrival order, for retention.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Records {
+    pub(crate) by_id: FxHashMap<CommandId, IdempotencyRecord>,
+    pub(crate) order: VecDeque<CommandId>,
+}
+
+/// The ledger state machine. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    pub(crate) config: LedgerConfig,
+    pub(crate) books: Books,
+    pub(crate) records: Records,
+    /// Sequence number and timestamp of the last batch applied.
+    pub(crate) sequence: u64,
+    pub(crate) timestamp: u64,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger::new(LedgerConfig::default())
+    }
+}
+
+impl Ledger {
+    pub fn new(config: LedgerConfig) -> Ledger {
+        Ledger {
+            config,
+            books: Books::default(),
+            records: Records::default(),
+            sequence: 0,
+            timestamp: 0,
+        }
+    }
+
+    /// Sequence number of the last batch applied (0 before the first).
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// Timestamp of the last batch applied.
+    pub fn timestamp(&self) -> u64 {
+        self.timestamp
+    }
+
+    pub fn config(&self) -> &LedgerConfig {
+        &self.config
+    }
+
+    /// Applies one batch: appends one result per command to `results`, in order.
+    ///
+    /// `sequence` must increase from batch to batch and `timestamp` must not
+    /// go back: the sequencer guarantees both, so a violation is a programmer
+    /// error and panics.
+    pub fn apply(
+        &mut self,
+        sequence: u64,
+        timestamp: u64,
+        batch: &[Command],
+        results: &mut Vec<CommandResult>,
+    ) {
+        assert!(
+            sequence > self.sequence,
+            "sequence {sequence} after {}",
+            self.sequence
+        );
+        assert!(
+            timestamp >= self.timestamp,
+            "timestamp {timestamp} before {}",
+            self.timestamp
+        );
+        self.sequence = sequence;
+        self.timestamp = timestamp;
+        self.books.expire_holds(timestamp, &self.records);
+        self.evict_records(timestamp, batch.len());
+
+        results.reserve(batch.len());
+        for command in batch {
+            results.push(CommandResult::new(self.apply_command(command, timestamp)));
+        }
+    }
+
+    /// `apply` into a new vector, for tests and tools.
+    pub fn apply_batch(
+        &mut self,
+        sequence: u64,
+        timestamp: u64,
+        batch: &[Command],
+    ) -> Vec<CommandResult> {
+        let mut results = Vec::with_capacity(batch.len());
+        self.apply(sequence, timestamp, batch, &mut results);
+        results
+    }
+
+    fn apply_command(&mut self, command: &Command, timestamp: u64) -> Status {
+        let fingerprint = command.fingerprint();
+        match self.records.by_id.entry(command.id) {
+            Entry::Occupied(entry) => {
+                let record = entry.get();
+                if record.fingerprint == fingerprint {
+                    record.status
+                } else {
+                    Status::IdReusedWithDifferentFields
+                }
+            }
+            Entry::Vacant(entry) => {
+                let status = self.books.execute(command, timestamp);
+                entry.insert(IdempotencyRecord {
+                    fingerprint,
+                    status,
+                    timestamp,
+                });
+                self.records.order.push_back(command.id);
+                status
+            }
+        }
+    }
+
+    /// Drops the records that are past the retention window, and the oldest
+    /// beyond the cap (leaving room for the incoming batch).
+    fn evict_records(&mut self, timestamp: u64, incoming: usize) {
+        let keep_max = self.config.idempotency_records_max.saturating_sub(incoming);
+        while let Some(&oldest) = self.records.order.front() {
+            let Some(record) = self.records.by_id.get(&oldest) else {
+                // Cannot happen: order and by_id change together.
+                self.records.order.pop_front();
+                continue;
+            };
+            let expired = record
+                .timestamp
+                .saturating_add(self.config.idempotency_window_ns)
+                <= timestamp;
+            if !expired && self.records.order.len() <= keep_max {
+                break;
+            }
+            self.records.order.pop_front();
+            self.records.by_id.remove(&oldest);
+            // A finished hold is remembered as long as its command's record.
+            if let Some(hold) = self.books.holds.get(&oldest) {
+                if hold.state != HoldState::Pending {
+                    self.books.holds.remove(&oldest);
+                }
+            }
+        }
+    }
+
+    /// Answers a read-only query from the current state.
+    pub fn query(&self, query: &Query) -> QueryReply {
+        match query {
+            Query::Balance { account } => match self.books.index.get(account) {
+                Some(&slot) => QueryReply::Balance(self.books.accounts[slot as usize].view()),
+                None => QueryReply::Refused(Status::UnknownAccount),
+            },
+        }
+    }
+
+    /// The account with this id.
+    pub fn account(&self, id: AccountId) -> Option<&Account> {
+        self.books
+            .index
+            .get(&id)
+            .map(|&slot| &self.books.accounts[slot as usize])
+    }
+
+    /// All accounts, in slot order.
+    pub fn accounts(&self) -> &[Account] {
+        &self.books.accounts
+    }
+
+    /// The hold with this id, while it is remembered.
+    pub fn hold(&self, id: CommandId) -> Option<&Hold> {
+        self.books.holds.get(&id)
+    }
+
+    /// The first result recorded for this command id, while it is remembered.
+    pub fn record(&self, id: CommandId) -> Option<&IdempotencyRecord> {
+        self.records.by_id.get(&id)
+    }
+
+    pub fn records_len(&self) -> usize {
+        self.records.order.len()
+    }
+
+    /// Sums per currency over all accounts (see [`CurrencyTotals`]).
+    pub fn totals(&self) -> BTreeMap<Currency, CurrencyTotals> {
+        let mut totals: BTreeMap<Currency, CurrencyTotals> = BTreeMap::new();
+        for account in &self.books.accounts {
+            let entry = totals.entry(account.currency).or_default();
+            entry.balance += i128::from(account.balance);
+            entry.debits_pending += u128::from(account.debits_pending);
+            entry.credits_pending += u128::from(account.credits_pending);
+        }
+        totals
+    }
+
+    /// Whether money is conserved in every currency.
+    pub fn is_conserved(&self) -> bool {
+        self.totals().values().all(CurrencyTotals::is_conserved)
+    }
+
+    /// A BLAKE3 hash of the whole state in a canonical order (accounts, holds
+    /// and idempotency records each sorted by id), so two ledgers can be
+    /// compared cheaply however they were built.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"payrail-ledger-digest-v1");
+        hasher.update(&self.sequence.to_le_bytes());
+        hasher.update(&self.timestamp.to_le_bytes());
+
+        let mut accounts: Vec<&Account> = self.books.accounts.iter().collect();
+        accounts.sort_unstable_by_key(|account| account.id);
+        hasher.update(&(accounts.len() as u64).to_le_bytes());
+        for account in accounts {
+            hasher.update(&account.id.0.to_le_bytes());
+            hasher.update(&account.owner.to_le_bytes());
+            hasher.update(&account.balance.to_le_bytes());
+            hasher.update(&account.debits_pending.to_le_bytes());
+            hasher.update(&account.credits_pending.to_le_bytes());
+            hasher.update(&account.currency.numeric().to_le_bytes());
+            hasher.update(&[account.kind as u8, account.status as u8, account.kyc_tier]);
+            hasher.update(&account.mcc.to_le_bytes());
+            hasher.update(&account.holds_pending.to_le_bytes());
+        }
+
+        let mut holds: Vec<&Hold> = self.books.holds.values().collect();
+        holds.sort_unstable_by_key(|hold| hold.id);
+        hasher.update(&(holds.len() as u64).to_le_bytes());
+        for hold in holds {
+            hasher.update(&hold.id.0.to_le_bytes());
+            hasher.update(
+                &self.books.accounts[hold.account_slot as usize]
+                    .id
+                    .0
+                    .to_le_bytes(),
+            );
+            hasher.update(
+                &self.books.accounts[hold.house_slot as usize]
+                    .id
+                    .0
+                    .to_le_bytes(),
+            );
+            hasher.update(&hold.amount.to_le_bytes());
+            hasher.update(&hold.expires_at.to_le_bytes());
+            hasher.update(&[hold.state as u8]);
+        }
+
+        let mut records: Vec<(&CommandId, &IdempotencyRecord)> =
+            self.records.by_id.iter().collect();
+        records.sort_unstable_by_key(|(id, _)| **id);
+        hasher.update(&(records.len() as u64).to_le_bytes());
+        for (id, record) in records {
+            hasher.update(&id.0.to_le_bytes());
+            hasher.update(&record.fingerprint.to_le_bytes());
+            hasher.update(&record.status.code().to_le_bytes());
+            hasher.update(&record.timestamp.to_le_bytes());
+        }
+        *hasher.finalize().as_bytes()
+    }
+}
+
+/// Checks common to every amount.
+fn check_amount(amount: u64) -> Result<(), Status> {
+    if amount == 0 {
+        return Err(Status::AmountMustBePositive);
+    }
+    if amount > limits::AMOUNT_MAX {
+        return Err(Status::AmountTooLarge);
+    }
+    Ok(())
+}
+
+/// `amount` as i64; callers have passed `check_amount`.
+fn signed(amount: u64) -> i64 {
+    debug_assert!(amount <= limits::AMOUNT_MAX);
+    amount as i64
+}
+
+fn result(outcome: Result<(), Status>) -> Status {
+    match outcome {
+        Ok(()) => Status::Ok,
+        Err(status) => status,
+    }
+}
+
+impl Books {
+    fn execute(&mut self, command: &Command, timestamp: u64) -> Status {
+        result(match command.kind {
+            CommandKind::OpenAccount(open) => self.open_account(&open),
+            CommandKind::Deposit {
+                account,
+                amount,
+                currency,
+            } => self.deposit(account, amount, currency),
+            CommandKind::Transfer {
+                from,
+                to,
+                amount,
+                currency,
+            } => self.transfer(from, to, amount, currency),
+            CommandKind::WithdrawHold {
+                account,
+                amount,
+                currency,
+                timeout_ms,
+            } => self.withdraw_hold(command.id, account, amount, currency, timeout_ms, timestamp),
+            CommandKind::WithdrawPost { hold } => self.finish_hold(hold, HoldState::Posted),
+            CommandKind::WithdrawVoid { hold } => self.finish_hold(hold, HoldState::Voided),
+            CommandKind::Freeze { account } => self.freeze(account),
+            CommandKind::Unfreeze { account } => self.unfreeze(account),
+            CommandKind::Close { account } => self.close(account),
+            CommandKind::SetKycTier { account, tier } => self.set_kyc_tier(account, tier),
+        })
+    }
+
+    fn slot(&self, id: AccountId) -> Option<u32> {
+        self.index.get(&id).copied()
+    }
+
+    /// Slot of a customer or merchant account.
+    fn user_slot(&self, id: AccountId, unknown: Status) -> Result<u32, Status> {
+        if id.is_house() {
+            return Err(Status::HouseAccountNotAllowed);
+        }
+        self.slot(id).ok_or(unknown)
+    }
+
+    fn account(&self, slot: u32) -> &Account {
+        &self.accounts[slot as usize]
+    }
+
+    fn account_mut(&mut self, slot: u32) -> &mut Account {
+        &mut self.accounts[slot as usize]
+    }
+
+    fn push_account(&mut self, account: Account) -> u32 {
+        debug_assert!(self.accounts.len() < limits::ACCOUNTS_MAX);
+        let slot = self.accounts.len() as u32;
+        self.index.insert(account.id, slot);
+        self.accounts.push(account);
+        slot
+    }
+
+    /// The house settlement account of `currency`, opened on first use.
+    /// Callers check `has_room_for_house` before their point of no return.
+    fn house_settlement(&mut self, currency: Currency) -> u32 {
+        let id = AccountId::house(HouseRole::Settlement, currency);
+        match self.slot(id) {
+            Some(slot) => slot,
+            None => self.push_account(Account::new(&OpenAccount {
+                account: id,
+                owner: 0,
+                kind: AccountKind::House,
+                currency,
+                kyc_tier: 0,
+                mcc: 0,
+            })),
+        }
+    }
+
+    /// The settlement account's balance and pending credits (zero if it does
+    /// not exist yet), and whether there is room to open it.
+    fn settlement_state(&self, currency: Currency) -> Result<(i64, u64), Status> {
+        match self.slot(AccountId::house(HouseRole::Settlement, currency)) {
+            Some(slot) => {
+                let house = self.account(slot);
+                Ok((house.balance, house.credits_pending))
+            }
+            None if self.accounts.len() >= limits::ACCOUNTS_MAX => Err(Status::LedgerFull),
+            None => Ok((0, 0)),
+        }
+    }
+
+    fn open_account(&mut self, open: &OpenAccount) -> Result<(), Status> {
+        if open.account.is_house() {
+            return Err(Status::ReservedAccountId);
+        }
+        if !open.currency.is_valid() {
+            return Err(Status::UnknownCurrency);
+        }
+        match open.kind {
+            AccountKind::House => return Err(Status::InvalidAccountKind),
+            AccountKind::Customer => {
+                if open.kyc_tier > limits::KYC_TIER_MAX {
+                    return Err(Status::InvalidKycTier);
+                }
+                if open.mcc != 0 {
+                    return Err(Status::InvalidMcc);
+                }
+            }
+            AccountKind::Merchant => {
+                if open.kyc_tier != 0 {
+                    return Err(Status::InvalidKycTier);
+                }
+                if open.mcc > limits::MCC_MAX {
+                    return Err(Status::InvalidMcc);
+                }
+            }
+        }
+        if self.index.contains_key(&open.account) {
+            return Err(Status::AccountExists);
+        }
+        if self.accounts.len() >= limits::ACCOUNTS_MAX {
+            return Err(Status::LedgerFull);
+        }
+        // Point of no return.
+        self.push_account(Account::new(open));
+        Ok(())
+    }
+
+    fn deposit(&mut self, id: AccountId, amount: u64, currency: Currency) -> Result<(), Status> {
+        check_amount(amount)?;
+        let slot = self.user_slot(id, Status::UnknownAccount)?;
+        let account = self.account(slot);
+        account.check_movable()?;
+        if account.currency != currency {
+            return Err(Status::CurrencyMismatch);
+        }
+        let balance = account
+            .balance
+            .checked_add(signed(amount))
+            .ok_or(Status::Overflow)?;
+        let (house_balance, _) = self.settlement_state(currency)?;
+        let house_balance = house_balance
+            .checked_sub(signed(amount))
+            .ok_or(Status::Overflow)?;
+        // Point of no return.
+        let house = self.house_settlement(currency);
+        self.account_mut(slot).balance = balance;
+        self.account_mut(house).balance = house_balance;
+        Ok(())
+    }
+
+    fn transfer(
+        &mut self,
+        from: AccountId,
+        to: AccountId,
+        amount: u64,
+        currency: Currency,
+    ) -> Result<(), Status> {
+        check_amount(amount)?;
+        if from == to {
+            return Err(Status::SameAccount);
+        }
+        let debit_slot = self.user_slot(from, Status::UnknownDebitAccount)?;
+        let credit_slot = self.user_slot(to, Status::UnknownCreditAccount)?;
+        let debit = self.account(debit_slot);
+        let credit = self.account(credit_slot);
+        debit.check_movable()?;
+        credit.check_movable()?;
+        if debit.currency != currency || credit.currency != currency {
+            return Err(Status::CurrencyMismatch);
+        }
+        if debit.available() < signed(amount) {
+            return Err(Status::InsufficientFunds);
+        }
+        let credit_balance = credit
+            .balance
+            .checked_add(signed(amount))
+            .ok_or(Status::Overflow)?;
+        // Point of no return. The debit cannot underflow: available >= amount >= 1.
+        self.account_mut(debit_slot).balance -= signed(amount);
+        self.account_mut(credit_slot).balance = credit_balance;
+        Ok(())
+    }
+
+    fn withdraw_hold(
+        &mut self,
+        id: CommandId,
+        account_id: AccountId,
+        amount: u64,
+        currency: Currency,
+        timeout_ms: u64,
+        timestamp: u64,
+    ) -> Result<(), Status> {
+        check_amount(amount)?;
+        if !(limits::HOLD_TIMEOUT_MS_MIN..=limits::HOLD_TIMEOUT_MS_MAX).contains(&timeout_ms) {
+            return Err(Status::TimeoutOutOfRange);
+        }
+        let slot = self.user_slot(account_id, Status::UnknownAccount)?;
+        let account = self.account(slot);
+        account.check_movable()?;
+        if account.currency != currency {
+            return Err(Status::CurrencyMismatch);
+        }
+        if account.holds_pending >= limits::ACCOUNT_HOLDS_PENDING_MAX {
+            return Err(Status::TooManyHolds);
+        }
+        if account.available() < signed(amount) {
+            return Err(Status::InsufficientFunds);
+        }
+        if self.holds.contains_key(&id) {
+            // A hold outlived its command's idempotency record and the id came back.
+            return Err(Status::IdReusedWithDifferentFields);
+        }
+        let (_, house_credits_pending) = self.settlement_state(currency)?;
+        let house_credits_pending = house_credits_pending
+            .checked_add(amount)
+            .ok_or(Status::Overflow)?;
+        // Timestamps are ns since the epoch (< 2^63 until 2262) and the timeout
+        // is bounded, so this saturating add never saturates in practice.
+        let expires_at = timestamp.saturating_add(timeout_ms.saturating_mul(1_000_000));
+        // Point of no return. debits_pending + amount <= balance, so no overflow.
+        let house_slot = self.house_settlement(currency);
+        let account = self.account_mut(slot);
+        account.debits_pending += amount;
+        account.holds_pending += 1;
+        self.account_mut(house_slot).credits_pending = house_credits_pending;
+        self.holds.insert(
+            id,
+            Hold {
+                id,
+                account_slot: slot,
+                house_slot,
+                amount,
+                expires_at,
+                state: HoldState::Pending,
+            },
+        );
+        self.hold_expiries.push(Reverse((expires_at, id)));
+        Ok(())
+    }
+
+    /// Posts or voids a pending hold.
+    fn finish_hold(&mut self, id: CommandId, outcome: HoldState) -> Result<(), Status> {
+        debug_assert!(matches!(outcome, HoldState::Posted | HoldState::Voided));
+        let hold = *self.holds.get(&id).ok_or(Status::HoldNotFound)?;
+        match hold.state {
+            HoldState::Pending => {}
+            HoldState::Posted => return Err(Status::HoldAlreadyPosted),
+            HoldState::Voided => return Err(Status::HoldAlreadyVoided),
+            HoldState::Expired => return Err(Status::HoldExpired),
+        }
+        let account = self.account(hold.account_slot);
+        let house = self.account(hold.house_slot);
+        if outcome == HoldState::Posted {
+            // Freezing an account stops money leaving it, held money included.
+            account.check_movable()?;
+            house
+                .balance
+                .checked_add(signed(hold.amount))
+                .ok_or(Status::Overflow)?;
+        }
+        // Point of no return.
+        self.release_hold(&hold, outcome);
+        Ok(())
+    }
+
+    /// Ends a pending hold: `Posted` moves the money, `Voided` and `Expired`
+    /// release it.
+    fn release_hold(&mut self, hold: &Hold, outcome: HoldState) {
+        let amount = hold.amount;
+        let account = self.account_mut(hold.account_slot);
+        assert!(account.debits_pending >= amount);
+        assert!(account.holds_pending >= 1);
+        account.debits_pending -= amount;
+        account.holds_pending -= 1;
+        if outcome == HoldState::Posted {
+            account.balance -= signed(amount);
+        }
+        let house = self.account_mut(hold.house_slot);
+        assert!(house.credits_pending >= amount);
+        house.credits_pending -= amount;
+        if outcome == HoldState::Posted {
+            // Checked by finish_hold before its point of no return.
+            house.balance = house.balance.saturating_add(signed(amount));
+        }
+        if let Some(stored) = self.holds.get_mut(&hold.id) {
+            stored.state = outcome;
+        }
+    }
+
+    /// Releases every pending hold whose expiry is at or before `timestamp`.
+    fn expire_holds(&mut self, timestamp: u64, records: &Records) {
+        while let Some(&Reverse((expires_at, id))) = self.hold_expiries.peek() {
+            if expires_at > timestamp {
+                break;
+            }
+            self.hold_expiries.pop();
+            let Some(hold) = self.holds.get(&id).copied() else {
+                continue;
+            };
+            if hold.state == HoldState::Pending {
+                self.release_hold(&hold, HoldState::Expired);
+            }
+            if !records.by_id.contains_key(&id) {
+                self.holds.remove(&id);
+            }
+        }
+    }
+
+    fn freeze(&mut self, id: AccountId) -> Result<(), Status> {
+        let slot = self.user_slot(id, Status::UnknownAccount)?;
+        match self.account(slot).status {
+            AccountStatus::Active => {}
+            AccountStatus::Frozen => return Err(Status::AccountAlreadyFrozen),
+            AccountStatus::Closed => return Err(Status::AccountClosed),
+        }
+        // Point of no return.
+        self.account_mut(slot).status = AccountStatus::Frozen;
+        Ok(())
+    }
+
+    fn unfreeze(&mut self, id: AccountId) -> Result<(), Status> {
+        let slot = self.user_slot(id, Status::UnknownAccount)?;
+        match self.account(slot).status {
+            AccountStatus::Frozen => {}
+            AccountStatus::Active => return Err(Status::AccountNotFrozen),
+            AccountStatus::Closed => return Err(Status::AccountClosed),
+        }
+        // Point of no return.
+        self.account_mut(slot).status = AccountStatus::Active;
+        Ok(())
+    }
+
+    fn close(&mut self, id: AccountId) -> Result<(), Status> {
+        let slot = self.user_slot(id, Status::UnknownAccount)?;
+        let account = self.account(slot);
+        account.check_movable()?;
+        if account.holds_pending > 0 {
+            return Err(Status::AccountHasHolds);
+        }
+        if account.balance != 0 {
+            return Err(Status::AccountNotEmpty);
+        }
+        debug_assert_eq!(account.debits_pending, 0);
+        debug_assert_eq!(account.credits_pending, 0);
+        // Point of no return.
+        self.account_mut(slot).status = AccountStatus::Closed;
+        Ok(())
+    }
+
+    fn set_kyc_tier(&mut self, id: AccountId, tier: u8) -> Result<(), Status> {
+        if tier > limits::KYC_TIER_MAX {
+            return Err(Status::InvalidKycTier);
+        }
+        let slot = self.user_slot(id, Status::UnknownAccount)?;
+        let account = self.account(slot);
+        if account.kind != AccountKind::Customer {
+            return Err(Status::NotACustomer);
+        }
+        if account.status == AccountStatus::Closed {
+            return Err(Status::AccountClosed);
+        }
+        // Point of no return.
+        self.account_mut(slot).kyc_tier = tier;
+        Ok(())
+    }
+}

@@ -1,0 +1,22 @@
+//! payrail-engine: the ledger behind a QR-code mobile wallet.
+//!
+//! # Layout
+//! - [`limits`]: every bound, in one place.
+//! - [`currency`]: ISO 4217 currencies and their minor units.
+//! - [`status`]: the flat, stable result-status enum.
+//! - [`command`]: commands, queries and their results.
+//! - [`ledger`]: the deterministic single-threaded state machine.
+
+pub mod command;
+pub mod currency;
+pub mod ledger;
+pub mod limits;
+pub mod status;
+
+pub use command::{
+    AccountId, AccountKind, AccountStatus, AccountView, Command, CommandId, CommandKind,
+    CommandResult, HouseRole, OpenAccount, Query, QueryReply,
+};
+pub use currency::Currency;
+pub use ledger::{Account, Ledger, LedgerConfig};
+pub use status::Status;

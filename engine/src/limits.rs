@@ -1,0 +1,42 @@
+//! Every bound the engine enforces, in one place.
+//!
+//! Input that exceeds a limit is refused at the edge (api) or with a precise
+//! status (ledger); nothing grows without bound. The compile-time checks at
+//! the bottom keep the limits consistent with one another.
+
+/// Most commands in one batch (one request frame, one log record).
+pub const BATCH_COMMANDS_MAX: usize = 8_190;
+
+/// Most accounts one ledger holds, house accounts included.
+pub const ACCOUNTS_MAX: usize = 64 * 1024 * 1024;
+
+/// Most withdrawal holds pending at once on one account.
+pub const ACCOUNT_HOLDS_PENDING_MAX: u16 = 64;
+
+/// Shortest and longest hold timeout a withdrawal may ask for.
+pub const HOLD_TIMEOUT_MS_MIN: u64 = 1_000;
+pub const HOLD_TIMEOUT_MS_MAX: u64 = 30 * 24 * 3_600 * 1_000;
+
+/// Idempotency records are kept for at least this long in command time ...
+pub const IDEMPOTENCY_WINDOW_NS_DEFAULT: u64 = 24 * 3_600 * 1_000_000_000;
+/// ... unless there are more than this many, when the oldest go first.
+pub const IDEMPOTENCY_RECORDS_MAX_DEFAULT: usize = 32 * 1024 * 1024;
+
+/// Highest KYC tier a customer can have (0 = unverified).
+pub const KYC_TIER_MAX: u8 = 3;
+
+/// Merchant category codes (ISO 18245) are four decimal digits.
+pub const MCC_MAX: u16 = 9_999;
+
+/// Largest amount in one command, in minor units: balances are `i64`, so one
+/// amount must fit in it.
+pub const AMOUNT_MAX: u64 = i64::MAX as u64;
+
+const _: () = assert!(BATCH_COMMANDS_MAX <= u16::MAX as usize);
+const _: () = assert!(ACCOUNTS_MAX <= u32::MAX as usize, "slots are u32");
+const _: () = assert!(HOLD_TIMEOUT_MS_MIN < HOLD_TIMEOUT_MS_MAX);
+const _: () = assert!(
+    (HOLD_TIMEOUT_MS_MAX as u128) * 1_000_000 < u64::MAX as u128,
+    "a hold's expiry in ns fits in u64 for any timestamp before 2500"
+);
+const _: () = assert!(IDEMPOTENCY_RECORDS_MAX_DEFAULT >= BATCH_COMMANDS_MAX);

@@ -1,0 +1,182 @@
+//! The result status of every command: one flat, stable enum.
+//!
+//! Numbers are grouped in ranges by the stage that decides them and are never
+//! renumbered or reused; new statuses take the next free number in their
+//! range. docs/protocol.md lists them all.
+//!
+//! | range   | decided by |
+//! |---------|------------|
+//! | 0       | success    |
+//! | 1-9     | idempotency |
+//! | 10-39   | accounts   |
+//! | 40-59   | amounts and balances |
+//! | 60-79   | withdrawal holds |
+//! | 900-999 | the pipeline around the ledger (log, shutdown) |
+
+use std::fmt;
+
+macro_rules! statuses {
+    ($( $(#[doc = $doc:literal])* $name:ident = $code:literal, $text:literal; )*) => {
+        /// Outcome of one command. Rejections are values, not errors.
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+        #[repr(u16)]
+        #[non_exhaustive]
+        pub enum Status {
+            $( $(#[doc = $doc])* $name = $code, )*
+        }
+
+        impl Status {
+            /// Every status, in numeric order.
+            pub const ALL: &'static [Status] = &[$(Status::$name,)*];
+
+            /// The status with this wire code.
+            pub fn from_code(code: u16) -> Option<Status> {
+                match code {
+                    $( $code => Some(Status::$name), )*
+                    _ => None,
+                }
+            }
+
+            /// Stable snake_case name, as used in JSON and metrics.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( Status::$name => stringify!($name), )*
+                }
+            }
+
+            /// A sentence a person can read.
+            pub fn description(self) -> &'static str {
+                match self {
+                    $( Status::$name => $text, )*
+                }
+            }
+        }
+    };
+}
+
+statuses! {
+    /// The command was applied (or, for a query, answered).
+    Ok = 0, "done";
+    /// The command id was used before for a command with different fields.
+    IdReusedWithDifferentFields = 1, "this command id was already used for a different command";
+
+    /// An account with this id already exists.
+    AccountExists = 10, "an account with this id already exists";
+    /// No account has this id.
+    UnknownAccount = 11, "no account has this id";
+    /// A transfer's paying account does not exist.
+    UnknownDebitAccount = 12, "the paying account does not exist";
+    /// A transfer's receiving account does not exist.
+    UnknownCreditAccount = 13, "the receiving account does not exist";
+    /// The account is frozen: no money moves in or out.
+    AccountFrozen = 14, "the account is frozen";
+    /// The account is closed.
+    AccountClosed = 15, "the account is closed";
+    /// Unfreeze of an account that is not frozen.
+    AccountNotFrozen = 16, "the account is not frozen";
+    /// Freeze of an account that is already frozen.
+    AccountAlreadyFrozen = 17, "the account is already frozen";
+    /// Close of an account whose balance is not zero.
+    AccountNotEmpty = 18, "the account's balance is not zero";
+    /// Close of an account with pending withdrawal holds.
+    AccountHasHolds = 19, "the account has pending withdrawal holds";
+    /// The account id is in the range reserved for house accounts.
+    ReservedAccountId = 20, "account ids from 0xFF00000000000000 up are reserved for house accounts";
+    /// House accounts are moved only by the engine itself.
+    HouseAccountNotAllowed = 21, "house accounts cannot be used in this command";
+    /// The command applies to customer accounts only.
+    NotACustomer = 22, "the account is not a customer account";
+    /// KYC tier out of range.
+    InvalidKycTier = 23, "the KYC tier is out of range";
+    /// Accounts can be opened as customer or merchant only.
+    InvalidAccountKind = 24, "accounts can be opened as customer or merchant only";
+    /// Not an ISO 4217 currency with minor units.
+    UnknownCurrency = 25, "not an ISO 4217 currency with minor units";
+    /// Merchant category code out of range, or given for a customer.
+    InvalidMcc = 26, "the merchant category code is invalid";
+    /// The ledger holds as many accounts as it may.
+    LedgerFull = 27, "the ledger holds as many accounts as it may";
+
+    /// Amounts must be at least one minor unit.
+    AmountMustBePositive = 40, "the amount must be positive";
+    /// The amount does not fit in a balance.
+    AmountTooLarge = 41, "the amount is too large";
+    /// The command's currency differs from an account's currency.
+    CurrencyMismatch = 42, "the currency does not match the account's currency";
+    /// The paying account's available balance is below the amount.
+    InsufficientFunds = 43, "insufficient funds";
+    /// The receiving balance would overflow.
+    Overflow = 44, "the balance would overflow";
+    /// A transfer from an account to itself.
+    SameAccount = 45, "the paying and the receiving account are the same";
+
+    /// No withdrawal hold has this id.
+    HoldNotFound = 60, "no withdrawal hold has this id";
+    /// The hold timed out before it was posted or voided; the money is released.
+    HoldExpired = 61, "the withdrawal hold expired";
+    /// The hold was posted already.
+    HoldAlreadyPosted = 62, "the withdrawal hold was already posted";
+    /// The hold was voided already.
+    HoldAlreadyVoided = 63, "the withdrawal hold was already voided";
+    /// The hold timeout is out of range.
+    TimeoutOutOfRange = 64, "the hold timeout is out of range";
+    /// The account has as many pending holds as it may.
+    TooManyHolds = 65, "the account has too many pending holds";
+
+    /// The command could not be made durable (disk full, I/O error); it was not applied.
+    StorageFailed = 900, "the command could not be written to the log and was not applied";
+    /// The engine is shutting down or has stopped accepting writes.
+    Unavailable = 901, "the engine is not accepting writes";
+}
+
+impl Status {
+    pub fn code(self) -> u16 {
+        self as u16
+    }
+
+    pub fn is_ok(self) -> bool {
+        self == Status::Ok
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.description())
+    }
+}
+
+impl bincode::Encode for Status {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.code().encode(encoder)
+    }
+}
+
+impl<Context> bincode::Decode<Context> for Status {
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        let code = u16::decode(decoder)?;
+        Status::from_code(code).ok_or(bincode::error::DecodeError::OtherString(format!(
+            "unknown status code {code}"
+        )))
+    }
+}
+bincode::impl_borrow_decode!(Status);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_are_unique() {
+        let mut seen = std::collections::BTreeSet::new();
+        for &status in Status::ALL {
+            assert!(seen.insert(status.code()), "{status:?} reuses a code");
+            assert_eq!(Status::from_code(status.code()), Some(status));
+        }
+        assert_eq!(Status::from_code(2), None);
+    }
+}

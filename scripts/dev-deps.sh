@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine lacks to build payrail: libclang (bindgen,
+# used by the rocksdb crate's build) and Debian's RocksDB library, which the
+# rocksdb crate links against instead of compiling RocksDB from C++ (minutes
+# instead of half an hour on 2 cores; see .cargo/config.toml).
+# Does nothing when both are present, so it is cheap to run before every build.
+set -euo pipefail
+
+have_libclang() {
+  ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang-*.so* >/dev/null 2>&1
+}
+have_rocksdb() {
+  [ -e /usr/lib/x86_64-linux-gnu/librocksdb.so ] && [ -e /usr/include/rocksdb/c.h ]
+}
+
+if have_libclang && have_rocksdb; then
+  exit 0
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "dev-deps: this script installs with apt-get (Debian/Ubuntu)." >&2
+  echo "dev-deps: install libclang and RocksDB 7.x development files by hand," >&2
+  echo "dev-deps: then set ROCKSDB_LIB_DIR in .cargo/config.toml to where librocksdb.so is." >&2
+  exit 1
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  sudo="sudo"
+fi
+echo "dev-deps: installing libclang-dev and librocksdb-dev (one time)..." >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+  libclang-dev librocksdb-dev >/dev/null
+have_libclang && have_rocksdb
