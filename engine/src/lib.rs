@@ -12,6 +12,7 @@ pub mod currency;
 pub mod ledger;
 pub mod limits;
 pub mod status;
+pub mod storage;
 
 pub use command::{
     AccountId, AccountKind, AccountStatus, AccountView, Command, CommandId, CommandKind,
