@@ -1,1 +1,16 @@
+//! payrail-api: how gateways and operators reach the engine.
+//!
+//! # Layout
+//! - [`wire`]: the binary frame codec (docs/protocol.md).
+//! - [`auth`]: gateway authentication (HMAC-SHA256 over a server nonce).
+//! - [`config`]: the server's TOML configuration and the local gateway secret.
+//! - [`server`]: the tokio TCP server: handshake, bounds, pipelined requests.
+//! - [`serve`]: `payrail serve`: storage, engine and server wired together.
+//! - [`client`]: the async, pipelined client library.
 
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod serve;
+pub mod server;
+pub mod wire;

@@ -188,7 +188,13 @@ impl CommandResult {
 /// A read-only question. Queries are not logged and change nothing.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, bincode::Encode, bincode::Decode)]
 pub enum Query {
-    Balance { account: AccountId },
+    Balance {
+        account: AccountId,
+    },
+    /// The first result of a command, while its idempotency record is kept.
+    Command {
+        id: CommandId,
+    },
 }
 
 /// What an account looks like from outside.
@@ -215,6 +221,8 @@ pub struct AccountView {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, bincode::Encode, bincode::Decode)]
 pub enum QueryReply {
     Balance(AccountView),
+    /// The command was applied with this status (which may be a rejection).
+    Command(Status),
     /// The query was refused; the status says why (for example `UnknownAccount`).
     Refused(Status),
 }

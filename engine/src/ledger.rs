@@ -325,6 +325,10 @@ impl Ledger {
                 Some(&slot) => QueryReply::Balance(self.books.accounts[slot as usize].view()),
                 None => QueryReply::Refused(Status::UnknownAccount),
             },
+            Query::Command { id } => match self.records.by_id.get(id) {
+                Some(record) => QueryReply::Command(record.status),
+                None => QueryReply::Refused(Status::UnknownCommand),
+            },
         }
     }
 

@@ -11,6 +11,7 @@ pub mod command;
 pub mod currency;
 pub mod ledger;
 pub mod limits;
+pub mod pipeline;
 pub mod status;
 pub mod storage;
 

@@ -59,6 +59,8 @@ statuses! {
     Ok = 0, "done";
     /// The command id was used before for a command with different fields.
     IdReusedWithDifferentFields = 1, "this command id was already used for a different command";
+    /// No command with this id is remembered (never seen, or past retention).
+    UnknownCommand = 2, "no command with this id is known";
 
     /// An account with this id already exists.
     AccountExists = 10, "an account with this id already exists";
@@ -177,6 +179,6 @@ mod tests {
             assert!(seen.insert(status.code()), "{status:?} reuses a code");
             assert_eq!(Status::from_code(status.code()), Some(status));
         }
-        assert_eq!(Status::from_code(2), None);
+        assert_eq!(Status::from_code(3), None);
     }
 }

@@ -1,0 +1,388 @@
+//! Server configuration: a TOML file whose every field has a default, and the
+//! gateway secrets.
+//!
+//! With no gateway in the config, the server uses a local gateway whose
+//! secret it creates in the data directory on first start
+//! (`gateway.toml`, mode 0600); the CLI and the load test on the same machine
+//! read it from there.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use payrail_engine::limits::BATCH_COMMANDS_MAX;
+use payrail_engine::pipeline::EngineConfig;
+use payrail_engine::LedgerConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{WireLimits, FRAME_BYTES_MAX_DEFAULT};
+
+/// The name of the gateway file in a data directory.
+pub const LOCAL_GATEWAY_FILE: &str = "gateway.toml";
+/// The name the local gateway uses.
+pub const LOCAL_GATEWAY_NAME: &str = "local";
+/// Longest gateway name.
+pub const GATEWAY_NAME_BYTES_MAX: usize = 64;
+
+/// Errors reading or writing configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// A gateway allowed to connect, and its shared secret.
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub name: String,
+    /// 32 bytes or more, hex-encoded.
+    pub secret: String,
+}
+
+impl fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Secrets never appear in logs.
+        f.debug_struct("GatewayConfig")
+            .field("name", &self.name)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+impl GatewayConfig {
+    /// The secret's bytes, if it is valid hex of at least 16 bytes.
+    pub fn secret_bytes(&self) -> Option<Vec<u8>> {
+        let bytes = hex::decode(self.secret.trim()).ok()?;
+        (bytes.len() >= 16).then_some(bytes)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        if self.name.is_empty() || self.name.len() > GATEWAY_NAME_BYTES_MAX {
+            return Err(invalid(format!(
+                "gateway name must be 1 to {GATEWAY_NAME_BYTES_MAX} bytes"
+            )));
+        }
+        if self.secret_bytes().is_none() {
+            return Err(invalid(format!(
+                "gateway '{}': secret must be hex, at least 16 bytes",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Bounds the server enforces on every connection.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest frame, header included.
+    pub frame_bytes_max: u32,
+    /// Most commands (or queries) in one request.
+    pub batch_commands_max: u32,
+    /// Most connections at once; one more gets `TooManyConnections`.
+    pub connections_max: u32,
+    /// Most requests in flight on one connection; one more gets `TooManyInFlight`.
+    pub inflight_max: u32,
+    /// A connection with no request for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// A frame that started arriving must be complete within this long.
+    pub read_timeout_ms: u64,
+    /// The handshake must be done within this long.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
+            batch_commands_max: BATCH_COMMANDS_MAX as u32,
+            connections_max: 1_024,
+            inflight_max: 64,
+            idle_timeout_ms: 300_000,
+            read_timeout_ms: 10_000,
+            handshake_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn wire(&self) -> WireLimits {
+        WireLimits {
+            frame_bytes_max: self.frame_bytes_max,
+            batch_commands_max: self.batch_commands_max,
+        }
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_timeout_ms)
+    }
+
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: message.to_owned(),
+        };
+        if self.batch_commands_max == 0 || self.batch_commands_max as usize > BATCH_COMMANDS_MAX {
+            return Err(invalid("limits.batch_commands_max must be 1 to 8190"));
+        }
+        if self.frame_bytes_max < 1_024 || self.frame_bytes_max > 64 << 20 {
+            return Err(invalid("limits.frame_bytes_max must be 1 KiB to 64 MiB"));
+        }
+        if self.connections_max == 0 || self.inflight_max == 0 {
+            return Err(invalid(
+                "limits.connections_max and limits.inflight_max must be at least 1",
+            ));
+        }
+        if self.idle_timeout_ms == 0 || self.read_timeout_ms == 0 || self.handshake_timeout_ms == 0
+        {
+            return Err(invalid("timeouts must be at least 1 ms"));
+        }
+        Ok(())
+    }
+}
+
+/// Pipeline and ledger tuning.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSection {
+    pub queue_depth: u32,
+    pub group_commands_max: u32,
+    pub checkpoint_commands: u64,
+    pub checkpoint_interval_s: u64,
+    pub idempotency_window_s: u64,
+    pub idempotency_records_max: u64,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        let engine = EngineConfig::default();
+        EngineSection {
+            queue_depth: engine.queue_depth as u32,
+            group_commands_max: engine.group_commands_max as u32,
+            checkpoint_commands: engine.checkpoint_commands,
+            checkpoint_interval_s: engine.checkpoint_interval.as_secs(),
+            idempotency_window_s: engine.ledger.idempotency_window_ns / 1_000_000_000,
+            idempotency_records_max: engine.ledger.idempotency_records_max as u64,
+        }
+    }
+}
+
+impl EngineSection {
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            ledger: LedgerConfig {
+                idempotency_window_ns: self.idempotency_window_s.saturating_mul(1_000_000_000),
+                idempotency_records_max: usize::try_from(self.idempotency_records_max)
+                    .unwrap_or(usize::MAX),
+            },
+            queue_depth: self.queue_depth as usize,
+            group_commands_max: self.group_commands_max as usize,
+            checkpoint_commands: self.checkpoint_commands,
+            checkpoint_interval: Duration::from_secs(self.checkpoint_interval_s),
+        }
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: message.to_owned(),
+        };
+        if self.queue_depth == 0 || self.group_commands_max == 0 {
+            return Err(invalid(
+                "engine.queue_depth and engine.group_commands_max must be at least 1",
+            ));
+        }
+        if self.checkpoint_commands == 0 || self.checkpoint_interval_s == 0 {
+            return Err(invalid(
+                "engine.checkpoint_commands and engine.checkpoint_interval_s must be at least 1",
+            ));
+        }
+        if (self.idempotency_records_max as usize) < BATCH_COMMANDS_MAX {
+            return Err(invalid(
+                "engine.idempotency_records_max must be at least 8190",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The whole server configuration (`payrail serve --config FILE`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub limits: LimitsConfig,
+    pub engine: EngineSection,
+    /// Gateways allowed to connect. Empty: the local gateway of the data directory.
+    pub gateways: Vec<GatewayConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            data_dir: PathBuf::from("./payrail-data"),
+            limits: LimitsConfig::default(),
+            engine: EngineSection::default(),
+            gateways: Vec::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: ServerConfig = toml::from_str(&text).map_err(|error| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: error.to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        self.limits.validate(path)?;
+        self.engine.validate(path)?;
+        for gateway in &self.gateways {
+            gateway.validate(path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the local gateway of a data directory.
+pub fn read_local_gateway(data_dir: &Path) -> Result<GatewayConfig, ConfigError> {
+    let path = data_dir.join(LOCAL_GATEWAY_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let gateway: GatewayConfig = toml::from_str(&text).map_err(|error| ConfigError::Invalid {
+        path: path.clone(),
+        message: error.to_string(),
+    })?;
+    gateway.validate(&path)?;
+    Ok(gateway)
+}
+
+/// The local gateway of a data directory, created with a fresh random secret
+/// (readable by its owner only) if there is none.
+pub fn ensure_local_gateway(data_dir: &Path) -> Result<GatewayConfig, ConfigError> {
+    let path = data_dir.join(LOCAL_GATEWAY_FILE);
+    if path.exists() {
+        return read_local_gateway(data_dir);
+    }
+    std::fs::create_dir_all(data_dir).map_err(|source| ConfigError::Write {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    let mut secret = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+    let gateway = GatewayConfig {
+        name: LOCAL_GATEWAY_NAME.to_owned(),
+        secret: hex::encode(secret),
+    };
+    let text = format!(
+        "# The local gateway: the payrail CLI and load test on this machine use it.\n\
+         # Keep this file secret (mode 0600).\n{}",
+        toml::to_string(&gateway).map_err(|error| ConfigError::Invalid {
+            path: path.clone(),
+            message: error.to_string()
+        })?
+    );
+    write_private(&path, text.as_bytes()).map_err(|source| ConfigError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(gateway)
+}
+
+/// Writes a file that only its owner can read, without a window in which it
+/// exists with wider permissions.
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        let config: ServerConfig = toml::from_str("").unwrap();
+        assert_eq!(config, ServerConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<ServerConfig>("listne = \"127.0.0.1:1\"").is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let gateway = GatewayConfig {
+            name: "g".into(),
+            secret: "00112233445566778899aabbccddeeff".into(),
+        };
+        assert!(!format!("{gateway:?}").contains("0011"));
+    }
+
+    #[test]
+    fn local_gateway_is_created_once_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ensure_local_gateway(dir.path()).unwrap();
+        let second = ensure_local_gateway(dir.path()).unwrap();
+        assert_eq!(first, second);
+        assert_eq!(first.secret_bytes().unwrap().len(), 32);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(LOCAL_GATEWAY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! `payrail serve`: open the data directory, recover, start the engine and
+//! the server, and stop cleanly on SIGINT/SIGTERM.
+//!
+//! [`start`] runs the same server inside a caller's tokio runtime (tests, the
+//! load test); [`serve_blocking`] is what the binary calls.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use payrail_engine::pipeline::{Engine, EngineError, EngineHandle};
+use payrail_engine::storage::{RocksStorage, StorageError};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::{self, ConfigError, GatewayConfig, ServerConfig};
+use crate::server::{self, ServerStats};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot open the data directory: {0}")]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Command-line overrides of the config file.
+#[derive(Clone, Debug, Default)]
+pub struct ServeOptions {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+}
+
+impl ServeOptions {
+    /// The config file (or the defaults) with the flags applied.
+    pub fn resolve(&self) -> Result<ServerConfig, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => ServerConfig::load(path)?,
+            None => ServerConfig::default(),
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(data_dir) = &self.data_dir {
+            config.data_dir = data_dir.clone();
+        }
+        Ok(config)
+    }
+}
+
+/// A server running in the caller's runtime.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// Where it listens (the real port when the config said port 0).
+    pub addr: SocketAddr,
+    /// The gateways it accepts (the local one when the config named none).
+    pub gateways: Vec<GatewayConfig>,
+    pub stats: Arc<ServerStats>,
+    engine: EngineHandle,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Engine>>,
+}
+
+impl RunningServer {
+    pub fn engine(&self) -> &EngineHandle {
+        &self.engine
+    }
+
+    /// Stops accepting, finishes what is in flight, takes a final checkpoint
+    /// and closes the data directory.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            if let Ok(engine) = task.await {
+                // The final checkpoint may take a while: off the async threads.
+                let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
+            }
+        }
+    }
+}
+
+/// Opens the data directory, recovers and starts serving. Returns once the
+/// server listens.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
+    let started = Instant::now();
+    let gateways = if config.gateways.is_empty() {
+        vec![config::ensure_local_gateway(&config.data_dir)?]
+    } else {
+        config.gateways.clone()
+    };
+    let data_dir = config.data_dir.clone();
+    let engine_config = config.engine.engine_config();
+    let engine = tokio::task::spawn_blocking(move || -> Result<Engine, ServeError> {
+        let storage = RocksStorage::open(&data_dir)?;
+        Ok(Engine::start(storage, engine_config)?)
+    })
+    .await
+    .map_err(|error| ServeError::Runtime(std::io::Error::other(error.to_string())))??;
+    let recovery = engine.recovery();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        data_dir = %config.data_dir.display(),
+        listen = %config.listen,
+        gateways = gateways.len(),
+        checkpoint_sequence = recovery.checkpoint_sequence,
+        records_replayed = recovery.records_replayed,
+        commands_replayed = recovery.commands_replayed,
+        dropped_tail = ?recovery.dropped_tail,
+        recovery_ms = recovery.elapsed.as_millis() as u64,
+        startup_ms = started.elapsed().as_millis() as u64,
+        frame_bytes_max = config.limits.frame_bytes_max,
+        connections_max = config.limits.connections_max,
+        inflight_max = config.limits.inflight_max,
+        "payrail started"
+    );
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let (stop_sender, stop_receiver) = oneshot::channel::<()>();
+    let stats = Arc::new(ServerStats::default());
+    let handle = engine.handle();
+    let task = {
+        let stats = Arc::clone(&stats);
+        let gateways = gateways.clone();
+        let limits = config.limits.clone();
+        tokio::spawn(async move {
+            server::run(listener, engine.handle(), limits, &gateways, stats, async {
+                let _ = stop_receiver.await;
+            })
+            .await;
+            engine
+        })
+    };
+    Ok(RunningServer {
+        addr,
+        gateways,
+        stats,
+        engine: handle,
+        stop: Some(stop_sender),
+        task: Some(task),
+    })
+}
+
+/// Runs the server until SIGINT or SIGTERM, then stops cleanly.
+pub fn serve_blocking(options: &ServeOptions) -> Result<(), ServeError> {
+    let config = options.resolve()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    runtime.block_on(async move {
+        let server = start(config).await?;
+        tracing::info!(addr = %server.addr, "listening");
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing requests in flight and taking a checkpoint");
+        server.stop().await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,623 @@
+//! The gateway-facing TCP server.
+//!
+//! `run(listener, engine, config, shutdown)` accepts connections until
+//! `shutdown` resolves, then stops accepting, lets every connection finish the
+//! requests it has in flight, and returns. A semaphore bounds connections.
+//!
+//! Each connection: (1) the server sends a `Challenge`; (2) the gateway
+//! answers `Hello` with its name and an HMAC proof; (3) the server answers
+//! `Welcome` or an `Error` and closes; (4) requests are read, decoded and
+//! handed to the engine as they arrive (pipelined), and a writer task sends
+//! the replies back in request order. A frame that breaks the framing (bad
+//! magic, checksum, length, kind or body) gets an `Error` frame and closes
+//! that connection only; nothing it carried is applied.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use payrail_engine::pipeline::{EngineHandle, SubmitError};
+use payrail_engine::{CommandResult, QueryReply};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::auth;
+use crate::config::{GatewayConfig, LimitsConfig};
+use crate::wire::{self, Check, ErrorCode, Frame, Message, WireError, WireLimits};
+
+/// Counters of the server itself, reported by `Status` next to the engine's.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub connections_accepted: AtomicU64,
+    pub connections_open: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub handshakes_failed: AtomicU64,
+    pub frames_refused: AtomicU64,
+    pub requests: AtomicU64,
+    pub requests_refused: AtomicU64,
+}
+
+impl ServerStats {
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        vec![
+            ("connections_accepted", get(&self.connections_accepted)),
+            ("connections_open", get(&self.connections_open)),
+            ("connections_refused", get(&self.connections_refused)),
+            ("handshakes_failed", get(&self.handshakes_failed)),
+            ("frames_refused", get(&self.frames_refused)),
+            ("requests", get(&self.requests)),
+            ("requests_refused", get(&self.requests_refused)),
+        ]
+    }
+}
+
+/// What every connection shares.
+struct Context {
+    engine: EngineHandle,
+    limits: LimitsConfig,
+    wire_limits: WireLimits,
+    /// Gateway name to secret bytes.
+    gateways: HashMap<String, Vec<u8>>,
+    stats: Arc<ServerStats>,
+}
+
+/// Serves gateways on `listener` until `shutdown` resolves. Returns once every
+/// connection has finished.
+pub async fn run(
+    listener: TcpListener,
+    engine: EngineHandle,
+    limits: LimitsConfig,
+    gateways: &[GatewayConfig],
+    stats: Arc<ServerStats>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let context = Arc::new(Context {
+        engine,
+        wire_limits: limits.wire(),
+        gateways: gateways
+            .iter()
+            .filter_map(|gateway| Some((gateway.name.clone(), gateway.secret_bytes()?)))
+            .collect(),
+        limits,
+        stats,
+    });
+    let (notify_shutdown, _) = broadcast::channel::<()>(1);
+    // Every connection task holds a clone; recv() returns once all are gone.
+    let (done_sender, mut done_receiver) = mpsc::channel::<()>(1);
+    let connections = Arc::new(Semaphore::new(context.limits.connections_max as usize));
+
+    tokio::select! {
+        () = accept_loop(&listener, &context, &connections, &notify_shutdown, &done_sender) => {}
+        () = shutdown => {}
+    }
+    drop(listener);
+    drop(notify_shutdown);
+    drop(done_sender);
+    let _ = done_receiver.recv().await;
+}
+
+async fn accept_loop(
+    listener: &TcpListener,
+    context: &Arc<Context>,
+    connections: &Arc<Semaphore>,
+    notify_shutdown: &broadcast::Sender<()>,
+    done: &mpsc::Sender<()>,
+) {
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(accepted) => {
+                backoff = Duration::from_millis(1);
+                accepted
+            }
+            Err(error) => {
+                // Out of file descriptors and the like: wait, don't spin.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let context = Arc::clone(context);
+        match Arc::clone(connections).try_acquire_owned() {
+            Ok(permit) => {
+                context
+                    .stats
+                    .connections_accepted
+                    .fetch_add(1, Ordering::Relaxed);
+                let shutdown = notify_shutdown.subscribe();
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let connection = Connection {
+                        context,
+                        _permit: permit,
+                        _done: done,
+                    };
+                    connection.serve(socket, shutdown).await;
+                });
+            }
+            Err(_) => {
+                context
+                    .stats
+                    .connections_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%peer, "connection refused: too many connections");
+                tokio::spawn(refuse(socket, ErrorCode::TooManyConnections));
+            }
+        }
+    }
+}
+
+/// Sends one error frame and closes, giving up after a second.
+async fn refuse(mut socket: TcpStream, code: ErrorCode) {
+    let mut frame = Vec::new();
+    wire::encode_error(0, code, code.description(), &mut frame);
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.write_all(&frame)).await;
+}
+
+/// A reply the writer task waits for, in request order.
+enum Pending {
+    Results {
+        request_id: u64,
+        results: oneshot::Receiver<Vec<CommandResult>>,
+    },
+    Queries {
+        request_id: u64,
+        replies: oneshot::Receiver<Vec<QueryReply>>,
+    },
+    Ready {
+        request_id: u64,
+        message: Message,
+    },
+}
+
+struct Connection {
+    context: Arc<Context>,
+    _permit: OwnedSemaphorePermit,
+    _done: mpsc::Sender<()>,
+}
+
+impl Connection {
+    async fn serve(self, socket: TcpStream, mut shutdown: broadcast::Receiver<()>) {
+        let stats = Arc::clone(&self.context.stats);
+        stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        let peer = socket.peer_addr().ok();
+        let (reader, writer) = socket.into_split();
+        let mut reader = reader;
+        let mut writer = BufWriter::new(writer);
+        let mut buffer = BytesMut::with_capacity(64 * 1024);
+
+        let handshake = tokio::time::timeout(
+            self.context.limits.handshake_timeout(),
+            self.handshake(&mut reader, &mut writer, &mut buffer),
+        );
+        let authenticated = tokio::select! {
+            outcome = handshake => match outcome {
+                Ok(Ok(gateway)) => Some(gateway),
+                Ok(Err(code)) => {
+                    stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(?peer, code = code.code(), "handshake refused: {}", code.description());
+                    write_error(&mut writer, 0, code).await;
+                    None
+                }
+                Err(_elapsed) => {
+                    stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(?peer, "handshake timed out");
+                    write_error(&mut writer, 0, ErrorCode::ReadTimeout).await;
+                    None
+                }
+            },
+            _ = shutdown.recv() => {
+                write_error(&mut writer, 0, ErrorCode::ShuttingDown).await;
+                None
+            }
+        };
+
+        if let Some(gateway) = authenticated {
+            tracing::debug!(?peer, gateway, "gateway connected");
+            let capacity = self.context.limits.inflight_max as usize * 2 + 8;
+            let (pending_sender, pending_receiver) = mpsc::channel::<Pending>(capacity);
+            let inflight = Arc::new(AtomicU64::new(0));
+            let writer_task = tokio::spawn(write_replies(
+                writer,
+                pending_receiver,
+                Arc::clone(&inflight),
+            ));
+            self.read_requests(
+                &mut reader,
+                buffer,
+                &pending_sender,
+                &inflight,
+                &mut shutdown,
+            )
+            .await;
+            drop(pending_sender);
+            // The writer finishes every reply already promised, then closes.
+            let _ = writer_task.await;
+        }
+        stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Challenge, Hello, Welcome. Returns the gateway's name, or the code to
+    /// refuse it with.
+    async fn handshake(
+        &self,
+        reader: &mut OwnedReadHalf,
+        writer: &mut BufWriter<OwnedWriteHalf>,
+        buffer: &mut BytesMut,
+    ) -> Result<String, ErrorCode> {
+        let nonce = auth::nonce();
+        let mut frame = Vec::new();
+        wire::encode(0, &Message::Challenge { nonce }, &mut frame).map_err(|error| error.code())?;
+        writer
+            .write_all(&frame)
+            .await
+            .map_err(|_| ErrorCode::Internal)?;
+        writer.flush().await.map_err(|_| ErrorCode::Internal)?;
+
+        let hello = loop {
+            match wire::decode(buffer, &self.context.wire_limits) {
+                Ok(Some((frame, consumed))) => {
+                    buffer.advance(consumed);
+                    break frame;
+                }
+                Ok(None) => {
+                    if reader
+                        .read_buf(buffer)
+                        .await
+                        .map_err(|_| ErrorCode::Internal)?
+                        == 0
+                    {
+                        return Err(ErrorCode::HandshakeRequired);
+                    }
+                }
+                Err(error) => return Err(error.code()),
+            }
+        };
+        let Message::Hello { gateway, proof } = hello.message else {
+            return Err(ErrorCode::HandshakeRequired);
+        };
+        let Some(secret) = self.context.gateways.get(&gateway) else {
+            return Err(ErrorCode::UnknownGateway);
+        };
+        if !auth::verify(secret, &nonce, &gateway, &proof) {
+            return Err(ErrorCode::BadProof);
+        }
+        let welcome = Message::Welcome {
+            frame_bytes_max: self.context.limits.frame_bytes_max,
+            batch_commands_max: self.context.limits.batch_commands_max,
+            inflight_max: self.context.limits.inflight_max,
+        };
+        frame.clear();
+        wire::encode(hello.request_id, &welcome, &mut frame).map_err(|error| error.code())?;
+        writer
+            .write_all(&frame)
+            .await
+            .map_err(|_| ErrorCode::Internal)?;
+        writer.flush().await.map_err(|_| ErrorCode::Internal)?;
+        Ok(gateway)
+    }
+
+    /// Reads frames until the peer closes, a frame breaks the framing, a
+    /// timeout passes or the server shuts down.
+    async fn read_requests(
+        &self,
+        reader: &mut OwnedReadHalf,
+        mut buffer: BytesMut,
+        pending: &mpsc::Sender<Pending>,
+        inflight: &AtomicU64,
+        shutdown: &mut broadcast::Receiver<()>,
+    ) {
+        let limits = &self.context.wire_limits;
+        loop {
+            match wire::check(&buffer, limits) {
+                Ok(Check::Complete { frame_len }) => {
+                    let decoded = wire::decode(&buffer[..frame_len], limits);
+                    let request_id = header_request_id(&buffer);
+                    buffer.advance(frame_len);
+                    match decoded {
+                        Ok(Some((frame, _))) => {
+                            if !self.dispatch(frame, pending, inflight).await {
+                                return;
+                            }
+                        }
+                        Ok(None) => {
+                            // check() said complete; decode disagreeing is a bug
+                            // in the codec: refuse rather than loop.
+                            let message =
+                                error_message(ErrorCode::Internal, "frame could not be decoded");
+                            let _ = pending
+                                .send(Pending::Ready {
+                                    request_id,
+                                    message,
+                                })
+                                .await;
+                            return;
+                        }
+                        Err(error) if keeps_connection(error.code()) => {
+                            self.context
+                                .stats
+                                .requests_refused
+                                .fetch_add(1, Ordering::Relaxed);
+                            let message = error_message(error.code(), &error.to_string());
+                            if pending
+                                .send(Pending::Ready {
+                                    request_id,
+                                    message,
+                                })
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Err(error) => {
+                            self.refuse_frame(pending, request_id, &error).await;
+                            return;
+                        }
+                    }
+                }
+                Ok(Check::Incomplete { .. }) => {
+                    // Between frames a quiet gateway may idle; inside a frame
+                    // it must keep sending.
+                    let (timeout, code) = if buffer.is_empty() {
+                        (self.context.limits.idle_timeout(), ErrorCode::IdleTimeout)
+                    } else {
+                        (self.context.limits.read_timeout(), ErrorCode::ReadTimeout)
+                    };
+                    if buffer.capacity() - buffer.len() < 16 * 1024 {
+                        buffer.reserve(64 * 1024);
+                    }
+                    tokio::select! {
+                        read = tokio::time::timeout(timeout, reader.read_buf(&mut buffer)) => match read {
+                            Ok(Ok(0)) | Ok(Err(_)) => return,
+                            Ok(Ok(_)) => {}
+                            Err(_elapsed) => {
+                                let message = error_message(code, code.description());
+                                let _ = pending.send(Pending::Ready { request_id: 0, message }).await;
+                                return;
+                            }
+                        },
+                        _ = shutdown.recv() => return,
+                    }
+                }
+                Err(error) => {
+                    self.refuse_frame(pending, 0, &error).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn refuse_frame(
+        &self,
+        pending: &mpsc::Sender<Pending>,
+        request_id: u64,
+        error: &WireError,
+    ) {
+        self.context
+            .stats
+            .frames_refused
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(code = error.code().code(), %error, "frame refused; closing the connection");
+        let message = error_message(error.code(), &error.to_string());
+        let _ = pending
+            .send(Pending::Ready {
+                request_id,
+                message,
+            })
+            .await;
+    }
+
+    /// Hands one request to the engine. Returns false to close the connection.
+    async fn dispatch(
+        &self,
+        frame: Frame,
+        pending: &mpsc::Sender<Pending>,
+        inflight: &AtomicU64,
+    ) -> bool {
+        let request_id = frame.request_id;
+        let stats = &self.context.stats;
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+        let item = match frame.message {
+            Message::Submit { commands } => {
+                if inflight.load(Ordering::Relaxed) >= u64::from(self.context.limits.inflight_max) {
+                    refused(stats, request_id, ErrorCode::TooManyInFlight)
+                } else {
+                    let (sender, receiver) = oneshot::channel();
+                    match self.context.engine.submit(
+                        commands,
+                        Box::new(move |results| drop(sender.send(results))),
+                    ) {
+                        Ok(()) => {
+                            inflight.fetch_add(1, Ordering::Relaxed);
+                            Pending::Results {
+                                request_id,
+                                results: receiver,
+                            }
+                        }
+                        Err(error) => refused(stats, request_id, submit_error_code(error)),
+                    }
+                }
+            }
+            Message::Query { queries } => {
+                if inflight.load(Ordering::Relaxed) >= u64::from(self.context.limits.inflight_max) {
+                    refused(stats, request_id, ErrorCode::TooManyInFlight)
+                } else {
+                    let (sender, receiver) = oneshot::channel();
+                    match self
+                        .context
+                        .engine
+                        .query(queries, Box::new(move |replies| drop(sender.send(replies))))
+                    {
+                        Ok(()) => {
+                            inflight.fetch_add(1, Ordering::Relaxed);
+                            Pending::Queries {
+                                request_id,
+                                replies: receiver,
+                            }
+                        }
+                        Err(error) => refused(stats, request_id, submit_error_code(error)),
+                    }
+                }
+            }
+            Message::Status => {
+                let mut fields: Vec<(String, u64)> = Vec::new();
+                for (name, value) in self.context.engine.stats().snapshot() {
+                    fields.push((format!("engine.{name}"), value));
+                }
+                for (name, value) in stats.snapshot() {
+                    fields.push((format!("server.{name}"), value));
+                }
+                Pending::Ready {
+                    request_id,
+                    message: Message::StatusReply { fields },
+                }
+            }
+            other => {
+                // Challenge, Hello again, or a server-side message from a client.
+                tracing::warn!(
+                    kind = other.kind_name(),
+                    "unexpected message; closing the connection"
+                );
+                stats.frames_refused.fetch_add(1, Ordering::Relaxed);
+                let code = ErrorCode::UnexpectedMessage;
+                let message = error_message(
+                    code,
+                    &format!("a gateway cannot send {}", other.kind_name()),
+                );
+                let _ = pending
+                    .send(Pending::Ready {
+                        request_id,
+                        message,
+                    })
+                    .await;
+                return false;
+            }
+        };
+        pending.send(item).await.is_ok()
+    }
+}
+
+fn refused(stats: &ServerStats, request_id: u64, code: ErrorCode) -> Pending {
+    stats.requests_refused.fetch_add(1, Ordering::Relaxed);
+    Pending::Ready {
+        request_id,
+        message: error_message(code, code.description()),
+    }
+}
+
+fn submit_error_code(error: SubmitError) -> ErrorCode {
+    match error {
+        SubmitError::Overloaded => ErrorCode::Overloaded,
+        _ => ErrorCode::ShuttingDown,
+    }
+}
+
+/// Request-level refusals: the framing is intact, so the connection goes on.
+fn keeps_connection(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::BatchTooLarge | ErrorCode::EmptyBatch)
+}
+
+fn error_message(code: ErrorCode, text: &str) -> Message {
+    let mut message = text.to_owned();
+    if message.len() > 256 {
+        let mut end = 256;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
+    Message::Error { code, message }
+}
+
+/// The request id of the frame at the start of `buffer`, once its header has
+/// passed `check` (so the id is the sender's, not noise).
+fn header_request_id(buffer: &[u8]) -> u64 {
+    buffer
+        .get(8..16)
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+async fn write_error(writer: &mut BufWriter<OwnedWriteHalf>, request_id: u64, code: ErrorCode) {
+    let mut frame = Vec::new();
+    wire::encode_error(request_id, code, code.description(), &mut frame);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = writer.write_all(&frame).await;
+        let _ = writer.flush().await;
+    })
+    .await;
+}
+
+/// Sends replies in request order; flushes whenever nothing more is ready.
+async fn write_replies(
+    mut writer: BufWriter<OwnedWriteHalf>,
+    mut pending: mpsc::Receiver<Pending>,
+    inflight: Arc<AtomicU64>,
+) {
+    let mut frame = Vec::with_capacity(64 * 1024);
+    while let Some(item) = pending.recv().await {
+        frame.clear();
+        let (request_id, message) = match item {
+            Pending::Results {
+                request_id,
+                results,
+            } => {
+                let message = match results.await {
+                    Ok(results) => Message::Results { results },
+                    Err(_) => error_message(
+                        ErrorCode::ShuttingDown,
+                        ErrorCode::ShuttingDown.description(),
+                    ),
+                };
+                inflight.fetch_sub(1, Ordering::Relaxed);
+                (request_id, message)
+            }
+            Pending::Queries {
+                request_id,
+                replies,
+            } => {
+                let message = match replies.await {
+                    Ok(replies) => Message::QueryResults { replies },
+                    Err(_) => error_message(
+                        ErrorCode::ShuttingDown,
+                        ErrorCode::ShuttingDown.description(),
+                    ),
+                };
+                inflight.fetch_sub(1, Ordering::Relaxed);
+                (request_id, message)
+            }
+            Pending::Ready {
+                request_id,
+                message,
+            } => (request_id, message),
+        };
+        if wire::encode(request_id, &message, &mut frame).is_err() {
+            // A reply larger than a frame cannot happen (one small result per
+            // command of a bounded batch); answer with an error regardless.
+            frame.clear();
+            wire::encode_error(
+                request_id,
+                ErrorCode::Internal,
+                "reply too large",
+                &mut frame,
+            );
+        }
+        if writer.write_all(&frame).await.is_err() {
+            return;
+        }
+        if pending.is_empty() && writer.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.flush().await;
+    let _ = writer.shutdown().await;
+}

@@ -1,0 +1,411 @@
+//! Crash test: the real `payrail serve` process is killed with SIGKILL at
+//! random moments under pipelined traffic, restarted on the same data
+//! directory, and checked:
+//! - every acknowledged command is there with the result it was acknowledged with;
+//! - every batch is either wholly applied or not at all (none half-applied),
+//!   and the applied ones are a prefix of what was sent (log order);
+//! - balances equal a reference ledger fed the applied batches, and money is
+//!   conserved (customer balances plus the house settlement account sum to 0).
+//!
+//! Seeded from the clock; set PAYRAIL_CRASH_SEED to replay a run.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{deposit, open_customer, transfer, RawConnection, WAIT};
+use payrail_api::config::{read_local_gateway, GatewayConfig};
+use payrail_api::wire::{self, Message, WireLimits};
+use payrail_engine::{
+    AccountId, Command, CommandResult, Currency, HouseRole, Ledger, Query, QueryReply, Status,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ACCOUNTS: u64 = 200;
+const FIRST_ACCOUNT: u64 = 1_000;
+const ROUNDS: usize = 5;
+const INFLIGHT_MAX: usize = 4;
+
+/// The server process; killed on drop so a failing test leaves nothing behind.
+struct ServerProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    fn start(data_dir: &Path, config: &Path, addr: SocketAddr, log: PathBuf) -> ServerProcess {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Process::new(env!("CARGO_BIN_EXE_payrail"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let process = ServerProcess { child, log };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "server did not start; log:\n{}",
+                process.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        process
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        let status = Process::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "clean shutdown exits 0, got {status}; log:\n{}",
+                    self.log_text()
+                );
+                return;
+            }
+            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A batch as the test sent it, and what the server acknowledged.
+struct Sent {
+    commands: Vec<Command>,
+    acknowledged: Option<Vec<CommandResult>>,
+}
+
+/// What the test knows: the reference ledger and the batches not yet checked.
+struct World {
+    reference: Ledger,
+    reference_sequence: u64,
+    next_id: u128,
+    unchecked: Vec<Sent>,
+}
+
+impl World {
+    fn apply_reference(&mut self, commands: &[Command]) -> Vec<CommandResult> {
+        self.reference_sequence += 1;
+        self.reference
+            .apply_batch(self.reference_sequence, self.reference_sequence, commands)
+    }
+
+    fn random_batch(&mut self, rng: &mut StdRng) -> Vec<Command> {
+        let size = if rng.gen_bool(0.2) {
+            rng.gen_range(1..=5)
+        } else {
+            rng.gen_range(100..=2_000)
+        };
+        (0..size)
+            .map(|_| {
+                self.next_id += 1;
+                let from = FIRST_ACCOUNT + rng.gen_range(0..ACCOUNTS);
+                if rng.gen_bool(0.25) {
+                    deposit(self.next_id, from, rng.gen_range(1..=10_000))
+                } else {
+                    let to = FIRST_ACCOUNT + rng.gen_range(0..ACCOUNTS);
+                    // Some overdraw, some go to the same account: rejections are part of the check.
+                    transfer(self.next_id, from, to, rng.gen_range(1..=8_000))
+                }
+            })
+            .collect()
+    }
+}
+
+/// Sends random batches pipelined on one connection until the server dies or
+/// `deadline` passes. Records each batch before it is written.
+async fn drive(
+    addr: SocketAddr,
+    gateway: &GatewayConfig,
+    world: &Arc<Mutex<World>>,
+    rng: &mut StdRng,
+    deadline: Instant,
+) {
+    let connection = RawConnection::authenticated(addr, gateway).await;
+    let (stream, mut buffer) = connection.into_parts();
+    let (mut reader, mut writer) = stream.into_split();
+    let first_index = world.lock().unwrap().unchecked.len();
+    let inflight = Arc::new(tokio::sync::Semaphore::new(INFLIGHT_MAX));
+
+    let reader_task = {
+        let world = Arc::clone(world);
+        let inflight = Arc::clone(&inflight);
+        tokio::spawn(async move {
+            let mut chunk = vec![0u8; 256 * 1024];
+            loop {
+                while let Ok(Some((frame, consumed))) =
+                    wire::decode(&buffer, &WireLimits::default())
+                {
+                    buffer.drain(..consumed);
+                    let Message::Results { results } = frame.message else {
+                        panic!("unexpected {frame:?}")
+                    };
+                    let index = first_index + usize::try_from(frame.request_id).unwrap();
+                    world.lock().unwrap().unchecked[index].acknowledged = Some(results);
+                    inflight.add_permits(1);
+                }
+                match reader.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+                }
+            }
+        })
+    };
+
+    let mut request_id = 0u64;
+    while Instant::now() < deadline {
+        let Ok(Ok(permit)) = tokio::time::timeout(Duration::from_secs(2), inflight.acquire()).await
+        else {
+            break;
+        };
+        permit.forget();
+        let commands = world.lock().unwrap().random_batch(rng);
+        let mut frame = Vec::new();
+        wire::encode(
+            request_id,
+            &Message::Submit {
+                commands: commands.clone(),
+            },
+            &mut frame,
+        )
+        .unwrap();
+        world.lock().unwrap().unchecked.push(Sent {
+            commands,
+            acknowledged: None,
+        });
+        request_id += 1;
+        if writer.write_all(&frame).await.is_err() {
+            break;
+        }
+    }
+    drop(writer);
+    let _ = tokio::time::timeout(Duration::from_secs(5), reader_task).await;
+}
+
+/// After a restart: checks every unchecked batch against the server, feeds
+/// the applied ones to the reference, then compares balances.
+async fn verify(addr: SocketAddr, gateway: &GatewayConfig, world: &Mutex<World>) -> (usize, usize) {
+    let mut connection = RawConnection::authenticated(addr, gateway).await;
+    let sent = std::mem::take(&mut world.lock().unwrap().unchecked);
+    let (mut applied, mut missing) = (0, 0);
+    for (index, batch) in sent.iter().enumerate() {
+        let queries: Vec<Query> = batch
+            .commands
+            .iter()
+            .map(|command| Query::Command { id: command.id })
+            .collect();
+        let replies = connection.query(index as u64, queries).await;
+        let statuses: Vec<Option<Status>> = replies
+            .iter()
+            .map(|reply| match reply {
+                QueryReply::Command(status) => Some(*status),
+                QueryReply::Refused(Status::UnknownCommand) => None,
+                other => panic!("unexpected reply {other:?}"),
+            })
+            .collect();
+        let present = statuses.iter().filter(|status| status.is_some()).count();
+        assert!(
+            present == 0 || present == statuses.len(),
+            "batch {index} is half-applied: {present} of {} commands present",
+            statuses.len()
+        );
+        if present == 0 {
+            assert!(
+                batch.acknowledged.is_none(),
+                "batch {index} was acknowledged but is lost"
+            );
+            missing += 1;
+            continue;
+        }
+        assert_eq!(
+            missing, 0,
+            "batch {index} is applied after a batch that is not: log order broken"
+        );
+        applied += 1;
+        let expected = world.lock().unwrap().apply_reference(&batch.commands);
+        let got: Vec<CommandResult> = statuses
+            .into_iter()
+            .flatten()
+            .map(CommandResult::new)
+            .collect();
+        assert_eq!(
+            got, expected,
+            "batch {index}: results differ from the reference ledger"
+        );
+        if let Some(acknowledged) = &batch.acknowledged {
+            assert_eq!(
+                acknowledged, &got,
+                "batch {index}: acknowledged results changed after the crash"
+            );
+        }
+    }
+
+    let mut total: i128 = 0;
+    let house = AccountId::house(HouseRole::Settlement, Currency::CNY).0;
+    for account in (FIRST_ACCOUNT..FIRST_ACCOUNT + ACCOUNTS).chain([house]) {
+        let balance = connection.balance(account).await;
+        let expected = world
+            .lock()
+            .unwrap()
+            .reference
+            .account(AccountId(account))
+            .map_or(0, |account| account.balance);
+        assert_eq!(balance, expected, "balance of account {account:#x}");
+        total += i128::from(balance);
+    }
+    assert_eq!(total, 0, "money is conserved in CNY");
+    (applied, missing)
+}
+
+#[test]
+fn crash_kill_restart_loses_nothing_acknowledged() {
+    let seed: u64 = std::env::var("PAYRAIL_CRASH_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| {
+            u64::from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .subsec_nanos(),
+            )
+        });
+    eprintln!("crash test seed: {seed} (PAYRAIL_CRASH_SEED={seed} replays it)");
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let config = dir.path().join("payrail.toml");
+    // Small checkpoint threshold so kills land before, during and after checkpoints.
+    std::fs::write(
+        &config,
+        "[engine]\ncheckpoint_commands = 20000\ncheckpoint_interval_s = 1\n",
+    )
+    .unwrap();
+    let addr = {
+        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let log = dir.path().join("server.log");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let mut server = ServerProcess::start(&data_dir, &config, addr, log.clone());
+    let gateway = read_local_gateway(&data_dir).unwrap();
+    let world = Arc::new(Mutex::new(World {
+        reference: Ledger::default(),
+        reference_sequence: 0,
+        next_id: 0,
+        unchecked: Vec::new(),
+    }));
+
+    // Open and fund the accounts (acknowledged before any kill).
+    runtime.block_on(async {
+        let mut connection = RawConnection::authenticated(addr, &gateway).await;
+        let mut setup: Vec<Command> = Vec::new();
+        let mut id = 0;
+        for account in FIRST_ACCOUNT..FIRST_ACCOUNT + ACCOUNTS {
+            setup.push(open_customer(id + 1, account, Currency::CNY));
+            setup.push(deposit(id + 2, account, 50_000));
+            id += 2;
+        }
+        let results = connection.submit(0, setup.clone()).await;
+        assert!(results.iter().all(|result| result.status == Status::Ok));
+        let mut world = world.lock().unwrap();
+        world.next_id = id;
+        world.unchecked.push(Sent {
+            commands: setup,
+            acknowledged: Some(results),
+        });
+    });
+
+    let mut totals = (0, 0);
+    for round in 0..ROUNDS {
+        let traffic = Duration::from_millis(rng.gen_range(150..=900));
+        runtime.block_on(async {
+            let deadline = Instant::now() + traffic + Duration::from_secs(5);
+            let drive_future = drive(addr, &gateway, &world, &mut rng, deadline);
+            tokio::select! {
+                () = drive_future => panic!("traffic stopped before the kill"),
+                () = tokio::time::sleep(traffic) => {}
+            }
+        });
+        server.kill();
+        let acknowledged = world
+            .lock()
+            .unwrap()
+            .unchecked
+            .iter()
+            .filter(|sent| sent.acknowledged.is_some())
+            .count();
+        server = ServerProcess::start(&data_dir, &config, addr, log.clone());
+        let (applied, missing) = runtime.block_on(async {
+            tokio::time::timeout(WAIT * 4, verify(addr, &gateway, &world))
+                .await
+                .expect("verification in time")
+        });
+        eprintln!(
+            "round {round}: killed after {traffic:?}; {acknowledged} batches acknowledged, {applied} applied, {missing} lost in flight (never acknowledged)"
+        );
+        totals.0 += applied;
+        totals.1 += missing;
+    }
+
+    // A clean shutdown (SIGTERM) takes a final checkpoint; the next start
+    // must find the same state.
+    server.terminate();
+    let mut server = ServerProcess::start(&data_dir, &config, addr, log);
+    runtime.block_on(verify(addr, &gateway, &world));
+    let text = server.log_text();
+    assert!(text.contains("payrail started"), "server log:\n{text}");
+    server.kill();
+    eprintln!(
+        "crash test: {} batches applied, {} lost in flight, {:?}",
+        totals.0,
+        totals.1,
+        started.elapsed()
+    );
+    assert!(totals.0 > ROUNDS, "the test drove real traffic");
+}

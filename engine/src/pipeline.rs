@@ -1,0 +1,752 @@
+//! The engine's runtime: sequencer, log, execution and checkpoints, wired in
+//! one place.
+//!
+//! ```text
+//! EngineHandle::submit ──bounded queue──▶ (1) sequencer thread
+//!                                           group: drain everything queued (group commit)
+//!                                           number: sequence + strictly increasing timestamp
+//!                                           journal: one synced RocksDB write for the group
+//!                                        ──queue──▶ (2) executor thread
+//!                                           apply each batch to the ledger, in log order
+//!                                           reply: results to the submitter's callback
+//!                                        ──(at checkpoint markers)──▶ (3) checkpoint thread
+//!                                           encode + digest a copy of the state, save, trim the log
+//! ```
+//!
+//! Invariant 1 (durable before acknowledged): a batch reaches the executor
+//! only after `Storage::append` returned Ok for the write that holds it, and
+//! replies are sent only by the executor. A failed write fails every batch in
+//! it with `StorageFailed` and the engine stops accepting writes (later batches
+//! get `Unavailable`); queries are still answered.
+//!
+//! Invariant 2 (state is a function of the log): the only inputs of the ledger
+//! are the logged batches with their sequence numbers and timestamps; the wall
+//! clock is read here, once per batch, and written into the log.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam::channel::{self, Receiver, Sender, TryRecvError, TrySendError};
+
+use crate::command::{Command, CommandResult, Query, QueryReply};
+use crate::ledger::{Ledger, LedgerConfig};
+use crate::status::Status;
+use crate::storage::{
+    self, Checkpoint, LogEntry, LogRecord, RecoveryReport, Storage, StorageError,
+};
+
+/// A callback that receives a request's answer, called exactly once from an
+/// engine thread. It must not block.
+pub type Reply<T> = Box<dyn FnOnce(T) + Send>;
+
+/// Tuning of the pipeline. Every queue is bounded.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub ledger: LedgerConfig,
+    /// Requests waiting for the sequencer; past it, `submit` says `Overloaded`.
+    pub queue_depth: usize,
+    /// Most commands in one group commit (one synced write).
+    pub group_commands_max: usize,
+    /// Checkpoint after this many commands were logged since the last one ...
+    pub checkpoint_commands: u64,
+    /// ... or after this much time with at least one command logged.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            ledger: LedgerConfig::default(),
+            queue_depth: 65_536,
+            group_commands_max: 131_072,
+            checkpoint_commands: 20_000_000,
+            checkpoint_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Why a request was not taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    #[error("the engine's queue is full; retry later")]
+    Overloaded,
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+}
+
+/// Errors that stop the engine from starting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error("recovery failed: {0}")]
+    Recovery(#[from] StorageError),
+    #[error("could not start an engine thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// Counters a running engine keeps, for `payrail status` and metrics.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub batches_logged: AtomicU64,
+    pub commands_logged: AtomicU64,
+    pub commands_applied: AtomicU64,
+    pub group_writes: AtomicU64,
+    pub log_bytes_written: AtomicU64,
+    pub log_write_ns_total: AtomicU64,
+    pub last_sequence: AtomicU64,
+    pub checkpoints: AtomicU64,
+    pub checkpoint_sequence: AtomicU64,
+    pub checkpoint_pause_ns_last: AtomicU64,
+    pub checkpoint_write_ns_last: AtomicU64,
+    pub queries: AtomicU64,
+    /// Set once a log write failed; writes are refused from then on.
+    pub write_failed: AtomicBool,
+}
+
+impl EngineStats {
+    /// Name and value of every counter.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        vec![
+            ("batches_logged", get(&self.batches_logged)),
+            ("commands_logged", get(&self.commands_logged)),
+            ("commands_applied", get(&self.commands_applied)),
+            ("group_writes", get(&self.group_writes)),
+            ("log_bytes_written", get(&self.log_bytes_written)),
+            ("log_write_ns_total", get(&self.log_write_ns_total)),
+            ("last_sequence", get(&self.last_sequence)),
+            ("checkpoints", get(&self.checkpoints)),
+            ("checkpoint_sequence", get(&self.checkpoint_sequence)),
+            (
+                "checkpoint_pause_ns_last",
+                get(&self.checkpoint_pause_ns_last),
+            ),
+            (
+                "checkpoint_write_ns_last",
+                get(&self.checkpoint_write_ns_last),
+            ),
+            ("queries", get(&self.queries)),
+            (
+                "write_failed",
+                u64::from(self.write_failed.load(Ordering::Relaxed)),
+            ),
+        ]
+    }
+}
+
+enum Request {
+    Batch {
+        commands: Vec<Command>,
+        reply: Reply<Vec<CommandResult>>,
+    },
+    Query {
+        queries: Vec<Query>,
+        reply: Reply<Vec<QueryReply>>,
+    },
+    /// Take a checkpoint now; the reply comes when it is saved.
+    Checkpoint {
+        reply: Reply<Result<u64, String>>,
+    },
+    Shutdown,
+}
+
+enum Execute {
+    Batch {
+        sequence: u64,
+        timestamp: u64,
+        commands: Vec<Command>,
+        reply: Reply<Vec<CommandResult>>,
+    },
+    Query {
+        queries: Vec<Query>,
+        reply: Reply<Vec<QueryReply>>,
+    },
+    Checkpoint {
+        sequence: u64,
+        timestamp: u64,
+        reply: Option<Reply<Result<u64, String>>>,
+    },
+    Shutdown,
+}
+
+struct CheckpointJob {
+    sequence: u64,
+    timestamp: u64,
+    ledger: Ledger,
+    reply: Option<Reply<Result<u64, String>>>,
+}
+
+/// A cheap, clonable handle for submitting work to a running engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    requests: Sender<Request>,
+    stats: Arc<EngineStats>,
+}
+
+impl std::fmt::Debug for EngineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineHandle").finish_non_exhaustive()
+    }
+}
+
+impl EngineHandle {
+    fn send(&self, request: Request) -> Result<(), SubmitError> {
+        self.requests
+            .try_send(request)
+            .map_err(|error| match error {
+                TrySendError::Full(_) => SubmitError::Overloaded,
+                TrySendError::Disconnected(_) => SubmitError::ShuttingDown,
+            })
+    }
+
+    /// Queues a batch; `reply` gets one result per command, in order, once the
+    /// batch is durable and applied (or failed).
+    pub fn submit(
+        &self,
+        commands: Vec<Command>,
+        reply: Reply<Vec<CommandResult>>,
+    ) -> Result<(), SubmitError> {
+        self.send(Request::Batch { commands, reply })
+    }
+
+    /// Queues read-only queries; they see every batch submitted before them.
+    pub fn query(
+        &self,
+        queries: Vec<Query>,
+        reply: Reply<Vec<QueryReply>>,
+    ) -> Result<(), SubmitError> {
+        self.send(Request::Query { queries, reply })
+    }
+
+    /// Asks for a checkpoint now; `reply` gets its sequence number once saved.
+    pub fn checkpoint(&self, reply: Reply<Result<u64, String>>) -> Result<(), SubmitError> {
+        self.send(Request::Checkpoint { reply })
+    }
+
+    pub fn stats(&self) -> &Arc<EngineStats> {
+        &self.stats
+    }
+
+    /// Submits and waits, for tools and tests outside an async runtime.
+    pub fn submit_blocking(
+        &self,
+        commands: Vec<Command>,
+    ) -> Result<Vec<CommandResult>, SubmitError> {
+        let (sender, receiver) = channel::bounded(1);
+        self.submit(
+            commands,
+            Box::new(move |results| drop(sender.send(results))),
+        )?;
+        receiver.recv().map_err(|_| SubmitError::ShuttingDown)
+    }
+
+    /// Queries and waits.
+    pub fn query_blocking(&self, queries: Vec<Query>) -> Result<Vec<QueryReply>, SubmitError> {
+        let (sender, receiver) = channel::bounded(1);
+        self.query(queries, Box::new(move |replies| drop(sender.send(replies))))?;
+        receiver.recv().map_err(|_| SubmitError::ShuttingDown)
+    }
+
+    /// Checkpoints and waits.
+    pub fn checkpoint_blocking(&self) -> Result<Result<u64, String>, SubmitError> {
+        let (sender, receiver) = channel::bounded(1);
+        self.checkpoint(Box::new(move |outcome| drop(sender.send(outcome))))?;
+        receiver.recv().map_err(|_| SubmitError::ShuttingDown)
+    }
+}
+
+/// A running engine. Dropping it without `shutdown` stops the threads too,
+/// but skips the final checkpoint.
+pub struct Engine {
+    handle: EngineHandle,
+    threads: Vec<JoinHandle<()>>,
+    recovery: RecoveryReport,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("recovery", &self.recovery)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Recovers the state from `storage` (checkpoint plus log replay) and
+    /// starts the pipeline threads.
+    pub fn start<S: Storage>(mut storage: S, config: EngineConfig) -> Result<Engine, EngineError> {
+        let (ledger, recovery) = storage::recover(&mut storage, config.ledger)?;
+        let storage = Arc::new(Mutex::new(storage));
+        let stats = Arc::new(EngineStats::default());
+        stats
+            .last_sequence
+            .store(recovery.last_sequence, Ordering::Relaxed);
+        stats
+            .checkpoint_sequence
+            .store(recovery.checkpoint_sequence, Ordering::Relaxed);
+
+        let (request_sender, request_receiver) = channel::bounded(config.queue_depth.max(1));
+        // The executor's queue holds whole groups' worth of batches; it is
+        // bounded so a slow executor pushes back on the sequencer.
+        let (execute_sender, execute_receiver) = channel::bounded(config.queue_depth.max(1));
+        let (checkpoint_sender, checkpoint_receiver) = channel::bounded::<CheckpointJob>(1);
+
+        let sequencer = Sequencer {
+            storage: Arc::clone(&storage),
+            requests: request_receiver,
+            execute: execute_sender,
+            stats: Arc::clone(&stats),
+            sequence: recovery.last_sequence,
+            timestamp: recovery.last_timestamp,
+            config: config.clone(),
+            commands_since_checkpoint: recovery.commands_replayed,
+            last_checkpoint: Instant::now(),
+            failed: false,
+        };
+        let executor = Executor {
+            ledger,
+            execute: execute_receiver,
+            checkpoints: checkpoint_sender,
+            stats: Arc::clone(&stats),
+        };
+        let checkpointer = Checkpointer {
+            storage,
+            jobs: checkpoint_receiver,
+            stats: Arc::clone(&stats),
+        };
+
+        let threads = vec![
+            std::thread::Builder::new()
+                .name("payrail-sequencer".into())
+                .spawn(move || sequencer.run())?,
+            std::thread::Builder::new()
+                .name("payrail-executor".into())
+                .spawn(move || executor.run())?,
+            std::thread::Builder::new()
+                .name("payrail-checkpoint".into())
+                .spawn(move || checkpointer.run())?,
+        ];
+        Ok(Engine {
+            handle: EngineHandle {
+                requests: request_sender,
+                stats,
+            },
+            threads,
+            recovery,
+        })
+    }
+
+    pub fn handle(&self) -> EngineHandle {
+        self.handle.clone()
+    }
+
+    /// What recovery found at start.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// Finishes everything queued, takes a final checkpoint, and stops.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        // The queue may be full; keep trying while the sequencer drains it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.handle.requests.try_send(Request::Shutdown) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => break,
+                Err(TrySendError::Full(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(TrySendError::Full(_)) => break,
+            }
+        }
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!("an engine thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.stop();
+        }
+    }
+}
+
+/// Stage 1: numbers, logs and forwards. Owns the sequence counter.
+struct Sequencer<S: Storage> {
+    storage: Arc<Mutex<S>>,
+    requests: Receiver<Request>,
+    execute: Sender<Execute>,
+    stats: Arc<EngineStats>,
+    sequence: u64,
+    timestamp: u64,
+    config: EngineConfig,
+    commands_since_checkpoint: u64,
+    last_checkpoint: Instant,
+    failed: bool,
+}
+
+/// What one group commit carries, in arrival order.
+enum Grouped {
+    Logged(Execute),
+    Unlogged(Execute),
+}
+
+impl<S: Storage> Sequencer<S> {
+    fn run(mut self) {
+        let mut group: Vec<Request> = Vec::new();
+        loop {
+            // Wait for the first request, then take everything that queued up
+            // meanwhile (group commit), up to the group limit.
+            let first = match self.requests.recv_timeout(Duration::from_millis(100)) {
+                Ok(request) => request,
+                Err(channel::RecvTimeoutError::Timeout) => {
+                    if self.checkpoint_due() {
+                        group.push(Request::Checkpoint {
+                            reply: Box::new(|_| {}),
+                        });
+                        self.commit(&mut group);
+                    }
+                    continue;
+                }
+                Err(channel::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut shutdown = matches!(first, Request::Shutdown);
+            let mut commands = request_commands(&first);
+            group.push(first);
+            while !shutdown && commands < self.config.group_commands_max {
+                match self.requests.try_recv() {
+                    Ok(request) => {
+                        shutdown = matches!(request, Request::Shutdown);
+                        commands += request_commands(&request);
+                        group.push(request);
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            if self.checkpoint_due() {
+                group.push(Request::Checkpoint {
+                    reply: Box::new(|_| {}),
+                });
+            }
+            if shutdown {
+                // A final checkpoint, so the next start replays nothing.
+                group.pop();
+                group.push(Request::Checkpoint {
+                    reply: Box::new(|_| {}),
+                });
+                group.push(Request::Shutdown);
+            }
+            self.commit(&mut group);
+            if shutdown {
+                return;
+            }
+        }
+        let _ = self.execute.send(Execute::Shutdown);
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        self.commands_since_checkpoint >= self.config.checkpoint_commands
+            || (self.commands_since_checkpoint > 0
+                && self.last_checkpoint.elapsed() >= self.config.checkpoint_interval)
+    }
+
+    /// Next timestamp: the wall clock in ns, but strictly after the last one.
+    fn next_timestamp(&mut self) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+            });
+        self.timestamp = now.max(self.timestamp.saturating_add(1));
+        self.timestamp
+    }
+
+    /// Logs the group in one synced write, then forwards it in order.
+    fn commit(&mut self, group: &mut Vec<Request>) {
+        let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut forward: Vec<Grouped> = Vec::with_capacity(group.len());
+        let mut commands_logged = 0u64;
+        for request in group.drain(..) {
+            match request {
+                Request::Batch { commands, reply } if self.failed => {
+                    let results = vec![CommandResult::new(Status::Unavailable); commands.len()];
+                    reply(results);
+                }
+                Request::Batch { commands, reply } => {
+                    self.sequence += 1;
+                    let timestamp = self.next_timestamp();
+                    let record = LogRecord {
+                        sequence: self.sequence,
+                        timestamp,
+                        entry: LogEntry::Batch(commands),
+                    };
+                    let mut bytes = Vec::new();
+                    record.encode(&mut bytes);
+                    records.push((self.sequence, bytes));
+                    let LogEntry::Batch(commands) = record.entry else {
+                        unreachable_entry()
+                    };
+                    commands_logged += commands.len() as u64;
+                    forward.push(Grouped::Logged(Execute::Batch {
+                        sequence: self.sequence,
+                        timestamp,
+                        commands,
+                        reply,
+                    }));
+                }
+                Request::Checkpoint { reply } if self.failed => {
+                    reply(Err("the log is failed; no checkpoint taken".to_owned()));
+                }
+                Request::Checkpoint { reply } => {
+                    self.sequence += 1;
+                    let timestamp = self.next_timestamp();
+                    let record = LogRecord {
+                        sequence: self.sequence,
+                        timestamp,
+                        entry: LogEntry::Checkpoint,
+                    };
+                    let mut bytes = Vec::new();
+                    record.encode(&mut bytes);
+                    records.push((self.sequence, bytes));
+                    self.commands_since_checkpoint = 0;
+                    self.last_checkpoint = Instant::now();
+                    forward.push(Grouped::Logged(Execute::Checkpoint {
+                        sequence: self.sequence,
+                        timestamp,
+                        reply: Some(reply),
+                    }));
+                }
+                Request::Query { queries, reply } => {
+                    forward.push(Grouped::Unlogged(Execute::Query { queries, reply }));
+                }
+                Request::Shutdown => forward.push(Grouped::Unlogged(Execute::Shutdown)),
+            }
+        }
+
+        let mut written = true;
+        if !records.is_empty() {
+            let started = Instant::now();
+            let bytes: usize = records.iter().map(|(_, record)| record.len()).sum();
+            let appended = match self.storage.lock() {
+                Ok(mut storage) => storage.append(&records),
+                Err(_) => Err(StorageError::Io("storage lock poisoned".to_owned())),
+            };
+            match appended {
+                Ok(()) => {
+                    let stats = &self.stats;
+                    stats.group_writes.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .batches_logged
+                        .fetch_add(records.len() as u64, Ordering::Relaxed);
+                    stats
+                        .commands_logged
+                        .fetch_add(commands_logged, Ordering::Relaxed);
+                    stats
+                        .log_bytes_written
+                        .fetch_add(bytes as u64, Ordering::Relaxed);
+                    stats
+                        .log_write_ns_total
+                        .fetch_add(elapsed_ns(started), Ordering::Relaxed);
+                    stats.last_sequence.store(self.sequence, Ordering::Relaxed);
+                    self.commands_since_checkpoint += commands_logged;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "log write failed: failing its commands and refusing writes from now on");
+                    self.failed = true;
+                    self.stats.write_failed.store(true, Ordering::Relaxed);
+                    written = false;
+                }
+            }
+        }
+
+        for item in forward {
+            let execute = match item {
+                Grouped::Logged(execute) if !written => {
+                    fail(execute);
+                    continue;
+                }
+                Grouped::Logged(execute) | Grouped::Unlogged(execute) => execute,
+            };
+            if let Err(channel::SendError(execute)) = self.execute.send(execute) {
+                // The executor is gone (it only stops after Shutdown).
+                fail(execute);
+            }
+        }
+    }
+}
+
+fn request_commands(request: &Request) -> usize {
+    match request {
+        Request::Batch { commands, .. } => commands.len(),
+        Request::Query { queries, .. } => queries.len(),
+        Request::Checkpoint { .. } | Request::Shutdown => 0,
+    }
+}
+
+/// Answers a request that will not be executed.
+fn fail(execute: Execute) {
+    match execute {
+        Execute::Batch {
+            commands, reply, ..
+        } => {
+            reply(vec![
+                CommandResult::new(Status::StorageFailed);
+                commands.len()
+            ]);
+        }
+        Execute::Query { queries, reply } => {
+            reply(vec![
+                QueryReply::Refused(Status::Unavailable);
+                queries.len()
+            ]);
+        }
+        Execute::Checkpoint {
+            reply: Some(reply), ..
+        } => reply(Err("the log write failed".to_owned())),
+        Execute::Checkpoint { reply: None, .. } | Execute::Shutdown => {}
+    }
+}
+
+#[cold]
+fn unreachable_entry() -> ! {
+    unreachable!("a batch record holds a batch entry")
+}
+
+fn elapsed_ns(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Stage 2: applies logged batches in order and replies.
+struct Executor {
+    ledger: Ledger,
+    execute: Receiver<Execute>,
+    checkpoints: Sender<CheckpointJob>,
+    stats: Arc<EngineStats>,
+}
+
+impl Executor {
+    fn run(mut self) {
+        while let Ok(execute) = self.execute.recv() {
+            match execute {
+                Execute::Batch {
+                    sequence,
+                    timestamp,
+                    commands,
+                    reply,
+                } => {
+                    let mut results = Vec::with_capacity(commands.len());
+                    self.ledger
+                        .apply(sequence, timestamp, &commands, &mut results);
+                    self.stats
+                        .commands_applied
+                        .fetch_add(commands.len() as u64, Ordering::Relaxed);
+                    reply(results);
+                }
+                Execute::Query { queries, reply } => {
+                    self.stats
+                        .queries
+                        .fetch_add(queries.len() as u64, Ordering::Relaxed);
+                    reply(
+                        queries
+                            .iter()
+                            .map(|query| self.ledger.query(query))
+                            .collect(),
+                    );
+                }
+                Execute::Checkpoint {
+                    sequence,
+                    timestamp,
+                    reply,
+                } => {
+                    // The pause: copying the state. Encoding, hashing and
+                    // writing happen on the checkpoint thread.
+                    let started = Instant::now();
+                    let job = CheckpointJob {
+                        sequence,
+                        timestamp,
+                        ledger: self.ledger.clone(),
+                        reply,
+                    };
+                    self.stats
+                        .checkpoint_pause_ns_last
+                        .store(elapsed_ns(started), Ordering::Relaxed);
+                    if let Err(channel::SendError(job)) = self.checkpoints.send(job) {
+                        if let Some(reply) = job.reply {
+                            reply(Err("the checkpoint thread stopped".to_owned()));
+                        }
+                    }
+                }
+                Execute::Shutdown => break,
+            }
+        }
+        // Dropping the sender lets the checkpoint thread finish and stop.
+    }
+}
+
+/// Stage 3: writes checkpoints and trims the log behind them.
+struct Checkpointer<S: Storage> {
+    storage: Arc<Mutex<S>>,
+    jobs: Receiver<CheckpointJob>,
+    stats: Arc<EngineStats>,
+}
+
+impl<S: Storage> Checkpointer<S> {
+    fn run(self) {
+        while let Ok(job) = self.jobs.recv() {
+            let started = Instant::now();
+            let outcome = self.save(&job);
+            self.stats
+                .checkpoint_write_ns_last
+                .store(elapsed_ns(started), Ordering::Relaxed);
+            match &outcome {
+                Ok(sequence) => {
+                    self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .checkpoint_sequence
+                        .store(*sequence, Ordering::Relaxed);
+                    tracing::debug!(
+                        sequence,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "checkpoint saved"
+                    );
+                }
+                Err(error) => tracing::error!(%error, "checkpoint failed; the log is kept in full"),
+            }
+            if let Some(reply) = job.reply {
+                reply(outcome);
+            }
+        }
+    }
+
+    fn save(&self, job: &CheckpointJob) -> Result<u64, String> {
+        let mut state = Vec::new();
+        storage::encode_state(&job.ledger, &mut state);
+        let checkpoint = Checkpoint {
+            sequence: job.sequence,
+            timestamp: job.timestamp,
+            digest: job.ledger.digest(),
+            state,
+        };
+        let mut storage = self
+            .storage
+            .lock()
+            .map_err(|_| "storage lock poisoned".to_owned())?;
+        storage
+            .save_checkpoint(&checkpoint)
+            .map_err(|error| error.to_string())?;
+        storage
+            .trim_log(job.sequence)
+            .map_err(|error| error.to_string())?;
+        Ok(job.sequence)
+    }
+}
