@@ -1,0 +1,243 @@
+//! What the CLI reads from and writes for people: decimal amounts, command
+//! ids and durations.
+
+use std::str::FromStr;
+
+use payrail_engine::limits::AMOUNT_MAX;
+use payrail_engine::Currency;
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+
+/// A decimal amount typed by a person ("12.50") in minor units of `currency`.
+/// Refuses negatives, more decimals than the currency has, and amounts that
+/// do not fit in a balance.
+pub fn amount_minor(text: &str, currency: Currency) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let code = currency.code();
+    let units = currency.minor_units();
+    if trimmed.starts_with('-') {
+        return Err(format!("{trimmed} {code}: amounts cannot be negative"));
+    }
+    let well_formed = !trimmed.is_empty()
+        && trimmed
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.' || c == '+')
+        && trimmed.chars().any(|c| c.is_ascii_digit());
+    if !well_formed {
+        return Err(format!(
+            "'{trimmed}' is not an amount: write it as a decimal number, like 12.50"
+        ));
+    }
+    let too_large = || {
+        format!(
+            "{trimmed} {code} is too large: at most {} {code}",
+            decimal_minor(i128::from(AMOUNT_MAX), currency)
+        )
+    };
+    let decimal = match Decimal::from_str_exact(trimmed) {
+        Ok(decimal) => decimal,
+        Err(rust_decimal::Error::ExceedsMaximumPossibleValue) => return Err(too_large()),
+        Err(rust_decimal::Error::Underflow) => return Err(places_error(trimmed, currency)),
+        // Far more integer digits than any amount has.
+        Err(_) if integer_digits(trimmed) > 20 => return Err(too_large()),
+        Err(_) => {
+            return Err(format!(
+                "'{trimmed}' is not an amount: write it as a decimal number, like 12.50"
+            ))
+        }
+    };
+    if decimal.normalize().scale() > units {
+        return Err(places_error(trimmed, currency));
+    }
+    let scale = Decimal::from(10u64.pow(units));
+    let minor = decimal
+        .checked_mul(scale)
+        .and_then(|minor| minor.trunc().to_u64())
+        .filter(|&minor| minor <= AMOUNT_MAX)
+        .ok_or_else(too_large)?;
+    Ok(minor)
+}
+
+fn places_error(text: &str, currency: Currency) -> String {
+    let code = currency.code();
+    let places = match currency.minor_units() {
+        0 => "no decimal places".to_owned(),
+        1 => "1 decimal place".to_owned(),
+        n => format!("{n} decimal places"),
+    };
+    format!("{text} {code}: {code} has {places}")
+}
+
+fn integer_digits(text: &str) -> usize {
+    text.split('.')
+        .next()
+        .map_or(0, |integer| integer.trim_start_matches(['+', '0']).len())
+}
+
+/// Minor units as a decimal string with the currency's places: 1250 CNY is
+/// "12.50", 1250 JPY is "1250".
+pub fn decimal_minor(minor: i128, currency: Currency) -> String {
+    match Decimal::try_from_i128_with_scale(minor, currency.minor_units()) {
+        Ok(decimal) => decimal.to_string(),
+        // Only for values beyond 96 bits, which no balance reaches.
+        Err(_) => format!("{minor}e-{}", currency.minor_units()),
+    }
+}
+
+/// "12.50 CNY".
+pub fn money(minor: i128, currency: Currency) -> String {
+    format!("{} {}", decimal_minor(minor, currency), currency.code())
+}
+
+/// A command id: 32 hex digits (optionally after "0x"), or a decimal number.
+pub fn command_id(text: &str) -> Result<u128, String> {
+    let text = text.trim();
+    let invalid = || {
+        format!("'{text}' is not a command id: use 32 hex digits or a decimal number below 2^128")
+    };
+    if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        if hex.is_empty() || hex.len() > 32 {
+            return Err(invalid());
+        }
+        return u128::from_str_radix(hex, 16).map_err(|_| invalid());
+    }
+    if text.len() == 32 && text.chars().all(|c| c.is_ascii_hexdigit()) {
+        return u128::from_str_radix(text, 16).map_err(|_| invalid());
+    }
+    if text.is_empty() || !text.chars().all(|c| c.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    u128::from_str(text).map_err(|_| invalid())
+}
+
+/// A command id as the CLI prints it: 32 hex digits, which `command_id`
+/// reads back as the same id.
+pub fn format_command_id(id: u128) -> String {
+    format!("{id:032x}")
+}
+
+/// A duration such as "15m", "30s", "2h", "1d" or "1500ms", in milliseconds.
+pub fn duration_ms(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let invalid =
+        || format!("'{text}' is not a duration: use a number and a unit, like 90s, 15m, 2h or 1d");
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" | "" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(invalid()),
+    };
+    number
+        .checked_mul(unit_ms)
+        .ok_or_else(|| format!("'{text}' is too long a duration"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_follow_the_currency_minor_units() {
+        let table: &[(&str, Currency, Result<u64, &str>)] = &[
+            ("12.50", Currency::CNY, Ok(1_250)),
+            ("12.5", Currency::CNY, Ok(1_250)),
+            ("12", Currency::CNY, Ok(1_200)),
+            ("0.01", Currency::CNY, Ok(1)),
+            ("12.500", Currency::CNY, Ok(1_250)),
+            (".5", Currency::CNY, Ok(50)),
+            ("0", Currency::CNY, Ok(0)),
+            ("1500", Currency::JPY, Ok(1_500)),
+            ("1.234", Currency::BHD, Ok(1_234)),
+            (
+                "12.345",
+                Currency::CNY,
+                Err("12.345 CNY: CNY has 2 decimal places"),
+            ),
+            (
+                "1.5",
+                Currency::JPY,
+                Err("1.5 JPY: JPY has no decimal places"),
+            ),
+            (
+                "-1",
+                Currency::CNY,
+                Err("-1 CNY: amounts cannot be negative"),
+            ),
+            ("abc", Currency::CNY, Err("'abc' is not an amount")),
+            ("1,000", Currency::CNY, Err("'1,000' is not an amount")),
+            ("1e3", Currency::CNY, Err("'1e3' is not an amount")),
+            ("", Currency::CNY, Err("'' is not an amount")),
+            ("92233720368547758.07", Currency::CNY, Ok(AMOUNT_MAX)),
+            ("92233720368547758.08", Currency::CNY, Err("is too large")),
+            ("9223372036854775808", Currency::JPY, Err("is too large")),
+            (
+                "99999999999999999999999999999999",
+                Currency::CNY,
+                Err("is too large"),
+            ),
+        ];
+        for (text, currency, expected) in table {
+            let got = amount_minor(text, *currency);
+            match (expected, &got) {
+                (Ok(minor), Ok(got_minor)) => assert_eq!(minor, got_minor, "{text}"),
+                (Err(needle), Err(message)) => {
+                    assert!(message.contains(needle), "{text}: {message}")
+                }
+                _ => panic!("{text} {currency}: expected {expected:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn minor_units_format_back_to_decimals() {
+        assert_eq!(decimal_minor(1_250, Currency::CNY), "12.50");
+        assert_eq!(decimal_minor(5, Currency::CNY), "0.05");
+        assert_eq!(decimal_minor(-5, Currency::CNY), "-0.05");
+        assert_eq!(decimal_minor(0, Currency::CNY), "0.00");
+        assert_eq!(decimal_minor(1_250, Currency::JPY), "1250");
+        assert_eq!(decimal_minor(1_250, Currency::BHD), "1.250");
+        assert_eq!(
+            money(i128::from(i64::MIN), Currency::CNY),
+            "-92233720368547758.08 CNY"
+        );
+    }
+
+    #[test]
+    fn command_ids_round_trip() {
+        for id in [
+            0,
+            1,
+            42,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_0123_4567_89ab_cdef,
+        ] {
+            assert_eq!(command_id(&format_command_id(id)), Ok(id));
+        }
+        assert_eq!(command_id("42"), Ok(42));
+        assert_eq!(command_id("0x2a"), Ok(42));
+        assert!(command_id("-1").is_err());
+        assert!(command_id("0x").is_err());
+        assert!(command_id("12g").is_err());
+        assert!(command_id("340282366920938463463374607431768211456").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_ms("15m"), Ok(900_000));
+        assert_eq!(duration_ms("30s"), Ok(30_000));
+        assert_eq!(duration_ms("30"), Ok(30_000));
+        assert_eq!(duration_ms("1500ms"), Ok(1_500));
+        assert_eq!(duration_ms("2h"), Ok(7_200_000));
+        assert_eq!(duration_ms("1d"), Ok(86_400_000));
+        assert!(duration_ms("m").is_err());
+        assert!(duration_ms("5w").is_err());
+        assert!(duration_ms("99999999999999999999d").is_err());
+    }
+}

@@ -1,0 +1,569 @@
+//! Runs one subcommand: `serve`, or connect, send one command or query and
+//! print the outcome (a sentence, or one JSON object with `--json`).
+//!
+//! Exit codes: 0 done, 1 the engine refused the command (the status says
+//! why), 2 usage, configuration or connection errors.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use payrail_api::client::{snake_case, Client, ClientConfig, ClientError};
+use payrail_api::config::GatewayConfig;
+use payrail_api::serve::{self, ServeOptions};
+use payrail_engine::{
+    AccountId, AccountKind, AccountStatus, AccountView, Command as EngineCommand, CommandId,
+    CommandKind, Currency, OpenAccount, Query, QueryReply, Status,
+};
+use serde_json::{json, Map, Value};
+
+use super::parse::{amount_minor, decimal_minor, format_command_id, money};
+use super::{
+    AccountCommand, Cli, Command, ConnectArgs, IdArgs, ServeArgs, StatusArgs, WithdrawCommand,
+};
+
+/// `println!` that ignores a closed stdout (`payrail status | head`) instead
+/// of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that ignores a closed stderr.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
+const EXIT_REFUSED: u8 = 1;
+const EXIT_ERROR: u8 = 2;
+
+/// Runs the parsed command line.
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Account(AccountCommand::Open(args)) => {
+            let kind = if args.merchant {
+                AccountKind::Merchant
+            } else {
+                AccountKind::Customer
+            };
+            let open = OpenAccount {
+                account: AccountId(args.account),
+                owner: args.owner,
+                kind,
+                currency: args.currency,
+                kyc_tier: args.kyc_tier.unwrap_or(0),
+                mcc: args.mcc.unwrap_or(0),
+            };
+            let described = match kind {
+                AccountKind::Merchant => format!("merchant, MCC {:04}", open.mcc),
+                _ => format!("customer, KYC tier {}", open.kyc_tier),
+            };
+            let what = format!(
+                "account open {} ({described}, owner {}, {})",
+                args.account, args.owner, args.currency
+            );
+            let details = fields([
+                ("account", json!(args.account)),
+                ("owner", json!(args.owner)),
+                ("kind", json!(kind_name(kind))),
+                ("currency", json!(args.currency.code())),
+                ("kyc_tier", json!(open.kyc_tier)),
+                ("mcc", json!(open.mcc)),
+            ]);
+            execute(
+                &args.connect,
+                args.id,
+                what,
+                CommandKind::OpenAccount(open),
+                details,
+            )
+        }
+        Command::Account(AccountCommand::Show(args)) => show(&args.connect, args.account),
+        Command::Account(AccountCommand::Freeze(args)) => {
+            let account = AccountId(args.account);
+            let what = format!("account freeze {}", args.account);
+            let details = fields([("account", json!(args.account))]);
+            execute(
+                &args.connect,
+                args.id,
+                what,
+                CommandKind::Freeze { account },
+                details,
+            )
+        }
+        Command::Account(AccountCommand::Unfreeze(args)) => {
+            let account = AccountId(args.account);
+            let what = format!("account unfreeze {}", args.account);
+            let details = fields([("account", json!(args.account))]);
+            execute(
+                &args.connect,
+                args.id,
+                what,
+                CommandKind::Unfreeze { account },
+                details,
+            )
+        }
+        Command::Account(AccountCommand::Close(args)) => {
+            let account = AccountId(args.account);
+            let what = format!("account close {}", args.account);
+            let details = fields([("account", json!(args.account))]);
+            execute(
+                &args.connect,
+                args.id,
+                what,
+                CommandKind::Close { account },
+                details,
+            )
+        }
+        Command::Account(AccountCommand::Kyc(args)) => {
+            let account = AccountId(args.account);
+            let what = format!("account kyc {} tier {}", args.account, args.tier);
+            let details = fields([
+                ("account", json!(args.account)),
+                ("kyc_tier", json!(args.tier)),
+            ]);
+            let kind = CommandKind::SetKycTier {
+                account,
+                tier: args.tier,
+            };
+            execute(&args.connect, args.id, what, kind, details)
+        }
+        Command::Deposit(args) => {
+            let amount = match amount_minor(&args.amount, args.currency) {
+                Ok(amount) => amount,
+                Err(message) => return fail(&args.connect, &message, None),
+            };
+            let what = format!(
+                "deposit of {} to {}",
+                money(i128::from(amount), args.currency),
+                args.account
+            );
+            let mut details = fields([("account", json!(args.account))]);
+            add_amount(&mut details, amount, args.currency);
+            let kind = CommandKind::Deposit {
+                account: AccountId(args.account),
+                amount,
+                currency: args.currency,
+            };
+            execute(&args.connect, args.id, what, kind, details)
+        }
+        Command::Transfer(args) => {
+            let amount = match amount_minor(&args.amount, args.currency) {
+                Ok(amount) => amount,
+                Err(message) => return fail(&args.connect, &message, None),
+            };
+            let what = format!(
+                "transfer {} -> {} of {}",
+                args.from,
+                args.to,
+                money(i128::from(amount), args.currency)
+            );
+            let mut details = fields([("from", json!(args.from)), ("to", json!(args.to))]);
+            add_amount(&mut details, amount, args.currency);
+            let kind = CommandKind::Transfer {
+                from: AccountId(args.from),
+                to: AccountId(args.to),
+                amount,
+                currency: args.currency,
+            };
+            execute(&args.connect, args.id, what, kind, details)
+        }
+        Command::Withdraw(WithdrawCommand::Hold(args)) => {
+            let amount = match amount_minor(&args.amount, args.currency) {
+                Ok(amount) => amount,
+                Err(message) => return fail(&args.connect, &message, None),
+            };
+            let what = format!(
+                "withdrawal hold of {} on {}",
+                money(i128::from(amount), args.currency),
+                args.account
+            );
+            let mut details = fields([("account", json!(args.account))]);
+            add_amount(&mut details, amount, args.currency);
+            details.insert("timeout_ms".into(), json!(args.timeout));
+            let kind = CommandKind::WithdrawHold {
+                account: AccountId(args.account),
+                amount,
+                currency: args.currency,
+                timeout_ms: args.timeout,
+            };
+            execute(&args.connect, args.id, what, kind, details)
+        }
+        Command::Withdraw(WithdrawCommand::Post(args)) => {
+            let hold = format_command_id(args.hold);
+            let what = format!("withdrawal post of hold {hold}");
+            let details = fields([("hold_id", json!(hold))]);
+            let kind = CommandKind::WithdrawPost {
+                hold: CommandId(args.hold),
+            };
+            execute(&args.connect, args.id, what, kind, details)
+        }
+        Command::Withdraw(WithdrawCommand::Void(args)) => {
+            let hold = format_command_id(args.hold);
+            let what = format!("withdrawal void of hold {hold}");
+            let details = fields([("hold_id", json!(hold))]);
+            let kind = CommandKind::WithdrawVoid {
+                hold: CommandId(args.hold),
+            };
+            execute(&args.connect, args.id, what, kind, details)
+        }
+        Command::Status(args) => status(&args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    init_tracing("info");
+    let options = ServeOptions {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        config: args.config,
+    };
+    match serve::serve_blocking(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            errln!("error: {error}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn init_tracing(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn fields<const N: usize>(entries: [(&str, Value); N]) -> Map<String, Value> {
+    entries
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect()
+}
+
+fn add_amount(details: &mut Map<String, Value>, amount: u64, currency: Currency) {
+    details.insert("amount".into(), json!(amount));
+    details.insert(
+        "amount_decimal".into(),
+        json!(decimal_minor(i128::from(amount), currency)),
+    );
+    details.insert("currency".into(), json!(currency.code()));
+}
+
+/// Sends one command and prints its outcome.
+fn execute(
+    connect: &ConnectArgs,
+    id: IdArgs,
+    what: String,
+    kind: CommandKind,
+    details: Map<String, Value>,
+) -> ExitCode {
+    init_tracing("warn");
+    let command_id = id.id.unwrap_or_else(rand::random::<u128>);
+    let command = EngineCommand::new(command_id, kind);
+    let config = match client_config(connect) {
+        Ok(config) => config,
+        Err(message) => return fail(connect, &message, None),
+    };
+    let outcome = block_on(async move {
+        let client = Client::connect(config).await?;
+        client.submit(vec![command]).await
+    });
+    let status = match outcome {
+        Ok(Ok(results)) => match results.first() {
+            Some(result) => result.status,
+            None => return fail(connect, "the server sent no result", Some(command_id)),
+        },
+        Ok(Err(error)) => return fail_client(connect, &error, Some(command_id)),
+        Err(message) => return fail(connect, &message, Some(command_id)),
+    };
+    let id_text = format_command_id(command_id);
+    let is_hold = matches!(kind, CommandKind::WithdrawHold { .. });
+    if connect.json {
+        let mut object = Map::new();
+        object.insert("command".into(), json!(kind.name()));
+        object.insert("command_id".into(), json!(id_text));
+        object.insert("ok".into(), json!(status.is_ok()));
+        object.insert("status".into(), json!(snake_case(status.name())));
+        object.insert("code".into(), json!(status.code()));
+        object.insert("message".into(), json!(status.description()));
+        if is_hold && status.is_ok() {
+            object.insert("hold_id".into(), json!(id_text));
+        }
+        object.extend(details);
+        outln!("{}", Value::Object(object));
+    } else {
+        outln!("{what}: {}", sentence(status));
+        if is_hold && status.is_ok() {
+            outln!("hold id: {id_text} (then `payrail withdraw post {id_text}` or `payrail withdraw void {id_text}`)");
+        } else {
+            outln!("command id: {id_text}");
+        }
+    }
+    if status.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_REFUSED)
+    }
+}
+
+/// "done", or "refused: insufficient funds (insufficient_funds)".
+fn sentence(status: Status) -> String {
+    if status.is_ok() {
+        status.description().to_owned()
+    } else {
+        format!(
+            "refused: {} ({})",
+            status.description(),
+            snake_case(status.name())
+        )
+    }
+}
+
+fn show(connect: &ConnectArgs, account: u64) -> ExitCode {
+    init_tracing("warn");
+    let config = match client_config(connect) {
+        Ok(config) => config,
+        Err(message) => return fail(connect, &message, None),
+    };
+    let outcome = block_on(async move {
+        let client = Client::connect(config).await?;
+        client
+            .query(vec![Query::Balance {
+                account: AccountId(account),
+            }])
+            .await
+    });
+    let reply = match outcome {
+        Ok(Ok(replies)) => match replies.first() {
+            Some(reply) => *reply,
+            None => return fail(connect, "the server sent no reply", None),
+        },
+        Ok(Err(error)) => return fail_client(connect, &error, None),
+        Err(message) => return fail(connect, &message, None),
+    };
+    match reply {
+        QueryReply::Balance(view) => {
+            if connect.json {
+                outln!("{}", view_json(&view));
+            } else {
+                print_view(&view);
+            }
+            ExitCode::SUCCESS
+        }
+        QueryReply::Refused(status) => {
+            if connect.json {
+                let object = json!({
+                    "account": account,
+                    "ok": false,
+                    "status": snake_case(status.name()),
+                    "code": status.code(),
+                    "message": status.description(),
+                });
+                outln!("{object}");
+            } else {
+                outln!("account show {account}: {}", sentence(status));
+            }
+            ExitCode::from(EXIT_REFUSED)
+        }
+        other => fail(
+            connect,
+            &format!("the server answered a balance query with {other:?}"),
+            None,
+        ),
+    }
+}
+
+fn kind_name(kind: AccountKind) -> &'static str {
+    match kind {
+        AccountKind::Customer => "customer",
+        AccountKind::Merchant => "merchant",
+        AccountKind::House => "house",
+    }
+}
+
+fn status_name(status: AccountStatus) -> &'static str {
+    match status {
+        AccountStatus::Active => "active",
+        AccountStatus::Frozen => "frozen",
+        AccountStatus::Closed => "closed",
+    }
+}
+
+fn view_json(view: &AccountView) -> Value {
+    let currency = view.currency;
+    let decimal = |minor: i128| decimal_minor(minor, currency);
+    json!({
+        "ok": true,
+        "account": view.account.0,
+        "owner": view.owner,
+        "kind": kind_name(view.kind),
+        "currency": currency.code(),
+        "status": status_name(view.status),
+        "kyc_tier": view.kyc_tier,
+        "mcc": view.mcc,
+        "balance": view.balance,
+        "balance_decimal": decimal(i128::from(view.balance)),
+        "available": view.available,
+        "available_decimal": decimal(i128::from(view.available)),
+        "debits_pending": view.debits_pending,
+        "debits_pending_decimal": decimal(i128::from(view.debits_pending)),
+        "credits_pending": view.credits_pending,
+        "credits_pending_decimal": decimal(i128::from(view.credits_pending)),
+    })
+}
+
+fn print_view(view: &AccountView) {
+    let currency = view.currency;
+    let kind = match view.kind {
+        AccountKind::Customer => format!("customer, KYC tier {}", view.kyc_tier),
+        AccountKind::Merchant => format!("merchant, MCC {:04}", view.mcc),
+        AccountKind::House => "house".to_owned(),
+    };
+    outln!(
+        "account {}: {kind}, {}, owner {}, {}",
+        view.account.0,
+        status_name(view.status),
+        view.owner,
+        currency.code()
+    );
+    let rows = [
+        ("balance", i128::from(view.balance)),
+        ("available", i128::from(view.available)),
+        ("held", i128::from(view.debits_pending)),
+    ];
+    let amounts: Vec<String> = rows
+        .iter()
+        .map(|(_, minor)| money(*minor, currency))
+        .collect();
+    let width = amounts.iter().map(String::len).max().unwrap_or(0);
+    for ((name, _), amount) in rows.iter().zip(&amounts) {
+        outln!("  {name:<10} {amount:>width$}");
+    }
+    if view.credits_pending != 0 {
+        outln!(
+            "  {:<10} {:>width$}",
+            "incoming",
+            money(i128::from(view.credits_pending), currency)
+        );
+    }
+}
+
+fn status(args: &StatusArgs) -> ExitCode {
+    init_tracing("warn");
+    let connect = &args.connect;
+    let config = match client_config(connect) {
+        Ok(config) => config,
+        Err(message) => return fail(connect, &message, None),
+    };
+    let outcome = block_on(async move {
+        let client = Client::connect(config).await?;
+        client.status().await
+    });
+    let counters = match outcome {
+        Ok(Ok(counters)) => counters,
+        Ok(Err(error)) => return fail_client(connect, &error, None),
+        Err(message) => return fail(connect, &message, None),
+    };
+    if connect.json {
+        let counters: Map<String, Value> = counters
+            .into_iter()
+            .map(|(name, value)| (name, json!(value)))
+            .collect();
+        outln!("{}", json!({ "ok": true, "counters": counters }));
+    } else {
+        let width = counters
+            .iter()
+            .map(|(name, _)| name.len())
+            .max()
+            .unwrap_or(0);
+        for (name, value) in &counters {
+            outln!("{name:<width$}  {value}");
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// The client configuration: `--gateway` with `--secret-file`, or the local
+/// gateway of `--data-dir`.
+fn client_config(connect: &ConnectArgs) -> Result<ClientConfig, String> {
+    match (&connect.gateway, &connect.secret_file) {
+        (Some(gateway), Some(path)) => {
+            let secret = read_secret_file(path)?;
+            Ok(ClientConfig::new(
+                connect.addr.clone(),
+                gateway.clone(),
+                secret,
+            ))
+        }
+        _ => ClientConfig::local(connect.addr.clone(), &connect.data_dir)
+            .map_err(|error| error.to_string()),
+    }
+}
+
+/// A secret file holds the secret as hex, or is a gateway.toml.
+fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        let reason = match error.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_owned(),
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+            _ => error.to_string(),
+        };
+        format!("cannot read the secret file {}: {reason}", path.display())
+    })?;
+    if let Ok(gateway) = toml::from_str::<GatewayConfig>(&text) {
+        if let Some(secret) = gateway.secret_bytes() {
+            return Ok(secret);
+        }
+    }
+    match hex::decode(text.trim()) {
+        Ok(secret) if secret.len() >= 16 => Ok(secret),
+        _ => Err(format!(
+            "{} holds no usable secret: write it as hex (at least 16 bytes), or pass a gateway.toml",
+            path.display()
+        )),
+    }
+}
+
+/// Runs a future on a small runtime of its own; `Err` if none can be made.
+fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the async runtime: {error}"))?;
+    Ok(runtime.block_on(future))
+}
+
+fn fail_client(connect: &ConnectArgs, error: &ClientError, command_id: Option<u128>) -> ExitCode {
+    let mut message = error.to_string();
+    if let (true, Some(id)) = (error.outcome_unknown(), command_id) {
+        let id = format_command_id(id);
+        message.push_str(&format!(
+            " (run the same command again with --id {id} to learn its outcome)"
+        ));
+    }
+    fail(connect, &message, command_id)
+}
+
+/// Prints an error sentence (stderr; and one JSON object on stdout with
+/// `--json`) and returns exit code 2.
+fn fail(connect: &ConnectArgs, message: &str, command_id: Option<u128>) -> ExitCode {
+    errln!("error: {message}");
+    if connect.json {
+        let mut object = Map::new();
+        object.insert("ok".into(), json!(false));
+        object.insert("error".into(), json!(message));
+        if let Some(id) = command_id {
+            object.insert("command_id".into(), json!(format_command_id(id)));
+        }
+        outln!("{}", Value::Object(object));
+    }
+    ExitCode::from(EXIT_ERROR)
+}

@@ -1,0 +1,324 @@
+//! The `payrail` binary end to end: `payrail serve` as a child process on a
+//! free 127.0.0.1 port, and the client subcommands against it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_payrail");
+/// Longest wait for the server to start listening.
+const START_TIME_MAX: Duration = Duration::from_secs(20);
+
+/// A port that was free a moment ago.
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The `payrail serve` child; killed when dropped, also when a test panics.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    fn start(dir: &Path) -> ServerProcess {
+        let addr = free_port();
+        let data_dir = dir.join("data");
+        let log = dir.join("serve.log");
+        let child = Command::new(BINARY)
+            .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+            .arg(&data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut server = ServerProcess {
+            child,
+            addr,
+            data_dir,
+            log,
+        };
+        server.wait_until_connectable();
+        server
+    }
+
+    fn wait_until_connectable(&mut self) {
+        let started = Instant::now();
+        loop {
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("payrail serve exited with {status}: {}", self.log_text());
+            }
+            assert!(
+                started.elapsed() < START_TIME_MAX,
+                "payrail serve did not listen on {} within {START_TIME_MAX:?}: {}",
+                self.addr,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs a client subcommand against this server.
+    fn run(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(BINARY);
+        command
+            .args(args)
+            .args(["--addr", &self.addr.to_string(), "--data-dir"])
+            .arg(&self.data_dir);
+        run(command)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(mut command: Command) -> Output {
+    command.stdin(Stdio::null()).env_remove("PAYRAIL_ADDR");
+    command.output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts the exit code, showing both streams when it differs.
+fn expect_code(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(output),
+        stderr(output)
+    );
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("{error}: {}", stdout(output)))
+}
+
+#[test]
+fn accounts_money_and_withdrawals_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+
+    let output = server.run(&[
+        "account",
+        "open",
+        "1001",
+        "--owner",
+        "1",
+        "--customer",
+        "--currency",
+        "CNY",
+    ]);
+    expect_code(&output, 0);
+    assert!(
+        stdout(&output).contains("account open 1001"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(stdout(&output).contains(": done"), "{}", stdout(&output));
+    let output = server.run(&[
+        "account",
+        "open",
+        "2001",
+        "--owner",
+        "2",
+        "--merchant",
+        "--mcc",
+        "5812",
+        "--currency",
+        "CNY",
+    ]);
+    expect_code(&output, 0);
+
+    let output = server.run(&["deposit", "1001", "100.00", "CNY"]);
+    expect_code(&output, 0);
+    assert!(
+        stdout(&output).contains("command id: "),
+        "{}",
+        stdout(&output)
+    );
+
+    let output = server.run(&["transfer", "1001", "2001", "12.50", "CNY", "--id", "77"]);
+    expect_code(&output, 0);
+    assert!(
+        stdout(&output).contains("transfer 1001 -> 2001 of 12.50 CNY: done"),
+        "{}",
+        stdout(&output)
+    );
+    // The same id again is a retry: answered, not applied twice.
+    let output = server.run(&[
+        "transfer", "1001", "2001", "12.50", "CNY", "--id", "77", "--json",
+    ]);
+    expect_code(&output, 0);
+    let value = json(&output);
+    assert_eq!(value["ok"], true);
+    assert_eq!(value["status"], "ok");
+    assert_eq!(value["code"], 0);
+    assert_eq!(value["command_id"], format!("{:032x}", 77));
+
+    let output = server.run(&["account", "show", "1001", "--json"]);
+    expect_code(&output, 0);
+    let view = json(&output);
+    assert_eq!(view["account"], 1001);
+    assert_eq!(view["kind"], "customer");
+    assert_eq!(view["status"], "active");
+    assert_eq!(view["currency"], "CNY");
+    assert_eq!(view["balance"], 8_750);
+    assert_eq!(view["balance_decimal"], "87.50");
+    assert_eq!(view["available"], 8_750);
+    let output = server.run(&["account", "show", "2001", "--json"]);
+    let view = json(&output);
+    assert_eq!(view["balance"], 1_250);
+    assert_eq!(view["mcc"], 5812);
+    let output = server.run(&["account", "show", "2001"]);
+    expect_code(&output, 0);
+    assert!(stdout(&output).contains("12.50 CNY"), "{}", stdout(&output));
+
+    // Refused by the engine: exit code 1 and the reason as a sentence.
+    let output = server.run(&["transfer", "1001", "2001", "1000", "CNY"]);
+    expect_code(&output, 1);
+    assert!(
+        stdout(&output).contains("refused: insufficient funds (insufficient_funds)"),
+        "{}",
+        stdout(&output)
+    );
+    let output = server.run(&["transfer", "1001", "2001", "1000", "CNY", "--json"]);
+    expect_code(&output, 1);
+    let value = json(&output);
+    assert_eq!(value["ok"], false);
+    assert_eq!(value["status"], "insufficient_funds");
+    assert_eq!(value["code"], 43);
+
+    // Refused by the CLI before sending: exit code 2.
+    let output = server.run(&["deposit", "1001", "12.345", "CNY"]);
+    expect_code(&output, 2);
+    assert!(
+        stderr(&output).contains("12.345 CNY: CNY has 2 decimal places"),
+        "{}",
+        stderr(&output)
+    );
+    let output = server.run(&["deposit", "1001", "-5", "CNY"]);
+    expect_code(&output, 2);
+
+    // Two-phase withdrawal.
+    let output = server.run(&["withdraw", "hold", "1001", "7.50", "CNY", "--json"]);
+    expect_code(&output, 0);
+    let hold_id = json(&output)["hold_id"].as_str().unwrap().to_owned();
+    let view = json(&server.run(&["account", "show", "1001", "--json"]));
+    assert_eq!(view["balance"], 8_750);
+    assert_eq!(view["debits_pending"], 750);
+    assert_eq!(view["available_decimal"], "80.00");
+    let output = server.run(&["withdraw", "post", &hold_id]);
+    expect_code(&output, 0);
+    assert!(stdout(&output).contains("done"), "{}", stdout(&output));
+    let output = server.run(&["withdraw", "void", &hold_id]);
+    expect_code(&output, 1);
+    assert!(
+        stdout(&output).contains("already posted"),
+        "{}",
+        stdout(&output)
+    );
+    let view = json(&server.run(&["account", "show", "1001", "--json"]));
+    assert_eq!(view["balance"], 8_000);
+    assert_eq!(view["debits_pending"], 0);
+
+    // Freeze and unfreeze; an unknown account.
+    expect_code(&server.run(&["account", "freeze", "1001"]), 0);
+    let view = json(&server.run(&["account", "show", "1001", "--json"]));
+    assert_eq!(view["status"], "frozen");
+    expect_code(&server.run(&["account", "unfreeze", "1001"]), 0);
+    let output = server.run(&["account", "show", "9999"]);
+    expect_code(&output, 1);
+    assert!(
+        stdout(&output).contains("no account has this id"),
+        "{}",
+        stdout(&output)
+    );
+
+    let output = server.run(&["status", "--json"]);
+    expect_code(&output, 0);
+    assert!(
+        json(&output)["counters"]["server.requests"]
+            .as_u64()
+            .unwrap()
+            > 10
+    );
+}
+
+#[test]
+fn a_server_that_is_not_running_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    // A local gateway file, so the CLI gets as far as connecting.
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        "name = \"local\"\nsecret = \"00112233445566778899aabbccddeeff\"\n",
+    )
+    .unwrap();
+    let addr = free_port().to_string();
+    let mut command = Command::new(BINARY);
+    command
+        .args([
+            "deposit",
+            "1001",
+            "1.00",
+            "CNY",
+            "--addr",
+            &addr,
+            "--data-dir",
+        ])
+        .arg(dir.path());
+    let output = run(command);
+    expect_code(&output, 2);
+    let text = stderr(&output);
+    assert!(text.contains(&addr), "{text}");
+    assert!(text.contains("payrail serve"), "{text}");
+
+    // No gateway file at all: the message says what to do.
+    let empty = tempfile::tempdir().unwrap();
+    let mut command = Command::new(BINARY);
+    command
+        .args(["status", "--addr", &addr, "--data-dir"])
+        .arg(empty.path());
+    let output = run(command);
+    expect_code(&output, 2);
+    let text = stderr(&output);
+    assert!(text.contains("payrail serve"), "{text}");
+    assert!(text.contains("--data-dir"), "{text}");
+}
+
+#[test]
+fn usage_errors_exit_with_code_2() {
+    let mut command = Command::new(BINARY);
+    command.args(["account", "open", "1", "--owner", "1", "--currency", "CNY"]);
+    expect_code(&run(command), 2);
+    let mut command = Command::new(BINARY);
+    command.args(["transfer", "1", "2", "1.00", "XYZ"]);
+    expect_code(&run(command), 2);
+}
