@@ -150,7 +150,8 @@ enum Request {
     Checkpoint {
         reply: Reply<Result<u64, String>>,
     },
-    Shutdown,
+    /// Stop after everything queued before it; with a final checkpoint or not.
+    Shutdown { checkpoint: bool },
 }
 
 enum Execute {
@@ -350,14 +351,14 @@ impl Engine {
 
     /// Finishes everything queued, takes a final checkpoint, and stops.
     pub fn shutdown(mut self) {
-        self.stop();
+        self.stop(true);
     }
 
-    fn stop(&mut self) {
+    fn stop(&mut self, checkpoint: bool) {
         // The queue may be full; keep trying while the sequencer drains it.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            match self.handle.requests.try_send(Request::Shutdown) {
+            match self.handle.requests.try_send(Request::Shutdown { checkpoint }) {
                 Ok(()) | Err(TrySendError::Disconnected(_)) => break,
                 Err(TrySendError::Full(_)) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(1));
@@ -376,7 +377,7 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         if !self.threads.is_empty() {
-            self.stop();
+            self.stop(false);
         }
     }
 }
@@ -420,13 +421,13 @@ impl<S: Storage> Sequencer<S> {
                 }
                 Err(channel::RecvTimeoutError::Disconnected) => break,
             };
-            let mut shutdown = matches!(first, Request::Shutdown);
+            let mut shutdown = matches!(first, Request::Shutdown { .. });
             let mut commands = request_commands(&first);
             group.push(first);
             while !shutdown && commands < self.config.group_commands_max {
                 match self.requests.try_recv() {
                     Ok(request) => {
-                        shutdown = matches!(request, Request::Shutdown);
+                        shutdown = matches!(request, Request::Shutdown { .. });
                         commands += request_commands(&request);
                         group.push(request);
                     }
@@ -438,13 +439,13 @@ impl<S: Storage> Sequencer<S> {
                     reply: Box::new(|_| {}),
                 });
             }
-            if shutdown {
+            if let Some(Request::Shutdown { checkpoint: true }) = group.last() {
                 // A final checkpoint, so the next start replays nothing.
                 group.pop();
                 group.push(Request::Checkpoint {
                     reply: Box::new(|_| {}),
                 });
-                group.push(Request::Shutdown);
+                group.push(Request::Shutdown { checkpoint: true });
             }
             self.commit(&mut group);
             if shutdown {
@@ -529,7 +530,7 @@ impl<S: Storage> Sequencer<S> {
                 Request::Query { queries, reply } => {
                     forward.push(Grouped::Unlogged(Execute::Query { queries, reply }));
                 }
-                Request::Shutdown => forward.push(Grouped::Unlogged(Execute::Shutdown)),
+                Request::Shutdown { .. } => forward.push(Grouped::Unlogged(Execute::Shutdown)),
             }
         }
 
@@ -589,7 +590,7 @@ fn request_commands(request: &Request) -> usize {
     match request {
         Request::Batch { commands, .. } => commands.len(),
         Request::Query { queries, .. } => queries.len(),
-        Request::Checkpoint { .. } | Request::Shutdown => 0,
+        Request::Checkpoint { .. } | Request::Shutdown { .. } => 0,
     }
 }
 
