@@ -1,6 +1,7 @@
 //! Raw bytes against a real server on 127.0.0.1:0: every framing and
 //! handshake error gets its documented error frame, closes only its own
 //! connection, applies nothing, and the server keeps serving others.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use payrail_api::auth;
 use payrail_api::config::{GatewayConfig, LimitsConfig, ServerConfig};

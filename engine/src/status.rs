@@ -16,7 +16,7 @@
 use std::fmt;
 
 macro_rules! statuses {
-    ($( $(#[doc = $doc:literal])* $name:ident = $code:literal, $text:literal; )*) => {
+    ($( $(#[doc = $doc:literal])* $name:ident = $code:literal, $snake:literal, $text:literal; )*) => {
         /// Outcome of one command. Rejections are values, not errors.
         #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
         #[repr(u16)]
@@ -40,7 +40,7 @@ macro_rules! statuses {
             /// Stable snake_case name, as used in JSON and metrics.
             pub fn name(self) -> &'static str {
                 match self {
-                    $( Status::$name => stringify!($name), )*
+                    $( Status::$name => $snake, )*
                 }
             }
 
@@ -56,79 +56,79 @@ macro_rules! statuses {
 
 statuses! {
     /// The command was applied (or, for a query, answered).
-    Ok = 0, "done";
+    Ok = 0, "ok", "done";
     /// The command id was used before for a command with different fields.
-    IdReusedWithDifferentFields = 1, "this command id was already used for a different command";
+    IdReusedWithDifferentFields = 1, "id_reused_with_different_fields", "this command id was already used for a different command";
     /// No command with this id is remembered (never seen, or past retention).
-    UnknownCommand = 2, "no command with this id is known";
+    UnknownCommand = 2, "unknown_command", "no command with this id is known";
 
     /// An account with this id already exists.
-    AccountExists = 10, "an account with this id already exists";
+    AccountExists = 10, "account_exists", "an account with this id already exists";
     /// No account has this id.
-    UnknownAccount = 11, "no account has this id";
+    UnknownAccount = 11, "unknown_account", "no account has this id";
     /// A transfer's paying account does not exist.
-    UnknownDebitAccount = 12, "the paying account does not exist";
+    UnknownDebitAccount = 12, "unknown_debit_account", "the paying account does not exist";
     /// A transfer's receiving account does not exist.
-    UnknownCreditAccount = 13, "the receiving account does not exist";
+    UnknownCreditAccount = 13, "unknown_credit_account", "the receiving account does not exist";
     /// The account is frozen: no money moves in or out.
-    AccountFrozen = 14, "the account is frozen";
+    AccountFrozen = 14, "account_frozen", "the account is frozen";
     /// The account is closed.
-    AccountClosed = 15, "the account is closed";
+    AccountClosed = 15, "account_closed", "the account is closed";
     /// Unfreeze of an account that is not frozen.
-    AccountNotFrozen = 16, "the account is not frozen";
+    AccountNotFrozen = 16, "account_not_frozen", "the account is not frozen";
     /// Freeze of an account that is already frozen.
-    AccountAlreadyFrozen = 17, "the account is already frozen";
+    AccountAlreadyFrozen = 17, "account_already_frozen", "the account is already frozen";
     /// Close of an account whose balance is not zero.
-    AccountNotEmpty = 18, "the account's balance is not zero";
+    AccountNotEmpty = 18, "account_not_empty", "the account's balance is not zero";
     /// Close of an account with pending withdrawal holds.
-    AccountHasHolds = 19, "the account has pending withdrawal holds";
+    AccountHasHolds = 19, "account_has_holds", "the account has pending withdrawal holds";
     /// The account id is in the range reserved for house accounts.
-    ReservedAccountId = 20, "account ids from 0xFF00000000000000 up are reserved for house accounts";
+    ReservedAccountId = 20, "reserved_account_id", "account ids from 0xFF00000000000000 up are reserved for house accounts";
     /// House accounts are moved only by the engine itself.
-    HouseAccountNotAllowed = 21, "house accounts cannot be used in this command";
+    HouseAccountNotAllowed = 21, "house_account_not_allowed", "house accounts cannot be used in this command";
     /// The command applies to customer accounts only.
-    NotACustomer = 22, "the account is not a customer account";
+    NotACustomer = 22, "not_a_customer", "the account is not a customer account";
     /// KYC tier out of range.
-    InvalidKycTier = 23, "the KYC tier is out of range";
+    InvalidKycTier = 23, "invalid_kyc_tier", "the KYC tier is out of range";
     /// Accounts can be opened as customer or merchant only.
-    InvalidAccountKind = 24, "accounts can be opened as customer or merchant only";
+    InvalidAccountKind = 24, "invalid_account_kind", "accounts can be opened as customer or merchant only";
     /// Not an ISO 4217 currency with minor units.
-    UnknownCurrency = 25, "not an ISO 4217 currency with minor units";
+    UnknownCurrency = 25, "unknown_currency", "not an ISO 4217 currency with minor units";
     /// Merchant category code out of range, or given for a customer.
-    InvalidMcc = 26, "the merchant category code is invalid";
+    InvalidMcc = 26, "invalid_mcc", "the merchant category code is invalid";
     /// The ledger holds as many accounts as it may.
-    LedgerFull = 27, "the ledger holds as many accounts as it may";
+    LedgerFull = 27, "ledger_full", "the ledger holds as many accounts as it may";
 
     /// Amounts must be at least one minor unit.
-    AmountMustBePositive = 40, "the amount must be positive";
+    AmountMustBePositive = 40, "amount_must_be_positive", "the amount must be positive";
     /// The amount does not fit in a balance.
-    AmountTooLarge = 41, "the amount is too large";
+    AmountTooLarge = 41, "amount_too_large", "the amount is too large";
     /// The command's currency differs from an account's currency.
-    CurrencyMismatch = 42, "the currency does not match the account's currency";
+    CurrencyMismatch = 42, "currency_mismatch", "the currency does not match the account's currency";
     /// The paying account's available balance is below the amount.
-    InsufficientFunds = 43, "insufficient funds";
+    InsufficientFunds = 43, "insufficient_funds", "insufficient funds";
     /// The receiving balance would overflow.
-    Overflow = 44, "the balance would overflow";
+    Overflow = 44, "overflow", "the balance would overflow";
     /// A transfer from an account to itself.
-    SameAccount = 45, "the paying and the receiving account are the same";
+    SameAccount = 45, "same_account", "the paying and the receiving account are the same";
 
     /// No withdrawal hold has this id.
-    HoldNotFound = 60, "no withdrawal hold has this id";
+    HoldNotFound = 60, "hold_not_found", "no withdrawal hold has this id";
     /// The hold timed out before it was posted or voided; the money is released.
-    HoldExpired = 61, "the withdrawal hold expired";
+    HoldExpired = 61, "hold_expired", "the withdrawal hold expired";
     /// The hold was posted already.
-    HoldAlreadyPosted = 62, "the withdrawal hold was already posted";
+    HoldAlreadyPosted = 62, "hold_already_posted", "the withdrawal hold was already posted";
     /// The hold was voided already.
-    HoldAlreadyVoided = 63, "the withdrawal hold was already voided";
+    HoldAlreadyVoided = 63, "hold_already_voided", "the withdrawal hold was already voided";
     /// The hold timeout is out of range.
-    TimeoutOutOfRange = 64, "the hold timeout is out of range";
+    TimeoutOutOfRange = 64, "timeout_out_of_range", "the hold timeout is out of range";
     /// The account has as many pending holds as it may.
-    TooManyHolds = 65, "the account has too many pending holds";
+    TooManyHolds = 65, "too_many_holds", "the account has too many pending holds";
 
     /// The command could not be made durable (disk full, I/O error); it was not applied.
-    StorageFailed = 900, "the command could not be written to the log and was not applied";
+    StorageFailed = 900, "storage_failed", "the command could not be written to the log and was not applied";
     /// The engine is shutting down or has stopped accepting writes.
-    Unavailable = 901, "the engine is not accepting writes";
+    Unavailable = 901, "unavailable", "the engine is not accepting writes";
 }
 
 impl Status {
@@ -171,6 +171,16 @@ bincode::impl_borrow_decode!(Status);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_snake_case() {
+        for status in Status::ALL {
+            let name = status.name();
+            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{name}");
+        }
+        assert_eq!(Status::InsufficientFunds.name(), "insufficient_funds");
+        assert_eq!(Status::Ok.name(), "ok");
+    }
 
     #[test]
     fn codes_round_trip_and_are_unique() {

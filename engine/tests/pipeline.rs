@@ -1,6 +1,7 @@
 //! The engine pipeline (sequencer, log, executor, checkpoints) over the
 //! fault-injecting in-memory storage: durable before acknowledged, group
 //! commit, failed writes never acknowledged, checkpoints and restarts.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use payrail_engine::pipeline::{Engine, EngineConfig, EngineHandle, SubmitError};
 use payrail_engine::storage::{LogEntry, LogRecord, MemoryStorage, Storage};

@@ -1,0 +1,167 @@
+//! Durable commands/s in process: the sequencer, the RocksDB log with fsync
+//! (group commit), and the executor, without the network.
+//!
+//! Each iteration submits one batch; up to `WINDOW` batches are in flight at
+//! once, as several gateway connections would have them, so small batches
+//! share fsyncs through group commit. A batch counts once its results are
+//! back, i.e. once it is durable and applied.
+//!
+//! Run: `cargo bench -p payrail-bench --bench pipeline`; figures in
+//! docs/benchmarks.md.
+
+// A benchmark's setup failing is a reason to stop it.
+#![allow(clippy::panic, clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use payrail_engine::pipeline::{Engine, EngineConfig, EngineHandle};
+use payrail_engine::storage::RocksStorage;
+use payrail_engine::{AccountId, AccountKind, Command, CommandKind, Currency, OpenAccount};
+
+const ACCOUNTS: u64 = 100_000;
+const WINDOW: usize = 64;
+
+fn open_accounts(engine: &EngineHandle) {
+    let mut id = 1u128 << 100;
+    let mut batch = Vec::new();
+    for account in 0..ACCOUNTS {
+        id += 1;
+        batch.push(Command::new(
+            id,
+            CommandKind::OpenAccount(OpenAccount {
+                account: AccountId(account),
+                owner: account,
+                kind: AccountKind::Customer,
+                currency: Currency::CNY,
+                kyc_tier: 1,
+                mcc: 0,
+            }),
+        ));
+        id += 1;
+        batch.push(Command::new(
+            id,
+            CommandKind::Deposit {
+                account: AccountId(account),
+                amount: 1 << 40,
+                currency: Currency::CNY,
+            },
+        ));
+        if batch.len() >= 8_000 {
+            engine.submit_blocking(std::mem::take(&mut batch)).ok();
+        }
+    }
+    if !batch.is_empty() {
+        engine.submit_blocking(batch).ok();
+    }
+}
+
+/// Random transfers with fresh ids.
+struct Workload {
+    next_id: u128,
+    state: u64,
+}
+
+impl Workload {
+    fn random(&mut self) -> u64 {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state
+    }
+
+    fn batch(&mut self, size: usize) -> Vec<Command> {
+        (0..size)
+            .map(|_| {
+                self.next_id += 1;
+                let from = self.random() % ACCOUNTS;
+                let to = (from + 1 + self.random() % (ACCOUNTS - 1)) % ACCOUNTS;
+                Command::new(
+                    self.next_id,
+                    CommandKind::Transfer {
+                        from: AccountId(from),
+                        to: AccountId(to),
+                        amount: 1,
+                        currency: Currency::CNY,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// Submits `batches` batches of `size`, at most WINDOW in flight; returns the time taken.
+fn run(engine: &EngineHandle, workload: &mut Workload, size: usize, batches: u64) -> Duration {
+    let inflight = Arc::new((std::sync::Mutex::new(0usize), std::sync::Condvar::new()));
+    let prepared: Vec<Vec<Command>> = (0..batches).map(|_| workload.batch(size)).collect();
+    let started = Instant::now();
+    for batch in prepared {
+        {
+            let (count, wake) = &*inflight;
+            let mut count = count
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            while *count >= WINDOW {
+                count = wake
+                    .wait(count)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            *count += 1;
+        }
+        let done = Arc::clone(&inflight);
+        let submitted = engine.submit(
+            batch,
+            Box::new(move |_results| {
+                let (count, wake) = &*done;
+                *count
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) -= 1;
+                wake.notify_one();
+            }),
+        );
+        assert!(submitted.is_ok());
+    }
+    let (count, wake) = &*inflight;
+    let mut count = count
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    while *count > 0 {
+        count = wake
+            .wait(count)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    }
+    started.elapsed()
+}
+
+fn durable(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("tempdir: {error}"));
+    let storage = RocksStorage::open(dir.path()).unwrap_or_else(|error| panic!("open: {error}"));
+    let engine = Engine::start(storage, EngineConfig::default())
+        .unwrap_or_else(|error| panic!("start: {error}"));
+    let handle = engine.handle();
+    open_accounts(&handle);
+    let mut workload = Workload {
+        next_id: 1,
+        state: 0x9E37_79B9_7F4A_7C15,
+    };
+
+    let mut group = c.benchmark_group("pipeline_durable");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    for size in [1usize, 64, 1_024, 8_190] {
+        group.throughput(Throughput::Elements(size as u64));
+        group.bench_with_input(
+            BenchmarkId::new("transfers_batch", size),
+            &size,
+            |b, &size| {
+                b.iter_custom(|batches| run(&handle, &mut workload, size, batches));
+            },
+        );
+    }
+    group.finish();
+    engine.shutdown();
+}
+
+criterion_group!(benches, durable);
+criterion_main!(benches);
