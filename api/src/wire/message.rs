@@ -1,0 +1,679 @@
+//! The messages a frame can carry, and how each body is laid out.
+//!
+//! A body is the bincode 2 encoding (fixed-width little-endian integers) of
+//! the message's fields in declaration order, without any variant tag: the
+//! header's kind says which message it is. Lengths of batches and strings are
+//! read here rather than by bincode, so each one is checked against its limit
+//! and against the bytes actually left in the body before anything is
+//! allocated; bincode decodes the fixed-size elements.
+
+use bincode::de::read::Reader;
+use bincode::de::{Decode, Decoder, DecoderImpl};
+use bincode::enc::write::Writer;
+use bincode::enc::{Encode, Encoder, EncoderImpl};
+use bincode::error::{DecodeError, EncodeError};
+use payrail_engine::{Command, CommandResult, Query, QueryReply};
+
+use super::error::{ErrorCode, WireError};
+use super::{
+    WireLimits, ERROR_MESSAGE_BYTES_MAX, FRAME_BYTES_MAX_CEILING, GATEWAY_NAME_BYTES_MAX,
+    HEADER_LEN, STATUS_FIELDS_MAX, STATUS_FIELD_NAME_BYTES_MAX,
+};
+
+/// Message kind numbers, as found in the header. Never renumbered or reused.
+pub mod kinds {
+    pub const CHALLENGE: u16 = 1;
+    pub const HELLO: u16 = 2;
+    pub const WELCOME: u16 = 3;
+    pub const SUBMIT: u16 = 10;
+    pub const RESULTS: u16 = 11;
+    pub const QUERY: u16 = 12;
+    pub const QUERY_RESULTS: u16 = 13;
+    pub const STATUS: u16 = 20;
+    pub const STATUS_REPLY: u16 = 21;
+    pub const ERROR: u16 = 255;
+
+    /// Every kind, in numeric order.
+    pub const ALL: &[u16] = &[
+        CHALLENGE,
+        HELLO,
+        WELCOME,
+        SUBMIT,
+        RESULTS,
+        QUERY,
+        QUERY_RESULTS,
+        STATUS,
+        STATUS_REPLY,
+        ERROR,
+    ];
+
+    /// Stable snake_case name of a kind, or `None` if the kind is unknown.
+    pub fn name(kind: u16) -> Option<&'static str> {
+        Some(match kind {
+            CHALLENGE => "challenge",
+            HELLO => "hello",
+            WELCOME => "welcome",
+            SUBMIT => "submit",
+            RESULTS => "results",
+            QUERY => "query",
+            QUERY_RESULTS => "query_results",
+            STATUS => "status",
+            STATUS_REPLY => "status_reply",
+            ERROR => "error",
+            _ => return None,
+        })
+    }
+}
+
+/// One protocol message: what a frame's body means.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Server to client, first thing on connect: 32 random bytes to prove
+    /// knowledge of the gateway's secret against.
+    Challenge { nonce: [u8; 32] },
+    /// Client to server: who the gateway is, and
+    /// `HMAC-SHA256(secret, nonce || gateway bytes)`. The name is at most
+    /// [`GATEWAY_NAME_BYTES_MAX`] bytes.
+    Hello { gateway: String, proof: [u8; 32] },
+    /// Server to client: the handshake succeeded; the limits this server
+    /// enforces on the connection.
+    Welcome {
+        frame_bytes_max: u32,
+        batch_commands_max: u32,
+        inflight_max: u32,
+    },
+    /// Client to server: a batch of commands, applied in order.
+    Submit { commands: Vec<Command> },
+    /// Server to client: one result per submitted command, in the same order.
+    Results { results: Vec<CommandResult> },
+    /// Client to server: a batch of read-only queries.
+    Query { queries: Vec<Query> },
+    /// Server to client: one reply per query, in the same order.
+    QueryResults { replies: Vec<QueryReply> },
+    /// Client to server: ask for the server's counters.
+    Status,
+    /// Server to client: named counters, at most [`STATUS_FIELDS_MAX`] of
+    /// them, names at most [`STATUS_FIELD_NAME_BYTES_MAX`] bytes.
+    StatusReply { fields: Vec<(String, u64)> },
+    /// Either way: why a request or the connection was refused. The message
+    /// is at most [`ERROR_MESSAGE_BYTES_MAX`] bytes.
+    Error { code: ErrorCode, message: String },
+}
+
+impl Message {
+    /// The kind number that goes into the header.
+    pub fn kind(&self) -> u16 {
+        match self {
+            Message::Challenge { .. } => kinds::CHALLENGE,
+            Message::Hello { .. } => kinds::HELLO,
+            Message::Welcome { .. } => kinds::WELCOME,
+            Message::Submit { .. } => kinds::SUBMIT,
+            Message::Results { .. } => kinds::RESULTS,
+            Message::Query { .. } => kinds::QUERY,
+            Message::QueryResults { .. } => kinds::QUERY_RESULTS,
+            Message::Status => kinds::STATUS,
+            Message::StatusReply { .. } => kinds::STATUS_REPLY,
+            Message::Error { .. } => kinds::ERROR,
+        }
+    }
+
+    /// Stable snake_case name of the kind, for logs and metrics.
+    pub fn kind_name(&self) -> &'static str {
+        kind_name(self.kind())
+    }
+}
+
+/// Name of a kind known to be valid; "unknown" otherwise (never shown for a
+/// decoded frame, since `check` refuses unknown kinds first).
+fn kind_name(kind: u16) -> &'static str {
+    kinds::name(kind).unwrap_or("unknown")
+}
+
+/// The bincode configuration of every body. The limit bounds what bincode
+/// itself may claim while decoding one body; batch and string lengths are
+/// checked here before bincode sees them (see the module doc).
+pub(super) type BodyConfig = bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Fixint,
+    bincode::config::Limit<BODY_BYTES_LIMIT>,
+>;
+pub(super) const BODY_BYTES_LIMIT: usize = FRAME_BYTES_MAX_CEILING as usize - HEADER_LEN;
+pub(super) const BODY_CONFIG: BodyConfig = bincode::config::standard()
+    .with_fixed_int_encoding()
+    .with_little_endian()
+    .with_limit::<BODY_BYTES_LIMIT>();
+
+/// A batch element, with the fewest bytes any value of it encodes to: a
+/// declared batch length is refused unless the bytes left could hold that
+/// many elements, so a lying length never sizes an allocation.
+pub(super) trait Element: Encode + Decode<()> {
+    const WIRE_BYTES_MIN: usize;
+    /// The most bytes one element encodes to (for the compile-time check
+    /// that a full batch fits in a default frame).
+    const WIRE_BYTES_MAX: usize;
+}
+
+// Sizes follow the engine's types (bincode fixed-int: enum tag u32, Status
+// and Currency u16, AccountId u64, CommandId u128); the unit tests below
+// encode every variant and check them.
+impl Element for Command {
+    // id 16 + tag 4 + Freeze { account 8 }
+    const WIRE_BYTES_MIN: usize = 28;
+    // id 16 + tag 4 + Transfer { from 8, to 8, amount 8, currency 2 }
+    const WIRE_BYTES_MAX: usize = 46;
+}
+impl Element for CommandResult {
+    const WIRE_BYTES_MIN: usize = 2;
+    const WIRE_BYTES_MAX: usize = 2;
+}
+impl Element for Query {
+    // tag 4 + Balance { account 8 }
+    const WIRE_BYTES_MIN: usize = 12;
+    // tag 4 + Command { id 16 }
+    const WIRE_BYTES_MAX: usize = 20;
+}
+impl Element for QueryReply {
+    // tag 4 + Refused(status 2)
+    // tag 4 + Command(status 2) or Refused(status 2)
+    const WIRE_BYTES_MIN: usize = 6;
+    // tag 4 + Balance(AccountView 61)
+    const WIRE_BYTES_MAX: usize = 65;
+}
+
+/// Body bytes of the largest valid message: a full batch of the largest
+/// element (8-byte length prefix included).
+pub(super) const BODY_BYTES_VALID_MAX: usize =
+    8 + payrail_engine::limits::BATCH_COMMANDS_MAX * <QueryReply as Element>::WIRE_BYTES_MAX;
+
+/// Appends the body of `message` to `out`. Checks every batch and string
+/// against its limit first; on error `out` may hold a partial body (the
+/// caller truncates it).
+pub(super) fn encode_body(
+    message: &Message,
+    limits: &WireLimits,
+    out: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    let mut encoder = EncoderImpl::new(VecWriter(out), BODY_CONFIG);
+    let kind_name = message.kind_name();
+    match message {
+        Message::Challenge { nonce } => put(&mut encoder, nonce),
+        Message::Hello { gateway, proof } => {
+            put_string(
+                &mut encoder,
+                "hello.gateway",
+                gateway,
+                GATEWAY_NAME_BYTES_MAX,
+            )?;
+            put(&mut encoder, proof)
+        }
+        Message::Welcome {
+            frame_bytes_max,
+            batch_commands_max,
+            inflight_max,
+        } => {
+            put(&mut encoder, frame_bytes_max)?;
+            put(&mut encoder, batch_commands_max)?;
+            put(&mut encoder, inflight_max)
+        }
+        Message::Submit { commands } => put_batch(&mut encoder, kind_name, commands, limits),
+        Message::Results { results } => put_batch(&mut encoder, kind_name, results, limits),
+        Message::Query { queries } => put_batch(&mut encoder, kind_name, queries, limits),
+        Message::QueryResults { replies } => put_batch(&mut encoder, kind_name, replies, limits),
+        Message::Status => Ok(()),
+        Message::StatusReply { fields } => {
+            if fields.len() > STATUS_FIELDS_MAX {
+                return Err(WireError::FieldTooLong {
+                    field: "status_reply.fields",
+                    len: fields.len() as u64,
+                    max: STATUS_FIELDS_MAX as u64,
+                });
+            }
+            put(&mut encoder, &(fields.len() as u64))?;
+            for (name, value) in fields {
+                put_string(
+                    &mut encoder,
+                    "status_reply.field_name",
+                    name,
+                    STATUS_FIELD_NAME_BYTES_MAX,
+                )?;
+                put(&mut encoder, value)?;
+            }
+            Ok(())
+        }
+        Message::Error { code, message } => {
+            put(&mut encoder, code)?;
+            put_string(
+                &mut encoder,
+                "error.message",
+                message,
+                ERROR_MESSAGE_BYTES_MAX,
+            )
+        }
+    }
+}
+
+type BodyEncoder<'a> = EncoderImpl<VecWriter<'a>, BodyConfig>;
+
+/// bincode writer appending to a Vec; it cannot fail.
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl Writer for VecWriter<'_> {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+fn put<T: Encode + ?Sized>(encoder: &mut BodyEncoder<'_>, value: &T) -> Result<(), WireError> {
+    // Writing to a Vec cannot fail and every value here encodes; map
+    // anyway rather than assume.
+    value
+        .encode(encoder)
+        .map_err(|error| WireError::MalformedBody {
+            kind_name: "unknown",
+            reason: format!("cannot encode: {error}"),
+        })
+}
+
+fn put_string(
+    encoder: &mut BodyEncoder<'_>,
+    field: &'static str,
+    value: &str,
+    max: usize,
+) -> Result<(), WireError> {
+    if value.len() > max {
+        return Err(WireError::FieldTooLong {
+            field,
+            len: value.len() as u64,
+            max: max as u64,
+        });
+    }
+    put(encoder, &(value.len() as u64))?;
+    encoder.writer().0.extend_from_slice(value.as_bytes());
+    Ok(())
+}
+
+fn put_batch<T: Element>(
+    encoder: &mut BodyEncoder<'_>,
+    kind_name: &'static str,
+    batch: &[T],
+    limits: &WireLimits,
+) -> Result<(), WireError> {
+    if batch.len() as u64 > u64::from(limits.batch_commands_max) {
+        return Err(WireError::BatchTooLarge {
+            kind_name,
+            count: batch.len() as u64,
+            max: limits.batch_commands_max,
+        });
+    }
+    encoder
+        .writer()
+        .0
+        .reserve(8 + batch.len() * T::WIRE_BYTES_MAX);
+    put(encoder, &(batch.len() as u64))?;
+    for element in batch {
+        put(encoder, element)?;
+    }
+    Ok(())
+}
+
+/// Decodes the body of a frame of `kind`. The whole body must be used.
+pub(super) fn decode_body(
+    kind: u16,
+    body: &[u8],
+    limits: &WireLimits,
+) -> Result<Message, WireError> {
+    let mut decoder = BodyDecoder {
+        decoder: DecoderImpl::new(BodyReader { rest: body }, BODY_CONFIG, ()),
+        kind_name: kind_name(kind),
+    };
+    let message = match kind {
+        kinds::CHALLENGE => Message::Challenge {
+            nonce: decoder.value()?,
+        },
+        kinds::HELLO => Message::Hello {
+            gateway: decoder.string("hello.gateway", GATEWAY_NAME_BYTES_MAX)?,
+            proof: decoder.value()?,
+        },
+        kinds::WELCOME => Message::Welcome {
+            frame_bytes_max: decoder.value()?,
+            batch_commands_max: decoder.value()?,
+            inflight_max: decoder.value()?,
+        },
+        kinds::SUBMIT => Message::Submit {
+            commands: decoder.batch(limits, true)?,
+        },
+        kinds::RESULTS => Message::Results {
+            results: decoder.batch(limits, false)?,
+        },
+        kinds::QUERY => Message::Query {
+            queries: decoder.batch(limits, true)?,
+        },
+        kinds::QUERY_RESULTS => Message::QueryResults {
+            replies: decoder.batch(limits, false)?,
+        },
+        kinds::STATUS => Message::Status,
+        kinds::STATUS_REPLY => {
+            // name length 8 + name (may be empty) + value 8
+            let count = decoder.length("status_reply.fields", STATUS_FIELDS_MAX as u64, 16)?;
+            let mut fields = Vec::with_capacity(count);
+            for _ in 0..count {
+                let name =
+                    decoder.string("status_reply.field_name", STATUS_FIELD_NAME_BYTES_MAX)?;
+                fields.push((name, decoder.value()?));
+            }
+            Message::StatusReply { fields }
+        }
+        kinds::ERROR => Message::Error {
+            code: decoder.value()?,
+            message: decoder.string("error.message", ERROR_MESSAGE_BYTES_MAX)?,
+        },
+        _ => return Err(WireError::UnknownMessageKind { kind }),
+    };
+    decoder.finish()?;
+    Ok(message)
+}
+
+/// bincode reader over the body; unlike bincode's `SliceReader` it tells
+/// how many bytes are left.
+struct BodyReader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> BodyReader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if n > self.rest.len() {
+            return None;
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Some(head)
+    }
+}
+
+impl Reader for BodyReader<'_> {
+    #[inline]
+    fn read(&mut self, bytes: &mut [u8]) -> Result<(), DecodeError> {
+        match self.take(bytes.len()) {
+            Some(head) => {
+                bytes.copy_from_slice(head);
+                Ok(())
+            }
+            None => Err(DecodeError::UnexpectedEnd {
+                additional: bytes.len() - self.rest.len(),
+            }),
+        }
+    }
+
+    #[inline]
+    fn peek_read(&mut self, n: usize) -> Option<&[u8]> {
+        self.rest.get(..n)
+    }
+
+    #[inline]
+    fn consume(&mut self, n: usize) {
+        self.rest = self.rest.get(n..).unwrap_or_default();
+    }
+}
+
+struct BodyDecoder<'a> {
+    decoder: DecoderImpl<BodyReader<'a>, BodyConfig, ()>,
+    kind_name: &'static str,
+}
+
+impl BodyDecoder<'_> {
+    fn remaining(&mut self) -> usize {
+        self.decoder.reader().rest.len()
+    }
+
+    fn malformed(&self, reason: String) -> WireError {
+        WireError::MalformedBody {
+            kind_name: self.kind_name,
+            reason,
+        }
+    }
+
+    fn value<T: Decode<()>>(&mut self) -> Result<T, WireError> {
+        T::decode(&mut self.decoder).map_err(|error| {
+            let reason = match error {
+                DecodeError::UnexpectedEnd { .. } => "the body ends early".to_owned(),
+                DecodeError::UnexpectedVariant {
+                    type_name, found, ..
+                } => format!("unknown variant {found} of {type_name}"),
+                DecodeError::OtherString(text) => text,
+                DecodeError::LimitExceeded => "the body exceeds the decode limit".to_owned(),
+                other => other.to_string(),
+            };
+            self.malformed(reason)
+        })
+    }
+
+    /// Reads a length prefix and checks it against `max` and against the
+    /// bytes left, given that each entry takes at least `entry_bytes_min`.
+    fn length(
+        &mut self,
+        field: &'static str,
+        max: u64,
+        entry_bytes_min: usize,
+    ) -> Result<usize, WireError> {
+        let len: u64 = self.value()?;
+        if len > max {
+            return Err(WireError::FieldTooLong { field, len, max });
+        }
+        self.fits(len, entry_bytes_min)
+    }
+
+    /// `len` entries of at least `entry_bytes_min` bytes fit in what is left.
+    fn fits(&mut self, len: u64, entry_bytes_min: usize) -> Result<usize, WireError> {
+        let remaining = self.remaining();
+        let needed = len.saturating_mul(entry_bytes_min as u64);
+        if needed > remaining as u64 {
+            return Err(self.malformed(format!(
+                "length {len} needs at least {needed} bytes, {remaining} left"
+            )));
+        }
+        // needed <= remaining <= usize::MAX, and entry_bytes_min >= 1, so len fits.
+        usize::try_from(len).map_err(|_| self.malformed(format!("length {len} does not fit")))
+    }
+
+    fn string(&mut self, field: &'static str, max: usize) -> Result<String, WireError> {
+        let len = self.length(field, max as u64, 1)?;
+        let Some(bytes) = self.decoder.reader().take(len) else {
+            return Err(self.malformed(format!("{field} ends early")));
+        };
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Ok(text.to_owned()),
+            Err(_) => Err(self.malformed(format!("{field} is not UTF-8"))),
+        }
+    }
+
+    fn batch<T: Element>(
+        &mut self,
+        limits: &WireLimits,
+        refuse_empty: bool,
+    ) -> Result<Vec<T>, WireError> {
+        let count: u64 = self.value()?;
+        if count > u64::from(limits.batch_commands_max) {
+            return Err(WireError::BatchTooLarge {
+                kind_name: self.kind_name,
+                count,
+                max: limits.batch_commands_max,
+            });
+        }
+        if refuse_empty && count == 0 {
+            return Err(WireError::EmptyBatch {
+                kind_name: self.kind_name,
+            });
+        }
+        let count = self.fits(count, T::WIRE_BYTES_MIN)?;
+        let mut batch = Vec::with_capacity(count);
+        for _ in 0..count {
+            batch.push(self.value()?);
+        }
+        Ok(batch)
+    }
+
+    fn finish(mut self) -> Result<(), WireError> {
+        match self.remaining() {
+            0 => Ok(()),
+            trailing => Err(WireError::TrailingBytes {
+                kind_name: self.kind_name,
+                trailing,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use payrail_engine::{
+        AccountId, AccountKind, AccountStatus, AccountView, CommandId, CommandKind, Currency,
+        OpenAccount, Status,
+    };
+
+    fn encoded_len<T: Encode>(value: &T) -> usize {
+        let mut out = Vec::new();
+        let mut encoder = EncoderImpl::new(VecWriter(&mut out), BODY_CONFIG);
+        assert!(value.encode(&mut encoder).is_ok());
+        out.len()
+    }
+
+    /// One command of every kind. The match makes this fail to compile when
+    /// the engine grows a kind, so the size bounds get looked at again.
+    fn every_command_kind() -> Vec<Command> {
+        let account = AccountId(1);
+        let hold = CommandId(2);
+        let currency = Currency::CNY;
+        let kinds = [
+            CommandKind::OpenAccount(OpenAccount {
+                account,
+                owner: 1,
+                kind: AccountKind::Customer,
+                currency,
+                kyc_tier: 0,
+                mcc: 0,
+            }),
+            CommandKind::Deposit {
+                account,
+                amount: 1,
+                currency,
+            },
+            CommandKind::Transfer {
+                from: account,
+                to: account,
+                amount: 1,
+                currency,
+            },
+            CommandKind::WithdrawHold {
+                account,
+                amount: 1,
+                currency,
+                timeout_ms: 1,
+            },
+            CommandKind::WithdrawPost { hold },
+            CommandKind::WithdrawVoid { hold },
+            CommandKind::Freeze { account },
+            CommandKind::Unfreeze { account },
+            CommandKind::Close { account },
+            CommandKind::SetKycTier { account, tier: 1 },
+        ];
+        for kind in &kinds {
+            match kind {
+                CommandKind::OpenAccount(_)
+                | CommandKind::Deposit { .. }
+                | CommandKind::Transfer { .. }
+                | CommandKind::WithdrawHold { .. }
+                | CommandKind::WithdrawPost { .. }
+                | CommandKind::WithdrawVoid { .. }
+                | CommandKind::Freeze { .. }
+                | CommandKind::Unfreeze { .. }
+                | CommandKind::Close { .. }
+                | CommandKind::SetKycTier { .. } => {}
+            }
+        }
+        kinds
+            .into_iter()
+            .map(|kind| Command::new(7, kind))
+            .collect()
+    }
+
+    fn check_bounds<T: Element + std::fmt::Debug>(values: &[T]) {
+        let sizes: Vec<usize> = values.iter().map(encoded_len).collect();
+        for (value, &size) in values.iter().zip(&sizes) {
+            assert!(size >= T::WIRE_BYTES_MIN, "{value:?} encodes to {size}");
+            assert!(size <= T::WIRE_BYTES_MAX, "{value:?} encodes to {size}");
+        }
+        assert_eq!(sizes.iter().min(), Some(&T::WIRE_BYTES_MIN));
+        assert_eq!(sizes.iter().max(), Some(&T::WIRE_BYTES_MAX));
+    }
+
+    #[test]
+    fn element_size_bounds_are_exact() {
+        check_bounds(&every_command_kind());
+        check_bounds(&[CommandResult::new(Status::Ok)]);
+        let queries = [
+            Query::Balance {
+                account: AccountId(1),
+            },
+            Query::Command { id: CommandId(1) },
+        ];
+        for query in &queries {
+            match query {
+                Query::Balance { .. } | Query::Command { .. } => {}
+            }
+        }
+        check_bounds(&queries);
+        check_bounds(&[
+            QueryReply::Refused(Status::UnknownAccount),
+            QueryReply::Command(Status::Ok),
+            QueryReply::Balance(AccountView {
+                account: AccountId(1),
+                owner: 1,
+                kind: AccountKind::Customer,
+                currency: Currency::CNY,
+                status: AccountStatus::Active,
+                kyc_tier: 0,
+                mcc: 0,
+                balance: 0,
+                debits_pending: 0,
+                credits_pending: 0,
+                available: 0,
+            }),
+        ]);
+    }
+
+    #[test]
+    fn body_encoding_is_plain_bincode_of_the_fields() {
+        // The hand-written framing of batches and strings must equal what
+        // bincode itself writes for a Vec and a String.
+        let commands = every_command_kind();
+        let mut out = Vec::new();
+        let submit = Message::Submit {
+            commands: commands.clone(),
+        };
+        assert!(encode_body(&submit, &WireLimits::default(), &mut out).is_ok());
+        assert_eq!(
+            bincode::encode_to_vec(&commands, BODY_CONFIG).ok(),
+            Some(out)
+        );
+
+        let fields = vec![("a".to_owned(), 1u64), ("bcd".to_owned(), u64::MAX)];
+        let mut out = Vec::new();
+        let reply = Message::StatusReply {
+            fields: fields.clone(),
+        };
+        assert!(encode_body(&reply, &WireLimits::default(), &mut out).is_ok());
+        assert_eq!(bincode::encode_to_vec(&fields, BODY_CONFIG).ok(), Some(out));
+
+        let mut out = Vec::new();
+        let hello = Message::Hello {
+            gateway: "gw-1".to_owned(),
+            proof: [9; 32],
+        };
+        assert!(encode_body(&hello, &WireLimits::default(), &mut out).is_ok());
+        let expected = bincode::encode_to_vec(("gw-1".to_owned(), [9u8; 32]), BODY_CONFIG).ok();
+        assert_eq!(expected, Some(out));
+    }
+}
