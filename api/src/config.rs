@@ -386,3 +386,22 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod documented_defaults {
+    use super::*;
+
+    /// docs/payrail.example.toml shows every setting with its default; this
+    /// keeps it true.
+    #[test]
+    fn the_documented_example_config_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/payrail.example.toml");
+        let config = ServerConfig::load(&path).unwrap();
+        assert_eq!(config, ServerConfig::default(), "docs/payrail.example.toml drifted from the defaults");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let generated = toml::to_string(&ServerConfig::default()).unwrap();
+        for line in generated.lines().filter(|line| line.contains(" = ")) {
+            assert!(text.contains(line), "docs/payrail.example.toml lacks `{line}`");
+        }
+    }
+}
