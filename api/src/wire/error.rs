@@ -123,9 +123,10 @@ impl<Context> bincode::Decode<Context> for ErrorCode {
         decoder: &mut D,
     ) -> Result<Self, bincode::error::DecodeError> {
         let code = u16::decode(decoder)?;
-        ErrorCode::from_code(code).ok_or(bincode::error::DecodeError::OtherString(format!(
-            "unknown error code {code}"
-        )))
+        // ok_or_else: the message is only formatted for an unknown code.
+        ErrorCode::from_code(code).ok_or_else(|| {
+            bincode::error::DecodeError::OtherString(format!("unknown error code {code}"))
+        })
     }
 }
 bincode::impl_borrow_decode!(ErrorCode);

@@ -12,7 +12,7 @@ use bincode::de::{Decode, Decoder, DecoderImpl};
 use bincode::enc::write::Writer;
 use bincode::enc::{Encode, Encoder, EncoderImpl};
 use bincode::error::{DecodeError, EncodeError};
-use payrail_engine::{Command, CommandResult, Query, QueryReply};
+use payrail_engine::{Command, CommandResult, Query, QueryReply, Status};
 
 use super::error::{ErrorCode, WireError};
 use super::{
@@ -151,6 +151,10 @@ pub(super) trait Element: Encode + Decode<()> {
     /// The most bytes one element encodes to (for the compile-time check
     /// that a full batch fits in a default frame).
     const WIRE_BYTES_MAX: usize;
+
+    fn decode_element(decoder: &mut BodyDecoder<'_>) -> Result<Self, WireError> {
+        decoder.value()
+    }
 }
 
 // Sizes follow the engine's types (bincode fixed-int: enum tag u32, Status
@@ -165,6 +169,19 @@ impl Element for Command {
 impl Element for CommandResult {
     const WIRE_BYTES_MIN: usize = 2;
     const WIRE_BYTES_MAX: usize = 2;
+
+    /// Reads the same bytes as `Status`'s bincode `Decode` (its u16 code)
+    /// without calling it: that impl formats its error message before
+    /// knowing whether the code is valid (`ok_or`, not `ok_or_else`), an
+    /// allocation per result that made decoding a full Results about 8
+    /// times slower (600 µs against 75 µs for 8,190 results).
+    fn decode_element(decoder: &mut BodyDecoder<'_>) -> Result<Self, WireError> {
+        let code: u16 = decoder.value()?;
+        match Status::from_code(code) {
+            Some(status) => Ok(CommandResult::new(status)),
+            None => Err(decoder.malformed(format!("unknown status code {code}"))),
+        }
+    }
 }
 impl Element for Query {
     // tag 4 + Balance { account 8 }
@@ -417,7 +434,7 @@ impl Reader for BodyReader<'_> {
     }
 }
 
-struct BodyDecoder<'a> {
+pub(super) struct BodyDecoder<'a> {
     decoder: DecoderImpl<BodyReader<'a>, BodyConfig, ()>,
     kind_name: &'static str,
 }
@@ -509,7 +526,7 @@ impl BodyDecoder<'_> {
         let count = self.fits(count, T::WIRE_BYTES_MIN)?;
         let mut batch = Vec::with_capacity(count);
         for _ in 0..count {
-            batch.push(self.value()?);
+            batch.push(T::decode_element(self)?);
         }
         Ok(batch)
     }
