@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod qr;
 pub mod serve;
 pub mod server;
 pub mod wire;

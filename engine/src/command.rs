@@ -45,6 +45,35 @@ pub enum HouseRole {
     Settlement = 1,
 }
 
+/// Key of one merchant-account-information entry of an EMVCo QR code (tags
+/// 26-51): xxh3-128 of the globally unique identifier (lowercased) and the
+/// merchant id. Onboarding registers a merchant's keys; a QR payment carries
+/// the keys of the code it paid, computed at the edge by the parser.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, bincode::Encode, bincode::Decode,
+)]
+pub struct MerchantKey(pub u128);
+
+impl MerchantKey {
+    /// "No key": fills the unused places of a payment's key list.
+    pub const NONE: MerchantKey = MerchantKey(0);
+
+    pub fn new(gui: &str, merchant_id: &str) -> MerchantKey {
+        let gui = gui.trim().to_ascii_lowercase();
+        let merchant_id = merchant_id.trim();
+        let mut bytes = Vec::with_capacity(gui.len() + 1 + merchant_id.len());
+        bytes.extend_from_slice(gui.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(merchant_id.as_bytes());
+        // 0 means "no key"; a real key hashing to 0 is moved to 1.
+        MerchantKey(xxhash_rust::xxh3::xxh3_128(&bytes).max(1))
+    }
+}
+
+/// How many merchant keys one QR payment carries at most (a code may name
+/// the merchant under several schemes).
+pub const QR_MERCHANT_KEYS_MAX: usize = 4;
+
 /// Who holds an account.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, bincode::Encode, bincode::Decode)]
 pub enum AccountKind {
@@ -117,6 +146,44 @@ pub enum CommandKind {
         account: AccountId,
         tier: u8,
     },
+    /// Onboarding: QR codes carrying this key pay this merchant account.
+    RegisterMerchantKey {
+        merchant: AccountId,
+        key: MerchantKey,
+    },
+    /// Merchant-presented QR payment, parsed at the edge: the payer pays
+    /// `amount` plus `fee` (tip or convenience fee) to the merchant registered
+    /// under the first known key. `mcc` is the code's category (0: the
+    /// merchant's own), recorded with the payment.
+    PayMerchantQr {
+        payer: AccountId,
+        keys: [MerchantKey; QR_MERCHANT_KEYS_MAX],
+        amount: u64,
+        fee: u64,
+        currency: Currency,
+        mcc: u16,
+    },
+    /// User-presented QR: make `code` (18 digits, drawn by the gateway from a
+    /// CSPRNG) chargeable once against the customer's account for
+    /// `lifetime_ms` of command time.
+    IssuePaymentCode {
+        customer: AccountId,
+        code: u64,
+        lifetime_ms: u64,
+    },
+    /// A merchant's gateway charges a customer's payment code.
+    ChargePaymentCode {
+        merchant: AccountId,
+        code: u64,
+        amount: u64,
+        currency: Currency,
+    },
+    /// Return part or all of a payment (by its command id) from the merchant
+    /// to the account that paid.
+    Refund {
+        payment: CommandId,
+        amount: u64,
+    },
 }
 
 impl CommandKind {
@@ -133,6 +200,11 @@ impl CommandKind {
             CommandKind::Unfreeze { .. } => "unfreeze",
             CommandKind::Close { .. } => "close",
             CommandKind::SetKycTier { .. } => "set_kyc_tier",
+            CommandKind::RegisterMerchantKey { .. } => "register_merchant_key",
+            CommandKind::PayMerchantQr { .. } => "pay_merchant_qr",
+            CommandKind::IssuePaymentCode { .. } => "issue_payment_code",
+            CommandKind::ChargePaymentCode { .. } => "charge_payment_code",
+            CommandKind::Refund { .. } => "refund",
         }
     }
 }
@@ -156,10 +228,10 @@ impl Command {
     /// (same fields) from an id reused for a different command. xxh3 over the
     /// fixed-width bincode encoding: stable across builds and platforms.
     pub fn fingerprint(&self) -> u64 {
-        let mut buffer = [0u8; 64];
+        let mut buffer = [0u8; 128];
         match bincode::encode_into_slice(self.kind, &mut buffer, fingerprint_config()) {
             Ok(written) => xxhash_rust::xxh3::xxh3_64(&buffer[..written]),
-            // Unreachable: every kind encodes in fewer than 64 bytes (test below).
+            // Unreachable: every kind encodes in fewer than 128 bytes (test below).
             Err(_) => 0,
         }
     }
@@ -268,7 +340,7 @@ mod tests {
             },
         ];
         for kind in kinds {
-            let mut buffer = [0u8; 64];
+            let mut buffer = [0u8; 128];
             assert!(bincode::encode_into_slice(kind, &mut buffer, fingerprint_config()).is_ok());
         }
     }

@@ -20,8 +20,12 @@ use rustc_hash::FxHashMap;
 
 use crate::command::{
     AccountId, AccountKind, AccountStatus, AccountView, Command, CommandId, CommandKind,
-    CommandResult, HouseRole, OpenAccount, Query, QueryReply,
+    CommandResult, HouseRole, MerchantKey, OpenAccount, Query, QueryReply,
 };
+
+mod payments;
+
+pub use payments::{Payment, PaymentCode, PaymentCodeState};
 use crate::currency::Currency;
 use crate::limits;
 use crate::status::Status;
@@ -44,6 +48,8 @@ pub struct Account {
     pub mcc: u16,
     /// Number of pending holds on this account.
     pub holds_pending: u16,
+    /// Number of live user-presented payment codes of this customer.
+    pub codes_live: u8,
 }
 
 impl Account {
@@ -60,6 +66,7 @@ impl Account {
             kyc_tier: open.kyc_tier,
             mcc: open.mcc,
             holds_pending: 0,
+            codes_live: 0,
         }
     }
 
@@ -170,6 +177,16 @@ pub(crate) struct Books {
     /// Pending holds by expiry; entries of holds finished early are skipped
     /// when they surface.
     pub(crate) hold_expiries: BinaryHeap<Reverse<(u64, CommandId)>>,
+    /// QR merchant keys and the merchant slot each pays.
+    pub(crate) merchant_keys: FxHashMap<MerchantKey, u32>,
+    /// User-presented payment codes, live or recently finished.
+    pub(crate) payment_codes: FxHashMap<u64, PaymentCode>,
+    /// (time, code): at a code's expiry it stops being live; at expiry plus
+    /// `PAYMENT_CODE_MEMORY_NS` it is forgotten.
+    pub(crate) code_expiries: BinaryHeap<Reverse<(u64, u64)>>,
+    /// Refundable payments by command id, kept as long as their command's
+    /// idempotency record.
+    pub(crate) payments: FxHashMap<CommandId, Payment>,
 }
 
 /// Idempotency records in arrival order, for retention.
@@ -246,6 +263,7 @@ impl Ledger {
         self.sequence = sequence;
         self.timestamp = timestamp;
         self.books.expire_holds(timestamp, &self.records);
+        self.books.expire_payment_codes(timestamp);
         self.evict_records(timestamp, batch.len());
 
         results.reserve(batch.len());
@@ -309,6 +327,8 @@ impl Ledger {
             }
             self.records.order.pop_front();
             self.records.by_id.remove(&oldest);
+            // A payment is refundable as long as its command's record is kept.
+            self.books.payments.remove(&oldest);
             // A finished hold is remembered as long as its command's record.
             if let Some(hold) = self.books.holds.get(&oldest) {
                 if hold.state != HoldState::Pending {
@@ -348,6 +368,11 @@ impl Ledger {
     /// The hold with this id, while it is remembered.
     pub fn hold(&self, id: CommandId) -> Option<&Hold> {
         self.books.holds.get(&id)
+    }
+
+    /// The payment with this command id, while it is refundable.
+    pub fn payment(&self, id: CommandId) -> Option<&Payment> {
+        self.books.payments.get(&id)
     }
 
     /// The first result recorded for this command id, while it is remembered.
@@ -398,6 +423,7 @@ impl Ledger {
             hasher.update(&[account.kind as u8, account.status as u8, account.kyc_tier]);
             hasher.update(&account.mcc.to_le_bytes());
             hasher.update(&account.holds_pending.to_le_bytes());
+            hasher.update(&[account.codes_live]);
         }
 
         let mut holds: Vec<&Hold> = self.books.holds.values().collect();
@@ -432,12 +458,13 @@ impl Ledger {
             hasher.update(&record.status.code().to_le_bytes());
             hasher.update(&record.timestamp.to_le_bytes());
         }
+        self.books.digest_payments(&mut hasher);
         *hasher.finalize().as_bytes()
     }
 }
 
 /// Checks common to every amount.
-fn check_amount(amount: u64) -> Result<(), Status> {
+pub(crate) fn check_amount(amount: u64) -> Result<(), Status> {
     if amount == 0 {
         return Err(Status::AmountMustBePositive);
     }
@@ -448,7 +475,7 @@ fn check_amount(amount: u64) -> Result<(), Status> {
 }
 
 /// `amount` as i64; callers have passed `check_amount`.
-fn signed(amount: u64) -> i64 {
+pub(crate) fn signed(amount: u64) -> i64 {
     debug_assert!(amount <= limits::AMOUNT_MAX);
     amount as i64
 }
@@ -487,6 +514,17 @@ impl Books {
             CommandKind::Unfreeze { account } => self.unfreeze(account),
             CommandKind::Close { account } => self.close(account),
             CommandKind::SetKycTier { account, tier } => self.set_kyc_tier(account, tier),
+            CommandKind::RegisterMerchantKey { merchant, key } => self.register_merchant_key(merchant, key),
+            CommandKind::PayMerchantQr { payer, keys, amount, fee, currency, mcc } => {
+                self.pay_merchant_qr(command.id, payer, &keys, amount, fee, currency, mcc, timestamp)
+            }
+            CommandKind::IssuePaymentCode { customer, code, lifetime_ms } => {
+                self.issue_payment_code(customer, code, lifetime_ms, timestamp)
+            }
+            CommandKind::ChargePaymentCode { merchant, code, amount, currency } => {
+                self.charge_payment_code(command.id, merchant, code, amount, currency, timestamp)
+            }
+            CommandKind::Refund { payment, amount } => self.refund(payment, amount),
         })
     }
 

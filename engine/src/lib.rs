@@ -7,17 +7,19 @@
 //! - [`command`]: commands, queries and their results.
 //! - [`ledger`]: the deterministic single-threaded state machine.
 
+pub mod budget;
 pub mod command;
 pub mod currency;
 pub mod ledger;
 pub mod limits;
 pub mod pipeline;
+pub mod risk;
 pub mod status;
 pub mod storage;
 
 pub use command::{
     AccountId, AccountKind, AccountStatus, AccountView, Command, CommandId, CommandKind,
-    CommandResult, HouseRole, OpenAccount, Query, QueryReply,
+    CommandResult, HouseRole, MerchantKey, OpenAccount, Query, QueryReply,
 };
 pub use currency::Currency;
 pub use ledger::{Account, Ledger, LedgerConfig};

@@ -22,6 +22,19 @@ pub const IDEMPOTENCY_WINDOW_NS_DEFAULT: u64 = 24 * 3_600 * 1_000_000_000;
 /// ... unless there are more than this many, when the oldest go first.
 pub const IDEMPOTENCY_RECORDS_MAX_DEFAULT: usize = 32 * 1024 * 1024;
 
+/// Live user-presented payment codes per customer.
+pub const CUSTOMER_PAYMENT_CODES_LIVE_MAX: u8 = 5;
+/// Payment code lifetimes a gateway may ask for (command time).
+pub const PAYMENT_CODE_LIFETIME_MS_MIN: u64 = 5_000;
+pub const PAYMENT_CODE_LIFETIME_MS_MAX: u64 = 600_000;
+pub const PAYMENT_CODE_LIFETIME_MS_DEFAULT: u64 = 60_000;
+/// Payment codes are 18 decimal digits.
+pub const PAYMENT_CODE_MIN: u64 = 100_000_000_000_000_000;
+pub const PAYMENT_CODE_MAX: u64 = 999_999_999_999_999_999;
+/// An expired or used code is remembered this long after its expiry, so a
+/// late charge gets `payment_code_expired`/`payment_code_used`, not `unknown`.
+pub const PAYMENT_CODE_MEMORY_NS: u64 = 600 * 1_000_000_000;
+
 /// Highest KYC tier a customer can have (0 = unverified).
 pub const KYC_TIER_MAX: u8 = 3;
 

@@ -11,6 +11,8 @@
 //! | 10-39   | accounts   |
 //! | 40-59   | amounts and balances |
 //! | 60-79   | withdrawal holds |
+//! | 100-119 | QR payments, payment codes, refunds |
+//! | 120-139 | QR payloads refused at the edge |
 //! | 900-999 | the pipeline around the ledger (log, shutdown) |
 
 use std::fmt;
@@ -124,6 +126,56 @@ statuses! {
     TimeoutOutOfRange = 64, "timeout_out_of_range", "the hold timeout is out of range";
     /// The account has as many pending holds as it may.
     TooManyHolds = 65, "too_many_holds", "the account has too many pending holds";
+
+    /// No merchant is registered under any key the QR code carries.
+    UnknownMerchant = 100, "unknown_merchant", "the QR code's merchant is not registered with payrail";
+    /// The merchant key is registered to another account.
+    MerchantKeyTaken = 101, "merchant_key_taken", "this merchant key is registered to another account";
+    /// The account is not a merchant account.
+    NotAMerchant = 102, "not_a_merchant", "the account is not a merchant account";
+    /// No live or recent payment code has this number.
+    UnknownPaymentCode = 103, "unknown_payment_code", "no payment code has this number";
+    /// The payment code's lifetime is over.
+    PaymentCodeExpired = 104, "payment_code_expired", "the payment code has expired";
+    /// The payment code was charged already (codes are single use).
+    PaymentCodeUsed = 105, "payment_code_used", "the payment code was already used";
+    /// The customer has as many live payment codes as they may.
+    TooManyPaymentCodes = 106, "too_many_payment_codes", "the customer has too many live payment codes";
+    /// The code number is live or recently used by someone; draw another.
+    PaymentCodeTaken = 107, "payment_code_taken", "this payment code number is taken; draw another";
+    /// Payment codes are exactly 18 decimal digits.
+    InvalidPaymentCode = 108, "invalid_payment_code", "payment codes are 18 decimal digits";
+    /// The payment code lifetime is out of range.
+    LifetimeOutOfRange = 109, "lifetime_out_of_range", "the payment code lifetime is out of range";
+    /// No payment has this id (never, not a payment, or past retention).
+    PaymentNotFound = 110, "payment_not_found", "no refundable payment has this id";
+    /// Refunds would exceed what was paid.
+    RefundExceedsPayment = 111, "refund_exceeds_payment", "the refunds would exceed the amount paid";
+    /// Too many unknown payment codes from this gateway: charging is paused.
+    PaymentCodeThrottled = 112, "payment_code_throttled", "too many unknown payment codes from this gateway; retry later";
+
+    /// The QR payload's structure is broken: truncated, bad lengths, bad tags.
+    QrMalformed = 120, "qr_malformed", "the QR payload is malformed";
+    /// The QR payload's CRC (tag 63) does not match its contents.
+    QrCrcMismatch = 121, "qr_crc_mismatch", "the QR payload's checksum does not match";
+    /// The QR payload repeats a tag.
+    QrDuplicateTag = 122, "qr_duplicate_tag", "the QR payload repeats a tag";
+    /// A QR field is longer than the specification allows.
+    QrValueTooLong = 123, "qr_value_too_long", "a QR field is too long";
+    /// A mandatory QR field is missing.
+    QrMissingTag = 124, "qr_missing_tag", "the QR payload lacks a mandatory field";
+    /// A QR field has an invalid value (MCC, amount, tip, country ...).
+    QrBadField = 125, "qr_bad_field", "a QR field has an invalid value";
+    /// The QR currency (tag 53) is not an ISO 4217 currency with minor units.
+    QrUnknownCurrency = 126, "qr_unknown_currency", "the QR code's currency is unknown";
+    /// A static code needs the amount from the payer.
+    QrAmountRequired = 127, "qr_amount_required", "this static QR code needs an amount from the payer";
+    /// The payer's amount differs from the dynamic code's amount.
+    QrAmountMismatch = 128, "qr_amount_mismatch", "the amount differs from the amount in the QR code";
+    /// The code names no merchant account (tags 26-51).
+    QrNoMerchantAccount = 129, "qr_no_merchant_account", "the QR code names no merchant account";
+    /// A tip was given for a code that does not ask for one.
+    QrTipNotAllowed = 130, "qr_tip_not_allowed", "this QR code does not take a tip";
 
     /// The command could not be made durable (disk full, I/O error); it was not applied.
     StorageFailed = 900, "storage_failed", "the command could not be written to the log and was not applied";

@@ -163,8 +163,8 @@ pub(super) trait Element: Encode + Decode<()> {
 impl Element for Command {
     // id 16 + tag 4 + Freeze { account 8 }
     const WIRE_BYTES_MIN: usize = 28;
-    // id 16 + tag 4 + Transfer { from 8, to 8, amount 8, currency 2 }
-    const WIRE_BYTES_MAX: usize = 46;
+    // id 16 + tag 4 + PayMerchantQr { payer 8, keys 4 x 16, amount 8, fee 8, currency 2, mcc 2 }
+    const WIRE_BYTES_MAX: usize = 112;
 }
 impl Element for CommandResult {
     const WIRE_BYTES_MIN: usize = 2;
@@ -197,10 +197,30 @@ impl Element for QueryReply {
     const WIRE_BYTES_MAX: usize = 65;
 }
 
-/// Body bytes of the largest valid message: a full batch of the largest
-/// element (8-byte length prefix included).
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// The most bytes any batch element encodes to.
+pub(super) const ELEMENT_BYTES_MAX: usize = max(
+    max(
+        <Command as Element>::WIRE_BYTES_MAX,
+        <CommandResult as Element>::WIRE_BYTES_MAX,
+    ),
+    max(
+        <Query as Element>::WIRE_BYTES_MAX,
+        <QueryReply as Element>::WIRE_BYTES_MAX,
+    ),
+);
+
+/// Body bytes of the largest valid batch message: a full batch of the
+/// largest element (8-byte length prefix included).
 pub(super) const BODY_BYTES_VALID_MAX: usize =
-    8 + payrail_engine::limits::BATCH_COMMANDS_MAX * <QueryReply as Element>::WIRE_BYTES_MAX;
+    8 + payrail_engine::limits::BATCH_COMMANDS_MAX * ELEMENT_BYTES_MAX;
 
 /// Appends the body of `message` to `out`. Checks every batch and string
 /// against its limit first; on error `out` may hold a partial body (the
@@ -547,7 +567,7 @@ mod tests {
     use super::*;
     use payrail_engine::{
         AccountId, AccountKind, AccountStatus, AccountView, CommandId, CommandKind, Currency,
-        OpenAccount, Status,
+        MerchantKey, OpenAccount, Status,
     };
 
     fn encoded_len<T: Encode>(value: &T) -> usize {
@@ -595,6 +615,33 @@ mod tests {
             CommandKind::Unfreeze { account },
             CommandKind::Close { account },
             CommandKind::SetKycTier { account, tier: 1 },
+            CommandKind::RegisterMerchantKey {
+                merchant: account,
+                key: MerchantKey(1),
+            },
+            CommandKind::PayMerchantQr {
+                payer: account,
+                keys: [MerchantKey(1); payrail_engine::command::QR_MERCHANT_KEYS_MAX],
+                amount: 1,
+                fee: 0,
+                currency,
+                mcc: 0,
+            },
+            CommandKind::IssuePaymentCode {
+                customer: account,
+                code: 1,
+                lifetime_ms: 1,
+            },
+            CommandKind::ChargePaymentCode {
+                merchant: account,
+                code: 1,
+                amount: 1,
+                currency,
+            },
+            CommandKind::Refund {
+                payment: hold,
+                amount: 1,
+            },
         ];
         for kind in &kinds {
             match kind {
@@ -607,7 +654,12 @@ mod tests {
                 | CommandKind::Freeze { .. }
                 | CommandKind::Unfreeze { .. }
                 | CommandKind::Close { .. }
-                | CommandKind::SetKycTier { .. } => {}
+                | CommandKind::SetKycTier { .. }
+                | CommandKind::RegisterMerchantKey { .. }
+                | CommandKind::PayMerchantQr { .. }
+                | CommandKind::IssuePaymentCode { .. }
+                | CommandKind::ChargePaymentCode { .. }
+                | CommandKind::Refund { .. } => {}
             }
         }
         kinds

@@ -35,7 +35,7 @@ pub const RECORD_VERSION: u8 = 1;
 /// Bytes before the body.
 pub const RECORD_HEADER_BYTES: usize = 28;
 /// Most bytes one command takes in a record body (largest kind: 46; tested).
-pub const COMMAND_ENCODED_BYTES_MAX: usize = 64;
+pub const COMMAND_ENCODED_BYTES_MAX: usize = 128;
 /// Most bytes a record body may have: a full batch of the largest commands.
 pub const RECORD_BODY_BYTES_MAX: usize = 4 + limits::BATCH_COMMANDS_MAX * COMMAND_ENCODED_BYTES_MAX;
 /// Most bytes one encoded record may have.
@@ -353,6 +353,33 @@ pub fn largest_commands() -> Vec<Command> {
         CommandKind::SetKycTier {
             account,
             tier: u8::MAX,
+        },
+        CommandKind::RegisterMerchantKey {
+            merchant: account,
+            key: crate::command::MerchantKey(u128::MAX),
+        },
+        CommandKind::PayMerchantQr {
+            payer: account,
+            keys: [crate::command::MerchantKey(u128::MAX); crate::command::QR_MERCHANT_KEYS_MAX],
+            amount: u64::MAX,
+            fee: u64::MAX,
+            currency,
+            mcc: u16::MAX,
+        },
+        CommandKind::IssuePaymentCode {
+            customer: account,
+            code: u64::MAX,
+            lifetime_ms: u64::MAX,
+        },
+        CommandKind::ChargePaymentCode {
+            merchant: account,
+            code: u64::MAX,
+            amount: u64::MAX,
+            currency,
+        },
+        CommandKind::Refund {
+            payment: crate::command::CommandId(u128::MAX),
+            amount: u64::MAX,
         },
     ];
     kinds

@@ -1,0 +1,282 @@
+//! QR payments (merchant-presented and user-presented codes) and refunds.
+//!
+//! QR payloads are parsed at the edge (api); the ledger sees the parsed
+//! result: the merchant keys the code carries, the amount, the fee and the
+//! category. A user-presented payment code is 18 digits drawn by the gateway,
+//! entered through the log, live for its lifetime in command time and single
+//! use. Every successful payment is remembered for refunds as long as its
+//! command's idempotency record is kept.
+
+use std::cmp::Reverse;
+
+use crate::command::{AccountId, AccountKind, CommandId, MerchantKey};
+use crate::currency::Currency;
+use crate::ledger::{check_amount, signed, Books};
+use crate::limits;
+use crate::status::Status;
+
+/// Where a user-presented payment code is in its life.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, bincode::Encode, bincode::Decode)]
+pub enum PaymentCodeState {
+    Live,
+    Used,
+    Expired,
+}
+
+/// A user-presented payment code.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, bincode::Encode, bincode::Decode)]
+pub struct PaymentCode {
+    pub code: u64,
+    pub customer_slot: u32,
+    /// Command time (ns) from which the code is expired.
+    pub expires_at: u64,
+    pub state: PaymentCodeState,
+}
+
+/// A successful payment, for refunds and spending categories.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, bincode::Encode, bincode::Decode)]
+pub struct Payment {
+    pub id: CommandId,
+    pub payer_slot: u32,
+    pub merchant_slot: u32,
+    /// What the payer paid in all (amount plus fee), in minor units.
+    pub amount: u64,
+    /// Refunded so far; never above `amount`.
+    pub refunded: u64,
+    pub mcc: u16,
+    pub timestamp: u64,
+}
+
+impl Books {
+    /// Moves `amount` from one slot to another after the caller's checks:
+    /// returns the status that stops it, or does it.
+    fn move_money(&mut self, debit_slot: u32, credit_slot: u32, amount: u64, currency: Currency) -> Result<(), Status> {
+        let debit = self.account(debit_slot);
+        let credit = self.account(credit_slot);
+        debit.check_movable()?;
+        credit.check_movable()?;
+        if debit.currency != currency || credit.currency != currency {
+            return Err(Status::CurrencyMismatch);
+        }
+        if debit.available() < signed(amount) {
+            return Err(Status::InsufficientFunds);
+        }
+        let credit_balance = credit.balance.checked_add(signed(amount)).ok_or(Status::Overflow)?;
+        // Point of no return. The debit cannot underflow: available >= amount.
+        self.account_mut(debit_slot).balance -= signed(amount);
+        self.account_mut(credit_slot).balance = credit_balance;
+        Ok(())
+    }
+
+    fn merchant_slot(&self, id: AccountId, unknown: Status) -> Result<u32, Status> {
+        let slot = self.user_slot(id, unknown)?;
+        if self.account(slot).kind != AccountKind::Merchant {
+            return Err(Status::NotAMerchant);
+        }
+        Ok(slot)
+    }
+
+    pub(super) fn register_merchant_key(&mut self, merchant: AccountId, key: MerchantKey) -> Result<(), Status> {
+        let slot = self.merchant_slot(merchant, Status::UnknownAccount)?;
+        self.account(slot).check_movable()?;
+        if key == MerchantKey::NONE {
+            return Err(Status::QrNoMerchantAccount);
+        }
+        match self.merchant_keys.get(&key) {
+            Some(&owner) if owner == slot => return Ok(()),
+            Some(_) => return Err(Status::MerchantKeyTaken),
+            None => {}
+        }
+        // Point of no return.
+        self.merchant_keys.insert(key, slot);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)] // the fields of one command
+    pub(super) fn pay_merchant_qr(
+        &mut self,
+        id: CommandId,
+        payer: AccountId,
+        keys: &[MerchantKey],
+        amount: u64,
+        fee: u64,
+        currency: Currency,
+        mcc: u16,
+        timestamp: u64,
+    ) -> Result<(), Status> {
+        check_amount(amount)?;
+        let total = amount.checked_add(fee).ok_or(Status::AmountTooLarge)?;
+        check_amount(total)?;
+        if mcc > limits::MCC_MAX {
+            return Err(Status::QrBadField);
+        }
+        let payer_slot = self.user_slot(payer, Status::UnknownDebitAccount)?;
+        let merchant_slot = keys
+            .iter()
+            .filter(|key| **key != MerchantKey::NONE)
+            .find_map(|key| self.merchant_keys.get(key).copied())
+            .ok_or(Status::UnknownMerchant)?;
+        if merchant_slot == payer_slot {
+            return Err(Status::SameAccount);
+        }
+        self.move_money(payer_slot, merchant_slot, total, currency)?;
+        let mcc = if mcc == 0 { self.account(merchant_slot).mcc } else { mcc };
+        self.payments.insert(
+            id,
+            Payment { id, payer_slot, merchant_slot, amount: total, refunded: 0, mcc, timestamp },
+        );
+        Ok(())
+    }
+
+    pub(super) fn issue_payment_code(
+        &mut self,
+        customer: AccountId,
+        code: u64,
+        lifetime_ms: u64,
+        timestamp: u64,
+    ) -> Result<(), Status> {
+        if !(limits::PAYMENT_CODE_MIN..=limits::PAYMENT_CODE_MAX).contains(&code) {
+            return Err(Status::InvalidPaymentCode);
+        }
+        if !(limits::PAYMENT_CODE_LIFETIME_MS_MIN..=limits::PAYMENT_CODE_LIFETIME_MS_MAX).contains(&lifetime_ms) {
+            return Err(Status::LifetimeOutOfRange);
+        }
+        let slot = self.user_slot(customer, Status::UnknownAccount)?;
+        let account = self.account(slot);
+        if account.kind != AccountKind::Customer {
+            return Err(Status::NotACustomer);
+        }
+        account.check_movable()?;
+        if account.codes_live >= limits::CUSTOMER_PAYMENT_CODES_LIVE_MAX {
+            return Err(Status::TooManyPaymentCodes);
+        }
+        if self.payment_codes.contains_key(&code) {
+            return Err(Status::PaymentCodeTaken);
+        }
+        let expires_at = timestamp.saturating_add(lifetime_ms.saturating_mul(1_000_000));
+        // Point of no return.
+        self.account_mut(slot).codes_live += 1;
+        self.payment_codes.insert(
+            code,
+            PaymentCode { code, customer_slot: slot, expires_at, state: PaymentCodeState::Live },
+        );
+        self.code_expiries.push(Reverse((expires_at, code)));
+        Ok(())
+    }
+
+    pub(super) fn charge_payment_code(
+        &mut self,
+        id: CommandId,
+        merchant: AccountId,
+        code: u64,
+        amount: u64,
+        currency: Currency,
+        timestamp: u64,
+    ) -> Result<(), Status> {
+        check_amount(amount)?;
+        let merchant_slot = self.merchant_slot(merchant, Status::UnknownCreditAccount)?;
+        let entry = *self.payment_codes.get(&code).ok_or(Status::UnknownPaymentCode)?;
+        match entry.state {
+            PaymentCodeState::Live => {}
+            PaymentCodeState::Used => return Err(Status::PaymentCodeUsed),
+            PaymentCodeState::Expired => return Err(Status::PaymentCodeExpired),
+        }
+        // Expiry runs before each batch, so a live code has not expired yet.
+        debug_assert!(entry.expires_at > timestamp);
+        self.move_money(entry.customer_slot, merchant_slot, amount, currency)?;
+        // The money moved; the code is spent.
+        self.finish_code(code, PaymentCodeState::Used);
+        let mcc = self.account(merchant_slot).mcc;
+        self.payments.insert(
+            id,
+            Payment { id, payer_slot: entry.customer_slot, merchant_slot, amount, refunded: 0, mcc, timestamp },
+        );
+        Ok(())
+    }
+
+    /// Ends a live code: it no longer counts against the customer's limit.
+    fn finish_code(&mut self, code: u64, state: PaymentCodeState) {
+        let Some(entry) = self.payment_codes.get_mut(&code) else { return };
+        if entry.state != PaymentCodeState::Live {
+            return;
+        }
+        entry.state = state;
+        let slot = entry.customer_slot;
+        let account = self.account_mut(slot);
+        assert!(account.codes_live >= 1);
+        account.codes_live -= 1;
+    }
+
+    /// At a code's expiry it stops being live; `PAYMENT_CODE_MEMORY_NS` later
+    /// it is forgotten.
+    pub(super) fn expire_payment_codes(&mut self, timestamp: u64) {
+        while let Some(&Reverse((at, code))) = self.code_expiries.peek() {
+            if at > timestamp {
+                break;
+            }
+            self.code_expiries.pop();
+            let Some(entry) = self.payment_codes.get(&code).copied() else { continue };
+            if at < entry.expires_at {
+                continue; // a stale entry
+            }
+            if at == entry.expires_at {
+                self.finish_code(code, PaymentCodeState::Expired);
+                self.code_expiries.push(Reverse((at.saturating_add(limits::PAYMENT_CODE_MEMORY_NS), code)));
+            } else {
+                self.payment_codes.remove(&code);
+            }
+        }
+    }
+
+    pub(super) fn refund(&mut self, payment: CommandId, amount: u64) -> Result<(), Status> {
+        check_amount(amount)?;
+        let original = *self.payments.get(&payment).ok_or(Status::PaymentNotFound)?;
+        let refundable = original.amount - original.refunded;
+        if amount > refundable {
+            return Err(Status::RefundExceedsPayment);
+        }
+        let currency = self.account(original.merchant_slot).currency;
+        self.move_money(original.merchant_slot, original.payer_slot, amount, currency)?;
+        if let Some(stored) = self.payments.get_mut(&payment) {
+            stored.refunded += amount;
+        }
+        Ok(())
+    }
+
+    /// Adds merchant keys, payment codes and payments to a digest, each in
+    /// key order.
+    pub(super) fn digest_payments(&self, hasher: &mut blake3::Hasher) {
+        let account_id = |slot: u32| self.accounts[slot as usize].id.0.to_le_bytes();
+
+        let mut keys: Vec<(&MerchantKey, &u32)> = self.merchant_keys.iter().collect();
+        keys.sort_unstable_by_key(|(key, _)| **key);
+        hasher.update(&(keys.len() as u64).to_le_bytes());
+        for (key, &slot) in keys {
+            hasher.update(&key.0.to_le_bytes());
+            hasher.update(&account_id(slot));
+        }
+
+        let mut codes: Vec<&PaymentCode> = self.payment_codes.values().collect();
+        codes.sort_unstable_by_key(|code| code.code);
+        hasher.update(&(codes.len() as u64).to_le_bytes());
+        for code in codes {
+            hasher.update(&code.code.to_le_bytes());
+            hasher.update(&account_id(code.customer_slot));
+            hasher.update(&code.expires_at.to_le_bytes());
+            hasher.update(&[code.state as u8]);
+        }
+
+        let mut payments: Vec<&Payment> = self.payments.values().collect();
+        payments.sort_unstable_by_key(|payment| payment.id);
+        hasher.update(&(payments.len() as u64).to_le_bytes());
+        for payment in payments {
+            hasher.update(&payment.id.0.to_le_bytes());
+            hasher.update(&account_id(payment.payer_slot));
+            hasher.update(&account_id(payment.merchant_slot));
+            hasher.update(&payment.amount.to_le_bytes());
+            hasher.update(&payment.refunded.to_le_bytes());
+            hasher.update(&payment.mcc.to_le_bytes());
+            hasher.update(&payment.timestamp.to_le_bytes());
+        }
+    }
+}
