@@ -163,8 +163,8 @@ pub(super) trait Element: Encode + Decode<()> {
 impl Element for Command {
     // id 16 + tag 4 + Freeze { account 8 }
     const WIRE_BYTES_MIN: usize = 28;
-    // id 16 + tag 4 + Transfer { from 8, to 8, amount 8, currency 2 }
-    const WIRE_BYTES_MAX: usize = 46;
+    // id 16 + tag 4 + PayMerchantQr { payer 8, keys 4 x 16, amount 8, fee 8, currency 2, mcc 2 }
+    const WIRE_BYTES_MAX: usize = 112;
 }
 impl Element for CommandResult {
     const WIRE_BYTES_MIN: usize = 2;
@@ -567,7 +567,7 @@ mod tests {
     use super::*;
     use payrail_engine::{
         AccountId, AccountKind, AccountStatus, AccountView, CommandId, CommandKind, Currency,
-        OpenAccount, Status,
+        MerchantKey, OpenAccount, Status,
     };
 
     fn encoded_len<T: Encode>(value: &T) -> usize {
@@ -615,6 +615,33 @@ mod tests {
             CommandKind::Unfreeze { account },
             CommandKind::Close { account },
             CommandKind::SetKycTier { account, tier: 1 },
+            CommandKind::RegisterMerchantKey {
+                merchant: account,
+                key: MerchantKey(1),
+            },
+            CommandKind::PayMerchantQr {
+                payer: account,
+                keys: [MerchantKey(1); payrail_engine::command::QR_MERCHANT_KEYS_MAX],
+                amount: 1,
+                fee: 0,
+                currency,
+                mcc: 0,
+            },
+            CommandKind::IssuePaymentCode {
+                customer: account,
+                code: 1,
+                lifetime_ms: 1,
+            },
+            CommandKind::ChargePaymentCode {
+                merchant: account,
+                code: 1,
+                amount: 1,
+                currency,
+            },
+            CommandKind::Refund {
+                payment: hold,
+                amount: 1,
+            },
         ];
         for kind in &kinds {
             match kind {
@@ -627,7 +654,12 @@ mod tests {
                 | CommandKind::Freeze { .. }
                 | CommandKind::Unfreeze { .. }
                 | CommandKind::Close { .. }
-                | CommandKind::SetKycTier { .. } => {}
+                | CommandKind::SetKycTier { .. }
+                | CommandKind::RegisterMerchantKey { .. }
+                | CommandKind::PayMerchantQr { .. }
+                | CommandKind::IssuePaymentCode { .. }
+                | CommandKind::ChargePaymentCode { .. }
+                | CommandKind::Refund { .. } => {}
             }
         }
         kinds
