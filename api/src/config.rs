@@ -107,6 +107,10 @@ pub struct LimitsConfig {
     pub read_timeout_ms: u64,
     /// The handshake must be done within this long.
     pub handshake_timeout_ms: u64,
+    /// A gateway charging more unknown payment codes than this within
+    /// `payment_code_window_ms` gets its charges refused for one window.
+    pub payment_code_misses_max: u32,
+    pub payment_code_window_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -119,6 +123,8 @@ impl Default for LimitsConfig {
             idle_timeout_ms: 300_000,
             read_timeout_ms: 10_000,
             handshake_timeout_ms: 5_000,
+            payment_code_misses_max: 20,
+            payment_code_window_ms: 60_000,
         }
     }
 }
@@ -397,11 +403,18 @@ mod documented_defaults {
     fn the_documented_example_config_is_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/payrail.example.toml");
         let config = ServerConfig::load(&path).unwrap();
-        assert_eq!(config, ServerConfig::default(), "docs/payrail.example.toml drifted from the defaults");
+        assert_eq!(
+            config,
+            ServerConfig::default(),
+            "docs/payrail.example.toml drifted from the defaults"
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         let generated = toml::to_string(&ServerConfig::default()).unwrap();
         for line in generated.lines().filter(|line| line.contains(" = ")) {
-            assert!(text.contains(line), "docs/payrail.example.toml lacks `{line}`");
+            assert!(
+                text.contains(line),
+                "docs/payrail.example.toml lacks `{line}`"
+            );
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod qr;
+pub mod qr_pay;
 pub mod serve;
 pub mod server;
 pub mod wire;

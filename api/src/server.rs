@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use payrail_engine::pipeline::{EngineHandle, SubmitError};
-use payrail_engine::{CommandResult, QueryReply};
+use payrail_engine::{Command, CommandKind, CommandResult, QueryReply, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -28,6 +28,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::auth;
 use crate::config::{GatewayConfig, LimitsConfig};
+use crate::qr_pay;
 use crate::wire::{self, Check, ErrorCode, Frame, Message, WireError, WireLimits};
 
 /// Counters of the server itself, reported by `Status` next to the engine's.
@@ -65,6 +66,67 @@ struct Context {
     /// Gateway name to secret bytes.
     gateways: HashMap<String, Vec<u8>>,
     stats: Arc<ServerStats>,
+    guesses: GuessThrottle,
+}
+
+/// Per gateway: how many unknown payment codes it charged in the current
+/// window (wall time at the edge; the ledger never sees it). Past
+/// `limits.payment_code_misses_max` in `limits.payment_code_window_ms`, its
+/// charges are refused with `payment_code_throttled` for one window. The
+/// map holds one entry per configured gateway at most.
+#[derive(Debug, Default)]
+struct GuessThrottle {
+    gateways: std::sync::Mutex<HashMap<Arc<str>, GuessWindow>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct GuessWindow {
+    started: std::time::Instant,
+    misses: u32,
+    blocked_until: Option<std::time::Instant>,
+}
+
+impl GuessThrottle {
+    fn is_blocked(&self, gateway: &Arc<str>) -> bool {
+        let gateways = self
+            .gateways
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        gateways
+            .get(gateway)
+            .and_then(|window| window.blocked_until)
+            .is_some_and(|until| std::time::Instant::now() < until)
+    }
+
+    fn record_misses(&self, gateway: &Arc<str>, misses: u32, limits: &LimitsConfig) {
+        let now = std::time::Instant::now();
+        let window_length = Duration::from_millis(limits.payment_code_window_ms);
+        let mut gateways = self
+            .gateways
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let window = gateways.entry(Arc::clone(gateway)).or_insert(GuessWindow {
+            started: now,
+            misses: 0,
+            blocked_until: None,
+        });
+        if now.duration_since(window.started) >= window_length {
+            *window = GuessWindow {
+                started: now,
+                misses: 0,
+                blocked_until: window.blocked_until,
+            };
+        }
+        window.misses = window.misses.saturating_add(misses);
+        if window.misses > limits.payment_code_misses_max {
+            window.blocked_until = Some(now + window_length);
+            tracing::warn!(%gateway, misses = window.misses, "gateway charges too many unknown payment codes: throttled");
+        }
+    }
+}
+
+fn is_charge(command: &Command) -> bool {
+    matches!(command.kind, CommandKind::ChargePaymentCode { .. })
 }
 
 /// Serves gateways on `listener` until `shutdown` resolves. Returns once every
@@ -86,6 +148,7 @@ pub async fn run(
             .collect(),
         limits,
         stats,
+        guesses: GuessThrottle::default(),
     });
     let (notify_shutdown, _) = broadcast::channel::<()>(1);
     // Every connection task holds a clone; recv() returns once all are gone.
@@ -230,7 +293,9 @@ impl Connection {
                 pending_receiver,
                 Arc::clone(&inflight),
             ));
+            let gateway: Arc<str> = Arc::from(gateway);
             self.read_requests(
+                &gateway,
                 &mut reader,
                 buffer,
                 &pending_sender,
@@ -309,6 +374,7 @@ impl Connection {
     /// timeout passes or the server shuts down.
     async fn read_requests(
         &self,
+        gateway: &Arc<str>,
         reader: &mut OwnedReadHalf,
         mut buffer: BytesMut,
         pending: &mpsc::Sender<Pending>,
@@ -324,7 +390,7 @@ impl Connection {
                     buffer.advance(frame_len);
                     match decoded {
                         Ok(Some((frame, _))) => {
-                            if !self.dispatch(frame, pending, inflight).await {
+                            if !self.dispatch(gateway, frame, pending, inflight).await {
                                 return;
                             }
                         }
@@ -416,9 +482,69 @@ impl Connection {
             .await;
     }
 
+    /// Submits a batch holding payment-code charges: while the gateway is
+    /// throttled for guessing, its charges are refused at the edge; the
+    /// unknown codes it charges count towards the throttle.
+    fn submit_charges(
+        &self,
+        gateway: &Arc<str>,
+        commands: Vec<Command>,
+        sender: oneshot::Sender<Vec<CommandResult>>,
+    ) -> Result<(), SubmitError> {
+        let blocked = self.context.guesses.is_blocked(gateway);
+        let planned: Vec<Result<Command, Status>> = commands
+            .into_iter()
+            .map(|command| {
+                if blocked && is_charge(&command) {
+                    Err(Status::PaymentCodeThrottled)
+                } else {
+                    Ok(command)
+                }
+            })
+            .collect();
+        let to_ledger: Vec<Command> = planned
+            .iter()
+            .filter_map(|plan| plan.as_ref().ok().copied())
+            .collect();
+        let context = Arc::clone(&self.context);
+        let gateway = Arc::clone(gateway);
+        let merge = move |results: Vec<CommandResult>| {
+            let mut results = results.into_iter();
+            let mut misses = 0u32;
+            let merged: Vec<CommandResult> = planned
+                .iter()
+                .map(|plan| match plan {
+                    Ok(command) => {
+                        let result = results
+                            .next()
+                            .unwrap_or(CommandResult::new(Status::Unavailable));
+                        if is_charge(command) && result.status == Status::UnknownPaymentCode {
+                            misses += 1;
+                        }
+                        result
+                    }
+                    Err(status) => CommandResult::new(*status),
+                })
+                .collect();
+            if misses > 0 {
+                context
+                    .guesses
+                    .record_misses(&gateway, misses, &context.limits);
+            }
+            drop(sender.send(merged));
+        };
+        if to_ledger.is_empty() {
+            merge(Vec::new());
+            Ok(())
+        } else {
+            self.context.engine.submit(to_ledger, Box::new(merge))
+        }
+    }
+
     /// Hands one request to the engine. Returns false to close the connection.
     async fn dispatch(
         &self,
+        gateway: &Arc<str>,
         frame: Frame,
         pending: &mpsc::Sender<Pending>,
         inflight: &AtomicU64,
@@ -432,10 +558,16 @@ impl Connection {
                     refused(stats, request_id, ErrorCode::TooManyInFlight)
                 } else {
                     let (sender, receiver) = oneshot::channel();
-                    match self.context.engine.submit(
-                        commands,
-                        Box::new(move |results| drop(sender.send(results))),
-                    ) {
+                    let charges = commands.iter().filter(|command| is_charge(command)).count();
+                    let submitted = if charges == 0 {
+                        self.context.engine.submit(
+                            commands,
+                            Box::new(move |results| drop(sender.send(results))),
+                        )
+                    } else {
+                        self.submit_charges(gateway, commands, sender)
+                    };
+                    match submitted {
                         Ok(()) => {
                             inflight.fetch_add(1, Ordering::Relaxed);
                             Pending::Results {
@@ -465,6 +597,53 @@ impl Connection {
                             }
                         }
                         Err(error) => refused(stats, request_id, submit_error_code(error)),
+                    }
+                }
+            }
+            Message::SubmitQr { payments } => {
+                if inflight.load(Ordering::Relaxed) >= u64::from(self.context.limits.inflight_max) {
+                    refused(stats, request_id, ErrorCode::TooManyInFlight)
+                } else {
+                    // Parse at the edge: refused payloads get their status
+                    // here; the rest go to the ledger as one batch.
+                    let planned: Vec<Result<Command, Status>> =
+                        payments.iter().map(qr_pay::command).collect();
+                    let commands: Vec<Command> = planned
+                        .iter()
+                        .filter_map(|plan| plan.as_ref().ok().copied())
+                        .collect();
+                    let (sender, receiver) = oneshot::channel();
+                    let merge = move |results: Vec<CommandResult>| {
+                        let mut results = results.into_iter();
+                        let merged = planned
+                            .iter()
+                            .map(|plan| match plan {
+                                Ok(_) => results
+                                    .next()
+                                    .unwrap_or(CommandResult::new(Status::Unavailable)),
+                                Err(status) => CommandResult::new(*status),
+                            })
+                            .collect();
+                        drop(sender.send(merged));
+                    };
+                    if commands.is_empty() {
+                        merge(Vec::new());
+                        inflight.fetch_add(1, Ordering::Relaxed);
+                        Pending::Results {
+                            request_id,
+                            results: receiver,
+                        }
+                    } else {
+                        match self.context.engine.submit(commands, Box::new(merge)) {
+                            Ok(()) => {
+                                inflight.fetch_add(1, Ordering::Relaxed);
+                                Pending::Results {
+                                    request_id,
+                                    results: receiver,
+                                }
+                            }
+                            Err(error) => refused(stats, request_id, submit_error_code(error)),
+                        }
                     }
                 }
             }

@@ -29,6 +29,7 @@ pub mod kinds {
     pub const RESULTS: u16 = 11;
     pub const QUERY: u16 = 12;
     pub const QUERY_RESULTS: u16 = 13;
+    pub const SUBMIT_QR: u16 = 14;
     pub const STATUS: u16 = 20;
     pub const STATUS_REPLY: u16 = 21;
     pub const ERROR: u16 = 255;
@@ -42,6 +43,7 @@ pub mod kinds {
         RESULTS,
         QUERY,
         QUERY_RESULTS,
+        SUBMIT_QR,
         STATUS,
         STATUS_REPLY,
         ERROR,
@@ -57,6 +59,7 @@ pub mod kinds {
             RESULTS => "results",
             QUERY => "query",
             QUERY_RESULTS => "query_results",
+            SUBMIT_QR => "submit_qr",
             STATUS => "status",
             STATUS_REPLY => "status_reply",
             ERROR => "error",
@@ -90,6 +93,10 @@ pub enum Message {
     Query { queries: Vec<Query> },
     /// Server to client: one reply per query, in the same order.
     QueryResults { replies: Vec<QueryReply> },
+    /// Client to server: merchant-presented QR payments with the raw payload
+    /// the payer's app scanned; the server parses them and answers with
+    /// `Results`, one per payment, in order.
+    SubmitQr { payments: Vec<QrPaymentRequest> },
     /// Client to server: ask for the server's counters.
     Status,
     /// Server to client: named counters, at most [`STATUS_FIELDS_MAX`] of
@@ -111,6 +118,7 @@ impl Message {
             Message::Results { .. } => kinds::RESULTS,
             Message::Query { .. } => kinds::QUERY,
             Message::QueryResults { .. } => kinds::QUERY_RESULTS,
+            Message::SubmitQr { .. } => kinds::SUBMIT_QR,
             Message::Status => kinds::STATUS,
             Message::StatusReply { .. } => kinds::STATUS_REPLY,
             Message::Error { .. } => kinds::ERROR,
@@ -127,6 +135,27 @@ impl Message {
 /// decoded frame, since `check` refuses unknown kinds first).
 fn kind_name(kind: u16) -> &'static str {
     kinds::name(kind).unwrap_or("unknown")
+}
+
+/// Most QR payments in one `SubmitQr` (each carries a payload of up to
+/// [`QR_PAYLOAD_BYTES_MAX`] bytes, so a full batch still fits a 1 MiB frame).
+pub const QR_BATCH_MAX: u32 = 256;
+/// Most bytes of one QR payload: EMVCo allows 512 characters; UTF-8 names
+/// take up to 4 bytes a character.
+pub const QR_PAYLOAD_BYTES_MAX: usize = 2_048;
+/// id 16 + payer 8 + two absent options 1 + 1 + payload length 8.
+const QR_PAYMENT_BYTES_MIN: usize = 34;
+
+/// A merchant-presented QR payment as a gateway submits it: the raw payload
+/// the payer's app scanned, the amount the payer typed (static codes) and
+/// the tip (codes that prompt for one), in minor units of the code's currency.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QrPaymentRequest {
+    pub id: payrail_engine::CommandId,
+    pub payer: payrail_engine::AccountId,
+    pub payload: String,
+    pub amount: Option<u64>,
+    pub tip: Option<u64>,
 }
 
 /// The bincode configuration of every body. The limit bounds what bincode
@@ -256,6 +285,30 @@ pub(super) fn encode_body(
         Message::Results { results } => put_batch(&mut encoder, kind_name, results, limits),
         Message::Query { queries } => put_batch(&mut encoder, kind_name, queries, limits),
         Message::QueryResults { replies } => put_batch(&mut encoder, kind_name, replies, limits),
+        Message::SubmitQr { payments } => {
+            let max = limits.batch_commands_max.min(QR_BATCH_MAX);
+            if payments.len() as u64 > u64::from(max) {
+                return Err(WireError::BatchTooLarge {
+                    kind_name,
+                    count: payments.len() as u64,
+                    max,
+                });
+            }
+            put(&mut encoder, &(payments.len() as u64))?;
+            for payment in payments {
+                put(&mut encoder, &payment.id)?;
+                put(&mut encoder, &payment.payer)?;
+                put(&mut encoder, &payment.amount)?;
+                put(&mut encoder, &payment.tip)?;
+                put_string(
+                    &mut encoder,
+                    "submit_qr.payload",
+                    &payment.payload,
+                    QR_PAYLOAD_BYTES_MAX,
+                )?;
+            }
+            Ok(())
+        }
         Message::Status => Ok(()),
         Message::StatusReply { fields } => {
             if fields.len() > STATUS_FIELDS_MAX {
@@ -390,6 +443,34 @@ pub(super) fn decode_body(
         kinds::QUERY_RESULTS => Message::QueryResults {
             replies: decoder.batch(limits, false)?,
         },
+        kinds::SUBMIT_QR => {
+            let count: u64 = decoder.value()?;
+            let max = limits.batch_commands_max.min(QR_BATCH_MAX);
+            if count > u64::from(max) {
+                return Err(WireError::BatchTooLarge {
+                    kind_name: decoder.kind_name,
+                    count,
+                    max,
+                });
+            }
+            if count == 0 {
+                return Err(WireError::EmptyBatch {
+                    kind_name: decoder.kind_name,
+                });
+            }
+            let count = decoder.fits(count, QR_PAYMENT_BYTES_MIN)?;
+            let mut payments = Vec::with_capacity(count);
+            for _ in 0..count {
+                payments.push(QrPaymentRequest {
+                    id: decoder.value()?,
+                    payer: decoder.value()?,
+                    amount: decoder.value()?,
+                    tip: decoder.value()?,
+                    payload: decoder.string("submit_qr.payload", QR_PAYLOAD_BYTES_MAX)?,
+                });
+            }
+            Message::SubmitQr { payments }
+        }
         kinds::STATUS => Message::Status,
         kinds::STATUS_REPLY => {
             // name length 8 + name (may be empty) + value 8

@@ -24,7 +24,7 @@ mod error;
 mod message;
 
 pub use error::{ErrorCode, WireError};
-pub use message::{kinds, Message};
+pub use message::{kinds, Message, QrPaymentRequest, QR_BATCH_MAX, QR_PAYLOAD_BYTES_MAX};
 
 use payrail_engine::limits::BATCH_COMMANDS_MAX;
 
