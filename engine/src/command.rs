@@ -50,7 +50,17 @@ pub enum HouseRole {
 /// merchant id. Onboarding registers a merchant's keys; a QR payment carries
 /// the keys of the code it paid, computed at the edge by the parser.
 #[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, bincode::Encode, bincode::Decode,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Debug,
+    Default,
+    bincode::Encode,
+    bincode::Decode,
 )]
 pub struct MerchantKey(pub u128);
 

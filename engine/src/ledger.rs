@@ -25,10 +25,10 @@ use crate::command::{
 
 mod payments;
 
-pub use payments::{Payment, PaymentCode, PaymentCodeState};
 use crate::currency::Currency;
 use crate::limits;
 use crate::status::Status;
+pub use payments::{Payment, PaymentCode, PaymentCodeState};
 
 /// One account's state, kept in a dense array.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, bincode::Encode, bincode::Decode)]
@@ -514,16 +514,30 @@ impl Books {
             CommandKind::Unfreeze { account } => self.unfreeze(account),
             CommandKind::Close { account } => self.close(account),
             CommandKind::SetKycTier { account, tier } => self.set_kyc_tier(account, tier),
-            CommandKind::RegisterMerchantKey { merchant, key } => self.register_merchant_key(merchant, key),
-            CommandKind::PayMerchantQr { payer, keys, amount, fee, currency, mcc } => {
-                self.pay_merchant_qr(command.id, payer, &keys, amount, fee, currency, mcc, timestamp)
+            CommandKind::RegisterMerchantKey { merchant, key } => {
+                self.register_merchant_key(merchant, key)
             }
-            CommandKind::IssuePaymentCode { customer, code, lifetime_ms } => {
-                self.issue_payment_code(customer, code, lifetime_ms, timestamp)
-            }
-            CommandKind::ChargePaymentCode { merchant, code, amount, currency } => {
-                self.charge_payment_code(command.id, merchant, code, amount, currency, timestamp)
-            }
+            CommandKind::PayMerchantQr {
+                payer,
+                keys,
+                amount,
+                fee,
+                currency,
+                mcc,
+            } => self.pay_merchant_qr(
+                command.id, payer, &keys, amount, fee, currency, mcc, timestamp,
+            ),
+            CommandKind::IssuePaymentCode {
+                customer,
+                code,
+                lifetime_ms,
+            } => self.issue_payment_code(customer, code, lifetime_ms, timestamp),
+            CommandKind::ChargePaymentCode {
+                merchant,
+                code,
+                amount,
+                currency,
+            } => self.charge_payment_code(command.id, merchant, code, amount, currency, timestamp),
             CommandKind::Refund { payment, amount } => self.refund(payment, amount),
         })
     }

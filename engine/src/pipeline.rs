@@ -147,9 +147,7 @@ enum Request {
         reply: Reply<Vec<QueryReply>>,
     },
     /// Take a checkpoint now; the reply comes when it is saved.
-    Checkpoint {
-        reply: Reply<Result<u64, String>>,
-    },
+    Checkpoint { reply: Reply<Result<u64, String>> },
     /// Stop after everything queued before it; with a final checkpoint or not.
     Shutdown { checkpoint: bool },
 }
@@ -358,7 +356,11 @@ impl Engine {
         // The queue may be full; keep trying while the sequencer drains it.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            match self.handle.requests.try_send(Request::Shutdown { checkpoint }) {
+            match self
+                .handle
+                .requests
+                .try_send(Request::Shutdown { checkpoint })
+            {
                 Ok(()) | Err(TrySendError::Disconnected(_)) => break,
                 Err(TrySendError::Full(_)) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(1));

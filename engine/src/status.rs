@@ -228,7 +228,10 @@ mod tests {
     fn names_are_snake_case() {
         for status in Status::ALL {
             let name = status.name();
-            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{name}");
+            assert!(
+                name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{name}"
+            );
         }
         assert_eq!(Status::InsufficientFunds.name(), "insufficient_funds");
         assert_eq!(Status::Ok.name(), "ok");

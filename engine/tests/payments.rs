@@ -3,8 +3,8 @@
 
 use payrail_engine::command::QR_MERCHANT_KEYS_MAX;
 use payrail_engine::{
-    limits, AccountId, AccountKind, Command, CommandId, CommandKind, Currency, Ledger, MerchantKey, OpenAccount,
-    Status,
+    limits, AccountId, AccountKind, Command, CommandId, CommandKind, Currency, Ledger, MerchantKey,
+    OpenAccount, Status,
 };
 
 const SECOND: u64 = 1_000_000_000;
@@ -23,7 +23,11 @@ struct Book {
 
 impl Book {
     fn new() -> Book {
-        let mut book = Book { ledger: Ledger::default(), sequence: 0, next_id: 1_000 };
+        let mut book = Book {
+            ledger: Ledger::default(),
+            sequence: 0,
+            next_id: 1_000,
+        };
         let open = |account: u64, kind, mcc| {
             CommandKind::OpenAccount(OpenAccount {
                 account: AccountId(account),
@@ -38,8 +42,16 @@ impl Book {
         book.ok(open(OTHER_PAYER, AccountKind::Customer, 0));
         book.ok(open(MERCHANT, AccountKind::Merchant, 5812));
         book.ok(open(OTHER_MERCHANT, AccountKind::Merchant, 5411));
-        book.ok(CommandKind::Deposit { account: AccountId(PAYER), amount: 10_000, currency: Currency::CNY });
-        book.ok(CommandKind::Deposit { account: AccountId(OTHER_PAYER), amount: 10_000, currency: Currency::CNY });
+        book.ok(CommandKind::Deposit {
+            account: AccountId(PAYER),
+            amount: 10_000,
+            currency: Currency::CNY,
+        });
+        book.ok(CommandKind::Deposit {
+            account: AccountId(OTHER_PAYER),
+            amount: 10_000,
+            currency: Currency::CNY,
+        });
         book
     }
 
@@ -48,8 +60,13 @@ impl Book {
         self.next_id += 1;
         self.sequence += 1;
         let command = Command::new(self.next_id, kind);
-        let results = self.ledger.apply_batch(self.sequence, T0 + at_ns, &[command]);
-        assert!(self.ledger.is_conserved(), "money is conserved after {kind:?}");
+        let results = self
+            .ledger
+            .apply_batch(self.sequence, T0 + at_ns, &[command]);
+        assert!(
+            self.ledger.is_conserved(),
+            "money is conserved after {kind:?}"
+        );
         (command.id, results[0].status)
     }
 
@@ -80,20 +97,36 @@ fn keys(list: &[MerchantKey]) -> [MerchantKey; QR_MERCHANT_KEYS_MAX] {
 }
 
 fn pay(keys: [MerchantKey; QR_MERCHANT_KEYS_MAX], amount: u64, fee: u64) -> CommandKind {
-    CommandKind::PayMerchantQr { payer: AccountId(PAYER), keys, amount, fee, currency: Currency::CNY, mcc: 0 }
+    CommandKind::PayMerchantQr {
+        payer: AccountId(PAYER),
+        keys,
+        amount,
+        fee,
+        currency: Currency::CNY,
+        mcc: 0,
+    }
 }
 
 #[test]
 fn merchant_keys_register_once_per_account() {
     let mut book = Book::new();
-    let register = |merchant: u64, key| CommandKind::RegisterMerchantKey { merchant: AccountId(merchant), key };
+    let register = |merchant: u64, key| CommandKind::RegisterMerchantKey {
+        merchant: AccountId(merchant),
+        key,
+    };
     let rows = [
         (register(MERCHANT, key("m-1")), Status::Ok),
         (register(MERCHANT, key("m-1")), Status::Ok), // same key, same merchant: nothing changes
-        (register(OTHER_MERCHANT, key("m-1")), Status::MerchantKeyTaken),
+        (
+            register(OTHER_MERCHANT, key("m-1")),
+            Status::MerchantKeyTaken,
+        ),
         (register(PAYER, key("m-2")), Status::NotAMerchant),
         (register(99, key("m-2")), Status::UnknownAccount),
-        (register(MERCHANT, MerchantKey::NONE), Status::QrNoMerchantAccount),
+        (
+            register(MERCHANT, MerchantKey::NONE),
+            Status::QrNoMerchantAccount,
+        ),
     ];
     for (kind, expected) in rows {
         assert_eq!(book.run(kind).1, expected, "{kind:?}");
@@ -106,17 +139,55 @@ fn merchant_keys_register_once_per_account() {
 #[test]
 fn merchant_presented_payments_move_amount_and_fee() {
     let mut book = Book::new();
-    book.ok(CommandKind::RegisterMerchantKey { merchant: AccountId(MERCHANT), key: key("m-1") });
+    book.ok(CommandKind::RegisterMerchantKey {
+        merchant: AccountId(MERCHANT),
+        key: key("m-1"),
+    });
     let rows: Vec<(CommandKind, Status, i64, i64)> = vec![
         // (command, status, payer balance after, merchant balance after)
         (pay(keys(&[key("m-1")]), 1_250, 0), Status::Ok, 8_750, 1_250),
-        (pay(keys(&[key("unknown"), key("m-1")]), 100, 25), Status::Ok, 8_625, 1_375),
-        (pay(keys(&[key("unknown")]), 100, 0), Status::UnknownMerchant, 8_625, 1_375),
-        (pay(keys(&[]), 100, 0), Status::UnknownMerchant, 8_625, 1_375),
-        (pay(keys(&[key("m-1")]), 0, 5), Status::AmountMustBePositive, 8_625, 1_375),
-        (pay(keys(&[key("m-1")]), 8_626, 0), Status::InsufficientFunds, 8_625, 1_375),
-        (pay(keys(&[key("m-1")]), 8_600, 26), Status::InsufficientFunds, 8_625, 1_375),
-        (pay(keys(&[key("m-1")]), u64::MAX, 1), Status::AmountTooLarge, 8_625, 1_375),
+        (
+            pay(keys(&[key("unknown"), key("m-1")]), 100, 25),
+            Status::Ok,
+            8_625,
+            1_375,
+        ),
+        (
+            pay(keys(&[key("unknown")]), 100, 0),
+            Status::UnknownMerchant,
+            8_625,
+            1_375,
+        ),
+        (
+            pay(keys(&[]), 100, 0),
+            Status::UnknownMerchant,
+            8_625,
+            1_375,
+        ),
+        (
+            pay(keys(&[key("m-1")]), 0, 5),
+            Status::AmountMustBePositive,
+            8_625,
+            1_375,
+        ),
+        (
+            pay(keys(&[key("m-1")]), 8_626, 0),
+            Status::InsufficientFunds,
+            8_625,
+            1_375,
+        ),
+        (
+            pay(keys(&[key("m-1")]), 8_600, 26),
+            Status::InsufficientFunds,
+            8_625,
+            1_375,
+        ),
+        (
+            pay(keys(&[key("m-1")]), u64::MAX, 1),
+            Status::AmountTooLarge,
+            8_625,
+            1_375,
+        ),
         (
             CommandKind::PayMerchantQr {
                 payer: AccountId(PAYER),
@@ -147,17 +218,33 @@ fn merchant_presented_payments_move_amount_and_fee() {
     ];
     for (kind, expected, payer, merchant) in rows {
         assert_eq!(book.run(kind).1, expected, "{kind:?}");
-        assert_eq!((book.balance(PAYER), book.balance(MERCHANT)), (payer, merchant), "{kind:?}");
+        assert_eq!(
+            (book.balance(PAYER), book.balance(MERCHANT)),
+            (payer, merchant),
+            "{kind:?}"
+        );
     }
-    book.ok(CommandKind::Freeze { account: AccountId(MERCHANT) });
-    book.ok(CommandKind::Deposit { account: AccountId(PAYER), amount: 100, currency: Currency::CNY });
-    assert_eq!(book.run(pay(keys(&[key("m-1")]), 1, 0)).1, Status::AccountFrozen);
+    book.ok(CommandKind::Freeze {
+        account: AccountId(MERCHANT),
+    });
+    book.ok(CommandKind::Deposit {
+        account: AccountId(PAYER),
+        amount: 100,
+        currency: Currency::CNY,
+    });
+    assert_eq!(
+        book.run(pay(keys(&[key("m-1")]), 1, 0)).1,
+        Status::AccountFrozen
+    );
 }
 
 #[test]
 fn payments_record_their_category() {
     let mut book = Book::new();
-    book.ok(CommandKind::RegisterMerchantKey { merchant: AccountId(MERCHANT), key: key("m-1") });
+    book.ok(CommandKind::RegisterMerchantKey {
+        merchant: AccountId(MERCHANT),
+        key: key("m-1"),
+    });
     let own = book.ok(pay(keys(&[key("m-1")]), 10, 0));
     let coded = book.ok(CommandKind::PayMerchantQr {
         payer: AccountId(PAYER),
@@ -167,14 +254,26 @@ fn payments_record_their_category() {
         currency: Currency::CNY,
         mcc: 4111,
     });
-    assert_eq!(book.ledger.payment(own).unwrap().mcc, 5812, "the merchant's own MCC when the code has none");
-    assert_eq!(book.ledger.payment(coded).unwrap().mcc, 4111, "the code's MCC");
+    assert_eq!(
+        book.ledger.payment(own).unwrap().mcc,
+        5812,
+        "the merchant's own MCC when the code has none"
+    );
+    assert_eq!(
+        book.ledger.payment(coded).unwrap().mcc,
+        4111,
+        "the code's MCC"
+    );
 }
 
 #[test]
 fn payment_codes_are_single_use_and_expire_by_command_time() {
     let mut book = Book::new();
-    let issue = |code, lifetime_ms| CommandKind::IssuePaymentCode { customer: AccountId(PAYER), code, lifetime_ms };
+    let issue = |code, lifetime_ms| CommandKind::IssuePaymentCode {
+        customer: AccountId(PAYER),
+        code,
+        lifetime_ms,
+    };
     let charge = |merchant: u64, code, amount| CommandKind::ChargePaymentCode {
         merchant: AccountId(merchant),
         code,
@@ -187,15 +286,27 @@ fn payment_codes_are_single_use_and_expire_by_command_time() {
         (0, issue(CODE, lifetime), Status::PaymentCodeTaken),
         (0, issue(12_345, lifetime), Status::InvalidPaymentCode),
         (0, issue(CODE + 1, 1_000), Status::LifetimeOutOfRange),
-        (0, issue(CODE + 1, limits::PAYMENT_CODE_LIFETIME_MS_MAX + 1), Status::LifetimeOutOfRange),
+        (
+            0,
+            issue(CODE + 1, limits::PAYMENT_CODE_LIFETIME_MS_MAX + 1),
+            Status::LifetimeOutOfRange,
+        ),
         (1, charge(PAYER, CODE, 100), Status::NotAMerchant),
-        (1, charge(MERCHANT, CODE + 9, 100), Status::UnknownPaymentCode),
+        (
+            1,
+            charge(MERCHANT, CODE + 9, 100),
+            Status::UnknownPaymentCode,
+        ),
         (1, charge(MERCHANT, CODE, 10_001), Status::InsufficientFunds),
         (1, charge(MERCHANT, CODE, 300), Status::Ok),
         (2, charge(MERCHANT, CODE, 300), Status::PaymentCodeUsed),
     ];
     for (at_seconds, kind, expected) in rows {
-        assert_eq!(book.run_at(at_seconds * SECOND, kind).1, expected, "{kind:?}");
+        assert_eq!(
+            book.run_at(at_seconds * SECOND, kind).1,
+            expected,
+            "{kind:?}"
+        );
     }
     assert_eq!(book.balance(PAYER), 9_700);
     assert_eq!(book.balance(MERCHANT), 300);
@@ -203,15 +314,34 @@ fn payment_codes_are_single_use_and_expire_by_command_time() {
     // Expiry, exactly at the boundary: issued at t=10 s with 60 s, live at
     // 70 s minus 1 ns, expired at 70 s.
     let second_code = CODE + 2;
-    assert_eq!(book.run_at(10 * SECOND, issue(second_code, lifetime)).1, Status::Ok);
+    assert_eq!(
+        book.run_at(10 * SECOND, issue(second_code, lifetime)).1,
+        Status::Ok
+    );
     let third_code = CODE + 3;
-    assert_eq!(book.run_at(10 * SECOND, issue(third_code, lifetime)).1, Status::Ok);
-    assert_eq!(book.run_at(70 * SECOND - 1, charge(MERCHANT, second_code, 1)).1, Status::Ok);
-    assert_eq!(book.run_at(70 * SECOND, charge(MERCHANT, third_code, 1)).1, Status::PaymentCodeExpired);
+    assert_eq!(
+        book.run_at(10 * SECOND, issue(third_code, lifetime)).1,
+        Status::Ok
+    );
+    assert_eq!(
+        book.run_at(70 * SECOND - 1, charge(MERCHANT, second_code, 1))
+            .1,
+        Status::Ok
+    );
+    assert_eq!(
+        book.run_at(70 * SECOND, charge(MERCHANT, third_code, 1)).1,
+        Status::PaymentCodeExpired
+    );
     // Forgotten after the memory period; the number can then be drawn again.
     let forgotten = 70 * SECOND + limits::PAYMENT_CODE_MEMORY_NS;
-    assert_eq!(book.run_at(forgotten, charge(MERCHANT, third_code, 1)).1, Status::UnknownPaymentCode);
-    assert_eq!(book.run_at(forgotten, issue(third_code, lifetime)).1, Status::Ok);
+    assert_eq!(
+        book.run_at(forgotten, charge(MERCHANT, third_code, 1)).1,
+        Status::UnknownPaymentCode
+    );
+    assert_eq!(
+        book.run_at(forgotten, issue(third_code, lifetime)).1,
+        Status::Ok
+    );
 }
 
 #[test]
@@ -235,15 +365,21 @@ fn a_customer_has_a_bounded_number_of_live_codes() {
     });
     book.ok(issue(CODE + 100));
     // Merchants cannot have codes.
-    let merchant_code =
-        CommandKind::IssuePaymentCode { customer: AccountId(MERCHANT), code: CODE + 200, lifetime_ms: 60_000 };
+    let merchant_code = CommandKind::IssuePaymentCode {
+        customer: AccountId(MERCHANT),
+        code: CODE + 200,
+        lifetime_ms: 60_000,
+    };
     assert_eq!(book.run(merchant_code).1, Status::NotACustomer);
 }
 
 #[test]
 fn refunds_are_partial_capped_and_go_back_to_the_payer() {
     let mut book = Book::new();
-    book.ok(CommandKind::RegisterMerchantKey { merchant: AccountId(MERCHANT), key: key("m-1") });
+    book.ok(CommandKind::RegisterMerchantKey {
+        merchant: AccountId(MERCHANT),
+        key: key("m-1"),
+    });
     let payment = book.ok(pay(keys(&[key("m-1")]), 1_000, 50)); // 1,050 paid in all
     let refund = |payment, amount| CommandKind::Refund { payment, amount };
     let transfer = book.ok(CommandKind::Transfer {
@@ -254,16 +390,30 @@ fn refunds_are_partial_capped_and_go_back_to_the_payer() {
     });
     let rows = [
         (refund(payment, 400), Status::Ok, 9_349, 650),
-        (refund(payment, 651), Status::RefundExceedsPayment, 9_349, 650),
+        (
+            refund(payment, 651),
+            Status::RefundExceedsPayment,
+            9_349,
+            650,
+        ),
         (refund(payment, 0), Status::AmountMustBePositive, 9_349, 650),
-        (refund(CommandId(424_242), 1), Status::PaymentNotFound, 9_349, 650),
+        (
+            refund(CommandId(424_242), 1),
+            Status::PaymentNotFound,
+            9_349,
+            650,
+        ),
         (refund(transfer, 1), Status::PaymentNotFound, 9_349, 650),
         (refund(payment, 650), Status::Ok, 9_999, 0),
         (refund(payment, 1), Status::RefundExceedsPayment, 9_999, 0),
     ];
     for (kind, expected, payer, merchant) in rows {
         assert_eq!(book.run(kind).1, expected, "{kind:?}");
-        assert_eq!((book.balance(PAYER), book.balance(MERCHANT)), (payer, merchant), "{kind:?}");
+        assert_eq!(
+            (book.balance(PAYER), book.balance(MERCHANT)),
+            (payer, merchant),
+            "{kind:?}"
+        );
     }
     // A refund the merchant cannot cover is refused, not overdrawn.
     let second = book.ok(pay(keys(&[key("m-1")]), 100, 0));
@@ -276,6 +426,13 @@ fn refunds_are_partial_capped_and_go_back_to_the_payer() {
     assert_eq!(book.run(refund(second, 100)).1, Status::InsufficientFunds);
     // Re-sending the same refund command returns its first result.
     let id = CommandId(book.next_id);
-    let results = book.ledger.apply_batch(book.sequence + 1, T0 + SECOND, &[Command { id, kind: refund(second, 100) }]);
+    let results = book.ledger.apply_batch(
+        book.sequence + 1,
+        T0 + SECOND,
+        &[Command {
+            id,
+            kind: refund(second, 100),
+        }],
+    );
     assert_eq!(results[0].status, Status::InsufficientFunds);
 }

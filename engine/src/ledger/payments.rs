@@ -50,7 +50,13 @@ pub struct Payment {
 impl Books {
     /// Moves `amount` from one slot to another after the caller's checks:
     /// returns the status that stops it, or does it.
-    fn move_money(&mut self, debit_slot: u32, credit_slot: u32, amount: u64, currency: Currency) -> Result<(), Status> {
+    fn move_money(
+        &mut self,
+        debit_slot: u32,
+        credit_slot: u32,
+        amount: u64,
+        currency: Currency,
+    ) -> Result<(), Status> {
         let debit = self.account(debit_slot);
         let credit = self.account(credit_slot);
         debit.check_movable()?;
@@ -61,7 +67,10 @@ impl Books {
         if debit.available() < signed(amount) {
             return Err(Status::InsufficientFunds);
         }
-        let credit_balance = credit.balance.checked_add(signed(amount)).ok_or(Status::Overflow)?;
+        let credit_balance = credit
+            .balance
+            .checked_add(signed(amount))
+            .ok_or(Status::Overflow)?;
         // Point of no return. The debit cannot underflow: available >= amount.
         self.account_mut(debit_slot).balance -= signed(amount);
         self.account_mut(credit_slot).balance = credit_balance;
@@ -76,7 +85,11 @@ impl Books {
         Ok(slot)
     }
 
-    pub(super) fn register_merchant_key(&mut self, merchant: AccountId, key: MerchantKey) -> Result<(), Status> {
+    pub(super) fn register_merchant_key(
+        &mut self,
+        merchant: AccountId,
+        key: MerchantKey,
+    ) -> Result<(), Status> {
         let slot = self.merchant_slot(merchant, Status::UnknownAccount)?;
         self.account(slot).check_movable()?;
         if key == MerchantKey::NONE {
@@ -120,10 +133,22 @@ impl Books {
             return Err(Status::SameAccount);
         }
         self.move_money(payer_slot, merchant_slot, total, currency)?;
-        let mcc = if mcc == 0 { self.account(merchant_slot).mcc } else { mcc };
+        let mcc = if mcc == 0 {
+            self.account(merchant_slot).mcc
+        } else {
+            mcc
+        };
         self.payments.insert(
             id,
-            Payment { id, payer_slot, merchant_slot, amount: total, refunded: 0, mcc, timestamp },
+            Payment {
+                id,
+                payer_slot,
+                merchant_slot,
+                amount: total,
+                refunded: 0,
+                mcc,
+                timestamp,
+            },
         );
         Ok(())
     }
@@ -138,7 +163,9 @@ impl Books {
         if !(limits::PAYMENT_CODE_MIN..=limits::PAYMENT_CODE_MAX).contains(&code) {
             return Err(Status::InvalidPaymentCode);
         }
-        if !(limits::PAYMENT_CODE_LIFETIME_MS_MIN..=limits::PAYMENT_CODE_LIFETIME_MS_MAX).contains(&lifetime_ms) {
+        if !(limits::PAYMENT_CODE_LIFETIME_MS_MIN..=limits::PAYMENT_CODE_LIFETIME_MS_MAX)
+            .contains(&lifetime_ms)
+        {
             return Err(Status::LifetimeOutOfRange);
         }
         let slot = self.user_slot(customer, Status::UnknownAccount)?;
@@ -158,7 +185,12 @@ impl Books {
         self.account_mut(slot).codes_live += 1;
         self.payment_codes.insert(
             code,
-            PaymentCode { code, customer_slot: slot, expires_at, state: PaymentCodeState::Live },
+            PaymentCode {
+                code,
+                customer_slot: slot,
+                expires_at,
+                state: PaymentCodeState::Live,
+            },
         );
         self.code_expiries.push(Reverse((expires_at, code)));
         Ok(())
@@ -175,7 +207,10 @@ impl Books {
     ) -> Result<(), Status> {
         check_amount(amount)?;
         let merchant_slot = self.merchant_slot(merchant, Status::UnknownCreditAccount)?;
-        let entry = *self.payment_codes.get(&code).ok_or(Status::UnknownPaymentCode)?;
+        let entry = *self
+            .payment_codes
+            .get(&code)
+            .ok_or(Status::UnknownPaymentCode)?;
         match entry.state {
             PaymentCodeState::Live => {}
             PaymentCodeState::Used => return Err(Status::PaymentCodeUsed),
@@ -189,14 +224,24 @@ impl Books {
         let mcc = self.account(merchant_slot).mcc;
         self.payments.insert(
             id,
-            Payment { id, payer_slot: entry.customer_slot, merchant_slot, amount, refunded: 0, mcc, timestamp },
+            Payment {
+                id,
+                payer_slot: entry.customer_slot,
+                merchant_slot,
+                amount,
+                refunded: 0,
+                mcc,
+                timestamp,
+            },
         );
         Ok(())
     }
 
     /// Ends a live code: it no longer counts against the customer's limit.
     fn finish_code(&mut self, code: u64, state: PaymentCodeState) {
-        let Some(entry) = self.payment_codes.get_mut(&code) else { return };
+        let Some(entry) = self.payment_codes.get_mut(&code) else {
+            return;
+        };
         if entry.state != PaymentCodeState::Live {
             return;
         }
@@ -215,13 +260,18 @@ impl Books {
                 break;
             }
             self.code_expiries.pop();
-            let Some(entry) = self.payment_codes.get(&code).copied() else { continue };
+            let Some(entry) = self.payment_codes.get(&code).copied() else {
+                continue;
+            };
             if at < entry.expires_at {
                 continue; // a stale entry
             }
             if at == entry.expires_at {
                 self.finish_code(code, PaymentCodeState::Expired);
-                self.code_expiries.push(Reverse((at.saturating_add(limits::PAYMENT_CODE_MEMORY_NS), code)));
+                self.code_expiries.push(Reverse((
+                    at.saturating_add(limits::PAYMENT_CODE_MEMORY_NS),
+                    code,
+                )));
             } else {
                 self.payment_codes.remove(&code);
             }
@@ -236,7 +286,12 @@ impl Books {
             return Err(Status::RefundExceedsPayment);
         }
         let currency = self.account(original.merchant_slot).currency;
-        self.move_money(original.merchant_slot, original.payer_slot, amount, currency)?;
+        self.move_money(
+            original.merchant_slot,
+            original.payer_slot,
+            amount,
+            currency,
+        )?;
         if let Some(stored) = self.payments.get_mut(&payment) {
             stored.refunded += amount;
         }
