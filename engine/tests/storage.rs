@@ -4,13 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use payrail_engine::command::QR_MERCHANT_KEYS_MAX;
 use payrail_engine::storage::{
     decode_state, encode_state, recover, Checkpoint, LogEntry, LogRecord, MemoryStorage,
     RocksStorage, Storage, StorageError,
 };
 use payrail_engine::{
     AccountId, AccountKind, Command, CommandId, CommandKind, CommandResult, Currency, Ledger,
-    LedgerConfig, OpenAccount, Status,
+    LedgerConfig, MerchantKey, OpenAccount, Status,
 };
 
 const SECOND_NS: u64 = 1_000_000_000;
@@ -33,6 +34,10 @@ struct Workload {
     next_id: u128,
     accounts: Vec<(AccountId, Currency)>,
     holds: Vec<CommandId>,
+    merchants: Vec<(AccountId, Currency)>,
+    keys: Vec<MerchantKey>,
+    codes: Vec<u64>,
+    payments: Vec<CommandId>,
     sent: Vec<Command>,
 }
 
@@ -45,6 +50,10 @@ impl Workload {
             next_id: u128::from(seed) << 64,
             accounts: Vec::new(),
             holds: Vec::new(),
+            merchants: Vec::new(),
+            keys: Vec::new(),
+            codes: Vec::new(),
+            payments: Vec::new(),
             sent: Vec::new(),
         }
     }
@@ -67,12 +76,20 @@ impl Workload {
         self.accounts[index]
     }
 
+    fn pick_merchant(&mut self) -> (AccountId, Currency) {
+        let index = self.random(self.merchants.len() as u64) as usize;
+        self.merchants[index]
+    }
+
     fn open(&mut self) -> Command {
         let number = self.accounts.len() as u64 + 1;
         let currency = CURRENCIES[self.random(CURRENCIES.len() as u64) as usize];
         let merchant = self.random(5) == 0;
         let account = AccountId(number);
         self.accounts.push((account, currency));
+        if merchant {
+            self.merchants.push((account, currency));
+        }
         Command::new(
             self.id(),
             CommandKind::OpenAccount(OpenAccount {
@@ -94,7 +111,7 @@ impl Workload {
         if self.accounts.len() < 8 || self.random(20) == 0 {
             return self.open();
         }
-        let roll = self.random(100);
+        let roll = self.random(120);
         let command = match roll {
             0..=24 => {
                 let (account, currency) = self.account();
@@ -189,6 +206,75 @@ impl Workload {
                         timeout_ms: 1_000 + self.random(60_000),
                     },
                 }
+            }
+            100..=103 if !self.merchants.is_empty() => {
+                let (merchant, _) = self.pick_merchant();
+                let key = MerchantKey(u128::from(self.random(u64::MAX)) + 1);
+                self.keys.push(key);
+                Command::new(
+                    self.id(),
+                    CommandKind::RegisterMerchantKey { merchant, key },
+                )
+            }
+            104..=108 if !self.keys.is_empty() => {
+                let (payer, currency) = self.account();
+                let index = self.random(self.keys.len() as u64) as usize;
+                let mut keys = [MerchantKey::NONE; QR_MERCHANT_KEYS_MAX];
+                keys[0] = self.keys[index];
+                let id = self.id();
+                self.payments.push(CommandId(id));
+                let amount = 1 + self.random(10_000);
+                let fee = self.random(50);
+                Command::new(
+                    id,
+                    CommandKind::PayMerchantQr {
+                        payer,
+                        keys,
+                        amount,
+                        fee,
+                        currency,
+                        mcc: 5812,
+                    },
+                )
+            }
+            109..=112 => {
+                let (customer, _) = self.account();
+                let code = 100_000_000_000_000_000 + self.random(1_000_000);
+                self.codes.push(code);
+                let lifetime_ms = 5_000 + self.random(55_000);
+                Command::new(
+                    self.id(),
+                    CommandKind::IssuePaymentCode {
+                        customer,
+                        code,
+                        lifetime_ms,
+                    },
+                )
+            }
+            113..=116 if !self.merchants.is_empty() && !self.codes.is_empty() => {
+                let (merchant, currency) = self.pick_merchant();
+                let recent = self.codes.len().min(20) as u64;
+                let back = self.random(recent) as usize;
+                let code = self.codes[self.codes.len() - 1 - back];
+                let id = self.id();
+                self.payments.push(CommandId(id));
+                let amount = 1 + self.random(5_000);
+                Command::new(
+                    id,
+                    CommandKind::ChargePaymentCode {
+                        merchant,
+                        code,
+                        amount,
+                        currency,
+                    },
+                )
+            }
+            117..=119 if !self.payments.is_empty() => {
+                let recent = self.payments.len().min(30) as u64;
+                let back = self.random(recent) as usize;
+                let payment = self.payments[self.payments.len() - 1 - back];
+                let amount = 1 + self.random(3_000);
+                Command::new(self.id(), CommandKind::Refund { payment, amount })
             }
             _ => self.open(),
         };
@@ -303,6 +389,13 @@ fn snapshot_round_trip_keeps_digest_and_behaviour() {
     assert!(ledger.is_conserved());
     assert!(ledger.totals().len() >= 3, "several currencies in use");
     assert!(ledger.records_len() > 100);
+    assert!(
+        workload
+            .payments
+            .iter()
+            .any(|id| ledger.payment(*id).is_some()),
+        "refundable payments are part of the state"
+    );
 
     let mut copy = round_trip(ledger);
     assert_eq!(copy.digest(), ledger.digest());
@@ -340,6 +433,8 @@ fn snapshot_round_trip_keeps_digest_and_behaviour() {
         Status::IdReusedWithDifferentFields,
         Status::InsufficientFunds,
         Status::AccountFrozen,
+        Status::PaymentCodeUsed,
+        Status::RefundExceedsPayment,
     ] {
         assert!(seen.contains(&status), "{status:?} never happened");
     }
@@ -811,4 +906,35 @@ fn rocks_recovery_backup_and_torn_tail() {
     ));
     // A backup goes to a new directory only.
     assert!(storage.backup(&backup).is_err());
+}
+
+#[test]
+fn rocks_clones_share_one_database_across_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = RocksStorage::open(dir.path()).unwrap();
+    let mut checkpointer = storage.clone();
+    let checkpoint = Checkpoint {
+        sequence: 1,
+        timestamp: 1,
+        digest: [1; 32],
+        state: vec![5; 9 * 1024 * 1024],
+    };
+    let expected = checkpoint.clone();
+    let saver = std::thread::spawn(move || {
+        checkpointer.save_checkpoint(&checkpoint).unwrap();
+        checkpointer.trim_log(1).unwrap();
+    });
+    for sequence in 1..=200u64 {
+        storage
+            .append(&[(
+                sequence,
+                LogRecord::checkpoint(sequence, sequence).to_bytes(),
+            )])
+            .unwrap();
+    }
+    saver.join().unwrap();
+    assert_eq!(storage.load_checkpoint().unwrap(), Some(expected));
+    assert_eq!(storage.read_log(0, 1).unwrap()[0].0, 2);
+    assert_eq!(storage.read_log(0, 1000).unwrap().len(), 199);
+    assert_eq!(storage.log_stats().records, 199);
 }

@@ -16,6 +16,7 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode, Options, WriteBatch,
@@ -259,17 +260,22 @@ impl LogSize {
 }
 
 /// The RocksDB [`Storage`]. See the module documentation.
+///
+/// A clone is another handle on the same database (RocksDB is thread-safe):
+/// give the checkpoint thread its own, so that writing a large checkpoint
+/// does not hold up log appends behind a lock.
+#[derive(Clone)]
 pub struct RocksStorage {
-    db: DB,
-    sync_write: WriteOptions,
-    log_size: LogSize,
+    db: Arc<DB>,
+    sync_write: Arc<WriteOptions>,
+    log_size: Arc<Mutex<LogSize>>,
 }
 
 impl std::fmt::Debug for RocksStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RocksStorage")
             .field("path", &self.db.path())
-            .field("log", &self.log_size.stats)
+            .field("log", &self.log_stats())
             .finish()
     }
 }
@@ -325,14 +331,22 @@ impl RocksStorage {
             .map_err(|error| io(&format!("cannot open RocksDB in {}", dir.display()), error))?;
         let mut sync_write = WriteOptions::default();
         sync_write.set_sync(true);
-        let mut storage = RocksStorage {
-            db,
-            sync_write,
-            log_size: LogSize::default(),
+        let storage = RocksStorage {
+            db: Arc::new(db),
+            sync_write: Arc::new(sync_write),
+            log_size: Arc::new(Mutex::new(LogSize::default())),
         };
         storage.check_schema()?;
-        storage.log_size = storage.scan_log()?;
+        *storage.log_size() = storage.scan_log()?;
         Ok(storage)
+    }
+
+    fn log_size(&self) -> MutexGuard<'_, LogSize> {
+        // Every update leaves `LogSize` consistent, so a poisoned lock's
+        // contents are still good.
+        self.log_size
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn cf(&self, name: &str) -> Result<&ColumnFamily, StorageError> {
@@ -480,8 +494,9 @@ impl Storage for RocksStorage {
         self.db
             .write_opt(batch, &self.sync_write)
             .map_err(|error| io("cannot append to the log", error))?;
+        let mut log_size = self.log_size();
         for (sequence, bytes) in records {
-            self.log_size.add(*sequence, bytes.len() as u64);
+            log_size.add(*sequence, bytes.len() as u64);
         }
         Ok(())
     }
@@ -611,7 +626,7 @@ impl Storage for RocksStorage {
                 .delete_range_cf(log, &log_key(0)[..], &KEY_AFTER_ALL[..]),
         };
         result.map_err(|error| io("cannot trim the log", error))?;
-        self.log_size.trim(sequence);
+        self.log_size().trim(sequence);
         Ok(())
     }
 
@@ -622,12 +637,12 @@ impl Storage for RocksStorage {
         self.db
             .write_opt(batch, &self.sync_write)
             .map_err(|error| io("cannot truncate the log", error))?;
-        self.log_size.truncate(sequence);
+        self.log_size().truncate(sequence);
         Ok(())
     }
 
     fn log_stats(&self) -> LogStats {
-        self.log_size.stats
+        self.log_size().stats
     }
 }
 
