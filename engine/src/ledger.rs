@@ -809,6 +809,12 @@ impl Books {
             let Some(hold) = self.holds.get(&id).copied() else {
                 continue;
             };
+            if hold.expires_at != expires_at {
+                // The entry of an earlier hold with this id, finished early
+                // and forgotten; the id now names a newer hold with its own
+                // expiry entry.
+                continue;
+            }
             if hold.state == HoldState::Pending {
                 self.release_hold(&hold, HoldState::Expired);
             }

@@ -986,7 +986,6 @@ fn finished_holds_are_forgotten_with_their_records() {
 /// time, the stale entry expires the new hold early, and drops it once its
 /// own record is gone.
 #[test]
-#[ignore = "bug: a stale expiry entry of an earlier hold with the same id expires (and drops) a newer hold early"]
 #[rustfmt::skip]
 fn a_reused_hold_id_expires_at_its_own_time() {
     let window = 10 * SECOND;
