@@ -1,0 +1,508 @@
+//! Seeding and the load itself: closed loop (each connection keeps
+//! `pipeline` requests in flight) or open loop (batches due at planned
+//! times, whatever the server does), and the progress line.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use payrail_api::client::{Client, ClientError};
+use payrail_engine::{AccountKind, Command, CommandResult, QueryReply, Status};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::mix::{command_id, Batch, Generator, Kind};
+use crate::options::{MixName, Options, SkewName};
+use crate::population::Population;
+use crate::stats::{Arrivals, Live, Recorder};
+
+/// Stream number of the seeding commands (generators use 1 and up).
+const SEED_STREAM: u64 = 0;
+/// Longest the whole seeding may take.
+const SEEDING_TIME_MAX: Duration = Duration::from_secs(3_600);
+/// Extra wait for requests in flight at the end of the run, past the
+/// client's own request timeout.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// What seeding did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SeedReport {
+    pub accounts_opened: u64,
+    pub deposits: u64,
+    pub merchant_keys: u64,
+    pub elapsed: Duration,
+}
+
+impl SeedReport {
+    pub fn commands(&self) -> u64 {
+        self.accounts_opened + self.deposits + self.merchant_keys
+    }
+}
+
+/// Opens every account, then tops up every customer account and registers
+/// every merchant's QR key, through the protocol, in full batches over all
+/// connections.
+pub async fn seed(
+    clients: &[Client],
+    population: &Arc<Population>,
+    nonce: u64,
+    batch: usize,
+    live_acknowledged: Arc<std::sync::atomic::AtomicU64>,
+) -> anyhow::Result<SeedReport> {
+    let started = Instant::now();
+    let deadline = started + SEEDING_TIME_MAX;
+    let accounts = population.accounts.len();
+    // Phase 0: open. Phase 1: top up customers, register merchants' keys.
+    for phase in 0..2 {
+        let chunks = accounts.div_ceil(batch);
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut tasks = JoinSet::new();
+        // Four requests in flight per connection keep group commit busy.
+        for client in clients
+            .iter()
+            .flat_map(|client| std::iter::repeat_n(client, 4))
+        {
+            let client = client.clone();
+            let next = Arc::clone(&next);
+            let population = Arc::clone(population);
+            let acknowledged = Arc::clone(&live_acknowledged);
+            tasks.spawn(async move {
+                loop {
+                    let chunk = next.fetch_add(1, Ordering::Relaxed);
+                    if chunk >= chunks || Instant::now() > deadline {
+                        return Ok::<u64, anyhow::Error>(0);
+                    }
+                    let range = chunk * batch..((chunk + 1) * batch).min(accounts);
+                    let commands: Vec<Command> = population.accounts[range.clone()]
+                        .iter()
+                        .zip(range.clone())
+                        .map(|(account, index)| {
+                            let counter = (phase * accounts + index) as u64;
+                            let id = command_id(nonce, SEED_STREAM, counter);
+                            match (phase, account.kind) {
+                                (0, _) => Population::open_command(account, id, index as u64),
+                                (_, AccountKind::Customer) => {
+                                    Population::opening_deposit(account, id)
+                                }
+                                _ => Population::register_key(account, id),
+                            }
+                        })
+                        .collect();
+                    if commands.is_empty() {
+                        continue;
+                    }
+                    let results = client
+                        .submit(commands)
+                        .await
+                        .context("a seeding request failed")?;
+                    acknowledged.fetch_add(results.len() as u64, Ordering::Relaxed);
+                    if let Some(bad) = results.iter().find(|result| !result.status.is_ok()) {
+                        let what = if phase == 0 {
+                            "opening"
+                        } else {
+                            "top-up or merchant key registration"
+                        };
+                        bail!(
+                            "an account {what} was refused: {} ({}); with --addr, the server may \
+                             already hold these account ids: run again",
+                            bad.status.description(),
+                            bad.status.name()
+                        );
+                    }
+                }
+            });
+        }
+        while let Some(outcome) = tasks.join_next().await {
+            outcome.context("a seeding task failed")??;
+        }
+        if Instant::now() > deadline {
+            bail!("seeding took longer than {} s", SEEDING_TIME_MAX.as_secs());
+        }
+    }
+    Ok(SeedReport {
+        accounts_opened: accounts as u64,
+        deposits: population.customer_accounts(),
+        merchant_keys: population.merchants,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// What every worker needs.
+#[derive(Clone, Debug)]
+pub struct LoadSetup {
+    pub population: Arc<Population>,
+    pub mix: MixName,
+    pub skew: SkewName,
+    pub zipf_s: f64,
+    pub nonce: u64,
+    pub seed: u64,
+    pub batch: usize,
+    pub verify_max: usize,
+}
+
+impl LoadSetup {
+    pub fn from_options(
+        options: &Options,
+        population: Arc<Population>,
+        nonce: u64,
+        seed: u64,
+    ) -> LoadSetup {
+        LoadSetup {
+            population,
+            mix: options.mix,
+            skew: options.skew,
+            zipf_s: options.zipf_s,
+            nonce,
+            seed,
+            batch: options.batch,
+            verify_max: options.verify_max,
+        }
+    }
+
+    fn generator(&self, stream: u64) -> Generator {
+        Generator::new(
+            Arc::clone(&self.population),
+            self.mix,
+            self.skew,
+            self.zipf_s,
+            self.nonce,
+            stream,
+            self.seed,
+        )
+    }
+}
+
+/// Sends a batch's commands and queries as two requests at once.
+/// The replies to a batch's commands and to its queries.
+type Outcome = (
+    Result<Vec<CommandResult>, ClientError>,
+    Result<Vec<QueryReply>, ClientError>,
+);
+
+async fn send(
+    client: &Client,
+    commands: Vec<Command>,
+    queries: Vec<payrail_engine::Query>,
+) -> Outcome {
+    let submit = async {
+        if commands.is_empty() {
+            Ok(Vec::new())
+        } else {
+            client.submit(commands).await
+        }
+    };
+    let query = async {
+        if queries.is_empty() {
+            Ok(Vec::new())
+        } else {
+            client.query(queries).await
+        }
+    };
+    tokio::join!(submit, query)
+}
+
+/// Records a request's outcome.
+#[allow(clippy::too_many_arguments)]
+fn record_outcome(
+    recorder: &mut Recorder,
+    live: &Live,
+    first_id: u128,
+    kinds: &[Kind],
+    commands_sent: usize,
+    queries_sent: usize,
+    outcome: &Outcome,
+    arrivals: Arrivals,
+    done: Instant,
+) {
+    match &outcome.0 {
+        Ok(results) => {
+            if !results.is_empty() {
+                recorder.commands_done(live, first_id, kinds, results, arrivals, done)
+            }
+        }
+        Err(error) => recorder.request_failed(live, error, commands_sent, done),
+    }
+    match &outcome.1 {
+        Ok(replies) => {
+            let refused: Vec<Status> = replies
+                .iter()
+                .filter_map(|reply| match reply {
+                    QueryReply::Refused(status) => Some(*status),
+                    _ => None,
+                })
+                .collect();
+            recorder.queries_done(live, &refused, replies.len(), arrivals, done);
+        }
+        Err(error) => recorder.request_failed(live, error, queries_sent, done),
+    }
+}
+
+/// Closed loop: `pipeline` workers per connection, each sending its next
+/// batch when the previous one is answered, until the window ends.
+pub async fn closed_loop(
+    clients: &[Client],
+    setup: &LoadSetup,
+    pipeline: usize,
+    live: &Arc<Live>,
+) -> Vec<Recorder> {
+    let workers = clients.len() * pipeline;
+    let sample_capacity = setup.verify_max.div_ceil(workers.max(1));
+    let mut tasks = JoinSet::new();
+    for worker in 0..workers {
+        let client = clients[worker % clients.len()].clone();
+        let mut generator = setup.generator(1 + worker as u64);
+        let mut recorder = Recorder::new(live.window, sample_capacity, setup.seed ^ worker as u64);
+        let live = Arc::clone(live);
+        let batch_size = setup.batch;
+        tasks.spawn(async move {
+            let mut batch = Batch::default();
+            let end = live.window.end;
+            // Bounded in time: no new batch after `end`, and every request is
+            // bounded by the client's request timeout.
+            loop {
+                let sent = Instant::now();
+                if sent >= end {
+                    break;
+                }
+                generator.fill(batch_size, &mut batch);
+                let commands = std::mem::take(&mut batch.commands);
+                let queries = std::mem::take(&mut batch.queries);
+                let (commands_sent, queries_sent) = (commands.len(), queries.len());
+                recorder.offered(&live, sent, commands_sent, queries_sent);
+                let outcome = send(&client, commands, queries).await;
+                let done = Instant::now();
+                record_outcome(
+                    &mut recorder,
+                    &live,
+                    batch.first_id,
+                    &batch.kinds,
+                    commands_sent,
+                    queries_sent,
+                    &outcome,
+                    Arrivals {
+                        start: sent,
+                        length: Duration::ZERO,
+                    },
+                    done,
+                );
+                if let Ok(results) = &outcome.0 {
+                    generator.batch_acknowledged(&batch.follow_ups, results);
+                }
+            }
+            recorder
+        });
+    }
+    collect(tasks).await
+}
+
+async fn collect(mut tasks: JoinSet<Recorder>) -> Vec<Recorder> {
+    let mut recorders = Vec::new();
+    while let Some(outcome) = tasks.join_next().await {
+        match outcome {
+            Ok(recorder) => recorders.push(recorder),
+            Err(error) => tracing::error!(%error, "a load worker failed"),
+        }
+    }
+    recorders
+}
+
+/// Open loop: commands arrive evenly at `rate` per second; every
+/// `interval` the ones that arrived are sent (in batches of at most
+/// `batch`), round-robin over the connections, without waiting for earlier
+/// replies. Latency counts from each command's planned arrival, so a server
+/// that stalls shows up in it. Requests in flight are bounded by the
+/// connections' in-flight limit; past it the sender waits, and the wait is
+/// part of the latency.
+pub async fn open_loop(
+    clients: &[Client],
+    setup: &LoadSetup,
+    rate: u64,
+    interval: Duration,
+    inflight_per_connection: usize,
+    live: &Arc<Live>,
+) -> Vec<Recorder> {
+    let connections = clients.len();
+    let sample_capacity = setup.verify_max.div_ceil(connections.max(1));
+    let generators: Vec<Arc<Mutex<Generator>>> = (0..connections)
+        .map(|index| Arc::new(Mutex::new(setup.generator(1 + index as u64))))
+        .collect();
+    let recorders: Vec<Arc<Mutex<Recorder>>> = (0..connections)
+        .map(|index| {
+            Arc::new(Mutex::new(Recorder::new(
+                live.window,
+                sample_capacity,
+                setup.seed ^ index as u64,
+            )))
+        })
+        .collect();
+    let permits_total = connections * inflight_per_connection.max(1);
+    let outstanding = Arc::new(Semaphore::new(permits_total));
+    let window = live.window;
+    let interval_ns = interval.as_nanos().max(1);
+    let mut offered_total: u128 = 0;
+    let mut next_connection = 0usize;
+    let mut tick: u128 = 0;
+    let mut tasks = JoinSet::new();
+    loop {
+        let arrivals_start = window.start + Duration::from_nanos((tick * interval_ns) as u64);
+        let due_at = arrivals_start + interval;
+        if due_at > window.end {
+            break;
+        }
+        tokio::time::sleep_until(due_at).await;
+        tick += 1;
+        // Commands that arrived by `due_at`, at `rate` per second.
+        let arrived = u128::from(rate) * tick * interval_ns / 1_000_000_000;
+        let mut due = (arrived - offered_total) as usize;
+        offered_total = arrived;
+        let chunks = due.div_ceil(setup.batch.max(1)).max(1);
+        for _ in 0..chunks {
+            if due == 0 {
+                break;
+            }
+            let size = due.min(setup.batch);
+            due -= size;
+            let Ok(permit) = Arc::clone(&outstanding).acquire_owned().await else {
+                break;
+            };
+            let connection = next_connection;
+            next_connection = (next_connection + 1) % connections;
+            let mut batch = Batch::default();
+            generators[connection]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .fill(size, &mut batch);
+            let commands = std::mem::take(&mut batch.commands);
+            let queries = std::mem::take(&mut batch.queries);
+            let (commands_sent, queries_sent) = (commands.len(), queries.len());
+            recorders[connection]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .offered(live, arrivals_start, commands_sent, queries_sent);
+            let client = clients[connection].clone();
+            let recorder = Arc::clone(&recorders[connection]);
+            let generator = Arc::clone(&generators[connection]);
+            let live = Arc::clone(live);
+            tasks.spawn(async move {
+                let _permit = permit;
+                let outcome = send(&client, commands, queries).await;
+                let done = Instant::now();
+                record_outcome(
+                    &mut recorder.lock().unwrap_or_else(PoisonError::into_inner),
+                    &live,
+                    batch.first_id,
+                    &batch.kinds,
+                    commands_sent,
+                    queries_sent,
+                    &outcome,
+                    Arrivals {
+                        start: arrivals_start,
+                        length: interval,
+                    },
+                    done,
+                );
+                if let Ok(results) = &outcome.0 {
+                    generator
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .batch_acknowledged(&batch.follow_ups, results);
+                }
+            });
+        }
+        // Reap finished sends so the set stays small.
+        while tasks.try_join_next().is_some() {}
+    }
+    // Every send is bounded by the client's request timeout.
+    let drain = tokio::time::timeout(
+        payrail_api::client::REQUEST_TIMEOUT_DEFAULT + DRAIN_GRACE,
+        async { while tasks.join_next().await.is_some() {} },
+    )
+    .await;
+    if drain.is_err() {
+        tracing::warn!("requests still in flight after the drain timeout; abandoned");
+        tasks.abort_all();
+    }
+    drop(generators);
+    recorders
+        .into_iter()
+        .map(|recorder| match Arc::try_unwrap(recorder) {
+            Ok(mutex) => mutex.into_inner().unwrap_or_else(PoisonError::into_inner),
+            Err(shared) => {
+                let mut guard = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                let empty = Recorder::new(guard.window, 0, 0);
+                std::mem::replace(&mut *guard, empty)
+            }
+        })
+        .collect()
+}
+
+/// Prints one line per second until `end` (plus the drain), from the live
+/// counters: the second that just finished.
+pub async fn progress(live: Arc<Live>, stop: Arc<tokio::sync::Notify>) {
+    let window = live.window;
+    let mut second = 1u64;
+    loop {
+        let at = window.start + Duration::from_secs(second);
+        tokio::select! {
+            _ = tokio::time::sleep_until(at) => {}
+            _ = stop.notified() => return,
+        }
+        let Some(slot) = live.seconds.get((second - 1) as usize) else {
+            return;
+        };
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        let count = load(&slot.latency_count);
+        let mean_ms = if count == 0 {
+            0.0
+        } else {
+            load(&slot.latency_us_sum) as f64 / count as f64 / 1_000.0
+        };
+        let phase = if at <= window.warm_end {
+            " (warm-up)"
+        } else if at > window.end {
+            " (draining)"
+        } else {
+            ""
+        };
+        println!(
+            "{:>4} s  committed {:>10}/s  queries {:>9}/s  offered {:>10}/s  rejected {:>8}  errors {:>6}  latency mean {:>8.2} ms  max {:>8.2} ms{phase}",
+            second,
+            group_digits(load(&slot.committed)),
+            group_digits(load(&slot.queries)),
+            group_digits(load(&slot.offered)),
+            group_digits(load(&slot.rejected)),
+            group_digits(load(&slot.request_errors)),
+            mean_ms,
+            load(&slot.latency_us_max) as f64 / 1_000.0,
+        );
+        second += 1;
+    }
+}
+
+/// 1234567 as "1,234,567".
+pub fn group_digits(value: u64) -> String {
+    let digits = value.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (index, c) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digits_are_grouped() {
+        assert_eq!(group_digits(0), "0");
+        assert_eq!(group_digits(999), "999");
+        assert_eq!(group_digits(1_000), "1,000");
+        assert_eq!(group_digits(1_234_567), "1,234,567");
+    }
+}
