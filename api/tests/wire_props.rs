@@ -4,11 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use payrail_api::wire::{
-    self, kinds, Check, ErrorCode, Message, WireLimits, ERROR_MESSAGE_BYTES_MAX, HEADER_LEN,
+    self, kinds, Check, ErrorCode, Message, QrPaymentRequest, WireLimits, ERROR_MESSAGE_BYTES_MAX,
+    HEADER_LEN,
 };
+use payrail_engine::command::QR_MERCHANT_KEYS_MAX;
 use payrail_engine::{
     AccountId, AccountKind, AccountStatus, AccountView, Command, CommandId, CommandKind,
-    CommandResult, Currency, OpenAccount, Query, QueryReply, Status,
+    CommandResult, Currency, MerchantKey, OpenAccount, Query, QueryReply, Status,
 };
 use proptest::prelude::*;
 
@@ -88,6 +90,48 @@ fn command_kind() -> impl Strategy<Value = CommandKind> {
         account().prop_map(|account| CommandKind::Close { account }),
         (account(), any::<u8>())
             .prop_map(|(account, tier)| CommandKind::SetKycTier { account, tier }),
+        (account(), any::<u128>()).prop_map(|(merchant, key)| {
+            CommandKind::RegisterMerchantKey {
+                merchant,
+                key: MerchantKey(key),
+            }
+        }),
+        (
+            account(),
+            any::<[u128; QR_MERCHANT_KEYS_MAX]>(),
+            (any::<u64>(), any::<u64>()),
+            currency(),
+            any::<u16>()
+        )
+            .prop_map(|(payer, keys, (amount, fee), currency, mcc)| {
+                CommandKind::PayMerchantQr {
+                    payer,
+                    keys: keys.map(MerchantKey),
+                    amount,
+                    fee,
+                    currency,
+                    mcc,
+                }
+            }),
+        (account(), any::<u64>(), any::<u64>()).prop_map(|(customer, code, lifetime_ms)| {
+            CommandKind::IssuePaymentCode {
+                customer,
+                code,
+                lifetime_ms,
+            }
+        }),
+        (account(), any::<u64>(), any::<u64>(), currency()).prop_map(
+            |(merchant, code, amount, currency)| CommandKind::ChargePaymentCode {
+                merchant,
+                code,
+                amount,
+                currency,
+            }
+        ),
+        (any::<u128>(), any::<u64>()).prop_map(|(payment, amount)| CommandKind::Refund {
+            payment: CommandId(payment),
+            amount,
+        }),
     ]
 }
 
@@ -157,6 +201,23 @@ fn text(bytes_max: usize) -> impl Strategy<Value = String> {
     })
 }
 
+fn qr_payment() -> impl Strategy<Value = QrPaymentRequest> {
+    (
+        any::<u128>(),
+        account(),
+        text(300),
+        any::<Option<u64>>(),
+        any::<Option<u64>>(),
+    )
+        .prop_map(|(id, payer, payload, amount, tip)| QrPaymentRequest {
+            id: CommandId(id),
+            payer,
+            payload,
+            amount,
+            tip,
+        })
+}
+
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         any::<[u8; 32]>().prop_map(|nonce| Message::Challenge { nonce }),
@@ -176,6 +237,8 @@ fn message() -> impl Strategy<Value = Message> {
         proptest::collection::vec(query(), 1..64).prop_map(|queries| Message::Query { queries }),
         proptest::collection::vec(query_reply(), 0..32)
             .prop_map(|replies| Message::QueryResults { replies }),
+        proptest::collection::vec(qr_payment(), 1..8)
+            .prop_map(|payments| Message::SubmitQr { payments }),
         Just(Message::Status),
         proptest::collection::vec(
             (text(wire::STATUS_FIELD_NAME_BYTES_MAX), any::<u64>()),

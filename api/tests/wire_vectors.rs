@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 
 use hmac::{Hmac, Mac};
 use payrail_api::wire::{
-    self, kinds, Check, ErrorCode, Frame, Message, WireError, WireLimits, HEADER_LEN,
+    self, kinds, Check, ErrorCode, Frame, Message, QrPaymentRequest, WireError, WireLimits,
+    HEADER_LEN,
 };
 use payrail_engine::limits::BATCH_COMMANDS_MAX;
 use payrail_engine::{
@@ -24,6 +25,11 @@ use payrail_engine::{
 };
 
 const PROTOCOL_MD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md");
+
+/// A static Thai PromptPay code (EMVCo merchant-presented mode, no amount:
+/// the payer types it).
+const PROMPTPAY_STATIC: &str =
+    "00020101021129370016A000000677010111011300669123456785802TH53037646304F1E3";
 
 /// The secret of the example gateway in the Hello vector.
 const EXAMPLE_SECRET: &[u8] = b"example-secret";
@@ -252,6 +258,28 @@ fn vectors() -> Vec<Vector> {
             body: view_body.0,
         },
         Vector {
+            name: "submit_qr",
+            request_id: 6,
+            message: Message::SubmitQr {
+                payments: vec![QrPaymentRequest {
+                    id: payrail_engine::CommandId(3),
+                    payer: AccountId(1001),
+                    payload: PROMPTPAY_STATIC.to_owned(),
+                    amount: Some(12_500),
+                    tip: None,
+                }],
+            },
+            body: Body::default()
+                .len(1, "payments")
+                .u128(3, "[0].id")
+                .u64(1001, "payer")
+                .u8(1, "amount: Some")
+                .u64(12_500, "amount")
+                .u8(0, "tip: None")
+                .string(PROMPTPAY_STATIC, "payload")
+                .0,
+        },
+        Vector {
             name: "status",
             request_id: 4,
             message: Message::Status,
@@ -430,7 +458,12 @@ fn every_message_kind_has_a_vector() {
         .map(|vector| vector.message.kind())
         .collect();
     seen.sort_unstable();
-    assert_eq!(seen, kinds::ALL);
+    assert_eq!(
+        seen,
+        kinds::ALL,
+        "every message kind needs a vector: add it to vectors() here, then print the \
+         document's vectors (see the top of this file) into docs/protocol.md"
+    );
     for vector in vectors() {
         assert_eq!(vector.message.kind_name(), vector.name);
     }
@@ -528,7 +561,7 @@ fn document_tables_match_the_code() {
     let document = std::fs::read_to_string(PROTOCOL_MD).unwrap();
     assert!(
         document.contains(&status_table()),
-        "docs/protocol.md's status table is stale:\n{}",
+        "docs/protocol.md's status table is stale; replace it with:\n{}",
         status_table()
     );
     assert!(
@@ -737,11 +770,26 @@ fn oversized_length_is_refused_from_the_header_alone() {
 
 #[test]
 fn unknown_kind() {
-    for kind in [0u16, 4, 14, 254, u16::MAX] {
-        let error = decode_error(&raw(kind, &[]));
-        assert_eq!(error, WireError::UnknownMessageKind { kind });
-        assert_eq!(error.code(), ErrorCode::UnknownMessageKind);
+    // Every kind number not in use is refused from the header.
+    let mut unknown = 0;
+    for kind in 0..=u16::MAX {
+        if kinds::name(kind).is_some() {
+            continue;
+        }
+        let frame = raw(kind, &[]);
+        let expected = WireError::UnknownMessageKind { kind };
+        assert_eq!(decode_error(&frame), expected);
+        assert_eq!(
+            wire::check(&frame[..HEADER_LEN], &WireLimits::default()),
+            Err(expected)
+        );
+        unknown += 1;
     }
+    assert_eq!(unknown, 65_536 - kinds::ALL.len());
+    assert_eq!(
+        WireError::UnknownMessageKind { kind: 0 }.code(),
+        ErrorCode::UnknownMessageKind
+    );
 }
 
 #[test]
@@ -922,6 +970,39 @@ fn batch_over_the_limit() {
     let error = decode_error(&encode(1, &Message::Results { results }));
     assert_eq!(error.code(), ErrorCode::BatchTooLarge);
 
+    // SubmitQr takes at most QR_BATCH_MAX payments.
+    let payment = QrPaymentRequest {
+        id: payrail_engine::CommandId(1),
+        payer: AccountId(1),
+        payload: PROMPTPAY_STATIC.to_owned(),
+        amount: Some(1),
+        tip: None,
+    };
+    let full = Message::SubmitQr {
+        payments: vec![payment.clone(); wire::QR_BATCH_MAX as usize],
+    };
+    assert_eq!(decode(&encode(1, &full)).unwrap().unwrap().0.message, full);
+    let mut over = encode(1, &full);
+    // Raise the count by one and append one more payment.
+    let extra = encode(
+        1,
+        &Message::SubmitQr {
+            payments: vec![payment],
+        },
+    );
+    over.extend_from_slice(&extra[HEADER_LEN + 8..]);
+    over[HEADER_LEN..HEADER_LEN + 8]
+        .copy_from_slice(&(u64::from(wire::QR_BATCH_MAX) + 1).to_le_bytes());
+    reseal(&mut over);
+    assert!(matches!(
+        decode_error(&over),
+        WireError::BatchTooLarge {
+            kind_name: "submit_qr",
+            count: 257,
+            max: 256
+        }
+    ));
+
     // encode_with_limits refuses what the receiver would.
     let mut out = Vec::new();
     let over = Message::Submit {
@@ -939,6 +1020,7 @@ fn empty_batch() {
     for message in [
         Message::Submit { commands: vec![] },
         Message::Query { queries: vec![] },
+        Message::SubmitQr { payments: vec![] },
     ] {
         let error = decode_error(&encode(1, &message));
         assert_eq!(
@@ -997,7 +1079,55 @@ fn document_variant_tables_match_the_encoding() {
         CommandKind::Unfreeze { account },
         CommandKind::Close { account },
         CommandKind::SetKycTier { account, tier: 1 },
+        CommandKind::RegisterMerchantKey {
+            merchant: account,
+            key: payrail_engine::MerchantKey(3),
+        },
+        CommandKind::PayMerchantQr {
+            payer: account,
+            keys: [payrail_engine::MerchantKey(3); payrail_engine::command::QR_MERCHANT_KEYS_MAX],
+            amount: 1,
+            fee: 0,
+            currency,
+            mcc: 5411,
+        },
+        CommandKind::IssuePaymentCode {
+            customer: account,
+            code: 123_456_789_012_345_678,
+            lifetime_ms: 60_000,
+        },
+        CommandKind::ChargePaymentCode {
+            merchant: account,
+            code: 123_456_789_012_345_678,
+            amount: 1,
+            currency,
+        },
+        CommandKind::Refund {
+            payment: hold,
+            amount: 1,
+        },
     ];
+    // Fails to compile when the engine grows a kind: add it above and to
+    // the command table in docs/protocol.md.
+    for kind in &kinds {
+        match kind {
+            CommandKind::OpenAccount(_)
+            | CommandKind::Deposit { .. }
+            | CommandKind::Transfer { .. }
+            | CommandKind::WithdrawHold { .. }
+            | CommandKind::WithdrawPost { .. }
+            | CommandKind::WithdrawVoid { .. }
+            | CommandKind::Freeze { .. }
+            | CommandKind::Unfreeze { .. }
+            | CommandKind::Close { .. }
+            | CommandKind::SetKycTier { .. }
+            | CommandKind::RegisterMerchantKey { .. }
+            | CommandKind::PayMerchantQr { .. }
+            | CommandKind::IssuePaymentCode { .. }
+            | CommandKind::ChargePaymentCode { .. }
+            | CommandKind::Refund { .. } => {}
+        }
+    }
     for (index, kind) in kinds.into_iter().enumerate() {
         let bytes = bincode_body(Command::new(1, kind));
         assert_row(

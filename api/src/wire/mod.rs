@@ -60,6 +60,12 @@ const _: () = assert!(
         <= FRAME_BYTES_MAX_DEFAULT as usize,
     "a full StatusReply fits in a default frame"
 );
+const _: () = assert!(
+    // id 16, payer 8, amount and tip 1 + 8 each, payload length 8 + bytes.
+    HEADER_LEN + 8 + QR_BATCH_MAX as usize * (16 + 8 + 9 + 9 + 8 + QR_PAYLOAD_BYTES_MAX)
+        <= FRAME_BYTES_MAX_DEFAULT as usize,
+    "a full SubmitQr fits in a default frame"
+);
 const _: () = assert!(BATCH_COMMANDS_MAX <= u32::MAX as usize);
 
 /// The bounds one side enforces on the frames it receives.
