@@ -24,7 +24,7 @@
 //! clock is read here, once per batch, and written into the log.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -276,9 +276,14 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Recovers the state from `storage` (checkpoint plus log replay) and
     /// starts the pipeline threads.
-    pub fn start<S: Storage>(mut storage: S, config: EngineConfig) -> Result<Engine, EngineError> {
+    pub fn start<S: Storage + Clone>(
+        mut storage: S,
+        config: EngineConfig,
+    ) -> Result<Engine, EngineError> {
         let (ledger, recovery) = storage::recover(&mut storage, config.ledger)?;
-        let storage = Arc::new(Mutex::new(storage));
+        // The checkpoint thread gets its own handle on the same storage, so a
+        // large checkpoint write never holds up log appends.
+        let checkpoint_storage = storage.clone();
         let stats = Arc::new(EngineStats::default());
         stats
             .last_sequence
@@ -294,7 +299,7 @@ impl Engine {
         let (checkpoint_sender, checkpoint_receiver) = channel::bounded::<CheckpointJob>(1);
 
         let sequencer = Sequencer {
-            storage: Arc::clone(&storage),
+            storage,
             requests: request_receiver,
             execute: execute_sender,
             stats: Arc::clone(&stats),
@@ -312,7 +317,7 @@ impl Engine {
             stats: Arc::clone(&stats),
         };
         let checkpointer = Checkpointer {
-            storage,
+            storage: checkpoint_storage,
             jobs: checkpoint_receiver,
             stats: Arc::clone(&stats),
         };
@@ -386,7 +391,7 @@ impl Drop for Engine {
 
 /// Stage 1: numbers, logs and forwards. Owns the sequence counter.
 struct Sequencer<S: Storage> {
-    storage: Arc<Mutex<S>>,
+    storage: S,
     requests: Receiver<Request>,
     execute: Sender<Execute>,
     stats: Arc<EngineStats>,
@@ -540,11 +545,7 @@ impl<S: Storage> Sequencer<S> {
         if !records.is_empty() {
             let started = Instant::now();
             let bytes: usize = records.iter().map(|(_, record)| record.len()).sum();
-            let appended = match self.storage.lock() {
-                Ok(mut storage) => storage.append(&records),
-                Err(_) => Err(StorageError::Io("storage lock poisoned".to_owned())),
-            };
-            match appended {
+            match self.storage.append(&records) {
                 Ok(()) => {
                     let stats = &self.stats;
                     stats.group_writes.fetch_add(1, Ordering::Relaxed);
@@ -698,13 +699,13 @@ impl Executor {
 
 /// Stage 3: writes checkpoints and trims the log behind them.
 struct Checkpointer<S: Storage> {
-    storage: Arc<Mutex<S>>,
+    storage: S,
     jobs: Receiver<CheckpointJob>,
     stats: Arc<EngineStats>,
 }
 
 impl<S: Storage> Checkpointer<S> {
-    fn run(self) {
+    fn run(mut self) {
         while let Ok(job) = self.jobs.recv() {
             let started = Instant::now();
             let outcome = self.save(&job);
@@ -731,7 +732,7 @@ impl<S: Storage> Checkpointer<S> {
         }
     }
 
-    fn save(&self, job: &CheckpointJob) -> Result<u64, String> {
+    fn save(&mut self, job: &CheckpointJob) -> Result<u64, String> {
         let mut state = Vec::new();
         storage::encode_state(&job.ledger, &mut state);
         let checkpoint = Checkpoint {
@@ -740,14 +741,10 @@ impl<S: Storage> Checkpointer<S> {
             digest: job.ledger.digest(),
             state,
         };
-        let mut storage = self
-            .storage
-            .lock()
-            .map_err(|_| "storage lock poisoned".to_owned())?;
-        storage
+        self.storage
             .save_checkpoint(&checkpoint)
             .map_err(|error| error.to_string())?;
-        storage
+        self.storage
             .trim_log(job.sequence)
             .map_err(|error| error.to_string())?;
         Ok(job.sequence)
