@@ -213,9 +213,9 @@ impl<Context> bincode::Decode<Context> for Status {
         decoder: &mut D,
     ) -> Result<Self, bincode::error::DecodeError> {
         let code = u16::decode(decoder)?;
-        Status::from_code(code).ok_or(bincode::error::DecodeError::OtherString(format!(
-            "unknown status code {code}"
-        )))
+        Status::from_code(code).ok_or_else(|| {
+            bincode::error::DecodeError::OtherString(format!("unknown status code {code}"))
+        })
     }
 }
 bincode::impl_borrow_decode!(Status);
