@@ -313,22 +313,23 @@ impl Ledger {
     fn evict_records(&mut self, timestamp: u64, incoming: usize) {
         let keep_max = self.config.idempotency_records_max.saturating_sub(incoming);
         while let Some(&oldest) = self.records.order.front() {
-            let Some(record) = self.records.by_id.get(&oldest) else {
-                // Cannot happen: order and by_id change together.
-                self.records.order.pop_front();
-                continue;
-            };
-            let expired = record
-                .timestamp
-                .saturating_add(self.config.idempotency_window_ns)
-                <= timestamp;
-            if !expired && self.records.order.len() <= keep_max {
-                break;
+            // Over the cap the oldest goes whatever its age, without reading
+            // it first (one table probe per eviction, not two); under it,
+            // only age can evict.
+            if self.records.order.len() <= keep_max {
+                let expired = self.records.by_id.get(&oldest).is_none_or(|record| {
+                    record.timestamp.saturating_add(self.config.idempotency_window_ns) <= timestamp
+                });
+                if !expired {
+                    break;
+                }
             }
             self.records.order.pop_front();
             self.records.by_id.remove(&oldest);
             // A payment is refundable as long as its command's record is kept.
-            self.books.payments.remove(&oldest);
+            if !self.books.payments.is_empty() {
+                self.books.payments.remove(&oldest);
+            }
             // A finished hold is remembered as long as its command's record.
             if let Some(hold) = self.books.holds.get(&oldest) {
                 if hold.state != HoldState::Pending {
