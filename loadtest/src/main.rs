@@ -47,8 +47,9 @@ use crate::population::{Population, TAG_MAX};
 use crate::report::{SeriesPoint, Summary};
 use crate::stats::{Live, Percentiles, Recorder, Window};
 
-/// Longest wait for the embedded server's final checkpoint and stop.
-const SERVER_STOP_TIME_MAX: Duration = Duration::from_secs(300);
+/// Longest wait at the end for the runtime's tasks, the embedded server's
+/// among them, to stop.
+const RUNTIME_SHUTDOWN_TIME_MAX: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
     let options = Options::parse();
@@ -73,7 +74,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(options)) {
+    let (outcome, data_dir) = runtime.block_on(run(options));
+    // Stops the embedded server's engine (dropped with the runtime's tasks)
+    // before its data directory goes.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIME_MAX);
+    drop(data_dir);
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(error) => {
@@ -83,52 +89,71 @@ fn main() -> ExitCode {
     }
 }
 
-/// Starts or reaches the server, runs, and stops an embedded server.
-/// `Ok(false)`: the run completed but verification failed.
-async fn run(options: Options) -> anyhow::Result<bool> {
+/// Starts or reaches the server and runs. `Ok(false)`: the run completed
+/// but verification failed. Returns the embedded server's data directory,
+/// to be removed once the runtime (and with it the server) has stopped.
+///
+/// The embedded server is not stopped with `RunningServer::stop`: that
+/// takes a final checkpoint of everything the run wrote (minutes after a
+/// long run, on a machine others share), of a data directory deleted right
+/// after. Dropping it stops the engine without one, as a crash would.
+async fn run(options: Options) -> (anyhow::Result<bool>, Option<tempfile::TempDir>) {
     match &options.addr {
         Some(addr) => {
-            let config = ClientConfig::local(addr.clone(), &options.data_dir)
-                .context("cannot use the server's gateway secret")?;
-            let target = format!("the server at {addr}");
-            run_against(&options, config, target).await
+            let outcome = match ClientConfig::local(addr.clone(), &options.data_dir) {
+                Ok(config) => {
+                    let target = format!("the server at {addr}");
+                    run_against(&options, config, target).await
+                }
+                Err(error) => {
+                    Err(anyhow::Error::new(error).context("cannot use the server's gateway secret"))
+                }
+            };
+            (outcome, None)
         }
         None => {
-            let dir = tempfile::Builder::new()
+            let dir = match tempfile::Builder::new()
                 .prefix("payrail-loadtest-")
                 .tempdir()
-                .context("cannot create a temporary data directory")?;
-            let config = ServerConfig {
-                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                data_dir: dir.path().to_owned(),
-                ..ServerConfig::default()
-            };
-            let server = serve::start(config)
-                .await
-                .context("cannot start the embedded server")?;
-            let Some(gateway) = server.gateways.first() else {
-                bail!("the embedded server has no gateway");
-            };
-            let Some(secret) = gateway.secret_bytes() else {
-                bail!("the embedded server's gateway secret is not valid");
-            };
-            let client_config =
-                ClientConfig::new(server.addr.to_string(), gateway.name.clone(), secret);
-            let target = format!(
-                "an embedded server (durable: RocksDB log, fsync on) on {}",
-                dir.path().display()
-            );
-            let outcome = run_against(&options, client_config, target).await;
-            if tokio::time::timeout(SERVER_STOP_TIME_MAX, server.stop())
-                .await
-                .is_err()
             {
-                eprintln!("payrail-loadtest: the embedded server did not stop in time");
-            }
-            drop(dir);
-            outcome
+                Ok(dir) => dir,
+                Err(error) => {
+                    return (
+                        Err(anyhow::Error::new(error)
+                            .context("cannot create a temporary data directory")),
+                        None,
+                    )
+                }
+            };
+            let outcome = run_embedded(&options, dir.path()).await;
+            (outcome, Some(dir))
         }
     }
+}
+
+async fn run_embedded(options: &Options, dir: &std::path::Path) -> anyhow::Result<bool> {
+    let config = ServerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: dir.to_owned(),
+        ..ServerConfig::default()
+    };
+    let server = serve::start(config)
+        .await
+        .context("cannot start the embedded server")?;
+    let Some(gateway) = server.gateways.first() else {
+        bail!("the embedded server has no gateway");
+    };
+    let Some(secret) = gateway.secret_bytes() else {
+        bail!("the embedded server's gateway secret is not valid");
+    };
+    let client_config = ClientConfig::new(server.addr.to_string(), gateway.name.clone(), secret);
+    let target = format!(
+        "an embedded server (durable: RocksDB log, fsync on) on {}",
+        dir.display()
+    );
+    let outcome = run_against(options, client_config, target).await;
+    drop(server);
+    outcome
 }
 
 fn clock_seed() -> u64 {

@@ -894,7 +894,7 @@ fn percentile_chart(groups: &[(String, Percentiles)]) -> String {
     svg
 }
 
-/// Horizontal bars of percentages.
+/// Horizontal bars of percentages, the largest spanning the plot.
 fn bar_chart(bars: &[(String, f64)]) -> String {
     let row = 26.0;
     let height = MARGIN_TOP * 2.0 + row * bars.len() as f64;
@@ -903,9 +903,14 @@ fn bar_chart(bars: &[(String, f64)]) -> String {
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{CHART_WIDTH}\" height=\"{height}\" font-size=\"12\">"
     );
+    let largest = bars
+        .iter()
+        .map(|(_, percent)| *percent)
+        .fold(1.0, f64::max)
+        .min(100.0);
     for (index, (name, percent)) in bars.iter().enumerate() {
         let y = MARGIN_TOP + index as f64 * row;
-        let width = plot_width * percent.clamp(0.0, 100.0) / 100.0;
+        let width = plot_width * percent.clamp(0.0, 100.0) / largest;
         let _ = write!(
             svg,
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\
