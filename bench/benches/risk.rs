@@ -14,6 +14,8 @@
 //!   anomaly, blocked MCC, over the single-payment limit), so cold paths
 //!   (figures, the distance bisection) are included at that rate.
 //! - `disabled`: the same payments under `RiskPolicy::disabled()`, the floor.
+//! - `risk_rule/*`: the `approve` payments under a policy with only one rule
+//!   (or group) of the example on, to see where the time goes.
 //! - `record`: `CustomerRiskState::record` of the approved payments, on
 //!   clones of the states (the clone is not measured).
 //!
@@ -153,6 +155,58 @@ fn bench_risk(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 for (state, payment) in fixture.states.iter().zip(payments.iter()) {
+                    black_box(evaluate(black_box(policy), state, black_box(payment)));
+                }
+            })
+        });
+    }
+    group.finish();
+
+    // Where the time goes: the same approved payments under a policy with
+    // only one rule (or group of rules) of the example on.
+    let mut group = c.benchmark_group("risk_rule");
+    group.throughput(Throughput::Elements(CUSTOMERS as u64));
+    let only = |enable: &dyn Fn(&mut RiskPolicy)| {
+        let mut policy = RiskPolicy::disabled();
+        enable(&mut policy);
+        policy
+    };
+    let full = &policy;
+    let single_rules = [
+        (
+            "blocked_lists",
+            only(&|p| {
+                p.blocked_countries = full.blocked_countries.clone();
+                p.blocked_merchants = full.blocked_merchants.clone();
+                p.blocked_mccs = full.blocked_mccs.clone();
+            }),
+        ),
+        (
+            "single_payment",
+            only(&|p| p.single_payment = full.single_payment.clone()),
+        ),
+        (
+            "daily_and_monthly_outflow",
+            only(&|p| {
+                p.daily_outflow = full.daily_outflow.clone();
+                p.monthly_outflow = full.monthly_outflow.clone();
+            }),
+        ),
+        ("velocity", only(&|p| p.velocity = full.velocity)),
+        ("new_device", only(&|p| p.new_device = full.new_device)),
+        (
+            "impossible_travel",
+            only(&|p| p.impossible_travel = full.impossible_travel),
+        ),
+        (
+            "amount_anomaly",
+            only(&|p| p.amount_anomaly = full.amount_anomaly),
+        ),
+    ];
+    for (name, policy) in &single_rules {
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                for (state, payment) in fixture.states.iter().zip(fixture.approve.iter()) {
                     black_box(evaluate(black_box(policy), state, black_box(payment)));
                 }
             })

@@ -14,6 +14,11 @@
 use bincode::{Decode, Encode};
 
 use super::bounds::{DEVICES_MAX, OUTFLOW_CURRENCIES_MAX, RECENT_PAYMENTS_MAX};
+
+const _: () = assert!(
+    RECENT_PAYMENTS_MAX.is_power_of_two(),
+    "the ring is indexed with a mask"
+);
 use super::calendar::{Day, Month};
 use super::geo::GeoPoint;
 use super::PaymentContext;
@@ -253,17 +258,19 @@ impl CustomerRiskState {
     /// Sum and count of the newest `count_max` payments in `currency`.
     #[inline]
     pub(crate) fn recent_sum(&self, currency: Currency, count_max: usize) -> (u128, usize) {
+        const MASK: usize = RECENT_PAYMENTS_MAX - 1;
         let numeric = currency.numeric();
         let (mut sum, mut count) = (0u128, 0usize);
-        for age in 0..self.recent_len() {
-            if count == count_max {
-                break;
-            }
-            let slot = self.recent_slot(age);
+        let mut slot = usize::from(self.recent_next).wrapping_sub(1) & MASK;
+        for _ in 0..self.recent_len() {
             if self.recent_currencies[slot] == numeric {
                 sum += u128::from(self.recent_amounts[slot]);
                 count += 1;
+                if count == count_max {
+                    break;
+                }
             }
+            slot = slot.wrapping_sub(1) & MASK;
         }
         (sum, count)
     }

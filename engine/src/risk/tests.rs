@@ -1007,6 +1007,18 @@ fn risk_amount_anomaly_history_and_edges() {
         evaluate(&policy, &state, &verified).verdict,
         Verdict::Approve
     );
+    // Sums beyond u64 are exact: three payments of u64::MAX - 1 average
+    // u64::MAX - 1, and 2.5 times that is above any amount.
+    let mut huge = CustomerRiskState::new();
+    for _ in 0..3 {
+        huge.record(&pay(t0(), u64::MAX - 1));
+    }
+    assert_eq!(
+        evaluate(&policy, &huge, &pay(t0(), u64::MAX)).verdict,
+        Verdict::Approve
+    );
+    let decision = evaluate(&policy, &huge, &pay(t0(), u64::MAX));
+    assert_eq!(decision.fired, RuleSet::EMPTY);
 }
 
 #[test]
