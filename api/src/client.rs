@@ -43,7 +43,7 @@ use tokio::time::Instant;
 
 use crate::auth;
 use crate::config::{self, ConfigError};
-use crate::wire::{self, ErrorCode, Message, WireLimits};
+use crate::wire::{self, ErrorCode, Message, QrPaymentRequest, WireLimits, QR_BATCH_MAX};
 
 /// Default for [`ClientConfig::auto_batch_max`]: the engine's batch limit.
 pub const AUTO_BATCH_MAX_DEFAULT: usize = payrail_engine::limits::BATCH_COMMANDS_MAX;
@@ -316,6 +316,19 @@ fn io_reason(error: &io::Error) -> String {
     }
 }
 
+/// A fresh user-presented payment code: 18 decimal digits, uniform over
+/// [10^17, 10^18), drawn from the operating system's CSPRNG. Codes are
+/// drawn here, at the edge, and enter the ledger through the log in
+/// `CommandKind::IssuePaymentCode` (the ledger itself never draws anything).
+/// A code that collides with a live one is refused with
+/// `payment_code_taken`: draw another.
+pub fn draw_payment_code() -> u64 {
+    use rand::Rng as _;
+    rand::rngs::OsRng.gen_range(
+        payrail_engine::limits::PAYMENT_CODE_MIN..=payrail_engine::limits::PAYMENT_CODE_MAX,
+    )
+}
+
 /// A pipelined connection to a payrail server. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -351,6 +364,36 @@ impl Client {
     /// without sending anything; an empty batch sends nothing.
     pub async fn submit(&self, commands: Vec<Command>) -> Result<Vec<CommandResult>, ClientError> {
         self.core.submit(commands).await
+    }
+
+    /// Submits merchant-presented QR payments (raw payloads, parsed by the
+    /// server) as one `SubmitQr` request; one result per payment, in order.
+    /// Each payment's id is its command id: refund it with
+    /// `CommandKind::Refund { payment: id, .. }`. More than
+    /// [`QR_BATCH_MAX`] payments (or the server's batch limit) are refused
+    /// here without sending anything; an empty batch sends nothing.
+    pub async fn submit_qr(
+        &self,
+        payments: Vec<QrPaymentRequest>,
+    ) -> Result<Vec<CommandResult>, ClientError> {
+        if payments.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = payments.len();
+        if count > QR_BATCH_MAX as usize {
+            return Err(ClientError::BatchTooLarge {
+                count,
+                max: QR_BATCH_MAX,
+            });
+        }
+        self.core.check_batch(count).await?;
+        match self.core.request(Message::SubmitQr { payments }).await? {
+            Message::Results { results } if results.len() == count => Ok(results),
+            Message::Results { results } => Err(self
+                .core
+                .protocol(format!("{} results for {count} QR payments", results.len()))),
+            other => Err(self.core.unexpected(other)),
+        }
     }
 
     /// Asks a batch of read-only queries; one reply per query, in order.
@@ -1051,6 +1094,24 @@ mod tests {
         assert!(text.contains("payrail serve"), "{text}");
         assert!(text.contains("--data-dir"), "{text}");
         assert!(text.contains("gateway.toml"), "{text}");
+    }
+
+    #[test]
+    fn payment_codes_have_18_digits() {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..1_000 {
+            let code = draw_payment_code();
+            assert_eq!(code.to_string().len(), 18, "{code}");
+            seen.insert(code);
+        }
+        // 1,000 draws from 9 x 10^17 values: a repeat means a broken source.
+        assert_eq!(seen.len(), 1_000);
+        // Uniform over the range: the leading digit is not stuck.
+        let leading: std::collections::BTreeSet<u64> = seen
+            .iter()
+            .map(|code| code / 100_000_000_000_000_000)
+            .collect();
+        assert!(leading.len() >= 8, "{leading:?}");
     }
 
     #[test]

@@ -2,11 +2,31 @@
 //! subcommand runs.
 //!
 //! # Layout
-//! - this file: the arguments.
+//! - this file: the arguments, and the output macros every subcommand uses.
 //! - [`run`]: connect, send one command or query, print the outcome.
-//! - [`parse`]: decimal amounts, command ids and durations.
+//! - [`qr`]: QR payments: decode, merchant onboarding and codes, paying,
+//!   payment codes, refunds.
+//! - [`parse`]: decimal amounts, command ids, durations and payment codes.
+
+/// `println!` that ignores a closed stdout (`payrail status | head`) instead
+/// of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that ignores a closed stderr.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
 
 pub mod parse;
+pub mod qr;
 pub mod run;
 
 use std::net::SocketAddr;
@@ -39,6 +59,17 @@ pub enum Command {
     Withdraw(WithdrawCommand),
     /// Show the server's counters.
     Status(StatusArgs),
+    /// Decode a merchant-presented QR payload, or pay one.
+    #[command(subcommand)]
+    Qr(QrCommand),
+    /// Merchant onboarding: register the codes that pay an account, make codes.
+    #[command(subcommand)]
+    Merchant(MerchantCommand),
+    /// User-presented payment codes: issue one for a customer, charge one.
+    #[command(subcommand)]
+    Code(CodeCommand),
+    /// Return part or all of a payment to the account that paid.
+    Refund(RefundArgs),
 }
 
 #[derive(Debug, Args)]
@@ -239,6 +270,188 @@ pub struct HoldIdArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QrCommand {
+    /// Parse a payload and print its fields, merchant keys and amount, or
+    /// the precise reason it is refused (exit 1). No server needed.
+    Decode(QrDecodeArgs),
+    /// Pay a merchant-presented code from a customer account (SubmitQr);
+    /// prints the payment id, for refunds.
+    Pay(QrPayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QrDecodeArgs {
+    /// The payload text (quote it for the shell).
+    #[arg(value_name = "PAYLOAD")]
+    pub payload: String,
+    /// Machine output: one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct QrPayArgs {
+    /// The paying customer account.
+    #[arg(value_name = "PAYER")]
+    pub payer: u64,
+    /// The payload the payer's app scanned.
+    #[arg(value_name = "PAYLOAD")]
+    pub payload: String,
+    /// The amount, as a decimal in the code's currency, like 12.50: needed
+    /// for a static code; for a dynamic code it must equal the code's.
+    #[arg(long, value_name = "AMOUNT")]
+    pub amount: Option<String>,
+    /// A tip, as a decimal in the code's currency: only for codes that ask
+    /// for one (tag 55 = 01).
+    #[arg(long, value_name = "AMOUNT")]
+    pub tip: Option<String>,
+    #[command(flatten)]
+    pub id: IdArgs,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MerchantCommand {
+    /// Register merchant keys: QR codes carrying them pay this merchant account.
+    Register(MerchantRegisterArgs),
+    /// Make a merchant's QR code: print the payload and draw it. No server needed.
+    Qr(MerchantQrArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["gui", "from_qr"])))]
+pub struct MerchantRegisterArgs {
+    /// The merchant account.
+    #[arg(value_name = "ACCOUNT")]
+    pub account: u64,
+    /// Globally unique identifier of the scheme (sub-field 00 of the
+    /// merchant account template), like br.gov.bcb.pix or A000000677010111.
+    #[arg(long, value_name = "GUI", requires = "merchant_id")]
+    pub gui: Option<String>,
+    /// The merchant id under that scheme, as `payrail qr decode` shows it.
+    #[arg(long, value_name = "ID", requires = "gui")]
+    pub merchant_id: Option<String>,
+    /// Register every merchant key this payload carries instead.
+    #[arg(long, value_name = "PAYLOAD", conflicts_with_all = ["gui", "merchant_id"])]
+    pub from_qr: Option<String>,
+    #[command(flatten)]
+    pub id: IdArgs,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MerchantQrArgs {
+    /// Globally unique identifier of the scheme, like br.gov.bcb.pix.
+    #[arg(long, value_name = "GUI")]
+    pub gui: String,
+    /// The merchant id under that scheme ("type:proxy" for PayNow,
+    /// "acquirer:merchant" for DuitNow).
+    #[arg(long, value_name = "ID")]
+    pub merchant_id: String,
+    /// Merchant category code (ISO 18245), four digits.
+    #[arg(long, value_name = "MCC")]
+    pub mcc: u16,
+    /// ISO 4217 currency (code or number).
+    #[arg(long, value_name = "CUR")]
+    pub currency: Currency,
+    /// ISO 3166-1 alpha-2 country code, like CN.
+    #[arg(long, value_name = "CC")]
+    pub country: String,
+    /// Merchant name (at most 25 characters).
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Merchant city (at most 15 characters).
+    #[arg(long, value_name = "CITY")]
+    pub city: String,
+    /// Make a dynamic code for one payment of this amount (a decimal, like
+    /// 12.50); without it the code is static and the payer types the amount.
+    #[arg(long, value_name = "AMOUNT")]
+    pub amount: Option<String>,
+    /// Print only the payload, without drawing the code.
+    #[arg(long)]
+    pub no_draw: bool,
+    /// Draw for a terminal with light text on a dark background.
+    #[arg(long)]
+    pub invert: bool,
+    /// Machine output: one JSON object on stdout (the code is not drawn).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CodeCommand {
+    /// Issue a payment code for a customer: 18 random digits, single use,
+    /// valid for --lifetime; prints it and draws it as a QR code.
+    Issue(CodeIssueArgs),
+    /// Charge a customer's payment code to a merchant account; prints the
+    /// payment id, for refunds.
+    Charge(CodeChargeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CodeIssueArgs {
+    /// The customer account the code charges.
+    #[arg(value_name = "CUSTOMER")]
+    pub customer: u64,
+    /// How long the code can be charged (5s to 10m, like 60s or 2m).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse::duration_ms)]
+    pub lifetime: u64,
+    /// Issue this code instead of drawing one: only to retry an earlier
+    /// issue with its --id.
+    #[arg(long, value_name = "DIGITS", value_parser = parse::payment_code, requires = "id")]
+    pub code: Option<u64>,
+    /// Print the code without drawing it as a QR code.
+    #[arg(long)]
+    pub no_draw: bool,
+    /// Draw for a terminal with light text on a dark background.
+    #[arg(long)]
+    pub invert: bool,
+    #[command(flatten)]
+    pub id: IdArgs,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CodeChargeArgs {
+    /// The merchant account to credit.
+    #[arg(value_name = "MERCHANT")]
+    pub merchant: u64,
+    /// The customer's 18-digit payment code.
+    #[arg(value_name = "CODE", value_parser = parse::payment_code)]
+    pub code: u64,
+    /// Amount as a decimal, like 12.50.
+    #[arg(value_name = "AMOUNT")]
+    pub amount: String,
+    /// ISO 4217 currency (code or number).
+    #[arg(value_name = "CURRENCY")]
+    pub currency: Currency,
+    #[command(flatten)]
+    pub id: IdArgs,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RefundArgs {
+    /// The payment's id (the command id `qr pay` or `code charge` printed).
+    #[arg(value_name = "PAYMENT_ID", value_parser = parse::command_id)]
+    pub payment: u128,
+    /// Amount to return, as a decimal, like 5.00.
+    #[arg(value_name = "AMOUNT")]
+    pub amount: String,
+    /// The payment's currency (it gives the amount's decimals).
+    #[arg(value_name = "CURRENCY")]
+    pub currency: Currency,
+    #[command(flatten)]
+    pub id: IdArgs,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }

@@ -1,5 +1,5 @@
 //! What the CLI reads from and writes for people: decimal amounts, command
-//! ids and durations.
+//! ids, durations and payment codes.
 
 use std::str::FromStr;
 
@@ -139,6 +139,25 @@ pub fn duration_ms(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{text}' is too long a duration"))
 }
 
+/// A user-presented payment code: exactly 18 decimal digits (spaces, as
+/// people group them when reading one out, are ignored).
+pub fn payment_code(text: &str) -> Result<u64, String> {
+    let digits: String = text.chars().filter(|c| *c != ' ').collect();
+    if digits.len() != 18 || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "'{}' is not a payment code: payment codes are 18 decimal digits",
+            text.trim()
+        ));
+    }
+    match digits.parse::<u64>() {
+        Ok(code) if code >= payrail_engine::limits::PAYMENT_CODE_MIN => Ok(code),
+        _ => Err(format!(
+            "'{}' is not a payment code: payment codes are 18 decimal digits, not starting with 0",
+            text.trim()
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +245,23 @@ mod tests {
         assert!(command_id("0x").is_err());
         assert!(command_id("12g").is_err());
         assert!(command_id("340282366920938463463374607431768211456").is_err());
+    }
+
+    #[test]
+    fn payment_codes() {
+        assert_eq!(
+            payment_code("123456789012345678"),
+            Ok(123_456_789_012_345_678)
+        );
+        assert_eq!(
+            payment_code("123456 789012 345678"),
+            Ok(123_456_789_012_345_678)
+        );
+        assert!(payment_code("12345678901234567").is_err());
+        assert!(payment_code("1234567890123456789").is_err());
+        assert!(payment_code("012345678901234567").is_err());
+        assert!(payment_code("12345678901234567x").is_err());
+        assert!(payment_code("").is_err());
     }
 
     #[test]

@@ -17,29 +17,14 @@ use payrail_engine::{
 use serde_json::{json, Map, Value};
 
 use super::parse::{amount_minor, decimal_minor, format_command_id, money};
+use super::qr;
 use super::{
-    AccountCommand, Cli, Command, ConnectArgs, IdArgs, ServeArgs, StatusArgs, WithdrawCommand,
+    AccountCommand, Cli, CodeCommand, Command, ConnectArgs, IdArgs, MerchantCommand, QrCommand,
+    ServeArgs, StatusArgs, WithdrawCommand,
 };
 
-/// `println!` that ignores a closed stdout (`payrail status | head`) instead
-/// of panicking.
-macro_rules! outln {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
-
-/// `eprintln!` that ignores a closed stderr.
-macro_rules! errln {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
-    }};
-}
-
-const EXIT_REFUSED: u8 = 1;
-const EXIT_ERROR: u8 = 2;
+pub(super) const EXIT_REFUSED: u8 = 1;
+pub(super) const EXIT_ERROR: u8 = 2;
 
 /// Runs the parsed command line.
 pub fn main(cli: Cli) -> ExitCode {
@@ -213,6 +198,13 @@ pub fn main(cli: Cli) -> ExitCode {
             execute(&args.connect, args.id, what, kind, details)
         }
         Command::Status(args) => status(&args),
+        Command::Qr(QrCommand::Decode(args)) => qr::decode(&args),
+        Command::Qr(QrCommand::Pay(args)) => qr::pay(&args),
+        Command::Merchant(MerchantCommand::Register(args)) => qr::merchant_register(&args),
+        Command::Merchant(MerchantCommand::Qr(args)) => qr::merchant_qr(&args),
+        Command::Code(CodeCommand::Issue(args)) => qr::code_issue(&args),
+        Command::Code(CodeCommand::Charge(args)) => qr::code_charge(args),
+        Command::Refund(args) => qr::refund(args),
     }
 }
 
@@ -232,7 +224,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-fn init_tracing(default_filter: &str) {
+pub(super) fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let _ = tracing_subscriber::fmt()
@@ -241,14 +233,14 @@ fn init_tracing(default_filter: &str) {
         .try_init();
 }
 
-fn fields<const N: usize>(entries: [(&str, Value); N]) -> Map<String, Value> {
+pub(super) fn fields<const N: usize>(entries: [(&str, Value); N]) -> Map<String, Value> {
     entries
         .into_iter()
         .map(|(name, value)| (name.to_owned(), value))
         .collect()
 }
 
-fn add_amount(details: &mut Map<String, Value>, amount: u64, currency: Currency) {
+pub(super) fn add_amount(details: &mut Map<String, Value>, amount: u64, currency: Currency) {
     details.insert("amount".into(), json!(amount));
     details.insert(
         "amount_decimal".into(),
@@ -258,7 +250,7 @@ fn add_amount(details: &mut Map<String, Value>, amount: u64, currency: Currency)
 }
 
 /// Sends one command and prints its outcome.
-fn execute(
+pub(super) fn execute(
     connect: &ConnectArgs,
     id: IdArgs,
     what: String,
@@ -267,25 +259,13 @@ fn execute(
 ) -> ExitCode {
     init_tracing("warn");
     let command_id = id.id.unwrap_or_else(rand::random::<u128>);
-    let command = EngineCommand::new(command_id, kind);
-    let config = match client_config(connect) {
-        Ok(config) => config,
-        Err(message) => return fail(connect, &message, None),
-    };
-    let outcome = block_on(async move {
-        let client = Client::connect(config).await?;
-        client.submit(vec![command]).await
-    });
-    let status = match outcome {
-        Ok(Ok(results)) => match results.first() {
-            Some(result) => result.status,
-            None => return fail(connect, "the server sent no result", Some(command_id)),
-        },
-        Ok(Err(error)) => return fail_client(connect, &error, Some(command_id)),
-        Err(message) => return fail(connect, &message, Some(command_id)),
+    let status = match submit_one(connect, EngineCommand::new(command_id, kind)) {
+        Ok(status) => status,
+        Err(exit) => return exit,
     };
     let id_text = format_command_id(command_id);
     let is_hold = matches!(kind, CommandKind::WithdrawHold { .. });
+    let is_payment = matches!(kind, CommandKind::ChargePaymentCode { .. });
     if connect.json {
         let mut object = Map::new();
         object.insert("command".into(), json!(kind.name()));
@@ -297,16 +277,31 @@ fn execute(
         if is_hold && status.is_ok() {
             object.insert("hold_id".into(), json!(id_text));
         }
+        if is_payment && status.is_ok() {
+            object.insert("payment_id".into(), json!(id_text));
+        }
         object.extend(details);
         outln!("{}", Value::Object(object));
     } else {
         outln!("{what}: {}", sentence(status));
         if is_hold && status.is_ok() {
             outln!("hold id: {id_text} (then `payrail withdraw post {id_text}` or `payrail withdraw void {id_text}`)");
+        } else if let (CommandKind::ChargePaymentCode { currency, .. }, true) =
+            (kind, status.is_ok())
+        {
+            outln!(
+                "payment id: {id_text} (refund with `payrail refund {id_text} AMOUNT {}`)",
+                currency.code()
+            );
         } else {
             outln!("command id: {id_text}");
         }
     }
+    exit_for(status)
+}
+
+/// Exit code 0 for a command done, 1 for one refused.
+pub(super) fn exit_for(status: Status) -> ExitCode {
     if status.is_ok() {
         ExitCode::SUCCESS
     } else {
@@ -314,8 +309,64 @@ fn execute(
     }
 }
 
+/// How to retry a request whose outcome is unknown: its command id, and
+/// the arguments that repeat it (`--id ...`, and more where a retry needs it).
+#[derive(Debug, Clone)]
+pub(super) struct Retry {
+    pub command_id: u128,
+    pub args: String,
+}
+
+impl Retry {
+    pub fn with_id(command_id: u128) -> Retry {
+        Retry {
+            command_id,
+            args: format!("--id {}", format_command_id(command_id)),
+        }
+    }
+}
+
+/// Connects and sends one command. On failure the error is printed and the
+/// exit code returned.
+fn submit_one(connect: &ConnectArgs, command: EngineCommand) -> Result<Status, ExitCode> {
+    let command_id = command.id.0;
+    let retry = Retry::with_id(command_id);
+    let results = run_client(connect, Some(&retry), move |client| async move {
+        client.submit(vec![command]).await
+    })?;
+    match results.first() {
+        Some(result) => Ok(result.status),
+        None => Err(fail(connect, "the server sent no result", Some(command_id))),
+    }
+}
+
+/// Connects with `connect`'s settings and runs `request` on a runtime of
+/// its own. On failure the error is printed (with how to retry, when the
+/// outcome is unknown) and the exit code returned.
+pub(super) fn run_client<T, F, Fut>(
+    connect: &ConnectArgs,
+    retry: Option<&Retry>,
+    request: F,
+) -> Result<T, ExitCode>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let config = client_config(connect).map_err(|message| fail(connect, &message, None))?;
+    let outcome = block_on(async move {
+        let client = Client::connect(config).await?;
+        request(client).await
+    });
+    let command_id = retry.map(|retry| retry.command_id);
+    match outcome {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(fail_client(connect, &error, retry)),
+        Err(message) => Err(fail(connect, &message, command_id)),
+    }
+}
+
 /// "done", or "refused: insufficient funds (insufficient_funds)".
-fn sentence(status: Status) -> String {
+pub(super) fn sentence(status: Status) -> String {
     if status.is_ok() {
         status.description().to_owned()
     } else {
@@ -541,20 +592,20 @@ fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, String> {
     Ok(runtime.block_on(future))
 }
 
-fn fail_client(connect: &ConnectArgs, error: &ClientError, command_id: Option<u128>) -> ExitCode {
+fn fail_client(connect: &ConnectArgs, error: &ClientError, retry: Option<&Retry>) -> ExitCode {
     let mut message = error.to_string();
-    if let (true, Some(id)) = (error.outcome_unknown(), command_id) {
-        let id = format_command_id(id);
+    if let (true, Some(retry)) = (error.outcome_unknown(), retry) {
         message.push_str(&format!(
-            " (run the same command again with --id {id} to learn its outcome)"
+            " (run the same command again with {} to learn its outcome)",
+            retry.args
         ));
     }
-    fail(connect, &message, command_id)
+    fail(connect, &message, retry.map(|retry| retry.command_id))
 }
 
 /// Prints an error sentence (stderr; and one JSON object on stdout with
 /// `--json`) and returns exit code 2.
-fn fail(connect: &ConnectArgs, message: &str, command_id: Option<u128>) -> ExitCode {
+pub(super) fn fail(connect: &ConnectArgs, message: &str, command_id: Option<u128>) -> ExitCode {
     errln!("error: {message}");
     if connect.json {
         let mut object = Map::new();
