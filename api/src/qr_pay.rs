@@ -1,9 +1,9 @@
 //! The edge of QR payments: a gateway's raw merchant-presented payload turns
 //! into a ledger command here, in the api, never on the ledger thread.
 //!
-//! Rules: a dynamic code's amount is the amount (a payer amount that differs
-//! is refused); a static code (or a dynamic one without an amount) takes the
-//! payer's amount. Tips follow tags 55-57: "01" the payer's tip, "02" the
+//! Rules: a code that carries an amount (tag 54, usually a dynamic code)
+//! binds it (a payer amount that differs is refused); a code without one
+//! takes the payer's amount. Tips follow tags 55-57: "01" the payer's tip, "02" the
 //! fixed convenience fee of tag 56, "03" the percentage of tag 57 of the
 //! amount, rounded down to the currency's minor unit (the payer never pays
 //! more than the stated percentage). The code's currency must be the payer's
@@ -14,7 +14,7 @@ use payrail_engine::command::QR_MERCHANT_KEYS_MAX;
 use payrail_engine::{Command, CommandKind, MerchantKey, Status};
 use rust_decimal::Decimal;
 
-use crate::qr::{self, Initiation, MerchantQr, QrError, Tip};
+use crate::qr::{self, MerchantQr, QrError, Tip};
 use crate::wire::QrPaymentRequest;
 
 /// The ledger status for a payload the parser refused.
@@ -60,13 +60,13 @@ pub fn command(request: &QrPaymentRequest) -> Result<Command, Status> {
         Some(_) => Some(code.amount_minor().ok_or(Status::QrBadField)?),
         None => None,
     };
-    let amount = match (code.initiation, code_amount, request.amount) {
-        (Initiation::Dynamic, Some(fixed), Some(typed)) if typed != fixed => {
-            return Err(Status::QrAmountMismatch)
-        }
-        (Initiation::Dynamic, Some(fixed), _) => fixed,
-        (_, _, Some(typed)) => typed,
-        (_, _, None) => return Err(Status::QrAmountRequired),
+    // A code that carries an amount (tag 54) binds it, static or dynamic:
+    // EMVCo says the app must not prompt for an amount then.
+    let amount = match (code_amount, request.amount) {
+        (Some(fixed), Some(typed)) if typed != fixed => return Err(Status::QrAmountMismatch),
+        (Some(fixed), _) => fixed,
+        (None, Some(typed)) => typed,
+        (None, None) => return Err(Status::QrAmountRequired),
     };
     let fee = match (code.tip, request.tip) {
         (Some(Tip::Prompt), tip) => tip.unwrap_or(0),

@@ -318,7 +318,10 @@ impl Ledger {
             // only age can evict.
             if self.records.order.len() <= keep_max {
                 let expired = self.records.by_id.get(&oldest).is_none_or(|record| {
-                    record.timestamp.saturating_add(self.config.idempotency_window_ns) <= timestamp
+                    record
+                        .timestamp
+                        .saturating_add(self.config.idempotency_window_ns)
+                        <= timestamp
                 });
                 if !expired {
                     break;
