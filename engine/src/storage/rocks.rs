@@ -300,6 +300,12 @@ fn db_options() -> Options {
     options.set_max_total_wal_size(WAL_BYTES_MAX);
     // A write torn by a crash (never acknowledged) is dropped at the tail.
     options.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
+    // RocksDB's own info LOG lives in the data directory. When the disk is
+    // full, Debian's librocksdb (built with assertions) aborts the process
+    // while logging the write error to that LOG (a failed log file then
+    // trips `WritableFileWriter` asserts). Only fatal messages go there, so
+    // a full disk reaches payrail as an error it can answer with.
+    options.set_log_level(rocksdb::LogLevel::Fatal);
     options
 }
 
