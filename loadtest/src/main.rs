@@ -398,7 +398,8 @@ async fn run_against(
         notes,
     };
     print!("{}", summary.text());
-    if let Some(dir) = &options.report {
+    if !options.no_report {
+        let dir = &options.report;
         summary.write(dir)?;
         println!(
             "report: {} and {}",

@@ -128,9 +128,14 @@ pub struct Options {
     #[arg(long, value_parser = parse_duration, default_value = "3s")]
     pub warmup: Duration,
 
-    /// Write report.json and report.html into DIR.
-    #[arg(long, value_name = "DIR")]
-    pub report: Option<PathBuf>,
+    /// Write report.json and report.html into DIR (created if needed;
+    /// earlier reports there are replaced).
+    #[arg(long, value_name = "DIR", default_value = "target/loadtest")]
+    pub report: PathBuf,
+
+    /// Write no report files.
+    #[arg(long)]
+    pub no_report: bool,
 
     /// Seed of the workload's random choices (default: from the clock).
     #[arg(long)]

@@ -114,6 +114,7 @@ fn an_open_loop_transfers_run_passes() {
         "--warmup",
         "1s",
         "--quiet",
+        "--no-report",
     ]);
     assert!(status.success(), "exit {status:?}\n{output}");
     assert!(output.contains("open loop"), "{output}");
@@ -121,6 +122,7 @@ fn an_open_loop_transfers_run_passes() {
         output.contains("money conserved per currency: yes"),
         "{output}"
     );
+    assert!(!output.contains("report: "), "{output}");
 }
 
 #[test]
