@@ -684,24 +684,7 @@ impl Books {
         }
         let debit_slot = self.user_slot(from, Status::UnknownDebitAccount)?;
         let credit_slot = self.user_slot(to, Status::UnknownCreditAccount)?;
-        let debit = self.account(debit_slot);
-        let credit = self.account(credit_slot);
-        debit.check_movable()?;
-        credit.check_movable()?;
-        if debit.currency != currency || credit.currency != currency {
-            return Err(Status::CurrencyMismatch);
-        }
-        if debit.available() < signed(amount) {
-            return Err(Status::InsufficientFunds);
-        }
-        let credit_balance = credit
-            .balance
-            .checked_add(signed(amount))
-            .ok_or(Status::Overflow)?;
-        // Point of no return. The debit cannot underflow: available >= amount >= 1.
-        self.account_mut(debit_slot).balance -= signed(amount);
-        self.account_mut(credit_slot).balance = credit_balance;
-        Ok(())
+        self.move_money(debit_slot, credit_slot, amount, currency)
     }
 
     fn withdraw_hold(

@@ -48,9 +48,10 @@ pub struct Payment {
 }
 
 impl Books {
-    /// Moves `amount` from one slot to another after the caller's checks:
-    /// returns the status that stops it, or does it.
-    fn move_money(
+    /// Moves `amount` between two customer or merchant slots: the checks
+    /// every movement shares (status, currency, funds, overflow), then the
+    /// point of no return. Callers check the amount and resolve the slots.
+    pub(super) fn move_money(
         &mut self,
         debit_slot: u32,
         credit_slot: u32,
