@@ -386,7 +386,7 @@ impl Connection {
             match wire::check(&buffer, limits) {
                 Ok(Check::Complete { frame_len }) => {
                     let decoded = wire::decode(&buffer[..frame_len], limits);
-                    let request_id = header_request_id(&buffer);
+                    let request_id = wire::peek_request_id(&buffer).unwrap_or(0);
                     buffer.advance(frame_len);
                     match decoded {
                         Ok(Some((frame, _))) => {
@@ -717,15 +717,6 @@ fn error_message(code: ErrorCode, text: &str) -> Message {
     Message::Error { code, message }
 }
 
-/// The request id of the frame at the start of `buffer`, once its header has
-/// passed `check` (so the id is the sender's, not noise).
-fn header_request_id(buffer: &[u8]) -> u64 {
-    buffer
-        .get(8..16)
-        .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
-        .map_or(0, u64::from_le_bytes)
-}
-
 async fn write_error(writer: &mut BufWriter<OwnedWriteHalf>, request_id: u64, code: ErrorCode) {
     let mut frame = Vec::new();
     wire::encode_error(request_id, code, code.description(), &mut frame);
@@ -737,6 +728,21 @@ async fn write_error(writer: &mut BufWriter<OwnedWriteHalf>, request_id: u64, co
 }
 
 /// Sends replies in request order; flushes whenever nothing more is ready.
+/// The engine's answer as a message, or `ShuttingDown` if the engine went
+/// away without answering.
+async fn engine_reply<T>(
+    answer: oneshot::Receiver<T>,
+    message: impl FnOnce(T) -> Message,
+) -> Message {
+    match answer.await {
+        Ok(answer) => message(answer),
+        Err(_) => error_message(
+            ErrorCode::ShuttingDown,
+            ErrorCode::ShuttingDown.description(),
+        ),
+    }
+}
+
 async fn write_replies(
     mut writer: BufWriter<OwnedWriteHalf>,
     mut pending: mpsc::Receiver<Pending>,
@@ -750,13 +756,7 @@ async fn write_replies(
                 request_id,
                 results,
             } => {
-                let message = match results.await {
-                    Ok(results) => Message::Results { results },
-                    Err(_) => error_message(
-                        ErrorCode::ShuttingDown,
-                        ErrorCode::ShuttingDown.description(),
-                    ),
-                };
+                let message = engine_reply(results, |results| Message::Results { results }).await;
                 inflight.fetch_sub(1, Ordering::Relaxed);
                 (request_id, message)
             }
@@ -764,13 +764,8 @@ async fn write_replies(
                 request_id,
                 replies,
             } => {
-                let message = match replies.await {
-                    Ok(replies) => Message::QueryResults { replies },
-                    Err(_) => error_message(
-                        ErrorCode::ShuttingDown,
-                        ErrorCode::ShuttingDown.description(),
-                    ),
-                };
+                let message =
+                    engine_reply(replies, |replies| Message::QueryResults { replies }).await;
                 inflight.fetch_sub(1, Ordering::Relaxed);
                 (request_id, message)
             }
