@@ -292,6 +292,7 @@ impl Connection {
                 writer,
                 pending_receiver,
                 Arc::clone(&inflight),
+                self.context.limits.read_timeout(),
             ));
             let gateway: Arc<str> = Arc::from(gateway);
             self.read_requests(
@@ -452,6 +453,8 @@ impl Connection {
                             }
                         },
                         _ = shutdown.recv() => return,
+                        // The writer gave up (the gateway stopped reading).
+                        () = pending.closed() => return,
                     }
                 }
                 Err(error) => {
@@ -743,10 +746,14 @@ async fn engine_reply<T>(
     }
 }
 
+/// A gateway that does not read its replies for `stall_timeout` (the read
+/// timeout) is disconnected, so it cannot hold a connection, its buffers or
+/// a graceful shutdown forever.
 async fn write_replies(
     mut writer: BufWriter<OwnedWriteHalf>,
     mut pending: mpsc::Receiver<Pending>,
     inflight: Arc<AtomicU64>,
+    stall_timeout: Duration,
 ) {
     let mut frame = Vec::with_capacity(64 * 1024);
     while let Some(item) = pending.recv().await {
@@ -785,13 +792,26 @@ async fn write_replies(
                 &mut frame,
             );
         }
-        if writer.write_all(&frame).await.is_err() {
-            return;
-        }
-        if pending.is_empty() && writer.flush().await.is_err() {
-            return;
+        let written = tokio::time::timeout(stall_timeout, async {
+            writer.write_all(&frame).await?;
+            if pending.is_empty() {
+                writer.flush().await?;
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_elapsed) => {
+                tracing::warn!("a gateway stopped reading its replies; closing the connection");
+                return;
+            }
         }
     }
-    let _ = writer.flush().await;
-    let _ = writer.shutdown().await;
+    let _ = tokio::time::timeout(stall_timeout, async {
+        let _ = writer.flush().await;
+        let _ = writer.shutdown().await;
+    })
+    .await;
 }

@@ -382,3 +382,66 @@ async fn connection_and_inflight_bounds_are_enforced() {
     assert_eq!(first.balance(10).await, done);
     server.stop().await;
 }
+
+/// A gateway that keeps sending but never reads its replies fills the
+/// server's socket buffer; after the read timeout without progress the
+/// server drops it, so it cannot pin a connection or block shutdown.
+#[tokio::test]
+async fn a_gateway_that_stops_reading_is_disconnected() {
+    let limits = LimitsConfig {
+        read_timeout_ms: 300,
+        ..LimitsConfig::default()
+    };
+    let server = TestServer::start(limits).await;
+    let mut setup = server.authenticated().await;
+    setup.submit(1, vec![open(1, 10)]).await;
+
+    let lazy = server.authenticated().await;
+    let (stream, _) = lazy.into_parts();
+    let (reader, mut writer) = stream.into_split();
+    // Each reply is about 0.5 MB (8,190 balances); 64 of them far exceed
+    // what the sockets buffer. Written from a task: once the server stops
+    // reading, these writes block too.
+    let query = Message::Query {
+        queries: vec![
+            Query::Balance {
+                account: AccountId(10)
+            };
+            8_190
+        ],
+    };
+    let frame = encode(2, &query);
+    let flood = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        for _ in 0..64 {
+            if writer.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+        // Keep the write half open without reading anything.
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    });
+
+    let stats = std::sync::Arc::clone(&server.server.as_ref().unwrap().stats);
+    let open = |stats: &payrail_api::server::ServerStats| {
+        stats
+            .connections_open
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // Bounded: 10 s for the server to give up on the reader (it waits 300 ms).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while open(&stats) > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled gateway is still connected"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The other connection still works, and shutdown is prompt.
+    assert_eq!(setup.balance(10).await, 0);
+    flood.abort();
+    drop(reader);
+    tokio::time::timeout(std::time::Duration::from_secs(10), server.stop())
+        .await
+        .expect("shutdown is not held up by a stalled gateway");
+}
