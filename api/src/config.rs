@@ -103,7 +103,8 @@ pub struct LimitsConfig {
     pub inflight_max: u32,
     /// A connection with no request for this long is closed.
     pub idle_timeout_ms: u64,
-    /// A frame that started arriving must be complete within this long.
+    /// A frame that started arriving must be complete within this long; a
+    /// gateway that reads none of its replies for this long is disconnected.
     pub read_timeout_ms: u64,
     /// The handshake must be done within this long.
     pub handshake_timeout_ms: u64,
