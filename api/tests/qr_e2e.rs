@@ -191,12 +191,13 @@ fn deposit(id: u128, account: u64, amount: u64, currency: Currency) -> Command {
     )
 }
 
-fn refund(id: u128, payment: u128, amount: u64) -> Command {
+fn refund(id: u128, payment: u128, amount: u64, currency: Currency) -> Command {
     Command::new(
         id,
         CommandKind::Refund {
             payment: CommandId(payment),
             amount,
+            currency,
         },
     )
 }
@@ -375,7 +376,7 @@ async fn national_schemes_pay_and_refund() {
             let rest = scheme.total - half;
             let first = ids.next();
             assert_eq!(
-                submit_one(&client, refund(first, id, half)).await,
+                submit_one(&client, refund(first, id, half, code.currency)).await,
                 Status::Ok,
                 "{name}"
             );
@@ -385,13 +386,13 @@ async fn national_schemes_pay_and_refund() {
                 "{name}"
             );
             assert_eq!(
-                submit_one(&client, refund(ids.next(), id, rest + 1)).await,
+                submit_one(&client, refund(ids.next(), id, rest + 1, code.currency)).await,
                 Status::RefundExceedsPayment,
                 "{name}"
             );
             // The refund retried by id is not applied twice.
             assert_eq!(
-                submit_one(&client, refund(first, id, half)).await,
+                submit_one(&client, refund(first, id, half, code.currency)).await,
                 Status::Ok,
                 "{name}"
             );
@@ -401,12 +402,12 @@ async fn national_schemes_pay_and_refund() {
                 "{name}"
             );
             assert_eq!(
-                submit_one(&client, refund(ids.next(), id, rest)).await,
+                submit_one(&client, refund(ids.next(), id, rest, code.currency)).await,
                 Status::Ok,
                 "{name}"
             );
             assert_eq!(
-                submit_one(&client, refund(ids.next(), id, 1)).await,
+                submit_one(&client, refund(ids.next(), id, 1, code.currency)).await,
                 Status::RefundExceedsPayment,
                 "{name}"
             );
@@ -557,11 +558,11 @@ async fn corrupted_payloads_are_refused_and_move_no_money() {
             );
             // A refused payment is nothing to refund; the good one is.
             assert_eq!(
-                submit_one(&client, refund(ids.next(), refused, 1)).await,
+                submit_one(&client, refund(ids.next(), refused, 1, code.currency)).await,
                 Status::PaymentNotFound
             );
             assert_eq!(
-                submit_one(&client, refund(ids.next(), good, 1)).await,
+                submit_one(&client, refund(ids.next(), good, 1, code.currency)).await,
                 Status::Ok
             );
         }
@@ -679,11 +680,11 @@ async fn payment_codes_are_single_use_and_expire() {
         );
         // The charge is a payment: refundable, partially, never beyond.
         assert_eq!(
-            submit_one(&client, refund(ids.next(), charged, 250)).await,
+            submit_one(&client, refund(ids.next(), charged, 250, Currency::CNY)).await,
             Status::Ok
         );
         assert_eq!(
-            submit_one(&client, refund(ids.next(), charged, 1_001)).await,
+            submit_one(&client, refund(ids.next(), charged, 1_001, Currency::CNY)).await,
             Status::RefundExceedsPayment
         );
         assert_eq!(

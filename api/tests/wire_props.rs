@@ -128,9 +128,12 @@ fn command_kind() -> impl Strategy<Value = CommandKind> {
                 currency,
             }
         ),
-        (any::<u128>(), any::<u64>()).prop_map(|(payment, amount)| CommandKind::Refund {
-            payment: CommandId(payment),
-            amount,
+        (any::<u128>(), any::<u64>(), currency()).prop_map(|(payment, amount, currency)| {
+            CommandKind::Refund {
+                payment: CommandId(payment),
+                amount,
+                currency,
+            }
         }),
     ]
 }

@@ -1105,6 +1105,7 @@ fn document_variant_tables_match_the_encoding() {
         CommandKind::Refund {
             payment: hold,
             amount: 1,
+            currency,
         },
     ];
     // Fails to compile when the engine grows a kind: add it above and to

@@ -193,6 +193,7 @@ pub enum CommandKind {
     Refund {
         payment: CommandId,
         amount: u64,
+        currency: Currency,
     },
 }
 

@@ -549,7 +549,11 @@ impl Books {
                 amount,
                 currency,
             } => self.charge_payment_code(command.id, merchant, code, amount, currency, timestamp),
-            CommandKind::Refund { payment, amount } => self.refund(payment, amount),
+            CommandKind::Refund {
+                payment,
+                amount,
+                currency,
+            } => self.refund(payment, amount, currency),
         })
     }
 

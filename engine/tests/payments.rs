@@ -381,7 +381,11 @@ fn refunds_are_partial_capped_and_go_back_to_the_payer() {
         key: key("m-1"),
     });
     let payment = book.ok(pay(keys(&[key("m-1")]), 1_000, 50)); // 1,050 paid in all
-    let refund = |payment, amount| CommandKind::Refund { payment, amount };
+    let refund = |payment, amount| CommandKind::Refund {
+        payment,
+        amount,
+        currency: Currency::CNY,
+    };
     let transfer = book.ok(CommandKind::Transfer {
         from: AccountId(PAYER),
         to: AccountId(OTHER_PAYER),
@@ -390,6 +394,16 @@ fn refunds_are_partial_capped_and_go_back_to_the_payer() {
     });
     let rows = [
         (refund(payment, 400), Status::Ok, 9_349, 650),
+        (
+            CommandKind::Refund {
+                payment,
+                amount: 1,
+                currency: Currency::JPY,
+            },
+            Status::CurrencyMismatch,
+            9_349,
+            650,
+        ),
         (
             refund(payment, 651),
             Status::RefundExceedsPayment,

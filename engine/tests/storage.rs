@@ -37,7 +37,8 @@ struct Workload {
     merchants: Vec<(AccountId, Currency)>,
     keys: Vec<MerchantKey>,
     codes: Vec<u64>,
-    payments: Vec<CommandId>,
+    /// Payments made, with the currency they were made in.
+    payments: Vec<(CommandId, Currency)>,
     sent: Vec<Command>,
 }
 
@@ -222,7 +223,7 @@ impl Workload {
                 let mut keys = [MerchantKey::NONE; QR_MERCHANT_KEYS_MAX];
                 keys[0] = self.keys[index];
                 let id = self.id();
-                self.payments.push(CommandId(id));
+                self.payments.push((CommandId(id), currency));
                 let amount = 1 + self.random(10_000);
                 let fee = self.random(50);
                 Command::new(
@@ -257,7 +258,7 @@ impl Workload {
                 let back = self.random(recent) as usize;
                 let code = self.codes[self.codes.len() - 1 - back];
                 let id = self.id();
-                self.payments.push(CommandId(id));
+                self.payments.push((CommandId(id), currency));
                 let amount = 1 + self.random(5_000);
                 Command::new(
                     id,
@@ -272,9 +273,16 @@ impl Workload {
             117..=119 if !self.payments.is_empty() => {
                 let recent = self.payments.len().min(30) as u64;
                 let back = self.random(recent) as usize;
-                let payment = self.payments[self.payments.len() - 1 - back];
+                let (payment, currency) = self.payments[self.payments.len() - 1 - back];
                 let amount = 1 + self.random(3_000);
-                Command::new(self.id(), CommandKind::Refund { payment, amount })
+                Command::new(
+                    self.id(),
+                    CommandKind::Refund {
+                        payment,
+                        amount,
+                        currency,
+                    },
+                )
             }
             _ => self.open(),
         };
@@ -393,7 +401,7 @@ fn snapshot_round_trip_keeps_digest_and_behaviour() {
         workload
             .payments
             .iter()
-            .any(|id| ledger.payment(*id).is_some()),
+            .any(|(id, _)| ledger.payment(*id).is_some()),
         "refundable payments are part of the state"
     );
 

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use payrail_engine::command::QR_MERCHANT_KEYS_MAX;
-use payrail_engine::{AccountId, Command, CommandId, CommandKind, MerchantKey, Query};
+use payrail_engine::{AccountId, Command, CommandId, CommandKind, Currency, MerchantKey, Query};
 
 use crate::options::{MixName, SkewName};
 use crate::population::{Population, CURRENCIES};
@@ -215,8 +215,12 @@ pub enum FollowUp {
     Post(CommandId),
     /// Charge this payment code (of a customer of this currency pool).
     Charge { code: u64, pool: u8 },
-    /// Refund part of this payment.
-    Refund { payment: CommandId, amount: u64 },
+    /// Refund part of this payment, made in this currency.
+    Refund {
+        payment: CommandId,
+        amount: u64,
+        currency: Currency,
+    },
 }
 
 /// One batch: commands with their kinds, and the queries sent beside them.
@@ -281,7 +285,7 @@ pub struct Generator {
     merchants: Vec<Zipf>,
     pending_posts: VecDeque<CommandId>,
     pending_charges: VecDeque<(u64, u8)>,
-    pending_refunds: VecDeque<(CommandId, u64)>,
+    pending_refunds: VecDeque<(CommandId, u64, Currency)>,
 }
 
 impl Generator {
@@ -418,12 +422,15 @@ impl Generator {
             let (kind, command) = match op {
                 Op::QrMerchantPresented => {
                     let (kind, command, amount) = self.pay_merchant_qr();
-                    if let Some(amount) = amount {
+                    if let (Some(amount), CommandKind::PayMerchantQr { currency, .. }) =
+                        (amount, command)
+                    {
                         batch.follow_ups.push((
                             index,
                             FollowUp::Refund {
                                 payment: CommandId(id),
                                 amount,
+                                currency,
                             },
                         ));
                     }
@@ -442,6 +449,7 @@ impl Generator {
                                 FollowUp::Refund {
                                     payment: CommandId(id),
                                     amount,
+                                    currency: CURRENCIES[pool].currency,
                                 },
                             ));
                             (
@@ -511,22 +519,26 @@ impl Generator {
                     }
                 },
                 Op::Refund => match self.pending_refunds.pop_front() {
-                    Some((payment, amount)) => (
+                    Some((payment, amount, currency)) => (
                         Kind::Refund,
                         CommandKind::Refund {
                             payment,
                             amount: (amount / 2).max(1),
+                            currency,
                         },
                     ),
                     // Nothing paid yet (the first batches): a payment instead.
                     None => {
                         let (kind, command, amount) = self.pay_merchant_qr();
-                        if let Some(amount) = amount {
+                        if let (Some(amount), CommandKind::PayMerchantQr { currency, .. }) =
+                            (amount, command)
+                        {
                             batch.follow_ups.push((
                                 index,
                                 FollowUp::Refund {
                                     payment: CommandId(id),
                                     amount,
+                                    currency,
                                 },
                             ));
                         }
@@ -556,8 +568,12 @@ impl Generator {
             FollowUp::Charge { code, pool } if self.pending_charges.len() < PENDING_MAX => {
                 self.pending_charges.push_back((code, pool))
             }
-            FollowUp::Refund { payment, amount } if self.pending_refunds.len() < PENDING_MAX => {
-                self.pending_refunds.push_back((payment, amount))
+            FollowUp::Refund {
+                payment,
+                amount,
+                currency,
+            } if self.pending_refunds.len() < PENDING_MAX => {
+                self.pending_refunds.push_back((payment, amount, currency))
             }
             _ => {}
         }

@@ -868,6 +868,7 @@ pub fn refund(args: RefundArgs) -> ExitCode {
     let kind = CommandKind::Refund {
         payment: CommandId(args.payment),
         amount,
+        currency: args.currency,
     };
     execute(&args.connect, args.id, what, kind, details)
 }

@@ -722,6 +722,7 @@ mod tests {
             CommandKind::Refund {
                 payment: hold,
                 amount: 1,
+                currency,
             },
         ];
         for kind in &kinds {

@@ -279,14 +279,23 @@ impl Books {
         }
     }
 
-    pub(super) fn refund(&mut self, payment: CommandId, amount: u64) -> Result<(), Status> {
+    /// `currency` must be the payment's: a refund typed in another currency
+    /// would put the decimal point elsewhere.
+    pub(super) fn refund(
+        &mut self,
+        payment: CommandId,
+        amount: u64,
+        currency: Currency,
+    ) -> Result<(), Status> {
         check_amount(amount)?;
         let original = *self.payments.get(&payment).ok_or(Status::PaymentNotFound)?;
+        if self.account(original.merchant_slot).currency != currency {
+            return Err(Status::CurrencyMismatch);
+        }
         let refundable = original.amount - original.refunded;
         if amount > refundable {
             return Err(Status::RefundExceedsPayment);
         }
-        let currency = self.account(original.merchant_slot).currency;
         self.move_money(
             original.merchant_slot,
             original.payer_slot,

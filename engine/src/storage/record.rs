@@ -380,6 +380,7 @@ pub fn largest_commands() -> Vec<Command> {
         CommandKind::Refund {
             payment: crate::command::CommandId(u128::MAX),
             amount: u64::MAX,
+            currency,
         },
     ];
     kinds
