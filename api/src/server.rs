@@ -29,7 +29,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use crate::auth;
 use crate::config::{GatewayConfig, LimitsConfig};
 use crate::qr_pay;
-use crate::wire::{self, Check, ErrorCode, Frame, Message, WireError, WireLimits};
+use crate::wire::{self, error_message, Check, ErrorCode, Frame, Message, WireError, WireLimits};
 
 /// Counters of the server itself, reported by `Status` next to the engine's.
 #[derive(Debug, Default)]
@@ -706,18 +706,6 @@ fn submit_error_code(error: SubmitError) -> ErrorCode {
 /// Request-level refusals: the framing is intact, so the connection goes on.
 fn keeps_connection(code: ErrorCode) -> bool {
     matches!(code, ErrorCode::BatchTooLarge | ErrorCode::EmptyBatch)
-}
-
-fn error_message(code: ErrorCode, text: &str) -> Message {
-    let mut message = text.to_owned();
-    if message.len() > 256 {
-        let mut end = 256;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-    }
-    Message::Error { code, message }
 }
 
 async fn write_error(writer: &mut BufWriter<OwnedWriteHalf>, request_id: u64, code: ErrorCode) {

@@ -447,7 +447,8 @@ pub struct RefundArgs {
     /// Amount to return, as a decimal, like 5.00.
     #[arg(value_name = "AMOUNT")]
     pub amount: String,
-    /// The payment's currency (it gives the amount's decimals).
+    /// The payment's currency: it gives the amount's decimals, and the ledger
+    /// refuses a refund in another currency.
     #[arg(value_name = "CURRENCY")]
     pub currency: Currency,
     #[command(flatten)]

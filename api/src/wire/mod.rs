@@ -283,17 +283,23 @@ pub fn encode_with_limits(
 /// Appends an `Error` frame. The message is cut to
 /// [`ERROR_MESSAGE_BYTES_MAX`] bytes on a character boundary.
 pub fn encode_error(request_id: u64, code: ErrorCode, message: &str, out: &mut Vec<u8>) {
-    let mut end = message.len().min(ERROR_MESSAGE_BYTES_MAX);
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    let message = Message::Error {
-        code,
-        message: message[..end].to_owned(),
-    };
+    let message = error_message(code, message);
     // Cannot fail: the only size that could be too large was cut above.
     let result = encode(request_id, &message, out);
     debug_assert!(result.is_ok(), "{result:?}");
+}
+
+/// An `Error` message with `text` cut to [`ERROR_MESSAGE_BYTES_MAX`] bytes
+/// on a character boundary, so it always encodes.
+pub fn error_message(code: ErrorCode, text: &str) -> Message {
+    let mut end = text.len().min(ERROR_MESSAGE_BYTES_MAX);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Message::Error {
+        code,
+        message: text[..end].to_owned(),
+    }
 }
 
 /// Appends a frame with any kind and body, for tests and tools that need to
