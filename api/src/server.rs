@@ -505,43 +505,25 @@ impl Connection {
                 }
             })
             .collect();
-        let to_ledger: Vec<Command> = planned
-            .iter()
-            .filter_map(|plan| plan.as_ref().ok().copied())
-            .collect();
         let context = Arc::clone(&self.context);
         let gateway = Arc::clone(gateway);
-        let merge = move |results: Vec<CommandResult>| {
-            let mut results = results.into_iter();
-            let mut misses = 0u32;
-            let merged: Vec<CommandResult> = planned
+        let count_misses = move |planned: &[Result<Command, Status>], results: &[CommandResult]| {
+            let misses = planned
                 .iter()
-                .map(|plan| match plan {
-                    Ok(command) => {
-                        let result = results
-                            .next()
-                            .unwrap_or(CommandResult::new(Status::Unavailable));
-                        if is_charge(command) && result.status == Status::UnknownPaymentCode {
-                            misses += 1;
-                        }
-                        result
-                    }
-                    Err(status) => CommandResult::new(*status),
+                .zip(results)
+                .filter(|(plan, result)| {
+                    matches!(plan, Ok(command) if is_charge(command))
+                        && result.status == Status::UnknownPaymentCode
                 })
-                .collect();
+                .count();
             if misses > 0 {
+                let misses = u32::try_from(misses).unwrap_or(u32::MAX);
                 context
                     .guesses
                     .record_misses(&gateway, misses, &context.limits);
             }
-            drop(sender.send(merged));
         };
-        if to_ledger.is_empty() {
-            merge(Vec::new());
-            Ok(())
-        } else {
-            self.context.engine.submit(to_ledger, Box::new(merge))
-        }
+        submit_planned(&self.context.engine, planned, sender, count_misses)
     }
 
     /// Hands one request to the engine. Returns false to close the connection.
@@ -609,44 +591,17 @@ impl Connection {
                 } else {
                     // Parse at the edge: refused payloads get their status
                     // here; the rest go to the ledger as one batch.
-                    let planned: Vec<Result<Command, Status>> =
-                        payments.iter().map(qr_pay::command).collect();
-                    let commands: Vec<Command> = planned
-                        .iter()
-                        .filter_map(|plan| plan.as_ref().ok().copied())
-                        .collect();
+                    let planned = payments.iter().map(qr_pay::command).collect();
                     let (sender, receiver) = oneshot::channel();
-                    let merge = move |results: Vec<CommandResult>| {
-                        let mut results = results.into_iter();
-                        let merged = planned
-                            .iter()
-                            .map(|plan| match plan {
-                                Ok(_) => results
-                                    .next()
-                                    .unwrap_or(CommandResult::new(Status::Unavailable)),
-                                Err(status) => CommandResult::new(*status),
-                            })
-                            .collect();
-                        drop(sender.send(merged));
-                    };
-                    if commands.is_empty() {
-                        merge(Vec::new());
-                        inflight.fetch_add(1, Ordering::Relaxed);
-                        Pending::Results {
-                            request_id,
-                            results: receiver,
-                        }
-                    } else {
-                        match self.context.engine.submit(commands, Box::new(merge)) {
-                            Ok(()) => {
-                                inflight.fetch_add(1, Ordering::Relaxed);
-                                Pending::Results {
-                                    request_id,
-                                    results: receiver,
-                                }
+                    match submit_planned(&self.context.engine, planned, sender, |_, _| {}) {
+                        Ok(()) => {
+                            inflight.fetch_add(1, Ordering::Relaxed);
+                            Pending::Results {
+                                request_id,
+                                results: receiver,
                             }
-                            Err(error) => refused(stats, request_id, submit_error_code(error)),
                         }
+                        Err(error) => refused(stats, request_id, submit_error_code(error)),
                     }
                 }
             }
@@ -700,6 +655,42 @@ fn submit_error_code(error: SubmitError) -> ErrorCode {
     match error {
         SubmitError::Overloaded => ErrorCode::Overloaded,
         _ => ErrorCode::ShuttingDown,
+    }
+}
+
+/// Submits the commands of a plan whose refused entries already carry their
+/// status (from the edge: QR parsing, the guessing throttle); `sender` gets
+/// one result per entry, in order. `inspect` sees the plan and the results
+/// just before they are sent.
+fn submit_planned(
+    engine: &EngineHandle,
+    planned: Vec<Result<Command, Status>>,
+    sender: oneshot::Sender<Vec<CommandResult>>,
+    inspect: impl FnOnce(&[Result<Command, Status>], &[CommandResult]) + Send + 'static,
+) -> Result<(), SubmitError> {
+    let to_ledger: Vec<Command> = planned
+        .iter()
+        .filter_map(|plan| plan.as_ref().ok().copied())
+        .collect();
+    let merge = move |results: Vec<CommandResult>| {
+        let mut results = results.into_iter();
+        let merged: Vec<CommandResult> = planned
+            .iter()
+            .map(|plan| match plan {
+                Ok(_) => results
+                    .next()
+                    .unwrap_or(CommandResult::new(Status::Unavailable)),
+                Err(status) => CommandResult::new(*status),
+            })
+            .collect();
+        inspect(&planned, &merged);
+        drop(sender.send(merged));
+    };
+    if to_ledger.is_empty() {
+        merge(Vec::new());
+        Ok(())
+    } else {
+        engine.submit(to_ledger, Box::new(merge))
     }
 }
 
