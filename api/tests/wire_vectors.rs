@@ -232,7 +232,9 @@ fn vectors() -> Vec<Vector> {
             body: Body::default()
                 .len(2, "results")
                 .u16(0, "[0].status: Ok")
+                .variant(0, "[0].detail", "None")
                 .u16(43, "[1].status: InsufficientFunds")
+                .variant(0, "[1].detail", "None")
                 .0,
         },
         Vector {

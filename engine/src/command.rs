@@ -258,14 +258,36 @@ fn fingerprint_config() -> impl bincode::config::Config {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, bincode::Encode, bincode::Decode)]
 pub struct CommandResult {
     pub status: Status,
+    /// What the command has to say beyond its status (a quote's amounts, the
+    /// risk rule that fired, ...); `Detail::None` for most results.
+    pub detail: Detail,
 }
 
 impl CommandResult {
-    pub const OK: CommandResult = CommandResult { status: Status::Ok };
+    pub const OK: CommandResult = CommandResult {
+        status: Status::Ok,
+        detail: Detail::None,
+    };
 
     pub fn new(status: Status) -> CommandResult {
-        CommandResult { status }
+        CommandResult {
+            status,
+            detail: Detail::None,
+        }
     }
+
+    pub fn with_detail(status: Status, detail: Detail) -> CommandResult {
+        CommandResult { status, detail }
+    }
+}
+
+/// Extra facts a command's result carries besides its status. Variants are
+/// only ever appended (the wire and the log encode the variant index).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, bincode::Encode, bincode::Decode)]
+pub enum Detail {
+    /// Nothing beyond the status.
+    #[default]
+    None,
 }
 
 /// A read-only question. Queries are not logged and change nothing.

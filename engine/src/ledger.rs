@@ -268,7 +268,7 @@ impl Ledger {
 
         results.reserve(batch.len());
         for command in batch {
-            results.push(CommandResult::new(self.apply_command(command, timestamp)));
+            results.push(self.apply_command(command, timestamp));
         }
     }
 
@@ -284,26 +284,26 @@ impl Ledger {
         results
     }
 
-    fn apply_command(&mut self, command: &Command, timestamp: u64) -> Status {
+    fn apply_command(&mut self, command: &Command, timestamp: u64) -> CommandResult {
         let fingerprint = command.fingerprint();
         match self.records.by_id.entry(command.id) {
             Entry::Occupied(entry) => {
                 let record = entry.get();
                 if record.fingerprint == fingerprint {
-                    record.status
+                    CommandResult::new(record.status)
                 } else {
-                    Status::IdReusedWithDifferentFields
+                    CommandResult::new(Status::IdReusedWithDifferentFields)
                 }
             }
             Entry::Vacant(entry) => {
-                let status = self.books.execute(command, timestamp);
+                let result = self.books.execute(command, timestamp);
                 entry.insert(IdempotencyRecord {
                     fingerprint,
-                    status,
+                    status: result.status,
                     timestamp,
                 });
                 self.records.order.push_back(command.id);
-                status
+                result
             }
         }
     }
@@ -491,15 +491,15 @@ pub(crate) fn signed(amount: u64) -> i64 {
     amount as i64
 }
 
-fn result(outcome: Result<(), Status>) -> Status {
+fn result(outcome: Result<(), Status>) -> CommandResult {
     match outcome {
-        Ok(()) => Status::Ok,
-        Err(status) => status,
+        Ok(()) => CommandResult::OK,
+        Err(status) => CommandResult::new(status),
     }
 }
 
 impl Books {
-    fn execute(&mut self, command: &Command, timestamp: u64) -> Status {
+    fn execute(&mut self, command: &Command, timestamp: u64) -> CommandResult {
         result(match command.kind {
             CommandKind::OpenAccount(open) => self.open_account(&open),
             CommandKind::Deposit {

@@ -19,7 +19,7 @@ pub mod storage;
 
 pub use command::{
     AccountId, AccountKind, AccountStatus, AccountView, Command, CommandId, CommandKind,
-    CommandResult, HouseRole, MerchantKey, OpenAccount, Query, QueryReply,
+    CommandResult, Detail, HouseRole, MerchantKey, OpenAccount, Query, QueryReply,
 };
 pub use currency::Currency;
 pub use ledger::{Account, Ledger, LedgerConfig};

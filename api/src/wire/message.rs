@@ -12,7 +12,7 @@ use bincode::de::{Decode, Decoder, DecoderImpl};
 use bincode::enc::write::Writer;
 use bincode::enc::{Encode, Encoder, EncoderImpl};
 use bincode::error::{DecodeError, EncodeError};
-use payrail_engine::{Command, CommandResult, Query, QueryReply, Status};
+use payrail_engine::{Command, CommandResult, Detail, Query, QueryReply, Status};
 
 use super::error::{ErrorCode, WireError};
 use super::{
@@ -196,8 +196,10 @@ impl Element for Command {
     const WIRE_BYTES_MAX: usize = 112;
 }
 impl Element for CommandResult {
-    const WIRE_BYTES_MIN: usize = 2;
-    const WIRE_BYTES_MAX: usize = 2;
+    // status 2 + detail tag 4 (Detail::None)
+    const WIRE_BYTES_MIN: usize = 6;
+    // status 2 + detail tag 4 (Detail::None is the only variant so far)
+    const WIRE_BYTES_MAX: usize = 6;
 
     /// Reads the same bytes as `Status`'s bincode `Decode` (its u16 code)
     /// without calling it: that impl formats its error message before
@@ -206,10 +208,12 @@ impl Element for CommandResult {
     /// times slower (600 µs against 75 µs for 8,190 results).
     fn decode_element(decoder: &mut BodyDecoder<'_>) -> Result<Self, WireError> {
         let code: u16 = decoder.value()?;
-        match Status::from_code(code) {
-            Some(status) => Ok(CommandResult::new(status)),
-            None => Err(decoder.malformed(format!("unknown status code {code}"))),
-        }
+        let status = match Status::from_code(code) {
+            Some(status) => status,
+            None => return Err(decoder.malformed(format!("unknown status code {code}"))),
+        };
+        let detail: Detail = decoder.value()?;
+        Ok(CommandResult::with_detail(status, detail))
     }
 }
 impl Element for Query {
