@@ -27,6 +27,19 @@ impl AccountId {
         self.0 >= Self::HOUSE_FIRST
     }
 
+    /// Part `part` of a house account: a sharded ledger splits each house
+    /// account into one part per shard, numbered in the 32 spare bits (part 0
+    /// is the public id itself).
+    pub fn house_part(self, part: u32) -> AccountId {
+        debug_assert!(self.is_house());
+        AccountId(self.0 & !(0xFFFF_FFFF << 16) | u64::from(part) << 16)
+    }
+
+    /// The part number of a house account id (0 for the public id).
+    pub fn house_part_number(self) -> u32 {
+        ((self.0 >> 16) & 0xFFFF_FFFF) as u32
+    }
+
     /// The house account with this role for this currency.
     ///
     /// Layout: `0xFF` | role (8 bits) | 32 bits zero | currency numeric (16 bits).

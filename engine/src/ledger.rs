@@ -23,12 +23,24 @@ use crate::command::{
     CommandResult, HouseRole, MerchantKey, OpenAccount, Query, QueryReply,
 };
 
+pub(crate) mod halves;
 mod payments;
 
 use crate::currency::Currency;
 use crate::limits;
 use crate::status::Status;
+pub(crate) use halves::{Half, Verdict};
 pub use payments::{Payment, PaymentCode, PaymentCodeState};
+
+/// Facts about other shards that a single-shard command's checks need (the
+/// router knows them; a lone ledger never sets them).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) struct Elsewhere {
+    /// The payment code is remembered by another shard.
+    pub(crate) payment_code_taken: bool,
+    /// The merchant key is registered to a merchant on another shard.
+    pub(crate) merchant_key_taken: bool,
+}
 
 /// One account's state, kept in a dense array.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, bincode::Encode, bincode::Decode)]
@@ -187,6 +199,12 @@ pub(crate) struct Books {
     /// Refundable payments by command id, kept as long as their command's
     /// idempotency record.
     pub(crate) payments: FxHashMap<CommandId, Payment>,
+    /// Sharded execution only: payments whose payer lives on another shard,
+    /// kept on the merchant's shard (`payer_slot` is unused) with the payer's id.
+    pub(crate) remote_payments: FxHashMap<CommandId, (Payment, AccountId)>,
+    /// Which per-shard part of each house account this ledger holds (0 for a
+    /// lone ledger: the public house ids).
+    pub(crate) house_part: u32,
 }
 
 /// Idempotency records in arrival order, for retention.
@@ -328,16 +346,25 @@ impl Ledger {
                 }
             }
             self.records.order.pop_front();
-            self.records.by_id.remove(&oldest);
-            // A payment is refundable as long as its command's record is kept.
-            if !self.books.payments.is_empty() {
-                self.books.payments.remove(&oldest);
-            }
-            // A finished hold is remembered as long as its command's record.
-            if let Some(hold) = self.books.holds.get(&oldest) {
-                if hold.state != HoldState::Pending {
-                    self.books.holds.remove(&oldest);
-                }
+            self.forget_record(oldest);
+        }
+    }
+
+    /// Drops one command's idempotency record and what lives as long as it.
+    /// The caller has taken the id off `records.order`.
+    pub(crate) fn forget_record(&mut self, id: CommandId) {
+        self.records.by_id.remove(&id);
+        // A payment is refundable as long as its command's record is kept.
+        if !self.books.payments.is_empty() {
+            self.books.payments.remove(&id);
+        }
+        if !self.books.remote_payments.is_empty() {
+            self.books.remote_payments.remove(&id);
+        }
+        // A finished hold is remembered as long as its command's record.
+        if let Some(hold) = self.books.holds.get(&id) {
+            if hold.state != HoldState::Pending {
+                self.books.holds.remove(&id);
             }
         }
     }
@@ -474,6 +501,37 @@ impl Ledger {
     }
 }
 
+/// The checks of an account opening that need no state (the router of a
+/// sharded ledger runs them too).
+pub(crate) fn check_open(open: &OpenAccount) -> Result<(), Status> {
+    if open.account.is_house() {
+        return Err(Status::ReservedAccountId);
+    }
+    if !open.currency.is_valid() {
+        return Err(Status::UnknownCurrency);
+    }
+    match open.kind {
+        AccountKind::House => return Err(Status::InvalidAccountKind),
+        AccountKind::Customer => {
+            if open.kyc_tier > limits::KYC_TIER_MAX {
+                return Err(Status::InvalidKycTier);
+            }
+            if open.mcc != 0 {
+                return Err(Status::InvalidMcc);
+            }
+        }
+        AccountKind::Merchant => {
+            if open.kyc_tier != 0 {
+                return Err(Status::InvalidKycTier);
+            }
+            if open.mcc > limits::MCC_MAX {
+                return Err(Status::InvalidMcc);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks common to every amount.
 pub(crate) fn check_amount(amount: u64) -> Result<(), Status> {
     if amount == 0 {
@@ -500,6 +558,16 @@ fn result(outcome: Result<(), Status>) -> CommandResult {
 
 impl Books {
     fn execute(&mut self, command: &Command, timestamp: u64) -> CommandResult {
+        self.execute_with(command, timestamp, Elsewhere::default())
+    }
+
+    /// `execute` with facts from other shards (see [`Elsewhere`]).
+    pub(crate) fn execute_with(
+        &mut self,
+        command: &Command,
+        timestamp: u64,
+        elsewhere: Elsewhere,
+    ) -> CommandResult {
         result(match command.kind {
             CommandKind::OpenAccount(open) => self.open_account(&open),
             CommandKind::Deposit {
@@ -526,7 +594,7 @@ impl Books {
             CommandKind::Close { account } => self.close(account),
             CommandKind::SetKycTier { account, tier } => self.set_kyc_tier(account, tier),
             CommandKind::RegisterMerchantKey { merchant, key } => {
-                self.register_merchant_key(merchant, key)
+                self.register_merchant_key(merchant, key, elsewhere.merchant_key_taken)
             }
             CommandKind::PayMerchantQr {
                 payer,
@@ -542,7 +610,13 @@ impl Books {
                 customer,
                 code,
                 lifetime_ms,
-            } => self.issue_payment_code(customer, code, lifetime_ms, timestamp),
+            } => self.issue_payment_code(
+                customer,
+                code,
+                lifetime_ms,
+                timestamp,
+                elsewhere.payment_code_taken,
+            ),
             CommandKind::ChargePaymentCode {
                 merchant,
                 code,
@@ -577,7 +651,7 @@ impl Books {
         &mut self.accounts[slot as usize]
     }
 
-    fn push_account(&mut self, account: Account) -> u32 {
+    pub(crate) fn push_account(&mut self, account: Account) -> u32 {
         debug_assert!(self.accounts.len() < limits::ACCOUNTS_MAX);
         let slot = self.accounts.len() as u32;
         self.index.insert(account.id, slot);
@@ -588,7 +662,7 @@ impl Books {
     /// The house settlement account of `currency`, opened on first use.
     /// Callers check `has_room_for_house` before their point of no return.
     fn house_settlement(&mut self, currency: Currency) -> u32 {
-        let id = AccountId::house(HouseRole::Settlement, currency);
+        let id = AccountId::house(HouseRole::Settlement, currency).house_part(self.house_part);
         match self.slot(id) {
             Some(slot) => slot,
             None => self.push_account(Account::new(&OpenAccount {
@@ -605,7 +679,9 @@ impl Books {
     /// The settlement account's balance and pending credits (zero if it does
     /// not exist yet), and whether there is room to open it.
     fn settlement_state(&self, currency: Currency) -> Result<(i64, u64), Status> {
-        match self.slot(AccountId::house(HouseRole::Settlement, currency)) {
+        match self
+            .slot(AccountId::house(HouseRole::Settlement, currency).house_part(self.house_part))
+        {
             Some(slot) => {
                 let house = self.account(slot);
                 Ok((house.balance, house.credits_pending))
@@ -616,31 +692,7 @@ impl Books {
     }
 
     fn open_account(&mut self, open: &OpenAccount) -> Result<(), Status> {
-        if open.account.is_house() {
-            return Err(Status::ReservedAccountId);
-        }
-        if !open.currency.is_valid() {
-            return Err(Status::UnknownCurrency);
-        }
-        match open.kind {
-            AccountKind::House => return Err(Status::InvalidAccountKind),
-            AccountKind::Customer => {
-                if open.kyc_tier > limits::KYC_TIER_MAX {
-                    return Err(Status::InvalidKycTier);
-                }
-                if open.mcc != 0 {
-                    return Err(Status::InvalidMcc);
-                }
-            }
-            AccountKind::Merchant => {
-                if open.kyc_tier != 0 {
-                    return Err(Status::InvalidKycTier);
-                }
-                if open.mcc > limits::MCC_MAX {
-                    return Err(Status::InvalidMcc);
-                }
-            }
-        }
+        check_open(open)?;
         if self.index.contains_key(&open.account) {
             return Err(Status::AccountExists);
         }
@@ -798,7 +850,7 @@ impl Books {
     }
 
     /// Releases every pending hold whose expiry is at or before `timestamp`.
-    fn expire_holds(&mut self, timestamp: u64, records: &Records) {
+    pub(crate) fn expire_holds(&mut self, timestamp: u64, records: &Records) {
         while let Some(&Reverse((expires_at, id))) = self.hold_expiries.peek() {
             if expires_at > timestamp {
                 break;

@@ -6,6 +6,7 @@
 //! - [`status`]: the flat, stable result-status enum.
 //! - [`command`]: commands, queries and their results.
 //! - [`ledger`]: the deterministic single-threaded state machine.
+//! - [`shard`]: N ledgers on N threads behind a router, deciding as one.
 
 pub mod budget;
 pub mod command;
@@ -14,6 +15,7 @@ pub mod ledger;
 pub mod limits;
 pub mod pipeline;
 pub mod risk;
+pub mod shard;
 pub mod status;
 pub mod storage;
 

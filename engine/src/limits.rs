@@ -53,3 +53,14 @@ const _: () = assert!(
     "a hold's expiry in ns fits in u64 for any timestamp before 2500"
 );
 const _: () = assert!(IDEMPOTENCY_RECORDS_MAX_DEFAULT >= BATCH_COMMANDS_MAX);
+
+/// Most shards (state-machine threads) one engine runs.
+pub const SHARDS_MAX: usize = 64;
+/// Segments queued for one shard before the router waits.
+pub const SHARD_QUEUE_DEPTH: usize = 64;
+/// Verdicts in flight from one shard to another. Shards walk the same global
+/// order and each waits for its peer's verdict after sending its own, so at
+/// most two are ever queued; the rest is headroom.
+pub const VERDICTS_IN_FLIGHT_MAX: usize = 64;
+
+const _: () = assert!(SHARDS_MAX <= u16::MAX as usize);

@@ -78,7 +78,7 @@ impl Books {
         Ok(())
     }
 
-    fn merchant_slot(&self, id: AccountId, unknown: Status) -> Result<u32, Status> {
+    pub(super) fn merchant_slot(&self, id: AccountId, unknown: Status) -> Result<u32, Status> {
         let slot = self.user_slot(id, unknown)?;
         if self.account(slot).kind != AccountKind::Merchant {
             return Err(Status::NotAMerchant);
@@ -90,11 +90,15 @@ impl Books {
         &mut self,
         merchant: AccountId,
         key: MerchantKey,
+        taken_elsewhere: bool,
     ) -> Result<(), Status> {
         let slot = self.merchant_slot(merchant, Status::UnknownAccount)?;
         self.account(slot).check_movable()?;
         if key == MerchantKey::NONE {
             return Err(Status::QrNoMerchantAccount);
+        }
+        if taken_elsewhere {
+            return Err(Status::MerchantKeyTaken);
         }
         match self.merchant_keys.get(&key) {
             Some(&owner) if owner == slot => return Ok(()),
@@ -160,6 +164,7 @@ impl Books {
         code: u64,
         lifetime_ms: u64,
         timestamp: u64,
+        taken_elsewhere: bool,
     ) -> Result<(), Status> {
         if !(limits::PAYMENT_CODE_MIN..=limits::PAYMENT_CODE_MAX).contains(&code) {
             return Err(Status::InvalidPaymentCode);
@@ -178,7 +183,7 @@ impl Books {
         if account.codes_live >= limits::CUSTOMER_PAYMENT_CODES_LIVE_MAX {
             return Err(Status::TooManyPaymentCodes);
         }
-        if self.payment_codes.contains_key(&code) {
+        if taken_elsewhere || self.payment_codes.contains_key(&code) {
             return Err(Status::PaymentCodeTaken);
         }
         let expires_at = timestamp.saturating_add(lifetime_ms.saturating_mul(1_000_000));
@@ -239,7 +244,7 @@ impl Books {
     }
 
     /// Ends a live code: it no longer counts against the customer's limit.
-    fn finish_code(&mut self, code: u64, state: PaymentCodeState) {
+    pub(super) fn finish_code(&mut self, code: u64, state: PaymentCodeState) {
         let Some(entry) = self.payment_codes.get_mut(&code) else {
             return;
         };
@@ -255,7 +260,7 @@ impl Books {
 
     /// At a code's expiry it stops being live; `PAYMENT_CODE_MEMORY_NS` later
     /// it is forgotten.
-    pub(super) fn expire_payment_codes(&mut self, timestamp: u64) {
+    pub(crate) fn expire_payment_codes(&mut self, timestamp: u64) {
         while let Some(&Reverse((at, code))) = self.code_expiries.peek() {
             if at > timestamp {
                 break;

@@ -417,6 +417,7 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
             payment_codes,
             code_expiries,
             payments,
+            ..Books::default()
         },
         records: Records { by_id, order },
         sequence,

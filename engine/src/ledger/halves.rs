@@ -1,0 +1,352 @@
+//! Two-party commands split in halves, for sharded execution.
+//!
+//! A transfer, a QR payment, a payment-code charge and a refund move money
+//! from a debit account to a credit account that may live on two shards.
+//! Each shard evaluates the half it owns and says yes or no; both apply only
+//! if both said yes. So that every shard count gives the lone ledger's
+//! status, every check carries its *rank*: its place in the lone ledger's
+//! order of checks. A failing half reports its first failing check with its
+//! rank, and the combined status is the one with the lower rank: exactly the
+//! check the lone ledger would have stopped at. (Within one half the checks
+//! run in rank order, so the first failure is the half's lowest rank.)
+//!
+//! Ranks per command, lone-ledger order (D = debit half, C = credit half):
+//!
+//! | rank | transfer | QR payment | code charge | refund |
+//! |------|----------|------------|-------------|--------|
+//! | 1 | amount (D, C) | amount, fee, mcc (D, C) | amount (D, C) | amount (D, C) |
+//! | 2 | same account (D, C) | | merchant unknown/kind (C) | payment unknown (D, C) |
+//! | 3 | payer unknown (D) | payer unknown (D) | code unknown/used/expired (D) | currency of payment (D) |
+//! | 4 | payee unknown (C) | no merchant, same account (D, C) | | refund exceeds payment (D) |
+//! | 5 | payer movable (D) | payer movable (D) | customer movable (D) | merchant movable (D) |
+//! | 6 | payee movable (C) | merchant movable (C) | merchant movable (C) | payer movable (C) |
+//! | 7 | currency (D, C) | currency (D, C) | currency (D, C) | currency (C) |
+//! | 8 | funds (D) | funds (D) | funds (D) | funds (D) |
+//! | 9 | overflow (C) | overflow (C) | overflow (C) | overflow (C) |
+
+use crate::command::{AccountId, Command, CommandKind, MerchantKey};
+use crate::ledger::{check_amount, signed, Books, Payment, PaymentCodeState};
+use crate::limits;
+use crate::status::Status;
+
+/// Which half of a two-party command a shard evaluates.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Half {
+    Debit,
+    Credit,
+}
+
+/// One half's answer: yes, or its first failing check and that check's rank.
+pub(crate) type Verdict = Result<(), (u8, Status)>;
+
+/// The combined outcome of two halves: the lower-ranked failure wins.
+pub(crate) fn combine(debit: Verdict, credit: Verdict) -> Result<(), Status> {
+    match (debit, credit) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err((_, status)), Ok(())) | (Ok(()), Err((_, status))) => Err(status),
+        (Err((debit_rank, debit_status)), Err((credit_rank, credit_status))) => {
+            // Equal ranks name the same check (currency), hence the same status.
+            if debit_rank <= credit_rank {
+                Err(debit_status)
+            } else {
+                Err(credit_status)
+            }
+        }
+    }
+}
+
+/// The accounts of a two-party command, as the router resolved them:
+/// `None` when the reference (merchant key, payment code, payment) names
+/// nothing.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Parties {
+    pub(crate) debit: Option<AccountId>,
+    pub(crate) credit: Option<AccountId>,
+}
+
+/// What a half that said yes will change: its account's slot and the amount.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Plan {
+    pub(crate) slot: u32,
+    pub(crate) amount: u64,
+}
+
+fn rank<T>(rank: u8, outcome: Result<T, Status>) -> Result<T, (u8, Status)> {
+    outcome.map_err(|status| (rank, status))
+}
+
+fn qr_static(amount: u64, fee: u64, mcc: u16) -> Result<u64, Status> {
+    check_amount(amount)?;
+    let total = amount.checked_add(fee).ok_or(Status::AmountTooLarge)?;
+    check_amount(total)?;
+    if mcc > limits::MCC_MAX {
+        return Err(Status::QrBadField);
+    }
+    Ok(total)
+}
+
+impl Books {
+    /// Debit half: payer's status, currency and funds (plus what only the
+    /// debit side knows: a payment code's state, a payment's refundable rest).
+    fn debit_checks(&self, slot: u32, amount: u64, currency: crate::Currency) -> Verdict {
+        let account = self.account(slot);
+        rank(5, account.check_movable())?;
+        if account.currency != currency {
+            return Err((7, Status::CurrencyMismatch));
+        }
+        if account.available() < signed(amount) {
+            return Err((8, Status::InsufficientFunds));
+        }
+        Ok(())
+    }
+
+    /// Credit half: payee's status, currency and room for the amount.
+    fn credit_checks(&self, slot: u32, amount: u64, currency: crate::Currency) -> Verdict {
+        let account = self.account(slot);
+        rank(6, account.check_movable())?;
+        if account.currency != currency {
+            return Err((7, Status::CurrencyMismatch));
+        }
+        if account.balance.checked_add(signed(amount)).is_none() {
+            return Err((9, Status::Overflow));
+        }
+        Ok(())
+    }
+
+    /// Evaluates one half of a two-party command against this shard's state.
+    pub(crate) fn evaluate_half(
+        &self,
+        command: &Command,
+        parties: Parties,
+        half: Half,
+    ) -> Result<Plan, (u8, Status)> {
+        match command.kind {
+            CommandKind::Transfer {
+                from,
+                to,
+                amount,
+                currency,
+            } => {
+                rank(1, check_amount(amount))?;
+                if from == to {
+                    return Err((2, Status::SameAccount));
+                }
+                let slot = match half {
+                    Half::Debit => rank(3, self.user_slot(from, Status::UnknownDebitAccount))?,
+                    Half::Credit => rank(4, self.user_slot(to, Status::UnknownCreditAccount))?,
+                };
+                match half {
+                    Half::Debit => self.debit_checks(slot, amount, currency)?,
+                    Half::Credit => self.credit_checks(slot, amount, currency)?,
+                }
+                Ok(Plan { slot, amount })
+            }
+            CommandKind::PayMerchantQr {
+                payer,
+                amount,
+                fee,
+                currency,
+                mcc,
+                ..
+            } => {
+                let total = rank(1, qr_static(amount, fee, mcc))?;
+                let payer_slot = match half {
+                    Half::Debit => {
+                        Some(rank(3, self.user_slot(payer, Status::UnknownDebitAccount))?)
+                    }
+                    Half::Credit => None,
+                };
+                let merchant = parties.credit.ok_or((4, Status::UnknownMerchant))?;
+                if merchant == payer {
+                    return Err((4, Status::SameAccount));
+                }
+                match (half, payer_slot) {
+                    (Half::Debit, Some(slot)) => {
+                        self.debit_checks(slot, total, currency)?;
+                        Ok(Plan {
+                            slot,
+                            amount: total,
+                        })
+                    }
+                    _ => {
+                        // The router resolved the key to this merchant, so it
+                        // lives here; `UnknownMerchant` only guards a router bug.
+                        let slot = rank(4, self.user_slot(merchant, Status::UnknownMerchant))?;
+                        self.credit_checks(slot, total, currency)?;
+                        Ok(Plan {
+                            slot,
+                            amount: total,
+                        })
+                    }
+                }
+            }
+            CommandKind::ChargePaymentCode {
+                merchant,
+                code,
+                amount,
+                currency,
+            } => {
+                rank(1, check_amount(amount))?;
+                match half {
+                    Half::Debit => {
+                        // The code lives with its customer: if this shard does
+                        // not know it, no shard does (the router routed here).
+                        let entry = *self
+                            .payment_codes
+                            .get(&code)
+                            .ok_or((3, Status::UnknownPaymentCode))?;
+                        match entry.state {
+                            PaymentCodeState::Live => {}
+                            PaymentCodeState::Used => return Err((3, Status::PaymentCodeUsed)),
+                            PaymentCodeState::Expired => {
+                                return Err((3, Status::PaymentCodeExpired))
+                            }
+                        }
+                        self.debit_checks(entry.customer_slot, amount, currency)?;
+                        Ok(Plan {
+                            slot: entry.customer_slot,
+                            amount,
+                        })
+                    }
+                    Half::Credit => {
+                        let slot = rank(
+                            2,
+                            self.merchant_slot(merchant, Status::UnknownCreditAccount),
+                        )?;
+                        self.credit_checks(slot, amount, currency)?;
+                        Ok(Plan { slot, amount })
+                    }
+                }
+            }
+            CommandKind::Refund {
+                payment,
+                amount,
+                currency,
+            } => {
+                rank(1, check_amount(amount))?;
+                match half {
+                    Half::Debit => {
+                        let original = self
+                            .payment_anywhere(payment)
+                            .ok_or((2, Status::PaymentNotFound))?;
+                        let slot = original.merchant_slot;
+                        if self.account(slot).currency != currency {
+                            return Err((3, Status::CurrencyMismatch));
+                        }
+                        if amount > original.amount - original.refunded {
+                            return Err((4, Status::RefundExceedsPayment));
+                        }
+                        self.debit_checks(slot, amount, currency)?;
+                        Ok(Plan { slot, amount })
+                    }
+                    Half::Credit => {
+                        let payer = parties.credit.ok_or((2, Status::PaymentNotFound))?;
+                        let slot = rank(2, self.user_slot(payer, Status::PaymentNotFound))?;
+                        self.credit_checks(slot, amount, currency)?;
+                        Ok(Plan { slot, amount })
+                    }
+                }
+            }
+            _ => Err((0, Status::InvalidAccountKind)),
+        }
+    }
+
+    /// A payment by id, whether its payer lives here or on another shard.
+    fn payment_anywhere(&self, id: crate::CommandId) -> Option<Payment> {
+        self.payments
+            .get(&id)
+            .copied()
+            .or_else(|| self.remote_payments.get(&id).map(|(payment, _)| *payment))
+    }
+
+    /// Applies a half that both sides said yes to. `debit_slot` is the debit
+    /// account's slot when it lives on this shard too (it is named in a
+    /// payment record).
+    pub(crate) fn apply_half(
+        &mut self,
+        command: &Command,
+        parties: Parties,
+        half: Half,
+        plan: Plan,
+        debit_slot: Option<u32>,
+        timestamp: u64,
+    ) {
+        // Point of no return: the half's checks passed on this state.
+        match half {
+            Half::Debit => {
+                let account = self.account_mut(plan.slot);
+                assert!(account.available() >= signed(plan.amount));
+                account.balance -= signed(plan.amount);
+            }
+            Half::Credit => {
+                let account = self.account_mut(plan.slot);
+                account.balance = account.balance.saturating_add(signed(plan.amount));
+            }
+        }
+        match (command.kind, half) {
+            (CommandKind::ChargePaymentCode { code, .. }, Half::Debit) => {
+                self.finish_code(code, PaymentCodeState::Used);
+            }
+            (CommandKind::Refund { payment, .. }, Half::Debit) => {
+                if let Some(stored) = self.payments.get_mut(&payment) {
+                    stored.refunded += plan.amount;
+                } else if let Some((stored, _)) = self.remote_payments.get_mut(&payment) {
+                    stored.refunded += plan.amount;
+                }
+            }
+            (CommandKind::PayMerchantQr { mcc, payer, .. }, Half::Credit) => {
+                let mcc = if mcc == 0 {
+                    self.account(plan.slot).mcc
+                } else {
+                    mcc
+                };
+                self.record_payment(command, plan, debit_slot, payer, mcc, timestamp);
+            }
+            (CommandKind::ChargePaymentCode { .. }, Half::Credit) => {
+                let mcc = self.account(plan.slot).mcc;
+                let payer = parties.debit.unwrap_or(AccountId(0));
+                self.record_payment(command, plan, debit_slot, payer, mcc, timestamp);
+            }
+            _ => {}
+        }
+    }
+
+    fn record_payment(
+        &mut self,
+        command: &Command,
+        plan: Plan,
+        debit_slot: Option<u32>,
+        payer: AccountId,
+        mcc: u16,
+        timestamp: u64,
+    ) {
+        let payment = Payment {
+            id: command.id,
+            payer_slot: debit_slot.unwrap_or(u32::MAX),
+            merchant_slot: plan.slot,
+            amount: plan.amount,
+            refunded: 0,
+            mcc,
+            timestamp,
+        };
+        match debit_slot {
+            Some(_) => {
+                self.payments.insert(command.id, payment);
+            }
+            None => {
+                self.remote_payments.insert(command.id, (payment, payer));
+            }
+        }
+    }
+}
+
+/// The merchant a QR payment pays: the first key (in the code's order) that
+/// `lookup` knows.
+pub(crate) fn first_known_key<T>(
+    keys: &[MerchantKey],
+    mut lookup: impl FnMut(&MerchantKey) -> Option<T>,
+) -> Option<T> {
+    keys.iter()
+        .filter(|key| **key != MerchantKey::NONE)
+        .find_map(|key| lookup(key))
+}

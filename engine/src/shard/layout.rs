@@ -1,0 +1,329 @@
+//! Splitting a lone ledger's state over N shards, and merging it back.
+//!
+//! A checkpoint is always written as one lone-ledger state (house parts
+//! summed into the public house accounts, records in global arrival order),
+//! so a restart may split it over any number of shards: owners go to
+//! [`shard_of_owner`]; each house account's balance goes to part 0, and each
+//! shard's part carries the pending credits of the holds on that shard.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+use dashmap::DashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap};
+
+use super::{shard_of_owner, CodeEntry, HoldEntry, KeyEntry, RouterRecord};
+use crate::command::{AccountId, AccountKind, CommandId, MerchantKey};
+use crate::ledger::{Account, IdempotencyRecord, Ledger, LedgerConfig};
+use crate::limits;
+
+/// A lone ledger's state split over shards, with the router's tables.
+pub(super) struct Split {
+    pub(super) config: LedgerConfig,
+    pub(super) sequence: u64,
+    pub(super) timestamp: u64,
+    pub(super) ledgers: Vec<Ledger>,
+    pub(super) directory: DashMap<AccountId, u32, FxBuildHasher>,
+    pub(super) records: FxHashMap<CommandId, RouterRecord>,
+    pub(super) order: VecDeque<CommandId>,
+    pub(super) keys: FxHashMap<MerchantKey, KeyEntry>,
+    pub(super) codes: FxHashMap<u64, CodeEntry>,
+    pub(super) code_forgets: BinaryHeap<Reverse<(u64, u64)>>,
+    pub(super) holds: FxHashMap<CommandId, HoldEntry>,
+    pub(super) hold_expiries: BinaryHeap<Reverse<(u64, CommandId)>>,
+}
+
+/// Adds a house part's money to the sum of the parts.
+pub(super) fn add_house_part(total: &mut Account, part: &Account) {
+    total.balance = total.balance.saturating_add(part.balance);
+    total.debits_pending = total.debits_pending.saturating_add(part.debits_pending);
+    total.credits_pending = total.credits_pending.saturating_add(part.credits_pending);
+    total.holds_pending = total.holds_pending.saturating_add(part.holds_pending);
+}
+
+pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
+    let config = ledger.config;
+    let mut ledgers: Vec<Ledger> = (0..shards)
+        .map(|shard| {
+            let mut part = Ledger::new(config);
+            part.sequence = ledger.sequence;
+            part.timestamp = ledger.timestamp;
+            part.books.house_part = shard as u32;
+            part
+        })
+        .collect();
+    let books = &ledger.books;
+    let directory: DashMap<AccountId, u32, FxBuildHasher> = DashMap::default();
+    // Old slot → (shard, new slot).
+    let mut place: Vec<(u32, u32)> = Vec::with_capacity(books.accounts.len());
+    for account in &books.accounts {
+        if account.kind == AccountKind::House {
+            // Part 0 takes the balance; pending credits follow the holds.
+            let mut part = *account;
+            part.credits_pending = 0;
+            let slot = ledgers[0].books.push_account(part);
+            place.push((0, slot));
+        } else {
+            let shard = shard_of_owner(account.owner, shards);
+            let slot = ledgers[shard].books.push_account(*account);
+            directory.insert(account.id, shard as u32);
+            place.push((shard as u32, slot));
+        }
+    }
+    let house_slot = |ledgers: &mut Vec<Ledger>, shard: u32, public: &Account| -> u32 {
+        let id = public.id.house_part(shard);
+        let books = &mut ledgers[shard as usize].books;
+        match books.index.get(&id) {
+            Some(&slot) => slot,
+            None => books.push_account(Account {
+                id,
+                balance: 0,
+                debits_pending: 0,
+                credits_pending: 0,
+                holds_pending: 0,
+                ..*public
+            }),
+        }
+    };
+
+    let mut holds = FxHashMap::default();
+    let mut hold_homes: FxHashMap<CommandId, u32> = FxHashMap::default();
+    for hold in books.holds.values() {
+        let (shard, account_slot) = place[hold.account_slot as usize];
+        let public = books.accounts[hold.house_slot as usize];
+        let house = house_slot(&mut ledgers, shard, &public);
+        let target = &mut ledgers[shard as usize].books;
+        if hold.state == crate::ledger::HoldState::Pending {
+            let part = &mut target.accounts[house as usize];
+            part.credits_pending = part.credits_pending.saturating_add(hold.amount);
+        }
+        let mut moved = *hold;
+        moved.account_slot = account_slot;
+        moved.house_slot = house;
+        target.holds.insert(hold.id, moved);
+        holds.insert(
+            hold.id,
+            HoldEntry {
+                shard,
+                expires_at: hold.expires_at,
+            },
+        );
+        hold_homes.insert(hold.id, shard);
+    }
+    for &Reverse((at, id)) in books.hold_expiries.iter() {
+        if let Some(&shard) = hold_homes.get(&id) {
+            ledgers[shard as usize]
+                .books
+                .hold_expiries
+                .push(Reverse((at, id)));
+        }
+    }
+    let mut hold_expiries = BinaryHeap::new();
+    for (id, entry) in &holds {
+        hold_expiries.push(Reverse((entry.expires_at, *id)));
+    }
+
+    let mut keys = FxHashMap::default();
+    for (key, &slot) in &books.merchant_keys {
+        let (shard, new_slot) = place[slot as usize];
+        ledgers[shard as usize]
+            .books
+            .merchant_keys
+            .insert(*key, new_slot);
+        keys.insert(
+            *key,
+            KeyEntry {
+                merchant: books.accounts[slot as usize].id,
+                resolved: true,
+                arrival: u64::MAX,
+            },
+        );
+    }
+
+    let mut codes = FxHashMap::default();
+    let mut code_forgets = BinaryHeap::new();
+    for code in books.payment_codes.values() {
+        let (shard, slot) = place[code.customer_slot as usize];
+        let mut moved = *code;
+        moved.customer_slot = slot;
+        ledgers[shard as usize]
+            .books
+            .payment_codes
+            .insert(code.code, moved);
+        let forget_at = code
+            .expires_at
+            .saturating_add(limits::PAYMENT_CODE_MEMORY_NS);
+        codes.insert(
+            code.code,
+            CodeEntry {
+                customer: books.accounts[code.customer_slot as usize].id,
+                shard,
+                forget_at,
+                resolved: true,
+                arrival: u64::MAX,
+            },
+        );
+        code_forgets.push(Reverse((forget_at, code.code)));
+    }
+    for &Reverse((at, code)) in books.code_expiries.iter() {
+        if let Some(entry) = codes.get(&code) {
+            ledgers[entry.shard as usize]
+                .books
+                .code_expiries
+                .push(Reverse((at, code)));
+        }
+    }
+
+    let mut payment_parties: FxHashMap<CommandId, (u32, (AccountId, AccountId))> =
+        FxHashMap::default();
+    for payment in books.payments.values() {
+        let (merchant_shard, merchant_slot) = place[payment.merchant_slot as usize];
+        let (payer_shard, payer_slot) = place[payment.payer_slot as usize];
+        let payer = books.accounts[payment.payer_slot as usize].id;
+        let merchant = books.accounts[payment.merchant_slot as usize].id;
+        let mut moved = *payment;
+        moved.merchant_slot = merchant_slot;
+        let target = &mut ledgers[merchant_shard as usize].books;
+        if payer_shard == merchant_shard {
+            moved.payer_slot = payer_slot;
+            target.payments.insert(payment.id, moved);
+        } else {
+            moved.payer_slot = u32::MAX;
+            target.remote_payments.insert(payment.id, (moved, payer));
+        }
+        payment_parties.insert(payment.id, (merchant_shard, (merchant, payer)));
+    }
+
+    // Records: each on the shard of what lives as long as it (a payment, a
+    // hold), others on shard 0; the router keeps them all in global order.
+    let mut records = FxHashMap::default();
+    let mut order = VecDeque::with_capacity(ledger.records.order.len());
+    for id in &ledger.records.order {
+        let Some(record) = ledger.records.by_id.get(id) else {
+            continue;
+        };
+        let (home, parties) = match payment_parties.get(id) {
+            Some(&(shard, parties)) => (shard, Some(parties)),
+            None => (hold_homes.get(id).copied().unwrap_or(0), None),
+        };
+        let shard_records = &mut ledgers[home as usize].records;
+        shard_records.by_id.insert(*id, *record);
+        shard_records.order.push_back(*id);
+        records.insert(
+            *id,
+            RouterRecord {
+                fingerprint: record.fingerprint,
+                status: Some(record.status),
+                timestamp: record.timestamp,
+                home,
+                parties,
+            },
+        );
+        order.push_back(*id);
+    }
+
+    Split {
+        config,
+        sequence: ledger.sequence,
+        timestamp: ledger.timestamp,
+        ledgers,
+        directory,
+        records,
+        order,
+        keys,
+        codes,
+        code_forgets,
+        holds,
+        hold_expiries,
+    }
+}
+
+/// Merges shard states back into one lone ledger. `records` are the
+/// router's, in global arrival order.
+pub(super) fn merge(
+    config: LedgerConfig,
+    sequence: u64,
+    timestamp: u64,
+    shards: Vec<Ledger>,
+    records: Vec<(CommandId, IdempotencyRecord)>,
+) -> Ledger {
+    let mut merged = Ledger::new(config);
+    merged.sequence = sequence;
+    merged.timestamp = timestamp;
+    // Per shard: old slot → merged slot.
+    let mut places: Vec<Vec<u32>> = Vec::with_capacity(shards.len());
+    for shard in &shards {
+        let mut place = Vec::with_capacity(shard.books.accounts.len());
+        for account in &shard.books.accounts {
+            if account.kind == AccountKind::House {
+                let public = account.id.house_part(0);
+                let slot = match merged.books.index.get(&public) {
+                    Some(&slot) => {
+                        add_house_part(&mut merged.books.accounts[slot as usize], account);
+                        slot
+                    }
+                    None => merged.books.push_account(Account {
+                        id: public,
+                        ..*account
+                    }),
+                };
+                place.push(slot);
+            } else {
+                place.push(merged.books.push_account(*account));
+            }
+        }
+        places.push(place);
+    }
+    for (shard, place) in shards.iter().zip(&places) {
+        let books = &shard.books;
+        for hold in books.holds.values() {
+            let mut moved = *hold;
+            moved.account_slot = place[hold.account_slot as usize];
+            moved.house_slot = place[hold.house_slot as usize];
+            merged.books.holds.insert(hold.id, moved);
+        }
+        merged
+            .books
+            .hold_expiries
+            .extend(books.hold_expiries.iter().copied());
+        for (key, &slot) in &books.merchant_keys {
+            merged
+                .books
+                .merchant_keys
+                .insert(*key, place[slot as usize]);
+        }
+        for code in books.payment_codes.values() {
+            let mut moved = *code;
+            moved.customer_slot = place[code.customer_slot as usize];
+            merged.books.payment_codes.insert(code.code, moved);
+        }
+        merged
+            .books
+            .code_expiries
+            .extend(books.code_expiries.iter().copied());
+        for payment in books.payments.values() {
+            let mut moved = *payment;
+            moved.payer_slot = place[payment.payer_slot as usize];
+            moved.merchant_slot = place[payment.merchant_slot as usize];
+            merged.books.payments.insert(payment.id, moved);
+        }
+    }
+    // Remote payments name their payer by id: resolve once every account
+    // has its merged slot.
+    for (shard, place) in shards.iter().zip(&places) {
+        for (payment, payer) in shard.books.remote_payments.values() {
+            let Some(&payer_slot) = merged.books.index.get(payer) else {
+                continue;
+            };
+            let mut moved = *payment;
+            moved.payer_slot = payer_slot;
+            moved.merchant_slot = place[payment.merchant_slot as usize];
+            merged.books.payments.insert(payment.id, moved);
+        }
+    }
+    for (id, record) in records {
+        merged.records.by_id.insert(id, record);
+        merged.records.order.push_back(id);
+    }
+    merged
+}

@@ -1,0 +1,909 @@
+//! Sharded execution: one state machine per core, with a router in front.
+//!
+//! ```text
+//! batch ──▶ router (one thread, in log order)
+//!             idempotency: fresh / duplicate / id reused, for every command id
+//!             resolve: account → shard (directory), merchant key → merchant,
+//!                      payment code → customer, payment → merchant + payer,
+//!                      hold → shard
+//!             route: one segment per shard (bounded crossbeam queue)
+//!        ──▶ shard 0 .. shard N-1 (one thread each)
+//!             apply the segment in order; a two-party command whose accounts
+//!             live on two shards: exchange verdicts with the peer, apply if
+//!             both said yes
+//!        ──▶ results, by batch index, back to the router ──▶ caller, in order
+//! ```
+//!
+//! Every shard count gives the results a lone [`Ledger`] gives for the same
+//! log (the determinism test proves it with 1, 2, 3 and 8 shards):
+//! - the router answers duplicates and reused ids itself from one global
+//!   table that evicts exactly as the lone ledger does, and tells each shard
+//!   which of its records went;
+//! - references that need another command's outcome (a merchant key being
+//!   registered, a payment code being issued, a duplicate whose first result
+//!   is not in yet) make the router wait for the shards to finish what was
+//!   routed, then look again: it never guesses;
+//! - a two-party command's halves rank their checks in the lone ledger's
+//!   order, and the combined status is the lower-ranked failure (see
+//!   `ledger/halves.rs`).
+//!
+//! House accounts are split into one part per shard (the part number in the
+//! id's spare bits, see [`AccountId::house_part`]); a balance query for the
+//! public house id answers the sum of the parts.
+
+mod layout;
+mod worker;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam::channel::{self, Receiver, Sender};
+use dashmap::DashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap};
+
+use crate::command::{
+    AccountId, AccountView, Command, CommandId, CommandKind, CommandResult, MerchantKey, Query,
+    QueryReply,
+};
+use crate::ledger::halves::{first_known_key, Parties};
+use crate::ledger::{check_open, Account, Elsewhere, Ledger, LedgerConfig};
+use crate::limits;
+use crate::status::Status;
+use worker::{Input, Output, Role, Segment, Step, Worker};
+
+/// The shard that holds an owner's accounts among `shards`: a stable mix of
+/// the owner id, so a restart with another shard count re-partitions the
+/// same way every time.
+pub fn shard_of_owner(owner: u64, shards: usize) -> usize {
+    let mixed = owner.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (owner >> 29);
+    let mixed = mixed.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    ((mixed >> 32) % shards.max(1) as u64) as usize
+}
+
+/// The router's copy of one command's idempotency record.
+#[derive(Clone, Copy, Debug)]
+struct RouterRecord {
+    fingerprint: u64,
+    /// `None` while the command is routed but its result is not in.
+    status: Option<Status>,
+    timestamp: u64,
+    /// The shard that keeps the command's record (and what lives as long
+    /// as it: a payment, a finished hold).
+    home: u32,
+    /// For payments: (merchant, payer) as routed, for refunds.
+    parties: Option<(AccountId, AccountId)>,
+}
+
+/// Who a merchant key pays.
+#[derive(Clone, Copy, Debug)]
+struct KeyEntry {
+    merchant: AccountId,
+    /// `false` while the registration that made this entry is in flight.
+    resolved: bool,
+    /// The arrival number of that registration.
+    arrival: u64,
+}
+
+/// Which customer a payment code belongs to, while some shard remembers it.
+#[derive(Clone, Copy, Debug)]
+struct CodeEntry {
+    customer: AccountId,
+    shard: u32,
+    /// Command time from which the code is forgotten (expiry plus memory).
+    forget_at: u64,
+    resolved: bool,
+    arrival: u64,
+}
+
+/// Where a withdrawal hold lives, and when it expires.
+#[derive(Clone, Copy, Debug)]
+struct HoldEntry {
+    shard: u32,
+    expires_at: u64,
+}
+
+/// A fact the router learns from a result.
+#[derive(Clone, Copy, Debug)]
+enum Fact {
+    None,
+    Key(MerchantKey),
+    Code(u64),
+}
+
+/// A fresh command routed and not yet learned from.
+#[derive(Clone, Copy, Debug)]
+struct Routed {
+    index: u32,
+    id: CommandId,
+    arrival: u64,
+    fact: Fact,
+}
+
+/// Where the work went: per shard, and how commands were routed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Commands (or halves of one) each shard executed.
+    pub steps: Vec<u64>,
+    /// Two-party commands whose halves were on two shards (verdicts exchanged).
+    pub pairs_split: u64,
+    /// Two-party commands with both halves on one shard.
+    pub pairs_local: u64,
+    /// Duplicates and reused ids the router answered itself.
+    pub answered_by_router: u64,
+    /// Times the router waited for results before routing on (a reference
+    /// whose outcome was in flight).
+    pub flushes: u64,
+}
+
+/// Why a sharded ledger could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShardError {
+    #[error("shard count {0} is out of range (1..={max})", max = limits::SHARDS_MAX)]
+    ShardCount(usize),
+    #[error("could not start a shard thread: {0}")]
+    Thread(#[from] std::io::Error),
+    #[error("a shard thread stopped")]
+    ShardStopped,
+}
+
+/// N shards and their router. See the module documentation.
+pub struct ShardedLedger {
+    config: LedgerConfig,
+    shards: usize,
+    sequence: u64,
+    timestamp: u64,
+    /// Account id → shard, for every customer and merchant account.
+    directory: Arc<DashMap<AccountId, u32, FxBuildHasher>>,
+    records: FxHashMap<CommandId, RouterRecord>,
+    order: VecDeque<CommandId>,
+    arrivals: u64,
+    keys: FxHashMap<MerchantKey, KeyEntry>,
+    codes: FxHashMap<u64, CodeEntry>,
+    code_forgets: BinaryHeap<Reverse<(u64, u64)>>,
+    holds: FxHashMap<CommandId, HoldEntry>,
+    hold_expiries: BinaryHeap<Reverse<(u64, CommandId)>>,
+    inputs: Vec<Sender<Input>>,
+    outputs: Receiver<(u32, Output)>,
+    threads: Vec<JoinHandle<()>>,
+    // The batch being routed.
+    segments: Vec<Segment>,
+    first_sent: bool,
+    results: Vec<Option<CommandResult>>,
+    routed: Vec<Routed>,
+    /// Set once a shard thread is gone; every later answer is `Unavailable`.
+    failed: bool,
+    stats: ShardStats,
+}
+
+impl std::fmt::Debug for ShardedLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardedLedger")
+            .field("shards", &self.shards)
+            .field("sequence", &self.sequence)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShardedLedger {
+    /// An empty ledger on `shards` shards.
+    pub fn new(config: LedgerConfig, shards: usize) -> Result<ShardedLedger, ShardError> {
+        ShardedLedger::from_ledger(Ledger::new(config), shards)
+    }
+
+    /// Splits a lone ledger's state (a checkpoint's) over `shards` shards.
+    pub fn from_ledger(ledger: Ledger, shards: usize) -> Result<ShardedLedger, ShardError> {
+        if !(1..=limits::SHARDS_MAX).contains(&shards) {
+            return Err(ShardError::ShardCount(shards));
+        }
+        let split = layout::split(ledger, shards);
+        let (output_sender, outputs) = channel::bounded(shards * 4);
+        let mut verdict_senders: Vec<Vec<Option<Sender<worker::VerdictMessage>>>> = (0..shards)
+            .map(|_| (0..shards).map(|_| None).collect())
+            .collect();
+        let mut verdict_receivers: Vec<Vec<Option<Receiver<worker::VerdictMessage>>>> = (0..shards)
+            .map(|_| (0..shards).map(|_| None).collect())
+            .collect();
+        for from in 0..shards {
+            for to in 0..shards {
+                if from != to {
+                    let (sender, receiver) = channel::bounded(limits::VERDICTS_IN_FLIGHT_MAX);
+                    verdict_senders[from][to] = Some(sender);
+                    verdict_receivers[to][from] = Some(receiver);
+                }
+            }
+        }
+        let mut sharded = ShardedLedger {
+            config: split.config,
+            shards,
+            sequence: split.sequence,
+            timestamp: split.timestamp,
+            directory: Arc::new(split.directory),
+            records: split.records,
+            order: split.order,
+            arrivals: 0,
+            keys: split.keys,
+            codes: split.codes,
+            code_forgets: split.code_forgets,
+            holds: split.holds,
+            hold_expiries: split.hold_expiries,
+            inputs: Vec::with_capacity(shards),
+            outputs,
+            threads: Vec::with_capacity(shards),
+            segments: Vec::new(),
+            first_sent: false,
+            results: Vec::new(),
+            routed: Vec::new(),
+            failed: false,
+            stats: ShardStats {
+                steps: vec![0; shards],
+                ..ShardStats::default()
+            },
+        };
+        let mut verdict_senders = verdict_senders.into_iter();
+        let mut verdict_receivers = verdict_receivers.into_iter();
+        for (shard, ledger) in split.ledgers.into_iter().enumerate() {
+            let (input_sender, inputs) = channel::bounded(limits::SHARD_QUEUE_DEPTH);
+            let worker = Worker {
+                ledger,
+                inputs,
+                outputs: output_sender.clone(),
+                shard: shard as u32,
+                verdicts_out: verdict_senders.next().unwrap_or_default(),
+                verdicts_in: verdict_receivers.next().unwrap_or_default(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("payrail-shard-{shard}"))
+                .spawn(move || worker.run())?;
+            sharded.inputs.push(input_sender);
+            sharded.threads.push(thread);
+        }
+        Ok(sharded)
+    }
+
+    /// Counters of where the work went since start.
+    pub fn stats(&self) -> &ShardStats {
+        &self.stats
+    }
+
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    pub fn timestamp(&self) -> u64 {
+        self.timestamp
+    }
+
+    /// The account directory (account id → shard), readable from any thread.
+    pub fn directory(&self) -> Arc<DashMap<AccountId, u32, FxBuildHasher>> {
+        Arc::clone(&self.directory)
+    }
+
+    /// `apply` into a new vector.
+    pub fn apply_batch(
+        &mut self,
+        sequence: u64,
+        timestamp: u64,
+        batch: &[Command],
+    ) -> Vec<CommandResult> {
+        let mut results = Vec::with_capacity(batch.len());
+        self.apply(sequence, timestamp, batch, &mut results);
+        results
+    }
+
+    /// Applies one batch on the shards: appends one result per command, in
+    /// order, exactly as [`Ledger::apply`] would.
+    pub fn apply(
+        &mut self,
+        sequence: u64,
+        timestamp: u64,
+        batch: &[Command],
+        results: &mut Vec<CommandResult>,
+    ) {
+        assert!(
+            sequence > self.sequence,
+            "sequence {sequence} after {}",
+            self.sequence
+        );
+        assert!(
+            timestamp >= self.timestamp,
+            "timestamp {timestamp} before {}",
+            self.timestamp
+        );
+        self.sequence = sequence;
+        self.timestamp = timestamp;
+        self.segments = (0..self.shards)
+            .map(|_| Segment {
+                sequence,
+                timestamp,
+                first: true,
+                forget: Vec::new(),
+                steps: Vec::new(),
+            })
+            .collect();
+        self.first_sent = false;
+        self.results.clear();
+        self.results.resize(batch.len(), None);
+        self.routed.clear();
+
+        self.batch_start(timestamp, batch.len());
+        for (index, command) in batch.iter().enumerate() {
+            if self.failed {
+                break;
+            }
+            self.route(index as u32, command, timestamp);
+        }
+        self.flush();
+        results.reserve(batch.len());
+        for result in self.results.drain(..) {
+            results.push(result.unwrap_or(CommandResult::new(Status::Unavailable)));
+        }
+    }
+
+    /// What the lone ledger does before a batch's first command: expiries
+    /// and record eviction, mirrored in the router's tables.
+    fn batch_start(&mut self, timestamp: u64, incoming: usize) {
+        while let Some(&Reverse((at, id))) = self.hold_expiries.peek() {
+            if at > timestamp {
+                break;
+            }
+            self.hold_expiries.pop();
+            let expired = self
+                .holds
+                .get(&id)
+                .is_some_and(|hold| hold.expires_at == at);
+            if expired && !self.records.contains_key(&id) {
+                self.holds.remove(&id);
+            }
+        }
+        while let Some(&Reverse((at, code))) = self.code_forgets.peek() {
+            if at > timestamp {
+                break;
+            }
+            self.code_forgets.pop();
+            if self
+                .codes
+                .get(&code)
+                .is_some_and(|entry| entry.forget_at == at)
+            {
+                self.codes.remove(&code);
+            }
+        }
+        // Ledger::evict_records, on the global table.
+        let keep_max = self.config.idempotency_records_max.saturating_sub(incoming);
+        while let Some(&oldest) = self.order.front() {
+            if self.order.len() <= keep_max {
+                let expired = self.records.get(&oldest).is_none_or(|record| {
+                    record
+                        .timestamp
+                        .saturating_add(self.config.idempotency_window_ns)
+                        <= timestamp
+                });
+                if !expired {
+                    break;
+                }
+            }
+            self.order.pop_front();
+            if let Some(record) = self.records.remove(&oldest) {
+                if let Some(segment) = self.segments.get_mut(record.home as usize) {
+                    segment.forget.push(oldest);
+                }
+            }
+            if self
+                .holds
+                .get(&oldest)
+                .is_some_and(|hold| hold.expires_at <= timestamp)
+            {
+                self.holds.remove(&oldest);
+            }
+        }
+    }
+
+    fn shard_of(&self, account: AccountId) -> Option<u32> {
+        self.directory.get(&account).map(|entry| *entry)
+    }
+
+    fn push(&mut self, shard: u32, step: Step) {
+        if let Some(steps) = self.stats.steps.get_mut(shard as usize) {
+            *steps += 1;
+        }
+        if let Some(segment) = self.segments.get_mut(shard as usize) {
+            segment.steps.push(step);
+        }
+    }
+
+    /// Classifies one command (fresh, duplicate, id reused) and routes it.
+    fn route(&mut self, index: u32, command: &Command, timestamp: u64) {
+        let fingerprint = command.fingerprint();
+        if let Some(record) = self.records.get(&command.id) {
+            self.stats.answered_by_router += 1;
+            if record.fingerprint != fingerprint {
+                self.results[index as usize] =
+                    Some(CommandResult::new(Status::IdReusedWithDifferentFields));
+                return;
+            }
+            if record.status.is_none() {
+                // The first of two in one batch (or still in flight).
+                self.flush();
+            }
+            let status = self
+                .records
+                .get(&command.id)
+                .and_then(|record| record.status)
+                .unwrap_or(Status::Unavailable);
+            self.results[index as usize] = Some(CommandResult::new(status));
+            return;
+        }
+        let arrival = self.arrivals;
+        self.arrivals += 1;
+        let (home, fact, parties) =
+            self.route_fresh(index, command, fingerprint, timestamp, arrival);
+        self.records.insert(
+            command.id,
+            RouterRecord {
+                fingerprint,
+                status: None,
+                timestamp,
+                home,
+                parties,
+            },
+        );
+        self.order.push_back(command.id);
+        self.routed.push(Routed {
+            index,
+            id: command.id,
+            arrival,
+            fact,
+        });
+    }
+
+    /// Routes a fresh command; returns its home shard, what to learn from
+    /// its result, and for payments the accounts a refund will need.
+    ///
+    /// The match has no wildcard arm: a command kind added later does not
+    /// compile until it is classified here.
+    fn route_fresh(
+        &mut self,
+        index: u32,
+        command: &Command,
+        fingerprint: u64,
+        timestamp: u64,
+        arrival: u64,
+    ) -> (u32, Fact, Option<(AccountId, AccountId)>) {
+        let local = |elsewhere| Step::Local {
+            index,
+            command: *command,
+            fingerprint,
+            elsewhere,
+        };
+        let plain = local(Elsewhere::default());
+        match command.kind {
+            // One account and this shard's house parts.
+            CommandKind::OpenAccount(open) => {
+                let shard = match self.shard_of(open.account) {
+                    Some(shard) => shard,
+                    None => {
+                        let shard = shard_of_owner(open.owner, self.shards) as u32;
+                        if check_open(&open).is_ok() {
+                            self.directory.insert(open.account, shard);
+                        }
+                        shard
+                    }
+                };
+                self.push(shard, plain);
+                (shard, Fact::None, None)
+            }
+            CommandKind::Deposit { account, .. }
+            | CommandKind::Freeze { account }
+            | CommandKind::Unfreeze { account }
+            | CommandKind::Close { account }
+            | CommandKind::SetKycTier { account, .. } => {
+                let shard = self.shard_of(account).unwrap_or(0);
+                self.push(shard, plain);
+                (shard, Fact::None, None)
+            }
+            CommandKind::WithdrawHold {
+                account,
+                timeout_ms,
+                ..
+            } => {
+                let shard = self.shard_of(account).unwrap_or(0);
+                let expires_at = timestamp.saturating_add(timeout_ms.saturating_mul(1_000_000));
+                self.holds
+                    .insert(command.id, HoldEntry { shard, expires_at });
+                self.hold_expiries.push(Reverse((expires_at, command.id)));
+                self.push(shard, plain);
+                (shard, Fact::None, None)
+            }
+            CommandKind::WithdrawPost { hold } | CommandKind::WithdrawVoid { hold } => {
+                let shard = self.holds.get(&hold).map_or(0, |entry| entry.shard);
+                self.push(shard, plain);
+                (shard, Fact::None, None)
+            }
+            CommandKind::RegisterMerchantKey { merchant, key } => {
+                let shard = self.shard_of(merchant).unwrap_or(0);
+                let mut taken = false;
+                if key != MerchantKey::NONE {
+                    if self.keys.get(&key).is_some_and(|entry| !entry.resolved) {
+                        self.flush();
+                    }
+                    match self.keys.get(&key) {
+                        Some(entry) => taken = entry.merchant != merchant,
+                        None => {
+                            self.keys.insert(
+                                key,
+                                KeyEntry {
+                                    merchant,
+                                    resolved: false,
+                                    arrival,
+                                },
+                            );
+                        }
+                    }
+                }
+                self.push(
+                    shard,
+                    local(Elsewhere {
+                        merchant_key_taken: taken,
+                        ..Elsewhere::default()
+                    }),
+                );
+                (shard, Fact::Key(key), None)
+            }
+            CommandKind::IssuePaymentCode {
+                customer,
+                code,
+                lifetime_ms,
+            } => {
+                let shard = self.shard_of(customer).unwrap_or(0);
+                if self
+                    .remembered_code(code, timestamp)
+                    .is_some_and(|entry| !entry.resolved)
+                {
+                    self.flush();
+                }
+                let taken = self.remembered_code(code, timestamp).is_some();
+                if !taken {
+                    let expires_at =
+                        timestamp.saturating_add(lifetime_ms.saturating_mul(1_000_000));
+                    let forget_at = expires_at.saturating_add(limits::PAYMENT_CODE_MEMORY_NS);
+                    self.codes.insert(
+                        code,
+                        CodeEntry {
+                            customer,
+                            shard,
+                            forget_at,
+                            resolved: false,
+                            arrival,
+                        },
+                    );
+                    self.code_forgets.push(Reverse((forget_at, code)));
+                }
+                self.push(
+                    shard,
+                    local(Elsewhere {
+                        payment_code_taken: taken,
+                        ..Elsewhere::default()
+                    }),
+                );
+                (shard, Fact::Code(code), None)
+            }
+            // Two parties, possibly on two shards.
+            CommandKind::Transfer { from, to, .. } => {
+                let parties = Parties {
+                    debit: Some(from),
+                    credit: Some(to),
+                };
+                let home = self.route_pair(index, command, fingerprint, parties);
+                (home, Fact::None, None)
+            }
+            CommandKind::PayMerchantQr { payer, keys, .. } => {
+                let merchant = loop {
+                    let lookup = first_known_key(&keys, |key| self.keys.get(key).copied());
+                    match lookup {
+                        Some(entry) if !entry.resolved => self.flush(),
+                        Some(entry) => break Some(entry.merchant),
+                        None => break None,
+                    }
+                    if self.failed {
+                        break None;
+                    }
+                };
+                let parties = Parties {
+                    debit: Some(payer),
+                    credit: merchant,
+                };
+                let home = self.route_pair(index, command, fingerprint, parties);
+                (home, Fact::None, merchant.map(|merchant| (merchant, payer)))
+            }
+            CommandKind::ChargePaymentCode { merchant, code, .. } => {
+                let customer = self
+                    .remembered_code(code, timestamp)
+                    .map(|entry| entry.customer);
+                let parties = Parties {
+                    debit: customer,
+                    credit: Some(merchant),
+                };
+                let home = self.route_pair(index, command, fingerprint, parties);
+                (
+                    home,
+                    Fact::None,
+                    customer.map(|customer| (merchant, customer)),
+                )
+            }
+            CommandKind::Refund { payment, .. } => {
+                let original = self.records.get(&payment).and_then(|record| record.parties);
+                let parties = Parties {
+                    debit: original.map(|(merchant, _)| merchant),
+                    credit: original.map(|(_, payer)| payer),
+                };
+                let home = self.route_pair(index, command, fingerprint, parties);
+                (home, Fact::None, None)
+            }
+        }
+    }
+
+    fn remembered_code(&self, code: u64, timestamp: u64) -> Option<CodeEntry> {
+        self.codes
+            .get(&code)
+            .copied()
+            .filter(|entry| entry.forget_at > timestamp)
+    }
+
+    /// Routes a two-party command to the shards of its debit and credit
+    /// accounts; returns its home (the credit side's shard, or the one shard).
+    fn route_pair(
+        &mut self,
+        index: u32,
+        command: &Command,
+        fingerprint: u64,
+        parties: Parties,
+    ) -> u32 {
+        let debit = parties.debit.and_then(|id| self.shard_of(id));
+        let credit = parties.credit.and_then(|id| self.shard_of(id));
+        let pair = |role| Step::Pair {
+            index,
+            command: *command,
+            fingerprint,
+            parties,
+            role,
+        };
+        match (debit, credit) {
+            (Some(debit), Some(credit)) if debit != credit => {
+                self.stats.pairs_split += 1;
+                self.push(debit, pair(Role::Debit { peer: credit }));
+                self.push(credit, pair(Role::Credit { peer: debit }));
+                credit
+            }
+            (Some(shard), _) | (None, Some(shard)) => {
+                self.stats.pairs_local += 1;
+                self.push(shard, pair(Role::Both));
+                shard
+            }
+            (None, None) => {
+                self.stats.pairs_local += 1;
+                self.push(0, pair(Role::Both));
+                0
+            }
+        }
+    }
+
+    /// Sends what is routed so far and waits for every result; then learns
+    /// the outcomes the routing of later commands may need.
+    fn flush(&mut self) {
+        if self.failed {
+            return;
+        }
+        if self.first_sent
+            || self
+                .segments
+                .iter()
+                .any(|segment| !segment.steps.is_empty())
+        {
+            self.stats.flushes += 1;
+        }
+        let mut expected = 0usize;
+        for shard in 0..self.shards {
+            let send = !self.first_sent || !self.segments[shard].steps.is_empty();
+            if !send {
+                continue;
+            }
+            let segment = std::mem::replace(
+                &mut self.segments[shard],
+                Segment {
+                    sequence: self.sequence,
+                    timestamp: self.timestamp,
+                    first: false,
+                    forget: Vec::new(),
+                    steps: Vec::new(),
+                },
+            );
+            if self.inputs[shard].send(Input::Segment(segment)).is_err() {
+                self.failed = true;
+                return;
+            }
+            expected += 1;
+        }
+        self.first_sent = true;
+        for _ in 0..expected {
+            match self.outputs.recv() {
+                Ok((_, Output::Results(results))) => {
+                    for (index, result) in results {
+                        if let Some(slot) = self.results.get_mut(index as usize) {
+                            *slot = Some(result);
+                        }
+                    }
+                }
+                Ok(_) | Err(_) => {
+                    self.failed = true;
+                    return;
+                }
+            }
+        }
+        self.learn();
+    }
+
+    fn learn(&mut self) {
+        for routed in self.routed.drain(..) {
+            let status = match self.results.get(routed.index as usize).copied().flatten() {
+                Some(result) => result.status,
+                None => continue,
+            };
+            if let Some(record) = self.records.get_mut(&routed.id) {
+                record.status = Some(status);
+            }
+            let ok = status == Status::Ok;
+            match routed.fact {
+                Fact::None => {}
+                Fact::Key(key) => {
+                    if let Some(entry) = self.keys.get_mut(&key) {
+                        if entry.arrival == routed.arrival && !entry.resolved {
+                            if ok {
+                                entry.resolved = true;
+                            } else {
+                                self.keys.remove(&key);
+                            }
+                        }
+                    }
+                }
+                Fact::Code(code) => {
+                    if let Some(entry) = self.codes.get_mut(&code) {
+                        if entry.arrival == routed.arrival && !entry.resolved {
+                            if ok {
+                                entry.resolved = true;
+                            } else {
+                                self.codes.remove(&code);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers a read-only query from the state after the last batch.
+    pub fn query(&mut self, query: &Query) -> QueryReply {
+        match query {
+            Query::Balance { account } => match self.account_view(*account) {
+                Ok(Some(view)) => QueryReply::Balance(view),
+                Ok(None) => QueryReply::Refused(Status::UnknownAccount),
+                Err(_) => QueryReply::Refused(Status::Unavailable),
+            },
+            Query::Command { id } => match self.records.get(id).and_then(|record| record.status) {
+                Some(status) => QueryReply::Command(status),
+                None => QueryReply::Refused(Status::UnknownCommand),
+            },
+        }
+    }
+
+    fn ask_account(&mut self, shard: usize, id: AccountId) -> Result<Option<Account>, ShardError> {
+        let input = self.inputs.get(shard).ok_or(ShardError::ShardStopped)?;
+        input
+            .send(Input::Account(id))
+            .map_err(|_| ShardError::ShardStopped)?;
+        match self.outputs.recv() {
+            Ok((_, Output::Account(account))) => Ok(account),
+            _ => Err(ShardError::ShardStopped),
+        }
+    }
+
+    /// The account as a lone ledger would show it: a public house id sums
+    /// its parts on every shard.
+    pub fn account_view(&mut self, id: AccountId) -> Result<Option<AccountView>, ShardError> {
+        if !id.is_house() {
+            return match self.shard_of(id) {
+                Some(shard) => Ok(self
+                    .ask_account(shard as usize, id)?
+                    .map(|account| account.view())),
+                None => Ok(None),
+            };
+        }
+        if id.house_part_number() != 0 {
+            let part = id.house_part_number() as usize;
+            if part >= self.shards {
+                return Ok(None);
+            }
+            return Ok(self.ask_account(part, id)?.map(|account| account.view()));
+        }
+        let mut sum: Option<Account> = None;
+        for shard in 0..self.shards {
+            let part = self.ask_account(shard, id.house_part(shard as u32))?;
+            if let Some(part) = part {
+                match &mut sum {
+                    None => sum = Some(Account { id, ..part }),
+                    Some(total) => layout::add_house_part(total, &part),
+                }
+            }
+        }
+        Ok(sum.map(|account| account.view()))
+    }
+
+    /// The whole state as one lone ledger (house parts summed, records in
+    /// global order): for checkpoints, digests and comparisons.
+    pub fn to_ledger(&mut self) -> Result<Ledger, ShardError> {
+        for input in &self.inputs {
+            input
+                .send(Input::State)
+                .map_err(|_| ShardError::ShardStopped)?;
+        }
+        let mut states: Vec<Option<Ledger>> = (0..self.shards).map(|_| None).collect();
+        for _ in 0..self.shards {
+            match self.outputs.recv() {
+                Ok((shard, Output::State(ledger))) => {
+                    if let Some(state) = states.get_mut(shard as usize) {
+                        *state = Some(*ledger);
+                    }
+                }
+                _ => return Err(ShardError::ShardStopped),
+            }
+        }
+        let states: Option<Vec<Ledger>> = states.into_iter().collect();
+        let states = states.ok_or(ShardError::ShardStopped)?;
+        let records = self
+            .order
+            .iter()
+            .filter_map(|id| self.records.get(id).map(|record| (*id, *record)))
+            .map(|(id, record)| {
+                (
+                    id,
+                    crate::ledger::IdempotencyRecord {
+                        fingerprint: record.fingerprint,
+                        status: record.status.unwrap_or(Status::Unavailable),
+                        timestamp: record.timestamp,
+                    },
+                )
+            })
+            .collect::<Vec<_>>();
+        Ok(layout::merge(
+            self.config,
+            self.sequence,
+            self.timestamp,
+            states,
+            records,
+        ))
+    }
+
+    /// Stops the shard threads.
+    pub fn stop(&mut self) {
+        for input in &self.inputs {
+            let _ = input.send(Input::Stop);
+        }
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!("a shard thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for ShardedLedger {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
