@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use payrail_engine::limits::BATCH_COMMANDS_MAX;
+use payrail_engine::limits::{BATCH_COMMANDS_MAX, SHARDS_MAX};
 use payrail_engine::pipeline::EngineConfig;
 use payrail_engine::LedgerConfig;
 use serde::{Deserialize, Serialize};
@@ -184,6 +184,8 @@ pub struct EngineSection {
     pub checkpoint_interval_s: u64,
     pub idempotency_window_s: u64,
     pub idempotency_records_max: u64,
+    /// Shards (state-machine threads); 0: one per available core.
+    pub shards: u32,
 }
 
 impl Default for EngineSection {
@@ -196,6 +198,7 @@ impl Default for EngineSection {
             checkpoint_interval_s: engine.checkpoint_interval.as_secs(),
             idempotency_window_s: engine.ledger.idempotency_window_ns / 1_000_000_000,
             idempotency_records_max: engine.ledger.idempotency_records_max as u64,
+            shards: engine.shards as u32,
         }
     }
 }
@@ -212,6 +215,7 @@ impl EngineSection {
             group_commands_max: self.group_commands_max as usize,
             checkpoint_commands: self.checkpoint_commands,
             checkpoint_interval: Duration::from_secs(self.checkpoint_interval_s),
+            shards: self.shards as usize,
         }
     }
 
@@ -234,6 +238,9 @@ impl EngineSection {
             return Err(invalid(
                 "engine.idempotency_records_max must be at least 8190",
             ));
+        }
+        if self.shards as usize > SHARDS_MAX {
+            return Err(invalid("engine.shards must be 0 (one per core) to 64"));
         }
         Ok(())
     }

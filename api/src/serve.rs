@@ -43,6 +43,8 @@ pub struct ServeOptions {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub config: Option<PathBuf>,
+    /// Shard count (0: one per available core).
+    pub shards: Option<u32>,
 }
 
 impl ServeOptions {
@@ -57,6 +59,10 @@ impl ServeOptions {
         }
         if let Some(data_dir) = &self.data_dir {
             config.data_dir = data_dir.clone();
+        }
+        if let Some(shards) = self.shards {
+            // The flag's parser keeps it in 1..=SHARDS_MAX.
+            config.engine.shards = shards;
         }
         Ok(config)
     }

@@ -7,6 +7,9 @@
 //! - balances equal a reference ledger fed the applied batches, and money is
 //!   conserved (customer balances plus the house settlement account sum to 0).
 //!
+//! The server runs sharded (2 or 3 shards, changing at every restart, so
+//! recovery re-partitions the accounts each time).
+//!
 //! Seeded from the clock; set PAYRAIL_CRASH_SEED to replay a run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -40,7 +43,13 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(data_dir: &Path, config: &Path, addr: SocketAddr, log: PathBuf) -> ServerProcess {
+    fn start(
+        data_dir: &Path,
+        config: &Path,
+        addr: SocketAddr,
+        log: PathBuf,
+        shards: usize,
+    ) -> ServerProcess {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -54,6 +63,8 @@ impl ServerProcess {
             .arg(data_dir)
             .arg("--config")
             .arg(config)
+            .arg("--shards")
+            .arg(shards.to_string())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -333,7 +344,7 @@ fn crash_kill_restart_loses_nothing_acknowledged() {
         .build()
         .unwrap();
     let started = Instant::now();
-    let mut server = ServerProcess::start(&data_dir, &config, addr, log.clone());
+    let mut server = ServerProcess::start(&data_dir, &config, addr, log.clone(), 2);
     let gateway = read_local_gateway(&data_dir).unwrap();
     let world = Arc::new(Mutex::new(World {
         reference: Ledger::default(),
@@ -381,7 +392,7 @@ fn crash_kill_restart_loses_nothing_acknowledged() {
             .iter()
             .filter(|sent| sent.acknowledged.is_some())
             .count();
-        server = ServerProcess::start(&data_dir, &config, addr, log.clone());
+        server = ServerProcess::start(&data_dir, &config, addr, log.clone(), 2 + (round + 1) % 2);
         let (applied, missing) = runtime.block_on(async {
             tokio::time::timeout(WAIT * 4, verify(addr, &gateway, &world))
                 .await
@@ -397,7 +408,7 @@ fn crash_kill_restart_loses_nothing_acknowledged() {
     // A clean shutdown (SIGTERM) takes a final checkpoint; the next start
     // must find the same state.
     server.terminate();
-    let mut server = ServerProcess::start(&data_dir, &config, addr, log);
+    let mut server = ServerProcess::start(&data_dir, &config, addr, log, 3);
     runtime.block_on(verify(addr, &gateway, &world));
     let text = server.log_text();
     assert!(text.contains("payrail started"), "server log:\n{text}");

@@ -6,11 +6,14 @@
 //!                                           group: drain everything queued (group commit)
 //!                                           number: sequence + strictly increasing timestamp
 //!                                           journal: one synced RocksDB write for the group
-//!                                        ──queue──▶ (2) executor thread
-//!                                           apply each batch to the ledger, in log order
+//!                                        ──queue──▶ (2) executor thread = router of the shards
+//!                                           route each batch to the shards, in log order
+//!                                           (shard threads 0..N-1 apply it, exchanging
+//!                                           verdicts for commands across two shards)
 //!                                           reply: results to the submitter's callback
 //!                                        ──(at checkpoint markers)──▶ (3) checkpoint thread
-//!                                           encode + digest a copy of the state, save, trim the log
+//!                                           merge the shards' copies into one state,
+//!                                           encode + digest it, save, trim the log
 //! ```
 //!
 //! Invariant 1 (durable before acknowledged): a batch reaches the executor
@@ -31,7 +34,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam::channel::{self, Receiver, Sender, TryRecvError, TrySendError};
 
 use crate::command::{Command, CommandResult, Query, QueryReply};
-use crate::ledger::{Ledger, LedgerConfig};
+use crate::ledger::LedgerConfig;
+use crate::limits;
+use crate::shard::{ShardError, ShardedLedger, ShardedState};
 use crate::status::Status;
 use crate::storage::{
     self, Checkpoint, LogEntry, LogRecord, RecoveryReport, Storage, StorageError,
@@ -53,6 +58,21 @@ pub struct EngineConfig {
     pub checkpoint_commands: u64,
     /// ... or after this much time with at least one command logged.
     pub checkpoint_interval: Duration,
+    /// Shards (state-machine threads); 0: one per available core.
+    pub shards: usize,
+}
+
+impl EngineConfig {
+    /// The shard count `shards` asks for: itself, or one per available core.
+    pub fn shards_resolved(&self) -> usize {
+        if self.shards == 0 {
+            std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .min(limits::SHARDS_MAX)
+        } else {
+            self.shards
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -63,6 +83,7 @@ impl Default for EngineConfig {
             group_commands_max: 131_072,
             checkpoint_commands: 20_000_000,
             checkpoint_interval: Duration::from_secs(300),
+            shards: 0,
         }
     }
 }
@@ -85,6 +106,8 @@ pub enum EngineError {
     Recovery(#[from] StorageError),
     #[error("could not start an engine thread: {0}")]
     Thread(#[from] std::io::Error),
+    #[error("could not start the shards: {0}")]
+    Shards(#[from] ShardError),
 }
 
 /// Counters a running engine keeps, for `payrail status` and metrics.
@@ -104,6 +127,24 @@ pub struct EngineStats {
     pub queries: AtomicU64,
     /// Set once a log write failed; writes are refused from then on.
     pub write_failed: AtomicBool,
+    /// Shards running.
+    pub shards: AtomicU64,
+    /// Commands (or halves) each shard executed, by shard.
+    pub shard_steps: Vec<AtomicU64>,
+    /// Two-party commands whose accounts were on two shards.
+    pub pairs_split: AtomicU64,
+    /// Times the router waited for in-flight results before routing on.
+    pub router_flushes: AtomicU64,
+}
+
+impl EngineStats {
+    /// Commands (or halves) each running shard executed.
+    pub fn shard_steps(&self) -> Vec<u64> {
+        self.shard_steps
+            .iter()
+            .map(|steps| steps.load(Ordering::Relaxed))
+            .collect()
+    }
 }
 
 impl EngineStats {
@@ -129,6 +170,9 @@ impl EngineStats {
                 get(&self.checkpoint_write_ns_last),
             ),
             ("queries", get(&self.queries)),
+            ("shards", get(&self.shards)),
+            ("pairs_split", get(&self.pairs_split)),
+            ("router_flushes", get(&self.router_flushes)),
             (
                 "write_failed",
                 u64::from(self.write_failed.load(Ordering::Relaxed)),
@@ -174,7 +218,7 @@ enum Execute {
 struct CheckpointJob {
     sequence: u64,
     timestamp: u64,
-    ledger: Ledger,
+    state: ShardedState,
     reply: Option<Reply<Result<u64, String>>>,
 }
 
@@ -281,16 +325,24 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Engine, EngineError> {
         let (ledger, recovery) = storage::recover(&mut storage, config.ledger)?;
+        // The recovered state is one lone ledger's; split it over the shards
+        // (whatever their number was before the restart).
+        let shards = config.shards_resolved();
+        let ledger = ShardedLedger::from_ledger(ledger, shards)?;
         // The checkpoint thread gets its own handle on the same storage, so a
         // large checkpoint write never holds up log appends.
         let checkpoint_storage = storage.clone();
-        let stats = Arc::new(EngineStats::default());
+        let stats = Arc::new(EngineStats {
+            shard_steps: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            ..EngineStats::default()
+        });
         stats
             .last_sequence
             .store(recovery.last_sequence, Ordering::Relaxed);
         stats
             .checkpoint_sequence
             .store(recovery.checkpoint_sequence, Ordering::Relaxed);
+        stats.shards.store(shards as u64, Ordering::Relaxed);
 
         let (request_sender, request_receiver) = channel::bounded(config.queue_depth.max(1));
         // The executor's queue holds whole groups' worth of batches; it is
@@ -627,9 +679,9 @@ fn elapsed_ns(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Stage 2: applies logged batches in order and replies.
+/// Stage 2: routes logged batches to the shards in order and replies.
 struct Executor {
-    ledger: Ledger,
+    ledger: ShardedLedger,
     execute: Receiver<Execute>,
     checkpoints: Sender<CheckpointJob>,
     stats: Arc<EngineStats>,
@@ -651,31 +703,38 @@ impl Executor {
                     self.stats
                         .commands_applied
                         .fetch_add(commands.len() as u64, Ordering::Relaxed);
+                    self.publish_shard_stats();
                     reply(results);
                 }
                 Execute::Query { queries, reply } => {
                     self.stats
                         .queries
                         .fetch_add(queries.len() as u64, Ordering::Relaxed);
-                    reply(
-                        queries
-                            .iter()
-                            .map(|query| self.ledger.query(query))
-                            .collect(),
-                    );
+                    let ledger = &mut self.ledger;
+                    reply(queries.iter().map(|query| ledger.query(query)).collect());
                 }
                 Execute::Checkpoint {
                     sequence,
                     timestamp,
                     reply,
                 } => {
-                    // The pause: copying the state. Encoding, hashing and
-                    // writing happen on the checkpoint thread.
+                    // The pause: every shard copies its state (in parallel).
+                    // Merging, encoding, hashing and writing happen on the
+                    // checkpoint thread.
                     let started = Instant::now();
+                    let state = match self.ledger.snapshot() {
+                        Ok(state) => state,
+                        Err(error) => {
+                            if let Some(reply) = reply {
+                                reply(Err(error.to_string()));
+                            }
+                            continue;
+                        }
+                    };
                     let job = CheckpointJob {
                         sequence,
                         timestamp,
-                        ledger: self.ledger.clone(),
+                        state,
                         reply,
                     };
                     self.stats
@@ -691,6 +750,20 @@ impl Executor {
             }
         }
         // Dropping the sender lets the checkpoint thread finish and stop.
+        self.ledger.stop();
+    }
+
+    fn publish_shard_stats(&self) {
+        let stats = self.ledger.stats();
+        for (counter, steps) in self.stats.shard_steps.iter().zip(&stats.steps) {
+            counter.store(*steps, Ordering::Relaxed);
+        }
+        self.stats
+            .pairs_split
+            .store(stats.pairs_split, Ordering::Relaxed);
+        self.stats
+            .router_flushes
+            .store(stats.flushes, Ordering::Relaxed);
     }
 }
 
@@ -703,9 +776,10 @@ struct Checkpointer<S: Storage> {
 
 impl<S: Storage> Checkpointer<S> {
     fn run(mut self) {
-        while let Ok(job) = self.jobs.recv() {
+        while let Ok(mut job) = self.jobs.recv() {
             let started = Instant::now();
-            let outcome = self.save(&job);
+            let reply = job.reply.take();
+            let outcome = self.save(job);
             self.stats
                 .checkpoint_write_ns_last
                 .store(elapsed_ns(started), Ordering::Relaxed);
@@ -723,19 +797,20 @@ impl<S: Storage> Checkpointer<S> {
                 }
                 Err(error) => tracing::error!(%error, "checkpoint failed; the log is kept in full"),
             }
-            if let Some(reply) = job.reply {
+            if let Some(reply) = reply {
                 reply(outcome);
             }
         }
     }
 
-    fn save(&mut self, job: &CheckpointJob) -> Result<u64, String> {
+    fn save(&mut self, job: CheckpointJob) -> Result<u64, String> {
+        let ledger = job.state.merge();
         let mut state = Vec::new();
-        storage::encode_state(&job.ledger, &mut state);
+        storage::encode_state(&ledger, &mut state);
         let checkpoint = Checkpoint {
             sequence: job.sequence,
             timestamp: job.timestamp,
-            digest: job.ledger.digest(),
+            digest: ledger.digest(),
             state,
         };
         self.storage

@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// TOML configuration file (every field has a default).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Shards: state-machine threads, each owning a partition of the
+    /// accounts [default: one per available core, or the config file's].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub shards: Option<u32>,
 }
 
 /// How a client subcommand finds and authenticates to the server.

@@ -214,6 +214,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         listen: args.listen,
         data_dir: args.data_dir,
         config: args.config,
+        shards: args.shards,
     };
     match serve::serve_blocking(&options) {
         Ok(()) => ExitCode::SUCCESS,

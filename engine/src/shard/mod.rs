@@ -137,6 +137,45 @@ pub struct ShardStats {
     pub flushes: u64,
 }
 
+/// Every shard's state at one sequence number, not yet merged.
+pub struct ShardedState {
+    config: LedgerConfig,
+    sequence: u64,
+    timestamp: u64,
+    shards: Vec<Ledger>,
+    records: Vec<(CommandId, crate::ledger::IdempotencyRecord)>,
+}
+
+impl std::fmt::Debug for ShardedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardedState")
+            .field("sequence", &self.sequence)
+            .field("shards", &self.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShardedState {
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    pub fn timestamp(&self) -> u64 {
+        self.timestamp
+    }
+
+    /// One lone-ledger state: house parts summed, records in global order.
+    pub fn merge(self) -> Ledger {
+        layout::merge(
+            self.config,
+            self.sequence,
+            self.timestamp,
+            self.shards,
+            self.records,
+        )
+    }
+}
+
 /// Why a sharded ledger could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -847,6 +886,13 @@ impl ShardedLedger {
     /// The whole state as one lone ledger (house parts summed, records in
     /// global order): for checkpoints, digests and comparisons.
     pub fn to_ledger(&mut self) -> Result<Ledger, ShardError> {
+        Ok(self.snapshot()?.merge())
+    }
+
+    /// A copy of every shard's state at the current sequence number (each
+    /// shard copies its own, in parallel); [`ShardedState::merge`] turns it
+    /// into one lone-ledger state, off the hot path.
+    pub fn snapshot(&mut self) -> Result<ShardedState, ShardError> {
         for input in &self.inputs {
             input
                 .send(Input::State)
@@ -864,7 +910,7 @@ impl ShardedLedger {
             }
         }
         let states: Option<Vec<Ledger>> = states.into_iter().collect();
-        let states = states.ok_or(ShardError::ShardStopped)?;
+        let shards = states.ok_or(ShardError::ShardStopped)?;
         let records = self
             .order
             .iter()
@@ -880,13 +926,13 @@ impl ShardedLedger {
                 )
             })
             .collect::<Vec<_>>();
-        Ok(layout::merge(
-            self.config,
-            self.sequence,
-            self.timestamp,
-            states,
+        Ok(ShardedState {
+            config: self.config,
+            sequence: self.sequence,
+            timestamp: self.timestamp,
+            shards,
             records,
-        ))
+        })
     }
 
     /// Stops the shard threads.
