@@ -367,6 +367,7 @@ impl Engine {
             execute: execute_receiver,
             checkpoints: checkpoint_sender,
             stats: Arc::clone(&stats),
+            replies: std::collections::VecDeque::new(),
         };
         let checkpointer = Checkpointer {
             storage: checkpoint_storage,
@@ -685,11 +686,61 @@ struct Executor {
     execute: Receiver<Execute>,
     checkpoints: Sender<CheckpointJob>,
     stats: Arc<EngineStats>,
+    /// Replies of the batches in flight on the shards, oldest first.
+    replies: std::collections::VecDeque<Reply<Vec<CommandResult>>>,
 }
 
+/// Batches routed to the shards and not yet answered, at most: the router
+/// works on the next batch while the shards apply the previous ones.
+const BATCHES_IN_FLIGHT_MAX: usize = 8;
+
 impl Executor {
+    /// Replies to the oldest batch in flight (waiting for it if `wait`).
+    fn complete(&mut self, wait: bool) -> bool {
+        let results = if wait {
+            self.ledger.complete_wait()
+        } else {
+            self.ledger.complete_ready()
+        };
+        let Some(results) = results else {
+            return false;
+        };
+        self.stats
+            .commands_applied
+            .fetch_add(results.len() as u64, Ordering::Relaxed);
+        if let Some(reply) = self.replies.pop_front() {
+            reply(results);
+        }
+        true
+    }
+
+    /// Replies to every batch in flight.
+    fn complete_all(&mut self) {
+        while self.complete(true) {}
+        self.publish_shard_stats();
+    }
+
     fn run(mut self) {
-        while let Ok(execute) = self.execute.recv() {
+        loop {
+            // With batches in flight, take the next request if one is
+            // queued (route it while the shards work); otherwise finish the
+            // oldest batch.
+            let execute = if self.ledger.in_flight() > 0 {
+                match self.execute.try_recv() {
+                    Ok(execute) => execute,
+                    Err(TryRecvError::Empty) => {
+                        self.complete(true);
+                        self.publish_shard_stats();
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match self.execute.recv() {
+                    Ok(execute) => execute,
+                    Err(_) => break,
+                }
+            };
             match execute {
                 Execute::Batch {
                     sequence,
@@ -697,16 +748,15 @@ impl Executor {
                     commands,
                     reply,
                 } => {
-                    let mut results = Vec::with_capacity(commands.len());
-                    self.ledger
-                        .apply(sequence, timestamp, &commands, &mut results);
-                    self.stats
-                        .commands_applied
-                        .fetch_add(commands.len() as u64, Ordering::Relaxed);
-                    self.publish_shard_stats();
-                    reply(results);
+                    if self.ledger.in_flight() >= BATCHES_IN_FLIGHT_MAX {
+                        self.complete(true);
+                    }
+                    self.ledger.submit(sequence, timestamp, &commands);
+                    self.replies.push_back(reply);
+                    while self.complete(false) {}
                 }
                 Execute::Query { queries, reply } => {
+                    self.complete_all();
                     self.stats
                         .queries
                         .fetch_add(queries.len() as u64, Ordering::Relaxed);
@@ -718,6 +768,7 @@ impl Executor {
                     timestamp,
                     reply,
                 } => {
+                    self.complete_all();
                     // The pause: every shard copies its state (in parallel).
                     // Merging, encoding, hashing and writing happen on the
                     // checkpoint thread.
@@ -749,6 +800,7 @@ impl Executor {
                 Execute::Shutdown => break,
             }
         }
+        self.complete_all();
         // Dropping the sender lets the checkpoint thread finish and stop.
         self.ledger.stop();
     }

@@ -481,9 +481,20 @@ fn determinism_across_shard_counts() {
 
     for shards in [1, 2, 3, 8] {
         let mut sharded = ShardedLedger::new(config(), shards).unwrap();
+        // Pipelined as the engine runs it: up to 6 batches in flight, the
+        // router routing the next while the shards apply earlier ones.
         let mut results: Vec<CommandResult> = Vec::with_capacity(commands);
         for (sequence, (timestamp, batch)) in log.iter().enumerate() {
-            sharded.apply(sequence as u64 + 1, *timestamp, batch, &mut results);
+            sharded.submit(sequence as u64 + 1, *timestamp, batch);
+            while let Some(done) = sharded.complete_ready() {
+                results.extend(done);
+            }
+            while sharded.in_flight() > 6 {
+                results.extend(sharded.complete_wait().unwrap());
+            }
+        }
+        while let Some(done) = sharded.complete_wait() {
+            results.extend(done);
         }
         assert_eq!(results.len(), expected.len());
         let mut flat = log.iter().flat_map(|(_, batch)| batch.iter());

@@ -217,6 +217,7 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
                 timestamp: record.timestamp,
                 home,
                 parties,
+                arrival: u64::MAX,
             },
         );
         order.push_back(*id);

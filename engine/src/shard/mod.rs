@@ -74,6 +74,9 @@ struct RouterRecord {
     home: u32,
     /// For payments: (merchant, payer) as routed, for refunds.
     parties: Option<(AccountId, AccountId)>,
+    /// Which arrival of this id the record is (an id may come back after
+    /// its record was evicted, while its first result is still in flight).
+    arrival: u64,
 }
 
 /// Who a merchant key pays.
@@ -110,6 +113,25 @@ enum Fact {
     None,
     Key(MerchantKey),
     Code(u64),
+}
+
+/// A batch routed (or being routed) whose results are not all in.
+#[derive(Debug)]
+struct InFlight {
+    ticket: u64,
+    results: Vec<Option<CommandResult>>,
+    /// Segments sent and not yet answered.
+    outstanding: usize,
+    /// Fresh commands not yet learned from.
+    routed: Vec<Routed>,
+    /// Still being routed: more segments may follow.
+    routing: bool,
+}
+
+impl InFlight {
+    fn complete(&self) -> bool {
+        !self.routing && self.outstanding == 0
+    }
 }
 
 /// A fresh command routed and not yet learned from.
@@ -207,11 +229,12 @@ pub struct ShardedLedger {
     inputs: Vec<Sender<Input>>,
     outputs: Receiver<(u32, Output)>,
     threads: Vec<JoinHandle<()>>,
-    // The batch being routed.
+    /// The segments of the batch being routed, one per shard.
     segments: Vec<Segment>,
     first_sent: bool,
-    results: Vec<Option<CommandResult>>,
-    routed: Vec<Routed>,
+    /// Batches in flight, oldest first; the one being routed is the last.
+    in_flight: VecDeque<InFlight>,
+    next_ticket: u64,
     /// Set once a shard thread is gone; every later answer is `Unavailable`.
     failed: bool,
     stats: ShardStats,
@@ -238,7 +261,10 @@ impl ShardedLedger {
             return Err(ShardError::ShardCount(shards));
         }
         let split = layout::split(ledger, shards);
-        let (output_sender, outputs) = channel::bounded(shards * 4);
+        // Room for every answer that can be outstanding (a shard is never
+        // made to wait on the router): per shard, at most one segment per
+        // batch in flight plus one per wait, and one state or account reply.
+        let (output_sender, outputs) = channel::bounded(shards * limits::SHARD_QUEUE_DEPTH);
         let mut verdict_senders: Vec<Vec<Option<Sender<worker::VerdictMessage>>>> = (0..shards)
             .map(|_| (0..shards).map(|_| None).collect())
             .collect();
@@ -273,8 +299,8 @@ impl ShardedLedger {
             threads: Vec::with_capacity(shards),
             segments: Vec::new(),
             first_sent: false,
-            results: Vec::new(),
-            routed: Vec::new(),
+            in_flight: VecDeque::new(),
+            next_ticket: 0,
             failed: false,
             stats: ShardStats {
                 steps: vec![0; shards],
@@ -337,7 +363,8 @@ impl ShardedLedger {
     }
 
     /// Applies one batch on the shards: appends one result per command, in
-    /// order, exactly as [`Ledger::apply`] would.
+    /// order, exactly as [`Ledger::apply`] would. Batches submitted before
+    /// and not yet taken back are completed first (their results dropped).
     pub fn apply(
         &mut self,
         sequence: u64,
@@ -345,6 +372,18 @@ impl ShardedLedger {
         batch: &[Command],
         results: &mut Vec<CommandResult>,
     ) {
+        while self.complete_wait().is_some() {}
+        self.submit(sequence, timestamp, batch);
+        if let Some(mine) = self.complete_wait() {
+            results.extend(mine);
+        }
+    }
+
+    /// Routes one batch to the shards without waiting for its results
+    /// (unless a command needs the outcome of one still in flight); take the
+    /// results back in order with [`Self::complete_wait`] or
+    /// [`Self::complete_ready`].
+    pub fn submit(&mut self, sequence: u64, timestamp: u64, batch: &[Command]) {
         assert!(
             sequence > self.sequence,
             "sequence {sequence} after {}",
@@ -357,8 +396,11 @@ impl ShardedLedger {
         );
         self.sequence = sequence;
         self.timestamp = timestamp;
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
         self.segments = (0..self.shards)
             .map(|_| Segment {
+                ticket,
                 sequence,
                 timestamp,
                 first: true,
@@ -367,9 +409,13 @@ impl ShardedLedger {
             })
             .collect();
         self.first_sent = false;
-        self.results.clear();
-        self.results.resize(batch.len(), None);
-        self.routed.clear();
+        self.in_flight.push_back(InFlight {
+            ticket,
+            results: vec![None; batch.len()],
+            outstanding: 0,
+            routed: Vec::new(),
+            routing: true,
+        });
 
         self.batch_start(timestamp, batch.len());
         for (index, command) in batch.iter().enumerate() {
@@ -378,11 +424,92 @@ impl ShardedLedger {
             }
             self.route(index as u32, command, timestamp);
         }
-        self.flush();
-        results.reserve(batch.len());
-        for result in self.results.drain(..) {
-            results.push(result.unwrap_or(CommandResult::new(Status::Unavailable)));
+        self.send_segments();
+        if let Some(current) = self.in_flight.back_mut() {
+            current.routing = false;
         }
+    }
+
+    /// Batches submitted whose results have not been taken back.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The oldest batch's results, waiting for them; `None` if no batch is
+    /// in flight. A command never answered (a shard thread died) gets
+    /// `Unavailable`.
+    pub fn complete_wait(&mut self) -> Option<Vec<CommandResult>> {
+        loop {
+            let front = self.in_flight.front()?;
+            if front.complete() || self.failed {
+                return self.pop_complete();
+            }
+            self.receive_one();
+        }
+    }
+
+    /// The oldest batch's results if they are all in; never waits.
+    pub fn complete_ready(&mut self) -> Option<Vec<CommandResult>> {
+        while let Ok(output) = self.outputs.try_recv() {
+            self.take_output(output);
+        }
+        if self.in_flight.front()?.complete() {
+            self.pop_complete()
+        } else {
+            None
+        }
+    }
+
+    fn pop_complete(&mut self) -> Option<Vec<CommandResult>> {
+        let mut batch = self.in_flight.pop_front()?;
+        self.learn(&mut batch);
+        Some(
+            batch
+                .results
+                .into_iter()
+                .map(|result| result.unwrap_or(CommandResult::new(Status::Unavailable)))
+                .collect(),
+        )
+    }
+
+    /// Waits for one answer from a shard.
+    fn receive_one(&mut self) {
+        match self.outputs.recv() {
+            Ok(output) => self.take_output(output),
+            Err(_) => self.failed = true,
+        }
+    }
+
+    fn take_output(&mut self, output: (u32, Output)) {
+        match output {
+            (_, Output::Results(ticket, results)) => {
+                let front = self.in_flight.front().map_or(0, |batch| batch.ticket);
+                let position = ticket.wrapping_sub(front) as usize;
+                if let Some(batch) = self.in_flight.get_mut(position) {
+                    batch.outstanding = batch.outstanding.saturating_sub(1);
+                    for (index, result) in results {
+                        if let Some(slot) = batch.results.get_mut(index as usize) {
+                            *slot = Some(result);
+                        }
+                    }
+                }
+            }
+            // Only asked for with nothing in flight.
+            (_, Output::Account(_) | Output::State(_)) => self.failed = true,
+        }
+    }
+
+    /// Waits until every segment sent is answered (results stay queued for
+    /// `complete_*`), and learns from them.
+    fn settle(&mut self) {
+        while !self.failed && self.in_flight.iter().any(|batch| batch.outstanding > 0) {
+            self.receive_one();
+        }
+        let mut batches = std::mem::take(&mut self.in_flight);
+        for batch in batches.iter_mut() {
+            self.learn(batch);
+        }
+        self.in_flight = batches;
     }
 
     /// What the lone ledger does before a batch's first command: expiries
@@ -463,8 +590,7 @@ impl ShardedLedger {
         if let Some(record) = self.records.get(&command.id) {
             self.stats.answered_by_router += 1;
             if record.fingerprint != fingerprint {
-                self.results[index as usize] =
-                    Some(CommandResult::new(Status::IdReusedWithDifferentFields));
+                self.set_result(index, Status::IdReusedWithDifferentFields);
                 return;
             }
             if record.status.is_none() {
@@ -476,7 +602,7 @@ impl ShardedLedger {
                 .get(&command.id)
                 .and_then(|record| record.status)
                 .unwrap_or(Status::Unavailable);
-            self.results[index as usize] = Some(CommandResult::new(status));
+            self.set_result(index, status);
             return;
         }
         let arrival = self.arrivals;
@@ -491,15 +617,18 @@ impl ShardedLedger {
                 timestamp,
                 home,
                 parties,
+                arrival,
             },
         );
         self.order.push_back(command.id);
-        self.routed.push(Routed {
-            index,
-            id: command.id,
-            arrival,
-            fact,
-        });
+        if let Some(current) = self.in_flight.back_mut() {
+            current.routed.push(Routed {
+                index,
+                id: command.id,
+                arrival,
+                fact,
+            });
+        }
     }
 
     /// Routes a fresh command; returns its home shard, what to learn from
@@ -688,6 +817,17 @@ impl ShardedLedger {
         }
     }
 
+    /// A result the router decides itself, for the batch being routed.
+    fn set_result(&mut self, index: u32, status: Status) {
+        if let Some(slot) = self
+            .in_flight
+            .back_mut()
+            .and_then(|current| current.results.get_mut(index as usize))
+        {
+            *slot = Some(CommandResult::new(status));
+        }
+    }
+
     fn remembered_code(&self, code: u64, timestamp: u64) -> Option<CodeEntry> {
         self.codes
             .get(&code)
@@ -733,21 +873,14 @@ impl ShardedLedger {
         }
     }
 
-    /// Sends what is routed so far and waits for every result; then learns
-    /// the outcomes the routing of later commands may need.
-    fn flush(&mut self) {
+    /// Sends the segments routed so far of the current batch (the first
+    /// time, to every shard: each runs the batch-start expiries).
+    fn send_segments(&mut self) {
         if self.failed {
             return;
         }
-        if self.first_sent
-            || self
-                .segments
-                .iter()
-                .any(|segment| !segment.steps.is_empty())
-        {
-            self.stats.flushes += 1;
-        }
-        let mut expected = 0usize;
+        let ticket = self.in_flight.back().map_or(0, |batch| batch.ticket);
+        let mut sent = 0usize;
         for shard in 0..self.shards {
             let send = !self.first_sent || !self.segments[shard].steps.is_empty();
             if !send {
@@ -756,6 +889,7 @@ impl ShardedLedger {
             let segment = std::mem::replace(
                 &mut self.segments[shard],
                 Segment {
+                    ticket,
                     sequence: self.sequence,
                     timestamp: self.timestamp,
                     first: false,
@@ -767,35 +901,35 @@ impl ShardedLedger {
                 self.failed = true;
                 return;
             }
-            expected += 1;
+            sent += 1;
         }
         self.first_sent = true;
-        for _ in 0..expected {
-            match self.outputs.recv() {
-                Ok((_, Output::Results(results))) => {
-                    for (index, result) in results {
-                        if let Some(slot) = self.results.get_mut(index as usize) {
-                            *slot = Some(result);
-                        }
-                    }
-                }
-                Ok(_) | Err(_) => {
-                    self.failed = true;
-                    return;
-                }
-            }
+        if let Some(current) = self.in_flight.back_mut() {
+            current.outstanding += sent;
         }
-        self.learn();
     }
 
-    fn learn(&mut self) {
-        for routed in self.routed.drain(..) {
-            let status = match self.results.get(routed.index as usize).copied().flatten() {
+    /// Sends what is routed so far and waits for every result in flight;
+    /// then learns the outcomes the routing of later commands may need.
+    fn flush(&mut self) {
+        if self.failed {
+            return;
+        }
+        self.stats.flushes += 1;
+        self.send_segments();
+        self.settle();
+    }
+
+    fn learn(&mut self, batch: &mut InFlight) {
+        for routed in batch.routed.drain(..) {
+            let status = match batch.results.get(routed.index as usize).copied().flatten() {
                 Some(result) => result.status,
                 None => continue,
             };
             if let Some(record) = self.records.get_mut(&routed.id) {
-                record.status = Some(status);
+                if record.arrival == routed.arrival {
+                    record.status = Some(status);
+                }
             }
             let ok = status == Status::Ok;
             match routed.fact {
@@ -828,6 +962,9 @@ impl ShardedLedger {
 
     /// Answers a read-only query from the state after the last batch.
     pub fn query(&mut self, query: &Query) -> QueryReply {
+        // Every answer in flight comes in first, so the shards' replies to
+        // the query are the next ones on the channel.
+        self.settle();
         match query {
             Query::Balance { account } => match self.account_view(*account) {
                 Ok(Some(view)) => QueryReply::Balance(view),
@@ -855,6 +992,7 @@ impl ShardedLedger {
     /// The account as a lone ledger would show it: a public house id sums
     /// its parts on every shard.
     pub fn account_view(&mut self, id: AccountId) -> Result<Option<AccountView>, ShardError> {
+        self.settle();
         if !id.is_house() {
             return match self.shard_of(id) {
                 Some(shard) => Ok(self
@@ -893,6 +1031,7 @@ impl ShardedLedger {
     /// shard copies its own, in parallel); [`ShardedState::merge`] turns it
     /// into one lone-ledger state, off the hot path.
     pub fn snapshot(&mut self) -> Result<ShardedState, ShardError> {
+        self.settle();
         for input in &self.inputs {
             input
                 .send(Input::State)

@@ -49,6 +49,8 @@ pub(crate) enum Role {
 /// A run of one batch's commands for one shard.
 #[derive(Debug, Default)]
 pub(crate) struct Segment {
+    /// The router's number for the batch, to match the answer.
+    pub(crate) ticket: u64,
     pub(crate) sequence: u64,
     pub(crate) timestamp: u64,
     /// The batch's first segment: run the batch-start expiries first.
@@ -69,8 +71,9 @@ pub(crate) enum Input {
 }
 
 pub(crate) enum Output {
-    /// Results of the commands whose home is this shard, by batch index.
-    Results(Vec<(u32, CommandResult)>),
+    /// Results of the commands whose home is this shard, by batch index,
+    /// with the batch's ticket.
+    Results(u64, Vec<(u32, CommandResult)>),
     Account(Option<Account>),
     State(Box<Ledger>),
 }
@@ -94,7 +97,7 @@ impl Worker {
         while let Ok(input) = self.inputs.recv() {
             let output = match input {
                 Input::Segment(segment) => match self.apply(&segment) {
-                    Some(results) => Output::Results(results),
+                    Some(results) => Output::Results(segment.ticket, results),
                     // A peer stopped mid-exchange: the engine is going down.
                     None => return,
                 },
