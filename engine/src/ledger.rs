@@ -40,6 +40,8 @@ pub(crate) struct Elsewhere {
     pub(crate) payment_code_taken: bool,
     /// The merchant key is registered to a merchant on another shard.
     pub(crate) merchant_key_taken: bool,
+    /// A hold with this command's id is still kept on another shard.
+    pub(crate) hold_id_taken: bool,
 }
 
 /// One account's state, kept in a dense array.
@@ -362,11 +364,7 @@ impl Ledger {
             self.books.remote_payments.remove(&id);
         }
         // A finished hold is remembered as long as its command's record.
-        if let Some(hold) = self.books.holds.get(&id) {
-            if hold.state != HoldState::Pending {
-                self.books.holds.remove(&id);
-            }
-        }
+        self.books.forget_finished_hold(id);
     }
 
     /// Answers a read-only query from the current state.
@@ -557,6 +555,15 @@ fn result(outcome: Result<(), Status>) -> CommandResult {
 }
 
 impl Books {
+    /// Drops the hold with this id if it is finished (its record is gone).
+    pub(crate) fn forget_finished_hold(&mut self, id: CommandId) {
+        if let Some(hold) = self.holds.get(&id) {
+            if hold.state != HoldState::Pending {
+                self.holds.remove(&id);
+            }
+        }
+    }
+
     fn execute(&mut self, command: &Command, timestamp: u64) -> CommandResult {
         self.execute_with(command, timestamp, Elsewhere::default())
     }
@@ -586,7 +593,15 @@ impl Books {
                 amount,
                 currency,
                 timeout_ms,
-            } => self.withdraw_hold(command.id, account, amount, currency, timeout_ms, timestamp),
+            } => self.withdraw_hold(
+                command.id,
+                account,
+                amount,
+                currency,
+                timeout_ms,
+                timestamp,
+                elsewhere.hold_id_taken,
+            ),
             CommandKind::WithdrawPost { hold } => self.finish_hold(hold, HoldState::Posted),
             CommandKind::WithdrawVoid { hold } => self.finish_hold(hold, HoldState::Voided),
             CommandKind::Freeze { account } => self.freeze(account),
@@ -743,6 +758,7 @@ impl Books {
         self.move_money(debit_slot, credit_slot, amount, currency)
     }
 
+    #[allow(clippy::too_many_arguments)] // the fields of one command, and a fact
     fn withdraw_hold(
         &mut self,
         id: CommandId,
@@ -751,6 +767,7 @@ impl Books {
         currency: Currency,
         timeout_ms: u64,
         timestamp: u64,
+        hold_id_taken: bool,
     ) -> Result<(), Status> {
         check_amount(amount)?;
         if !(limits::HOLD_TIMEOUT_MS_MIN..=limits::HOLD_TIMEOUT_MS_MAX).contains(&timeout_ms) {
@@ -768,7 +785,7 @@ impl Books {
         if account.available() < signed(amount) {
             return Err(Status::InsufficientFunds);
         }
-        if self.holds.contains_key(&id) {
+        if self.holds.contains_key(&id) || hold_id_taken {
             // A hold outlived its command's idempotency record and the id came back.
             return Err(Status::IdReusedWithDifferentFields);
         }

@@ -546,3 +546,108 @@ fn determinism_across_shard_counts() {
         assert_eq!(restarted.to_ledger().unwrap().digest(), lone_after.digest());
     }
 }
+
+/// A hold id that comes back after its record was evicted: refused while
+/// the old hold (pending when its record went) is kept on its shard, even
+/// when the new hold's account lives on another shard.
+#[test]
+fn determinism_of_hold_ids_reused_after_eviction() {
+    use payrail_engine::shard::shard_of_owner;
+    let owner_on = |shard: usize| {
+        (0..)
+            .find(|owner| shard_of_owner(*owner, 2) == shard)
+            .unwrap()
+    };
+    let (a, b) = (owner_on(0), owner_on(1));
+    let config = LedgerConfig {
+        idempotency_window_ns: 1_000_000_000,
+        idempotency_records_max: 1_000_000,
+    };
+    let open = |id: u128, owner: u64| {
+        Command::new(
+            id,
+            CommandKind::OpenAccount(OpenAccount {
+                account: AccountId(owner + 100),
+                owner,
+                kind: AccountKind::Customer,
+                currency: Currency::CNY,
+                kyc_tier: 1,
+                mcc: 0,
+            }),
+        )
+    };
+    let deposit = |id: u128, owner: u64| {
+        Command::new(
+            id,
+            CommandKind::Deposit {
+                account: AccountId(owner + 100),
+                amount: 1_000,
+                currency: Currency::CNY,
+            },
+        )
+    };
+    let hold = |id: u128, owner: u64| {
+        Command::new(
+            id,
+            CommandKind::WithdrawHold {
+                account: AccountId(owner + 100),
+                amount: 10,
+                currency: Currency::CNY,
+                timeout_ms: 60_000,
+            },
+        )
+    };
+    let post = |id: u128, hold: u128| {
+        Command::new(
+            id,
+            CommandKind::WithdrawPost {
+                hold: CommandId(hold),
+            },
+        )
+    };
+    let second = 1_000_000_000u64;
+    let log: Vec<(u64, Vec<Command>)> = vec![
+        (
+            BASE_TIME,
+            vec![open(1, a), open(2, b), deposit(3, a), deposit(4, b)],
+        ),
+        (BASE_TIME + 1, vec![hold(50, a), hold(60, a)]),
+        (BASE_TIME + 2, vec![post(5, 60)]),
+        // Both records are gone; 50 is still pending (refused), 60 was
+        // posted (forgotten with its record: the id is free).
+        (BASE_TIME + 5 * second, vec![hold(50, b), hold(60, b)]),
+        // The refusal's record is gone too; the old hold 50 is still kept.
+        (BASE_TIME + 6 * second, vec![hold(50, b)]),
+        (BASE_TIME + 6 * second + 1, vec![post(7, 50)]),
+        // The old hold 50 expired and its last record went: the id is free.
+        (BASE_TIME + 70 * second, vec![hold(50, b)]),
+    ];
+    let mut lone = Ledger::new(config);
+    let expected: Vec<Vec<CommandResult>> = log
+        .iter()
+        .enumerate()
+        .map(|(sequence, (timestamp, batch))| {
+            lone.apply_batch(sequence as u64 + 1, *timestamp, batch)
+        })
+        .collect();
+    let statuses: Vec<&str> = expected.iter().flatten().map(|r| r.status.name()).collect();
+    assert_eq!(
+        statuses[6..],
+        [
+            "ok",
+            "id_reused_with_different_fields",
+            "ok",
+            "id_reused_with_different_fields",
+            "ok",
+            "ok"
+        ]
+    );
+    for shards in [1, 2, 3] {
+        let mut sharded = ShardedLedger::new(config, shards).unwrap();
+        for (sequence, ((timestamp, batch), want)) in log.iter().zip(&expected).enumerate() {
+            let got = sharded.apply_batch(sequence as u64 + 1, *timestamp, batch);
+            assert_eq!(&got, want, "{shards} shards, batch {sequence}");
+        }
+        assert_eq!(sharded.to_ledger().unwrap().digest(), lone.digest());
+    }
+}

@@ -12,7 +12,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use dashmap::DashMap;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
-use super::{shard_of_owner, CodeEntry, HoldEntry, KeyEntry, RouterRecord};
+use super::{shard_of_owner, CodeEntry, HoldEntry, HoldKnown, KeyEntry, RouterRecord};
 use crate::command::{AccountId, AccountKind, CommandId, MerchantKey};
 use crate::ledger::{Account, IdempotencyRecord, Ledger, LedgerConfig};
 use crate::limits;
@@ -106,6 +106,13 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
             HoldEntry {
                 shard,
                 expires_at: hold.expires_at,
+                state: if hold.state == crate::ledger::HoldState::Pending {
+                    HoldKnown::Pending
+                } else {
+                    HoldKnown::Finished
+                },
+                arrival: u64::MAX,
+                unresolved: 0,
             },
         );
         hold_homes.insert(hold.id, shard);

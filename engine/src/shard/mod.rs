@@ -100,11 +100,27 @@ struct CodeEntry {
     arrival: u64,
 }
 
-/// Where a withdrawal hold lives, and when it expires.
+/// Where a withdrawal hold lives, when it expires, and what the router
+/// knows of its state: enough to tell, when its record is evicted, whether
+/// the shard keeps it until expiry (a pending hold) or drops it now.
 #[derive(Clone, Copy, Debug)]
 struct HoldEntry {
     shard: u32,
     expires_at: u64,
+    state: HoldKnown,
+    /// The arrival number of the hold's opening.
+    arrival: u64,
+    /// Commands on this hold (its opening, posts, voids) whose results are
+    /// not yet learned.
+    unresolved: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum HoldKnown {
+    Opening,
+    Pending,
+    Finished,
+    Failed,
 }
 
 /// A fact the router learns from a result.
@@ -113,6 +129,10 @@ enum Fact {
     None,
     Key(MerchantKey),
     Code(u64),
+    /// Opening of a hold.
+    HoldOpen(CommandId),
+    /// Post or void of the hold entry with this arrival.
+    HoldFinish(CommandId, u64),
 }
 
 /// A batch routed (or being routed) whose results are not all in.
@@ -405,6 +425,7 @@ impl ShardedLedger {
                 timestamp,
                 first: true,
                 forget: Vec::new(),
+                forget_holds: Vec::new(),
                 steps: Vec::new(),
             })
             .collect();
@@ -560,12 +581,28 @@ impl ShardedLedger {
                 if let Some(segment) = self.segments.get_mut(record.home as usize) {
                     segment.forget.push(oldest);
                 }
+                // The id was reused for a command on another shard than
+                // its hold's: that shard hears of the record going too.
+                if let Some(hold) = self.holds.get(&oldest) {
+                    if hold.shard != record.home {
+                        if let Some(segment) = self.segments.get_mut(hold.shard as usize) {
+                            segment.forget_holds.push(oldest);
+                        }
+                    }
+                }
             }
+            // The shard drops a finished hold with its record and keeps a
+            // pending one until it expires: learn which this one is.
             if self
                 .holds
                 .get(&oldest)
-                .is_some_and(|hold| hold.expires_at <= timestamp)
+                .is_some_and(|hold| hold.unresolved > 0)
             {
+                self.settle();
+            }
+            if self.holds.get(&oldest).is_some_and(|hold| {
+                hold.state != HoldKnown::Pending || hold.expires_at <= timestamp
+            }) {
                 self.holds.remove(&oldest);
             }
         }
@@ -682,17 +719,51 @@ impl ShardedLedger {
                 ..
             } => {
                 let shard = self.shard_of(account).unwrap_or(0);
+                // The id is fresh, so an entry left is a hold that outlived
+                // its record (pending when the record went) and that some
+                // shard still keeps: the lone ledger refuses the id.
+                if self
+                    .holds
+                    .get(&command.id)
+                    .is_some_and(|hold| hold.unresolved > 0)
+                {
+                    self.flush();
+                }
+                if self.holds.contains_key(&command.id) {
+                    self.push(
+                        shard,
+                        local(Elsewhere {
+                            hold_id_taken: true,
+                            ..Elsewhere::default()
+                        }),
+                    );
+                    return (shard, Fact::None, None);
+                }
                 let expires_at = timestamp.saturating_add(timeout_ms.saturating_mul(1_000_000));
-                self.holds
-                    .insert(command.id, HoldEntry { shard, expires_at });
+                self.holds.insert(
+                    command.id,
+                    HoldEntry {
+                        shard,
+                        expires_at,
+                        state: HoldKnown::Opening,
+                        arrival,
+                        unresolved: 1,
+                    },
+                );
                 self.hold_expiries.push(Reverse((expires_at, command.id)));
                 self.push(shard, plain);
-                (shard, Fact::None, None)
+                (shard, Fact::HoldOpen(command.id), None)
             }
             CommandKind::WithdrawPost { hold } | CommandKind::WithdrawVoid { hold } => {
-                let shard = self.holds.get(&hold).map_or(0, |entry| entry.shard);
+                let (shard, fact) = match self.holds.get_mut(&hold) {
+                    Some(entry) => {
+                        entry.unresolved += 1;
+                        (entry.shard, Fact::HoldFinish(hold, entry.arrival))
+                    }
+                    None => (0, Fact::None),
+                };
                 self.push(shard, plain);
-                (shard, Fact::None, None)
+                (shard, fact, None)
             }
             CommandKind::RegisterMerchantKey { merchant, key } => {
                 let shard = self.shard_of(merchant).unwrap_or(0);
@@ -894,6 +965,7 @@ impl ShardedLedger {
                     timestamp: self.timestamp,
                     first: false,
                     forget: Vec::new(),
+                    forget_holds: Vec::new(),
                     steps: Vec::new(),
                 },
             );
@@ -941,6 +1013,28 @@ impl ShardedLedger {
                                 entry.resolved = true;
                             } else {
                                 self.keys.remove(&key);
+                            }
+                        }
+                    }
+                }
+                Fact::HoldOpen(id) => {
+                    if let Some(entry) = self.holds.get_mut(&id) {
+                        if entry.arrival == routed.arrival {
+                            entry.unresolved = entry.unresolved.saturating_sub(1);
+                            entry.state = if ok {
+                                HoldKnown::Pending
+                            } else {
+                                HoldKnown::Failed
+                            };
+                        }
+                    }
+                }
+                Fact::HoldFinish(id, arrival) => {
+                    if let Some(entry) = self.holds.get_mut(&id) {
+                        if entry.arrival == arrival {
+                            entry.unresolved = entry.unresolved.saturating_sub(1);
+                            if ok {
+                                entry.state = HoldKnown::Finished;
                             }
                         }
                     }

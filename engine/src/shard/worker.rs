@@ -58,6 +58,9 @@ pub(crate) struct Segment {
     /// Records the router dropped (window or cap) whose home is this shard,
     /// oldest first; applied after the expiries, as the lone ledger does.
     pub(crate) forget: Vec<CommandId>,
+    /// Holds kept here whose id's record (kept on another shard: the id was
+    /// reused) was dropped: a finished one goes, as with a local record.
+    pub(crate) forget_holds: Vec<CommandId>,
     pub(crate) steps: Vec<Step>,
 }
 
@@ -125,6 +128,9 @@ impl Worker {
                 let front = ledger.records.order.pop_front();
                 debug_assert_eq!(front, Some(id), "forgets come oldest first");
                 ledger.forget_record(id);
+            }
+            for id in &segment.forget_holds {
+                ledger.books.forget_finished_hold(*id);
             }
         }
         let mut results = Vec::with_capacity(segment.steps.len());
@@ -203,7 +209,7 @@ impl Worker {
                 let sender = self.verdicts_out.get(peer)?.as_ref()?;
                 sender.send((sequence, index, mine.map(|_| ()))).ok()?;
                 let receiver = self.verdicts_in.get(peer)?.as_ref()?;
-                let (their_sequence, their_index, theirs) = receiver.recv().ok()?;
+                let (their_sequence, their_index, theirs) = receive_verdict(receiver)?;
                 assert_eq!(
                     (their_sequence, their_index),
                     (sequence, index),
@@ -241,6 +247,24 @@ impl Worker {
             },
         );
         records.order.push_back(command.id);
+    }
+}
+
+/// The peer's verdict: spin briefly (it is usually microseconds behind),
+/// then yield, then block. Parking on every verdict cost more than applying.
+fn receive_verdict(receiver: &Receiver<VerdictMessage>) -> Option<VerdictMessage> {
+    let backoff = crossbeam::utils::Backoff::new();
+    loop {
+        match receiver.try_recv() {
+            Ok(message) => return Some(message),
+            Err(crossbeam::channel::TryRecvError::Disconnected) => return None,
+            Err(crossbeam::channel::TryRecvError::Empty) => {
+                if backoff.is_completed() {
+                    return receiver.recv().ok();
+                }
+                backoff.snooze();
+            }
+        }
     }
 }
 
