@@ -282,7 +282,7 @@ impl Ledger {
         );
         self.sequence = sequence;
         self.timestamp = timestamp;
-        self.books.expire_holds(timestamp, &self.records);
+        self.books.expire_holds(timestamp, Some(&self.records));
         self.books.expire_payment_codes(timestamp);
         self.evict_records(timestamp, batch.len());
 
@@ -867,7 +867,9 @@ impl Books {
     }
 
     /// Releases every pending hold whose expiry is at or before `timestamp`.
-    pub(crate) fn expire_holds(&mut self, timestamp: u64, records: &Records) {
+    /// With `records`, an expired hold whose record is gone is dropped too;
+    /// a shard passes `None` (its router says when a record went).
+    pub(crate) fn expire_holds(&mut self, timestamp: u64, records: Option<&Records>) {
         while let Some(&Reverse((expires_at, id))) = self.hold_expiries.peek() {
             if expires_at > timestamp {
                 break;
@@ -885,7 +887,7 @@ impl Books {
             if hold.state == HoldState::Pending {
                 self.release_hold(&hold, HoldState::Expired);
             }
-            if !records.by_id.contains_key(&id) {
+            if records.is_some_and(|records| !records.by_id.contains_key(&id)) {
                 self.holds.remove(&id);
             }
         }

@@ -213,9 +213,9 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
             Some(&(shard, parties)) => (shard, Some(parties)),
             None => (hold_homes.get(id).copied().unwrap_or(0), None),
         };
-        let shard_records = &mut ledgers[home as usize].records;
-        shard_records.by_id.insert(*id, *record);
-        shard_records.order.push_back(*id);
+        if hold_homes.contains_key(id) {
+            ledgers[home as usize].records.by_id.insert(*id, *record);
+        }
         records.insert(
             *id,
             RouterRecord {
@@ -225,6 +225,7 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
                 home,
                 parties,
                 arrival: u64::MAX,
+                keeps: true,
             },
         );
         order.push_back(*id);

@@ -77,6 +77,9 @@ struct RouterRecord {
     /// Which arrival of this id the record is (an id may come back after
     /// its record was evicted, while its first result is still in flight).
     arrival: u64,
+    /// Something on the home shard lives as long as the record (a hold, a
+    /// payment): the home shard hears when the record goes.
+    keeps: bool,
 }
 
 /// Who a merchant key pays.
@@ -541,12 +544,15 @@ impl ShardedLedger {
                 break;
             }
             self.hold_expiries.pop();
-            let expired = self
-                .holds
-                .get(&id)
-                .is_some_and(|hold| hold.expires_at == at);
-            if expired && !self.records.contains_key(&id) {
-                self.holds.remove(&id);
+            let expired = self.holds.get(&id).filter(|hold| hold.expires_at == at);
+            if let Some(hold) = expired.copied() {
+                if !self.records.contains_key(&id) {
+                    // Expired (so finished) with no record: the shard drops it.
+                    self.holds.remove(&id);
+                    if let Some(segment) = self.segments.get_mut(hold.shard as usize) {
+                        segment.forget_holds.push(id);
+                    }
+                }
             }
         }
         while let Some(&Reverse((at, code))) = self.code_forgets.peek() {
@@ -578,13 +584,15 @@ impl ShardedLedger {
             }
             self.order.pop_front();
             if let Some(record) = self.records.remove(&oldest) {
-                if let Some(segment) = self.segments.get_mut(record.home as usize) {
-                    segment.forget.push(oldest);
+                if record.keeps {
+                    if let Some(segment) = self.segments.get_mut(record.home as usize) {
+                        segment.forget.push(oldest);
+                    }
                 }
                 // The id was reused for a command on another shard than
                 // its hold's: that shard hears of the record going too.
                 if let Some(hold) = self.holds.get(&oldest) {
-                    if hold.shard != record.home {
+                    if hold.shard != record.home || !record.keeps {
                         if let Some(segment) = self.segments.get_mut(hold.shard as usize) {
                             segment.forget_holds.push(oldest);
                         }
@@ -655,6 +663,12 @@ impl ShardedLedger {
                 home,
                 parties,
                 arrival,
+                keeps: matches!(
+                    command.kind,
+                    CommandKind::WithdrawHold { .. }
+                        | CommandKind::PayMerchantQr { .. }
+                        | CommandKind::ChargePaymentCode { .. }
+                ),
             },
         );
         self.order.push_back(command.id);

@@ -122,11 +122,9 @@ impl Worker {
             self.ledger.sequence = segment.sequence;
             self.ledger.timestamp = timestamp;
             let ledger = &mut self.ledger;
-            ledger.books.expire_holds(timestamp, &ledger.records);
+            ledger.books.expire_holds(timestamp, None);
             ledger.books.expire_payment_codes(timestamp);
             for &id in &segment.forget {
-                let front = ledger.records.order.pop_front();
-                debug_assert_eq!(front, Some(id), "forgets come oldest first");
                 ledger.forget_record(id);
             }
             for id in &segment.forget_holds {
@@ -230,6 +228,9 @@ impl Worker {
         }
     }
 
+    /// A shard keeps records only where state hangs on them: a hold is
+    /// dropped when it is finished and its record is gone. The router keeps
+    /// every record (duplicates, queries, checkpoints).
     fn record(
         &mut self,
         command: &Command,
@@ -237,6 +238,12 @@ impl Worker {
         result: CommandResult,
         timestamp: u64,
     ) {
+        if !matches!(
+            command.kind,
+            crate::command::CommandKind::WithdrawHold { .. }
+        ) {
+            return;
+        }
         let records = &mut self.ledger.records;
         records.by_id.insert(
             command.id,
@@ -246,7 +253,6 @@ impl Worker {
                 timestamp,
             },
         );
-        records.order.push_back(command.id);
     }
 }
 
