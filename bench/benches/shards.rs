@@ -49,7 +49,7 @@ fn setup() -> Vec<Vec<Command>> {
     };
     let mut batches = Vec::new();
     let mut batch = Vec::new();
-    let mut flush = |batch: &mut Vec<Command>, batches: &mut Vec<Vec<Command>>| {
+    let flush = |batch: &mut Vec<Command>, batches: &mut Vec<Vec<Command>>| {
         if batch.len() >= 8_000 {
             batches.push(std::mem::take(batch));
         }

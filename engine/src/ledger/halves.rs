@@ -344,9 +344,9 @@ impl Books {
 /// `lookup` knows.
 pub(crate) fn first_known_key<T>(
     keys: &[MerchantKey],
-    mut lookup: impl FnMut(&MerchantKey) -> Option<T>,
+    lookup: impl FnMut(&MerchantKey) -> Option<T>,
 ) -> Option<T> {
     keys.iter()
         .filter(|key| **key != MerchantKey::NONE)
-        .find_map(|key| lookup(key))
+        .find_map(lookup)
 }
