@@ -496,9 +496,31 @@ impl ShardedLedger {
         )
     }
 
+    /// The next answer from any shard. A shard thread that stopped (it
+    /// panicked: a bug) fails the sharded ledger instead of leaving the
+    /// router waiting forever; what is in flight is answered `unavailable`.
+    fn receive_output(&mut self) -> Result<(u32, Output), channel::RecvError> {
+        loop {
+            match self
+                .outputs
+                .recv_timeout(std::time::Duration::from_millis(100))
+            {
+                Ok(output) => return Ok(output),
+                Err(channel::RecvTimeoutError::Timeout) => {
+                    if self.threads.iter().any(JoinHandle::is_finished) {
+                        tracing::error!("a shard thread stopped; the sharded ledger is failed");
+                        self.failed = true;
+                        return Err(channel::RecvError);
+                    }
+                }
+                Err(channel::RecvTimeoutError::Disconnected) => return Err(channel::RecvError),
+            }
+        }
+    }
+
     /// Waits for one answer from a shard.
     fn receive_one(&mut self) {
-        match self.outputs.recv() {
+        match self.receive_output() {
             Ok(output) => self.take_output(output),
             Err(_) => self.failed = true,
         }
@@ -1091,7 +1113,7 @@ impl ShardedLedger {
         input
             .send(Input::Account(id))
             .map_err(|_| ShardError::ShardStopped)?;
-        match self.outputs.recv() {
+        match self.receive_output() {
             Ok((_, Output::Account(account))) => Ok(account),
             _ => Err(ShardError::ShardStopped),
         }
@@ -1147,7 +1169,7 @@ impl ShardedLedger {
         }
         let mut states: Vec<Option<Ledger>> = (0..self.shards).map(|_| None).collect();
         for _ in 0..self.shards {
-            match self.outputs.recv() {
+            match self.receive_output() {
                 Ok((shard, Output::State(ledger))) => {
                     if let Some(state) = states.get_mut(shard as usize) {
                         *state = Some(*ledger);
