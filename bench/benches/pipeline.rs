@@ -137,8 +137,15 @@ fn run(engine: &EngineHandle, workload: &mut Workload, size: usize, batches: u64
 fn durable(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("tempdir: {error}"));
     let storage = RocksStorage::open(dir.path()).unwrap_or_else(|error| panic!("open: {error}"));
-    let engine = Engine::start(storage, EngineConfig::default())
-        .unwrap_or_else(|error| panic!("start: {error}"));
+    // PAYRAIL_BENCH_SHARDS=N runs N shards (default: the engine's, one per core).
+    let mut config = EngineConfig::default();
+    if let Some(shards) = std::env::var("PAYRAIL_BENCH_SHARDS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+    {
+        config.shards = shards;
+    }
+    let engine = Engine::start(storage, config).unwrap_or_else(|error| panic!("start: {error}"));
     let handle = engine.handle();
     open_accounts(&handle);
     let mut workload = Workload {
