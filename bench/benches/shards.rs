@@ -16,7 +16,6 @@
 // A benchmark's setup failing is a reason to stop it.
 #![allow(clippy::panic, clippy::unwrap_used)]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -247,45 +246,8 @@ fn apply_only(c: &mut Criterion) {
 
 /// Submits `batches` batches, at most WINDOW in flight; returns the time taken.
 fn run(engine: &EngineHandle, mix: &mut Mix, batches: u64) -> Duration {
-    let inflight = Arc::new((std::sync::Mutex::new(0usize), std::sync::Condvar::new()));
     let prepared: Vec<Vec<Command>> = (0..batches).map(|_| mix.batch(BATCH)).collect();
-    let started = Instant::now();
-    for batch in prepared {
-        {
-            let (count, wake) = &*inflight;
-            let mut count = count
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            while *count >= WINDOW {
-                count = wake
-                    .wait(count)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-            }
-            *count += 1;
-        }
-        let done = Arc::clone(&inflight);
-        let submitted = engine.submit(
-            batch,
-            Box::new(move |_results| {
-                let (count, wake) = &*done;
-                *count
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) -= 1;
-                wake.notify_one();
-            }),
-        );
-        assert!(submitted.is_ok());
-    }
-    let (count, wake) = &*inflight;
-    let mut count = count
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    while *count > 0 {
-        count = wake
-            .wait(count)
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-    }
-    started.elapsed()
+    payrail_bench::submit_windowed(engine, prepared, WINDOW)
 }
 
 fn durable(c: &mut Criterion) {
