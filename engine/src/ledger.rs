@@ -270,18 +270,11 @@ impl Ledger {
         batch: &[Command],
         results: &mut Vec<CommandResult>,
     ) {
-        assert!(
-            sequence > self.sequence,
-            "sequence {sequence} after {}",
-            self.sequence
+        crate::ledger::advance_clock(
+            (&mut self.sequence, &mut self.timestamp),
+            sequence,
+            timestamp,
         );
-        assert!(
-            timestamp >= self.timestamp,
-            "timestamp {timestamp} before {}",
-            self.timestamp
-        );
-        self.sequence = sequence;
-        self.timestamp = timestamp;
         self.books.expire_holds(timestamp, Some(&self.records));
         self.books.expire_payment_codes(timestamp);
         self.evict_records(timestamp, batch.len());
@@ -545,6 +538,23 @@ pub(crate) fn check_amount(amount: u64) -> Result<(), Status> {
 pub(crate) fn signed(amount: u64) -> i64 {
     debug_assert!(amount <= limits::AMOUNT_MAX);
     amount as i64
+}
+
+/// Moves a state machine's clock to a new batch's sequence and timestamp.
+/// The sequencer makes sequences increase and timestamps never go back, so a
+/// violation is a programmer error and panics.
+pub(crate) fn advance_clock(clock: (&mut u64, &mut u64), sequence: u64, timestamp: u64) {
+    let (current_sequence, current_timestamp) = clock;
+    assert!(
+        sequence > *current_sequence,
+        "sequence {sequence} after {current_sequence}"
+    );
+    assert!(
+        timestamp >= *current_timestamp,
+        "timestamp {timestamp} before {current_timestamp}"
+    );
+    *current_sequence = sequence;
+    *current_timestamp = timestamp;
 }
 
 fn result(outcome: Result<(), Status>) -> CommandResult {

@@ -407,18 +407,11 @@ impl ShardedLedger {
     /// results back in order with [`Self::complete_wait`] or
     /// [`Self::complete_ready`].
     pub fn submit(&mut self, sequence: u64, timestamp: u64, batch: &[Command]) {
-        assert!(
-            sequence > self.sequence,
-            "sequence {sequence} after {}",
-            self.sequence
+        crate::ledger::advance_clock(
+            (&mut self.sequence, &mut self.timestamp),
+            sequence,
+            timestamp,
         );
-        assert!(
-            timestamp >= self.timestamp,
-            "timestamp {timestamp} before {}",
-            self.timestamp
-        );
-        self.sequence = sequence;
-        self.timestamp = timestamp;
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         self.segments = (0..self.shards)
