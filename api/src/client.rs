@@ -33,7 +33,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use payrail_engine::{Command, CommandResult, Query, QueryReply};
+use payrail_engine::budget::Category;
+use payrail_engine::risk::bounds::AUDIT_ENTRIES_MAX;
+use payrail_engine::risk::{AuditEntry, RiskPolicy, RuleSet};
+use payrail_engine::{AccountId, Command, CommandResult, Query, QueryReply, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -329,6 +332,15 @@ pub fn draw_payment_code() -> u64 {
     )
 }
 
+/// One category's spending in a month and its budget, in minor units of
+/// the account's currency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpendingLine {
+    pub category: Category,
+    pub spent: u64,
+    pub budget: Option<u64>,
+}
+
 /// A pipelined connection to a payrail server. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -418,6 +430,113 @@ impl Client {
             Message::StatusReply { fields } => Ok(fields),
             other => Err(self.core.unexpected(other)),
         }
+    }
+
+    /// Puts a risk policy in force through the server's log. `Ok(Ok(digest))`:
+    /// in force from now on; `Ok(Err(status))`: the engine could not log it.
+    pub async fn set_risk_policy(
+        &self,
+        policy: RiskPolicy,
+    ) -> Result<Result<[u8; 32], Status>, ClientError> {
+        let policy = Box::new(policy);
+        match self.core.request(Message::SetRiskPolicy { policy }).await? {
+            Message::RiskPolicySet {
+                status: Status::Ok,
+                digest,
+            } => Ok(Ok(digest)),
+            Message::RiskPolicySet { status, .. } => Ok(Err(status)),
+            other => Err(self.core.unexpected(other)),
+        }
+    }
+
+    /// The digest of the risk policy in force and the rules that are on.
+    pub async fn risk_policy(&self) -> Result<([u8; 32], RuleSet), ClientError> {
+        match self.query(vec![Query::RiskPolicy]).await?.first() {
+            Some(QueryReply::RiskPolicy { digest, rules }) => Ok((*digest, *rules)),
+            other => Err(self
+                .core
+                .protocol(format!("{other:?} as the answer to a risk policy query"))),
+        }
+    }
+
+    /// The audited risk decisions of the customer holding `account`, newest
+    /// first (one query per entry, in one request), or why not.
+    pub async fn risk_audit(
+        &self,
+        account: AccountId,
+    ) -> Result<Result<Vec<AuditEntry>, Status>, ClientError> {
+        let queries = (0..AUDIT_ENTRIES_MAX as u8)
+            .map(|index| Query::RiskAudit { account, index })
+            .collect();
+        let mut entries = Vec::new();
+        for (index, reply) in self.query(queries).await?.into_iter().enumerate() {
+            match reply {
+                QueryReply::RiskAudit {
+                    entries: count,
+                    entry,
+                } => {
+                    if index < usize::from(count) {
+                        entries.push(entry);
+                    }
+                }
+                QueryReply::Refused(status) => return Ok(Err(status)),
+                other => {
+                    return Err(self
+                        .core
+                        .protocol(format!("{other:?} as the answer to an audit query")))
+                }
+            }
+        }
+        Ok(Ok(entries))
+    }
+
+    /// A customer account's spending per category in `month` (0: the
+    /// current month) with each category's budget, in category order, and
+    /// the month answered; or why not.
+    pub async fn spending(
+        &self,
+        account: AccountId,
+        month: u32,
+    ) -> Result<Result<(u32, Vec<SpendingLine>), Status>, ClientError> {
+        let queries = Category::ALL
+            .iter()
+            .map(|category| Query::Spending {
+                account,
+                month,
+                category: category.code(),
+            })
+            .collect();
+        let mut lines = Vec::new();
+        let mut answered = month;
+        for reply in self.query(queries).await? {
+            match reply {
+                QueryReply::Spending {
+                    month,
+                    category,
+                    spent,
+                    budget,
+                } => {
+                    let Some(category) = Category::from_code(category) else {
+                        return Err(self
+                            .core
+                            .protocol(format!("unknown category {category} in a reply")));
+                    };
+                    answered = month;
+                    lines.push(SpendingLine {
+                        category,
+                        spent,
+                        budget,
+                    });
+                }
+                QueryReply::Refused(status) => return Ok(Err(status)),
+                other => {
+                    return Err(self
+                        .core
+                        .protocol(format!("{other:?} as the answer to a spending query")))
+                }
+            }
+        }
+        Ok(Ok((answered, lines)))
     }
 
     /// Executes one command. Commands from concurrent callers are batched

@@ -252,6 +252,11 @@ impl EngineSection {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Risk policy TOML (docs/risk.md) put in force at start if it differs
+    /// from the policy in force. None: keep the policy in force (the
+    /// disabled policy on a new data directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub risk_policy: Option<PathBuf>,
     pub limits: LimitsConfig,
     pub engine: EngineSection,
     /// Gateways allowed to connect. Empty: the local gateway of the data directory.
@@ -263,6 +268,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
             data_dir: PathBuf::from("./payrail-data"),
+            risk_policy: None,
             limits: LimitsConfig::default(),
             engine: EngineSection::default(),
             gateways: Vec::new(),

@@ -84,6 +84,7 @@ pub fn command(request: &QrPaymentRequest) -> Result<Command, Status> {
             fee,
             currency: code.currency,
             mcc: code.mcc.unwrap_or(0),
+            context: request.context,
         },
     })
 }
@@ -132,6 +133,7 @@ mod tests {
             payload,
             amount,
             tip,
+            context: payrail_engine::RiskContext::NONE,
         }
     }
 

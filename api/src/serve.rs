@@ -5,12 +5,15 @@
 //! load test); [`serve_blocking`] is what the binary calls.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use payrail_engine::pipeline::{Engine, EngineError, EngineHandle};
+use payrail_engine::risk::bounds::POLICY_TOML_BYTES_MAX;
+use payrail_engine::risk::RiskPolicy;
 use payrail_engine::storage::{RocksStorage, StorageError};
+use payrail_engine::{Query, QueryReply};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -35,6 +38,8 @@ pub enum ServeError {
     },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("risk policy {path}: {message}")]
+    RiskPolicy { path: PathBuf, message: String },
 }
 
 /// Command-line overrides of the config file.
@@ -45,6 +50,8 @@ pub struct ServeOptions {
     pub config: Option<PathBuf>,
     /// Shard count (0: one per available core).
     pub shards: Option<u32>,
+    /// Risk policy TOML to put in force at start (overrides the config's).
+    pub risk_policy: Option<PathBuf>,
 }
 
 impl ServeOptions {
@@ -63,6 +70,9 @@ impl ServeOptions {
         if let Some(shards) = self.shards {
             // The flag's parser keeps it in 1..=SHARDS_MAX.
             config.engine.shards = shards;
+        }
+        if let Some(risk_policy) = &self.risk_policy {
+            config.risk_policy = Some(risk_policy.clone());
         }
         Ok(config)
     }
@@ -118,6 +128,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
     })
     .await
     .map_err(|error| ServeError::Runtime(std::io::Error::other(error.to_string())))??;
+    if let Some(path) = &config.risk_policy {
+        let handle = engine.handle();
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || put_risk_policy_in_force(&handle, &path))
+            .await
+            .map_err(|error| ServeError::Runtime(std::io::Error::other(error.to_string())))??;
+    }
     let recovery = engine.recovery();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -169,6 +186,52 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
         stop: Some(stop_sender),
         task: Some(task),
     })
+}
+
+/// Reads a risk policy file: at most `POLICY_TOML_BYTES_MAX` bytes, parsed
+/// and validated.
+pub fn read_risk_policy(path: &Path) -> Result<RiskPolicy, String> {
+    let error = |error: std::io::Error| format!("cannot read it: {error}");
+    let size = std::fs::metadata(path).map_err(error)?.len();
+    if size > POLICY_TOML_BYTES_MAX as u64 {
+        return Err(format!(
+            "it has {size} bytes; a policy file has at most {POLICY_TOML_BYTES_MAX}"
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(error)?;
+    RiskPolicy::from_toml(&text).map_err(|error| error.to_string())
+}
+
+/// `--risk-policy FILE` at start: if the file's policy is not the one in
+/// force (recovered from the log and checkpoint), it is entered through the
+/// log, so a replay sees the change where it happened.
+fn put_risk_policy_in_force(engine: &EngineHandle, path: &Path) -> Result<(), ServeError> {
+    let failed = |message: String| ServeError::RiskPolicy {
+        path: path.to_owned(),
+        message,
+    };
+    let policy = read_risk_policy(path).map_err(failed)?;
+    let digest = policy.digest();
+    let in_force = engine
+        .query_blocking(vec![Query::RiskPolicy])
+        .map_err(|error| failed(error.to_string()))?;
+    if let Some(QueryReply::RiskPolicy {
+        digest: current, ..
+    }) = in_force.first()
+    {
+        if *current == digest {
+            tracing::info!(digest = %hex::encode(digest), "risk policy already in force");
+            return Ok(());
+        }
+    }
+    match engine.set_risk_policy_blocking(policy) {
+        Ok(Ok(digest)) => {
+            tracing::info!(digest = %hex::encode(digest), path = %path.display(), "risk policy put in force");
+            Ok(())
+        }
+        Ok(Err(status)) => Err(failed(format!("the engine refused it: {status}"))),
+        Err(error) => Err(failed(error.to_string())),
+    }
 }
 
 /// Runs the server until SIGINT or SIGTERM, then stops cleanly.

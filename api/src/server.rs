@@ -235,6 +235,10 @@ enum Pending {
         request_id: u64,
         replies: oneshot::Receiver<Vec<QueryReply>>,
     },
+    PolicySet {
+        request_id: u64,
+        outcome: oneshot::Receiver<Result<[u8; 32], Status>>,
+    },
     Ready {
         request_id: u64,
         message: Message,
@@ -605,6 +609,28 @@ impl Connection {
                     }
                 }
             }
+            Message::SetRiskPolicy { policy } => {
+                if inflight.load(Ordering::Relaxed) >= u64::from(self.context.limits.inflight_max) {
+                    refused(stats, request_id, ErrorCode::TooManyInFlight)
+                } else {
+                    let (sender, receiver) = oneshot::channel();
+                    match self.context.engine.set_risk_policy(
+                        *policy,
+                        Box::new(move |outcome| {
+                            let _ = sender.send(outcome);
+                        }),
+                    ) {
+                        Ok(()) => {
+                            inflight.fetch_add(1, Ordering::Relaxed);
+                            Pending::PolicySet {
+                                request_id,
+                                outcome: receiver,
+                            }
+                        }
+                        Err(error) => refused(stats, request_id, submit_error_code(error)),
+                    }
+                }
+            }
             Message::Status => {
                 let mut fields: Vec<(String, u64)> = Vec::new();
                 for (name, value) in self.context.engine.stats().snapshot() {
@@ -752,6 +778,24 @@ async fn write_replies(
             } => {
                 let message =
                     engine_reply(replies, |replies| Message::QueryResults { replies }).await;
+                inflight.fetch_sub(1, Ordering::Relaxed);
+                (request_id, message)
+            }
+            Pending::PolicySet {
+                request_id,
+                outcome,
+            } => {
+                let message = engine_reply(outcome, |outcome| match outcome {
+                    Ok(digest) => Message::RiskPolicySet {
+                        status: Status::Ok,
+                        digest,
+                    },
+                    Err(status) => Message::RiskPolicySet {
+                        status,
+                        digest: [0; 32],
+                    },
+                })
+                .await;
                 inflight.fetch_sub(1, Ordering::Relaxed);
                 (request_id, message)
             }

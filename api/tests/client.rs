@@ -73,6 +73,7 @@ fn transfer(id: u128, from: u64, to: u64, amount: u64) -> Command {
             to: AccountId(to),
             amount,
             currency: Currency::CNY,
+            context: payrail_engine::RiskContext::NONE,
         },
     )
 }

@@ -221,6 +221,7 @@ fn charge(id: u128, merchant: u64, code: u64, amount: u64) -> Command {
             code,
             amount,
             currency: Currency::CNY,
+            context: payrail_engine::RiskContext::NONE,
         },
     )
 }
@@ -232,6 +233,7 @@ fn payment(id: u128, payer: u64, payload: &str, amount: Option<u64>) -> QrPaymen
         payload: payload.to_owned(),
         amount,
         tip: None,
+        context: payrail_engine::RiskContext::NONE,
     }
 }
 

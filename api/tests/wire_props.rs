@@ -69,6 +69,7 @@ fn command_kind() -> impl Strategy<Value = CommandKind> {
                 to,
                 amount,
                 currency,
+                context: payrail_engine::RiskContext::NONE,
             }
         ),
         (account(), any::<u64>(), currency(), any::<u64>()).prop_map(
@@ -77,6 +78,7 @@ fn command_kind() -> impl Strategy<Value = CommandKind> {
                 amount,
                 currency,
                 timeout_ms,
+                context: payrail_engine::RiskContext::NONE,
             }
         ),
         any::<u128>().prop_map(|hold| CommandKind::WithdrawPost {
@@ -111,6 +113,7 @@ fn command_kind() -> impl Strategy<Value = CommandKind> {
                     fee,
                     currency,
                     mcc,
+                    context: payrail_engine::RiskContext::NONE,
                 }
             }),
         (account(), any::<u64>(), any::<u64>()).prop_map(|(customer, code, lifetime_ms)| {
@@ -126,6 +129,7 @@ fn command_kind() -> impl Strategy<Value = CommandKind> {
                 code,
                 amount,
                 currency,
+                context: payrail_engine::RiskContext::NONE,
             }
         ),
         (any::<u128>(), any::<u64>(), currency()).prop_map(|(payment, amount, currency)| {
@@ -218,6 +222,7 @@ fn qr_payment() -> impl Strategy<Value = QrPaymentRequest> {
             payload,
             amount,
             tip,
+            context: payrail_engine::RiskContext::NONE,
         })
 }
 

@@ -19,9 +19,10 @@ use payrail_api::wire::{
     HEADER_LEN,
 };
 use payrail_engine::limits::BATCH_COMMANDS_MAX;
+use payrail_engine::risk::{RiskPolicy, RuleId, Verdict};
 use payrail_engine::{
     AccountId, AccountKind, AccountStatus, AccountView, Command, CommandKind, CommandResult,
-    Currency, Query, QueryReply, Status,
+    Currency, Detail, Query, QueryReply, RiskContext, RiskDetail, Status,
 };
 
 const PROTOCOL_MD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md");
@@ -140,8 +141,21 @@ fn vectors() -> Vec<Vector> {
             to: AccountId(2002),
             amount: 1_250,
             currency: Currency::CNY,
+            context: RiskContext {
+                device: 42,
+                latitude_centidegrees: 3_123,
+                longitude_centidegrees: 12_147,
+                country: *b"CN",
+                step_up_verified: false,
+            },
         },
     );
+    let policy = RiskPolicy::from_toml(
+        "[blocked_countries]\naction = \"decline\"\ncountries = [\"KP\"]\n\
+         [velocity]\naction = \"step_up\"\npayments_max = 10\nwindow_seconds = 600",
+    )
+    .unwrap();
+    let policy_digest = policy.digest();
     let error_text = "submit batch of 8191 entries, at most 8190 allowed";
     let mut submit_body = Body::default()
         .len(2, "commands")
@@ -157,6 +171,18 @@ fn vectors() -> Vec<Vector> {
         .u64(2002, "to")
         .u64(1_250, "amount");
     submit_body.0.extend(cny().0);
+    submit_body = submit_body
+        .u64(42, "context.device")
+        .field(
+            3_123i16.to_le_bytes(),
+            "context.latitude_centidegrees: 31.23 (i16)",
+        )
+        .field(
+            12_147i16.to_le_bytes(),
+            "context.longitude_centidegrees: 121.47 (i16)",
+        )
+        .field(*b"CN", "context.country: \"CN\"")
+        .u8(0, "context.step_up_verified: false");
 
     let mut view_body = Body::default()
         .len(1, "replies")
@@ -226,15 +252,27 @@ fn vectors() -> Vec<Vector> {
             message: Message::Results {
                 results: vec![
                     CommandResult::new(Status::Ok),
-                    CommandResult::new(Status::InsufficientFunds),
+                    CommandResult::with_detail(
+                        Status::StepUpRequired,
+                        Detail::Risk(RiskDetail {
+                            verdict: Verdict::StepUp,
+                            rule: RuleId::NewDevice,
+                            limit: 1,
+                            observed: 42,
+                        }),
+                    ),
                 ],
             },
             body: Body::default()
                 .len(2, "results")
                 .u16(0, "[0].status: Ok")
                 .variant(0, "[0].detail", "None")
-                .u16(43, "[1].status: InsufficientFunds")
-                .variant(0, "[1].detail", "None")
+                .u16(81, "[1].status: StepUpRequired")
+                .variant(1, "[1].detail", "Risk")
+                .u8(2, "verdict: step_up")
+                .u8(9, "rule: new_device")
+                .u64(1, "limit: devices on record")
+                .u64(42, "observed: the device id")
                 .0,
         },
         Vector {
@@ -269,6 +307,7 @@ fn vectors() -> Vec<Vector> {
                     payload: PROMPTPAY_STATIC.to_owned(),
                     amount: Some(12_500),
                     tip: None,
+                    context: payrail_engine::RiskContext::NONE,
                 }],
             },
             body: Body::default()
@@ -278,6 +317,17 @@ fn vectors() -> Vec<Vector> {
                 .u8(1, "amount: Some")
                 .u64(12_500, "amount")
                 .u8(0, "tip: None")
+                .u64(0, "context.device: none")
+                .field(
+                    i16::MIN.to_le_bytes(),
+                    "context.latitude_centidegrees: none",
+                )
+                .field(
+                    i16::MIN.to_le_bytes(),
+                    "context.longitude_centidegrees: none",
+                )
+                .field([0, 0], "context.country: none")
+                .u8(0, "context.step_up_verified: false")
                 .string(PROMPTPAY_STATIC, "payload")
                 .0,
         },
@@ -302,6 +352,49 @@ fn vectors() -> Vec<Vector> {
                 .u64(3, "[0].value")
                 .string("commands_total", "[1].name")
                 .u64(2, "[1].value")
+                .0,
+        },
+        Vector {
+            name: "set_risk_policy",
+            request_id: 7,
+            message: Message::SetRiskPolicy {
+                policy: Box::new(policy),
+            },
+            body: Body::default()
+                .len(33, "policy: 33 bytes")
+                .u8(1, "blocked_countries: Some")
+                .u8(1, "action: decline")
+                .u8(0, "freeze: false")
+                .len(1, "countries")
+                .field(*b"KP", "\"KP\"")
+                .u8(0, "blocked_merchants: None")
+                .u8(0, "blocked_mccs: None")
+                .u8(0, "single_payment: None")
+                .u8(0, "daily_outflow: None")
+                .u8(0, "monthly_outflow: None")
+                .u8(1, "velocity: Some")
+                .u8(2, "action: step_up")
+                .u8(0, "freeze: false")
+                .u8(10, "payments_max")
+                .u64(600_000_000_000, "window_ns: 600 s")
+                .u8(0, "new_device: None")
+                .u8(0, "impossible_travel: None")
+                .u8(0, "amount_anomaly: None")
+                .0,
+        },
+        Vector {
+            name: "risk_policy_set",
+            request_id: 7,
+            message: Message::RiskPolicySet {
+                status: Status::Ok,
+                digest: policy_digest,
+            },
+            body: Body::default()
+                .u16(0, "status: Ok")
+                .field(
+                    policy_digest,
+                    "digest: RiskPolicy::digest of the policy now in force",
+                )
                 .0,
         },
         Vector {
@@ -979,6 +1072,7 @@ fn batch_over_the_limit() {
         payload: PROMPTPAY_STATIC.to_owned(),
         amount: Some(1),
         tip: None,
+        context: payrail_engine::RiskContext::NONE,
     };
     let full = Message::SubmitQr {
         payments: vec![payment.clone(); wire::QR_BATCH_MAX as usize],
@@ -1068,12 +1162,14 @@ fn document_variant_tables_match_the_encoding() {
             to: account,
             amount: 1,
             currency,
+            context: payrail_engine::RiskContext::NONE,
         },
         CommandKind::WithdrawHold {
             account,
             amount: 1,
             currency,
             timeout_ms: 1,
+            context: payrail_engine::RiskContext::NONE,
         },
         CommandKind::WithdrawPost { hold },
         CommandKind::WithdrawVoid { hold },
@@ -1092,6 +1188,7 @@ fn document_variant_tables_match_the_encoding() {
             fee: 0,
             currency,
             mcc: 5411,
+            context: payrail_engine::RiskContext::NONE,
         },
         CommandKind::IssuePaymentCode {
             customer: account,
@@ -1103,11 +1200,17 @@ fn document_variant_tables_match_the_encoding() {
             code: 123_456_789_012_345_678,
             amount: 1,
             currency,
+            context: payrail_engine::RiskContext::NONE,
         },
         CommandKind::Refund {
             payment: hold,
             amount: 1,
             currency,
+        },
+        CommandKind::SetBudget {
+            account,
+            category: 1,
+            budget: Some(50_000),
         },
     ];
     // Fails to compile when the engine grows a kind: add it above and to
@@ -1128,7 +1231,8 @@ fn document_variant_tables_match_the_encoding() {
             | CommandKind::PayMerchantQr { .. }
             | CommandKind::IssuePaymentCode { .. }
             | CommandKind::ChargePaymentCode { .. }
-            | CommandKind::Refund { .. } => {}
+            | CommandKind::Refund { .. }
+            | CommandKind::SetBudget { .. } => {}
         }
     }
     for (index, kind) in kinds.into_iter().enumerate() {
@@ -1141,7 +1245,17 @@ fn document_variant_tables_match_the_encoding() {
             bytes.len(),
         );
     }
-    let queries = [Query::Balance { account }, Query::Command { id: hold }];
+    let queries = [
+        Query::Balance { account },
+        Query::Command { id: hold },
+        Query::RiskPolicy,
+        Query::RiskAudit { account, index: 0 },
+        Query::Spending {
+            account,
+            month: 0,
+            category: 1,
+        },
+    ];
     for (index, query) in queries.into_iter().enumerate() {
         let bytes = bincode_body(query);
         assert_row(&document, index, &format!("{query:?}"), &bytes, bytes.len());
@@ -1150,10 +1264,60 @@ fn document_variant_tables_match_the_encoding() {
         QueryReply::Balance(account_view()),
         QueryReply::Command(Status::Ok),
         QueryReply::Refused(Status::UnknownAccount),
+        QueryReply::RiskPolicy {
+            digest: [0; 32],
+            rules: payrail_engine::risk::RuleSet::EMPTY,
+        },
+        QueryReply::RiskAudit {
+            entries: 1,
+            entry: payrail_engine::risk::AuditEntry {
+                rule: Some(RuleId::Velocity),
+                ..payrail_engine::risk::AuditEntry::EMPTY
+            },
+        },
+        QueryReply::Spending {
+            month: 24_310,
+            category: 1,
+            spent: 0,
+            budget: Some(1),
+        },
     ];
     for (index, reply) in replies.into_iter().enumerate() {
         let bytes = bincode_body(reply);
         assert_row(&document, index, &format!("{reply:?}"), &bytes, bytes.len());
+    }
+    let risk = RiskDetail {
+        verdict: Verdict::Decline,
+        rule: RuleId::Velocity,
+        limit: 1,
+        observed: 2,
+    };
+    let budget = payrail_engine::BudgetDetail {
+        category: payrail_engine::budget::Category::Travel,
+        budget: 1,
+        spent: 2,
+    };
+    let details = [
+        Detail::None,
+        Detail::Risk(risk),
+        Detail::BudgetCrossed(budget),
+        Detail::FlaggedOverBudget(risk, budget),
+    ];
+    for (index, detail) in details.into_iter().enumerate() {
+        match detail {
+            Detail::None
+            | Detail::Risk(_)
+            | Detail::BudgetCrossed(_)
+            | Detail::FlaggedOverBudget(..) => {}
+        }
+        let bytes = bincode_body(detail);
+        assert_row(
+            &document,
+            index,
+            &format!("{detail:?}"),
+            &bytes,
+            bytes.len(),
+        );
     }
 }
 

@@ -150,6 +150,7 @@ impl Workload {
                 to: AccountId(to),
                 amount,
                 currency: CURRENCY,
+                context: payrail_engine::RiskContext::NONE,
             };
             self.batch.push(Command::new(self.next_id, kind));
             self.next_id += 1;

@@ -20,6 +20,7 @@ fn submit() -> Message {
                     to: AccountId(i * 13 % 100_000 + 1),
                     amount: 100 + i,
                     currency: Currency::CNY,
+                    context: payrail_engine::RiskContext::NONE,
                 },
             )
         })

@@ -147,6 +147,7 @@ impl World {
             fee: 0,
             currency: CURRENCY,
             mcc: 0,
+            context: payrail_engine::RiskContext::NONE,
         }
     }
 
@@ -194,6 +195,7 @@ fn kinds(c: &mut Criterion) {
                                 to: AccountId(to),
                                 amount: 1,
                                 currency: CURRENCY,
+                                context: payrail_engine::RiskContext::NONE,
                             }
                         })
                         .collect();
@@ -216,6 +218,7 @@ fn kinds(c: &mut Criterion) {
                             amount: 1,
                             currency: CURRENCY,
                             timeout_ms: 60_000,
+                            context: payrail_engine::RiskContext::NONE,
                         })
                         .collect();
                     let (ids, hold_time) = world.apply(holds);
@@ -260,6 +263,7 @@ fn kinds(c: &mut Criterion) {
                             code: base + n,
                             amount: 1,
                             currency: CURRENCY,
+                            context: payrail_engine::RiskContext::NONE,
                         })
                         .collect();
                     world.apply(charges).1

@@ -24,6 +24,7 @@ fn record(sequence: u64, size: usize) -> Vec<u8> {
                     to: AccountId(n + 1),
                     amount: 1,
                     currency: Currency::CNY,
+                    context: payrail_engine::RiskContext::NONE,
                 },
             )
         })

@@ -83,6 +83,7 @@ impl Workload {
                         to: AccountId(to),
                         amount: 1,
                         currency: Currency::CNY,
+                        context: payrail_engine::RiskContext::NONE,
                     },
                 )
             })

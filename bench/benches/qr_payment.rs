@@ -151,6 +151,7 @@ impl Workload {
                     payload: self.payloads[merchant as usize].clone(),
                     amount: Some(AMOUNT),
                     tip: None,
+                    context: payrail_engine::RiskContext::NONE,
                 }
             })
             .collect()
@@ -167,6 +168,7 @@ impl Workload {
                         to: AccountId(MERCHANT_FIRST + merchant),
                         amount: AMOUNT,
                         currency: Currency::CNY,
+                        context: payrail_engine::RiskContext::NONE,
                     },
                 )
             })

@@ -71,6 +71,7 @@ fn transfer(id: u128, from: u64, to: u64) -> Command {
             to: AccountId(to),
             amount: 100,
             currency: Currency::CNY,
+            context: payrail_engine::RiskContext::NONE,
         },
     )
 }

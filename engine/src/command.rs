@@ -120,6 +120,82 @@ pub struct OpenAccount {
     pub mcc: u16,
 }
 
+/// What the gateway tells about where and how a customer makes a payment,
+/// for the inline risk rules (docs/risk.md). Carried by the money-moving
+/// commands a customer initiates (transfer, QR payment, payment-code charge,
+/// withdrawal hold). 15 bytes on the wire and in the log; every field has a
+/// "not sent" value, and [`RiskContext::NONE`] sends nothing.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, bincode::Encode, bincode::Decode)]
+pub struct RiskContext {
+    /// The gateway's id of the customer's device; 0: not sent.
+    pub device: u64,
+    /// Coarse location in hundredths of a degree (about 1.1 km), north and
+    /// east positive: latitude -9000..=9000, longitude -18000..=18000;
+    /// [`RiskContext::NO_LOCATION`] in both: not sent.
+    pub latitude_centidegrees: i16,
+    pub longitude_centidegrees: i16,
+    /// Where the payment is made, ISO 3166 alpha-2 in upper case ASCII;
+    /// `[0, 0]`: not sent.
+    pub country: [u8; 2],
+    /// The gateway verified a second factor for this payment (a
+    /// re-submission after `step_up_required`).
+    pub step_up_verified: bool,
+}
+
+impl RiskContext {
+    /// Latitude and longitude of "no location".
+    pub const NO_LOCATION: i16 = i16::MIN;
+
+    /// Nothing sent: no device, location or country, no step-up.
+    pub const NONE: RiskContext = RiskContext {
+        device: 0,
+        latitude_centidegrees: RiskContext::NO_LOCATION,
+        longitude_centidegrees: RiskContext::NO_LOCATION,
+        country: [0, 0],
+        step_up_verified: false,
+    };
+
+    /// Whether every field is in range: a location is both coordinates or
+    /// neither, within ±90° / ±180°; a country is two upper-case letters.
+    pub fn is_valid(&self) -> bool {
+        let location = match (self.latitude_centidegrees, self.longitude_centidegrees) {
+            (RiskContext::NO_LOCATION, RiskContext::NO_LOCATION) => true,
+            (latitude, longitude) => {
+                (-9_000..=9_000).contains(&latitude) && (-18_000..=18_000).contains(&longitude)
+            }
+        };
+        let country = self.country == [0, 0] || self.country.iter().all(u8::is_ascii_uppercase);
+        location && country
+    }
+
+    /// The device id, if sent.
+    pub fn device(&self) -> Option<u64> {
+        (self.device != 0).then_some(self.device)
+    }
+
+    /// The country, if sent.
+    pub fn country(&self) -> Option<[u8; 2]> {
+        (self.country != [0, 0]).then_some(self.country)
+    }
+
+    /// The location in micro-degrees, if sent (call on a valid context).
+    pub fn location_microdegrees(&self) -> Option<(i32, i32)> {
+        if self.latitude_centidegrees == RiskContext::NO_LOCATION {
+            return None;
+        }
+        Some((
+            i32::from(self.latitude_centidegrees) * 10_000,
+            i32::from(self.longitude_centidegrees) * 10_000,
+        ))
+    }
+}
+
+impl Default for RiskContext {
+    fn default() -> Self {
+        RiskContext::NONE
+    }
+}
+
 /// What a command does.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, bincode::Encode, bincode::Decode)]
 pub enum CommandKind {
@@ -137,6 +213,7 @@ pub enum CommandKind {
         to: AccountId,
         amount: u64,
         currency: Currency,
+        context: RiskContext,
     },
     /// Withdrawal phase one: hold the amount until it is posted, voided or
     /// `timeout_ms` of command time passes. The hold's id is this command's id.
@@ -145,6 +222,7 @@ pub enum CommandKind {
         amount: u64,
         currency: Currency,
         timeout_ms: u64,
+        context: RiskContext,
     },
     /// Withdrawal phase two: the money leaves to the house settlement account.
     WithdrawPost {
@@ -185,6 +263,7 @@ pub enum CommandKind {
         fee: u64,
         currency: Currency,
         mcc: u16,
+        context: RiskContext,
     },
     /// User-presented QR: make `code` (18 digits, drawn by the gateway from a
     /// CSPRNG) chargeable once against the customer's account for
@@ -200,6 +279,7 @@ pub enum CommandKind {
         code: u64,
         amount: u64,
         currency: Currency,
+        context: RiskContext,
     },
     /// Return part or all of a payment (by its command id) from the merchant
     /// to the account that paid.
@@ -207,6 +287,14 @@ pub enum CommandKind {
         payment: CommandId,
         amount: u64,
         currency: Currency,
+    },
+    /// Set (Some) or remove (None) a customer account's monthly budget for a
+    /// spending category (`budget::Category` code), in minor units of the
+    /// account's currency.
+    SetBudget {
+        account: AccountId,
+        category: u8,
+        budget: Option<u64>,
     },
 }
 
@@ -229,6 +317,7 @@ impl CommandKind {
             CommandKind::IssuePaymentCode { .. } => "issue_payment_code",
             CommandKind::ChargePaymentCode { .. } => "charge_payment_code",
             CommandKind::Refund { .. } => "refund",
+            CommandKind::SetBudget { .. } => "set_budget",
         }
     }
 }
@@ -252,10 +341,10 @@ impl Command {
     /// (same fields) from an id reused for a different command. xxh3 over the
     /// fixed-width bincode encoding: stable across builds and platforms.
     pub fn fingerprint(&self) -> u64 {
-        let mut buffer = [0u8; 128];
+        let mut buffer = [0u8; 160];
         match bincode::encode_into_slice(self.kind, &mut buffer, fingerprint_config()) {
             Ok(written) => xxhash_rust::xxh3::xxh3_64(&buffer[..written]),
-            // Unreachable: every kind encodes in fewer than 128 bytes (test below).
+            // Unreachable: every kind encodes in fewer than 160 bytes (test below).
             Err(_) => 0,
         }
     }
@@ -301,6 +390,53 @@ pub enum Detail {
     /// Nothing beyond the status.
     #[default]
     None,
+    /// A risk rule fired: with `risk_declined`, `step_up_required` or
+    /// `risk_frozen` the rule that refused the payment, with `ok` a rule that
+    /// flagged it.
+    Risk(RiskDetail),
+    /// The payment went through and took a category's spending this month
+    /// above its budget (a warning, not a refusal).
+    BudgetCrossed(BudgetDetail),
+    /// Both: the payment was flagged and crossed a budget.
+    FlaggedOverBudget(RiskDetail, BudgetDetail),
+}
+
+/// The risk decision behind a result: the verdict, the deciding rule
+/// (`risk::RuleId` code) and its figures (docs/risk.md has what `limit` and
+/// `observed` mean for each rule).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, bincode::Encode, bincode::Decode)]
+pub struct RiskDetail {
+    pub verdict: crate::risk::Verdict,
+    pub rule: crate::risk::RuleId,
+    pub limit: u64,
+    pub observed: u64,
+}
+
+/// A budget crossed: the category, the budget and this month's spending in
+/// it, this payment included, in minor units of the account's currency.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, bincode::Encode, bincode::Decode)]
+pub struct BudgetDetail {
+    pub category: crate::budget::Category,
+    pub budget: u64,
+    pub spent: u64,
+}
+
+impl Detail {
+    /// The risk part, if any.
+    pub fn risk(&self) -> Option<&RiskDetail> {
+        match self {
+            Detail::Risk(risk) | Detail::FlaggedOverBudget(risk, _) => Some(risk),
+            _ => None,
+        }
+    }
+
+    /// The budget part, if any.
+    pub fn budget(&self) -> Option<&BudgetDetail> {
+        match self {
+            Detail::BudgetCrossed(budget) | Detail::FlaggedOverBudget(_, budget) => Some(budget),
+            _ => None,
+        }
+    }
 }
 
 /// A read-only question. Queries are not logged and change nothing.
@@ -312,6 +448,23 @@ pub enum Query {
     /// The first result of a command, while its idempotency record is kept.
     Command {
         id: CommandId,
+    },
+    /// The risk policy in force: its digest and which rules are on.
+    RiskPolicy,
+    /// The `index`-th newest audited risk decision (0 = newest) of the
+    /// customer who holds `account`; a client asks for 0..AUDIT_ENTRIES_MAX
+    /// in one batch.
+    RiskAudit {
+        account: AccountId,
+        index: u8,
+    },
+    /// A customer account's spending in one category in `month`
+    /// (`year * 12 + month - 1`; 0: the month of the ledger's last command)
+    /// and its budget there.
+    Spending {
+        account: AccountId,
+        month: u32,
+        category: u8,
     },
 }
 
@@ -343,6 +496,25 @@ pub enum QueryReply {
     Command(Status),
     /// The query was refused; the status says why (for example `UnknownAccount`).
     Refused(Status),
+    /// The policy in force: BLAKE3 of its canonical encoding
+    /// (`RiskPolicy::digest`) and the rules that are on.
+    RiskPolicy {
+        digest: [u8; 32],
+        rules: crate::risk::RuleSet,
+    },
+    /// One audited decision and how many the customer has (`entry` is
+    /// meaningless when `index >= entries`).
+    RiskAudit {
+        entries: u8,
+        entry: crate::risk::AuditEntry,
+    },
+    /// Spending of one category in one month, and the category's budget.
+    Spending {
+        month: u32,
+        category: u8,
+        spent: u64,
+        budget: Option<u64>,
+    },
 }
 
 /// Lifecycle of an account.
@@ -374,12 +546,14 @@ mod tests {
                 to: a,
                 amount: u64::MAX,
                 currency: Currency::CNY,
+                context: crate::command::RiskContext::NONE,
             },
             CommandKind::WithdrawHold {
                 account: a,
                 amount: 1,
                 currency: Currency::CNY,
                 timeout_ms: 1,
+                context: crate::command::RiskContext::NONE,
             },
             CommandKind::WithdrawPost {
                 hold: CommandId(u128::MAX),
@@ -398,6 +572,7 @@ mod tests {
             to: AccountId(2),
             amount,
             currency: Currency::CNY,
+            context: crate::command::RiskContext::NONE,
         };
         assert_eq!(
             Command::new(1, transfer(5)).fingerprint(),

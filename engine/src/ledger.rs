@@ -20,17 +20,21 @@ use rustc_hash::FxHashMap;
 
 use crate::command::{
     AccountId, AccountKind, AccountStatus, AccountView, Command, CommandId, CommandKind,
-    CommandResult, HouseRole, MerchantKey, OpenAccount, Query, QueryReply,
+    CommandResult, Detail, HouseRole, MerchantKey, OpenAccount, Query, QueryReply, RiskContext,
 };
 
 pub(crate) mod halves;
 mod payments;
+mod risk_gate;
 
+use crate::budget::Category;
 use crate::currency::Currency;
 use crate::limits;
+use crate::risk::{RiskBooks, RiskPolicy};
 use crate::status::Status;
 pub(crate) use halves::{Half, Verdict};
 pub use payments::{Payment, PaymentCode, PaymentCodeState};
+use risk_gate::Payee;
 
 /// Facts about other shards that a single-shard command's checks need (the
 /// router knows them; a lone ledger never sets them).
@@ -207,6 +211,12 @@ pub(crate) struct Books {
     /// Which per-shard part of each house account this ledger holds (0 for a
     /// lone ledger: the public house ids).
     pub(crate) house_part: u32,
+    /// Risk policy, per-customer risk state, audit trail and budgets.
+    pub(crate) risk: RiskBooks,
+    /// The detail of the command being executed (a risk decision, a budget
+    /// crossing), set by the risk calls and taken by `execute`; always
+    /// `None` between commands.
+    pub(crate) detail: Detail,
 }
 
 /// Idempotency records in arrival order, for retention.
@@ -297,6 +307,38 @@ impl Ledger {
         results
     }
 
+    /// Puts a risk policy in force: a log entry of its own (the policy does
+    /// not fit in a command), applied between batches in log order with the
+    /// same sequence and timestamp rules as `apply`. Returns the policy's
+    /// digest.
+    pub fn set_risk_policy(
+        &mut self,
+        sequence: u64,
+        timestamp: u64,
+        policy: RiskPolicy,
+    ) -> [u8; 32] {
+        assert!(
+            sequence > self.sequence,
+            "sequence {sequence} after {}",
+            self.sequence
+        );
+        assert!(
+            timestamp >= self.timestamp,
+            "timestamp {timestamp} before {}",
+            self.timestamp
+        );
+        self.sequence = sequence;
+        self.timestamp = timestamp;
+        self.books.risk.set_policy(policy);
+        self.books.risk.policy_digest()
+    }
+
+    /// The risk policy in force, per-customer risk state, audit trail,
+    /// budgets and decision counters.
+    pub fn risk(&self) -> &RiskBooks {
+        &self.books.risk
+    }
+
     fn apply_command(&mut self, command: &Command, timestamp: u64) -> CommandResult {
         let fingerprint = command.fingerprint();
         match self.records.by_id.entry(command.id) {
@@ -371,6 +413,67 @@ impl Ledger {
                 Some(record) => QueryReply::Command(record.status),
                 None => QueryReply::Refused(Status::UnknownCommand),
             },
+            Query::RiskPolicy => {
+                let policy = self.books.risk.policy();
+                QueryReply::RiskPolicy {
+                    digest: self.books.risk.policy_digest(),
+                    rules: policy.rules_on(),
+                }
+            }
+            Query::RiskAudit { account, index } => match self.customer(*account) {
+                Ok(customer) => {
+                    let entries: Vec<_> = self.books.risk.audit(customer.owner).collect();
+                    let entry = entries
+                        .get(usize::from(*index))
+                        .map_or(crate::risk::AuditEntry::EMPTY, |entry| **entry);
+                    QueryReply::RiskAudit {
+                        entries: entries.len() as u8,
+                        entry,
+                    }
+                }
+                Err(status) => QueryReply::Refused(status),
+            },
+            Query::Spending {
+                account,
+                month,
+                category,
+            } => self.spending(*account, *month, *category),
+        }
+    }
+
+    fn customer(&self, id: AccountId) -> Result<&Account, Status> {
+        let account = self.account(id).ok_or(Status::UnknownAccount)?;
+        if account.kind != AccountKind::Customer {
+            return Err(Status::NotACustomer);
+        }
+        Ok(account)
+    }
+
+    fn spending(&self, id: AccountId, month: u32, category: u8) -> QueryReply {
+        let account = match self.customer(id) {
+            Ok(account) => account,
+            Err(status) => return QueryReply::Refused(status),
+        };
+        let Some(category) = Category::from_code(category) else {
+            return QueryReply::Refused(Status::UnknownCategory);
+        };
+        let month = if month == 0 {
+            crate::risk::Month::from_timestamp(self.timestamp)
+        } else {
+            crate::risk::Month(month)
+        };
+        let (spent, budget) = match self.books.risk.budget(account.id) {
+            Some(state) => match state.spent(category, month) {
+                Some(spent) => (spent, state.budget(category)),
+                None => return QueryReply::Refused(Status::MonthNotKept),
+            },
+            None => (0, None),
+        };
+        QueryReply::Spending {
+            month: month.0,
+            category: category.code(),
+            spent,
+            budget,
         }
     }
 
@@ -488,6 +591,7 @@ impl Ledger {
         hasher.update(&(self.records.by_id.len() as u64).to_le_bytes());
         hasher.update(&sum.to_le_bytes());
         self.books.digest_payments(&mut hasher);
+        self.books.risk.digest_into(&mut hasher);
         *hasher.finalize().as_bytes()
     }
 }
@@ -557,13 +661,6 @@ pub(crate) fn advance_clock(clock: (&mut u64, &mut u64), sequence: u64, timestam
     *current_timestamp = timestamp;
 }
 
-fn result(outcome: Result<(), Status>) -> CommandResult {
-    match outcome {
-        Ok(()) => CommandResult::OK,
-        Err(status) => CommandResult::new(status),
-    }
-}
-
 impl Books {
     /// Drops the hold with this id if it is finished (its record is gone).
     pub(crate) fn forget_finished_hold(&mut self, id: CommandId) {
@@ -585,7 +682,23 @@ impl Books {
         timestamp: u64,
         elsewhere: Elsewhere,
     ) -> CommandResult {
-        result(match command.kind {
+        debug_assert_eq!(self.detail, Detail::None);
+        let outcome = self.execute_kind(command, timestamp, elsewhere);
+        // Set by the risk calls of a payment; None for everything else.
+        let detail = std::mem::take(&mut self.detail);
+        match outcome {
+            Ok(()) => CommandResult::with_detail(Status::Ok, detail),
+            Err(status) => CommandResult::with_detail(status, detail),
+        }
+    }
+
+    fn execute_kind(
+        &mut self,
+        command: &Command,
+        timestamp: u64,
+        elsewhere: Elsewhere,
+    ) -> Result<(), Status> {
+        match command.kind {
             CommandKind::OpenAccount(open) => self.open_account(&open),
             CommandKind::Deposit {
                 account,
@@ -597,18 +710,21 @@ impl Books {
                 to,
                 amount,
                 currency,
-            } => self.transfer(from, to, amount, currency),
+                context,
+            } => self.transfer(command.id, from, to, amount, currency, context, timestamp),
             CommandKind::WithdrawHold {
                 account,
                 amount,
                 currency,
                 timeout_ms,
+                context,
             } => self.withdraw_hold(
                 command.id,
                 account,
                 amount,
                 currency,
                 timeout_ms,
+                context,
                 timestamp,
                 elsewhere.hold_id_taken,
             ),
@@ -628,8 +744,9 @@ impl Books {
                 fee,
                 currency,
                 mcc,
+                context,
             } => self.pay_merchant_qr(
-                command.id, payer, &keys, amount, fee, currency, mcc, timestamp,
+                command.id, payer, &keys, amount, fee, currency, mcc, context, timestamp,
             ),
             CommandKind::IssuePaymentCode {
                 customer,
@@ -647,13 +764,46 @@ impl Books {
                 code,
                 amount,
                 currency,
-            } => self.charge_payment_code(command.id, merchant, code, amount, currency, timestamp),
+                context,
+            } => self.charge_payment_code(
+                command.id, merchant, code, amount, currency, context, timestamp,
+            ),
             CommandKind::Refund {
                 payment,
                 amount,
                 currency,
-            } => self.refund(payment, amount, currency),
-        })
+            } => self.refund(payment, amount, currency, timestamp),
+            CommandKind::SetBudget {
+                account,
+                category,
+                budget,
+            } => self.set_budget(account, category, budget),
+        }
+    }
+
+    fn set_budget(
+        &mut self,
+        id: AccountId,
+        category: u8,
+        budget: Option<u64>,
+    ) -> Result<(), Status> {
+        let category = Category::from_code(category).ok_or(Status::UnknownCategory)?;
+        if budget.is_some_and(|amount| amount > limits::AMOUNT_MAX) {
+            return Err(Status::AmountTooLarge);
+        }
+        let slot = self.user_slot(id, Status::UnknownAccount)?;
+        let account = self.account(slot);
+        if account.kind != AccountKind::Customer {
+            return Err(Status::NotACustomer);
+        }
+        if account.status == AccountStatus::Closed {
+            return Err(Status::AccountClosed);
+        }
+        // Point of no return (the amount is checked above, so this cannot fail).
+        let state = self.risk.budgets.entry(id).or_default();
+        state
+            .set_budget(category, budget)
+            .map_err(|_| Status::AmountTooLarge)
     }
 
     fn slot(&self, id: AccountId) -> Option<u32> {
@@ -752,12 +902,16 @@ impl Books {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)] // the fields of one command
     fn transfer(
         &mut self,
+        id: CommandId,
         from: AccountId,
         to: AccountId,
         amount: u64,
         currency: Currency,
+        context: RiskContext,
+        timestamp: u64,
     ) -> Result<(), Status> {
         check_amount(amount)?;
         if from == to {
@@ -765,7 +919,20 @@ impl Books {
         }
         let debit_slot = self.user_slot(from, Status::UnknownDebitAccount)?;
         let credit_slot = self.user_slot(to, Status::UnknownCreditAccount)?;
-        self.move_money(debit_slot, credit_slot, amount, currency)
+        let credit_balance = self.check_move(debit_slot, credit_slot, amount, currency)?;
+        let gate = self.risk_check(
+            id,
+            timestamp,
+            debit_slot,
+            amount,
+            currency,
+            Payee::PERSON,
+            context,
+        )?;
+        // Point of no return.
+        self.commit_move(debit_slot, credit_slot, amount, credit_balance);
+        self.risk_commit(id, gate);
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)] // the fields of one command, and a fact
@@ -776,6 +943,7 @@ impl Books {
         amount: u64,
         currency: Currency,
         timeout_ms: u64,
+        context: RiskContext,
         timestamp: u64,
         hold_id_taken: bool,
     ) -> Result<(), Status> {
@@ -806,6 +974,15 @@ impl Books {
         // Timestamps are ns since the epoch (< 2^63 until 2262) and the timeout
         // is bounded, so this saturating add never saturates in practice.
         let expires_at = timestamp.saturating_add(timeout_ms.saturating_mul(1_000_000));
+        let gate = self.risk_check(
+            id,
+            timestamp,
+            slot,
+            amount,
+            currency,
+            Payee::WITHDRAWAL,
+            context,
+        )?;
         // Point of no return. debits_pending + amount <= balance, so no overflow.
         let house_slot = self.house_settlement(currency);
         let account = self.account_mut(slot);
@@ -824,6 +1001,7 @@ impl Books {
             },
         );
         self.hold_expiries.push(Reverse((expires_at, id)));
+        self.risk_commit(id, gate);
         Ok(())
     }
 

@@ -20,8 +20,9 @@ pub mod status;
 pub mod storage;
 
 pub use command::{
-    AccountId, AccountKind, AccountStatus, AccountView, Command, CommandId, CommandKind,
-    CommandResult, Detail, HouseRole, MerchantKey, OpenAccount, Query, QueryReply,
+    AccountId, AccountKind, AccountStatus, AccountView, BudgetDetail, Command, CommandId,
+    CommandKind, CommandResult, Detail, HouseRole, MerchantKey, OpenAccount, Query, QueryReply,
+    RiskContext, RiskDetail,
 };
 pub use currency::Currency;
 pub use ledger::{Account, Ledger, LedgerConfig};

@@ -34,8 +34,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam::channel::{self, Receiver, Sender, TryRecvError, TrySendError};
 
 use crate::command::{Command, CommandResult, Query, QueryReply};
-use crate::ledger::LedgerConfig;
+use crate::ledger::{Ledger, LedgerConfig};
 use crate::limits;
+use crate::risk::RiskPolicy;
 use crate::shard::{ShardError, ShardedLedger, ShardedState};
 use crate::status::Status;
 use crate::storage::{
@@ -192,6 +193,11 @@ enum Request {
     },
     /// Take a checkpoint now; the reply comes when it is saved.
     Checkpoint { reply: Reply<Result<u64, String>> },
+    /// Put a risk policy in force through the log.
+    RiskPolicy {
+        policy: Box<RiskPolicy>,
+        reply: Reply<Result<[u8; 32], Status>>,
+    },
     /// Stop after everything queued before it; with a final checkpoint or not.
     Shutdown { checkpoint: bool },
 }
@@ -211,6 +217,12 @@ enum Execute {
         sequence: u64,
         timestamp: u64,
         reply: Option<Reply<Result<u64, String>>>,
+    },
+    RiskPolicy {
+        sequence: u64,
+        timestamp: u64,
+        policy: Box<RiskPolicy>,
+        reply: Reply<Result<[u8; 32], Status>>,
     },
     Shutdown,
 }
@@ -267,6 +279,36 @@ impl EngineHandle {
     /// Asks for a checkpoint now; `reply` gets its sequence number once saved.
     pub fn checkpoint(&self, reply: Reply<Result<u64, String>>) -> Result<(), SubmitError> {
         self.send(Request::Checkpoint { reply })
+    }
+
+    /// Puts a risk policy in force: logged like a batch (its own record,
+    /// durable before the reply), then applied between the batches before
+    /// and after it. `reply` gets the policy's digest, or `StorageFailed` /
+    /// `Unavailable` if it could not be logged.
+    pub fn set_risk_policy(
+        &self,
+        policy: RiskPolicy,
+        reply: Reply<Result<[u8; 32], Status>>,
+    ) -> Result<(), SubmitError> {
+        self.send(Request::RiskPolicy {
+            policy: Box::new(policy),
+            reply,
+        })
+    }
+
+    /// `set_risk_policy` and wait.
+    pub fn set_risk_policy_blocking(
+        &self,
+        policy: RiskPolicy,
+    ) -> Result<Result<[u8; 32], Status>, SubmitError> {
+        let (sender, receiver) = channel::bounded(1);
+        self.set_risk_policy(
+            policy,
+            Box::new(move |outcome| {
+                let _ = sender.send(outcome);
+            }),
+        )?;
+        receiver.recv().map_err(|_| SubmitError::ShuttingDown)
     }
 
     pub fn stats(&self) -> &Arc<EngineStats> {
@@ -557,7 +599,7 @@ impl<S: Storage> Sequencer<S> {
                     // Take the commands back out of the record just encoded.
                     let commands = match record.entry {
                         LogEntry::Batch(commands) => commands,
-                        LogEntry::Checkpoint => Vec::new(),
+                        LogEntry::Checkpoint | LogEntry::RiskPolicy(_) => Vec::new(),
                     };
                     commands_logged += commands.len() as u64;
                     forward.push(Grouped::Logged(Execute::Batch {
@@ -587,6 +629,31 @@ impl<S: Storage> Sequencer<S> {
                         sequence: self.sequence,
                         timestamp,
                         reply: Some(reply),
+                    }));
+                }
+                Request::RiskPolicy { reply, .. } if self.failed => {
+                    reply(Err(Status::Unavailable));
+                }
+                Request::RiskPolicy { policy, reply } => {
+                    self.sequence += 1;
+                    let timestamp = self.next_timestamp();
+                    let record = LogRecord {
+                        sequence: self.sequence,
+                        timestamp,
+                        entry: LogEntry::RiskPolicy(policy),
+                    };
+                    let mut bytes = Vec::new();
+                    record.encode(&mut bytes);
+                    records.push((self.sequence, bytes));
+                    let LogEntry::RiskPolicy(policy) = record.entry else {
+                        // Built just above as a policy record.
+                        continue;
+                    };
+                    forward.push(Grouped::Logged(Execute::RiskPolicy {
+                        sequence: self.sequence,
+                        timestamp,
+                        policy,
+                        reply,
                     }));
                 }
                 Request::Query { queries, reply } => {
@@ -648,7 +715,7 @@ fn request_commands(request: &Request) -> usize {
     match request {
         Request::Batch { commands, .. } => commands.len(),
         Request::Query { queries, .. } => queries.len(),
-        Request::Checkpoint { .. } | Request::Shutdown { .. } => 0,
+        Request::Checkpoint { .. } | Request::RiskPolicy { .. } | Request::Shutdown { .. } => 0,
     }
 }
 
@@ -672,6 +739,7 @@ fn fail(execute: Execute) {
         Execute::Checkpoint {
             reply: Some(reply), ..
         } => reply(Err("the log write failed".to_owned())),
+        Execute::RiskPolicy { reply, .. } => reply(Err(Status::StorageFailed)),
         Execute::Checkpoint { reply: None, .. } | Execute::Shutdown => {}
     }
 }
@@ -796,6 +864,15 @@ impl Executor {
                             reply(Err("the checkpoint thread stopped".to_owned()));
                         }
                     }
+                }
+                Execute::RiskPolicy {
+                    sequence,
+                    timestamp,
+                    policy,
+                    reply,
+                } => {
+                    let digest = self.ledger.set_risk_policy(sequence, timestamp, *policy);
+                    reply(Ok(digest));
                 }
                 Execute::Shutdown => break,
             }

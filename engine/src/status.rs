@@ -11,6 +11,7 @@
 //! | 10-39   | accounts   |
 //! | 40-59   | amounts and balances |
 //! | 60-79   | withdrawal holds |
+//! | 80-99   | risk rules, spending categories and budgets |
 //! | 100-119 | QR payments, payment codes, refunds |
 //! | 120-139 | QR payloads refused at the edge |
 //! | 900-999 | the pipeline around the ledger (log, shutdown) |
@@ -126,6 +127,21 @@ statuses! {
     TimeoutOutOfRange = 64, "timeout_out_of_range", "the hold timeout is out of range";
     /// The account has as many pending holds as it may.
     TooManyHolds = 65, "too_many_holds", "the account has too many pending holds";
+
+    /// A risk rule declined the payment; the result's detail names the rule.
+    RiskDeclined = 80, "risk_declined", "a risk rule declined the payment";
+    /// A risk rule asks for a second factor: re-submit with a new id and the
+    /// step-up flag once the customer passed it.
+    StepUpRequired = 81, "step_up_required", "the payment needs a second factor; re-submit with step-up proof";
+    /// A risk rule declined the payment and froze the account until an
+    /// operator unfreezes it.
+    RiskFrozen = 82, "risk_frozen", "a risk rule declined the payment and froze the account";
+    /// The device, location or country sent with the payment is out of range.
+    InvalidRiskContext = 83, "invalid_risk_context", "the payment's device, location or country is invalid";
+    /// No spending category has this code.
+    UnknownCategory = 84, "unknown_category", "no spending category has this code";
+    /// Spending of that month is no longer kept (six months are).
+    MonthNotKept = 85, "month_not_kept", "spending of that month is no longer kept";
 
     /// No merchant is registered under any key the QR code carries.
     UnknownMerchant = 100, "unknown_merchant", "the QR code's merchant is not registered with payrail";

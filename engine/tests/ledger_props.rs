@@ -315,6 +315,7 @@ fn kind(op: &Op, holds: &[CommandId]) -> CommandKind {
                 to: AccountId(account_id(to)),
                 amount,
                 currency: currency_for(from, currency),
+                context: payrail_engine::RiskContext::NONE,
             }
         }
         Op::Hold {
@@ -327,6 +328,7 @@ fn kind(op: &Op, holds: &[CommandId]) -> CommandKind {
             amount,
             currency: currency_for(account, currency),
             timeout_ms,
+            context: payrail_engine::RiskContext::NONE,
         },
         Op::Post { hold: index } => CommandKind::WithdrawPost { hold: hold(index) },
         Op::Void { hold: index } => CommandKind::WithdrawVoid { hold: hold(index) },
@@ -555,6 +557,7 @@ impl Model {
                 to,
                 amount,
                 currency,
+                ..
             } => {
                 let amount = amount_ok(amount)?;
                 if from == to {
@@ -581,6 +584,7 @@ impl Model {
                 amount,
                 currency,
                 timeout_ms,
+                ..
             } => {
                 let signed = amount_ok(amount)?;
                 if !(limits::HOLD_TIMEOUT_MS_MIN..=limits::HOLD_TIMEOUT_MS_MAX)

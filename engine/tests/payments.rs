@@ -104,6 +104,7 @@ fn pay(keys: [MerchantKey; QR_MERCHANT_KEYS_MAX], amount: u64, fee: u64) -> Comm
         fee,
         currency: Currency::CNY,
         mcc: 0,
+        context: payrail_engine::RiskContext::NONE,
     }
 }
 
@@ -196,6 +197,7 @@ fn merchant_presented_payments_move_amount_and_fee() {
                 fee: 0,
                 currency: Currency::JPY,
                 mcc: 0,
+                context: payrail_engine::RiskContext::NONE,
             },
             Status::CurrencyMismatch,
             8_625,
@@ -209,6 +211,7 @@ fn merchant_presented_payments_move_amount_and_fee() {
                 fee: 0,
                 currency: Currency::CNY,
                 mcc: 0,
+                context: payrail_engine::RiskContext::NONE,
             },
             Status::UnknownDebitAccount,
             8_625,
@@ -253,6 +256,7 @@ fn payments_record_their_category() {
         fee: 0,
         currency: Currency::CNY,
         mcc: 4111,
+        context: payrail_engine::RiskContext::NONE,
     });
     assert_eq!(
         book.ledger.payment(own).unwrap().mcc,
@@ -279,6 +283,7 @@ fn payment_codes_are_single_use_and_expire_by_command_time() {
         code,
         amount,
         currency: Currency::CNY,
+        context: payrail_engine::RiskContext::NONE,
     };
     let lifetime = limits::PAYMENT_CODE_LIFETIME_MS_DEFAULT;
     let rows = [
@@ -362,6 +367,7 @@ fn a_customer_has_a_bounded_number_of_live_codes() {
         code: CODE,
         amount: 1,
         currency: Currency::CNY,
+        context: payrail_engine::RiskContext::NONE,
     });
     book.ok(issue(CODE + 100));
     // Merchants cannot have codes.
@@ -391,6 +397,7 @@ fn refunds_are_partial_capped_and_go_back_to_the_payer() {
         to: AccountId(OTHER_PAYER),
         amount: 1,
         currency: Currency::CNY,
+        context: payrail_engine::RiskContext::NONE,
     });
     let rows = [
         (refund(payment, 400), Status::Ok, 9_349, 650),
@@ -436,6 +443,7 @@ fn refunds_are_partial_capped_and_go_back_to_the_payer() {
         to: AccountId(OTHER_PAYER),
         amount: 100,
         currency: Currency::CNY,
+        context: payrail_engine::RiskContext::NONE,
     });
     assert_eq!(book.run(refund(second, 100)).1, Status::InsufficientFunds);
     // Re-sending the same refund command returns its first result.

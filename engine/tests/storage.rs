@@ -143,6 +143,7 @@ impl Workload {
                         to,
                         amount,
                         currency,
+                        context: payrail_engine::RiskContext::NONE,
                     },
                 )
             }
@@ -159,6 +160,7 @@ impl Workload {
                         amount,
                         currency,
                         timeout_ms,
+                        context: payrail_engine::RiskContext::NONE,
                     },
                 )
             }
@@ -205,6 +207,7 @@ impl Workload {
                         amount: 1 + self.random(100),
                         currency,
                         timeout_ms: 1_000 + self.random(60_000),
+                        context: payrail_engine::RiskContext::NONE,
                     },
                 }
             }
@@ -235,6 +238,7 @@ impl Workload {
                         fee,
                         currency,
                         mcc: 5812,
+                        context: payrail_engine::RiskContext::NONE,
                     },
                 )
             }
@@ -267,6 +271,7 @@ impl Workload {
                         code,
                         amount,
                         currency,
+                        context: payrail_engine::RiskContext::NONE,
                     },
                 )
             }
@@ -480,6 +485,7 @@ fn snapshot_holds_pending_posted_and_expired_holds() {
                 amount: 100,
                 currency: Currency::BHD,
                 timeout_ms,
+                context: payrail_engine::RiskContext::NONE,
             },
         )
     };

@@ -378,6 +378,7 @@ impl Generator {
                 to: self.population.pool_account(pool, to_index),
                 amount: self.amount(pool),
                 currency: CURRENCIES[pool].currency,
+                context: payrail_engine::RiskContext::NONE,
             },
         )
     }
@@ -402,6 +403,7 @@ impl Generator {
                 fee: 0,
                 currency: CURRENCIES[pool].currency,
                 mcc: 0,
+                context: payrail_engine::RiskContext::NONE,
             },
             Some(amount),
         )
@@ -459,6 +461,7 @@ impl Generator {
                                     code,
                                     amount,
                                     currency: CURRENCIES[pool].currency,
+                                    context: payrail_engine::RiskContext::NONE,
                                 },
                             )
                         }
@@ -514,6 +517,7 @@ impl Generator {
                                 amount: self.amount(pool),
                                 currency: CURRENCIES[pool].currency,
                                 timeout_ms: HOLD_TIMEOUT_MS,
+                                context: payrail_engine::RiskContext::NONE,
                             },
                         )
                     }
@@ -644,6 +648,7 @@ mod tests {
                     to,
                     currency,
                     amount,
+                    context: payrail_engine::RiskContext::NONE,
                 } = command.kind
                 {
                     assert_ne!(from, to);

@@ -6,6 +6,8 @@
 //! - [`run`]: connect, send one command or query, print the outcome.
 //! - [`qr`]: QR payments: decode, merchant onboarding and codes, paying,
 //!   payment codes, refunds.
+//! - [`risk`]: `risk` and `budget` subcommands, the payment risk flags,
+//!   printing a result's risk decision or budget warning.
 //! - [`parse`]: decimal amounts, command ids, durations and payment codes.
 
 /// `println!` that ignores a closed stdout (`payrail status | head`) instead
@@ -27,6 +29,7 @@ macro_rules! errln {
 
 pub mod parse;
 pub mod qr;
+pub mod risk;
 pub mod run;
 
 use std::net::SocketAddr;
@@ -70,6 +73,12 @@ pub enum Command {
     Code(CodeCommand),
     /// Return part or all of a payment to the account that paid.
     Refund(RefundArgs),
+    /// The inline risk rules: set or show the policy, a customer's audit trail.
+    #[command(subcommand)]
+    Risk(RiskCommand),
+    /// Monthly budgets per spending category, and spending by category.
+    #[command(subcommand)]
+    Budget(BudgetCommand),
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +96,29 @@ pub struct ServeArgs {
     /// accounts [default: one per available core, or the config file's].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub shards: Option<u32>,
+    /// Risk policy TOML (docs/risk.md) to put in force at start, through the
+    /// log, if it differs from the policy in force [default: the config
+    /// file's `risk_policy`, else keep the policy in force].
+    #[arg(long, value_name = "FILE")]
+    pub risk_policy: Option<PathBuf>,
+}
+
+/// What the gateway knows about a payment, for the risk rules.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RiskArgs {
+    /// The customer's device id (a number the gateway assigns; not 0).
+    #[arg(long, value_name = "ID")]
+    pub device: Option<u64>,
+    /// Coarse location, LAT,LON in decimal degrees (kept to 0.01°), like 31.23,121.47.
+    #[arg(long, value_name = "LAT,LON", allow_hyphen_values = true)]
+    pub location: Option<String>,
+    /// Country where the payment is made, ISO 3166 alpha-2, like CN.
+    #[arg(long, value_name = "CC")]
+    pub country: Option<String>,
+    /// The customer passed a second factor: re-submit a payment that got
+    /// step_up_required (with a new --id).
+    #[arg(long)]
+    pub step_up: bool,
 }
 
 /// How a client subcommand finds and authenticates to the server.
@@ -229,6 +261,8 @@ pub struct TransferArgs {
     /// ISO 4217 currency (code or number).
     pub currency: Currency,
     #[command(flatten)]
+    pub risk: RiskArgs,
+    #[command(flatten)]
     pub id: IdArgs,
     #[command(flatten)]
     pub connect: ConnectArgs,
@@ -256,6 +290,8 @@ pub struct HoldArgs {
     #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse::duration_ms)]
     pub timeout: u64,
     #[command(flatten)]
+    pub risk: RiskArgs,
+    #[command(flatten)]
     pub id: IdArgs,
     #[command(flatten)]
     pub connect: ConnectArgs,
@@ -278,6 +314,8 @@ pub struct StatusArgs {
     pub connect: ConnectArgs,
 }
 
+// Parsed once per process: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum QrCommand {
     /// Parse a payload and print its fields, merchant keys and amount, or
@@ -314,6 +352,8 @@ pub struct QrPayArgs {
     /// for one (tag 55 = 01).
     #[arg(long, value_name = "AMOUNT")]
     pub tip: Option<String>,
+    #[command(flatten)]
+    pub risk: RiskArgs,
     #[command(flatten)]
     pub id: IdArgs,
     #[command(flatten)]
@@ -438,6 +478,8 @@ pub struct CodeChargeArgs {
     #[arg(value_name = "CURRENCY")]
     pub currency: Currency,
     #[command(flatten)]
+    pub risk: RiskArgs,
+    #[command(flatten)]
     pub id: IdArgs,
     #[command(flatten)]
     pub connect: ConnectArgs,
@@ -457,6 +499,82 @@ pub struct RefundArgs {
     pub currency: Currency,
     #[command(flatten)]
     pub id: IdArgs,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RiskCommand {
+    /// Put a risk policy (TOML, docs/risk.md) in force now, through the log.
+    SetPolicy(RiskSetPolicyArgs),
+    /// Show the policy in force: its digest and the rules that are on.
+    Show(RiskShowArgs),
+    /// A customer's risk decisions other than approve, newest first.
+    Audit(RiskAuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RiskSetPolicyArgs {
+    /// The policy file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RiskShowArgs {
+    /// Also say whether this policy file is the one in force (exit 1 if not).
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RiskAuditArgs {
+    /// Any of the customer's accounts.
+    #[arg(value_name = "CUSTOMER_ACCOUNT")]
+    pub account: u64,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BudgetCommand {
+    /// Set a customer account's monthly budget for a spending category.
+    Set(BudgetSetArgs),
+    /// Spending by category in a month, with each budget's status.
+    Show(BudgetShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BudgetSetArgs {
+    /// The customer account (its currency is the budget's).
+    #[arg(value_name = "ACCOUNT")]
+    pub account: u64,
+    /// The category: food_and_drink, groceries, transport, travel, shopping,
+    /// entertainment, utilities_and_bills, health, education,
+    /// cash_and_transfers or other.
+    #[arg(value_name = "CATEGORY")]
+    pub category: String,
+    /// The monthly budget as a decimal, like 500.00; `none` removes it.
+    #[arg(value_name = "AMOUNT")]
+    pub amount: String,
+    #[command(flatten)]
+    pub id: IdArgs,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BudgetShowArgs {
+    /// The customer account.
+    #[arg(value_name = "ACCOUNT")]
+    pub account: u64,
+    /// The month, like 2026-11 [default: the current month, UTC].
+    #[arg(long, value_name = "YYYY-MM")]
+    pub month: Option<String>,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }

@@ -12,7 +12,8 @@ use payrail_api::qr::{self, Decimal, Initiation, MerchantAccountInfo, MerchantQr
 use payrail_api::qr_pay;
 use payrail_api::wire::QrPaymentRequest;
 use payrail_engine::{
-    AccountId, Command as EngineCommand, CommandId, CommandKind, Currency, MerchantKey, Status,
+    AccountId, Command as EngineCommand, CommandId, CommandKind, Currency, Detail, MerchantKey,
+    Status,
 };
 use serde_json::{json, Map, Value};
 
@@ -561,6 +562,10 @@ pub fn pay(args: &QrPayArgs) -> ExitCode {
         (Ok(amount), Ok(tip)) => (amount, tip),
         (Err(message), _) | (_, Err(message)) => return fail(connect, &message, None),
     };
+    let context = match args.risk.context() {
+        Ok(context) => context,
+        Err(message) => return fail(connect, &message, None),
+    };
     let command_id = args.id.id.unwrap_or_else(rand::random::<u128>);
     let request = QrPaymentRequest {
         id: CommandId(command_id),
@@ -568,6 +573,7 @@ pub fn pay(args: &QrPayArgs) -> ExitCode {
         payload: args.payload.clone(),
         amount,
         tip,
+        context,
     };
     let merchant = merchant_label(&code);
     // The server's own rules, applied here first: a payment they refuse is
@@ -598,6 +604,7 @@ pub fn pay(args: &QrPayArgs) -> ExitCode {
                     fee: tip.unwrap_or(0),
                     mcc: code.mcc.unwrap_or(0),
                     status,
+                    detail: Detail::None,
                     sent: false,
                 },
             )
@@ -624,6 +631,7 @@ pub fn pay(args: &QrPayArgs) -> ExitCode {
             fee,
             mcc,
             status: result.status,
+            detail: result.detail,
             sent: true,
         },
     )
@@ -653,6 +661,8 @@ struct PaymentReport<'a> {
     fee: u64,
     mcc: u16,
     status: Status,
+    /// The risk decision or budget warning the result carried.
+    detail: Detail,
     /// Whether the payment went to the server (false: refused here first).
     sent: bool,
 }
@@ -684,6 +694,7 @@ fn report_payment(connect: &ConnectArgs, report: &PaymentReport<'_>) -> ExitCode
         );
         object.insert("total".into(), json!(total));
         object.insert("mcc".into(), json!(report.mcc));
+        super::risk::add_detail_json(&mut object, &report.detail);
         outln!("{}", Value::Object(object));
     } else {
         let mut what = format!("qr pay {} -> {}", report.payer, report.merchant);
@@ -698,6 +709,9 @@ fn report_payment(connect: &ConnectArgs, report: &PaymentReport<'_>) -> ExitCode
             ));
         }
         outln!("{what}: {}", sentence(status));
+        for line in super::risk::detail_lines(&report.detail, Some(currency)) {
+            outln!("{line}");
+        }
         if status.is_ok() {
             outln!(
                 "payment id: {id_text} (refund with `payrail refund {id_text} AMOUNT {}`)",
@@ -839,11 +853,16 @@ pub fn code_charge(args: CodeChargeArgs) -> ExitCode {
         ("payment_code", json!(args.code.to_string())),
     ]);
     add_amount(&mut details, amount, args.currency);
+    let context = match args.risk.context() {
+        Ok(context) => context,
+        Err(message) => return fail(&args.connect, &message, None),
+    };
     let kind = CommandKind::ChargePaymentCode {
         merchant: AccountId(args.merchant),
         code: args.code,
         amount,
         currency: args.currency,
+        context,
     };
     execute(&args.connect, args.id, what, kind, details)
 }

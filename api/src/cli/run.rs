@@ -12,15 +12,16 @@ use payrail_api::config::GatewayConfig;
 use payrail_api::serve::{self, ServeOptions};
 use payrail_engine::{
     AccountId, AccountKind, AccountStatus, AccountView, Command as EngineCommand, CommandId,
-    CommandKind, Currency, OpenAccount, Query, QueryReply, Status,
+    CommandKind, CommandResult, Currency, OpenAccount, Query, QueryReply, Status,
 };
 use serde_json::{json, Map, Value};
 
 use super::parse::{amount_minor, decimal_minor, format_command_id, money};
 use super::qr;
+use super::risk;
 use super::{
-    AccountCommand, Cli, CodeCommand, Command, ConnectArgs, IdArgs, MerchantCommand, QrCommand,
-    ServeArgs, StatusArgs, WithdrawCommand,
+    AccountCommand, BudgetCommand, Cli, CodeCommand, Command, ConnectArgs, IdArgs, MerchantCommand,
+    QrCommand, RiskCommand, ServeArgs, StatusArgs, WithdrawCommand,
 };
 
 pub(super) const EXIT_REFUSED: u8 = 1;
@@ -148,6 +149,10 @@ pub fn main(cli: Cli) -> ExitCode {
                 args.to,
                 money(i128::from(amount), args.currency)
             );
+            let context = match args.risk.context() {
+                Ok(context) => context,
+                Err(message) => return fail(&args.connect, &message, None),
+            };
             let mut details = fields([("from", json!(args.from)), ("to", json!(args.to))]);
             add_amount(&mut details, amount, args.currency);
             let kind = CommandKind::Transfer {
@@ -155,6 +160,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 to: AccountId(args.to),
                 amount,
                 currency: args.currency,
+                context,
             };
             execute(&args.connect, args.id, what, kind, details)
         }
@@ -171,11 +177,16 @@ pub fn main(cli: Cli) -> ExitCode {
             let mut details = fields([("account", json!(args.account))]);
             add_amount(&mut details, amount, args.currency);
             details.insert("timeout_ms".into(), json!(args.timeout));
+            let context = match args.risk.context() {
+                Ok(context) => context,
+                Err(message) => return fail(&args.connect, &message, None),
+            };
             let kind = CommandKind::WithdrawHold {
                 account: AccountId(args.account),
                 amount,
                 currency: args.currency,
                 timeout_ms: args.timeout,
+                context,
             };
             execute(&args.connect, args.id, what, kind, details)
         }
@@ -205,6 +216,11 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Code(CodeCommand::Issue(args)) => qr::code_issue(&args),
         Command::Code(CodeCommand::Charge(args)) => qr::code_charge(args),
         Command::Refund(args) => qr::refund(args),
+        Command::Risk(RiskCommand::SetPolicy(args)) => risk::set_policy(&args),
+        Command::Risk(RiskCommand::Show(args)) => risk::show(&args),
+        Command::Risk(RiskCommand::Audit(args)) => risk::audit(&args),
+        Command::Budget(BudgetCommand::Set(args)) => risk::budget_set(args),
+        Command::Budget(BudgetCommand::Show(args)) => risk::budget_show(&args),
     }
 }
 
@@ -215,6 +231,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         data_dir: args.data_dir,
         config: args.config,
         shards: args.shards,
+        risk_policy: args.risk_policy,
     };
     match serve::serve_blocking(&options) {
         Ok(()) => ExitCode::SUCCESS,
@@ -263,10 +280,11 @@ pub(super) fn execute(
 ) -> ExitCode {
     init_tracing("warn");
     let command_id = id.id.unwrap_or_else(rand::random::<u128>);
-    let status = match submit_one(connect, EngineCommand::new(command_id, kind)) {
-        Ok(status) => status,
+    let result = match submit_one(connect, EngineCommand::new(command_id, kind)) {
+        Ok(result) => result,
         Err(exit) => return exit,
     };
+    let status = result.status;
     let id_text = format_command_id(command_id);
     let is_hold = matches!(kind, CommandKind::WithdrawHold { .. });
     let is_payment = matches!(kind, CommandKind::ChargePaymentCode { .. });
@@ -285,9 +303,13 @@ pub(super) fn execute(
             object.insert("payment_id".into(), json!(id_text));
         }
         object.extend(details);
+        risk::add_detail_json(&mut object, &result.detail);
         outln!("{}", Value::Object(object));
     } else {
         outln!("{what}: {}", sentence(status));
+        for line in risk::detail_lines(&result.detail, risk::kind_currency(&kind)) {
+            outln!("{line}");
+        }
         if is_hold && status.is_ok() {
             outln!("hold id: {id_text} (then `payrail withdraw post {id_text}` or `payrail withdraw void {id_text}`)");
         } else if let (CommandKind::ChargePaymentCode { currency, .. }, true) =
@@ -332,14 +354,14 @@ impl Retry {
 
 /// Connects and sends one command. On failure the error is printed and the
 /// exit code returned.
-fn submit_one(connect: &ConnectArgs, command: EngineCommand) -> Result<Status, ExitCode> {
+fn submit_one(connect: &ConnectArgs, command: EngineCommand) -> Result<CommandResult, ExitCode> {
     let command_id = command.id.0;
     let retry = Retry::with_id(command_id);
     let results = run_client(connect, Some(&retry), move |client| async move {
         client.submit(vec![command]).await
     })?;
     match results.first() {
-        Some(result) => Ok(result.status),
+        Some(result) => Ok(*result),
         None => Err(fail(connect, "the server sent no result", Some(command_id))),
     }
 }

@@ -12,7 +12,9 @@ use bincode::de::{Decode, Decoder, DecoderImpl};
 use bincode::enc::write::Writer;
 use bincode::enc::{Encode, Encoder, EncoderImpl};
 use bincode::error::{DecodeError, EncodeError};
-use payrail_engine::{Command, CommandResult, Detail, Query, QueryReply, Status};
+use payrail_engine::risk::bounds::POLICY_ENCODED_BYTES_MAX;
+use payrail_engine::risk::RiskPolicy;
+use payrail_engine::{Command, CommandResult, Detail, Query, QueryReply, RiskContext, Status};
 
 use super::error::{ErrorCode, WireError};
 use super::{
@@ -32,6 +34,8 @@ pub mod kinds {
     pub const SUBMIT_QR: u16 = 14;
     pub const STATUS: u16 = 20;
     pub const STATUS_REPLY: u16 = 21;
+    pub const SET_RISK_POLICY: u16 = 40;
+    pub const RISK_POLICY_SET: u16 = 41;
     pub const ERROR: u16 = 255;
 
     /// Every kind, in numeric order.
@@ -46,6 +50,8 @@ pub mod kinds {
         SUBMIT_QR,
         STATUS,
         STATUS_REPLY,
+        SET_RISK_POLICY,
+        RISK_POLICY_SET,
         ERROR,
     ];
 
@@ -62,6 +68,8 @@ pub mod kinds {
             SUBMIT_QR => "submit_qr",
             STATUS => "status",
             STATUS_REPLY => "status_reply",
+            SET_RISK_POLICY => "set_risk_policy",
+            RISK_POLICY_SET => "risk_policy_set",
             ERROR => "error",
             _ => return None,
         })
@@ -102,6 +110,15 @@ pub enum Message {
     /// Server to client: named counters, at most [`STATUS_FIELDS_MAX`] of
     /// them, names at most [`STATUS_FIELD_NAME_BYTES_MAX`] bytes.
     StatusReply { fields: Vec<(String, u64)> },
+    /// Client to server: put this risk policy in force, through the log
+    /// (docs/risk.md). The body is the policy's canonical bincode encoding,
+    /// length first, at most `POLICY_ENCODED_BYTES_MAX` bytes; decoding
+    /// validates it.
+    SetRiskPolicy { policy: Box<RiskPolicy> },
+    /// Server to client: the answer to `SetRiskPolicy`: `ok` and the digest
+    /// of the policy now in force, or why not (`storage_failed`,
+    /// `unavailable`; the digest is then zero).
+    RiskPolicySet { status: Status, digest: [u8; 32] },
     /// Either way: why a request or the connection was refused. The message
     /// is at most [`ERROR_MESSAGE_BYTES_MAX`] bytes.
     Error { code: ErrorCode, message: String },
@@ -121,6 +138,8 @@ impl Message {
             Message::SubmitQr { .. } => kinds::SUBMIT_QR,
             Message::Status => kinds::STATUS,
             Message::StatusReply { .. } => kinds::STATUS_REPLY,
+            Message::SetRiskPolicy { .. } => kinds::SET_RISK_POLICY,
+            Message::RiskPolicySet { .. } => kinds::RISK_POLICY_SET,
             Message::Error { .. } => kinds::ERROR,
         }
     }
@@ -143,8 +162,8 @@ pub const QR_BATCH_MAX: u32 = 256;
 /// Most bytes of one QR payload: EMVCo allows 512 characters; UTF-8 names
 /// take up to 4 bytes a character.
 pub const QR_PAYLOAD_BYTES_MAX: usize = 2_048;
-/// id 16 + payer 8 + two absent options 1 + 1 + payload length 8.
-const QR_PAYMENT_BYTES_MIN: usize = 34;
+/// id 16 + payer 8 + two absent options 1 + 1 + context 15 + payload length 8.
+const QR_PAYMENT_BYTES_MIN: usize = 49;
 
 /// A merchant-presented QR payment as a gateway submits it: the raw payload
 /// the payer's app scanned, the amount the payer typed (static codes) and
@@ -156,6 +175,8 @@ pub struct QrPaymentRequest {
     pub payload: String,
     pub amount: Option<u64>,
     pub tip: Option<u64>,
+    /// Device, location, country and step-up proof, for the risk rules.
+    pub context: RiskContext,
 }
 
 /// The bincode configuration of every body. The limit bounds what bincode
@@ -192,14 +213,15 @@ pub(super) trait Element: Encode + Decode<()> {
 impl Element for Command {
     // id 16 + tag 4 + Freeze { account 8 }
     const WIRE_BYTES_MIN: usize = 28;
-    // id 16 + tag 4 + PayMerchantQr { payer 8, keys 4 x 16, amount 8, fee 8, currency 2, mcc 2 }
-    const WIRE_BYTES_MAX: usize = 112;
+    // id 16 + tag 4 + PayMerchantQr { payer 8, keys 4 x 16, amount 8, fee 8, currency 2, mcc 2,
+    // context 15 }
+    const WIRE_BYTES_MAX: usize = 127;
 }
 impl Element for CommandResult {
     // status 2 + detail tag 4 (Detail::None)
     const WIRE_BYTES_MIN: usize = 6;
-    // status 2 + detail tag 4 (Detail::None is the only variant so far)
-    const WIRE_BYTES_MAX: usize = 6;
+    // status 2 + detail tag 4 + FlaggedOverBudget { RiskDetail 18, BudgetDetail 17 }
+    const WIRE_BYTES_MAX: usize = 41;
 
     /// Reads the same bytes as `Status`'s bincode `Decode` (its u16 code)
     /// without calling it: that impl formats its error message before
@@ -217,16 +239,16 @@ impl Element for CommandResult {
     }
 }
 impl Element for Query {
-    // tag 4 + Balance { account 8 }
-    const WIRE_BYTES_MIN: usize = 12;
-    // tag 4 + Command { id 16 }
+    // tag 4 + RiskPolicy (no fields)
+    const WIRE_BYTES_MIN: usize = 4;
+    // tag 4 + Command { id 16 } (Spending { account 8, month 4, category 1 } is 17)
     const WIRE_BYTES_MAX: usize = 20;
 }
 impl Element for QueryReply {
     // tag 4 + Refused(status 2)
     // tag 4 + Command(status 2) or Refused(status 2)
     const WIRE_BYTES_MIN: usize = 6;
-    // tag 4 + Balance(AccountView 61)
+    // tag 4 + Balance(AccountView 61), or RiskAudit { entries 1, AuditEntry 60 }
     const WIRE_BYTES_MAX: usize = 65;
 }
 
@@ -304,6 +326,7 @@ pub(super) fn encode_body(
                 put(&mut encoder, &payment.payer)?;
                 put(&mut encoder, &payment.amount)?;
                 put(&mut encoder, &payment.tip)?;
+                put(&mut encoder, &payment.context)?;
                 put_string(
                     &mut encoder,
                     "submit_qr.payload",
@@ -333,6 +356,23 @@ pub(super) fn encode_body(
                 put(&mut encoder, value)?;
             }
             Ok(())
+        }
+        Message::SetRiskPolicy { policy } => {
+            let bytes = policy.encode_canonical();
+            if bytes.len() > POLICY_ENCODED_BYTES_MAX {
+                return Err(WireError::FieldTooLong {
+                    field: "set_risk_policy.policy",
+                    len: bytes.len() as u64,
+                    max: POLICY_ENCODED_BYTES_MAX as u64,
+                });
+            }
+            put(&mut encoder, &(bytes.len() as u64))?;
+            encoder.writer().0.extend_from_slice(&bytes);
+            Ok(())
+        }
+        Message::RiskPolicySet { status, digest } => {
+            put(&mut encoder, status)?;
+            put(&mut encoder, digest)
         }
         Message::Error { code, message } => {
             put(&mut encoder, code)?;
@@ -470,6 +510,7 @@ pub(super) fn decode_body(
                     payer: decoder.value()?,
                     amount: decoder.value()?,
                     tip: decoder.value()?,
+                    context: decoder.value()?,
                     payload: decoder.string("submit_qr.payload", QR_PAYLOAD_BYTES_MAX)?,
                 });
             }
@@ -487,6 +528,13 @@ pub(super) fn decode_body(
             }
             Message::StatusReply { fields }
         }
+        kinds::SET_RISK_POLICY => Message::SetRiskPolicy {
+            policy: Box::new(decoder.policy()?),
+        },
+        kinds::RISK_POLICY_SET => Message::RiskPolicySet {
+            status: decoder.value()?,
+            digest: decoder.value()?,
+        },
         kinds::ERROR => Message::Error {
             code: decoder.value()?,
             message: decoder.string("error.message", ERROR_MESSAGE_BYTES_MAX)?,
@@ -610,6 +658,26 @@ impl BodyDecoder<'_> {
         }
     }
 
+    /// A risk policy: its canonical encoding, length first. Decoding
+    /// validates it (sorted lists, ranges) and bounds every list.
+    fn policy(&mut self) -> Result<RiskPolicy, WireError> {
+        let field = "set_risk_policy.policy";
+        let len = self.length(field, POLICY_ENCODED_BYTES_MAX as u64, 1)?;
+        let Some(bytes) = self.decoder.reader().take(len) else {
+            return Err(self.malformed(format!("{field} ends early")));
+        };
+        let config = bincode::config::standard()
+            .with_fixed_int_encoding()
+            .with_little_endian();
+        match bincode::decode_from_slice::<RiskPolicy, _>(bytes, config) {
+            Ok((policy, used)) if used == len => Ok(policy),
+            Ok((_, used)) => {
+                Err(self.malformed(format!("{field}: {} bytes follow the policy", len - used)))
+            }
+            Err(error) => Err(self.malformed(format!("{field}: {error}"))),
+        }
+    }
+
     fn batch<T: Element>(
         &mut self,
         limits: &WireLimits,
@@ -687,12 +755,14 @@ mod tests {
                 to: account,
                 amount: 1,
                 currency,
+                context: payrail_engine::RiskContext::NONE,
             },
             CommandKind::WithdrawHold {
                 account,
                 amount: 1,
                 currency,
                 timeout_ms: 1,
+                context: payrail_engine::RiskContext::NONE,
             },
             CommandKind::WithdrawPost { hold },
             CommandKind::WithdrawVoid { hold },
@@ -711,6 +781,7 @@ mod tests {
                 fee: 0,
                 currency,
                 mcc: 0,
+                context: payrail_engine::RiskContext::NONE,
             },
             CommandKind::IssuePaymentCode {
                 customer: account,
@@ -722,11 +793,17 @@ mod tests {
                 code: 1,
                 amount: 1,
                 currency,
+                context: payrail_engine::RiskContext::NONE,
             },
             CommandKind::Refund {
                 payment: hold,
                 amount: 1,
                 currency,
+            },
+            CommandKind::SetBudget {
+                account,
+                category: 1,
+                budget: Some(1),
             },
         ];
         for kind in &kinds {
@@ -745,7 +822,8 @@ mod tests {
                 | CommandKind::PayMerchantQr { .. }
                 | CommandKind::IssuePaymentCode { .. }
                 | CommandKind::ChargePaymentCode { .. }
-                | CommandKind::Refund { .. } => {}
+                | CommandKind::Refund { .. }
+                | CommandKind::SetBudget { .. } => {}
             }
         }
         kinds
@@ -767,16 +845,55 @@ mod tests {
     #[test]
     fn element_size_bounds_are_exact() {
         check_bounds(&every_command_kind());
-        check_bounds(&[CommandResult::new(Status::Ok)]);
+        let risk = payrail_engine::RiskDetail {
+            verdict: payrail_engine::risk::Verdict::Decline,
+            rule: payrail_engine::risk::RuleId::Velocity,
+            limit: 1,
+            observed: 2,
+        };
+        let budget = payrail_engine::BudgetDetail {
+            category: payrail_engine::budget::Category::Travel,
+            budget: 1,
+            spent: 2,
+        };
+        let results = [
+            CommandResult::new(Status::Ok),
+            CommandResult::with_detail(Status::RiskDeclined, Detail::Risk(risk)),
+            CommandResult::with_detail(Status::Ok, Detail::BudgetCrossed(budget)),
+            CommandResult::with_detail(Status::Ok, Detail::FlaggedOverBudget(risk, budget)),
+        ];
+        for result in &results {
+            match result.detail {
+                Detail::None
+                | Detail::Risk(_)
+                | Detail::BudgetCrossed(_)
+                | Detail::FlaggedOverBudget(..) => {}
+            }
+        }
+        check_bounds(&results);
         let queries = [
             Query::Balance {
                 account: AccountId(1),
             },
             Query::Command { id: CommandId(1) },
+            Query::RiskPolicy,
+            Query::RiskAudit {
+                account: AccountId(1),
+                index: 0,
+            },
+            Query::Spending {
+                account: AccountId(1),
+                month: 1,
+                category: 1,
+            },
         ];
         for query in &queries {
             match query {
-                Query::Balance { .. } | Query::Command { .. } => {}
+                Query::Balance { .. }
+                | Query::Command { .. }
+                | Query::RiskPolicy
+                | Query::RiskAudit { .. }
+                | Query::Spending { .. } => {}
             }
         }
         check_bounds(&queries);
@@ -796,6 +913,20 @@ mod tests {
                 credits_pending: 0,
                 available: 0,
             }),
+            QueryReply::RiskPolicy {
+                digest: [0; 32],
+                rules: payrail_engine::risk::RuleSet::EMPTY,
+            },
+            QueryReply::RiskAudit {
+                entries: 0,
+                entry: payrail_engine::risk::AuditEntry::EMPTY,
+            },
+            QueryReply::Spending {
+                month: 1,
+                category: 1,
+                spent: 0,
+                budget: Some(1),
+            },
         ]);
     }
 

@@ -206,6 +206,7 @@ pub fn transfer(id: u128, from: u64, to: u64, amount: u64) -> Command {
             to: AccountId(to),
             amount,
             currency: Currency::CNY,
+            context: payrail_engine::RiskContext::NONE,
         },
     )
 }

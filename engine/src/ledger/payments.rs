@@ -9,8 +9,9 @@
 
 use std::cmp::Reverse;
 
-use crate::command::{AccountId, AccountKind, CommandId, MerchantKey};
+use crate::command::{AccountId, AccountKind, CommandId, MerchantKey, RiskContext};
 use crate::currency::Currency;
+use crate::ledger::risk_gate::Payee;
 use crate::ledger::{check_amount, signed, Books};
 use crate::limits;
 use crate::status::Status;
@@ -58,6 +59,22 @@ impl Books {
         amount: u64,
         currency: Currency,
     ) -> Result<(), Status> {
+        let credit_balance = self.check_move(debit_slot, credit_slot, amount, currency)?;
+        // Point of no return.
+        self.commit_move(debit_slot, credit_slot, amount, credit_balance);
+        Ok(())
+    }
+
+    /// The checks of [`Self::move_money`]; returns the credit account's new
+    /// balance for [`Self::commit_move`]. A payment that runs the risk rules
+    /// checks, then asks the rules, then commits.
+    pub(super) fn check_move(
+        &self,
+        debit_slot: u32,
+        credit_slot: u32,
+        amount: u64,
+        currency: Currency,
+    ) -> Result<i64, Status> {
         let debit = self.account(debit_slot);
         let credit = self.account(credit_slot);
         debit.check_movable()?;
@@ -68,14 +85,24 @@ impl Books {
         if debit.available() < signed(amount) {
             return Err(Status::InsufficientFunds);
         }
-        let credit_balance = credit
+        credit
             .balance
             .checked_add(signed(amount))
-            .ok_or(Status::Overflow)?;
-        // Point of no return. The debit cannot underflow: available >= amount.
+            .ok_or(Status::Overflow)
+    }
+
+    /// The mutation of [`Self::move_money`], after [`Self::check_move`]
+    /// passed with no change to either account since.
+    pub(super) fn commit_move(
+        &mut self,
+        debit_slot: u32,
+        credit_slot: u32,
+        amount: u64,
+        credit_balance: i64,
+    ) {
+        // The debit cannot underflow: check_move found available >= amount.
         self.account_mut(debit_slot).balance -= signed(amount);
         self.account_mut(credit_slot).balance = credit_balance;
-        Ok(())
     }
 
     pub(super) fn merchant_slot(&self, id: AccountId, unknown: Status) -> Result<u32, Status> {
@@ -120,6 +147,7 @@ impl Books {
         fee: u64,
         currency: Currency,
         mcc: u16,
+        context: RiskContext,
         timestamp: u64,
     ) -> Result<(), Status> {
         check_amount(amount)?;
@@ -137,12 +165,25 @@ impl Books {
         if merchant_slot == payer_slot {
             return Err(Status::SameAccount);
         }
-        self.move_money(payer_slot, merchant_slot, total, currency)?;
+        let credit_balance = self.check_move(payer_slot, merchant_slot, total, currency)?;
         let mcc = if mcc == 0 {
             self.account(merchant_slot).mcc
         } else {
             mcc
         };
+        let merchant = self.account(merchant_slot).id;
+        let gate = self.risk_check(
+            id,
+            timestamp,
+            payer_slot,
+            total,
+            currency,
+            Payee::merchant(merchant, mcc),
+            context,
+        )?;
+        // Point of no return.
+        self.commit_move(payer_slot, merchant_slot, total, credit_balance);
+        self.risk_commit(id, gate);
         self.payments.insert(
             id,
             Payment {
@@ -202,6 +243,7 @@ impl Books {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)] // the fields of one command
     pub(super) fn charge_payment_code(
         &mut self,
         id: CommandId,
@@ -209,6 +251,7 @@ impl Books {
         code: u64,
         amount: u64,
         currency: Currency,
+        context: RiskContext,
         timestamp: u64,
     ) -> Result<(), Status> {
         check_amount(amount)?;
@@ -224,10 +267,22 @@ impl Books {
         }
         // Expiry runs before each batch, so a live code has not expired yet.
         debug_assert!(entry.expires_at > timestamp);
-        self.move_money(entry.customer_slot, merchant_slot, amount, currency)?;
-        // The money moved; the code is spent.
-        self.finish_code(code, PaymentCodeState::Used);
+        let credit_balance =
+            self.check_move(entry.customer_slot, merchant_slot, amount, currency)?;
         let mcc = self.account(merchant_slot).mcc;
+        let gate = self.risk_check(
+            id,
+            timestamp,
+            entry.customer_slot,
+            amount,
+            currency,
+            Payee::merchant(merchant, mcc),
+            context,
+        )?;
+        // Point of no return. The money moves; the code is spent.
+        self.commit_move(entry.customer_slot, merchant_slot, amount, credit_balance);
+        self.finish_code(code, PaymentCodeState::Used);
+        self.risk_commit(id, gate);
         self.payments.insert(
             id,
             Payment {
@@ -291,6 +346,7 @@ impl Books {
         payment: CommandId,
         amount: u64,
         currency: Currency,
+        timestamp: u64,
     ) -> Result<(), Status> {
         check_amount(amount)?;
         let original = *self.payments.get(&payment).ok_or(Status::PaymentNotFound)?;
@@ -310,6 +366,8 @@ impl Books {
         if let Some(stored) = self.payments.get_mut(&payment) {
             stored.refunded += amount;
         }
+        let payer = self.account(original.payer_slot).id;
+        self.risk.refund(payer, original.mcc, amount, timestamp);
         Ok(())
     }
 

@@ -35,7 +35,8 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
-    const EMPTY: AuditEntry = AuditEntry {
+    /// All zeros: fills unused ring slots and answers for a missing entry.
+    pub const EMPTY: AuditEntry = AuditEntry {
         timestamp: 0,
         command: CommandId(0),
         currency: Currency::from_raw(0),
@@ -176,6 +177,25 @@ impl AuditLog {
             .get(&customer)
             .into_iter()
             .flat_map(AuditRing::iter)
+    }
+
+    /// Every customer's ring, in customer order (for checkpoints).
+    pub fn rings(&self) -> impl Iterator<Item = (u64, &AuditRing)> + '_ {
+        self.customers
+            .iter()
+            .map(|(customer, ring)| (*customer, ring))
+    }
+
+    /// Puts back a customer's ring read from a checkpoint; false if the
+    /// customer already has one.
+    pub fn insert_ring(&mut self, customer: u64, ring: AuditRing) -> bool {
+        match self.customers.entry(customer) {
+            std::collections::btree_map::Entry::Occupied(_) => false,
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                entry.insert(ring);
+                true
+            }
+        }
     }
 
     /// Customers with at least one audited decision.

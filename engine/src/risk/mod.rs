@@ -15,11 +15,14 @@
 //! - [`state`]: [`CustomerRiskState`], what the rules remember per customer.
 //! - [`rules`]: [`evaluate`] and [`Decision`].
 //! - [`audit`]: the per-customer audit trail of non-approve decisions.
+//! - [`books`]: [`RiskBooks`], the risk and budget state inside the ledger
+//!   and the two calls around a payment.
 //! - [`calendar`]: UTC days and months from timestamps.
 //! - [`geo`]: integer great-circle distances for impossible travel.
 //! - [`codes`]: [`RuleId`], [`Action`], [`Verdict`] with stable codes.
 
 pub mod audit;
+pub mod books;
 pub mod bounds;
 pub mod calendar;
 pub mod codes;
@@ -33,6 +36,7 @@ pub mod state;
 mod tests;
 
 pub use audit::{AuditEntry, AuditLog, AuditRing};
+pub use books::{RiskBooks, RiskCounters};
 pub use calendar::{Day, Month};
 pub use codes::{Action, RuleId, RuleSet, Verdict};
 pub use geo::GeoPoint;

@@ -13,7 +13,7 @@ use bincode::error::DecodeError;
 use bincode::{Decode, Encode};
 
 use super::bounds;
-use super::codes::Action;
+use super::codes::{Action, RuleId};
 use crate::command::AccountId;
 use crate::currency::Currency;
 use crate::limits;
@@ -209,6 +209,34 @@ impl RiskPolicy {
     /// Parses and validates a TOML policy. See docs/risk.md for the format.
     pub fn from_toml(text: &str) -> Result<RiskPolicy, PolicyError> {
         super::policy_toml::parse(text)
+    }
+
+    /// The rules that are on (`outflow_currencies` goes with the daily and
+    /// monthly limits).
+    pub fn rules_on(&self) -> super::RuleSet {
+        let mut rules = super::RuleSet::EMPTY;
+        let on = [
+            (RuleId::BlockedCountry, self.blocked_countries.is_some()),
+            (RuleId::BlockedMerchant, self.blocked_merchants.is_some()),
+            (RuleId::BlockedMcc, self.blocked_mccs.is_some()),
+            (RuleId::SinglePayment, self.single_payment.is_some()),
+            (RuleId::DailyOutflow, self.daily_outflow.is_some()),
+            (RuleId::MonthlyOutflow, self.monthly_outflow.is_some()),
+            (
+                RuleId::OutflowCurrencies,
+                self.daily_outflow.is_some() || self.monthly_outflow.is_some(),
+            ),
+            (RuleId::Velocity, self.velocity.is_some()),
+            (RuleId::NewDevice, self.new_device.is_some()),
+            (RuleId::ImpossibleTravel, self.impossible_travel.is_some()),
+            (RuleId::AmountAnomaly, self.amount_anomaly.is_some()),
+        ];
+        for (rule, is_on) in on {
+            if is_on {
+                rules.insert(rule);
+            }
+        }
+        rules
     }
 
     /// Whether every rule is off.

@@ -7,15 +7,22 @@
 //! offset size field
 //!      0    2 magic       b"pr"
 //!      2    1 version     1
-//!      3    1 kind        1 = batch, 2 = checkpoint marker
+//!      3    1 kind        1 = batch, 2 = checkpoint marker, 3 = risk policy
 //!      4    8 sequence    u64
 //!     12    8 timestamp   u64, ns since the Unix epoch
 //!     20    4 body_len    u32, bytes after the header
 //!     24    4 crc32c      over bytes 0..24, then the body
 //!     28    . body        batch: command_count u32, then each command
 //!                         (bincode, fixed-width integers, little-endian);
-//!                         checkpoint marker: empty
+//!                         checkpoint marker: empty;
+//!                         risk policy: the policy put in force (bincode,
+//!                         fixed-width integers, at most 32 KiB)
 //! ```
+//!
+//! A risk policy is a record of its own rather than a command: it is
+//! variable-length (block lists of up to 1,024 entries) while commands are
+//! small and fixed-size. It is applied in log order between batches, so a
+//! replay uses the policy that was in force at each point.
 //!
 //! Decoding checks everything: magic, version, kind, body length against its
 //! bound and against the bytes actually present (truncation and trailing
@@ -27,6 +34,8 @@ use bincode::config::{Configuration, Fixint, LittleEndian, NoLimit};
 use crate::command::{AccountId, Command, CommandKind, OpenAccount};
 use crate::currency::Currency;
 use crate::limits;
+use crate::risk::policy::canonical_config;
+use crate::risk::RiskPolicy;
 
 /// First two bytes of every record.
 pub const RECORD_MAGIC: [u8; 2] = *b"pr";
@@ -52,6 +61,7 @@ const _: () = assert!(
 
 const KIND_BATCH: u8 = 1;
 const KIND_CHECKPOINT: u8 = 2;
+const KIND_RISK_POLICY: u8 = 3;
 const CRC_OFFSET: usize = 24;
 
 /// bincode settings for record bodies and checkpoint state: fixed-width
@@ -76,6 +86,8 @@ pub enum LogEntry {
     Batch(Vec<Command>),
     /// The ledger state before this record is checkpointed.
     Checkpoint,
+    /// From this record on, this risk policy is in force.
+    RiskPolicy(Box<RiskPolicy>),
 }
 
 /// Why bytes are not a valid log record.
@@ -113,6 +125,8 @@ pub enum RecordError {
     TrailingBytes { count: usize },
     #[error("a checkpoint marker has a {body_len}-byte body; it must be empty")]
     CheckpointWithBody { body_len: u32 },
+    #[error("the risk policy record does not decode: {reason}")]
+    BadRiskPolicy { reason: String },
 }
 
 /// A `bincode` writer appending to a vector; it cannot fail.
@@ -164,6 +178,7 @@ impl LogRecord {
         let kind = match &self.entry {
             LogEntry::Batch(_) => KIND_BATCH,
             LogEntry::Checkpoint => KIND_CHECKPOINT,
+            LogEntry::RiskPolicy(_) => KIND_RISK_POLICY,
         };
         out.extend_from_slice(&RECORD_MAGIC);
         out.push(RECORD_VERSION);
@@ -179,6 +194,11 @@ impl LogRecord {
             for command in commands {
                 encode_value(command, out);
             }
+        }
+        if let LogEntry::RiskPolicy(policy) = &self.entry {
+            let bytes = policy.encode_canonical();
+            assert!(bytes.len() <= crate::risk::bounds::POLICY_ENCODED_BYTES_MAX);
+            out.extend_from_slice(&bytes);
         }
         let body_len = out.len() - body_start;
         assert!(body_len <= RECORD_BODY_BYTES_MAX);
@@ -200,6 +220,7 @@ impl LogRecord {
         let body = &bytes[RECORD_HEADER_BYTES..];
         let entry = match header.kind {
             KIND_BATCH => LogEntry::Batch(decode_batch(body)?),
+            KIND_RISK_POLICY => LogEntry::RiskPolicy(Box::new(decode_policy(body)?)),
             _ => {
                 debug_assert_eq!(header.kind, KIND_CHECKPOINT);
                 if !body.is_empty() {
@@ -221,7 +242,7 @@ impl LogRecord {
     pub fn command_count(&self) -> usize {
         match &self.entry {
             LogEntry::Batch(commands) => commands.len(),
-            LogEntry::Checkpoint => 0,
+            LogEntry::Checkpoint | LogEntry::RiskPolicy(_) => 0,
         }
     }
 }
@@ -261,7 +282,7 @@ fn decode_header(bytes: &[u8]) -> Result<Header, RecordError> {
         return Err(RecordError::UnsupportedVersion { version: bytes[2] });
     }
     let kind = bytes[3];
-    if kind != KIND_BATCH && kind != KIND_CHECKPOINT {
+    if kind != KIND_BATCH && kind != KIND_CHECKPOINT && kind != KIND_RISK_POLICY {
         return Err(RecordError::UnknownKind { kind });
     }
     let body_len = u32_at(bytes, 20);
@@ -311,6 +332,25 @@ fn decode_batch(body: &[u8]) -> Result<Vec<Command>, RecordError> {
     Ok(commands)
 }
 
+/// A policy record's body: exactly one valid policy (decoding validates it).
+fn decode_policy(body: &[u8]) -> Result<RiskPolicy, RecordError> {
+    if body.len() > crate::risk::bounds::POLICY_ENCODED_BYTES_MAX {
+        return Err(RecordError::BadRiskPolicy {
+            reason: format!("{} bytes is more than a policy takes", body.len()),
+        });
+    }
+    let (policy, used) = bincode::decode_from_slice::<RiskPolicy, _>(body, canonical_config())
+        .map_err(|error| RecordError::BadRiskPolicy {
+            reason: error.to_string(),
+        })?;
+    if used != body.len() {
+        return Err(RecordError::BadRiskPolicy {
+            reason: format!("{} bytes follow the policy", body.len() - used),
+        });
+    }
+    Ok(policy)
+}
+
 /// The largest command of each kind, for the size bound's test and benches.
 pub fn largest_commands() -> Vec<Command> {
     let account = AccountId(u64::MAX);
@@ -334,12 +374,14 @@ pub fn largest_commands() -> Vec<Command> {
             to: account,
             amount: u64::MAX,
             currency,
+            context: crate::command::RiskContext::NONE,
         },
         CommandKind::WithdrawHold {
             account,
             amount: u64::MAX,
             currency,
             timeout_ms: u64::MAX,
+            context: crate::command::RiskContext::NONE,
         },
         CommandKind::WithdrawPost {
             hold: crate::command::CommandId(u128::MAX),
@@ -365,6 +407,7 @@ pub fn largest_commands() -> Vec<Command> {
             fee: u64::MAX,
             currency,
             mcc: u16::MAX,
+            context: crate::command::RiskContext::NONE,
         },
         CommandKind::IssuePaymentCode {
             customer: account,
@@ -376,6 +419,7 @@ pub fn largest_commands() -> Vec<Command> {
             code: u64::MAX,
             amount: u64::MAX,
             currency,
+            context: crate::command::RiskContext::NONE,
         },
         CommandKind::Refund {
             payment: crate::command::CommandId(u128::MAX),
@@ -403,6 +447,7 @@ mod tests {
                 to: AccountId(2),
                 amount: 150,
                 currency: Currency::JPY,
+                context: crate::command::RiskContext::NONE,
             },
         ));
         LogRecord::batch(42, 1_700_000_000_000_000_000, commands)

@@ -99,7 +99,7 @@ struct Loaded {
 
 /// Rebuilds the ledger: loads the newest checkpoint (its digest must match),
 /// then replays every log record after it in pages, applying batches and
-/// skipping checkpoint markers. A record that does not decode is dropped if
+/// risk policies and skipping checkpoint markers. A record that does not decode is dropped if
 /// it is the last one in the log (a torn, unacknowledged write) and is
 /// corruption anywhere else.
 pub fn recover(
@@ -185,6 +185,11 @@ pub fn recover(
                 ledger.apply(record.sequence, record.timestamp, commands, &mut results);
                 batches_applied = true;
                 report.commands_replayed += commands.len() as u64;
+            }
+            if let LogEntry::RiskPolicy(policy) = record.entry {
+                // The same assertions hold as for a batch.
+                ledger.set_risk_policy(record.sequence, record.timestamp, *policy);
+                batches_applied = true;
             }
             report.records_replayed += 1;
             report.last_sequence = record.sequence;

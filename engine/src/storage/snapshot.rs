@@ -16,7 +16,14 @@
 //! code expiries   8  count u64, then (time, code) sorted               (16 bytes each)
 //! payments        8  count u64, then payments sorted by command id     (50 bytes each)
 //! records         8  count u64, then (command id, record) in arrival order (34 bytes each)
+//! risk policy     8  byte length u64, then the policy in force (bincode)       (version 2)
+//! risk customers  8  count u64, then (owner u64, CustomerRiskState) by owner   (version 2)
+//! risk audit      8  count u64, then (owner u64, AuditRing) by owner           (version 2)
+//! budgets         8  count u64, then (account id, BudgetState) by account      (version 2)
 //! ```
+//!
+//! Version 1 (before the risk engine) is still read: it ends after the
+//! records, and loads with the disabled policy and no risk state or budgets.
 //!
 //! The `LedgerConfig` is not stored: it is configuration and is passed in.
 //! The id-to-slot index is rebuilt. The two expiry queues are stored as they
@@ -37,17 +44,23 @@ use std::collections::{BinaryHeap, VecDeque};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::command::{AccountId, CommandId, MerchantKey};
+use crate::budget::BudgetState;
+use crate::command::{AccountId, AccountKind, CommandId, Detail, MerchantKey};
 use crate::ledger::{
     Account, Books, Hold, HoldState, IdempotencyRecord, Ledger, LedgerConfig, Payment, PaymentCode,
     PaymentCodeState, Records,
 };
 use crate::limits;
+use crate::risk::bounds::POLICY_ENCODED_BYTES_MAX;
+use crate::risk::policy::canonical_config;
+use crate::risk::{AuditRing, CustomerRiskState, RiskBooks, RiskPolicy};
 use crate::storage::record::{decode_value, encode_value};
 use crate::storage::StorageError;
 
 const STATE_MAGIC: [u8; 8] = *b"prstate\0";
-const STATE_VERSION: u32 = 1;
+const STATE_VERSION: u32 = 2;
+/// The version before the risk sections, still read.
+const STATE_VERSION_NO_RISK: u32 = 1;
 
 /// Encoded sizes of one item of each section (checked by a test).
 const ACCOUNT_BYTES: usize = 56;
@@ -143,6 +156,99 @@ pub fn encode_state(ledger: &Ledger, out: &mut Vec<u8>) {
         }
     }
     out[count_at..count_at + 8].copy_from_slice(&(written as u64).to_le_bytes());
+
+    encode_risk(&books.risk, out);
+}
+
+/// The four risk sections (version 2), each in key order.
+fn encode_risk(risk: &RiskBooks, out: &mut Vec<u8>) {
+    let policy = risk.policy().encode_canonical();
+    put_count(out, policy.len());
+    out.extend_from_slice(&policy);
+
+    let mut customers: Vec<(&u64, &CustomerRiskState)> = risk.customers.iter().collect();
+    customers.sort_unstable_by_key(|(owner, _)| **owner);
+    put_count(out, customers.len());
+    for (owner, state) in customers {
+        encode_value(owner, out);
+        encode_value(state, out);
+    }
+
+    let rings: Vec<(u64, &AuditRing)> = risk.audit.rings().collect();
+    put_count(out, rings.len());
+    for (owner, ring) in rings {
+        encode_value(&owner, out);
+        encode_value(ring, out);
+    }
+
+    let mut budgets: Vec<(&AccountId, &BudgetState)> = risk.budgets.iter().collect();
+    budgets.sort_unstable_by_key(|(account, _)| **account);
+    put_count(out, budgets.len());
+    for (account, state) in budgets {
+        encode_value(account, out);
+        encode_value(state, out);
+    }
+}
+
+/// Reads the risk sections; every owner and account must be unique, and a
+/// budget's account must be a customer account of the ledger.
+fn decode_risk(
+    reader: &mut Reader<'_>,
+    accounts: &FxHashMap<AccountId, u32>,
+    account_list: &[Account],
+) -> Result<RiskBooks, StorageError> {
+    let policy_len = reader.count(1, POLICY_ENCODED_BYTES_MAX, "risk policy")?;
+    let policy_bytes = reader.take(policy_len, "risk policy")?;
+    let (policy, used) =
+        bincode::decode_from_slice::<RiskPolicy, _>(policy_bytes, canonical_config())
+            .map_err(|error| corrupt(format!("risk policy: {error}")))?;
+    if used != policy_len {
+        return Err(corrupt("risk policy: trailing bytes"));
+    }
+    let mut risk = RiskBooks::new(policy);
+
+    // Every item is at least its key (8 bytes) plus a few bytes of state.
+    let customers_len = reader.count(8 + 1, usize::MAX, "risk customers")?;
+    for _ in 0..customers_len {
+        let owner: u64 = reader.item_var("risk customer")?;
+        let state: CustomerRiskState = reader.item_var("risk customer state")?;
+        if risk.customers.insert(owner, state).is_some() {
+            return Err(corrupt(format!("risk customer {owner} appears twice")));
+        }
+    }
+
+    let rings_len = reader.count(8 + 1, usize::MAX, "risk audit")?;
+    for _ in 0..rings_len {
+        let owner: u64 = reader.item_var("risk audit customer")?;
+        let ring: AuditRing = reader.item_var("risk audit ring")?;
+        if !risk.audit.insert_ring(owner, ring) {
+            return Err(corrupt(format!(
+                "risk audit of customer {owner} appears twice"
+            )));
+        }
+    }
+
+    let budgets_len = reader.count(8 + 1, usize::MAX, "budgets")?;
+    for _ in 0..budgets_len {
+        let account: AccountId = reader.item_var("budget account")?;
+        let state: BudgetState = reader.item_var("budget")?;
+        let is_customer = accounts
+            .get(&account)
+            .is_some_and(|&slot| account_list[slot as usize].kind == AccountKind::Customer);
+        if !is_customer {
+            return Err(corrupt(format!(
+                "budget of account {} that is not a customer account",
+                account.0
+            )));
+        }
+        if risk.budgets.insert(account, state).is_some() {
+            return Err(corrupt(format!(
+                "budget of account {} appears twice",
+                account.0
+            )));
+        }
+    }
+    Ok(risk)
 }
 
 fn put_count(out: &mut Vec<u8>, count: usize) {
@@ -209,6 +315,15 @@ impl<'a> Reader<'a> {
         }
         Ok(value)
     }
+
+    /// One item of variable size: decoded from the bytes left, which it
+    /// advances past.
+    fn item_var<T: bincode::Decode<()>>(&mut self, what: &str) -> Result<T, StorageError> {
+        let (value, used) =
+            decode_value::<T>(self.bytes).map_err(|reason| corrupt(format!("{what}: {reason}")))?;
+        self.bytes = &self.bytes[used..];
+        Ok(value)
+    }
 }
 
 /// Rebuilds a ledger from [`encode_state`] bytes; the result has the same
@@ -219,7 +334,7 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
         return Err(corrupt("it does not start with the state magic"));
     }
     let version = reader.u32("version")?;
-    if version != STATE_VERSION {
+    if version != STATE_VERSION && version != STATE_VERSION_NO_RISK {
         return Err(corrupt(format!(
             "state format version {version} is not supported (this build reads {STATE_VERSION})"
         )));
@@ -400,6 +515,13 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
         order.push_back(id);
     }
 
+    // 9. Risk policy, risk state, audit and budgets (version 2).
+    let risk = if version == STATE_VERSION_NO_RISK {
+        RiskBooks::default()
+    } else {
+        decode_risk(&mut reader, &index, &accounts)?
+    };
+
     if !reader.bytes.is_empty() {
         return Err(corrupt(format!(
             "{} bytes follow the last record",
@@ -417,6 +539,8 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
             payment_codes,
             code_expiries,
             payments,
+            risk,
+            detail: Detail::None,
             ..Books::default()
         },
         records: Records { by_id, order },
@@ -550,7 +674,7 @@ mod tests {
         let ledger = Ledger::default();
         let mut bytes = Vec::new();
         encode_state(&ledger, &mut bytes);
-        assert_eq!(bytes.len(), 8 + 4 + 8 + 8 + 8 * 8);
+        assert_eq!(bytes.len(), 8 + 4 + 8 + 8 + 8 * 8 + 8 + 10 + 3 * 8);
         let decoded = decode_state(&bytes, LedgerConfig::default()).unwrap();
         assert_eq!(decoded.digest(), ledger.digest());
     }

@@ -1,0 +1,306 @@
+//! The risk engine's and the budgets' part of the ledger state, and the two
+//! calls the ledger makes around a customer's outgoing payment:
+//!
+//! 1. [`RiskBooks::check`], after the payment's own checks passed and before
+//!    its point of no return: evaluates the policy in force. A refusal
+//!    (decline, step-up) is audited here and comes back with its status and
+//!    detail; the ledger freezes the account if the decision says so.
+//! 2. [`RiskBooks::commit`], after the money moved: records the payment in
+//!    the customer's risk state (only committed payments count), audits a
+//!    flag, adds the payment to the account's spending and returns the
+//!    detail for the reply (flag, budget crossing, both, or none).
+//!
+//! With the disabled policy (no rule on) both calls skip the rules and the
+//! risk state entirely: nothing is evaluated or remembered, so turning a
+//! policy on starts the rules from what they see from then on. Spending and
+//! budgets are kept either way.
+//!
+//! Risk state is kept per customer (the account's owner: one state for all
+//! of a customer's currency accounts, as the per-currency outflow buckets
+//! expect); budgets per customer account (one currency). Both are created on
+//! a customer's first committed payment and are fixed-size.
+
+use rustc_hash::FxHashMap;
+
+use super::audit::AuditLog;
+use super::codes::{RuleId, Verdict};
+use super::geo::GeoPoint;
+use super::policy::RiskPolicy;
+use super::rules::{evaluate, Decision};
+use super::state::CustomerRiskState;
+use super::{AuditEntry, PaymentContext};
+use crate::budget::{BudgetState, Category};
+use crate::command::{AccountId, BudgetDetail, CommandId, Detail, RiskContext, RiskDetail};
+use crate::currency::Currency;
+use crate::status::Status;
+
+/// One outgoing payment of a customer account, as the ledger describes it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Outflow {
+    pub owner: u64,
+    pub account: AccountId,
+    pub kyc_tier: u8,
+    pub currency: Currency,
+    pub amount: u64,
+    pub merchant: Option<AccountId>,
+    pub mcc: Option<u16>,
+    /// The spending category, or None for money that is not spending
+    /// (a withdrawal to the customer's own bank).
+    pub category: Option<Category>,
+    pub context: RiskContext,
+}
+
+/// A payment the rules allowed, to be committed with [`RiskBooks::commit`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Gate {
+    outflow: Outflow,
+    payment: PaymentContext,
+    decision: Decision,
+}
+
+/// A payment the rules refused.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Refusal {
+    pub status: Status,
+    pub detail: Detail,
+    /// Freeze the paying account (freeze on suspicion).
+    pub freeze: bool,
+}
+
+/// Risk decisions since start, by rule and verdict, for metrics. Not state:
+/// not checkpointed, not in the digest; a replay at start counts again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RiskCounters {
+    /// `[rule code][verdict code]`: times the rule decided a payment's
+    /// verdict (the deciding rule only).
+    pub decided: [[u64; 4]; 16],
+    /// Payments evaluated.
+    pub evaluated: u64,
+}
+
+impl RiskCounters {
+    /// (rule, verdict, count) for every non-zero counter, in code order.
+    pub fn iter(&self) -> impl Iterator<Item = (RuleId, Verdict, u64)> + '_ {
+        RuleId::ALL.iter().flat_map(move |&rule| {
+            Verdict::ALL.iter().filter_map(move |&verdict| {
+                let count = self.decided[usize::from(rule.code())][usize::from(verdict.code())];
+                (count > 0).then_some((rule, verdict, count))
+            })
+        })
+    }
+
+    fn count(&mut self, decision: &Decision) {
+        self.evaluated += 1;
+        if let Some(rule) = decision.rule {
+            let cell = &mut self.decided[usize::from(rule.code()) & 15]
+                [usize::from(decision.verdict.code()) & 3];
+            *cell += 1;
+        }
+    }
+}
+
+/// See the module documentation.
+#[derive(Clone, Debug)]
+pub struct RiskBooks {
+    pub(crate) policy: RiskPolicy,
+    policy_digest: [u8; 32],
+    enabled: bool,
+    /// By customer (owner id).
+    pub(crate) customers: FxHashMap<u64, CustomerRiskState>,
+    pub(crate) audit: AuditLog,
+    /// By customer account.
+    pub(crate) budgets: FxHashMap<AccountId, BudgetState>,
+    /// The state of a customer with no committed payment yet, so evaluation
+    /// never builds one.
+    empty: CustomerRiskState,
+    counters: RiskCounters,
+}
+
+impl Default for RiskBooks {
+    fn default() -> Self {
+        RiskBooks::new(RiskPolicy::disabled())
+    }
+}
+
+fn to_risk_detail(decision: &Decision) -> Option<RiskDetail> {
+    Some(RiskDetail {
+        verdict: decision.verdict,
+        rule: decision.rule?,
+        limit: decision.figures.limit,
+        observed: decision.figures.observed,
+    })
+}
+
+impl RiskBooks {
+    pub fn new(policy: RiskPolicy) -> RiskBooks {
+        let mut books = RiskBooks {
+            policy: RiskPolicy::disabled(),
+            policy_digest: [0; 32],
+            enabled: false,
+            customers: FxHashMap::default(),
+            audit: AuditLog::new(),
+            budgets: FxHashMap::default(),
+            empty: CustomerRiskState::default(),
+            counters: RiskCounters::default(),
+        };
+        books.set_policy(policy);
+        books
+    }
+
+    /// Puts `policy` in force (it must be valid: decoded or parsed ones are).
+    pub(crate) fn set_policy(&mut self, policy: RiskPolicy) {
+        self.policy_digest = policy.digest();
+        self.enabled = !policy.is_disabled();
+        self.policy = policy;
+    }
+
+    pub fn policy(&self) -> &RiskPolicy {
+        &self.policy
+    }
+
+    /// `RiskPolicy::digest` of the policy in force.
+    pub fn policy_digest(&self) -> [u8; 32] {
+        self.policy_digest
+    }
+
+    pub fn counters(&self) -> &RiskCounters {
+        &self.counters
+    }
+
+    /// The customer's risk state, if they have committed a payment under a
+    /// policy.
+    pub fn customer(&self, owner: u64) -> Option<&CustomerRiskState> {
+        self.customers.get(&owner)
+    }
+
+    /// A customer's audited decisions, newest first.
+    pub fn audit(&self, owner: u64) -> impl Iterator<Item = &AuditEntry> + '_ {
+        self.audit.entries(owner)
+    }
+
+    pub fn budget(&self, account: AccountId) -> Option<&BudgetState> {
+        self.budgets.get(&account)
+    }
+
+    fn payment_context(outflow: &Outflow, timestamp: u64) -> PaymentContext {
+        let context = &outflow.context;
+        PaymentContext {
+            timestamp,
+            kyc_tier: outflow.kyc_tier,
+            currency: outflow.currency,
+            amount: outflow.amount,
+            merchant: outflow.merchant,
+            mcc: outflow.mcc,
+            country: context.country(),
+            device: context.device(),
+            location: context
+                .location_microdegrees()
+                .and_then(|(latitude, longitude)| GeoPoint::new(latitude, longitude)),
+            step_up_verified: context.step_up_verified,
+        }
+    }
+
+    /// Step 1 (module docs). Pure but for the audit of a refusal.
+    pub(crate) fn check(
+        &mut self,
+        command: CommandId,
+        timestamp: u64,
+        outflow: Outflow,
+    ) -> Result<Gate, Refusal> {
+        let payment = Self::payment_context(&outflow, timestamp);
+        if !self.enabled {
+            return Ok(Gate {
+                outflow,
+                payment,
+                decision: Decision::APPROVE,
+            });
+        }
+        let state = self.customers.get(&outflow.owner).unwrap_or(&self.empty);
+        let decision = evaluate(&self.policy, state, &payment);
+        if decision.allows_payment() {
+            return Ok(Gate {
+                outflow,
+                payment,
+                decision,
+            });
+        }
+        self.counters.count(&decision);
+        self.audit
+            .record(outflow.owner, command, &payment, &decision);
+        let status = match decision.verdict {
+            Verdict::StepUp => Status::StepUpRequired,
+            _ if decision.freeze => Status::RiskFrozen,
+            _ => Status::RiskDeclined,
+        };
+        Err(Refusal {
+            status,
+            detail: to_risk_detail(&decision).map_or(Detail::None, Detail::Risk),
+            freeze: decision.freeze,
+        })
+    }
+
+    /// Step 2 (module docs): the payment committed.
+    pub(crate) fn commit(&mut self, command: CommandId, gate: &Gate) -> Detail {
+        let outflow = &gate.outflow;
+        let mut flag = None;
+        if self.enabled {
+            self.counters.count(&gate.decision);
+            self.customers
+                .entry(outflow.owner)
+                .or_default()
+                .record(&gate.payment);
+            self.audit
+                .record(outflow.owner, command, &gate.payment, &gate.decision);
+            if gate.decision.verdict == Verdict::Flag {
+                flag = to_risk_detail(&gate.decision);
+            }
+        }
+        let crossing = outflow.category.and_then(|category| {
+            self.budgets
+                .entry(outflow.account)
+                .or_default()
+                .record_spend(category, outflow.amount, gate.payment.timestamp)
+        });
+        let budget = crossing.map(|crossing| BudgetDetail {
+            category: crossing.category,
+            budget: crossing.budget,
+            spent: crossing.spent,
+        });
+        match (flag, budget) {
+            (None, None) => Detail::None,
+            (Some(flag), None) => Detail::Risk(flag),
+            (None, Some(budget)) => Detail::BudgetCrossed(budget),
+            (Some(flag), Some(budget)) => Detail::FlaggedOverBudget(flag, budget),
+        }
+    }
+
+    /// A refund back to a customer account takes it off the spending of the
+    /// original payment's category, in the refund's month.
+    pub(crate) fn refund(&mut self, account: AccountId, mcc: u16, amount: u64, timestamp: u64) {
+        if let Some(state) = self.budgets.get_mut(&account) {
+            state.record_refund(Category::from_mcc(mcc), amount, timestamp);
+        }
+    }
+
+    /// Feeds the policy, every customer's risk state, the audit log and every
+    /// account's budgets to `hasher`, each in key order.
+    pub(crate) fn digest_into(&self, hasher: &mut blake3::Hasher) {
+        hasher.update(b"payrail-risk-books-v1");
+        self.policy.digest_into(hasher);
+        let mut owners: Vec<(&u64, &CustomerRiskState)> = self.customers.iter().collect();
+        owners.sort_unstable_by_key(|(owner, _)| **owner);
+        hasher.update(&(owners.len() as u64).to_le_bytes());
+        for (owner, state) in owners {
+            hasher.update(&owner.to_le_bytes());
+            state.digest_into(hasher);
+        }
+        self.audit.digest_into(hasher);
+        let mut budgets: Vec<(&AccountId, &BudgetState)> = self.budgets.iter().collect();
+        budgets.sort_unstable_by_key(|(account, _)| **account);
+        hasher.update(&(budgets.len() as u64).to_le_bytes());
+        for (account, state) in budgets {
+            hasher.update(&account.0.to_le_bytes());
+            state.digest_into(hasher);
+        }
+    }
+}
