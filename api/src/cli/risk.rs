@@ -109,7 +109,7 @@ fn figures_are_amounts(rule: RuleId) -> bool {
 fn figure(rule: RuleId, value: u64, currency: Option<Currency>) -> String {
     match (figures_are_amounts(rule), currency) {
         (true, Some(currency)) => money(i128::from(value), currency),
-        _ if rule == RuleId::BlockedCountry => {
+        _ if rule == RuleId::BlockedCountry && value != 0 => {
             let bytes = (value as u16).to_be_bytes();
             String::from_utf8_lossy(&bytes).into_owned()
         }
@@ -600,6 +600,7 @@ mod tests {
     fn risk_figures_read_as_people_write_them() {
         let cny = Some(Currency::CNY);
         assert_eq!(figure(RuleId::BlockedCountry, 0x4B50, cny), "KP");
+        assert_eq!(figure(RuleId::BlockedCountry, 0, cny), "0");
         assert_eq!(
             figure(RuleId::SinglePayment, 500_001, cny),
             money(500_001, Currency::CNY)
