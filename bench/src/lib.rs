@@ -1,5 +1,6 @@
 //! payrail criterion benchmarks live in `benches/`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,16 @@ pub fn submit_windowed(
     engine: &EngineHandle,
     prepared: Vec<Vec<Command>>,
     window: usize,
+) -> Duration {
+    submit_windowed_counting(engine, prepared, window, &Arc::new(AtomicU64::new(0)))
+}
+
+/// [`submit_windowed`], adding the results that were not `ok` to `refused`.
+pub fn submit_windowed_counting(
+    engine: &EngineHandle,
+    prepared: Vec<Vec<Command>>,
+    window: usize,
+    refused: &Arc<AtomicU64>,
 ) -> Duration {
     let inflight = Arc::new((Mutex::new(0usize), Condvar::new()));
     let started = Instant::now();
@@ -30,9 +41,15 @@ pub fn submit_windowed(
             *count += 1;
         }
         let done = Arc::clone(&inflight);
+        let refused = Arc::clone(refused);
         let submitted = engine.submit(
             batch,
-            Box::new(move |_results| {
+            Box::new(move |results| {
+                let not_ok = results
+                    .iter()
+                    .filter(|result| result.status != payrail_engine::Status::Ok)
+                    .count();
+                refused.fetch_add(not_ok as u64, Ordering::Relaxed);
                 let (count, wake) = &*done;
                 *count
                     .lock()
