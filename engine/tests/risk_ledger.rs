@@ -895,3 +895,83 @@ fn risk_ledger_policy_query_names_the_policy_in_force() {
     let on: Vec<RuleId> = rules.iter().collect();
     assert_eq!(on, [RuleId::BlockedCountry, RuleId::NewDevice]);
 }
+
+// ---------------------------------------------------------------- pipeline
+
+#[test]
+fn risk_ledger_policy_through_the_engine_is_durable_and_recovered() {
+    use payrail_engine::pipeline::{Engine, EngineConfig};
+
+    let storage = MemoryStorage::new();
+    let engine = Engine::start(storage.clone(), EngineConfig::default()).unwrap();
+    let handle = engine.handle();
+    let policy = RiskPolicy::from_toml(storage_policy()).unwrap();
+    let digest = handle.set_risk_policy_blocking(policy.clone()).unwrap();
+    assert_eq!(digest, Ok(policy.digest()));
+    let open = |account: u64| {
+        CommandKind::OpenAccount(OpenAccount {
+            account: AccountId(account),
+            owner: account,
+            kind: AccountKind::Customer,
+            currency: CNY,
+            kyc_tier: 1,
+            mcc: 0,
+        })
+    };
+    let deposit = CommandKind::Deposit {
+        account: AccountId(A),
+        amount: 1_000,
+        currency: CNY,
+    };
+    let results = handle
+        .submit_blocking(vec![
+            Command::new(1, open(A)),
+            Command::new(2, open(B)),
+            Command::new(3, deposit),
+            Command::new(4, transfer(10, with_country(b"KP"))),
+        ])
+        .unwrap();
+    assert_eq!(results[3].status, Status::RiskDeclined);
+    let replies = handle.query_blocking(vec![Query::RiskPolicy]).unwrap();
+    assert!(matches!(replies[0], QueryReply::RiskPolicy { digest: d, .. } if d == policy.digest()));
+    // Stopped without a checkpoint: the policy comes back from the log.
+    drop(engine);
+    let engine = Engine::start(storage.clone(), EngineConfig::default()).unwrap();
+    let replies = engine
+        .handle()
+        .query_blocking(vec![Query::RiskPolicy])
+        .unwrap();
+    assert!(matches!(replies[0], QueryReply::RiskPolicy { digest: d, .. } if d == policy.digest()));
+    let results = engine
+        .handle()
+        .submit_blocking(vec![Command::new(5, transfer(10, with_country(b"KP")))])
+        .unwrap();
+    assert_eq!(results[0].status, Status::RiskDeclined);
+    // With a checkpoint, too.
+    engine.shutdown();
+    let engine = Engine::start(storage.clone(), EngineConfig::default()).unwrap();
+    assert_eq!(engine.recovery().records_replayed, 0);
+    let replies = engine
+        .handle()
+        .query_blocking(vec![Query::RiskPolicy])
+        .unwrap();
+    assert!(matches!(replies[0], QueryReply::RiskPolicy { digest: d, .. } if d == policy.digest()));
+    // A log that cannot be written: the policy is refused, not put in force.
+    storage.fail_all(true);
+    let outcome = engine
+        .handle()
+        .set_risk_policy_blocking(RiskPolicy::disabled())
+        .unwrap();
+    assert_eq!(outcome, Err(Status::StorageFailed));
+    let outcome = engine
+        .handle()
+        .set_risk_policy_blocking(RiskPolicy::disabled())
+        .unwrap();
+    assert_eq!(outcome, Err(Status::Unavailable));
+    let replies = engine
+        .handle()
+        .query_blocking(vec![Query::RiskPolicy])
+        .unwrap();
+    assert!(matches!(replies[0], QueryReply::RiskPolicy { digest: d, .. } if d == policy.digest()));
+    drop(engine);
+}
