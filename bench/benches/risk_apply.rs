@@ -1,0 +1,176 @@
+//! `Ledger::apply` of 8,190 transfers per batch with the risk policy off and
+//! with the full example policy (docs/risk-policy.example.toml), on one
+//! ledger each, one thread, no I/O: what the policy costs the executor, the
+//! pipeline's bottleneck, without the noise of fsync and group commit.
+//!
+//! 1M funded customers (KYC tier 1); every transfer carries the payer's
+//! device, a fixed location per payer and country CN, and 1.00 CNY, so with
+//! the policy on every rule is evaluated and none fires: batches are ten
+//! seconds of command time apart, so a customer pays about once every 20
+//! minutes (the velocity limit is 10 in 10 minutes) and the amounts never
+//! look anomalous. Every result is checked to be `ok` outside the timed
+//! region. Idempotency records are capped at 1 Mi, so after setup every
+//! batch also evicts as many as it adds.
+//!
+//! Run: `cargo bench -p payrail-bench --bench risk_apply`; figures in
+//! docs/benchmarks.md.
+
+// A benchmark's setup failing is a reason to stop it.
+#![allow(clippy::panic, clippy::unwrap_used)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use payrail_engine::risk::RiskPolicy;
+use payrail_engine::{
+    limits, AccountId, AccountKind, Command, CommandKind, CommandResult, Currency, Ledger,
+    LedgerConfig, OpenAccount, RiskContext, Status,
+};
+
+const BATCH: usize = limits::BATCH_COMMANDS_MAX;
+const CUSTOMERS: u64 = 1_000_000;
+const RECORDS_MAX: usize = 1024 * 1024;
+const SECOND: u64 = 1_000_000_000;
+/// 2026-11-10 00:00 UTC.
+const T0: u64 = 1_762_732_800 * SECOND;
+
+struct Workload {
+    ledger: Ledger,
+    sequence: u64,
+    timestamp: u64,
+    next_id: u128,
+    random: u64,
+    batch: Vec<Command>,
+    results: Vec<CommandResult>,
+}
+
+impl Workload {
+    fn new(policy: RiskPolicy) -> Workload {
+        let config = LedgerConfig {
+            idempotency_records_max: RECORDS_MAX,
+            ..LedgerConfig::default()
+        };
+        let mut workload = Workload {
+            ledger: Ledger::new(config),
+            sequence: 1,
+            timestamp: T0,
+            next_id: 1,
+            random: 0x9E37_79B9_7F4A_7C15,
+            batch: Vec::with_capacity(BATCH),
+            results: Vec::with_capacity(BATCH),
+        };
+        workload.ledger.set_risk_policy(1, T0, policy);
+        let ids: Vec<u64> = (0..CUSTOMERS).collect();
+        for chunk in ids.chunks(BATCH / 2) {
+            workload.batch.clear();
+            for &account in chunk {
+                workload.push(CommandKind::OpenAccount(OpenAccount {
+                    account: AccountId(account),
+                    owner: account,
+                    kind: AccountKind::Customer,
+                    currency: Currency::CNY,
+                    kyc_tier: 1,
+                    mcc: 0,
+                }));
+                workload.push(CommandKind::Deposit {
+                    account: AccountId(account),
+                    amount: 1 << 40,
+                    currency: Currency::CNY,
+                });
+            }
+            workload.apply();
+            workload.check();
+        }
+        while workload.ledger.records_len() + BATCH <= RECORDS_MAX {
+            workload.fill();
+            workload.apply();
+            workload.check();
+        }
+        workload
+    }
+
+    fn push(&mut self, kind: CommandKind) {
+        self.batch.push(Command::new(self.next_id, kind));
+        self.next_id += 1;
+    }
+
+    fn random(&mut self) -> u64 {
+        self.random ^= self.random << 13;
+        self.random ^= self.random >> 7;
+        self.random ^= self.random << 17;
+        self.random
+    }
+
+    fn fill(&mut self) {
+        self.batch.clear();
+        for _ in 0..BATCH {
+            let from = self.random() % CUSTOMERS;
+            let to = (from + 1 + self.random() % (CUSTOMERS - 1)) % CUSTOMERS;
+            self.push(CommandKind::Transfer {
+                from: AccountId(from),
+                to: AccountId(to),
+                amount: 100,
+                currency: Currency::CNY,
+                context: RiskContext {
+                    device: from + 1,
+                    latitude_centidegrees: (from % 1_000) as i16,
+                    longitude_centidegrees: (from % 2_000) as i16,
+                    country: *b"CN",
+                    step_up_verified: false,
+                },
+            });
+        }
+    }
+
+    fn apply(&mut self) {
+        self.sequence += 1;
+        self.timestamp += 10 * SECOND;
+        self.results.clear();
+        self.ledger.apply(
+            self.sequence,
+            self.timestamp,
+            black_box(&self.batch),
+            &mut self.results,
+        );
+        black_box(&self.results);
+    }
+
+    fn check(&self) {
+        let failed = self
+            .results
+            .iter()
+            .find(|result| result.status != Status::Ok);
+        assert!(failed.is_none(), "a benchmark command failed: {failed:?}");
+    }
+}
+
+fn risk_apply(criterion: &mut Criterion) {
+    let mut group = criterion.benchmark_group("risk_apply");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(20);
+    for (name, policy) in [
+        ("off", RiskPolicy::disabled()),
+        ("example", RiskPolicy::example()),
+    ] {
+        let mut workload: Option<Workload> = None;
+        group.bench_function(BenchmarkId::new("transfers_8190_policy", name), |bencher| {
+            let workload = workload.get_or_insert_with(|| Workload::new(policy.clone()));
+            bencher.iter_custom(|iterations| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iterations {
+                    workload.fill();
+                    let started = Instant::now();
+                    workload.apply();
+                    total += started.elapsed();
+                    workload.check();
+                }
+                total
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, risk_apply);
+criterion_main!(benches);
