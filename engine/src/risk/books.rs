@@ -106,10 +106,12 @@ pub struct RiskBooks {
     policy_digest: [u8; 32],
     enabled: bool,
     /// By customer (owner id).
-    pub(crate) customers: FxHashMap<u64, CustomerRiskState>,
+    /// Boxed: the table stays small (16 bytes a customer, so its probes
+    /// mostly hit the cache) and growing it never moves the states.
+    pub(crate) customers: FxHashMap<u64, Box<CustomerRiskState>>,
     pub(crate) audit: AuditLog,
     /// By customer account.
-    pub(crate) budgets: FxHashMap<AccountId, BudgetState>,
+    pub(crate) budgets: FxHashMap<AccountId, Box<BudgetState>>,
     /// The state of a customer with no committed payment yet, so evaluation
     /// never builds one.
     empty: CustomerRiskState,
@@ -170,7 +172,7 @@ impl RiskBooks {
     /// The customer's risk state, if they have committed a payment under a
     /// policy.
     pub fn customer(&self, owner: u64) -> Option<&CustomerRiskState> {
-        self.customers.get(&owner)
+        self.customers.get(&owner).map(|state| &**state)
     }
 
     /// A customer's audited decisions, newest first.
@@ -179,7 +181,7 @@ impl RiskBooks {
     }
 
     pub fn budget(&self, account: AccountId) -> Option<&BudgetState> {
-        self.budgets.get(&account)
+        self.budgets.get(&account).map(|state| &**state)
     }
 
     fn payment_context(outflow: &Outflow, timestamp: u64) -> PaymentContext {
@@ -215,7 +217,10 @@ impl RiskBooks {
                 decision: Decision::APPROVE,
             });
         }
-        let state = self.customers.get(&outflow.owner).unwrap_or(&self.empty);
+        let state = match self.customers.get(&outflow.owner) {
+            Some(state) => state,
+            None => &self.empty,
+        };
         let decision = evaluate(&self.policy, state, &payment);
         if decision.allows_payment() {
             return Ok(Gate {
@@ -287,7 +292,7 @@ impl RiskBooks {
     pub(crate) fn digest_into(&self, hasher: &mut blake3::Hasher) {
         hasher.update(b"payrail-risk-books-v1");
         self.policy.digest_into(hasher);
-        let mut owners: Vec<(&u64, &CustomerRiskState)> = self.customers.iter().collect();
+        let mut owners: Vec<(&u64, &Box<CustomerRiskState>)> = self.customers.iter().collect();
         owners.sort_unstable_by_key(|(owner, _)| **owner);
         hasher.update(&(owners.len() as u64).to_le_bytes());
         for (owner, state) in owners {
@@ -295,7 +300,7 @@ impl RiskBooks {
             state.digest_into(hasher);
         }
         self.audit.digest_into(hasher);
-        let mut budgets: Vec<(&AccountId, &BudgetState)> = self.budgets.iter().collect();
+        let mut budgets: Vec<(&AccountId, &Box<BudgetState>)> = self.budgets.iter().collect();
         budgets.sort_unstable_by_key(|(account, _)| **account);
         hasher.update(&(budgets.len() as u64).to_le_bytes());
         for (account, state) in budgets {

@@ -166,7 +166,7 @@ fn encode_risk(risk: &RiskBooks, out: &mut Vec<u8>) {
     put_count(out, policy.len());
     out.extend_from_slice(&policy);
 
-    let mut customers: Vec<(&u64, &CustomerRiskState)> = risk.customers.iter().collect();
+    let mut customers: Vec<(&u64, &Box<CustomerRiskState>)> = risk.customers.iter().collect();
     customers.sort_unstable_by_key(|(owner, _)| **owner);
     put_count(out, customers.len());
     for (owner, state) in customers {
@@ -181,7 +181,7 @@ fn encode_risk(risk: &RiskBooks, out: &mut Vec<u8>) {
         encode_value(ring, out);
     }
 
-    let mut budgets: Vec<(&AccountId, &BudgetState)> = risk.budgets.iter().collect();
+    let mut budgets: Vec<(&AccountId, &Box<BudgetState>)> = risk.budgets.iter().collect();
     budgets.sort_unstable_by_key(|(account, _)| **account);
     put_count(out, budgets.len());
     for (account, state) in budgets {
@@ -212,7 +212,7 @@ fn decode_risk(
     for _ in 0..customers_len {
         let owner: u64 = reader.item_var("risk customer")?;
         let state: CustomerRiskState = reader.item_var("risk customer state")?;
-        if risk.customers.insert(owner, state).is_some() {
+        if risk.customers.insert(owner, Box::new(state)).is_some() {
             return Err(corrupt(format!("risk customer {owner} appears twice")));
         }
     }
@@ -241,7 +241,7 @@ fn decode_risk(
                 account.0
             )));
         }
-        if risk.budgets.insert(account, state).is_some() {
+        if risk.budgets.insert(account, Box::new(state)).is_some() {
             return Err(corrupt(format!(
                 "budget of account {} appears twice",
                 account.0
