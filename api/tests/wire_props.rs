@@ -7,10 +7,13 @@ use payrail_api::wire::{
     self, kinds, Check, ErrorCode, Message, QrPaymentRequest, WireLimits, ERROR_MESSAGE_BYTES_MAX,
     HEADER_LEN,
 };
+use payrail_engine::budget::Category;
 use payrail_engine::command::QR_MERCHANT_KEYS_MAX;
+use payrail_engine::risk::{AuditEntry, RiskPolicy, RuleFigures, RuleId, RuleSet, Verdict};
 use payrail_engine::{
-    AccountId, AccountKind, AccountStatus, AccountView, Command, CommandId, CommandKind,
-    CommandResult, Currency, MerchantKey, OpenAccount, Query, QueryReply, Status,
+    AccountId, AccountKind, AccountStatus, AccountView, BudgetDetail, Command, CommandId,
+    CommandKind, CommandResult, Currency, Detail, MerchantKey, OpenAccount, Query, QueryReply,
+    RiskContext, RiskDetail, Status,
 };
 use proptest::prelude::*;
 
@@ -35,6 +38,60 @@ fn account_kind() -> impl Strategy<Value = AccountKind> {
     ]
 }
 
+/// Any context: the codec carries it as it is; the ledger validates.
+fn risk_context() -> impl Strategy<Value = RiskContext> {
+    (
+        any::<u64>(),
+        any::<i16>(),
+        any::<i16>(),
+        any::<[u8; 2]>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(device, latitude_centidegrees, longitude_centidegrees, country, step_up_verified)| {
+                RiskContext {
+                    device,
+                    latitude_centidegrees,
+                    longitude_centidegrees,
+                    country,
+                    step_up_verified,
+                }
+            },
+        )
+}
+
+fn command_result() -> impl Strategy<Value = CommandResult> {
+    let risk = (
+        proptest::sample::select(Verdict::ALL),
+        proptest::sample::select(RuleId::ALL),
+        any::<u64>(),
+        any::<u64>(),
+    )
+        .prop_map(|(verdict, rule, limit, observed)| RiskDetail {
+            verdict,
+            rule,
+            limit,
+            observed,
+        });
+    let budget = (
+        proptest::sample::select(Category::ALL.to_vec()),
+        any::<u64>(),
+        any::<u64>(),
+    )
+        .prop_map(|(category, budget, spent)| BudgetDetail {
+            category,
+            budget,
+            spent,
+        });
+    let detail = prop_oneof![
+        Just(Detail::None),
+        risk.clone().prop_map(Detail::Risk),
+        budget.clone().prop_map(Detail::BudgetCrossed),
+        (risk, budget).prop_map(|(risk, budget)| Detail::FlaggedOverBudget(risk, budget)),
+    ];
+    (status(), detail).prop_map(|(status, detail)| CommandResult::with_detail(status, detail))
+}
+
 /// Every command kind, every field arbitrary.
 fn command_kind() -> impl Strategy<Value = CommandKind> {
     prop_oneof![
@@ -56,6 +113,13 @@ fn command_kind() -> impl Strategy<Value = CommandKind> {
                     mcc,
                 })
             }),
+        (account(), any::<u8>(), any::<Option<u64>>()).prop_map(|(account, category, budget)| {
+            CommandKind::SetBudget {
+                account,
+                category,
+                budget,
+            }
+        }),
         (account(), any::<u64>(), currency()).prop_map(|(account, amount, currency)| {
             CommandKind::Deposit {
                 account,
@@ -63,24 +127,38 @@ fn command_kind() -> impl Strategy<Value = CommandKind> {
                 currency,
             }
         }),
-        (account(), account(), any::<u64>(), currency()).prop_map(
-            |(from, to, amount, currency)| CommandKind::Transfer {
-                from,
-                to,
-                amount,
-                currency,
-                context: payrail_engine::RiskContext::NONE,
-            }
-        ),
-        (account(), any::<u64>(), currency(), any::<u64>()).prop_map(
-            |(account, amount, currency, timeout_ms)| CommandKind::WithdrawHold {
-                account,
-                amount,
-                currency,
-                timeout_ms,
-                context: payrail_engine::RiskContext::NONE,
-            }
-        ),
+        (
+            account(),
+            account(),
+            any::<u64>(),
+            currency(),
+            risk_context()
+        )
+            .prop_map(
+                |(from, to, amount, currency, context)| CommandKind::Transfer {
+                    from,
+                    to,
+                    amount,
+                    currency,
+                    context,
+                }
+            ),
+        (
+            account(),
+            any::<u64>(),
+            currency(),
+            any::<u64>(),
+            risk_context()
+        )
+            .prop_map(|(account, amount, currency, timeout_ms, context)| {
+                CommandKind::WithdrawHold {
+                    account,
+                    amount,
+                    currency,
+                    timeout_ms,
+                    context,
+                }
+            }),
         any::<u128>().prop_map(|hold| CommandKind::WithdrawPost {
             hold: CommandId(hold)
         }),
@@ -103,9 +181,10 @@ fn command_kind() -> impl Strategy<Value = CommandKind> {
             any::<[u128; QR_MERCHANT_KEYS_MAX]>(),
             (any::<u64>(), any::<u64>()),
             currency(),
-            any::<u16>()
+            any::<u16>(),
+            risk_context()
         )
-            .prop_map(|(payer, keys, (amount, fee), currency, mcc)| {
+            .prop_map(|(payer, keys, (amount, fee), currency, mcc, context)| {
                 CommandKind::PayMerchantQr {
                     payer,
                     keys: keys.map(MerchantKey),
@@ -113,7 +192,7 @@ fn command_kind() -> impl Strategy<Value = CommandKind> {
                     fee,
                     currency,
                     mcc,
-                    context: payrail_engine::RiskContext::NONE,
+                    context,
                 }
             }),
         (account(), any::<u64>(), any::<u64>()).prop_map(|(customer, code, lifetime_ms)| {
@@ -123,15 +202,22 @@ fn command_kind() -> impl Strategy<Value = CommandKind> {
                 lifetime_ms,
             }
         }),
-        (account(), any::<u64>(), any::<u64>(), currency()).prop_map(
-            |(merchant, code, amount, currency)| CommandKind::ChargePaymentCode {
-                merchant,
-                code,
-                amount,
-                currency,
-                context: payrail_engine::RiskContext::NONE,
-            }
-        ),
+        (
+            account(),
+            any::<u64>(),
+            any::<u64>(),
+            currency(),
+            risk_context()
+        )
+            .prop_map(|(merchant, code, amount, currency, context)| {
+                CommandKind::ChargePaymentCode {
+                    merchant,
+                    code,
+                    amount,
+                    currency,
+                    context,
+                }
+            }),
         (any::<u128>(), any::<u64>(), currency()).prop_map(|(payment, amount, currency)| {
             CommandKind::Refund {
                 payment: CommandId(payment),
@@ -183,6 +269,15 @@ fn query() -> impl Strategy<Value = Query> {
     prop_oneof![
         account().prop_map(|account| Query::Balance { account }),
         any::<u128>().prop_map(|id| Query::Command { id: CommandId(id) }),
+        Just(Query::RiskPolicy),
+        (account(), any::<u8>()).prop_map(|(account, index)| Query::RiskAudit { account, index }),
+        (account(), any::<u32>(), any::<u8>()).prop_map(|(account, month, category)| {
+            Query::Spending {
+                account,
+                month,
+                category,
+            }
+        }),
     ]
 }
 
@@ -191,6 +286,55 @@ fn query_reply() -> impl Strategy<Value = QueryReply> {
         account_view().prop_map(QueryReply::Balance),
         status().prop_map(QueryReply::Command),
         status().prop_map(QueryReply::Refused),
+        (any::<[u8; 32]>(), any::<u16>()).prop_map(|(digest, rules)| QueryReply::RiskPolicy {
+            digest,
+            rules: RuleSet(rules),
+        }),
+        (
+            any::<u8>(),
+            any::<(u64, u128, u64, u64, u64)>(),
+            proptest::sample::select(Verdict::ALL),
+            proptest::option::of(proptest::sample::select(RuleId::ALL)),
+            any::<(bool, u16, u16, u16)>(),
+            currency(),
+        )
+            .prop_map(
+                |(
+                    entries,
+                    (timestamp, command, amount, limit, observed),
+                    verdict,
+                    rule,
+                    (freeze, fired, flags, stepped_up),
+                    currency,
+                )| QueryReply::RiskAudit {
+                    entries,
+                    entry: AuditEntry {
+                        timestamp,
+                        command: CommandId(command),
+                        currency,
+                        amount,
+                        verdict,
+                        rule,
+                        figures: RuleFigures { limit, observed },
+                        freeze,
+                        fired: RuleSet(fired),
+                        flags: RuleSet(flags),
+                        stepped_up: RuleSet(stepped_up),
+                    },
+                }
+            ),
+        (
+            any::<u32>(),
+            any::<u8>(),
+            any::<u64>(),
+            any::<Option<u64>>()
+        )
+            .prop_map(|(month, category, spent, budget)| QueryReply::Spending {
+                month,
+                category,
+                spent,
+                budget,
+            }),
     ]
 }
 
@@ -215,15 +359,18 @@ fn qr_payment() -> impl Strategy<Value = QrPaymentRequest> {
         text(300),
         any::<Option<u64>>(),
         any::<Option<u64>>(),
+        risk_context(),
     )
-        .prop_map(|(id, payer, payload, amount, tip)| QrPaymentRequest {
-            id: CommandId(id),
-            payer,
-            payload,
-            amount,
-            tip,
-            context: payrail_engine::RiskContext::NONE,
-        })
+        .prop_map(
+            |(id, payer, payload, amount, tip, context)| QrPaymentRequest {
+                id: CommandId(id),
+                payer,
+                payload,
+                amount,
+                tip,
+                context,
+            },
+        )
 }
 
 fn message() -> impl Strategy<Value = Message> {
@@ -240,7 +387,7 @@ fn message() -> impl Strategy<Value = Message> {
         ),
         proptest::collection::vec(command(), 1..64)
             .prop_map(|commands| Message::Submit { commands }),
-        proptest::collection::vec(status().prop_map(CommandResult::new), 0..64)
+        proptest::collection::vec(command_result(), 0..64)
             .prop_map(|results| Message::Results { results }),
         proptest::collection::vec(query(), 1..64).prop_map(|queries| Message::Query { queries }),
         proptest::collection::vec(query_reply(), 0..32)
@@ -248,6 +395,13 @@ fn message() -> impl Strategy<Value = Message> {
         proptest::collection::vec(qr_payment(), 1..8)
             .prop_map(|payments| Message::SubmitQr { payments }),
         Just(Message::Status),
+        prop_oneof![Just(RiskPolicy::example()), Just(RiskPolicy::disabled()),].prop_map(
+            |policy| Message::SetRiskPolicy {
+                policy: Box::new(policy)
+            }
+        ),
+        (status(), any::<[u8; 32]>())
+            .prop_map(|(status, digest)| Message::RiskPolicySet { status, digest }),
         proptest::collection::vec(
             (text(wire::STATUS_FIELD_NAME_BYTES_MAX), any::<u64>()),
             0..32
