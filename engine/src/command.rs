@@ -341,10 +341,10 @@ impl Command {
     /// (same fields) from an id reused for a different command. xxh3 over the
     /// fixed-width bincode encoding: stable across builds and platforms.
     pub fn fingerprint(&self) -> u64 {
-        let mut buffer = [0u8; 160];
+        let mut buffer = [0u8; 128];
         match bincode::encode_into_slice(self.kind, &mut buffer, fingerprint_config()) {
             Ok(written) => xxhash_rust::xxh3::xxh3_64(&buffer[..written]),
-            // Unreachable: every kind encodes in fewer than 160 bytes (test below).
+            // Unreachable: every kind encodes in fewer than 128 bytes (test below).
             Err(_) => 0,
         }
     }
@@ -557,6 +557,22 @@ mod tests {
             },
             CommandKind::WithdrawPost {
                 hold: CommandId(u128::MAX),
+            },
+            // The largest kind.
+            CommandKind::PayMerchantQr {
+                payer: a,
+                keys: [MerchantKey(u128::MAX); QR_MERCHANT_KEYS_MAX],
+                amount: u64::MAX,
+                fee: u64::MAX,
+                currency: Currency::CNY,
+                mcc: u16::MAX,
+                context: RiskContext {
+                    device: u64::MAX,
+                    latitude_centidegrees: 1,
+                    longitude_centidegrees: 1,
+                    country: *b"CN",
+                    step_up_verified: true,
+                },
             },
         ];
         for kind in kinds {
