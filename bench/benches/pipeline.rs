@@ -29,7 +29,7 @@ use payrail_engine::pipeline::{Engine, EngineConfig, EngineHandle};
 use payrail_engine::risk::RiskPolicy;
 use payrail_engine::storage::RocksStorage;
 use payrail_engine::{
-    AccountId, AccountKind, Command, CommandKind, Currency, OpenAccount, RiskContext, Status,
+    AccountId, AccountKind, Command, CommandKind, Currency, OpenAccount, RiskContext,
 };
 
 const ACCOUNTS: u64 = 100_000;

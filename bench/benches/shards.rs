@@ -24,7 +24,7 @@ use payrail_engine::pipeline::{Engine, EngineConfig, EngineHandle};
 use payrail_engine::shard::{shard_of_owner, ShardedLedger};
 use payrail_engine::storage::RocksStorage;
 use payrail_engine::{
-    AccountId, AccountKind, Command, CommandKind, Currency, LedgerConfig, OpenAccount,
+    AccountId, AccountKind, Command, CommandKind, Currency, LedgerConfig, OpenAccount, RiskContext,
 };
 
 const CUSTOMERS: u64 = 100_000;
@@ -165,6 +165,7 @@ impl Mix {
                 fee: 0,
                 currency: Currency::CNY,
                 mcc: 0,
+                context: RiskContext::NONE,
             }
         } else {
             let from_shard = (self.random() % 2) as usize;
@@ -178,6 +179,7 @@ impl Mix {
                 to: AccountId(to),
                 amount: 1 + self.random() % 1_000,
                 currency: Currency::CNY,
+                context: RiskContext::NONE,
             }
         };
         Command::new(self.next_id, kind)

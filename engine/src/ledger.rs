@@ -25,7 +25,7 @@ use crate::command::{
 
 pub(crate) mod halves;
 mod payments;
-mod risk_gate;
+pub(crate) mod risk_gate;
 
 use crate::budget::Category;
 use crate::currency::Currency;
@@ -317,18 +317,11 @@ impl Ledger {
         timestamp: u64,
         policy: RiskPolicy,
     ) -> [u8; 32] {
-        assert!(
-            sequence > self.sequence,
-            "sequence {sequence} after {}",
-            self.sequence
+        advance_clock(
+            (&mut self.sequence, &mut self.timestamp),
+            sequence,
+            timestamp,
         );
-        assert!(
-            timestamp >= self.timestamp,
-            "timestamp {timestamp} before {}",
-            self.timestamp
-        );
-        self.sequence = sequence;
-        self.timestamp = timestamp;
         self.books.risk.set_policy(policy);
         self.books.risk.policy_digest()
     }

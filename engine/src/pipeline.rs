@@ -34,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam::channel::{self, Receiver, Sender, TryRecvError, TrySendError};
 
 use crate::command::{Command, CommandResult, Query, QueryReply};
-use crate::ledger::{Ledger, LedgerConfig};
+use crate::ledger::LedgerConfig;
 use crate::limits;
 use crate::risk::RiskPolicy;
 use crate::shard::{ShardError, ShardedLedger, ShardedState};

@@ -1,15 +1,19 @@
 //! Determinism across shard counts: one seeded command log (opens, top-ups,
 //! withdrawals, transfers, QR payments to hot merchants, payment codes,
-//! refunds, freezes, retries and reused ids, failures of every kind) applied
-//! by a lone ledger and by 1, 2, 3 and 8 shards gives the same result for
-//! every command and the same final state, and money is conserved.
+//! refunds, freezes, retries and reused ids, failures of every kind; risk
+//! contexts that trip every rule, budgets, and risk policies changed in the
+//! middle of the log) applied by a lone ledger and by 1, 2, 3 and 8 shards
+//! gives the same result (status and detail) for every command, the same
+//! answers to the risk queries and the same final state, and money is
+//! conserved.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use payrail_engine::command::{HouseRole, MerchantKey, QR_MERCHANT_KEYS_MAX};
+use payrail_engine::risk::{RiskPolicy, RuleId};
 use payrail_engine::shard::ShardedLedger;
 use payrail_engine::{
-    AccountId, AccountKind, Command, CommandId, CommandKind, CommandResult, Currency, Ledger,
-    LedgerConfig, OpenAccount, Query, QueryReply,
+    AccountId, AccountKind, Command, CommandId, CommandKind, CommandResult, Currency, Detail,
+    Ledger, LedgerConfig, OpenAccount, Query, QueryReply, RiskContext,
 };
 
 /// splitmix64: small, seeded, the same everywhere.
@@ -181,6 +185,31 @@ impl Workload {
         }
     }
 
+    /// What a gateway says about a payment, so that every rule of the
+    /// policies below fires now and then: devices (some new), places far
+    /// apart seconds apart, blocked and malformed countries, step-up proofs.
+    fn context(&mut self) -> RiskContext {
+        let mut context = RiskContext::NONE;
+        if self.rng.chance(30) {
+            context.device = 1 + self.rng.below(CUSTOMERS) * 64 + self.rng.below(10);
+        }
+        if self.rng.chance(3) {
+            let (latitude, longitude) =
+                [(3123, 12147), (3990, 11640), (2232, 11417)][self.rng.below(3) as usize];
+            context.latitude_centidegrees = latitude;
+            context.longitude_centidegrees = longitude;
+        }
+        if self.rng.chance(20) {
+            context.country = match self.rng.below(100) {
+                0..=2 => *b"KP",
+                3 => *b"cn",
+                _ => *b"CN",
+            };
+        }
+        context.step_up_verified = self.rng.chance(5);
+        context
+    }
+
     fn hot_merchant(&mut self) -> u64 {
         self.rng.skewed(MERCHANTS)
     }
@@ -220,6 +249,7 @@ impl Workload {
                 to: self.some_customer(),
                 amount: 1 + self.rng.below(100),
                 currency: Currency::CNY,
+                context: RiskContext::NONE,
             };
             batch.push(Command { id, kind });
             return;
@@ -230,6 +260,7 @@ impl Workload {
                 to: self.some_customer(),
                 amount: self.amount(),
                 currency: self.currency(),
+                context: self.context(),
             },
             450..=649 => {
                 let index = self.hot_merchant();
@@ -256,6 +287,7 @@ impl Workload {
                         },
                         currency: self.currency(),
                         mcc: if self.rng.chance(10) { 5812 } else { 0 },
+                        context: self.context(),
                     },
                 );
                 self.payments.push(command.id);
@@ -270,6 +302,7 @@ impl Workload {
                         code: 100_000_000_000_000_000 + self.rng.below(1_000),
                         amount: self.amount(),
                         currency: Currency::CNY,
+                        context: self.context(),
                     }
                 } else {
                     let pick = self.codes.len()
@@ -284,6 +317,7 @@ impl Workload {
                             code,
                             amount: self.amount(),
                             currency: Currency::CNY,
+                            context: self.context(),
                         },
                     );
                     self.payments.push(command.id);
@@ -337,6 +371,7 @@ impl Workload {
                         amount: self.amount(),
                         currency: Currency::CNY,
                         timeout_ms: 1_000 + self.rng.below(5_000),
+                        context: self.context(),
                     },
                 );
                 self.holds.push(command.id);
@@ -363,9 +398,19 @@ impl Workload {
             915..=959 => CommandKind::Unfreeze {
                 account: self.some_customer(),
             },
-            960..=969 => CommandKind::SetKycTier {
+            960..=964 => CommandKind::SetKycTier {
                 account: self.some_customer(),
                 tier: self.rng.below(5) as u8,
+            },
+            // Budgets (category 0 and 12 are unknown; some cleared).
+            965..=969 => CommandKind::SetBudget {
+                account: self.some_customer(),
+                category: self.rng.below(13) as u8,
+                budget: if self.rng.chance(15) {
+                    None
+                } else {
+                    Some(self.rng.below(400_000))
+                },
             },
             970..=979 => {
                 // A late merchant registering a key (some taken, some fresh).
@@ -399,23 +444,156 @@ impl Workload {
                 to: self.some_customer(),
                 amount: 5,
                 currency: Currency::CNY,
+                context: RiskContext::NONE,
             },
         };
         self.push(batch, kind);
     }
 }
 
-/// The log: (timestamp, batch) in order.
-fn seeded_log(seed: u64, commands_min: usize) -> Vec<(u64, Vec<Command>)> {
+/// Every rule on, with limits and windows that the mix trips now and then.
+const POLICY_ALL_RULES: &str = r#"
+[blocked_countries]
+action = "decline"
+countries = ["KP"]
+
+[blocked_merchants]
+action = "decline"
+merchants = [5_000_017]
+
+[blocked_mccs]
+action = "decline"
+mccs = [5413]
+
+[single_payment]
+action = "step_up"
+
+[single_payment.max]
+CNY = ["800.00", "1500.00", "2000.00", "unlimited"]
+USD = ["800.00", "1500.00", "2000.00", "unlimited"]
+
+[daily_outflow]
+action = "step_up"
+
+[daily_outflow.max]
+CNY = ["1000.00", "10000.00", "4000.00", "unlimited"]
+
+[monthly_outflow]
+action = "decline"
+
+[monthly_outflow.max]
+CNY = ["unlimited", "3000.00", "unlimited", "5000.00"]
+
+[velocity]
+action = "step_up"
+payments_max = 6
+window_seconds = 2
+
+[new_device]
+action = "step_up"
+trust_first_device = true
+
+[impossible_travel]
+action = "decline"
+freeze = true
+speed_kmh_max = 1000
+distance_km_min = 100
+
+[amount_anomaly]
+action = "flag"
+multiplier = "8"
+history = 20
+history_min = 5
+"#;
+
+/// Other rules, other responses: flags, declines, an untrusted first device.
+const POLICY_OTHER: &str = r#"
+[blocked_mccs]
+action = "flag"
+mccs = [5413, 5812]
+
+[single_payment]
+action = "flag"
+
+[single_payment.max]
+CNY = ["500.00", "500.00", "500.00", "500.00"]
+
+[velocity]
+action = "decline"
+payments_max = 4
+window_seconds = 3
+
+[new_device]
+action = "decline"
+trust_first_device = false
+"#;
+
+fn policy_all_rules() -> RiskPolicy {
+    RiskPolicy::from_toml(POLICY_ALL_RULES).unwrap()
+}
+
+fn policy_other() -> RiskPolicy {
+    RiskPolicy::from_toml(POLICY_OTHER).unwrap()
+}
+
+/// One entry of the log: a batch, or a risk policy record between batches.
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // a test's log
+enum Entry {
+    Batch(u64, Vec<Command>),
+    Policy(u64, RiskPolicy),
+}
+
+impl Entry {
+    fn batch(&self) -> &[Command] {
+        match self {
+            Entry::Batch(_, batch) => batch,
+            Entry::Policy(..) => &[],
+        }
+    }
+
+    fn timestamp(&self) -> u64 {
+        match self {
+            Entry::Batch(timestamp, _) | Entry::Policy(timestamp, _) => *timestamp,
+        }
+    }
+
+    /// The same entry `shift` later.
+    fn shifted(&self, shift: u64) -> Entry {
+        match self {
+            Entry::Batch(timestamp, batch) => Entry::Batch(timestamp + shift, batch.clone()),
+            Entry::Policy(timestamp, policy) => Entry::Policy(timestamp + shift, policy.clone()),
+        }
+    }
+}
+
+/// Policy changes: (commands of the main mix before it, the policy).
+type Schedule<'a> = &'a [(usize, fn() -> RiskPolicy)];
+
+/// The main log's policies: none at first, every rule, other rules, none,
+/// every rule again.
+const MAIN_SCHEDULE: Schedule<'static> = &[
+    (2_000, policy_all_rules),
+    (35_000, policy_other),
+    (60_000, RiskPolicy::disabled),
+    (75_000, policy_all_rules),
+];
+
+/// The log in order; the first two entries are the setup batches.
+fn seeded_log(seed: u64, commands_min: usize, schedule: Schedule<'_>) -> Vec<Entry> {
     let mut workload = Workload::new(seed);
     let mut time = BASE_TIME;
     let mut log = Vec::new();
     for batch in workload.setup() {
         time += 1_000_000;
-        log.push((time, batch));
+        log.push(Entry::Batch(time, batch));
     }
     let mut total = 0;
+    let mut policies = schedule.iter().peekable();
     while total < commands_min {
+        while let Some((_, policy)) = policies.next_if(|(at, _)| total >= *at) {
+            log.push(Entry::Policy(time, policy()));
+        }
         let size = match workload.rng.below(10) {
             0 => 1,
             1..=6 => 1 + workload.rng.below(64) as usize,
@@ -429,9 +607,91 @@ fn seeded_log(seed: u64, commands_min: usize) -> Vec<(u64, Vec<Command>)> {
         // 0-60 ms between batches: holds (1-6 s) and codes (5-25 s) expire
         // along the way, and so do idempotency records (window below).
         time += workload.rng.below(60_000_000);
-        log.push((time, batch));
+        log.push(Entry::Batch(time, batch));
     }
     log
+}
+
+fn commands(log: &[Entry]) -> impl Iterator<Item = &Command> + '_ {
+    log.iter().flat_map(Entry::batch)
+}
+
+/// Applies `log` to a lone ledger, the first entry at `first_sequence`.
+fn apply_lone(ledger: &mut Ledger, log: &[Entry], first_sequence: u64) -> Vec<CommandResult> {
+    let mut results = Vec::new();
+    for (offset, entry) in log.iter().enumerate() {
+        let sequence = first_sequence + offset as u64;
+        match entry {
+            Entry::Batch(timestamp, batch) => {
+                ledger.apply(sequence, *timestamp, batch, &mut results)
+            }
+            Entry::Policy(timestamp, policy) => {
+                ledger.set_risk_policy(sequence, *timestamp, policy.clone());
+            }
+        }
+    }
+    results
+}
+
+/// Applies `log` to a sharded ledger pipelined as the engine runs it: up to
+/// 6 batches in flight, the router routing the next while the shards apply
+/// earlier ones, policy records sent in order between them.
+fn apply_sharded(
+    sharded: &mut ShardedLedger,
+    log: &[Entry],
+    first_sequence: u64,
+) -> Vec<CommandResult> {
+    let mut results = Vec::new();
+    for (offset, entry) in log.iter().enumerate() {
+        let sequence = first_sequence + offset as u64;
+        match entry {
+            Entry::Batch(timestamp, batch) => sharded.submit(sequence, *timestamp, batch),
+            Entry::Policy(timestamp, policy) => {
+                sharded.set_risk_policy(sequence, *timestamp, policy.clone());
+            }
+        }
+        while let Some(done) = sharded.complete_ready() {
+            results.extend(done);
+        }
+        while sharded.in_flight() > 6 {
+            results.extend(sharded.complete_wait().unwrap());
+        }
+    }
+    while let Some(done) = sharded.complete_wait() {
+        results.extend(done);
+    }
+    results
+}
+
+/// The risk queries a lone ledger and a sharded one must answer alike: the
+/// policy, audits and spending of a sample of accounts (customers, unknown,
+/// a merchant, a house account).
+fn risk_queries() -> Vec<Query> {
+    let mut queries = vec![Query::RiskPolicy];
+    let mut accounts: Vec<AccountId> = (0..CUSTOMERS).step_by(7).map(customer).collect();
+    accounts.extend((0..CUSTOMERS).step_by(21).map(customer_usd));
+    accounts.push(AccountId(9_000_001));
+    accounts.push(merchant(1));
+    accounts.push(AccountId::house(HouseRole::Settlement, Currency::CNY));
+    for (index, account) in accounts.into_iter().enumerate() {
+        for entry in [0, 1, 5] {
+            queries.push(Query::RiskAudit {
+                account,
+                index: entry,
+            });
+        }
+        queries.push(Query::Spending {
+            account,
+            month: 0,
+            category: 1 + (index % 11) as u8,
+        });
+        queries.push(Query::Spending {
+            account,
+            month: 0,
+            category: 10,
+        });
+    }
+    queries
 }
 
 fn config() -> LedgerConfig {
@@ -442,17 +702,24 @@ fn config() -> LedgerConfig {
     }
 }
 
+fn assert_same_results(log: &[Entry], got: &[CommandResult], want: &[CommandResult], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    let mut flat = commands(log);
+    for (index, (got, want)) in got.iter().zip(want).enumerate() {
+        let command = flat.next();
+        assert_eq!(got, want, "{what}, command {index}: {command:?}");
+    }
+}
+
 #[test]
 fn determinism_across_shard_counts() {
-    let log = seeded_log(0x5EED_0001, 100_000);
-    let commands: usize = log.iter().map(|(_, batch)| batch.len()).sum();
-    assert!(commands >= 100_000);
+    let log = seeded_log(0x5EED_0001, 100_000, MAIN_SCHEDULE);
+    let command_count = commands(&log).count();
+    assert!(command_count >= 100_000);
 
     let mut lone = Ledger::new(config());
-    let mut expected: Vec<CommandResult> = Vec::with_capacity(commands);
-    for (sequence, (timestamp, batch)) in log.iter().enumerate() {
-        lone.apply(sequence as u64 + 1, *timestamp, batch, &mut expected);
-    }
+    let expected = apply_lone(&mut lone, &log, 1);
+    assert_eq!(expected.len(), command_count);
     assert!(lone.is_conserved());
     // The log exercises what it claims to: successes and many kinds of failure.
     let mut statuses = std::collections::BTreeMap::new();
@@ -472,42 +739,67 @@ fn determinism_across_shard_counts() {
         "account_frozen",
         "merchant_key_taken",
         "payment_code_taken",
+        "risk_declined",
+        "step_up_required",
+        "risk_frozen",
+        "invalid_risk_context",
+        "unknown_category",
     ] {
         assert!(
             statuses.get(status).copied().unwrap_or(0) > 0,
             "no {status} in {statuses:?}"
         );
     }
+    // Every rule decided some payment (refused or flagged), and budgets
+    // were crossed. (`outflow_currencies` needs more currencies per
+    // customer than the mix has.)
+    let mut rules = std::collections::BTreeMap::new();
+    let mut crossings = 0;
+    for result in &expected {
+        if let Some(risk) = result.detail.risk() {
+            *rules.entry(risk.rule.name()).or_insert(0usize) += 1;
+        }
+        if result.detail.budget().is_some() {
+            crossings += 1;
+        }
+    }
+    for &rule in RuleId::ALL {
+        if rule != RuleId::OutflowCurrencies {
+            assert!(
+                rules.contains_key(rule.name()),
+                "{rule:?} never decided: {rules:?}"
+            );
+        }
+    }
+    assert!(crossings > 0, "no budget crossed");
+    assert!(
+        expected
+            .iter()
+            .any(|result| matches!(result.detail, Detail::FlaggedOverBudget(..))),
+        "no payment both flagged and over budget"
+    );
+    let queries = risk_queries();
+    let lone_answers: Vec<QueryReply> = queries.iter().map(|query| lone.query(query)).collect();
+    assert!(
+        lone_answers
+            .iter()
+            .any(|reply| matches!(reply, QueryReply::RiskAudit { entries, .. } if *entries > 0)),
+        "no audited decision among the sampled accounts"
+    );
 
     for shards in [1, 2, 3, 8] {
         let mut sharded = ShardedLedger::new(config(), shards).unwrap();
-        // Pipelined as the engine runs it: up to 6 batches in flight, the
-        // router routing the next while the shards apply earlier ones.
-        let mut results: Vec<CommandResult> = Vec::with_capacity(commands);
-        for (sequence, (timestamp, batch)) in log.iter().enumerate() {
-            sharded.submit(sequence as u64 + 1, *timestamp, batch);
-            while let Some(done) = sharded.complete_ready() {
-                results.extend(done);
-            }
-            while sharded.in_flight() > 6 {
-                results.extend(sharded.complete_wait().unwrap());
-            }
-        }
-        while let Some(done) = sharded.complete_wait() {
-            results.extend(done);
-        }
-        assert_eq!(results.len(), expected.len());
-        let mut flat = log.iter().flat_map(|(_, batch)| batch.iter());
-        for (index, (got, want)) in results.iter().zip(&expected).enumerate() {
-            let command = flat.next();
-            assert_eq!(got, want, "{shards} shards, command {index}: {command:?}");
-        }
+        let results = apply_sharded(&mut sharded, &log, 1);
+        assert_same_results(&log, &results, &expected, &format!("{shards} shards"));
         let stats = sharded.stats();
         if shards == 2 {
             // Over the main mix (after the opening and top-up batches).
-            let main: usize = log.iter().skip(2).map(|(_, batch)| batch.len()).sum();
+            let main = commands(&log[2..]).count();
             let pairs_split = stats.pairs_split as f64 / main as f64;
             assert!(pairs_split > 1.0 / 3.0, "cross-shard share {pairs_split}");
+        }
+        for (query, want) in queries.iter().zip(&lone_answers) {
+            assert_eq!(&sharded.query(query), want, "{shards} shards, {query:?}");
         }
 
         let merged = sharded.to_ledger().unwrap();
@@ -528,20 +820,34 @@ fn determinism_across_shard_counts() {
                 "{shards} shards"
             );
         }
+        assert_eq!(
+            merged.risk().counters(),
+            lone.risk().counters(),
+            "{shards} shards"
+        );
         assert_eq!(merged.digest(), lone.digest(), "{shards} shards");
 
         // A restart with another shard count: split the merged state and
-        // carry on with the next part of the log.
+        // carry on with the next part of the log (another policy change in
+        // it).
         let mut restarted = ShardedLedger::from_ledger(merged, shards % 3 + 1).unwrap();
         let mut lone_after = lone.clone();
-        let tail = seeded_log(0x5EED_0002, 20_000);
-        let last = log.last().map_or(0, |(timestamp, _)| *timestamp);
-        for (offset, (timestamp, batch)) in tail.iter().enumerate().skip(2) {
-            let sequence = log.len() as u64 + offset as u64 + 1;
-            let timestamp = last + (timestamp - BASE_TIME);
-            let want = lone_after.apply_batch(sequence, timestamp, batch);
-            let got = restarted.apply_batch(sequence, timestamp, batch);
-            assert_eq!(got, want, "restart from {shards} shards");
+        let last = log.last().map_or(0, Entry::timestamp);
+        let tail: Vec<Entry> = seeded_log(
+            0x5EED_0002,
+            20_000,
+            &[(5_000, policy_other), (12_000, policy_all_rules)],
+        )
+        .iter()
+        .skip(2)
+        .map(|entry| entry.shifted(last - BASE_TIME))
+        .collect();
+        let first = log.len() as u64 + 1;
+        let want = apply_lone(&mut lone_after, &tail, first);
+        let got = apply_sharded(&mut restarted, &tail, first);
+        assert_same_results(&tail, &got, &want, &format!("restart from {shards} shards"));
+        for (query, want) in queries.iter().map(|query| (query, lone_after.query(query))) {
+            assert_eq!(restarted.query(query), want, "restart from {shards} shards");
         }
         assert_eq!(restarted.to_ledger().unwrap().digest(), lone_after.digest());
     }
@@ -594,6 +900,7 @@ fn determinism_of_hold_ids_reused_after_eviction() {
                 amount: 10,
                 currency: Currency::CNY,
                 timeout_ms: 60_000,
+                context: RiskContext::NONE,
             },
         )
     };

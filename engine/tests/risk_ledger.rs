@@ -902,8 +902,13 @@ fn risk_ledger_policy_query_names_the_policy_in_force() {
 fn risk_ledger_policy_through_the_engine_is_durable_and_recovered() {
     use payrail_engine::pipeline::{Engine, EngineConfig};
 
+    // Sharded execution, the shard count changing at every restart.
+    let shards = |shards: usize| EngineConfig {
+        shards,
+        ..EngineConfig::default()
+    };
     let storage = MemoryStorage::new();
-    let engine = Engine::start(storage.clone(), EngineConfig::default()).unwrap();
+    let engine = Engine::start(storage.clone(), shards(2)).unwrap();
     let handle = engine.handle();
     let policy = RiskPolicy::from_toml(storage_policy()).unwrap();
     let digest = handle.set_risk_policy_blocking(policy.clone()).unwrap();
@@ -936,7 +941,7 @@ fn risk_ledger_policy_through_the_engine_is_durable_and_recovered() {
     assert!(matches!(replies[0], QueryReply::RiskPolicy { digest: d, .. } if d == policy.digest()));
     // Stopped without a checkpoint: the policy comes back from the log.
     drop(engine);
-    let engine = Engine::start(storage.clone(), EngineConfig::default()).unwrap();
+    let engine = Engine::start(storage.clone(), shards(3)).unwrap();
     let replies = engine
         .handle()
         .query_blocking(vec![Query::RiskPolicy])
@@ -949,13 +954,23 @@ fn risk_ledger_policy_through_the_engine_is_durable_and_recovered() {
     assert_eq!(results[0].status, Status::RiskDeclined);
     // With a checkpoint, too.
     engine.shutdown();
-    let engine = Engine::start(storage.clone(), EngineConfig::default()).unwrap();
+    let engine = Engine::start(storage.clone(), shards(1)).unwrap();
     assert_eq!(engine.recovery().records_replayed, 0);
+    let audit = Query::RiskAudit {
+        account: AccountId(A),
+        index: 0,
+    };
     let replies = engine
         .handle()
-        .query_blocking(vec![Query::RiskPolicy])
+        .query_blocking(vec![Query::RiskPolicy, audit])
         .unwrap();
     assert!(matches!(replies[0], QueryReply::RiskPolicy { digest: d, .. } if d == policy.digest()));
+    // Both declines audited, the newest first, across the restarts.
+    assert!(
+        matches!(replies[1], QueryReply::RiskAudit { entries: 2, entry } if entry.command.0 == 5),
+        "{:?}",
+        replies[1]
+    );
     // A log that cannot be written: the policy is refused, not put in force.
     storage.fail_all(true);
     let outcome = engine

@@ -23,10 +23,23 @@
 //! | 7 | currency (D, C) | currency (D, C) | currency (D, C) | currency (C) |
 //! | 8 | funds (D) | funds (D) | funds (D) | funds (D) |
 //! | 9 | overflow (C) | overflow (C) | overflow (C) | overflow (C) |
+//! | 10 | risk context, rules (D) | risk context, rules (D) | risk context, rules (D) | |
+//!
+//! The risk step (rank 10) runs only once every other check of the payer's
+//! half passed; it is evaluated without changing anything
+//! ([`Books::risk_half`]), and a refusal is recorded (audit, counters,
+//! freeze on suspicion) only if the payee's half passed too, since only then
+//! does the lone ledger reach the rules. A QR payment with no MCC of its own
+//! and a code charge need the merchant's MCC for the rules: the payee's half
+//! sends it with its verdict ([`Books::half_fact`]), and the payer's half
+//! then receives before it sends. A refund's payee half needs the original
+//! payment's MCC for the customer's spending: the payer's half sends it.
 
-use crate::command::{AccountId, Command, CommandKind, MerchantKey};
+use crate::command::{AccountId, AccountKind, Command, CommandKind, MerchantKey};
+use crate::ledger::risk_gate::{Payee, RiskStop};
 use crate::ledger::{check_amount, signed, Books, Payment, PaymentCodeState};
 use crate::limits;
+use crate::risk::books::Gate;
 use crate::status::Status;
 
 /// Which half of a two-party command a shard evaluates.
@@ -38,6 +51,21 @@ pub(crate) enum Half {
 
 /// One half's answer: yes, or its first failing check and that check's rank.
 pub(crate) type Verdict = Result<(), (u8, Status)>;
+
+/// The rank of the risk step: after every other check of both halves.
+pub(crate) const RISK_RANK: u8 = 10;
+
+/// What the risk step of a payer's half decided.
+pub(crate) type RiskOutcome = Result<Option<Gate>, RiskStop>;
+
+/// A half's verdict once its risk step ran: the step's refusal at its rank.
+pub(crate) fn with_risk(verdict: Verdict, risk: &RiskOutcome) -> Verdict {
+    verdict?;
+    match risk {
+        Ok(_) => Ok(()),
+        Err(stop) => Err((RISK_RANK, stop.status())),
+    }
+}
 
 /// The combined outcome of two halves: the lower-ranked failure wins.
 pub(crate) fn combine(debit: Verdict, credit: Verdict) -> Result<(), Status> {
@@ -126,6 +154,7 @@ impl Books {
                 to,
                 amount,
                 currency,
+                ..
             } => {
                 rank(1, check_amount(amount))?;
                 if from == to {
@@ -185,6 +214,7 @@ impl Books {
                 code,
                 amount,
                 currency,
+                ..
             } => {
                 rank(1, check_amount(amount))?;
                 match half {
@@ -248,6 +278,135 @@ impl Books {
                 }
             }
             _ => Err((0, Status::InvalidAccountKind)),
+        }
+    }
+
+    /// What this half tells its peer besides its verdict (0 when nothing):
+    /// a payment's merchant MCC (payee half of a QR payment or code charge),
+    /// a refunded payment's MCC (payer half of a refund).
+    pub(crate) fn half_fact(
+        &self,
+        command: &Command,
+        half: Half,
+        plan: Result<Plan, (u8, crate::status::Status)>,
+    ) -> u16 {
+        let Ok(plan) = plan else {
+            return 0;
+        };
+        match (command.kind, half) {
+            (
+                CommandKind::PayMerchantQr { .. } | CommandKind::ChargePaymentCode { .. },
+                Half::Credit,
+            ) => self.account(plan.slot).mcc,
+            (CommandKind::Refund { payment, .. }, Half::Debit) => self
+                .payment_anywhere(payment)
+                .map_or(0, |payment| payment.mcc),
+            _ => 0,
+        }
+    }
+
+    /// Whether the payer's half needs the payee's fact (the merchant's MCC)
+    /// for its risk step: a customer paying a merchant whose MCC the command
+    /// does not carry.
+    pub(crate) fn needs_payee_fact(
+        &self,
+        command: &Command,
+        plan: Result<Plan, (u8, crate::status::Status)>,
+    ) -> bool {
+        let Ok(plan) = plan else {
+            return false;
+        };
+        let customer = self.account(plan.slot).kind == AccountKind::Customer;
+        customer
+            && match command.kind {
+                CommandKind::PayMerchantQr { mcc, .. } => mcc == 0,
+                CommandKind::ChargePaymentCode { .. } => true,
+                _ => false,
+            }
+    }
+
+    /// The risk step of a payer's half whose other checks passed (`plan`),
+    /// changing nothing; `payee_mcc` is the payee half's fact.
+    // The Ok value (a gate) is as large as the refusal, so boxing the
+    // refusal would add an allocation without making the result smaller.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn risk_half(
+        &self,
+        command: &Command,
+        parties: Parties,
+        plan: Plan,
+        payee_mcc: u16,
+        timestamp: u64,
+    ) -> RiskOutcome {
+        match command.kind {
+            CommandKind::Transfer {
+                currency, context, ..
+            } => self.risk_evaluate(
+                timestamp,
+                plan.slot,
+                plan.amount,
+                currency,
+                Payee::PERSON,
+                context,
+            ),
+            CommandKind::PayMerchantQr {
+                currency,
+                mcc,
+                context,
+                ..
+            } => {
+                let merchant = parties.credit.unwrap_or(AccountId(0));
+                let mcc = if mcc == 0 { payee_mcc } else { mcc };
+                self.risk_evaluate(
+                    timestamp,
+                    plan.slot,
+                    plan.amount,
+                    currency,
+                    Payee::merchant(merchant, mcc),
+                    context,
+                )
+            }
+            CommandKind::ChargePaymentCode {
+                merchant,
+                currency,
+                context,
+                ..
+            } => self.risk_evaluate(
+                timestamp,
+                plan.slot,
+                plan.amount,
+                currency,
+                Payee::merchant(merchant, payee_mcc),
+                context,
+            ),
+            _ => Ok(None),
+        }
+    }
+
+    /// After a half was applied: the payer's risk state and spending (payer
+    /// half, with its risk step's gate), or a refund taken off the
+    /// customer's spending (payee half of a refund, `fact` being the
+    /// payment's MCC from the payer half).
+    pub(crate) fn after_half(
+        &mut self,
+        command: &Command,
+        half: Half,
+        plan: Plan,
+        risk: RiskOutcome,
+        fact: u16,
+        timestamp: u64,
+    ) {
+        match (command.kind, half) {
+            (CommandKind::Refund { .. }, Half::Credit) => {
+                let customer = self.account(plan.slot).id;
+                self.risk.refund(customer, fact, plan.amount, timestamp);
+            }
+            (_, Half::Debit) => {
+                if let Ok(gate) = risk {
+                    self.risk_commit(command.id, gate);
+                }
+            }
+            _ => {}
         }
     }
 

@@ -7,7 +7,7 @@
 use crate::budget::Category;
 use crate::command::{AccountId, AccountKind, CommandId, RiskContext};
 use crate::ledger::Books;
-use crate::risk::books::{Gate, Outflow};
+use crate::risk::books::{Gate, Outflow, Refusal};
 use crate::status::Status;
 
 /// Who receives a customer's payment, as far as the rules care.
@@ -42,6 +42,24 @@ impl Payee {
     }
 }
 
+/// Why a payment stopped at the risk step.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RiskStop {
+    /// The payment's risk context is malformed.
+    InvalidContext,
+    /// The policy refused it.
+    Refused(Refusal),
+}
+
+impl RiskStop {
+    pub(crate) fn status(&self) -> Status {
+        match self {
+            RiskStop::InvalidContext => Status::InvalidRiskContext,
+            RiskStop::Refused(refusal) => refusal.status,
+        }
+    }
+}
+
 impl Books {
     /// Call after the payment's own checks and before its point of no
     /// return. Ok(None): the payer is not a customer (no rules apply).
@@ -58,8 +76,29 @@ impl Books {
         payee: Payee,
         context: RiskContext,
     ) -> Result<Option<Gate>, Status> {
+        self.risk_evaluate(timestamp, payer_slot, amount, currency, payee, context)
+            .map_err(|stop| {
+                self.risk_refuse(id, payer_slot, &stop);
+                stop.status()
+            })
+    }
+
+    /// The risk step's decision, changing nothing (see
+    /// [`RiskBooks::evaluate`](crate::risk::RiskBooks::evaluate)).
+    // The Ok value (a gate) is as large as the refusal, so boxing the
+    // refusal would add an allocation without making the result smaller.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn risk_evaluate(
+        &self,
+        timestamp: u64,
+        payer_slot: u32,
+        amount: u64,
+        currency: crate::currency::Currency,
+        payee: Payee,
+        context: RiskContext,
+    ) -> Result<Option<Gate>, RiskStop> {
         if !context.is_valid() {
-            return Err(Status::InvalidRiskContext);
+            return Err(RiskStop::InvalidContext);
         }
         let payer = self.account(payer_slot);
         if payer.kind != AccountKind::Customer {
@@ -76,24 +115,32 @@ impl Books {
             category: payee.category,
             context,
         };
-        let payer_id = payer.id;
-        match self.risk.check(id, timestamp, outflow) {
-            Ok(gate) => Ok(Some(gate)),
-            Err(refusal) => {
-                if refusal.freeze {
-                    // The payment's checks found the account active, so the
-                    // ledger's freeze cannot refuse.
-                    let frozen = self.freeze(payer_id);
-                    debug_assert!(frozen.is_ok());
-                }
-                self.detail = refusal.detail;
-                Err(refusal.status)
-            }
+        self.risk
+            .evaluate(timestamp, outflow)
+            .map(Some)
+            .map_err(RiskStop::Refused)
+    }
+
+    /// The payment stopped at the risk step: a refusal is audited, the
+    /// account frozen if the rule says so, and the detail left for the
+    /// result.
+    pub(crate) fn risk_refuse(&mut self, id: CommandId, payer_slot: u32, stop: &RiskStop) {
+        let RiskStop::Refused(refusal) = stop else {
+            return;
+        };
+        self.risk.refuse(id, refusal);
+        if refusal.freeze {
+            // The payment's checks found the account active, so the
+            // ledger's freeze cannot refuse.
+            let payer_id = self.account(payer_slot).id;
+            let frozen = self.freeze(payer_id);
+            debug_assert!(frozen.is_ok());
         }
+        self.detail = refusal.detail;
     }
 
     /// Call once the payment committed.
-    pub(super) fn risk_commit(&mut self, id: CommandId, gate: Option<Gate>) {
+    pub(crate) fn risk_commit(&mut self, id: CommandId, gate: Option<Gate>) {
         if let Some(gate) = gate {
             self.detail = self.risk.commit(id, &gate);
         }

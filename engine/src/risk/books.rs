@@ -1,10 +1,11 @@
 //! The risk engine's and the budgets' part of the ledger state, and the two
 //! calls the ledger makes around a customer's outgoing payment:
 //!
-//! 1. [`RiskBooks::check`], after the payment's own checks passed and before
-//!    its point of no return: evaluates the policy in force. A refusal
-//!    (decline, step-up) is audited here and comes back with its status and
-//!    detail; the ledger freezes the account if the decision says so.
+//! 1. [`RiskBooks::evaluate`], after the payment's own checks passed and
+//!    before its point of no return: evaluates the policy in force, changing
+//!    nothing. A refusal (decline, step-up) comes back with its status and
+//!    detail, and [`RiskBooks::refuse`] audits it once the payment is known
+//!    to stop there; the ledger freezes the account if the decision says so.
 //! 2. [`RiskBooks::commit`], after the money moved: records the payment in
 //!    the customer's risk state (only committed payments count), audits a
 //!    flag, adds the payment to the account's spending and returns the
@@ -65,6 +66,9 @@ pub(crate) struct Refusal {
     pub detail: Detail,
     /// Freeze the paying account (freeze on suspicion).
     pub freeze: bool,
+    owner: u64,
+    payment: PaymentContext,
+    decision: Decision,
 }
 
 /// Risk decisions since start, by rule and verdict, for metrics. Not state:
@@ -87,6 +91,16 @@ impl RiskCounters {
                 (count > 0).then_some((rule, verdict, count))
             })
         })
+    }
+
+    /// Adds another shard's counters (a merge of shard states).
+    pub fn add(&mut self, other: &RiskCounters) {
+        for (row, other_row) in self.decided.iter_mut().zip(&other.decided) {
+            for (cell, other_cell) in row.iter_mut().zip(other_row) {
+                *cell = cell.saturating_add(*other_cell);
+            }
+        }
+        self.evaluated = self.evaluated.saturating_add(other.evaluated);
     }
 
     fn count(&mut self, decision: &Decision) {
@@ -169,6 +183,16 @@ impl RiskBooks {
         &self.counters
     }
 
+    pub(crate) fn counters_mut(&mut self) -> &mut RiskCounters {
+        &mut self.counters
+    }
+
+    /// Whether a policy with at least one rule is in force (the same on
+    /// every shard: the policy record reaches all of them in log order).
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// The customer's risk state, if they have committed a payment under a
     /// policy.
     pub fn customer(&self, owner: u64) -> Option<&CustomerRiskState> {
@@ -202,13 +226,14 @@ impl RiskBooks {
         }
     }
 
-    /// Step 1 (module docs). Pure but for the audit of a refusal.
-    pub(crate) fn check(
-        &mut self,
-        command: CommandId,
-        timestamp: u64,
-        outflow: Outflow,
-    ) -> Result<Gate, Refusal> {
+    /// The policy's decision on a payment, changing nothing: sharded
+    /// execution evaluates the payer's half before it knows whether the
+    /// payee's half passed, and records a refusal only if the payment
+    /// stopped at the rules.
+    // The Ok value (a gate) is as large as the refusal, so boxing the
+    // refusal would add an allocation without making the result smaller.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn evaluate(&self, timestamp: u64, outflow: Outflow) -> Result<Gate, Refusal> {
         let payment = Self::payment_context(&outflow, timestamp);
         if !self.enabled {
             return Ok(Gate {
@@ -229,9 +254,6 @@ impl RiskBooks {
                 decision,
             });
         }
-        self.counters.count(&decision);
-        self.audit
-            .record(outflow.owner, command, &payment, &decision);
         let status = match decision.verdict {
             Verdict::StepUp => Status::StepUpRequired,
             _ if decision.freeze => Status::RiskFrozen,
@@ -241,7 +263,17 @@ impl RiskBooks {
             status,
             detail: to_risk_detail(&decision).map_or(Detail::None, Detail::Risk),
             freeze: decision.freeze,
+            owner: outflow.owner,
+            payment,
+            decision,
         })
+    }
+
+    /// Records a refusal from [`Self::evaluate`]: counted and audited.
+    pub(crate) fn refuse(&mut self, command: CommandId, refusal: &Refusal) {
+        self.counters.count(&refusal.decision);
+        self.audit
+            .record(refusal.owner, command, &refusal.payment, &refusal.decision);
     }
 
     /// Step 2 (module docs): the payment committed.

@@ -231,6 +231,8 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
         order.push_back(*id);
     }
 
+    split_risk(&ledger, &mut ledgers, &directory);
+
     Split {
         config,
         sequence: ledger.sequence,
@@ -334,5 +336,75 @@ pub(super) fn merge(
         merged.records.by_id.insert(id, record);
         merged.records.order.push_back(id);
     }
+    merge_risk(&mut merged, &shards);
     merged
+}
+
+/// Risk state is per customer: the policy goes to every shard; each
+/// customer's risk state and audit ring to the customer's shard, each
+/// budget to its account's shard. The decision counters (not state) stay
+/// whole on shard 0 so that a merge adds up to the same figures.
+fn split_risk(
+    ledger: &Ledger,
+    ledgers: &mut [Ledger],
+    directory: &DashMap<AccountId, u32, FxBuildHasher>,
+) {
+    let risk = &ledger.books.risk;
+    let shards = ledgers.len();
+    for part in ledgers.iter_mut() {
+        part.books.risk.set_policy(risk.policy().clone());
+    }
+    for (owner, state) in &risk.customers {
+        let shard = shard_of_owner(*owner, shards);
+        ledgers[shard]
+            .books
+            .risk
+            .customers
+            .insert(*owner, state.clone());
+    }
+    for (owner, ring) in risk.audit.rings() {
+        let shard = shard_of_owner(owner, shards);
+        ledgers[shard]
+            .books
+            .risk
+            .audit
+            .insert_ring(owner, ring.clone());
+    }
+    for (account, budget) in &risk.budgets {
+        let shard = directory.get(account).map_or(0, |entry| *entry) as usize;
+        ledgers[shard]
+            .books
+            .risk
+            .budgets
+            .insert(*account, budget.clone());
+    }
+    if let Some(first) = ledgers.first_mut() {
+        first.books.risk.counters_mut().add(risk.counters());
+    }
+}
+
+/// The inverse of [`split_risk`]: every shard's customers, audit rings and
+/// budgets (disjoint: each lives on one shard), the policy they share, and
+/// the counters added up.
+fn merge_risk(merged: &mut Ledger, shards: &[Ledger]) {
+    let Some(first) = shards.first() else {
+        return;
+    };
+    let risk = &mut merged.books.risk;
+    risk.set_policy(first.books.risk.policy().clone());
+    for shard in shards {
+        let books = &shard.books.risk;
+        debug_assert_eq!(books.policy_digest(), risk.policy_digest());
+        for (owner, state) in &books.customers {
+            risk.customers.insert(*owner, state.clone());
+        }
+        for (owner, ring) in books.audit.rings() {
+            let inserted = risk.audit.insert_ring(owner, ring.clone());
+            debug_assert!(inserted, "a customer's audit lives on one shard");
+        }
+        for (account, budget) in &books.budgets {
+            risk.budgets.insert(*account, budget.clone());
+        }
+        risk.counters_mut().add(books.counters());
+    }
 }

@@ -44,12 +44,13 @@ use dashmap::DashMap;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::command::{
-    AccountId, AccountView, Command, CommandId, CommandKind, CommandResult, MerchantKey, Query,
-    QueryReply,
+    AccountId, AccountView, Command, CommandId, CommandKind, CommandResult, Detail, MerchantKey,
+    Query, QueryReply,
 };
 use crate::ledger::halves::{first_known_key, Parties};
 use crate::ledger::{check_open, Account, Elsewhere, Ledger, LedgerConfig};
 use crate::limits;
+use crate::risk::RiskPolicy;
 use crate::status::Status;
 use worker::{Input, Output, Role, Segment, Step, Worker};
 
@@ -261,6 +262,8 @@ pub struct ShardedLedger {
     /// Set once a shard thread is gone; every later answer is `Unavailable`.
     failed: bool,
     stats: ShardStats,
+    /// A copy of the risk policy every shard has in force.
+    risk_policy: RiskPolicy,
 }
 
 impl std::fmt::Debug for ShardedLedger {
@@ -283,6 +286,7 @@ impl ShardedLedger {
         if !(1..=limits::SHARDS_MAX).contains(&shards) {
             return Err(ShardError::ShardCount(shards));
         }
+        let risk_policy = ledger.risk().policy().clone();
         let split = layout::split(ledger, shards);
         // Room for every answer that can be outstanding (a shard is never
         // made to wait on the router): per shard, at most one segment per
@@ -329,6 +333,7 @@ impl ShardedLedger {
                 steps: vec![0; shards],
                 ..ShardStats::default()
             },
+            risk_policy,
         };
         let mut verdict_senders = verdict_senders.into_iter();
         let mut verdict_receivers = verdict_receivers.into_iter();
@@ -528,13 +533,21 @@ impl ShardedLedger {
                     batch.outstanding = batch.outstanding.saturating_sub(1);
                     for (index, result) in results {
                         if let Some(slot) = batch.results.get_mut(index as usize) {
-                            *slot = Some(result);
+                            // A split payment's payer half answers too when it
+                            // has a detail (risk, budget) for the result; both
+                            // halves agree on the status.
+                            let keep = slot.is_some_and(|kept| {
+                                kept.detail != Detail::None && result.detail == Detail::None
+                            });
+                            if !keep {
+                                *slot = Some(result);
+                            }
                         }
                     }
                 }
             }
             // Only asked for with nothing in flight.
-            (_, Output::Account(_) | Output::State(_)) => self.failed = true,
+            (_, Output::Account(_) | Output::State(_) | Output::Query(_)) => self.failed = true,
         }
     }
 
@@ -737,7 +750,9 @@ impl ShardedLedger {
             | CommandKind::Freeze { account }
             | CommandKind::Unfreeze { account }
             | CommandKind::Close { account }
-            | CommandKind::SetKycTier { account, .. } => {
+            | CommandKind::SetKycTier { account, .. }
+            // A budget lives with its customer account.
+            | CommandKind::SetBudget { account, .. } => {
                 let shard = self.shard_of(account).unwrap_or(0);
                 self.push(shard, plain);
                 (shard, Fact::None, None)
@@ -1098,7 +1113,63 @@ impl ShardedLedger {
                 Some(status) => QueryReply::Command(status),
                 None => QueryReply::Refused(Status::UnknownCommand),
             },
+            // Every shard has the same policy; the router keeps a copy.
+            Query::RiskPolicy => QueryReply::RiskPolicy {
+                digest: self.risk_policy.digest(),
+                rules: self.risk_policy.rules_on(),
+            },
+            // A customer's risk state, audit and budgets live on its shard
+            // (an unknown account or a house id: shard 0, which answers
+            // as a lone ledger does).
+            Query::RiskAudit { account, .. } | Query::Spending { account, .. } => {
+                let shard = self.shard_of(*account).unwrap_or(0) as usize;
+                match self.ask_query(shard, query) {
+                    Ok(reply) => reply,
+                    Err(_) => QueryReply::Refused(Status::Unavailable),
+                }
+            }
         }
+    }
+
+    fn ask_query(&mut self, shard: usize, query: &Query) -> Result<QueryReply, ShardError> {
+        let input = self.inputs.get(shard).ok_or(ShardError::ShardStopped)?;
+        input
+            .send(Input::Query(*query))
+            .map_err(|_| ShardError::ShardStopped)?;
+        match self.receive_output() {
+            Ok((_, Output::Query(reply))) => Ok(reply),
+            _ => Err(ShardError::ShardStopped),
+        }
+    }
+
+    /// Puts a risk policy in force between two batches, in log order: the
+    /// record goes to every shard behind the segments already sent, so each
+    /// applies it at the same point of the log. Returns the policy's digest.
+    pub fn set_risk_policy(
+        &mut self,
+        sequence: u64,
+        timestamp: u64,
+        policy: RiskPolicy,
+    ) -> [u8; 32] {
+        crate::ledger::advance_clock(
+            (&mut self.sequence, &mut self.timestamp),
+            sequence,
+            timestamp,
+        );
+        for input in &self.inputs {
+            let record = Input::RiskPolicy(sequence, timestamp, Box::new(policy.clone()));
+            if input.send(record).is_err() {
+                self.failed = true;
+            }
+        }
+        let digest = policy.digest();
+        self.risk_policy = policy;
+        digest
+    }
+
+    /// The risk policy in force.
+    pub fn risk_policy(&self) -> &RiskPolicy {
+        &self.risk_policy
     }
 
     fn ask_account(&mut self, shard: usize, id: AccountId) -> Result<Option<Account>, ShardError> {

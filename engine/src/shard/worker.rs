@@ -9,9 +9,10 @@
 
 use crossbeam::channel::{Receiver, Sender};
 
-use crate::command::{AccountId, Command, CommandId, CommandResult};
-use crate::ledger::halves::{combine, Parties};
+use crate::command::{AccountId, Command, CommandId, CommandResult, Detail, Query, QueryReply};
+use crate::ledger::halves::{combine, with_risk, Parties, RiskOutcome};
 use crate::ledger::{Account, Elsewhere, Half, IdempotencyRecord, Ledger, Verdict};
+use crate::risk::RiskPolicy;
 
 /// What a shard does with one command of a segment.
 #[derive(Clone, Copy, Debug)]
@@ -70,6 +71,11 @@ pub(crate) enum Input {
     Account(AccountId),
     /// A copy of the whole state, for a checkpoint or a merge.
     State,
+    /// A risk policy record, between two batches: (sequence, timestamp,
+    /// policy).
+    RiskPolicy(u64, u64, Box<RiskPolicy>),
+    /// A query about an account that lives on this shard.
+    Query(Query),
     Stop,
 }
 
@@ -79,11 +85,13 @@ pub(crate) enum Output {
     Results(u64, Vec<(u32, CommandResult)>),
     Account(Option<Account>),
     State(Box<Ledger>),
+    Query(QueryReply),
 }
 
 /// One verdict on the wire between two shards: batch sequence, index in the
-/// batch, and the half's answer.
-pub(crate) type VerdictMessage = (u64, u32, Verdict);
+/// batch, the half's answer, and its fact for the peer (an MCC, or 0; see
+/// `Books::half_fact`).
+pub(crate) type VerdictMessage = (u64, u32, Verdict, u16);
 
 pub(crate) struct Worker {
     pub(crate) ledger: Ledger,
@@ -106,6 +114,11 @@ impl Worker {
                 },
                 Input::Account(id) => Output::Account(self.ledger.account(id).copied()),
                 Input::State => Output::State(Box::new(self.ledger.clone())),
+                Input::RiskPolicy(sequence, timestamp, policy) => {
+                    self.ledger.set_risk_policy(sequence, timestamp, *policy);
+                    continue;
+                }
+                Input::Query(query) => Output::Query(self.ledger.query(&query)),
                 Input::Stop => return,
             };
             if self.outputs.send((self.shard, output)).is_err() {
@@ -154,10 +167,12 @@ impl Worker {
                     parties,
                     role,
                 } => {
-                    if let Some(result) =
+                    if let Some((result, home)) =
                         self.pair(segment.sequence, index, &command, parties, role, timestamp)?
                     {
-                        self.record(&command, fingerprint, result, timestamp);
+                        if home {
+                            self.record(&command, fingerprint, result, timestamp);
+                        }
                         results.push((index, result));
                     }
                 }
@@ -166,8 +181,10 @@ impl Worker {
         Some(results)
     }
 
-    /// Decides and applies this shard's share of a two-party command; the
-    /// result if this shard is the command's home. `None` if a peer is gone.
+    /// Decides and applies this shard's share of a two-party command; its
+    /// result and whether this shard is the command's home (a payer half
+    /// away from home answers only to carry its detail: a risk decision,
+    /// a budget crossing). `None` if a peer is gone.
     fn pair(
         &mut self,
         sequence: u64,
@@ -176,25 +193,52 @@ impl Worker {
         parties: Parties,
         role: Role,
         timestamp: u64,
-    ) -> Option<Option<CommandResult>> {
+    ) -> Option<Option<(CommandResult, bool)>> {
         let books = &mut self.ledger.books;
         match role {
             Role::Both => {
                 let debit = books.evaluate_half(command, parties, Half::Debit);
                 let credit = books.evaluate_half(command, parties, Half::Credit);
-                let outcome = combine(debit.map(|_| ()), credit.map(|_| ()));
-                if let (Ok(()), Ok(debit), Ok(credit)) = (outcome, debit, credit) {
-                    books.apply_half(command, parties, Half::Debit, debit, None, timestamp);
-                    books.apply_half(
-                        command,
-                        parties,
-                        Half::Credit,
-                        credit,
-                        Some(debit.slot),
-                        timestamp,
-                    );
+                // The risk step runs after every other check of both halves.
+                let mut risk: RiskOutcome = Ok(None);
+                let mut debit_verdict = debit.map(|_| ());
+                if let (Ok(plan), Ok(credit_plan)) = (debit, credit) {
+                    let payee_mcc = books.half_fact(command, Half::Credit, Ok(credit_plan));
+                    risk = books.risk_half(command, parties, plan, payee_mcc, timestamp);
+                    debit_verdict = with_risk(debit_verdict, &risk);
                 }
-                Some(Some(status_result(outcome)))
+                let outcome = combine(debit_verdict, credit.map(|_| ()));
+                match (outcome, debit, credit) {
+                    (Ok(()), Ok(debit), Ok(credit)) => {
+                        let refunded_mcc = books.half_fact(command, Half::Debit, Ok(debit));
+                        books.apply_half(command, parties, Half::Debit, debit, None, timestamp);
+                        books.apply_half(
+                            command,
+                            parties,
+                            Half::Credit,
+                            credit,
+                            Some(debit.slot),
+                            timestamp,
+                        );
+                        books.after_half(command, Half::Debit, debit, risk, 0, timestamp);
+                        books.after_half(
+                            command,
+                            Half::Credit,
+                            credit,
+                            Ok(None),
+                            refunded_mcc,
+                            timestamp,
+                        );
+                    }
+                    (Err(_), Ok(debit), Ok(_)) => {
+                        if let Err(stop) = &risk {
+                            books.risk_refuse(command.id, debit.slot, stop);
+                        }
+                    }
+                    _ => {}
+                }
+                let detail = std::mem::take(&mut books.detail);
+                Some(Some((result(outcome, detail), true)))
             }
             Role::Debit { peer } | Role::Credit { peer } => {
                 let half = if matches!(role, Role::Debit { .. }) {
@@ -205,25 +249,60 @@ impl Worker {
                 let mine = books.evaluate_half(command, parties, half);
                 let peer = peer as usize;
                 let sender = self.verdicts_out.get(peer)?.as_ref()?;
-                sender.send((sequence, index, mine.map(|_| ()))).ok()?;
                 let receiver = self.verdicts_in.get(peer)?.as_ref()?;
-                let (their_sequence, their_index, theirs) = receive_verdict(receiver)?;
-                assert_eq!(
-                    (their_sequence, their_index),
-                    (sequence, index),
-                    "shards walk the same global order"
-                );
-                let outcome = match half {
-                    Half::Debit => combine(mine.map(|_| ()), theirs),
-                    Half::Credit => combine(theirs, mine.map(|_| ())),
+                let mut risk: RiskOutcome = Ok(None);
+                let mut verdict = mine.map(|_| ());
+                // The payer's risk step needs the merchant's MCC from the
+                // payee half. With a policy in force the rules may decide on
+                // it, so the payer receives first (the payee half always
+                // sends before it receives, so this cannot deadlock); with
+                // none they decide nothing, and the MCC only names the
+                // spending category, so the step runs again with it below.
+                let needs_fact = half == Half::Debit && books.needs_payee_fact(command, mine);
+                let receive_first = needs_fact && books.risk.enabled();
+                let (theirs, fact) = if receive_first {
+                    let (theirs, fact) = receive_verdict(receiver, sequence, index)?;
+                    if let (Ok(plan), Ok(())) = (mine, theirs) {
+                        risk = books.risk_half(command, parties, plan, fact, timestamp);
+                        verdict = with_risk(verdict, &risk);
+                    }
+                    sender.send((sequence, index, verdict, 0)).ok()?;
+                    (theirs, fact)
+                } else {
+                    if let (Half::Debit, Ok(plan)) = (half, mine) {
+                        risk = books.risk_half(command, parties, plan, 0, timestamp);
+                        verdict = with_risk(verdict, &risk);
+                    }
+                    let my_fact = books.half_fact(command, half, mine);
+                    sender.send((sequence, index, verdict, my_fact)).ok()?;
+                    receive_verdict(receiver, sequence, index)?
                 };
-                if let (Ok(()), Ok(plan)) = (outcome, mine) {
-                    books.apply_half(command, parties, half, plan, None, timestamp);
+                let outcome = match half {
+                    Half::Debit => combine(verdict, theirs),
+                    Half::Credit => combine(theirs, verdict),
+                };
+                match (outcome, mine) {
+                    (Ok(()), Ok(plan)) => {
+                        if needs_fact && !receive_first {
+                            risk = books.risk_half(command, parties, plan, fact, timestamp);
+                        }
+                        books.apply_half(command, parties, half, plan, None, timestamp);
+                        books.after_half(command, half, plan, risk, fact, timestamp);
+                    }
+                    (Err(_), Ok(plan)) if half == Half::Debit && theirs.is_ok() => {
+                        // Stopped at the rules, the lone ledger's last check.
+                        if let Err(stop) = &risk {
+                            books.risk_refuse(command.id, plan.slot, stop);
+                        }
+                    }
+                    _ => {}
                 }
-                Some(match half {
-                    Half::Debit => None,
-                    Half::Credit => Some(status_result(outcome)),
-                })
+                let detail = std::mem::take(&mut books.detail);
+                match half {
+                    Half::Debit if detail == Detail::None => Some(None),
+                    Half::Debit => Some(Some((result(outcome, detail), false))),
+                    Half::Credit => Some(Some((result(outcome, detail), true))),
+                }
             }
         }
     }
@@ -256,27 +335,38 @@ impl Worker {
     }
 }
 
-/// The peer's verdict: spin briefly (it is usually microseconds behind),
-/// then yield, then block. Parking on every verdict cost more than applying.
-fn receive_verdict(receiver: &Receiver<VerdictMessage>) -> Option<VerdictMessage> {
+/// The peer's verdict on the command at (`sequence`, `index`) and its fact:
+/// spin briefly (it is usually microseconds behind), then yield, then block.
+/// Parking on every verdict cost more than applying.
+fn receive_verdict(
+    receiver: &Receiver<VerdictMessage>,
+    sequence: u64,
+    index: u32,
+) -> Option<(Verdict, u16)> {
     let backoff = crossbeam::utils::Backoff::new();
-    loop {
+    let (their_sequence, their_index, theirs, fact) = loop {
         match receiver.try_recv() {
-            Ok(message) => return Some(message),
+            Ok(message) => break message,
             Err(crossbeam::channel::TryRecvError::Disconnected) => return None,
             Err(crossbeam::channel::TryRecvError::Empty) => {
                 if backoff.is_completed() {
-                    return receiver.recv().ok();
+                    break receiver.recv().ok()?;
                 }
                 backoff.snooze();
             }
         }
-    }
+    };
+    assert_eq!(
+        (their_sequence, their_index),
+        (sequence, index),
+        "shards walk the same global order"
+    );
+    Some((theirs, fact))
 }
 
-fn status_result(outcome: Result<(), crate::status::Status>) -> CommandResult {
+fn result(outcome: Result<(), crate::status::Status>, detail: Detail) -> CommandResult {
     match outcome {
-        Ok(()) => CommandResult::OK,
-        Err(status) => CommandResult::new(status),
+        Ok(()) => CommandResult::with_detail(crate::status::Status::Ok, detail),
+        Err(status) => CommandResult::with_detail(status, detail),
     }
 }
