@@ -12,6 +12,11 @@
 //! region. Idempotency records are capped at 1 Mi, so after setup every
 //! batch also evicts as many as it adds.
 //!
+//! The `risk_apply_sharded` group runs the same through a `ShardedLedger`
+//! of 2 shards (router plus two shard threads, one batch at a time; about
+//! half the transfers cross shards, so the payer's half decides the rules
+//! and sends its verdict to the payee's shard).
+//!
 //! Run: `cargo bench -p payrail-bench --bench risk_apply`; figures in
 //! docs/benchmarks.md.
 
@@ -23,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use payrail_engine::risk::RiskPolicy;
+use payrail_engine::shard::ShardedLedger;
 use payrail_engine::{
     limits, AccountId, AccountKind, Command, CommandKind, CommandResult, Currency, Ledger,
     LedgerConfig, OpenAccount, RiskContext, Status,
@@ -35,8 +41,18 @@ const SECOND: u64 = 1_000_000_000;
 /// 2026-11-10 00:00 UTC.
 const T0: u64 = 1_762_732_800 * SECOND;
 
+/// What applies the batches: a lone ledger, or shards behind their router.
+#[allow(clippy::large_enum_variant)] // one per bench, never moved in the timed loop
+enum Executor {
+    Lone(Ledger),
+    Sharded(ShardedLedger),
+}
+
 struct Workload {
-    ledger: Ledger,
+    ledger: Executor,
+    /// Commands applied (all with fresh ids, none evicted by age: the
+    /// default window is a day of command time), to fill the records.
+    applied: usize,
     sequence: u64,
     timestamp: u64,
     next_id: u128,
@@ -46,13 +62,20 @@ struct Workload {
 }
 
 impl Workload {
-    fn new(policy: RiskPolicy) -> Workload {
+    /// `shards`: 0 for a lone ledger.
+    fn new(policy: RiskPolicy, shards: usize) -> Workload {
         let config = LedgerConfig {
             idempotency_records_max: RECORDS_MAX,
             ..LedgerConfig::default()
         };
+        let ledger = if shards == 0 {
+            Executor::Lone(Ledger::new(config))
+        } else {
+            Executor::Sharded(ShardedLedger::new(config, shards).unwrap())
+        };
         let mut workload = Workload {
-            ledger: Ledger::new(config),
+            ledger,
+            applied: 0,
             sequence: 1,
             timestamp: T0,
             next_id: 1,
@@ -60,7 +83,14 @@ impl Workload {
             batch: Vec::with_capacity(BATCH),
             results: Vec::with_capacity(BATCH),
         };
-        workload.ledger.set_risk_policy(1, T0, policy);
+        match &mut workload.ledger {
+            Executor::Lone(ledger) => {
+                ledger.set_risk_policy(1, T0, policy);
+            }
+            Executor::Sharded(sharded) => {
+                sharded.set_risk_policy(1, T0, policy);
+            }
+        }
         let ids: Vec<u64> = (0..CUSTOMERS).collect();
         for chunk in ids.chunks(BATCH / 2) {
             workload.batch.clear();
@@ -82,7 +112,7 @@ impl Workload {
             workload.apply();
             workload.check();
         }
-        while workload.ledger.records_len() + BATCH <= RECORDS_MAX {
+        while workload.applied + BATCH <= RECORDS_MAX {
             workload.fill();
             workload.apply();
             workload.check();
@@ -127,12 +157,21 @@ impl Workload {
         self.sequence += 1;
         self.timestamp += 10 * SECOND;
         self.results.clear();
-        self.ledger.apply(
-            self.sequence,
-            self.timestamp,
-            black_box(&self.batch),
-            &mut self.results,
-        );
+        match &mut self.ledger {
+            Executor::Lone(ledger) => ledger.apply(
+                self.sequence,
+                self.timestamp,
+                black_box(&self.batch),
+                &mut self.results,
+            ),
+            Executor::Sharded(sharded) => sharded.apply(
+                self.sequence,
+                self.timestamp,
+                black_box(&self.batch),
+                &mut self.results,
+            ),
+        }
+        self.applied += self.batch.len();
         black_box(&self.results);
     }
 
@@ -146,7 +185,15 @@ impl Workload {
 }
 
 fn risk_apply(criterion: &mut Criterion) {
-    let mut group = criterion.benchmark_group("risk_apply");
+    run_group(criterion, "risk_apply", 0);
+}
+
+fn risk_apply_sharded(criterion: &mut Criterion) {
+    run_group(criterion, "risk_apply_sharded", 2);
+}
+
+fn run_group(criterion: &mut Criterion, group_name: &str, shards: usize) {
+    let mut group = criterion.benchmark_group(group_name);
     group.throughput(Throughput::Elements(BATCH as u64));
     group.sample_size(20);
     for (name, policy) in [
@@ -155,7 +202,7 @@ fn risk_apply(criterion: &mut Criterion) {
     ] {
         let mut workload: Option<Workload> = None;
         group.bench_function(BenchmarkId::new("transfers_8190_policy", name), |bencher| {
-            let workload = workload.get_or_insert_with(|| Workload::new(policy.clone()));
+            let workload = workload.get_or_insert_with(|| Workload::new(policy.clone(), shards));
             bencher.iter_custom(|iterations| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iterations {
@@ -172,5 +219,5 @@ fn risk_apply(criterion: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, risk_apply);
+criterion_group!(benches, risk_apply, risk_apply_sharded);
 criterion_main!(benches);
