@@ -6,9 +6,11 @@
 //! takes the payer's amount. Tips follow tags 55-57: "01" the payer's tip, "02" the
 //! fixed convenience fee of tag 56, "03" the percentage of tag 57 of the
 //! amount, rounded down to the currency's minor unit (the payer never pays
-//! more than the stated percentage). The code's currency must be the payer's
-//! and the merchant's (the ledger checks); its MCC is recorded with the
-//! payment.
+//! more than the stated percentage). The code's currency must be the
+//! merchant's (the ledger checks); a payer whose account is in another
+//! currency pays through FX at the current rate (docs/fx.md), so the edge
+//! never refuses a payer/merchant currency difference. The code's MCC is
+//! recorded with the payment.
 
 use payrail_engine::command::QR_MERCHANT_KEYS_MAX;
 use payrail_engine::{Command, CommandKind, MerchantKey, Status};

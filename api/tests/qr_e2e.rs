@@ -457,11 +457,12 @@ async fn national_schemes_pay_and_refund() {
             );
         }
 
-        // The code's currency must be the payer's: a THB code paid from a
-        // BRL account is refused by the ledger.
+        // A THB code paid from a BRL account goes through FX (docs/fx.md):
+        // the edge lets it through and, with no BRL/THB rate set, the
+        // ledger refuses it.
         let brl_payer = 1_000; // the PIX static payer
         let mismatch = payment(ids.next(), brl_payer, PROMPTPAY_DYNAMIC, None);
-        assert_eq!(pay(&client, mismatch).await, Status::CurrencyMismatch);
+        assert_eq!(pay(&client, mismatch).await, Status::FxRateUnknown);
         // A well-formed code of a merchant payrail does not know.
         let stranger = qr::generate(&qr::MerchantQr::static_code(
             qr::MerchantAccountInfo {

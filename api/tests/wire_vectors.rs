@@ -22,7 +22,8 @@ use payrail_engine::limits::BATCH_COMMANDS_MAX;
 use payrail_engine::risk::{RiskPolicy, RuleId, Verdict};
 use payrail_engine::{
     AccountId, AccountKind, AccountStatus, AccountView, Command, CommandKind, CommandResult,
-    Currency, Detail, Query, QueryReply, RiskContext, RiskDetail, Status,
+    Currency, Detail, FxAmounts, FxMid, FxOrder, FxRateSet, FxRateView, FxSide, FxSource, Query,
+    QueryReply, RiskContext, RiskDetail, Status,
 };
 
 const PROTOCOL_MD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md");
@@ -929,7 +930,7 @@ fn malformed_bodies() {
         ),
         (
             "query: unknown query variant",
-            raw(kinds::QUERY, &bincode_body((1u64, 5u32, 1u64))),
+            raw(kinds::QUERY, &bincode_body((1u64, 6u32, 1u64))),
         ),
     ];
     for (name, frame) in cases {
@@ -1143,6 +1144,12 @@ fn document_variant_tables_match_the_encoding() {
     let account = AccountId(1);
     let hold = payrail_engine::CommandId(2);
     let currency = Currency::CNY;
+    let fx_order = FxOrder {
+        from: account,
+        to: AccountId(2),
+        amount: 1_000,
+        side: FxSide::Pay,
+    };
     let kinds = [
         CommandKind::OpenAccount(payrail_engine::OpenAccount {
             account,
@@ -1212,6 +1219,30 @@ fn document_variant_tables_match_the_encoding() {
             category: 1,
             budget: Some(50_000),
         },
+        CommandKind::SetFxRate(FxRateSet {
+            base: Currency::USD,
+            quote: Currency::JPY,
+            mid: FxMid {
+                mantissa: 15_025,
+                scale: 2,
+            },
+            spread_bps: 30,
+            valid_ms: 60_000,
+            source: FxSource::new("ECB").unwrap(),
+        }),
+        CommandKind::SetFxFloor {
+            currency: Currency::JPY,
+            limit: 1_000_000,
+        },
+        CommandKind::FxQuote {
+            order: fx_order,
+            ttl_ms: 30_000,
+        },
+        CommandKind::FxConvertQuote {
+            quote: hold,
+            from: account,
+        },
+        CommandKind::FxConvert(fx_order),
     ];
     // Fails to compile when the engine grows a kind: add it above and to
     // the command table in docs/protocol.md.
@@ -1232,7 +1263,12 @@ fn document_variant_tables_match_the_encoding() {
             | CommandKind::IssuePaymentCode { .. }
             | CommandKind::ChargePaymentCode { .. }
             | CommandKind::Refund { .. }
-            | CommandKind::SetBudget { .. } => {}
+            | CommandKind::SetBudget { .. }
+            | CommandKind::SetFxRate(_)
+            | CommandKind::SetFxFloor { .. }
+            | CommandKind::FxQuote { .. }
+            | CommandKind::FxConvertQuote { .. }
+            | CommandKind::FxConvert(_) => {}
         }
     }
     for (index, kind) in kinds.into_iter().enumerate() {
@@ -1255,6 +1291,7 @@ fn document_variant_tables_match_the_encoding() {
             month: 0,
             category: 1,
         },
+        Query::FxRate { index: 0 },
     ];
     for (index, query) in queries.into_iter().enumerate() {
         let bytes = bincode_body(query);
@@ -1281,6 +1318,19 @@ fn document_variant_tables_match_the_encoding() {
             spent: 0,
             budget: Some(1),
         },
+        QueryReply::FxRate(FxRateView {
+            base: Currency::USD,
+            quote: Currency::JPY,
+            mid: FxMid {
+                mantissa: 15_025,
+                scale: 2,
+            },
+            spread_bps: 30,
+            source: FxSource::new("ECB").unwrap(),
+            set_at: 1,
+            valid_until: 2,
+            rates_total: 1,
+        }),
     ];
     for (index, reply) in replies.into_iter().enumerate() {
         let bytes = bincode_body(reply);
@@ -1302,13 +1352,27 @@ fn document_variant_tables_match_the_encoding() {
         Detail::Risk(risk),
         Detail::BudgetCrossed(budget),
         Detail::FlaggedOverBudget(risk, budget),
+        Detail::FxConversion(FxAmounts {
+            pay: 1,
+            fee: 0,
+            receive: 1,
+            pay_currency: Currency::CNY,
+            receive_currency: Currency::JPY,
+            mid: FxMid {
+                mantissa: 2_087,
+                scale: 2,
+            },
+            inverse: false,
+            expires_at: 0,
+        }),
     ];
     for (index, detail) in details.into_iter().enumerate() {
         match detail {
             Detail::None
             | Detail::Risk(_)
             | Detail::BudgetCrossed(_)
-            | Detail::FlaggedOverBudget(..) => {}
+            | Detail::FlaggedOverBudget(..)
+            | Detail::FxConversion(_) => {}
         }
         let bytes = bincode_body(detail);
         assert_row(

@@ -56,6 +56,13 @@ pub enum HouseRole {
     /// wallet through banks and cards. Its balance is negative: it is what the
     /// wallet owes its customers.
     Settlement = 1,
+    /// FX liquidity: the house side of every conversion into or out of its
+    /// currency. Negative when the house has sold more of the currency than
+    /// it bought, down to the floor set by `SetFxFloor` (docs/fx.md).
+    FxLiquidity = 2,
+    /// FX revenue: the spread of every conversion from its currency, as its
+    /// own leg so that FX revenue is visible. Never negative.
+    FxRevenue = 3,
 }
 
 /// Key of one merchant-account-information entry of an EMVCo QR code (tags
@@ -296,6 +303,119 @@ pub enum CommandKind {
         category: u8,
         budget: Option<u64>,
     },
+    /// Set the FX rate of a currency pair: one `base` is worth `mid`
+    /// `quote`. Conversions use it until `valid_ms` of command time have
+    /// passed (then they are refused as stale), with `spread_bps` taken as
+    /// the house's fee. Opens the house FX accounts of both currencies.
+    SetFxRate(FxRateSet),
+    /// Let the FX liquidity account of `currency` go down to `-limit` minor
+    /// units (default 0): a conversion that would take it lower is refused.
+    SetFxFloor {
+        currency: Currency,
+        limit: u64,
+    },
+    /// Price a conversion between two accounts of one owner and lock it for
+    /// `ttl_ms` of command time (never past the rate's validity). The
+    /// quote's id is this command's id; the result's detail is
+    /// `Detail::FxConversion` with the exact amounts and the expiry.
+    FxQuote {
+        order: FxOrder,
+        ttl_ms: u64,
+    },
+    /// Execute a quote at exactly its amounts, once, before it expires.
+    /// `from` must be the quote's paying account.
+    FxConvertQuote {
+        quote: CommandId,
+        from: AccountId,
+    },
+    /// Convert at the current rate and spread.
+    FxConvert(FxOrder),
+}
+
+/// An FX mid rate as it travels on the log and the wire: `mantissa /
+/// 10^scale` (rust_decimal's own representation, limited to 64 bits so
+/// that the command stays small and `Copy`). See `crate::fx::FxMid`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, bincode::Encode, bincode::Decode)]
+pub struct FxMid {
+    pub mantissa: u64,
+    pub scale: u8,
+}
+
+/// Where a rate came from: up to 8 ASCII characters, zero padded ("ECB",
+/// "REUTERS").
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Debug,
+    Default,
+    bincode::Encode,
+    bincode::Decode,
+)]
+pub struct FxSource(pub [u8; 8]);
+
+impl FxSource {
+    /// The source from text: 1 to 8 printable ASCII characters, no spaces.
+    pub fn new(text: &str) -> Option<FxSource> {
+        let bytes = text.as_bytes();
+        if bytes.is_empty() || bytes.len() > 8 || !bytes.iter().all(u8::is_ascii_graphic) {
+            return None;
+        }
+        let mut source = [0u8; 8];
+        source[..bytes.len()].copy_from_slice(bytes);
+        Some(FxSource(source))
+    }
+
+    /// Whether the bytes are what `new` makes: printable ASCII, then zeros.
+    pub fn is_valid(&self) -> bool {
+        let len = self.0.iter().position(|&b| b == 0).unwrap_or(8);
+        len > 0
+            && self.0[..len].iter().all(u8::is_ascii_graphic)
+            && self.0[len..].iter().all(|&b| b == 0)
+    }
+
+    /// The text ("?" for bytes that are not a valid source).
+    pub fn as_str(&self) -> &str {
+        let len = self.0.iter().position(|&b| b == 0).unwrap_or(8);
+        std::str::from_utf8(&self.0[..len]).unwrap_or("?")
+    }
+}
+
+/// Fields of `SetFxRate`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, bincode::Encode, bincode::Decode)]
+pub struct FxRateSet {
+    pub base: Currency,
+    pub quote: Currency,
+    /// Units of `quote` one unit of `base` is worth (major units).
+    pub mid: FxMid,
+    /// The house's spread in basis points of what the customer pays.
+    pub spread_bps: u16,
+    /// How long the rate may be used, in command time.
+    pub valid_ms: u64,
+    pub source: FxSource,
+}
+
+/// Which amount of a conversion the customer fixes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, bincode::Encode, bincode::Decode)]
+pub enum FxSide {
+    /// "I pay X": `amount` is debited from `from`, in its currency.
+    Pay,
+    /// "I want to receive Y": `amount` is credited to `to`, in its currency.
+    Receive,
+}
+
+/// A conversion between two accounts of the same owner.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, bincode::Encode, bincode::Decode)]
+pub struct FxOrder {
+    pub from: AccountId,
+    pub to: AccountId,
+    /// Minor units of `from`'s currency (`Pay`) or of `to`'s (`Receive`).
+    pub amount: u64,
+    pub side: FxSide,
 }
 
 impl CommandKind {
@@ -318,6 +438,11 @@ impl CommandKind {
             CommandKind::ChargePaymentCode { .. } => "charge_payment_code",
             CommandKind::Refund { .. } => "refund",
             CommandKind::SetBudget { .. } => "set_budget",
+            CommandKind::SetFxRate(_) => "set_fx_rate",
+            CommandKind::SetFxFloor { .. } => "set_fx_floor",
+            CommandKind::FxQuote { .. } => "fx_quote",
+            CommandKind::FxConvertQuote { .. } => "fx_convert_quote",
+            CommandKind::FxConvert(_) => "fx_convert",
         }
     }
 }
@@ -399,6 +524,10 @@ pub enum Detail {
     BudgetCrossed(BudgetDetail),
     /// Both: the payment was flagged and crossed a budget.
     FlaggedOverBudget(RiskDetail, BudgetDetail),
+    /// The amounts of a conversion: of a quote (`expires_at` is when it
+    /// stops being convertible), of a direct conversion or of a
+    /// cross-currency QR payment (`expires_at` 0).
+    FxConversion(FxAmounts),
 }
 
 /// The risk decision behind a result: the verdict, the deciding rule
@@ -439,6 +568,26 @@ impl Detail {
     }
 }
 
+/// What a conversion debits, keeps and credits, in minor units.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, bincode::Encode, bincode::Decode)]
+pub struct FxAmounts {
+    /// Debited from the paying account, in `pay_currency`: `fee` included.
+    pub pay: u64,
+    /// The house's spread, in `pay_currency` (the FX revenue leg).
+    pub fee: u64,
+    /// Credited to the receiving account, in `receive_currency`.
+    pub receive: u64,
+    pub pay_currency: Currency,
+    pub receive_currency: Currency,
+    /// The mid rate used: `receive_currency` per `pay_currency`, or the
+    /// other way round when `inverse` (the rate was set for the opposite pair).
+    pub mid: FxMid,
+    pub inverse: bool,
+    /// Command time (ns) from which a quote can no longer be converted; 0
+    /// for a conversion already done.
+    pub expires_at: u64,
+}
+
 /// A read-only question. Queries are not logged and change nothing.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, bincode::Encode, bincode::Decode)]
 pub enum Query {
@@ -466,6 +615,27 @@ pub enum Query {
         month: u32,
         category: u8,
     },
+    /// The FX rate at this position of the rate table (pairs in order);
+    /// `Refused(FxRateUnknown)` past the end.
+    FxRate {
+        index: u64,
+    },
+}
+
+/// One FX rate as the ledger holds it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, bincode::Encode, bincode::Decode)]
+pub struct FxRateView {
+    pub base: Currency,
+    pub quote: Currency,
+    pub mid: FxMid,
+    pub spread_bps: u16,
+    pub source: FxSource,
+    /// Command time (ns) the rate was set at ...
+    pub set_at: u64,
+    /// ... and from which it is stale.
+    pub valid_until: u64,
+    /// How many rates the table holds.
+    pub rates_total: u32,
 }
 
 /// What an account looks like from outside.
@@ -515,6 +685,7 @@ pub enum QueryReply {
         spent: u64,
         budget: Option<u64>,
     },
+    FxRate(FxRateView),
 }
 
 /// Lifecycle of an account.
@@ -573,6 +744,30 @@ mod tests {
                     country: *b"CN",
                     step_up_verified: true,
                 },
+            },
+            CommandKind::SetFxRate(FxRateSet {
+                base: Currency::CNY,
+                quote: Currency::JPY,
+                mid: FxMid {
+                    mantissa: u64::MAX,
+                    scale: u8::MAX,
+                },
+                spread_bps: u16::MAX,
+                valid_ms: u64::MAX,
+                source: FxSource([u8::MAX; 8]),
+            }),
+            CommandKind::FxQuote {
+                order: FxOrder {
+                    from: a,
+                    to: a,
+                    amount: u64::MAX,
+                    side: FxSide::Receive,
+                },
+                ttl_ms: u64::MAX,
+            },
+            CommandKind::FxConvertQuote {
+                quote: CommandId(u128::MAX),
+                from: a,
             },
         ];
         for kind in kinds {

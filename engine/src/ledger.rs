@@ -29,6 +29,7 @@ pub(crate) mod risk_gate;
 
 use crate::budget::Category;
 use crate::currency::Currency;
+use crate::fx::FxState;
 use crate::limits;
 use crate::risk::{RiskBooks, RiskPolicy};
 use crate::status::Status;
@@ -46,6 +47,14 @@ pub(crate) struct Elsewhere {
     pub(crate) merchant_key_taken: bool,
     /// A hold with this command's id is still kept on another shard.
     pub(crate) hold_id_taken: bool,
+    /// An FX quote with this command's id is still remembered on another shard.
+    pub(crate) fx_quote_taken: bool,
+    /// The conversion's `to` account lives on another shard than `from`
+    /// (so it has another owner).
+    pub(crate) fx_other_owner: bool,
+    /// The sum of the other shards' parts of the FX liquidity account the
+    /// conversion draws on, so its floor is checked on the whole position.
+    pub(crate) fx_liquidity_elsewhere: i128,
 }
 
 /// One account's state, kept in a dense array.
@@ -71,7 +80,7 @@ pub struct Account {
 }
 
 impl Account {
-    fn new(open: &OpenAccount) -> Account {
+    pub(crate) fn new(open: &OpenAccount) -> Account {
         Account {
             id: open.account,
             owner: open.owner,
@@ -113,7 +122,7 @@ impl Account {
     }
 
     /// Status for an account about to be debited or credited.
-    fn check_movable(&self) -> Result<(), Status> {
+    pub(crate) fn check_movable(&self) -> Result<(), Status> {
         match self.status {
             AccountStatus::Active => Ok(()),
             AccountStatus::Frozen => Err(Status::AccountFrozen),
@@ -217,6 +226,8 @@ pub(crate) struct Books {
     /// crossing), set by the risk calls and taken by `execute`; always
     /// `None` between commands.
     pub(crate) detail: Detail,
+    /// FX rates, floors, quotes and cross-currency payments (crate::fx).
+    pub(crate) fx: FxState,
 }
 
 /// Idempotency records in arrival order, for retention.
@@ -287,6 +298,7 @@ impl Ledger {
         );
         self.books.expire_holds(timestamp, Some(&self.records));
         self.books.expire_payment_codes(timestamp);
+        self.books.expire_fx_quotes(timestamp);
         self.evict_records(timestamp, batch.len());
 
         results.reserve(batch.len());
@@ -338,7 +350,11 @@ impl Ledger {
             Entry::Occupied(entry) => {
                 let record = entry.get();
                 if record.fingerprint == fingerprint {
-                    CommandResult::new(record.status)
+                    let detail = match command.kind {
+                        CommandKind::FxQuote { .. } => self.books.fx.retry_detail(command.id),
+                        _ => Detail::None,
+                    };
+                    CommandResult::with_detail(record.status, detail)
                 } else {
                     CommandResult::new(Status::IdReusedWithDifferentFields)
                 }
@@ -391,6 +407,7 @@ impl Ledger {
         if !self.books.remote_payments.is_empty() {
             self.books.remote_payments.remove(&id);
         }
+        self.books.fx.forget_payment(id);
         // A finished hold is remembered as long as its command's record.
         self.books.forget_finished_hold(id);
     }
@@ -431,6 +448,7 @@ impl Ledger {
                 month,
                 category,
             } => self.spending(*account, *month, *category),
+            Query::FxRate { index } => self.books.fx.rate_view(*index),
         }
     }
 
@@ -585,6 +603,7 @@ impl Ledger {
         hasher.update(&sum.to_le_bytes());
         self.books.digest_payments(&mut hasher);
         self.books.risk.digest_into(&mut hasher);
+        self.books.digest_fx(&mut hasher);
         *hasher.finalize().as_bytes()
     }
 }
@@ -771,6 +790,36 @@ impl Books {
                 category,
                 budget,
             } => self.set_budget(account, category, budget),
+            CommandKind::SetFxRate(set) => {
+                let result = self.set_fx_rate(&set, timestamp);
+                self.detailed(result)
+            }
+            CommandKind::SetFxFloor { currency, limit } => {
+                let result = self.set_fx_floor(currency, limit);
+                self.detailed(result)
+            }
+            CommandKind::FxQuote { order, ttl_ms } => {
+                let result = self.fx_quote(command.id, &order, ttl_ms, timestamp, elsewhere);
+                self.detailed(result)
+            }
+            CommandKind::FxConvertQuote { quote, from } => {
+                let result = self.fx_convert_quote(quote, from, timestamp, elsewhere);
+                self.detailed(result)
+            }
+            CommandKind::FxConvert(order) => {
+                let result = self.fx_convert(&order, timestamp, elsewhere);
+                self.detailed(result)
+            }
+        }
+    }
+
+    /// An FX handler's result as `execute_kind`'s: the detail is left for
+    /// `execute_with`.
+    fn detailed(&mut self, result: CommandResult) -> Result<(), Status> {
+        self.detail = result.detail;
+        match result.status {
+            Status::Ok => Ok(()),
+            status => Err(status),
         }
     }
 
@@ -799,23 +848,23 @@ impl Books {
             .map_err(|_| Status::AmountTooLarge)
     }
 
-    fn slot(&self, id: AccountId) -> Option<u32> {
+    pub(crate) fn slot(&self, id: AccountId) -> Option<u32> {
         self.index.get(&id).copied()
     }
 
     /// Slot of a customer or merchant account.
-    fn user_slot(&self, id: AccountId, unknown: Status) -> Result<u32, Status> {
+    pub(crate) fn user_slot(&self, id: AccountId, unknown: Status) -> Result<u32, Status> {
         if id.is_house() {
             return Err(Status::HouseAccountNotAllowed);
         }
         self.slot(id).ok_or(unknown)
     }
 
-    fn account(&self, slot: u32) -> &Account {
+    pub(crate) fn account(&self, slot: u32) -> &Account {
         &self.accounts[slot as usize]
     }
 
-    fn account_mut(&mut self, slot: u32) -> &mut Account {
+    pub(crate) fn account_mut(&mut self, slot: u32) -> &mut Account {
         &mut self.accounts[slot as usize]
     }
 

@@ -7,10 +7,12 @@
 //! - [`command`]: commands, queries and their results.
 //! - [`ledger`]: the deterministic single-threaded state machine.
 //! - [`shard`]: N ledgers on N threads behind a router, deciding as one.
+//! - [`fx`]: FX rates, quotes, conversions and cross-currency payments.
 
 pub mod budget;
 pub mod command;
 pub mod currency;
+pub mod fx;
 pub mod ledger;
 pub mod limits;
 pub mod pipeline;
@@ -21,8 +23,8 @@ pub mod storage;
 
 pub use command::{
     AccountId, AccountKind, AccountStatus, AccountView, BudgetDetail, Command, CommandId,
-    CommandKind, CommandResult, Detail, HouseRole, MerchantKey, OpenAccount, Query, QueryReply,
-    RiskContext, RiskDetail,
+    CommandKind, CommandResult, Detail, FxAmounts, FxMid, FxOrder, FxRateSet, FxRateView, FxSide,
+    FxSource, HouseRole, MerchantKey, OpenAccount, Query, QueryReply, RiskContext, RiskDetail,
 };
 pub use currency::Currency;
 pub use ledger::{Account, Ledger, LedgerConfig};

@@ -45,6 +45,30 @@ pub const MCC_MAX: u16 = 9_999;
 /// amount must fit in it.
 pub const AMOUNT_MAX: u64 = i64::MAX as u64;
 
+/// Most currency pairs in the FX rate table.
+pub const FX_RATES_MAX: usize = 256;
+/// Most decimal places of an FX mid rate.
+pub const FX_RATE_SCALE_MAX: u8 = 18;
+/// Highest spread a rate may carry, in basis points (10%).
+pub const FX_SPREAD_BPS_MAX: u16 = 1_000;
+/// Shortest and longest validity of an FX rate (command time).
+pub const FX_RATE_VALID_MS_MIN: u64 = 1_000;
+pub const FX_RATE_VALID_MS_MAX: u64 = 7 * 24 * 3_600 * 1_000;
+/// Shortest and longest lifetime of an FX quote (command time).
+pub const FX_QUOTE_TTL_MS_MIN: u64 = 1_000;
+pub const FX_QUOTE_TTL_MS_MAX: u64 = 300_000;
+/// Open (unexpired, unconverted) quotes per paying account ...
+pub const FX_QUOTES_OPEN_PER_ACCOUNT_MAX: u8 = 8;
+/// ... and quotes remembered in all (open, or finished in the last
+/// `FX_QUOTE_MEMORY_NS`).
+pub const FX_QUOTES_MAX: usize = 1 << 20;
+/// A used or expired quote is remembered this long after its expiry, so a
+/// late convert gets `fx_quote_expired`/`fx_quote_used`, not `not_found`.
+pub const FX_QUOTE_MEMORY_NS: u64 = 600 * 1_000_000_000;
+
+const _: () = assert!(FX_SPREAD_BPS_MAX < 10_000, "a spread below 100%");
+const _: () = assert!(FX_QUOTE_TTL_MS_MIN <= FX_QUOTE_TTL_MS_MAX);
+const _: () = assert!(FX_RATE_VALID_MS_MIN <= FX_RATE_VALID_MS_MAX);
 const _: () = assert!(BATCH_COMMANDS_MAX <= u16::MAX as usize);
 const _: () = assert!(ACCOUNTS_MAX <= u32::MAX as usize, "slots are u32");
 const _: () = assert!(HOLD_TIMEOUT_MS_MIN < HOLD_TIMEOUT_MS_MAX);

@@ -14,6 +14,7 @@
 //! | 80-99   | risk rules, spending categories and budgets |
 //! | 100-119 | QR payments, payment codes, refunds |
 //! | 120-139 | QR payloads refused at the edge |
+//! | 140-169 | FX: rates, quotes, conversions, liquidity |
 //! | 900-999 | the pipeline around the ledger (log, shutdown) |
 
 use std::fmt;
@@ -192,6 +193,41 @@ statuses! {
     QrNoMerchantAccount = 129, "qr_no_merchant_account", "the QR code names no merchant account";
     /// A tip was given for a code that does not ask for one.
     QrTipNotAllowed = 130, "qr_tip_not_allowed", "this QR code does not take a tip";
+
+    /// No FX rate is set for the pair, in either direction.
+    FxRateUnknown = 140, "fx_rate_unknown", "no FX rate is set for this currency pair";
+    /// The pair's rate is older than its validity: set a fresh one.
+    FxRateStale = 141, "fx_rate_stale", "the FX rate is older than its validity";
+    /// A rate must be positive, with at most 18 decimal places.
+    FxRateInvalid = 142, "fx_rate_invalid", "the FX rate must be positive with at most 18 decimal places";
+    /// The spread is above the most the engine allows.
+    FxSpreadOutOfRange = 143, "fx_spread_out_of_range", "the FX spread is out of range";
+    /// The rate's validity period is out of range.
+    FxValidityOutOfRange = 144, "fx_validity_out_of_range", "the FX rate's validity period is out of range";
+    /// A rate or conversion between a currency and itself.
+    FxSameCurrency = 145, "fx_same_currency", "a conversion needs two different currencies";
+    /// Conversions move value between accounts of one owner only.
+    FxNotSameOwner = 146, "fx_not_same_owner", "both accounts of a conversion must belong to the same owner";
+    /// No quote has this id (never, or forgotten after its expiry).
+    FxQuoteNotFound = 147, "fx_quote_not_found", "no FX quote has this id";
+    /// The quote's lifetime is over.
+    FxQuoteExpired = 148, "fx_quote_expired", "the FX quote has expired";
+    /// The quote was converted already (quotes are single use).
+    FxQuoteUsed = 149, "fx_quote_used", "the FX quote was already converted";
+    /// The quote was made for another paying account.
+    FxQuoteNotYours = 150, "fx_quote_not_yours", "the FX quote belongs to another account";
+    /// The account has as many open quotes as it may, or the table is full.
+    FxTooManyQuotes = 151, "fx_too_many_quotes", "too many open FX quotes";
+    /// The quote lifetime is out of range.
+    FxQuoteTtlOutOfRange = 152, "fx_quote_ttl_out_of_range", "the FX quote lifetime is out of range";
+    /// The conversion would take a house FX liquidity account below its floor.
+    FxLiquidityFloor = 153, "fx_liquidity_floor", "the conversion would take the house FX liquidity below its floor";
+    /// After the spread and rounding the customer would receive nothing.
+    FxAmountTooSmall = 154, "fx_amount_too_small", "the amount is too small to convert";
+    /// The rate table holds as many pairs as it may.
+    FxTooManyRates = 155, "fx_too_many_rates", "the FX rate table is full";
+    /// A rate source is 1 to 8 printable ASCII characters.
+    FxInvalidSource = 156, "fx_invalid_source", "the FX rate source must be 1 to 8 printable ASCII characters";
 
     /// The command could not be made durable (disk full, I/O error); it was not applied.
     StorageFailed = 900, "storage_failed", "the command could not be written to the log and was not applied";

@@ -8,6 +8,7 @@
 //!   payment codes, refunds.
 //! - [`risk`]: `risk` and `budget` subcommands, the payment risk flags,
 //!   printing a result's risk decision or budget warning.
+//! - [`fx`]: FX rates, floors, quotes and conversions.
 //! - [`parse`]: decimal amounts, command ids, durations and payment codes.
 
 /// `println!` that ignores a closed stdout (`payrail status | head`) instead
@@ -27,6 +28,7 @@ macro_rules! errln {
     }};
 }
 
+pub mod fx;
 pub mod parse;
 pub mod qr;
 pub mod risk;
@@ -79,6 +81,9 @@ pub enum Command {
     /// Monthly budgets per spending category, and spending by category.
     #[command(subcommand)]
     Budget(BudgetCommand),
+    /// FX: set, load and list rates, set liquidity floors, quote and convert.
+    #[command(subcommand)]
+    Fx(fx::FxCommand),
 }
 
 #[derive(Debug, Args)]

@@ -12,8 +12,8 @@ use payrail_api::qr::{self, Decimal, Initiation, MerchantAccountInfo, MerchantQr
 use payrail_api::qr_pay;
 use payrail_api::wire::QrPaymentRequest;
 use payrail_engine::{
-    AccountId, Command as EngineCommand, CommandId, CommandKind, Currency, Detail, MerchantKey,
-    Status,
+    AccountId, Command as EngineCommand, CommandId, CommandKind, Currency, Detail, FxAmounts,
+    MerchantKey, Status,
 };
 use serde_json::{json, Map, Value};
 
@@ -606,6 +606,7 @@ pub fn pay(args: &QrPayArgs) -> ExitCode {
                     status,
                     detail: Detail::None,
                     sent: false,
+                    conversion: None,
                 },
             )
         }
@@ -633,6 +634,10 @@ pub fn pay(args: &QrPayArgs) -> ExitCode {
             status: result.status,
             detail: result.detail,
             sent: true,
+            conversion: match result.detail {
+                Detail::FxConversion(amounts) => Some(amounts),
+                _ => None,
+            },
         },
     )
 }
@@ -665,6 +670,8 @@ struct PaymentReport<'a> {
     detail: Detail,
     /// Whether the payment went to the server (false: refused here first).
     sent: bool,
+    /// What the payer paid in its own currency, when it paid through FX.
+    conversion: Option<FxAmounts>,
 }
 
 fn report_payment(connect: &ConnectArgs, report: &PaymentReport<'_>) -> ExitCode {
@@ -695,6 +702,9 @@ fn report_payment(connect: &ConnectArgs, report: &PaymentReport<'_>) -> ExitCode
         object.insert("total".into(), json!(total));
         object.insert("mcc".into(), json!(report.mcc));
         super::risk::add_detail_json(&mut object, &report.detail);
+        if let Some(amounts) = &report.conversion {
+            object.insert("fx".into(), Value::Object(super::fx::amounts_json(amounts)));
+        }
         outln!("{}", Value::Object(object));
     } else {
         let mut what = format!("qr pay {} -> {}", report.payer, report.merchant);
@@ -711,6 +721,9 @@ fn report_payment(connect: &ConnectArgs, report: &PaymentReport<'_>) -> ExitCode
         outln!("{what}: {}", sentence(status));
         for line in super::risk::detail_lines(&report.detail, Some(currency)) {
             outln!("{line}");
+        }
+        if let Some(amounts) = &report.conversion {
+            outln!("  through FX: {}", super::fx::amounts_sentence(amounts));
         }
         if status.is_ok() {
             outln!(

@@ -16,6 +16,7 @@ use payrail_engine::{
 };
 use serde_json::{json, Map, Value};
 
+use super::fx::{self, FxCommand};
 use super::parse::{amount_minor, decimal_minor, format_command_id, money};
 use super::qr;
 use super::risk;
@@ -221,6 +222,14 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Risk(RiskCommand::Audit(args)) => risk::audit(&args),
         Command::Budget(BudgetCommand::Set(args)) => risk::budget_set(args),
         Command::Budget(BudgetCommand::Show(args)) => risk::budget_show(&args),
+        Command::Fx(command) => match command {
+            FxCommand::Set(args) => fx::set(args),
+            FxCommand::Load(args) => fx::load(args),
+            FxCommand::List(args) => fx::list(args),
+            FxCommand::Quote(args) => fx::quote(args),
+            FxCommand::Convert(args) => fx::convert(args),
+            FxCommand::Floor(args) => fx::floor(args),
+        },
     }
 }
 

@@ -220,8 +220,10 @@ impl Element for Command {
 impl Element for CommandResult {
     // status 2 + detail tag 4 (Detail::None)
     const WIRE_BYTES_MIN: usize = 6;
-    // status 2 + detail tag 4 + FlaggedOverBudget { RiskDetail 18, BudgetDetail 17 }
-    const WIRE_BYTES_MAX: usize = 41;
+    // status 2 + detail tag 4 + FxConversion(FxAmounts { pay 8, fee 8,
+    // receive 8, pay_currency 2, receive_currency 2, mid { mantissa 8,
+    // scale 1 }, inverse 1, expires_at 8 })
+    const WIRE_BYTES_MAX: usize = 52;
 
     /// Reads the same bytes as `Status`'s bincode `Decode` (its u16 code)
     /// without calling it: that impl formats its error message before
@@ -720,7 +722,8 @@ mod tests {
     use super::*;
     use payrail_engine::{
         AccountId, AccountKind, AccountStatus, AccountView, CommandId, CommandKind, Currency,
-        MerchantKey, OpenAccount, Status,
+        FxAmounts, FxMid, FxOrder, FxRateSet, FxRateView, FxSide, FxSource, MerchantKey,
+        OpenAccount, Status,
     };
 
     fn encoded_len<T: Encode>(value: &T) -> usize {
@@ -805,6 +808,27 @@ mod tests {
                 category: 1,
                 budget: Some(1),
             },
+            CommandKind::SetFxRate(FxRateSet {
+                base: currency,
+                quote: Currency::JPY,
+                mid: FxMid {
+                    mantissa: 2087,
+                    scale: 2,
+                },
+                spread_bps: 30,
+                valid_ms: 60_000,
+                source: FxSource::new("ECB").unwrap_or_default(),
+            }),
+            CommandKind::SetFxFloor { currency, limit: 1 },
+            CommandKind::FxQuote {
+                order: fx_order(),
+                ttl_ms: 1,
+            },
+            CommandKind::FxConvertQuote {
+                quote: hold,
+                from: account,
+            },
+            CommandKind::FxConvert(fx_order()),
         ];
         for kind in &kinds {
             match kind {
@@ -823,13 +847,27 @@ mod tests {
                 | CommandKind::IssuePaymentCode { .. }
                 | CommandKind::ChargePaymentCode { .. }
                 | CommandKind::Refund { .. }
-                | CommandKind::SetBudget { .. } => {}
+                | CommandKind::SetBudget { .. }
+                | CommandKind::SetFxRate(_)
+                | CommandKind::SetFxFloor { .. }
+                | CommandKind::FxQuote { .. }
+                | CommandKind::FxConvertQuote { .. }
+                | CommandKind::FxConvert(_) => {}
             }
         }
         kinds
             .into_iter()
             .map(|kind| Command::new(7, kind))
             .collect()
+    }
+
+    fn fx_order() -> FxOrder {
+        FxOrder {
+            from: AccountId(1),
+            to: AccountId(2),
+            amount: 1,
+            side: FxSide::Receive,
+        }
     }
 
     fn check_bounds<T: Element + std::fmt::Debug>(values: &[T]) {
@@ -861,13 +899,30 @@ mod tests {
             CommandResult::with_detail(Status::RiskDeclined, Detail::Risk(risk)),
             CommandResult::with_detail(Status::Ok, Detail::BudgetCrossed(budget)),
             CommandResult::with_detail(Status::Ok, Detail::FlaggedOverBudget(risk, budget)),
+            CommandResult::with_detail(
+                Status::Ok,
+                Detail::FxConversion(FxAmounts {
+                    pay: 1,
+                    fee: 0,
+                    receive: 1,
+                    pay_currency: Currency::CNY,
+                    receive_currency: Currency::JPY,
+                    mid: FxMid {
+                        mantissa: 1,
+                        scale: 0,
+                    },
+                    inverse: false,
+                    expires_at: 0,
+                }),
+            ),
         ];
         for result in &results {
             match result.detail {
                 Detail::None
                 | Detail::Risk(_)
                 | Detail::BudgetCrossed(_)
-                | Detail::FlaggedOverBudget(..) => {}
+                | Detail::FlaggedOverBudget(..)
+                | Detail::FxConversion(_) => {}
             }
         }
         check_bounds(&results);
@@ -886,6 +941,7 @@ mod tests {
                 month: 1,
                 category: 1,
             },
+            Query::FxRate { index: 0 },
         ];
         for query in &queries {
             match query {
@@ -893,7 +949,8 @@ mod tests {
                 | Query::Command { .. }
                 | Query::RiskPolicy
                 | Query::RiskAudit { .. }
-                | Query::Spending { .. } => {}
+                | Query::Spending { .. }
+                | Query::FxRate { .. } => {}
             }
         }
         check_bounds(&queries);
@@ -927,6 +984,19 @@ mod tests {
                 spent: 0,
                 budget: Some(1),
             },
+            QueryReply::FxRate(FxRateView {
+                base: Currency::USD,
+                quote: Currency::JPY,
+                mid: FxMid {
+                    mantissa: 15_025,
+                    scale: 2,
+                },
+                spread_bps: 30,
+                source: FxSource::default(),
+                set_at: 0,
+                valid_until: 0,
+                rates_total: 1,
+            }),
         ]);
     }
 

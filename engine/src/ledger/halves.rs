@@ -23,9 +23,25 @@
 //! | 7 | currency (D, C) | currency (D, C) | currency (D, C) | currency (C) |
 //! | 8 | funds (D) | funds (D) | funds (D) | funds (D) |
 //! | 9 | overflow (C) | overflow (C) | overflow (C) | overflow (C) |
-//! | 10 | risk context, rules (D) | risk context, rules (D) | risk context, rules (D) | |
+//! | 11 | risk context, rules (D) | risk context, rules (D) | risk context, rules (D) | |
 //!
-//! The risk step (rank 10) runs only once every other check of the payer's
+//! Cross-currency QR payments (the payer's account is in another currency
+//! than the code's; the router tells both halves the payer's currency) and
+//! refunds of them (both shards keep the payment's FX legs) follow the lone
+//! ledger's FX order instead, after the same ranks 1-4 (and before the risk
+//! step, rank 11, which sees what leaves the payer's account, in its
+//! currency):
+//!
+//! | rank | cross-currency QR payment | refund of one |
+//! |------|---------------------------|---------------|
+//! | 5 | merchant's currency (C) | the legs' record (D, C) |
+//! | 6 | payer movable (D) | merchant movable, funds; liquidity leg (D) |
+//! | 7 | merchant movable (C) | house legs, payer movable, overflow (C) |
+//! | 8 | rate and price (D) | |
+//! | 9 | payer funds, house legs, liquidity floor (D) | |
+//! | 10 | merchant overflow (C) | |
+//!
+//! The risk step (rank 11) runs only once every other check of the payer's
 //! half passed; it is evaluated without changing anything
 //! ([`Books::risk_half`]), and a refusal is recorded (audit, counters,
 //! freeze on suspicion) only if the payee's half passed too, since only then
@@ -35,7 +51,9 @@
 //! then receives before it sends. A refund's payee half needs the original
 //! payment's MCC for the customer's spending: the payer's half sends it.
 
-use crate::command::{AccountId, AccountKind, Command, CommandKind, MerchantKey};
+use crate::command::{AccountId, AccountKind, Command, CommandKind, FxAmounts, MerchantKey};
+use crate::currency::Currency;
+use crate::fx::FxRefund;
 use crate::ledger::risk_gate::{Payee, RiskStop};
 use crate::ledger::{check_amount, signed, Books, Payment, PaymentCodeState};
 use crate::limits;
@@ -53,7 +71,7 @@ pub(crate) enum Half {
 pub(crate) type Verdict = Result<(), (u8, Status)>;
 
 /// The rank of the risk step: after every other check of both halves.
-pub(crate) const RISK_RANK: u8 = 10;
+pub(crate) const RISK_RANK: u8 = 11;
 
 /// What the risk step of a payer's half decided.
 pub(crate) type RiskOutcome = Result<Option<Gate>, RiskStop>;
@@ -90,6 +108,24 @@ pub(crate) fn combine(debit: Verdict, credit: Verdict) -> Result<(), Status> {
 pub(crate) struct Parties {
     pub(crate) debit: Option<AccountId>,
     pub(crate) credit: Option<AccountId>,
+    /// QR payments: the payer's currency as the router knows it (so the
+    /// merchant's half knows a cross-currency payment without asking).
+    pub(crate) payer_currency: Option<Currency>,
+    /// Cross-currency QR payments: the other shards' parts of the FX
+    /// liquidity account the payment draws on (the floor is checked on the
+    /// whole position).
+    pub(crate) liquidity_elsewhere: i128,
+}
+
+impl Parties {
+    pub(crate) fn new(debit: Option<AccountId>, credit: Option<AccountId>) -> Parties {
+        Parties {
+            debit,
+            credit,
+            payer_currency: None,
+            liquidity_elsewhere: 0,
+        }
+    }
 }
 
 /// What a half that said yes will change: its account's slot and the amount.
@@ -97,6 +133,28 @@ pub(crate) struct Parties {
 pub(crate) struct Plan {
     pub(crate) slot: u32,
     pub(crate) amount: u64,
+    pub(crate) fx: FxPlan,
+}
+
+/// The FX part of a half's plan.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum FxPlan {
+    None,
+    /// A cross-currency QR payment at these amounts (`None` on the
+    /// merchant's side if it could not price: then the payer's half failed).
+    Pay(Option<FxAmounts>),
+    /// A refund of a cross-currency payment.
+    Refund(FxRefund),
+}
+
+impl Plan {
+    fn plain(slot: u32, amount: u64) -> Plan {
+        Plan {
+            slot,
+            amount,
+            fx: FxPlan::None,
+        }
+    }
 }
 
 fn rank<T>(rank: u8, outcome: Result<T, Status>) -> Result<T, (u8, Status)> {
@@ -147,6 +205,7 @@ impl Books {
         command: &Command,
         parties: Parties,
         half: Half,
+        timestamp: u64,
     ) -> Result<Plan, (u8, Status)> {
         match command.kind {
             CommandKind::Transfer {
@@ -168,7 +227,7 @@ impl Books {
                     Half::Debit => self.debit_checks(slot, amount, currency)?,
                     Half::Credit => self.credit_checks(slot, amount, currency)?,
                 }
-                Ok(Plan { slot, amount })
+                Ok(Plan::plain(slot, amount))
             }
             CommandKind::PayMerchantQr {
                 payer,
@@ -191,21 +250,45 @@ impl Books {
                 }
                 match (half, payer_slot) {
                     (Half::Debit, Some(slot)) => {
+                        if self.account(slot).currency != currency {
+                            let amounts = self.fx_pay_payer_half(
+                                slot,
+                                total,
+                                currency,
+                                timestamp,
+                                parties.liquidity_elsewhere,
+                            )?;
+                            return Ok(Plan {
+                                slot,
+                                amount: amounts.pay,
+                                fx: FxPlan::Pay(Some(amounts)),
+                            });
+                        }
                         self.debit_checks(slot, total, currency)?;
-                        Ok(Plan {
-                            slot,
-                            amount: total,
-                        })
+                        Ok(Plan::plain(slot, total))
                     }
                     _ => {
                         // The router resolved the key to this merchant, so it
                         // lives here; `UnknownMerchant` only guards a router bug.
                         let slot = rank(4, self.user_slot(merchant, Status::UnknownMerchant))?;
+                        if let Some(payer_currency) =
+                            parties.payer_currency.filter(|&other| other != currency)
+                        {
+                            let amounts = self.fx_pay_merchant_half(
+                                slot,
+                                payer_currency,
+                                total,
+                                currency,
+                                timestamp,
+                            )?;
+                            return Ok(Plan {
+                                slot,
+                                amount: total,
+                                fx: FxPlan::Pay(amounts),
+                            });
+                        }
                         self.credit_checks(slot, total, currency)?;
-                        Ok(Plan {
-                            slot,
-                            amount: total,
-                        })
+                        Ok(Plan::plain(slot, total))
                     }
                 }
             }
@@ -233,10 +316,7 @@ impl Books {
                             }
                         }
                         self.debit_checks(entry.customer_slot, amount, currency)?;
-                        Ok(Plan {
-                            slot: entry.customer_slot,
-                            amount,
-                        })
+                        Ok(Plan::plain(entry.customer_slot, amount))
                     }
                     Half::Credit => {
                         let slot = rank(
@@ -244,7 +324,7 @@ impl Books {
                             self.merchant_slot(merchant, Status::UnknownCreditAccount),
                         )?;
                         self.credit_checks(slot, amount, currency)?;
-                        Ok(Plan { slot, amount })
+                        Ok(Plan::plain(slot, amount))
                     }
                 }
             }
@@ -266,14 +346,30 @@ impl Books {
                         if amount > original.amount - original.refunded {
                             return Err((4, Status::RefundExceedsPayment));
                         }
+                        if let Some(legs) = self.fx.payments.get(&payment) {
+                            let back = self.fx_refund_half(slot, amount, legs, true)?;
+                            return Ok(Plan {
+                                slot,
+                                amount,
+                                fx: FxPlan::Refund(back),
+                            });
+                        }
                         self.debit_checks(slot, amount, currency)?;
-                        Ok(Plan { slot, amount })
+                        Ok(Plan::plain(slot, amount))
                     }
                     Half::Credit => {
                         let payer = parties.credit.ok_or((2, Status::PaymentNotFound))?;
                         let slot = rank(2, self.user_slot(payer, Status::PaymentNotFound))?;
+                        if let Some(legs) = self.fx.payments.get(&payment) {
+                            let back = self.fx_refund_half(slot, amount, legs, false)?;
+                            return Ok(Plan {
+                                slot,
+                                amount: back.net_back + back.fee_back,
+                                fx: FxPlan::Refund(back),
+                            });
+                        }
                         self.credit_checks(slot, amount, currency)?;
-                        Ok(Plan { slot, amount })
+                        Ok(Plan::plain(slot, amount))
                     }
                 }
             }
@@ -357,6 +453,11 @@ impl Books {
             } => {
                 let merchant = parties.credit.unwrap_or(AccountId(0));
                 let mcc = if mcc == 0 { payee_mcc } else { mcc };
+                // A cross-currency payment: what leaves the payer's account.
+                let currency = match plan.fx {
+                    FxPlan::Pay(Some(amounts)) => amounts.pay_currency,
+                    _ => currency,
+                };
                 self.risk_evaluate(
                     timestamp,
                     plan.slot,
@@ -431,6 +532,27 @@ impl Books {
         timestamp: u64,
     ) {
         // Point of no return: the half's checks passed on this state.
+        match (plan.fx, half) {
+            (FxPlan::Pay(Some(amounts)), Half::Debit) => {
+                self.fx_pay_payer_apply(command.id, plan.slot, &amounts);
+                return;
+            }
+            (FxPlan::Refund(back), _) => {
+                if let CommandKind::Refund { payment, .. } = command.kind {
+                    let merchant = half == Half::Debit;
+                    self.fx_refund_apply(payment, plan.slot, plan.amount, &back, merchant);
+                }
+                if half == Half::Debit {
+                    self.add_refunded(command, plan.amount);
+                }
+                return;
+            }
+            (FxPlan::Pay(Some(amounts)), Half::Credit) => {
+                let legs = crate::fx::FxPaymentLegs::of(&amounts);
+                self.fx.payments.insert(command.id, legs);
+            }
+            _ => {}
+        }
         match half {
             Half::Debit => {
                 let account = self.account_mut(plan.slot);
@@ -446,13 +568,7 @@ impl Books {
             (CommandKind::ChargePaymentCode { code, .. }, Half::Debit) => {
                 self.finish_code(code, PaymentCodeState::Used);
             }
-            (CommandKind::Refund { payment, .. }, Half::Debit) => {
-                if let Some(stored) = self.payments.get_mut(&payment) {
-                    stored.refunded += plan.amount;
-                } else if let Some((stored, _)) = self.remote_payments.get_mut(&payment) {
-                    stored.refunded += plan.amount;
-                }
-            }
+            (CommandKind::Refund { .. }, Half::Debit) => self.add_refunded(command, plan.amount),
             (CommandKind::PayMerchantQr { mcc, payer, .. }, Half::Credit) => {
                 let mcc = if mcc == 0 {
                     self.account(plan.slot).mcc
@@ -467,6 +583,17 @@ impl Books {
                 self.record_payment(command, plan, debit_slot, payer, mcc, timestamp);
             }
             _ => {}
+        }
+    }
+
+    fn add_refunded(&mut self, command: &Command, amount: u64) {
+        let CommandKind::Refund { payment, .. } = command.kind else {
+            return;
+        };
+        if let Some(stored) = self.payments.get_mut(&payment) {
+            stored.refunded += amount;
+        } else if let Some((stored, _)) = self.remote_payments.get_mut(&payment) {
+            stored.refunded += amount;
         }
     }
 

@@ -9,7 +9,7 @@
 
 use std::cmp::Reverse;
 
-use crate::command::{AccountId, AccountKind, CommandId, MerchantKey, RiskContext};
+use crate::command::{AccountId, AccountKind, CommandId, Detail, MerchantKey, RiskContext};
 use crate::currency::Currency;
 use crate::ledger::risk_gate::Payee;
 use crate::ledger::{check_amount, signed, Books};
@@ -165,7 +165,18 @@ impl Books {
         if merchant_slot == payer_slot {
             return Err(Status::SameAccount);
         }
-        let credit_balance = self.check_move(payer_slot, merchant_slot, total, currency)?;
+        // A payer whose account is in another currency than the code's pays
+        // through FX (crate::fx::apply): the risk step sees what leaves the
+        // payer's account, in its currency.
+        let payer_currency = self.account(payer_slot).currency;
+        let (planned, outflow) = if payer_currency != currency {
+            let amounts =
+                self.fx_pay_check(payer_slot, merchant_slot, total, currency, timestamp)?;
+            (Err(amounts), (amounts.pay, payer_currency))
+        } else {
+            let credit_balance = self.check_move(payer_slot, merchant_slot, total, currency)?;
+            (Ok(credit_balance), (total, currency))
+        };
         let mcc = if mcc == 0 {
             self.account(merchant_slot).mcc
         } else {
@@ -176,14 +187,26 @@ impl Books {
             id,
             timestamp,
             payer_slot,
-            total,
-            currency,
+            outflow.0,
+            outflow.1,
             Payee::merchant(merchant, mcc),
             context,
         )?;
         // Point of no return.
-        self.commit_move(payer_slot, merchant_slot, total, credit_balance);
-        self.risk_commit(id, gate);
+        match planned {
+            Ok(credit_balance) => {
+                self.commit_move(payer_slot, merchant_slot, total, credit_balance);
+                self.risk_commit(id, gate);
+            }
+            Err(amounts) => {
+                self.fx_pay_commit(id, payer_slot, merchant_slot, &amounts);
+                self.risk_commit(id, gate);
+                // A risk flag or budget warning says more than the amounts.
+                if self.detail == Detail::None {
+                    self.detail = Detail::FxConversion(amounts);
+                }
+            }
+        }
         self.payments.insert(
             id,
             Payment {
@@ -357,6 +380,27 @@ impl Books {
         if amount > refundable {
             return Err(Status::RefundExceedsPayment);
         }
+        // What goes back to the payer: the amount, or for a cross-currency
+        // payment its share of what the payer paid, in the payer's currency.
+        let back = match self.fx.payments.get(&payment).copied() {
+            Some(legs) => self.fx_refund(payment, &original, legs, amount)?,
+            None => {
+                self.plain_refund(payment, &original, amount, currency)?;
+                amount
+            }
+        };
+        let payer = self.account(original.payer_slot).id;
+        self.risk.refund(payer, original.mcc, back, timestamp);
+        Ok(())
+    }
+
+    fn plain_refund(
+        &mut self,
+        payment: CommandId,
+        original: &Payment,
+        amount: u64,
+        currency: Currency,
+    ) -> Result<(), Status> {
         self.move_money(
             original.merchant_slot,
             original.payer_slot,
@@ -366,8 +410,6 @@ impl Books {
         if let Some(stored) = self.payments.get_mut(&payment) {
             stored.refunded += amount;
         }
-        let payer = self.account(original.payer_slot).id;
-        self.risk.refund(payer, original.mcc, amount, timestamp);
         Ok(())
     }
 

@@ -12,8 +12,10 @@ use std::collections::{BinaryHeap, VecDeque};
 use dashmap::DashMap;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
-use super::{shard_of_owner, CodeEntry, HoldEntry, HoldKnown, KeyEntry, RouterRecord};
-use crate::command::{AccountId, AccountKind, CommandId, MerchantKey};
+use super::{
+    shard_of_owner, CodeEntry, HoldEntry, HoldKnown, KeyEntry, Placement, QuoteEntry, RouterRecord,
+};
+use crate::command::{AccountId, AccountKind, CommandId, HouseRole, MerchantKey};
 use crate::ledger::{Account, IdempotencyRecord, Ledger, LedgerConfig};
 use crate::limits;
 
@@ -23,7 +25,7 @@ pub(super) struct Split {
     pub(super) sequence: u64,
     pub(super) timestamp: u64,
     pub(super) ledgers: Vec<Ledger>,
-    pub(super) directory: DashMap<AccountId, u32, FxBuildHasher>,
+    pub(super) directory: DashMap<AccountId, Placement, FxBuildHasher>,
     pub(super) records: FxHashMap<CommandId, RouterRecord>,
     pub(super) order: VecDeque<CommandId>,
     pub(super) keys: FxHashMap<MerchantKey, KeyEntry>,
@@ -31,6 +33,8 @@ pub(super) struct Split {
     pub(super) code_forgets: BinaryHeap<Reverse<(u64, u64)>>,
     pub(super) holds: FxHashMap<CommandId, HoldEntry>,
     pub(super) hold_expiries: BinaryHeap<Reverse<(u64, CommandId)>>,
+    pub(super) quotes: FxHashMap<CommandId, QuoteEntry>,
+    pub(super) quote_forgets: BinaryHeap<Reverse<(u64, CommandId)>>,
 }
 
 /// Adds a house part's money to the sum of the parts.
@@ -49,11 +53,14 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
             part.sequence = ledger.sequence;
             part.timestamp = ledger.timestamp;
             part.books.house_part = shard as u32;
+            // Global settings: every shard has the whole table.
+            part.books.fx.rates = ledger.books.fx.rates.clone();
+            part.books.fx.floors = ledger.books.fx.floors.clone();
             part
         })
         .collect();
     let books = &ledger.books;
-    let directory: DashMap<AccountId, u32, FxBuildHasher> = DashMap::default();
+    let directory: DashMap<AccountId, Placement, FxBuildHasher> = DashMap::default();
     // Old slot → (shard, new slot).
     let mut place: Vec<(u32, u32)> = Vec::with_capacity(books.accounts.len());
     for account in &books.accounts {
@@ -66,7 +73,13 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
         } else {
             let shard = shard_of_owner(account.owner, shards);
             let slot = ledgers[shard].books.push_account(*account);
-            directory.insert(account.id, shard as u32);
+            directory.insert(
+                account.id,
+                Placement {
+                    shard: shard as u32,
+                    currency: account.currency,
+                },
+            );
             place.push((shard as u32, slot));
         }
     }
@@ -85,6 +98,17 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
             }),
         }
     };
+
+    // FX house accounts: every shard converts against its own parts.
+    for account in &books.accounts {
+        let role = (account.id.0 >> 48) & 0xFF;
+        let fx = role == HouseRole::FxLiquidity as u64 || role == HouseRole::FxRevenue as u64;
+        if account.kind == AccountKind::House && fx {
+            for shard in 1..shards as u32 {
+                house_slot(&mut ledgers, shard, account);
+            }
+        }
+    }
 
     let mut holds = FxHashMap::default();
     let mut hold_homes: FxHashMap<CommandId, u32> = FxHashMap::default();
@@ -201,6 +225,67 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
         payment_parties.insert(payment.id, (merchant_shard, (merchant, payer)));
     }
 
+    // FX quotes live with their paying account; a cross-currency payment's
+    // legs with both its merchant and its payer.
+    let mut quotes = FxHashMap::default();
+    let mut quote_forgets = BinaryHeap::new();
+    let mut quote_homes: FxHashMap<CommandId, u32> = FxHashMap::default();
+    for quote in books.fx.quotes.values() {
+        let (shard, from_slot) = place[quote.from_slot as usize];
+        let (to_shard, to_slot) = place[quote.to_slot as usize];
+        // One owner's accounts, so one shard; a state that says otherwise
+        // is not one a ledger makes: the quote is dropped.
+        if to_shard != shard {
+            continue;
+        }
+        let mut moved = *quote;
+        moved.from_slot = from_slot;
+        moved.to_slot = to_slot;
+        ledgers[shard as usize]
+            .books
+            .fx
+            .quotes
+            .insert(quote.id, moved);
+        let forget_at = quote
+            .amounts
+            .expires_at
+            .saturating_add(limits::FX_QUOTE_MEMORY_NS);
+        quotes.insert(
+            quote.id,
+            QuoteEntry {
+                shard,
+                forget_at,
+                amounts: Some(quote.amounts),
+                resolved: true,
+                arrival: u64::MAX,
+            },
+        );
+        quote_forgets.push(Reverse((forget_at, quote.id)));
+        quote_homes.insert(quote.id, shard);
+    }
+    for &(at, id) in &books.fx.quote_expiries {
+        if let Some(&shard) = quote_homes.get(&id) {
+            ledgers[shard as usize]
+                .books
+                .fx
+                .quote_expiries
+                .insert((at, id));
+        }
+    }
+    for part in &mut ledgers {
+        part.books.fx.rebuild_open();
+    }
+    for (id, legs) in &books.fx.payments {
+        let Some(payment) = books.payments.get(id) else {
+            continue;
+        };
+        let (merchant_shard, _) = place[payment.merchant_slot as usize];
+        let (payer_shard, _) = place[payment.payer_slot as usize];
+        for shard in [merchant_shard, payer_shard] {
+            ledgers[shard as usize].books.fx.payments.insert(*id, *legs);
+        }
+    }
+
     // Records: each on the shard of what lives as long as it (a payment, a
     // hold), others on shard 0; the router keeps them all in global order.
     let mut records = FxHashMap::default();
@@ -246,6 +331,8 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
         code_forgets,
         holds,
         hold_expiries,
+        quotes,
+        quote_forgets,
     }
 }
 
@@ -319,6 +406,32 @@ pub(super) fn merge(
             merged.books.payments.insert(payment.id, moved);
         }
     }
+    // FX: the settings are the same on every shard (shard 0's are taken);
+    // quotes move to merged slots; payment legs are kept by a payment's
+    // merchant and payer shards alike.
+    if let Some(first) = shards.first() {
+        merged.books.fx.rates = first.books.fx.rates.clone();
+        merged.books.fx.floors = first.books.fx.floors.clone();
+    }
+    for (shard, place) in shards.iter().zip(&places) {
+        debug_assert_eq!(shard.books.fx.rates, merged.books.fx.rates);
+        let fx = &shard.books.fx;
+        for quote in fx.quotes.values() {
+            let mut moved = *quote;
+            moved.from_slot = place[quote.from_slot as usize];
+            moved.to_slot = place[quote.to_slot as usize];
+            merged.books.fx.quotes.insert(quote.id, moved);
+        }
+        merged
+            .books
+            .fx
+            .quote_expiries
+            .extend(fx.quote_expiries.iter().copied());
+        for (id, legs) in &fx.payments {
+            merged.books.fx.payments.insert(*id, *legs);
+        }
+    }
+    merged.books.fx.rebuild_open();
     // Remote payments name their payer by id: resolve once every account
     // has its merged slot.
     for (shard, place) in shards.iter().zip(&places) {
@@ -347,7 +460,7 @@ pub(super) fn merge(
 fn split_risk(
     ledger: &Ledger,
     ledgers: &mut [Ledger],
-    directory: &DashMap<AccountId, u32, FxBuildHasher>,
+    directory: &DashMap<AccountId, Placement, FxBuildHasher>,
 ) {
     let risk = &ledger.books.risk;
     let shards = ledgers.len();
@@ -371,7 +484,7 @@ fn split_risk(
             .insert_ring(owner, ring.clone());
     }
     for (account, budget) in &risk.budgets {
-        let shard = directory.get(account).map_or(0, |entry| *entry) as usize;
+        let shard = directory.get(account).map_or(0, |entry| entry.shard) as usize;
         ledgers[shard]
             .books
             .risk

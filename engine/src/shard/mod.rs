@@ -44,15 +44,25 @@ use dashmap::DashMap;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::command::{
-    AccountId, AccountView, Command, CommandId, CommandKind, CommandResult, Detail, MerchantKey,
-    Query, QueryReply,
+    AccountId, AccountView, Command, CommandId, CommandKind, CommandResult, Detail, FxAmounts,
+    FxOrder, HouseRole, MerchantKey, Query, QueryReply,
 };
+use crate::currency::Currency;
 use crate::ledger::halves::{first_known_key, Parties};
 use crate::ledger::{check_open, Account, Elsewhere, Ledger, LedgerConfig};
 use crate::limits;
 use crate::risk::RiskPolicy;
 use crate::status::Status;
 use worker::{Input, Output, Role, Segment, Step, Worker};
+
+/// Which of two halves' details a result keeps: the higher.
+fn detail_rank(detail: &Detail) -> u8 {
+    match detail {
+        Detail::None => 0,
+        Detail::FxConversion(_) => 1,
+        _ => 2,
+    }
+}
 
 /// The shard that holds an owner's accounts among `shards`: a stable mix of
 /// the owner id, so a restart with another shard count re-partitions the
@@ -104,6 +114,29 @@ struct CodeEntry {
     arrival: u64,
 }
 
+/// Where an FX quote lives, while its shard remembers it.
+#[derive(Clone, Copy, Debug)]
+struct QuoteEntry {
+    shard: u32,
+    /// Command time from which the quote is forgotten (expiry plus
+    /// `FX_QUOTE_MEMORY_NS`); `u64::MAX` until the quote's result is in.
+    forget_at: u64,
+    /// The quoted amounts (for retries of the quote command, and the
+    /// currency a conversion of it draws on); `None` until resolved.
+    amounts: Option<FxAmounts>,
+    resolved: bool,
+    arrival: u64,
+}
+
+/// Where an account lives and its currency (which never changes): the
+/// router needs the currency to tell a cross-currency QR payment and the
+/// FX liquidity account a conversion draws on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Placement {
+    pub shard: u32,
+    pub currency: Currency,
+}
+
 /// Where a withdrawal hold lives, when it expires, and what the router
 /// knows of its state: enough to tell, when its record is evicted, whether
 /// the shard keeps it until expiry (a pending hold) or drops it now.
@@ -137,6 +170,8 @@ enum Fact {
     HoldOpen(CommandId),
     /// Post or void of the hold entry with this arrival.
     HoldFinish(CommandId, u64),
+    /// An FX quote (its id).
+    Quote(CommandId),
 }
 
 /// A batch routed (or being routed) whose results are not all in.
@@ -241,7 +276,7 @@ pub struct ShardedLedger {
     sequence: u64,
     timestamp: u64,
     /// Account id → shard, for every customer and merchant account.
-    directory: Arc<DashMap<AccountId, u32, FxBuildHasher>>,
+    directory: Arc<DashMap<AccountId, Placement, FxBuildHasher>>,
     records: FxHashMap<CommandId, RouterRecord>,
     order: VecDeque<CommandId>,
     arrivals: u64,
@@ -250,6 +285,8 @@ pub struct ShardedLedger {
     code_forgets: BinaryHeap<Reverse<(u64, u64)>>,
     holds: FxHashMap<CommandId, HoldEntry>,
     hold_expiries: BinaryHeap<Reverse<(u64, CommandId)>>,
+    quotes: FxHashMap<CommandId, QuoteEntry>,
+    quote_forgets: BinaryHeap<Reverse<(u64, CommandId)>>,
     inputs: Vec<Sender<Input>>,
     outputs: Receiver<(u32, Output)>,
     threads: Vec<JoinHandle<()>>,
@@ -321,6 +358,8 @@ impl ShardedLedger {
             code_forgets: split.code_forgets,
             holds: split.holds,
             hold_expiries: split.hold_expiries,
+            quotes: split.quotes,
+            quote_forgets: split.quote_forgets,
             inputs: Vec::with_capacity(shards),
             outputs,
             threads: Vec::with_capacity(shards),
@@ -373,8 +412,9 @@ impl ShardedLedger {
         self.timestamp
     }
 
-    /// The account directory (account id → shard), readable from any thread.
-    pub fn directory(&self) -> Arc<DashMap<AccountId, u32, FxBuildHasher>> {
+    /// The account directory (account id → shard and currency), readable
+    /// from any thread.
+    pub fn directory(&self) -> Arc<DashMap<AccountId, Placement, FxBuildHasher>> {
         Arc::clone(&self.directory)
     }
 
@@ -427,6 +467,7 @@ impl ShardedLedger {
                 first: true,
                 forget: Vec::new(),
                 forget_holds: Vec::new(),
+                forget_fx: Vec::new(),
                 steps: Vec::new(),
             })
             .collect();
@@ -536,8 +577,11 @@ impl ShardedLedger {
                             // A split payment's payer half answers too when it
                             // has a detail (risk, budget) for the result; both
                             // halves agree on the status.
+                            // A cross-currency payment's amounts (from the
+                            // payee half) give way to the payer half's risk
+                            // detail, as in the lone ledger.
                             let keep = slot.is_some_and(|kept| {
-                                kept.detail != Detail::None && result.detail == Detail::None
+                                detail_rank(&kept.detail) > detail_rank(&result.detail)
                             });
                             if !keep {
                                 *slot = Some(result);
@@ -596,6 +640,19 @@ impl ShardedLedger {
                 self.codes.remove(&code);
             }
         }
+        while let Some(&Reverse((at, id))) = self.quote_forgets.peek() {
+            if at > timestamp {
+                break;
+            }
+            self.quote_forgets.pop();
+            if self
+                .quotes
+                .get(&id)
+                .is_some_and(|entry| entry.forget_at == at)
+            {
+                self.quotes.remove(&id);
+            }
+        }
         // Ledger::evict_records, on the global table.
         let keep_max = self.config.idempotency_records_max.saturating_sub(incoming);
         while let Some(&oldest) = self.order.front() {
@@ -616,6 +673,17 @@ impl ShardedLedger {
                     if let Some(segment) = self.segments.get_mut(record.home as usize) {
                         segment.forget.push(oldest);
                     }
+                }
+                // A cross-currency payment's FX legs are kept by its payer's
+                // shard too.
+                let payer_shard = record
+                    .parties
+                    .and_then(|(_, payer)| self.shard_of(payer))
+                    .filter(|&shard| shard != record.home);
+                if let Some(segment) =
+                    payer_shard.and_then(|shard| self.segments.get_mut(shard as usize))
+                {
+                    segment.forget_fx.push(oldest);
                 }
                 // The id was reused for a command on another shard than
                 // its hold's: that shard hears of the record going too.
@@ -645,7 +713,58 @@ impl ShardedLedger {
     }
 
     fn shard_of(&self, account: AccountId) -> Option<u32> {
-        self.directory.get(&account).map(|entry| *entry)
+        self.directory.get(&account).map(|entry| entry.shard)
+    }
+
+    fn currency_of(&self, account: AccountId) -> Option<Currency> {
+        self.directory.get(&account).map(|entry| entry.currency)
+    }
+
+    /// The shard an FX order runs on (its paying account's, as a lone
+    /// ledger looks that up first), and whether `to` lives on another shard
+    /// (so has another owner).
+    fn fx_shard(&self, order: &FxOrder) -> (u32, bool) {
+        let from = self.shard_of(order.from);
+        let to = self.shard_of(order.to);
+        match (from, to) {
+            (Some(from), Some(to)) => (from, from != to),
+            (Some(shard), None) | (None, Some(shard)) => (shard, false),
+            (None, None) => (0, false),
+        }
+    }
+
+    /// The sum of the FX liquidity parts of `currency` on every shard but
+    /// `except`, at this point of the log: the router waits for everything
+    /// routed so far, then asks. A conversion checks the liquidity floor on
+    /// its own part plus this, which is the lone ledger's whole position.
+    fn liquidity_elsewhere(&mut self, currency: Currency, except: u32) -> i128 {
+        if self.shards == 1 {
+            return 0;
+        }
+        self.flush();
+        let public = AccountId::house(HouseRole::FxLiquidity, currency);
+        let mut sum = 0i128;
+        for shard in 0..self.shards as u32 {
+            if shard == except {
+                continue;
+            }
+            match self.ask_account(shard as usize, public.house_part(shard)) {
+                Ok(part) => sum += part.map_or(0, |part| i128::from(part.balance)),
+                Err(_) => {
+                    self.failed = true;
+                    return 0;
+                }
+            }
+        }
+        sum
+    }
+
+    /// A quote remembered by some shard (in flight or resolved).
+    fn remembered_quote(&mut self, id: CommandId) -> Option<QuoteEntry> {
+        if self.quotes.get(&id).is_some_and(|entry| !entry.resolved) {
+            self.flush();
+        }
+        self.quotes.get(&id).copied()
     }
 
     fn push(&mut self, shard: u32, step: Step) {
@@ -675,7 +794,16 @@ impl ShardedLedger {
                 .get(&command.id)
                 .and_then(|record| record.status)
                 .unwrap_or(Status::Unavailable);
-            self.set_result(index, status);
+            // A retried quote answers with its amounts while it is
+            // remembered, as the lone ledger does.
+            let detail = match command.kind {
+                CommandKind::FxQuote { .. } => self
+                    .remembered_quote(command.id)
+                    .and_then(|entry| entry.amounts)
+                    .map_or(Detail::None, Detail::FxConversion),
+                _ => Detail::None,
+            };
+            self.set_result_with(index, CommandResult::with_detail(status, detail));
             return;
         }
         let arrival = self.arrivals;
@@ -738,7 +866,13 @@ impl ShardedLedger {
                     None => {
                         let shard = shard_of_owner(open.owner, self.shards) as u32;
                         if check_open(&open).is_ok() {
-                            self.directory.insert(open.account, shard);
+                            self.directory.insert(
+                                open.account,
+                                Placement {
+                                    shard,
+                                    currency: open.currency,
+                                },
+                            );
                         }
                         shard
                     }
@@ -879,14 +1013,16 @@ impl ShardedLedger {
             }
             // Two parties, possibly on two shards.
             CommandKind::Transfer { from, to, .. } => {
-                let parties = Parties {
-                    debit: Some(from),
-                    credit: Some(to),
-                };
+                let parties = Parties::new(Some(from), Some(to));
                 let home = self.route_pair(index, command, fingerprint, parties);
                 (home, Fact::None, None)
             }
-            CommandKind::PayMerchantQr { payer, keys, .. } => {
+            CommandKind::PayMerchantQr {
+                payer,
+                keys,
+                currency,
+                ..
+            } => {
                 let merchant = loop {
                     let lookup = first_known_key(&keys, |key| self.keys.get(key).copied());
                     match lookup {
@@ -898,10 +1034,14 @@ impl ShardedLedger {
                         break None;
                     }
                 };
-                let parties = Parties {
-                    debit: Some(payer),
-                    credit: merchant,
-                };
+                let mut parties = Parties::new(Some(payer), merchant);
+                parties.payer_currency = self.currency_of(payer);
+                if merchant.is_some() && parties.payer_currency.is_some_and(|c| c != currency) {
+                    // Cross-currency: the payer's shard draws on its part of
+                    // the merchant currency's FX liquidity.
+                    let payer_shard = self.shard_of(payer).unwrap_or(0);
+                    parties.liquidity_elsewhere = self.liquidity_elsewhere(currency, payer_shard);
+                }
                 let home = self.route_pair(index, command, fingerprint, parties);
                 (home, Fact::None, merchant.map(|merchant| (merchant, payer)))
             }
@@ -909,10 +1049,7 @@ impl ShardedLedger {
                 let customer = self
                     .remembered_code(code, timestamp)
                     .map(|entry| entry.customer);
-                let parties = Parties {
-                    debit: customer,
-                    credit: Some(merchant),
-                };
+                let parties = Parties::new(customer, Some(merchant));
                 let home = self.route_pair(index, command, fingerprint, parties);
                 (
                     home,
@@ -922,24 +1059,107 @@ impl ShardedLedger {
             }
             CommandKind::Refund { payment, .. } => {
                 let original = self.records.get(&payment).and_then(|record| record.parties);
-                let parties = Parties {
-                    debit: original.map(|(merchant, _)| merchant),
-                    credit: original.map(|(_, payer)| payer),
-                };
+                let parties = Parties::new(
+                    original.map(|(merchant, _)| merchant),
+                    original.map(|(_, payer)| payer),
+                );
                 let home = self.route_pair(index, command, fingerprint, parties);
                 (home, Fact::None, None)
+            }
+            // Global settings: every shard keeps the rate table and floors.
+            CommandKind::SetFxRate(_) | CommandKind::SetFxFloor { .. } => {
+                for shard in 0..self.shards as u32 {
+                    self.push(
+                        shard,
+                        Step::Setting {
+                            index,
+                            command: *command,
+                            report: shard == 0,
+                        },
+                    );
+                }
+                (0, Fact::None, None)
+            }
+            // One owner's accounts and this shard's house parts.
+            CommandKind::FxQuote { order, .. } => {
+                let (shard, other_owner) = self.fx_shard(&order);
+                let taken = self.remembered_quote(command.id).is_some();
+                let fact = if taken {
+                    Fact::None
+                } else {
+                    self.quotes.insert(
+                        command.id,
+                        QuoteEntry {
+                            shard,
+                            forget_at: u64::MAX,
+                            amounts: None,
+                            resolved: false,
+                            arrival,
+                        },
+                    );
+                    Fact::Quote(command.id)
+                };
+                self.push(
+                    shard,
+                    local(Elsewhere {
+                        fx_quote_taken: taken,
+                        fx_other_owner: other_owner,
+                        ..Elsewhere::default()
+                    }),
+                );
+                (shard, fact, None)
+            }
+            CommandKind::FxConvertQuote { quote, from } => {
+                // The quote's shard decides (not found, not yours, used...).
+                let entry = self.remembered_quote(quote);
+                let shard = match entry {
+                    Some(entry) => entry.shard,
+                    None => self.shard_of(from).unwrap_or(0),
+                };
+                let elsewhere = match entry.and_then(|entry| entry.amounts) {
+                    Some(amounts) => self.liquidity_elsewhere(amounts.receive_currency, shard),
+                    None => 0,
+                };
+                self.push(
+                    shard,
+                    local(Elsewhere {
+                        fx_liquidity_elsewhere: elsewhere,
+                        ..Elsewhere::default()
+                    }),
+                );
+                (shard, Fact::None, None)
+            }
+            CommandKind::FxConvert(order) => {
+                let (shard, other_owner) = self.fx_shard(&order);
+                let elsewhere = match self.currency_of(order.to) {
+                    Some(currency) if !other_owner => self.liquidity_elsewhere(currency, shard),
+                    _ => 0,
+                };
+                self.push(
+                    shard,
+                    local(Elsewhere {
+                        fx_other_owner: other_owner,
+                        fx_liquidity_elsewhere: elsewhere,
+                        ..Elsewhere::default()
+                    }),
+                );
+                (shard, Fact::None, None)
             }
         }
     }
 
     /// A result the router decides itself, for the batch being routed.
     fn set_result(&mut self, index: u32, status: Status) {
+        self.set_result_with(index, CommandResult::new(status));
+    }
+
+    fn set_result_with(&mut self, index: u32, result: CommandResult) {
         if let Some(slot) = self
             .in_flight
             .back_mut()
             .and_then(|current| current.results.get_mut(index as usize))
         {
-            *slot = Some(CommandResult::new(status));
+            *slot = Some(result);
         }
     }
 
@@ -1010,6 +1230,7 @@ impl ShardedLedger {
                     first: false,
                     forget: Vec::new(),
                     forget_holds: Vec::new(),
+                    forget_fx: Vec::new(),
                     steps: Vec::new(),
                 },
             );
@@ -1038,8 +1259,9 @@ impl ShardedLedger {
 
     fn learn(&mut self, batch: &mut InFlight) {
         for routed in batch.routed.drain(..) {
-            let status = match batch.results.get(routed.index as usize).copied().flatten() {
-                Some(result) => result.status,
+            let (status, detail) = match batch.results.get(routed.index as usize).copied().flatten()
+            {
+                Some(result) => (result.status, result.detail),
                 None => continue,
             };
             if let Some(record) = self.records.get_mut(&routed.id) {
@@ -1079,6 +1301,25 @@ impl ShardedLedger {
                             entry.unresolved = entry.unresolved.saturating_sub(1);
                             if ok {
                                 entry.state = HoldKnown::Finished;
+                            }
+                        }
+                    }
+                }
+                Fact::Quote(id) => {
+                    if let Some(entry) = self.quotes.get_mut(&id) {
+                        if entry.arrival == routed.arrival && !entry.resolved {
+                            match detail {
+                                Detail::FxConversion(amounts) if ok => {
+                                    entry.resolved = true;
+                                    entry.amounts = Some(amounts);
+                                    entry.forget_at = amounts
+                                        .expires_at
+                                        .saturating_add(limits::FX_QUOTE_MEMORY_NS);
+                                    self.quote_forgets.push(Reverse((entry.forget_at, id)));
+                                }
+                                _ => {
+                                    self.quotes.remove(&id);
+                                }
                             }
                         }
                     }
@@ -1128,6 +1369,11 @@ impl ShardedLedger {
                     Err(_) => QueryReply::Refused(Status::Unavailable),
                 }
             }
+            // Every shard has the same rate table.
+            Query::FxRate { .. } => match self.ask_query(0, query) {
+                Ok(reply) => reply,
+                Err(_) => QueryReply::Refused(Status::Unavailable),
+            },
         }
     }
 

@@ -10,9 +10,10 @@
 use crossbeam::channel::{Receiver, Sender};
 
 use crate::command::{AccountId, Command, CommandId, CommandResult, Detail, Query, QueryReply};
-use crate::ledger::halves::{combine, with_risk, Parties, RiskOutcome};
+use crate::ledger::halves::{combine, with_risk, FxPlan, Parties, Plan, RiskOutcome};
 use crate::ledger::{Account, Elsewhere, Half, IdempotencyRecord, Ledger, Verdict};
 use crate::risk::RiskPolicy;
+use crate::status::Status;
 
 /// What a shard does with one command of a segment.
 #[derive(Clone, Copy, Debug)]
@@ -24,6 +25,14 @@ pub(crate) enum Step {
         command: Command,
         fingerprint: u64,
         elsewhere: Elsewhere,
+    },
+    /// A global setting (an FX rate or floor): every shard applies it, in
+    /// log order; only `report` (shard 0) reports its result, which every
+    /// shard's equals (the setting's checks read only other settings).
+    Setting {
+        index: u32,
+        command: Command,
+        report: bool,
     },
     /// A two-party command, this shard's share of it.
     Pair {
@@ -62,6 +71,9 @@ pub(crate) struct Segment {
     /// Holds kept here whose id's record (kept on another shard: the id was
     /// reused) was dropped: a finished one goes, as with a local record.
     pub(crate) forget_holds: Vec<CommandId>,
+    /// Cross-currency payments whose payer lives here and whose record (kept
+    /// on the merchant's shard) was dropped: their FX legs go too.
+    pub(crate) forget_fx: Vec<CommandId>,
     pub(crate) steps: Vec<Step>,
 }
 
@@ -74,7 +86,8 @@ pub(crate) enum Input {
     /// A risk policy record, between two batches: (sequence, timestamp,
     /// policy).
     RiskPolicy(u64, u64, Box<RiskPolicy>),
-    /// A query about an account that lives on this shard.
+    /// A query about an account that lives on this shard (or about the FX
+    /// rate table, which every shard has).
     Query(Query),
     Stop,
 }
@@ -137,11 +150,15 @@ impl Worker {
             let ledger = &mut self.ledger;
             ledger.books.expire_holds(timestamp, None);
             ledger.books.expire_payment_codes(timestamp);
+            ledger.books.expire_fx_quotes(timestamp);
             for &id in &segment.forget {
                 ledger.forget_record(id);
             }
             for id in &segment.forget_holds {
                 ledger.books.forget_finished_hold(*id);
+            }
+            for &id in &segment.forget_fx {
+                ledger.books.fx.forget_payment(id);
             }
         }
         let mut results = Vec::with_capacity(segment.steps.len());
@@ -159,6 +176,19 @@ impl Worker {
                         .execute_with(&command, timestamp, elsewhere);
                     self.record(&command, fingerprint, result, timestamp);
                     results.push((index, result));
+                }
+                Step::Setting {
+                    index,
+                    command,
+                    report,
+                } => {
+                    let result =
+                        self.ledger
+                            .books
+                            .execute_with(&command, timestamp, Elsewhere::default());
+                    if report {
+                        results.push((index, result));
+                    }
                 }
                 Step::Pair {
                     index,
@@ -197,8 +227,8 @@ impl Worker {
         let books = &mut self.ledger.books;
         match role {
             Role::Both => {
-                let debit = books.evaluate_half(command, parties, Half::Debit);
-                let credit = books.evaluate_half(command, parties, Half::Credit);
+                let debit = books.evaluate_half(command, parties, Half::Debit, timestamp);
+                let credit = books.evaluate_half(command, parties, Half::Credit, timestamp);
                 // The risk step runs after every other check of both halves.
                 let mut risk: RiskOutcome = Ok(None);
                 let mut debit_verdict = debit.map(|_| ());
@@ -237,7 +267,7 @@ impl Worker {
                     }
                     _ => {}
                 }
-                let detail = std::mem::take(&mut books.detail);
+                let detail = fx_detail(outcome, std::mem::take(&mut books.detail), credit.ok());
                 Some(Some((result(outcome, detail), true)))
             }
             Role::Debit { peer } | Role::Credit { peer } => {
@@ -246,7 +276,7 @@ impl Worker {
                 } else {
                     Half::Credit
                 };
-                let mine = books.evaluate_half(command, parties, half);
+                let mine = books.evaluate_half(command, parties, half, timestamp);
                 let peer = peer as usize;
                 let sender = self.verdicts_out.get(peer)?.as_ref()?;
                 let receiver = self.verdicts_in.get(peer)?.as_ref()?;
@@ -297,7 +327,10 @@ impl Worker {
                     }
                     _ => {}
                 }
-                let detail = std::mem::take(&mut books.detail);
+                let mut detail = std::mem::take(&mut books.detail);
+                if half == Half::Credit {
+                    detail = fx_detail(outcome, detail, mine.ok());
+                }
                 match half {
                     Half::Debit if detail == Detail::None => Some(None),
                     Half::Debit => Some(Some((result(outcome, detail), false))),
@@ -368,5 +401,14 @@ fn result(outcome: Result<(), crate::status::Status>, detail: Detail) -> Command
     match outcome {
         Ok(()) => CommandResult::with_detail(crate::status::Status::Ok, detail),
         Err(status) => CommandResult::with_detail(status, detail),
+    }
+}
+
+/// A cross-currency payment's result says what it cost (the credit half
+/// priced it), unless the risk step left a detail, as in the lone ledger.
+fn fx_detail(outcome: Result<(), Status>, detail: Detail, credit: Option<Plan>) -> Detail {
+    match (outcome, detail, credit.map(|plan| plan.fx)) {
+        (Ok(()), Detail::None, Some(FxPlan::Pay(Some(amounts)))) => Detail::FxConversion(amounts),
+        (_, detail, _) => detail,
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! magic           8  b"prstate\0"
-//! version         4  u32 = 1
+//! version         4  u32 = 3
 //! sequence        8  u64, last batch applied
 //! timestamp       8  u64
 //! accounts        8  count u64, then accounts in slot order            (56 bytes each)
@@ -20,10 +20,17 @@
 //! risk customers  8  count u64, then (owner u64, CustomerRiskState) by owner   (version 2)
 //! risk audit      8  count u64, then (owner u64, AuditRing) by owner           (version 2)
 //! budgets         8  count u64, then (account id, BudgetState) by account      (version 2)
+//! fx rates        8  count u64, then rates sorted by pair              (39 bytes each)   (version 3)
+//! fx floors       8  count u64, then (currency, limit) sorted          (10 bytes each)   (version 3)
+//! fx quotes       8  count u64, then quotes sorted by id               (74 bytes each)   (version 3)
+//! quote expiries  8  count u64, then (time, quote id) sorted           (24 bytes each)   (version 3)
+//! fx payments     8  count u64, then (payment id, legs) sorted         (64 bytes each)   (version 3)
 //! ```
 //!
 //! Version 1 (before the risk engine) is still read: it ends after the
 //! records, and loads with the disabled policy and no risk state or budgets.
+//! Version 2 (before FX) is still read too: it ends after the budgets, and
+//! loads with no rates, floors, quotes or FX legs.
 //!
 //! The `LedgerConfig` is not stored: it is configuration and is passed in.
 //! The id-to-slot index is rebuilt. The two expiry queues are stored as they
@@ -46,6 +53,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::budget::BudgetState;
 use crate::command::{AccountId, AccountKind, CommandId, Detail, MerchantKey};
+use crate::currency::Currency;
+use crate::fx::{FxPaymentLegs, FxQuoteRecord, FxQuoteState, FxRate, FxState};
 use crate::ledger::{
     Account, Books, Hold, HoldState, IdempotencyRecord, Ledger, LedgerConfig, Payment, PaymentCode,
     PaymentCodeState, Records,
@@ -58,9 +67,11 @@ use crate::storage::record::{decode_value, encode_value};
 use crate::storage::StorageError;
 
 const STATE_MAGIC: [u8; 8] = *b"prstate\0";
-const STATE_VERSION: u32 = 2;
+const STATE_VERSION: u32 = 3;
 /// The version before the risk sections, still read.
 const STATE_VERSION_NO_RISK: u32 = 1;
+/// The version before the FX sections, still read.
+const STATE_VERSION_NO_FX: u32 = 2;
 
 /// Encoded sizes of one item of each section (checked by a test).
 const ACCOUNT_BYTES: usize = 56;
@@ -71,6 +82,11 @@ const MERCHANT_KEY_BYTES: usize = 20;
 const PAYMENT_CODE_BYTES: usize = 24;
 const CODE_EXPIRY_BYTES: usize = 16;
 const PAYMENT_BYTES: usize = 50;
+const FX_RATE_BYTES: usize = 39;
+const FX_FLOOR_BYTES: usize = 10;
+const FX_QUOTE_BYTES: usize = 74;
+const FX_QUOTE_EXPIRY_BYTES: usize = 24;
+const FX_PAYMENT_BYTES: usize = 64;
 
 /// Appends the encoded state of `ledger` to `out` (layout in the module docs).
 pub fn encode_state(ledger: &Ledger, out: &mut Vec<u8>) {
@@ -158,6 +174,7 @@ pub fn encode_state(ledger: &Ledger, out: &mut Vec<u8>) {
     out[count_at..count_at + 8].copy_from_slice(&(written as u64).to_le_bytes());
 
     encode_risk(&books.risk, out);
+    encode_fx(&books.fx, out);
 }
 
 /// The four risk sections (version 2), each in key order.
@@ -251,6 +268,127 @@ fn decode_risk(
     Ok(risk)
 }
 
+/// The FX sections; every map is ordered, so this is already sorted.
+fn encode_fx(fx: &FxState, out: &mut Vec<u8>) {
+    put_count(out, fx.rates.len());
+    for rate in fx.rates.values() {
+        encode_value(rate, out);
+    }
+    put_count(out, fx.floors.len());
+    for floor in &fx.floors {
+        encode_value(&(*floor.0, *floor.1), out);
+    }
+    put_count(out, fx.quotes.len());
+    for quote in fx.quotes.values() {
+        encode_value(quote, out);
+    }
+    put_count(out, fx.quote_expiries.len());
+    for expiry in &fx.quote_expiries {
+        encode_value(expiry, out);
+    }
+    put_count(out, fx.payments.len());
+    for payment in &fx.payments {
+        encode_value(&(*payment.0, *payment.1), out);
+    }
+}
+
+/// Reads the FX sections, checked like the rest: valid rates and
+/// currencies, slots in range, per-account quote counts within the limit,
+/// every quote in the expiry queue, refunds within what was paid.
+fn decode_fx(
+    reader: &mut Reader<'_>,
+    accounts_len: usize,
+    payments: &FxHashMap<CommandId, Payment>,
+) -> Result<FxState, StorageError> {
+    let mut fx = FxState::default();
+    let rates_len = reader.count(FX_RATE_BYTES, limits::FX_RATES_MAX, "fx rates")?;
+    for _ in 0..rates_len {
+        let rate: FxRate = reader.item(FX_RATE_BYTES, "fx rate")?;
+        let pair = format!("{}/{}", rate.base, rate.quote);
+        if !rate.base.is_valid() || !rate.quote.is_valid() || rate.base == rate.quote {
+            return Err(corrupt(format!("fx rate {pair}: bad currencies")));
+        }
+        if !rate.mid.is_valid() || rate.spread_bps > limits::FX_SPREAD_BPS_MAX {
+            return Err(corrupt(format!("fx rate {pair}: bad mid or spread")));
+        }
+        if fx.rates.contains_key(&(rate.quote, rate.base))
+            || fx.rates.insert((rate.base, rate.quote), rate).is_some()
+        {
+            return Err(corrupt(format!("fx rate {pair} appears twice")));
+        }
+    }
+    let floors_len = reader.count(FX_FLOOR_BYTES, usize::MAX, "fx floors")?;
+    for _ in 0..floors_len {
+        let (currency, limit): (Currency, u64) = reader.item(FX_FLOOR_BYTES, "fx floor")?;
+        if !currency.is_valid() || limit > limits::AMOUNT_MAX {
+            return Err(corrupt(format!("fx floor of {currency:?} is invalid")));
+        }
+        if fx.floors.insert(currency, limit).is_some() {
+            return Err(corrupt(format!("fx floor of {currency} appears twice")));
+        }
+    }
+    let quotes_len = reader.count(FX_QUOTE_BYTES, limits::FX_QUOTES_MAX, "fx quotes")?;
+    for _ in 0..quotes_len {
+        let quote: FxQuoteRecord = reader.item(FX_QUOTE_BYTES, "fx quote")?;
+        if quote.from_slot as usize >= accounts_len || quote.to_slot as usize >= accounts_len {
+            return Err(corrupt(format!(
+                "fx quote {} names a slot out of range",
+                quote.id.0
+            )));
+        }
+        if quote.amounts.fee > quote.amounts.pay {
+            return Err(corrupt(format!(
+                "fx quote {} has a fee above its pay",
+                quote.id.0
+            )));
+        }
+        if quote.state == FxQuoteState::Open {
+            let open = fx.quotes_open.entry(quote.from_slot).or_default();
+            if *open >= limits::FX_QUOTES_OPEN_PER_ACCOUNT_MAX {
+                return Err(corrupt("an account has too many open fx quotes"));
+            }
+            *open += 1;
+        }
+        if fx.quotes.insert(quote.id, quote).is_some() {
+            return Err(corrupt(format!("fx quote {} appears twice", quote.id.0)));
+        }
+    }
+    let expiries_len = reader.count(FX_QUOTE_EXPIRY_BYTES, usize::MAX, "fx quote expiries")?;
+    for _ in 0..expiries_len {
+        let entry: (u64, CommandId) = reader.item(FX_QUOTE_EXPIRY_BYTES, "fx quote expiry")?;
+        fx.quote_expiries.insert(entry);
+    }
+    for quote in fx.quotes.values() {
+        let at = quote.amounts.expires_at;
+        let queued = fx.quote_expiries.contains(&(at, quote.id))
+            || (quote.state != FxQuoteState::Open
+                && fx
+                    .quote_expiries
+                    .contains(&(at.saturating_add(limits::FX_QUOTE_MEMORY_NS), quote.id)));
+        if !queued {
+            return Err(corrupt(format!(
+                "fx quote {} is missing from the expiry queue",
+                quote.id.0
+            )));
+        }
+    }
+    let payments_len = reader.count(FX_PAYMENT_BYTES, usize::MAX, "fx payments")?;
+    for _ in 0..payments_len {
+        let (id, legs): (CommandId, FxPaymentLegs) = reader.item(FX_PAYMENT_BYTES, "fx payment")?;
+        if !payments.contains_key(&id)
+            || legs.net_refunded > legs.net
+            || legs.fee_refunded > legs.fee
+            || legs.refunded > legs.amount
+        {
+            return Err(corrupt(format!("fx payment {} is inconsistent", id.0)));
+        }
+        if fx.payments.insert(id, legs).is_some() {
+            return Err(corrupt(format!("fx payment {} appears twice", id.0)));
+        }
+    }
+    Ok(fx)
+}
+
 fn put_count(out: &mut Vec<u8>, count: usize) {
     out.extend_from_slice(&(count as u64).to_le_bytes());
 }
@@ -334,7 +472,10 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
         return Err(corrupt("it does not start with the state magic"));
     }
     let version = reader.u32("version")?;
-    if version != STATE_VERSION && version != STATE_VERSION_NO_RISK {
+    if version != STATE_VERSION
+        && version != STATE_VERSION_NO_RISK
+        && version != STATE_VERSION_NO_FX
+    {
         return Err(corrupt(format!(
             "state format version {version} is not supported (this build reads {STATE_VERSION})"
         )));
@@ -521,6 +662,12 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
     } else {
         decode_risk(&mut reader, &index, &accounts)?
     };
+    // 10. FX (version 3).
+    let fx = if version == STATE_VERSION {
+        decode_fx(&mut reader, accounts_len, &payments)?
+    } else {
+        FxState::default()
+    };
 
     if !reader.bytes.is_empty() {
         return Err(corrupt(format!(
@@ -541,6 +688,7 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
             payments,
             risk,
             detail: Detail::None,
+            fx,
             ..Books::default()
         },
         records: Records { by_id, order },
@@ -581,7 +729,7 @@ impl Pending {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::command::{AccountKind, AccountStatus, CommandId};
+    use crate::command::{AccountKind, AccountStatus, CommandId, FxAmounts, FxMid, FxSource};
     use crate::currency::Currency;
     use crate::ledger::HoldState;
     use crate::status::Status;
@@ -667,6 +815,51 @@ mod tests {
             &mut out,
         );
         assert_eq!(out.len(), PAYMENT_BYTES);
+        out.clear();
+        let rate = FxRate {
+            base: Currency::USD,
+            quote: Currency::JPY,
+            mid: FxMid {
+                mantissa: u64::MAX,
+                scale: 18,
+            },
+            spread_bps: 1_000,
+            source: FxSource::new("ECB").unwrap(),
+            set_at: 1,
+            valid_until: 2,
+        };
+        encode_value(&rate, &mut out);
+        assert_eq!(out.len(), FX_RATE_BYTES);
+        out.clear();
+        encode_value(&(Currency::JPY, 5u64), &mut out);
+        assert_eq!(out.len(), FX_FLOOR_BYTES);
+        out.clear();
+        encode_value(
+            &FxQuoteRecord {
+                id: CommandId(1),
+                from_slot: 2,
+                to_slot: 3,
+                amounts: FxAmounts {
+                    pay: 1,
+                    fee: 1,
+                    receive: 1,
+                    pay_currency: Currency::USD,
+                    receive_currency: Currency::JPY,
+                    mid: rate.mid,
+                    inverse: true,
+                    expires_at: 9,
+                },
+                state: FxQuoteState::Expired,
+            },
+            &mut out,
+        );
+        assert_eq!(out.len(), FX_QUOTE_BYTES);
+        out.clear();
+        encode_value(&(9u64, CommandId(1)), &mut out);
+        assert_eq!(out.len(), FX_QUOTE_EXPIRY_BYTES);
+        out.clear();
+        encode_value(&(CommandId(1), FxPaymentLegs::default()), &mut out);
+        assert_eq!(out.len(), FX_PAYMENT_BYTES);
     }
 
     #[test]
@@ -674,7 +867,7 @@ mod tests {
         let ledger = Ledger::default();
         let mut bytes = Vec::new();
         encode_state(&ledger, &mut bytes);
-        assert_eq!(bytes.len(), 8 + 4 + 8 + 8 + 8 * 8 + 8 + 10 + 3 * 8);
+        assert_eq!(bytes.len(), 8 + 4 + 8 + 8 + 8 * 8 + 8 + 10 + 3 * 8 + 5 * 8);
         let decoded = decode_state(&bytes, LedgerConfig::default()).unwrap();
         assert_eq!(decoded.digest(), ledger.digest());
     }
