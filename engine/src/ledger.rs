@@ -879,7 +879,13 @@ impl Books {
     /// The house settlement account of `currency`, opened on first use.
     /// Callers check `has_room_for_house` before their point of no return.
     fn house_settlement(&mut self, currency: Currency) -> u32 {
-        let id = AccountId::house(HouseRole::Settlement, currency).house_part(self.house_part);
+        self.house_account(HouseRole::Settlement, currency)
+    }
+
+    /// This ledger's part of the house account of `role` and `currency`,
+    /// opened on first use.
+    pub(crate) fn house_account(&mut self, role: HouseRole, currency: Currency) -> u32 {
+        let id = AccountId::house(role, currency).house_part(self.house_part);
         match self.slot(id) {
             Some(slot) => slot,
             None => self.push_account(Account::new(&OpenAccount {

@@ -3,15 +3,15 @@
 //! together and applied together ([`Deltas`]).
 
 use crate::command::{
-    AccountId, AccountKind, CommandId, CommandResult, Detail, FxAmounts, FxOrder, FxRateSet,
-    FxRateView, FxSide, HouseRole, OpenAccount, QueryReply,
+    AccountId, CommandId, CommandResult, Detail, FxAmounts, FxOrder, FxRateSet, FxRateView, FxSide,
+    HouseRole, QueryReply,
 };
 use crate::currency::Currency;
 use crate::fx::{
     is_liquidity, price_amounts, FxPaymentLegs, FxQuoteRecord, FxQuoteState, FxRate, FxRefund,
     FxState, Price,
 };
-use crate::ledger::{check_amount, Account, Books, Elsewhere, Payment};
+use crate::ledger::{check_amount, Books, Elsewhere, Payment};
 use crate::limits;
 use crate::status::Status;
 use crate::storage::record::encode_value;
@@ -402,17 +402,7 @@ impl Books {
             },
         );
         for (role, currency) in house {
-            let id = AccountId::house(role, currency).house_part(self.house_part);
-            if self.slot(id).is_none() {
-                self.push_account(Account::new(&OpenAccount {
-                    account: id,
-                    owner: 0,
-                    kind: AccountKind::House,
-                    currency,
-                    kyc_tier: 0,
-                    mcc: 0,
-                }));
-            }
+            self.house_account(role, currency);
         }
         Ok(())
     }
