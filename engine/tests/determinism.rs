@@ -955,6 +955,10 @@ fn determinism_across_shard_counts() {
             let pairs_split = stats.pairs_split as f64 / main as f64;
             // About a third (FX conversions, 6% of the mix, are one-shard).
             assert!(pairs_split > 0.3, "cross-shard share {pairs_split}");
+            // FX floors were checked both ways: on the exact position asked
+            // of the shards, and on the router's bound.
+            assert!(stats.liquidity_asks > 100, "{stats:?}");
+            assert!(stats.liquidity_bounded > 100, "{stats:?}");
         }
         for (query, want) in queries.iter().zip(&lone_answers) {
             assert_eq!(&sharded.query(query), want, "{shards} shards, {query:?}");

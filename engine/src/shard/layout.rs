@@ -35,6 +35,7 @@ pub(super) struct Split {
     pub(super) hold_expiries: BinaryHeap<Reverse<(u64, CommandId)>>,
     pub(super) quotes: FxHashMap<CommandId, QuoteEntry>,
     pub(super) quote_forgets: BinaryHeap<Reverse<(u64, CommandId)>>,
+    pub(super) fx_floors: FxHashMap<crate::currency::Currency, u64>,
 }
 
 /// Adds a house part's money to the sum of the parts.
@@ -333,6 +334,7 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
         hold_expiries,
         quotes,
         quote_forgets,
+        fx_floors: books.fx.floors.iter().map(|(&c, &l)| (c, l)).collect(),
     }
 }
 

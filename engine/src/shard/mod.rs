@@ -45,7 +45,7 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::command::{
     AccountId, AccountView, Command, CommandId, CommandKind, CommandResult, Detail, FxAmounts,
-    FxOrder, HouseRole, MerchantKey, Query, QueryReply,
+    FxOrder, FxSide, HouseRole, MerchantKey, Query, QueryReply,
 };
 use crate::currency::Currency;
 use crate::ledger::halves::{first_known_key, Parties};
@@ -126,6 +126,18 @@ struct QuoteEntry {
     amounts: Option<FxAmounts>,
     resolved: bool,
     arrival: u64,
+}
+
+/// What the router knows of one currency's FX liquidity parts: their exact
+/// balances at the last time it asked, and since then an upper bound of what
+/// commands routed on each shard may have drawn from them (credits are left
+/// out: they only help). `exact` is false once a command with no known
+/// bound was routed, until the next ask.
+#[derive(Clone, Debug)]
+struct LiquidityBound {
+    parts: Vec<i128>,
+    drawn: Vec<u128>,
+    exact: bool,
 }
 
 /// Where an account lives and its currency (which never changes): the
@@ -214,8 +226,13 @@ pub struct ShardStats {
     /// Duplicates and reused ids the router answered itself.
     pub answered_by_router: u64,
     /// Times the router waited for results before routing on (a reference
-    /// whose outcome was in flight).
+    /// whose outcome was in flight, or an FX liquidity position to ask for).
     pub flushes: u64,
+    /// Commands drawing on FX liquidity for which the router asked the
+    /// shards for the exact position (a flush each) ...
+    pub liquidity_asks: u64,
+    /// ... and for which its bound proved the floor holds (no flush).
+    pub liquidity_bounded: u64,
 }
 
 /// Every shard's state at one sequence number, not yet merged.
@@ -287,6 +304,9 @@ pub struct ShardedLedger {
     hold_expiries: BinaryHeap<Reverse<(u64, CommandId)>>,
     quotes: FxHashMap<CommandId, QuoteEntry>,
     quote_forgets: BinaryHeap<Reverse<(u64, CommandId)>>,
+    /// FX liquidity floors in force (a copy: `SetFxFloor` needs no state).
+    fx_floors: FxHashMap<Currency, u64>,
+    liquidity: FxHashMap<Currency, LiquidityBound>,
     inputs: Vec<Sender<Input>>,
     outputs: Receiver<(u32, Output)>,
     threads: Vec<JoinHandle<()>>,
@@ -360,6 +380,8 @@ impl ShardedLedger {
             hold_expiries: split.hold_expiries,
             quotes: split.quotes,
             quote_forgets: split.quote_forgets,
+            fx_floors: split.fx_floors,
+            liquidity: FxHashMap::default(),
             inputs: Vec::with_capacity(shards),
             outputs,
             threads: Vec::with_capacity(shards),
@@ -734,29 +756,68 @@ impl ShardedLedger {
     }
 
     /// The sum of the FX liquidity parts of `currency` on every shard but
-    /// `except`, at this point of the log: the router waits for everything
-    /// routed so far, then asks. A conversion checks the liquidity floor on
-    /// its own part plus this, which is the lone ledger's whole position.
-    fn liquidity_elsewhere(&mut self, currency: Currency, except: u32) -> i128 {
+    /// `except`, at this point of the log, for a command that draws at most
+    /// `draw` (`None`: not known) from `except`'s part. A conversion checks
+    /// the liquidity floor on its own part plus this, which is the lone
+    /// ledger's whole position.
+    ///
+    /// Exact when the router waits for everything routed so far and asks
+    /// the shards (a flush). It skips that when its bound already proves the
+    /// floor holds: balances at the last ask, minus everything routed since
+    /// that may have drawn on them, minus `draw`, is at or above `-floor`.
+    /// It then passes that lower bound of the other parts: the shard's
+    /// check passes with it, as the lone ledger's does with the exact sum,
+    /// and nothing else decides on the number.
+    fn liquidity_elsewhere(&mut self, currency: Currency, except: u32, draw: Option<u64>) -> i128 {
         if self.shards == 1 {
             return 0;
         }
+        let floor = i128::from(self.fx_floors.get(&currency).copied().unwrap_or(0));
+        if let (Some(draw), Some(bound)) = (draw, self.liquidity.get_mut(&currency)) {
+            if bound.exact {
+                let low = |shard: usize| bound.parts[shard] - bound.drawn[shard] as i128;
+                let total: i128 = (0..bound.parts.len()).map(low).sum();
+                if total - i128::from(draw) >= -floor {
+                    let others = total - low(except as usize);
+                    bound.drawn[except as usize] += u128::from(draw);
+                    self.stats.liquidity_bounded += 1;
+                    return others;
+                }
+            }
+        }
+        self.stats.liquidity_asks += 1;
         self.flush();
         let public = AccountId::house(HouseRole::FxLiquidity, currency);
-        let mut sum = 0i128;
+        let mut parts = Vec::with_capacity(self.shards);
         for shard in 0..self.shards as u32 {
-            if shard == except {
-                continue;
-            }
             match self.ask_account(shard as usize, public.house_part(shard)) {
-                Ok(part) => sum += part.map_or(0, |part| i128::from(part.balance)),
+                Ok(part) => parts.push(part.map_or(0, |part| i128::from(part.balance))),
                 Err(_) => {
                     self.failed = true;
                     return 0;
                 }
             }
         }
-        sum
+        let others = parts.iter().sum::<i128>() - parts[except as usize];
+        let mut drawn = vec![0u128; self.shards];
+        drawn[except as usize] = draw.map_or(0, u128::from);
+        self.liquidity.insert(
+            currency,
+            LiquidityBound {
+                parts,
+                drawn,
+                exact: draw.is_some(),
+            },
+        );
+        others
+    }
+
+    /// A command routed that may draw on `currency`'s liquidity by an
+    /// amount the router does not know: the next draw asks again.
+    fn liquidity_unknown(&mut self, currency: Currency) {
+        if let Some(bound) = self.liquidity.get_mut(&currency) {
+            bound.exact = false;
+        }
     }
 
     /// A quote remembered by some shard (in flight or resolved).
@@ -1020,6 +1081,8 @@ impl ShardedLedger {
             CommandKind::PayMerchantQr {
                 payer,
                 keys,
+                amount,
+                fee,
                 currency,
                 ..
             } => {
@@ -1040,7 +1103,9 @@ impl ShardedLedger {
                     // Cross-currency: the payer's shard draws on its part of
                     // the merchant currency's FX liquidity.
                     let payer_shard = self.shard_of(payer).unwrap_or(0);
-                    parties.liquidity_elsewhere = self.liquidity_elsewhere(currency, payer_shard);
+                    let draw = amount.saturating_add(fee);
+                    parties.liquidity_elsewhere =
+                        self.liquidity_elsewhere(currency, payer_shard, Some(draw));
                 }
                 let home = self.route_pair(index, command, fingerprint, parties);
                 (home, Fact::None, merchant.map(|merchant| (merchant, payer)))
@@ -1057,8 +1122,16 @@ impl ShardedLedger {
                     customer.map(|customer| (merchant, customer)),
                 )
             }
-            CommandKind::Refund { payment, .. } => {
+            CommandKind::Refund {
+                payment, currency, ..
+            } => {
                 let original = self.records.get(&payment).and_then(|record| record.parties);
+                // A refund of a cross-currency payment draws on the payer
+                // currency's liquidity by a share the router does not know.
+                let payer_currency = original.and_then(|(_, payer)| self.currency_of(payer));
+                if let Some(payer_currency) = payer_currency.filter(|&other| other != currency) {
+                    self.liquidity_unknown(payer_currency);
+                }
                 let parties = Parties::new(
                     original.map(|(merchant, _)| merchant),
                     original.map(|(_, payer)| payer),
@@ -1068,6 +1141,17 @@ impl ShardedLedger {
             }
             // Global settings: every shard keeps the rate table and floors.
             CommandKind::SetFxRate(_) | CommandKind::SetFxFloor { .. } => {
+                // The router's copy of the floors: `SetFxFloor` applies
+                // whenever its fields are valid (no state decides it).
+                if let CommandKind::SetFxFloor { currency, limit } = command.kind {
+                    if currency.is_valid() && limit <= limits::AMOUNT_MAX {
+                        if limit == 0 {
+                            self.fx_floors.remove(&currency);
+                        } else {
+                            self.fx_floors.insert(currency, limit);
+                        }
+                    }
+                }
                 for shard in 0..self.shards as u32 {
                     self.push(
                         shard,
@@ -1117,7 +1201,11 @@ impl ShardedLedger {
                     None => self.shard_of(from).unwrap_or(0),
                 };
                 let elsewhere = match entry.and_then(|entry| entry.amounts) {
-                    Some(amounts) => self.liquidity_elsewhere(amounts.receive_currency, shard),
+                    Some(amounts) => self.liquidity_elsewhere(
+                        amounts.receive_currency,
+                        shard,
+                        Some(amounts.receive),
+                    ),
                     None => 0,
                 };
                 self.push(
@@ -1131,8 +1219,16 @@ impl ShardedLedger {
             }
             CommandKind::FxConvert(order) => {
                 let (shard, other_owner) = self.fx_shard(&order);
+                // "Receive Y" draws Y; "pay X" draws what X buys at a rate
+                // the router does not keep.
+                let draw = match order.side {
+                    FxSide::Receive => Some(order.amount),
+                    FxSide::Pay => None,
+                };
                 let elsewhere = match self.currency_of(order.to) {
-                    Some(currency) if !other_owner => self.liquidity_elsewhere(currency, shard),
+                    Some(currency) if !other_owner => {
+                        self.liquidity_elsewhere(currency, shard, draw)
+                    }
                     _ => 0,
                 };
                 self.push(
