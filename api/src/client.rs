@@ -34,9 +34,10 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use payrail_engine::budget::Category;
+use payrail_engine::history::{HistoryPage, Movement};
 use payrail_engine::risk::bounds::AUDIT_ENTRIES_MAX;
 use payrail_engine::risk::{AuditEntry, RiskPolicy, RuleSet};
-use payrail_engine::{AccountId, Command, CommandResult, Query, QueryReply, Status};
+use payrail_engine::{AccountId, Command, CommandId, CommandResult, Query, QueryReply, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -46,7 +47,7 @@ use tokio::time::Instant;
 
 use crate::auth;
 use crate::config::{self, ConfigError};
-use crate::wire::{self, ErrorCode, Message, QrPaymentRequest, WireLimits, QR_BATCH_MAX};
+use crate::wire::{self, ErrorCode, Message, QrPaymentRequest, TxSource, WireLimits, QR_BATCH_MAX};
 
 /// Default for [`ClientConfig::auto_batch_max`]: the engine's batch limit.
 pub const AUTO_BATCH_MAX_DEFAULT: usize = payrail_engine::limits::BATCH_COMMANDS_MAX;
@@ -449,6 +450,36 @@ impl Client {
         }
     }
 
+    /// A page of `account`'s movements with timestamps in `from_ns..=to_ns`,
+    /// newest first, after `cursor` (0: from the newest), at most `limit`
+    /// entries (0: the server's default of 50; at most 1,000).
+    pub async fn history(
+        &self,
+        account: AccountId,
+        from_ns: u64,
+        to_ns: u64,
+        cursor: u128,
+        limit: u32,
+    ) -> Result<HistoryPage, ClientError> {
+        let query = Message::HistoryQuery {
+            account,
+            from_ns,
+            to_ns,
+            cursor,
+            limit,
+        };
+        match self.core.request(query).await? {
+            Message::HistoryPage {
+                entries,
+                next_cursor,
+            } => Ok(HistoryPage {
+                entries,
+                next_cursor,
+            }),
+            other => Err(self.core.unexpected(other)),
+        }
+    }
+
     /// The digest of the risk policy in force and the rules that are on.
     pub async fn risk_policy(&self) -> Result<([u8; 32], RuleSet), ClientError> {
         match self.query(vec![Query::RiskPolicy]).await?.first() {
@@ -537,6 +568,35 @@ impl Client {
             }
         }
         Ok(Ok((answered, lines)))
+    }
+
+    /// What became of one command: its status, where that comes from, and
+    /// the movements it made.
+    pub async fn tx(
+        &self,
+        id: CommandId,
+    ) -> Result<(TxSource, Status, Vec<Movement>), ClientError> {
+        match self.core.request(Message::TxQuery { id }).await? {
+            Message::TxReply {
+                source,
+                status,
+                legs,
+            } => Ok((source, status, legs)),
+            other => Err(self.core.unexpected(other)),
+        }
+    }
+
+    /// Asks the server to write a consistent backup of its data directory
+    /// to `dir` on its own machine (which must not exist). Returns the log
+    /// sequence the backup holds everything up to.
+    pub async fn backup(&self, dir: &str) -> Result<u64, ClientError> {
+        let request = Message::Backup {
+            dir: dir.to_owned(),
+        };
+        match self.core.request(request).await? {
+            Message::BackupReply { last_sequence } => Ok(last_sequence),
+            other => Err(self.core.unexpected(other)),
+        }
     }
 
     /// Executes one command. Commands from concurrent callers are batched

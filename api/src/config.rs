@@ -186,6 +186,7 @@ pub struct EngineSection {
     pub idempotency_records_max: u64,
     /// Shards (state-machine threads); 0: one per available core.
     pub shards: u32,
+    pub history: bool,
 }
 
 impl Default for EngineSection {
@@ -199,6 +200,7 @@ impl Default for EngineSection {
             idempotency_window_s: engine.ledger.idempotency_window_ns / 1_000_000_000,
             idempotency_records_max: engine.ledger.idempotency_records_max as u64,
             shards: engine.shards as u32,
+            history: engine.history,
         }
     }
 }
@@ -216,6 +218,7 @@ impl EngineSection {
             checkpoint_commands: self.checkpoint_commands,
             checkpoint_interval: Duration::from_secs(self.checkpoint_interval_s),
             shards: self.shards as usize,
+            history: self.history,
         }
     }
 
@@ -261,6 +264,27 @@ pub struct ServerConfig {
     pub engine: EngineSection,
     /// Gateways allowed to connect. Empty: the local gateway of the data directory.
     pub gateways: Vec<GatewayConfig>,
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus endpoint.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve metrics at all.
+    pub enabled: bool,
+    /// Where `GET /metrics` is served (plain HTTP: keep it on loopback or a
+    /// private network).
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9400)),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -272,6 +296,7 @@ impl Default for ServerConfig {
             limits: LimitsConfig::default(),
             engine: EngineSection::default(),
             gateways: Vec::new(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod operations;
 pub mod qr;
 pub mod qr_pay;
 pub mod serve;

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::{self, ConfigError, GatewayConfig, ServerConfig};
-use crate::server::{self, ServerStats};
+use crate::server::{self, ServerStats, Store};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,8 @@ pub struct ServeOptions {
     pub shards: Option<u32>,
     /// Risk policy TOML to put in force at start (overrides the config's).
     pub risk_policy: Option<PathBuf>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub no_metrics: bool,
 }
 
 impl ServeOptions {
@@ -73,6 +75,13 @@ impl ServeOptions {
         }
         if let Some(risk_policy) = &self.risk_policy {
             config.risk_policy = Some(risk_policy.clone());
+        }
+        if let Some(listen) = self.metrics_listen {
+            config.metrics.listen = listen;
+            config.metrics.enabled = true;
+        }
+        if self.no_metrics {
+            config.metrics.enabled = false;
         }
         Ok(config)
     }
@@ -122,12 +131,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
     };
     let data_dir = config.data_dir.clone();
     let engine_config = config.engine.engine_config();
-    let engine = tokio::task::spawn_blocking(move || -> Result<Engine, ServeError> {
-        let storage = RocksStorage::open(&data_dir)?;
-        Ok(Engine::start(storage, engine_config)?)
-    })
-    .await
-    .map_err(|error| ServeError::Runtime(std::io::Error::other(error.to_string())))??;
+    let (engine, storage) =
+        tokio::task::spawn_blocking(move || -> Result<(Engine, RocksStorage), ServeError> {
+            let storage = RocksStorage::open(&data_dir)?;
+            Ok((Engine::start(storage.clone(), engine_config)?, storage))
+        })
+        .await
+        .map_err(|error| ServeError::Runtime(std::io::Error::other(error.to_string())))??;
     if let Some(path) = &config.risk_policy {
         let handle = engine.handle();
         let path = path.clone();
@@ -146,6 +156,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
         commands_replayed = recovery.commands_replayed,
         dropped_tail = ?recovery.dropped_tail,
         recovery_ms = recovery.elapsed.as_millis() as u64,
+        history_watermark = recovery.history_watermark,
+        history_rebuilt = recovery.history_rebuilt,
+        shards = 1,
+        history = config.engine.history,
+        queue_depth = config.engine.queue_depth,
+        checkpoint_commands = config.engine.checkpoint_commands,
+        checkpoint_interval_s = config.engine.checkpoint_interval_s,
+        metrics = %if config.metrics.enabled { config.metrics.listen.to_string() } else { "off".to_owned() },
         startup_ms = started.elapsed().as_millis() as u64,
         frame_bytes_max = config.limits.frame_bytes_max,
         connections_max = config.limits.connections_max,
@@ -166,14 +184,26 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
     let (stop_sender, stop_receiver) = oneshot::channel::<()>();
     let stats = Arc::new(ServerStats::default());
     let handle = engine.handle();
+    let store = Store {
+        storage,
+        data_dir: config.data_dir.clone(),
+    };
     let task = {
         let stats = Arc::clone(&stats);
         let gateways = gateways.clone();
         let limits = config.limits.clone();
         tokio::spawn(async move {
-            server::run(listener, engine.handle(), limits, &gateways, stats, async {
-                let _ = stop_receiver.await;
-            })
+            server::run(
+                listener,
+                engine.handle(),
+                Some(store),
+                limits,
+                &gateways,
+                stats,
+                async {
+                    let _ = stop_receiver.await;
+                },
+            )
             .await;
             engine
         })
@@ -242,14 +272,95 @@ pub fn serve_blocking(options: &ServeOptions) -> Result<(), ServeError> {
         .build()
         .map_err(ServeError::Runtime)?;
     runtime.block_on(async move {
+        let metrics = config.metrics.clone();
         let server = start(config).await?;
-        tracing::info!(addr = %server.addr, "listening");
+        let upkeep = if metrics.enabled {
+            install_metrics(metrics.listen).then(|| {
+                tokio::spawn(publish_stats(
+                    server.engine.clone(),
+                    Arc::clone(&server.stats),
+                ))
+            })
+        } else {
+            None
+        };
+        tracing::info!(addr = %server.addr, metrics = %if metrics.enabled { metrics.listen.to_string() } else { "off".to_owned() }, "listening");
         wait_for_signal().await;
+        if let Some(upkeep) = upkeep {
+            upkeep.abort();
+        }
         tracing::info!("shutting down: finishing requests in flight and taking a checkpoint");
         server.stop().await;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Installs the Prometheus exporter (a process-wide recorder) serving
+/// `GET /metrics` on `listen`. A failure is logged and the server runs on
+/// without metrics: they are not worth refusing payments for.
+fn install_metrics(listen: SocketAddr) -> bool {
+    let installed = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(listen)
+        .install();
+    match installed {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::error!(%listen, %error, "cannot serve metrics; running without them");
+            false
+        }
+    }
+}
+
+/// Copies the engine's and the server's counters into metrics once a second
+/// (so the hot path only bumps its own atomics), and the checkpoint's age.
+async fn publish_stats(engine: EngineHandle, server: Arc<ServerStats>) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        interval.tick().await;
+        let stats = engine.stats();
+        let get = |counter: &std::sync::atomic::AtomicU64| {
+            counter.load(std::sync::atomic::Ordering::Relaxed)
+        };
+        metrics::counter!("payrail_commands_logged_total").absolute(get(&stats.commands_logged));
+        metrics::counter!("payrail_commands_applied_total").absolute(get(&stats.commands_applied));
+        metrics::counter!("payrail_log_writes_total").absolute(get(&stats.group_writes));
+        metrics::counter!("payrail_log_bytes_total").absolute(get(&stats.log_bytes_written));
+        metrics::counter!("payrail_queries_total").absolute(get(&stats.queries));
+        metrics::counter!("payrail_checkpoints_total").absolute(get(&stats.checkpoints));
+        metrics::gauge!("payrail_last_sequence").set(get(&stats.last_sequence) as f64);
+        metrics::gauge!("payrail_checkpoint_sequence").set(get(&stats.checkpoint_sequence) as f64);
+        metrics::gauge!("payrail_checkpoint_pause_seconds")
+            .set(get(&stats.checkpoint_pause_ns_last) as f64 / 1e9);
+        let checkpoint_at = get(&stats.checkpoint_unix_ns);
+        if checkpoint_at > 0 {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_nanos() as u64);
+            metrics::gauge!("payrail_checkpoint_age_seconds")
+                .set(now.saturating_sub(checkpoint_at) as f64 / 1e9);
+        }
+        metrics::gauge!("payrail_history_watermark").set(get(&stats.history_watermark) as f64);
+        metrics::gauge!("payrail_history_lag_batches")
+            .set(get(&stats.last_sequence).saturating_sub(get(&stats.history_watermark)) as f64);
+        metrics::counter!("payrail_history_movements_total")
+            .absolute(get(&stats.history_movements));
+        metrics::gauge!("payrail_write_failed").set(f64::from(u8::from(
+            stats
+                .write_failed
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )));
+        metrics::gauge!("payrail_connections_open").set(get(&server.connections_open) as f64);
+        metrics::counter!("payrail_connections_accepted_total")
+            .absolute(get(&server.connections_accepted));
+        metrics::counter!("payrail_connections_refused_total")
+            .absolute(get(&server.connections_refused));
+        metrics::counter!("payrail_handshakes_failed_total")
+            .absolute(get(&server.handshakes_failed));
+        metrics::counter!("payrail_frames_refused_total").absolute(get(&server.frames_refused));
+        metrics::counter!("payrail_requests_total").absolute(get(&server.requests));
+        metrics::counter!("payrail_requests_refused_total").absolute(get(&server.requests_refused));
+    }
 }
 
 async fn wait_for_signal() {

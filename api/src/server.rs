@@ -14,12 +14,14 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use payrail_engine::pipeline::{EngineHandle, SubmitError};
+use payrail_engine::storage::RocksStorage;
 use payrail_engine::{Command, CommandKind, CommandResult, QueryReply, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -28,6 +30,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::auth;
 use crate::config::{GatewayConfig, LimitsConfig};
+use crate::operations;
 use crate::qr_pay;
 use crate::wire::{self, error_message, Check, ErrorCode, Frame, Message, WireError, WireLimits};
 
@@ -61,6 +64,9 @@ impl ServerStats {
 /// What every connection shares.
 struct Context {
     engine: EngineHandle,
+    /// The engine's storage, read directly for history and backups (never
+    /// through the executor); `None` when the server runs without one.
+    store: Option<Store>,
     limits: LimitsConfig,
     wire_limits: WireLimits,
     /// Gateway name to secret bytes.
@@ -129,11 +135,20 @@ fn is_charge(command: &Command) -> bool {
     matches!(command.kind, CommandKind::ChargePaymentCode { .. })
 }
 
+/// The data directory as the server reads it for history and backups.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub storage: RocksStorage,
+    /// The data directory (its gateway.toml goes into backups).
+    pub data_dir: PathBuf,
+}
+
 /// Serves gateways on `listener` until `shutdown` resolves. Returns once every
 /// connection has finished.
 pub async fn run(
     listener: TcpListener,
     engine: EngineHandle,
+    store: Option<Store>,
     limits: LimitsConfig,
     gateways: &[GatewayConfig],
     stats: Arc<ServerStats>,
@@ -141,6 +156,7 @@ pub async fn run(
 ) {
     let context = Arc::new(Context {
         engine,
+        store,
         wire_limits: limits.wire(),
         gateways: gateways
             .iter()
@@ -230,10 +246,12 @@ enum Pending {
     Results {
         request_id: u64,
         results: oneshot::Receiver<Vec<CommandResult>>,
+        started: Instant,
     },
     Queries {
         request_id: u64,
         replies: oneshot::Receiver<Vec<QueryReply>>,
+        started: Instant,
     },
     PolicySet {
         request_id: u64,
@@ -242,6 +260,12 @@ enum Pending {
     Ready {
         request_id: u64,
         message: Message,
+    },
+    /// Answered by a task of its own (history reads, backups).
+    Later {
+        request_id: u64,
+        reply: oneshot::Receiver<Message>,
+        started: Instant,
     },
 }
 
@@ -541,6 +565,7 @@ impl Connection {
         let request_id = frame.request_id;
         let stats = &self.context.stats;
         stats.requests.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let item = match frame.message {
             Message::Submit { commands } => {
                 if inflight.load(Ordering::Relaxed) >= u64::from(self.context.limits.inflight_max) {
@@ -562,6 +587,7 @@ impl Connection {
                             Pending::Results {
                                 request_id,
                                 results: receiver,
+                                started,
                             }
                         }
                         Err(error) => refused(stats, request_id, submit_error_code(error)),
@@ -583,6 +609,7 @@ impl Connection {
                             Pending::Queries {
                                 request_id,
                                 replies: receiver,
+                                started,
                             }
                         }
                         Err(error) => refused(stats, request_id, submit_error_code(error)),
@@ -603,6 +630,7 @@ impl Connection {
                             Pending::Results {
                                 request_id,
                                 results: receiver,
+                                started,
                             }
                         }
                         Err(error) => refused(stats, request_id, submit_error_code(error)),
@@ -628,6 +656,27 @@ impl Connection {
                             }
                         }
                         Err(error) => refused(stats, request_id, submit_error_code(error)),
+                    }
+                }
+            }
+            Message::HistoryQuery { .. } | Message::TxQuery { .. } | Message::Backup { .. } => {
+                if inflight.load(Ordering::Relaxed) >= u64::from(self.context.limits.inflight_max) {
+                    refused(stats, request_id, ErrorCode::TooManyInFlight)
+                } else {
+                    let (sender, reply) = oneshot::channel();
+                    let context = Arc::clone(&self.context);
+                    let message = frame.message;
+                    tokio::spawn(async move {
+                        let answer =
+                            operations::answer(&context.engine, context.store.as_ref(), message)
+                                .await;
+                        drop(sender.send(answer));
+                    });
+                    inflight.fetch_add(1, Ordering::Relaxed);
+                    Pending::Later {
+                        request_id,
+                        reply,
+                        started,
                     }
                 }
             }
@@ -751,6 +800,13 @@ async fn engine_reply<T>(
     }
 }
 
+/// End-to-end latency of one request, from its decoding to its reply being
+/// ready to write (engine queue, log fsync, execution included).
+fn record_latency(kind: &'static str, started: Instant) {
+    metrics::histogram!("payrail_request_seconds", "kind" => kind)
+        .record(started.elapsed().as_secs_f64());
+}
+
 /// A gateway that does not read its replies for `stall_timeout` (the read
 /// timeout) is disconnected, so it cannot hold a connection, its buffers or
 /// a graceful shutdown forever.
@@ -767,18 +823,22 @@ async fn write_replies(
             Pending::Results {
                 request_id,
                 results,
+                started,
             } => {
                 let message = engine_reply(results, |results| Message::Results { results }).await;
                 inflight.fetch_sub(1, Ordering::Relaxed);
+                record_latency("submit", started);
                 (request_id, message)
             }
             Pending::Queries {
                 request_id,
                 replies,
+                started,
             } => {
                 let message =
                     engine_reply(replies, |replies| Message::QueryResults { replies }).await;
                 inflight.fetch_sub(1, Ordering::Relaxed);
+                record_latency("query", started);
                 (request_id, message)
             }
             Pending::PolicySet {
@@ -803,6 +863,16 @@ async fn write_replies(
                 request_id,
                 message,
             } => (request_id, message),
+            Pending::Later {
+                request_id,
+                reply,
+                started,
+            } => {
+                let message = engine_reply(reply, |message| message).await;
+                inflight.fetch_sub(1, Ordering::Relaxed);
+                record_latency("operation", started);
+                (request_id, message)
+            }
         };
         if wire::encode(request_id, &message, &mut frame).is_err() {
             // A reply larger than a frame cannot happen (one small result per

@@ -24,6 +24,7 @@ fn free_port() -> SocketAddr {
 struct ServerProcess {
     child: Child,
     addr: SocketAddr,
+    metrics_addr: SocketAddr,
     data_dir: PathBuf,
     log: PathBuf,
 }
@@ -31,10 +32,12 @@ struct ServerProcess {
 impl ServerProcess {
     fn start(dir: &Path) -> ServerProcess {
         let addr = free_port();
+        let metrics_addr = free_port();
         let data_dir = dir.join("data");
         let log = dir.join("serve.log");
         let child = Command::new(BINARY)
-            .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+            .args(["serve", "--listen", &addr.to_string()])
+            .args(["--metrics-listen", &metrics_addr.to_string(), "--data-dir"])
             .arg(&data_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -44,6 +47,7 @@ impl ServerProcess {
         let mut server = ServerProcess {
             child,
             addr,
+            metrics_addr,
             data_dir,
             log,
         };
@@ -321,4 +325,137 @@ fn usage_errors_exit_with_code_2() {
     let mut command = Command::new(BINARY);
     command.args(["transfer", "1", "2", "1.00", "XYZ"]);
     expect_code(&run(command), 2);
+}
+
+/// The metrics page, by plain HTTP/1.1.
+fn metrics_text(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
+}
+
+#[test]
+fn history_tx_show_and_metrics_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    for args in [
+        &[
+            "account",
+            "open",
+            "1001",
+            "--owner",
+            "1",
+            "--customer",
+            "--currency",
+            "CNY",
+        ][..],
+        &[
+            "account",
+            "open",
+            "2001",
+            "--owner",
+            "2",
+            "--merchant",
+            "--mcc",
+            "5812",
+            "--currency",
+            "CNY",
+        ],
+        &["deposit", "1001", "100.00", "CNY", "--id", "1"],
+        &["transfer", "1001", "2001", "12.50", "CNY", "--id", "77"],
+        &["transfer", "1001", "2001", "0.50", "CNY", "--id", "78"],
+    ] {
+        expect_code(&server.run(args), 0);
+    }
+    // History is written just after the acknowledgement: wait for it (bounded).
+    let started = Instant::now();
+    let page = loop {
+        let output = server.run(&["history", "1001", "--json"]);
+        expect_code(&output, 0);
+        let page = json(&output);
+        if page["entries"].as_array().unwrap().len() == 3 {
+            break page;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{page}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let entries = page["entries"].as_array().unwrap();
+    assert_eq!(entries[0]["kind"], "transfer");
+    assert_eq!(entries[0]["amount_decimal"], "-0.50");
+    assert_eq!(entries[0]["balance_decimal"], "87.00");
+    assert_eq!(entries[0]["counterparty"], 2001);
+    assert_eq!(
+        entries[0]["mcc"], 5812,
+        "a payment to a merchant carries its category"
+    );
+    assert_eq!(entries[1]["command_id"], format!("{:032x}", 77));
+    assert_eq!(entries[2]["kind"], "deposit");
+    assert_eq!(entries[2]["balance"], 10_000);
+    assert!(page["next_cursor"].is_null());
+
+    // Two pages of one, then the rest, through the cursor.
+    let output = server.run(&["history", "1001", "--limit", "1", "--json"]);
+    let first = json(&output);
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let output = server.run(&["history", "1001", "--limit", "1", "--cursor", &cursor]);
+    expect_code(&output, 0);
+    let text = stdout(&output);
+    assert!(
+        text.contains("-12.50 CNY") && text.contains("87.50 CNY"),
+        "{text}"
+    );
+    assert!(
+        text.contains("more: payrail history 1001 --cursor "),
+        "{text}"
+    );
+    // A time range before anything happened is empty.
+    let output = server.run(&["history", "1001", "--to", "2000-01-01"]);
+    expect_code(&output, 0);
+    assert!(
+        stdout(&output).contains("no movements"),
+        "{}",
+        stdout(&output)
+    );
+
+    let output = server.run(&["tx", "show", "77", "--json"]);
+    expect_code(&output, 0);
+    let tx = json(&output);
+    assert_eq!(tx["status"], "ok");
+    assert_eq!(tx["source"], "record");
+    let legs = tx["legs"].as_array().unwrap();
+    assert_eq!(legs.len(), 2);
+    assert_eq!(
+        (legs[0]["account"].clone(), legs[0]["amount"].clone()),
+        (1001.into(), (-1250).into())
+    );
+    assert_eq!(
+        (legs[1]["account"].clone(), legs[1]["amount"].clone()),
+        (2001.into(), 1250.into())
+    );
+    let output = server.run(&["tx", "show", "999"]);
+    expect_code(&output, 0);
+    assert!(stdout(&output).contains(": unknown"), "{}", stdout(&output));
+
+    let metrics = metrics_text(server.metrics_addr);
+    assert!(
+        metrics.contains("payrail_commands_total{kind=\"transfer\",status=\"ok\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("payrail_log_write_seconds"), "{metrics}");
+    let output = server.run(&["status", "--json"]);
+    let status = json(&output);
+    assert!(
+        status["counters"]["engine.history_movements"]
+            .as_u64()
+            .unwrap()
+            >= 6
+    );
 }

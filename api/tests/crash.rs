@@ -302,9 +302,54 @@ async fn verify(addr: SocketAddr, gateway: &GatewayConfig, world: &Mutex<World>)
             .map_or(0, |account| account.balance);
         assert_eq!(balance, expected, "balance of account {account:#x}");
         total += i128::from(balance);
+        if account != house {
+            check_history(&mut connection, account, balance).await;
+        }
     }
     assert_eq!(total, 0, "money is conserved in CNY");
     (applied, missing)
+}
+
+/// The history survived the kill (or was rebuilt from the log at recovery):
+/// the account's movements, read a page at a time, add up to its balance
+/// (accounts start at 0) and the newest one ends at it.
+async fn check_history(connection: &mut RawConnection, account: u64, balance: i64) {
+    let (mut cursor, mut sum, mut newest) = (0u128, 0i64, None);
+    for page in 0..1_000u64 {
+        let query = Message::HistoryQuery {
+            account: AccountId(account),
+            from_ns: 0,
+            to_ns: u64::MAX,
+            cursor,
+            limit: 1_000,
+        };
+        connection.send(1_000_000 + page, &query).await;
+        let frame = connection.read_frame().await.expect("a history page");
+        let Message::HistoryPage {
+            entries,
+            next_cursor,
+        } = frame.message
+        else {
+            panic!("expected a history page, got {frame:?}");
+        };
+        if newest.is_none() {
+            newest = entries.first().map(|entry| entry.balance);
+        }
+        sum += entries.iter().map(|entry| entry.amount).sum::<i64>();
+        cursor = next_cursor;
+        if cursor == 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        sum, balance,
+        "history of account {account} adds up to its balance"
+    );
+    assert_eq!(
+        newest.unwrap_or(0),
+        balance,
+        "newest movement of account {account}"
+    );
 }
 
 #[test]
@@ -329,7 +374,7 @@ fn crash_kill_restart_loses_nothing_acknowledged() {
     // Small checkpoint threshold so kills land before, during and after checkpoints.
     std::fs::write(
         &config,
-        "[engine]\ncheckpoint_commands = 20000\ncheckpoint_interval_s = 1\n",
+        "[engine]\ncheckpoint_commands = 20000\ncheckpoint_interval_s = 1\n\n[metrics]\nenabled = false\n",
     )
     .unwrap();
     let addr = {
@@ -398,8 +443,15 @@ fn crash_kill_restart_loses_nothing_acknowledged() {
                 .await
                 .expect("verification in time")
         });
+        let log_text = server.log_text();
+        let rebuilt = log_text
+            .rsplit("history_rebuilt=")
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or("?")
+            .to_owned();
         eprintln!(
-            "round {round}: killed after {traffic:?}; {acknowledged} batches acknowledged, {applied} applied, {missing} lost in flight (never acknowledged)"
+            "round {round}: killed after {traffic:?}; {acknowledged} batches acknowledged, {applied} applied, {missing} lost in flight (never acknowledged); {rebuilt} history movements rebuilt from the log"
         );
         totals.0 += applied;
         totals.1 += missing;

@@ -4,11 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use payrail_api::wire::{
-    self, kinds, Check, ErrorCode, Message, QrPaymentRequest, WireLimits, ERROR_MESSAGE_BYTES_MAX,
-    HEADER_LEN,
+    self, kinds, Check, ErrorCode, Message, QrPaymentRequest, TxSource, WireLimits,
+    ERROR_MESSAGE_BYTES_MAX, HEADER_LEN,
 };
 use payrail_engine::budget::Category;
 use payrail_engine::command::QR_MERCHANT_KEYS_MAX;
+use payrail_engine::history::Movement;
 use payrail_engine::risk::{AuditEntry, RiskPolicy, RuleFigures, RuleId, RuleSet, Verdict};
 use payrail_engine::{
     AccountId, AccountKind, AccountStatus, AccountView, BudgetDetail, Command, CommandId,
@@ -373,8 +374,89 @@ fn qr_payment() -> impl Strategy<Value = QrPaymentRequest> {
         )
 }
 
+fn movement() -> impl Strategy<Value = Movement> {
+    (
+        (
+            account(),
+            account(),
+            any::<u128>(),
+            any::<u64>(),
+            any::<u64>(),
+        ),
+        (
+            any::<u32>(),
+            any::<i64>(),
+            any::<i64>(),
+            currency(),
+            any::<u16>(),
+        ),
+        text(payrail_engine::history::MOVEMENT_KIND_BYTES_MAX),
+    )
+        .prop_map(
+            |(
+                (account, counterparty, command, sequence, timestamp),
+                (position, amount, balance, currency, mcc),
+                kind,
+            )| Movement {
+                account,
+                counterparty,
+                command: CommandId(command),
+                sequence,
+                timestamp,
+                position,
+                kind: kind.into(),
+                amount,
+                balance,
+                currency,
+                mcc,
+            },
+        )
+}
+
+/// The history, tx and backup messages.
+fn operations_message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        (
+            account(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u128>(),
+            any::<u32>()
+        )
+            .prop_map(
+                |(account, from_ns, to_ns, cursor, limit)| Message::HistoryQuery {
+                    account,
+                    from_ns,
+                    to_ns,
+                    cursor,
+                    limit,
+                }
+            ),
+        (proptest::collection::vec(movement(), 0..8), any::<u128>()).prop_map(
+            |(entries, next_cursor)| Message::HistoryPage {
+                entries,
+                next_cursor,
+            }
+        ),
+        any::<u128>().prop_map(|id| Message::TxQuery { id: CommandId(id) }),
+        (
+            proptest::sample::select(vec![TxSource::Unknown, TxSource::Record, TxSource::History]),
+            status(),
+            proptest::collection::vec(movement(), 0..4),
+        )
+            .prop_map(|(source, status, legs)| Message::TxReply {
+                source,
+                status,
+                legs,
+            }),
+        text(wire::BACKUP_DIR_BYTES_MAX).prop_map(|dir| Message::Backup { dir }),
+        any::<u64>().prop_map(|last_sequence| Message::BackupReply { last_sequence }),
+    ]
+}
+
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
+        operations_message(),
         any::<[u8; 32]>().prop_map(|nonce| Message::Challenge { nonce }),
         (text(wire::GATEWAY_NAME_BYTES_MAX), any::<[u8; 32]>())
             .prop_map(|(gateway, proof)| Message::Hello { gateway, proof }),

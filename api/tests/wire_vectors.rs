@@ -15,15 +15,16 @@ use std::collections::BTreeMap;
 
 use hmac::{Hmac, Mac};
 use payrail_api::wire::{
-    self, kinds, Check, ErrorCode, Frame, Message, QrPaymentRequest, WireError, WireLimits,
-    HEADER_LEN,
+    self, kinds, Check, ErrorCode, Frame, Message, QrPaymentRequest, TxSource, WireError,
+    WireLimits, HEADER_LEN,
 };
+use payrail_engine::history::Movement;
 use payrail_engine::limits::BATCH_COMMANDS_MAX;
 use payrail_engine::risk::{RiskPolicy, RuleId, Verdict};
 use payrail_engine::{
-    AccountId, AccountKind, AccountStatus, AccountView, Command, CommandKind, CommandResult,
-    Currency, Detail, FxAmounts, FxMid, FxOrder, FxRateSet, FxRateView, FxSide, FxSource, Query,
-    QueryReply, RiskContext, RiskDetail, Status,
+    AccountId, AccountKind, AccountStatus, AccountView, Command, CommandId, CommandKind,
+    CommandResult, Currency, Detail, FxAmounts, FxMid, FxOrder, FxRateSet, FxRateView, FxSide,
+    FxSource, Query, QueryReply, RiskContext, RiskDetail, Status,
 };
 
 const PROTOCOL_MD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md");
@@ -122,6 +123,37 @@ fn account_view() -> AccountView {
         credits_pending: 0,
         available: 50_000,
     }
+}
+
+/// The debit leg of the transfer in the submit vector.
+fn movement() -> Movement {
+    Movement {
+        account: AccountId(1001),
+        counterparty: AccountId(2002),
+        command: CommandId(2),
+        sequence: 9,
+        timestamp: 1_795_336_205_000_000_000,
+        position: 0,
+        kind: "transfer".into(),
+        amount: -1_250,
+        balance: 48_750,
+        currency: Currency::CNY,
+        mcc: 0,
+    }
+}
+
+fn movement_body(at: &str) -> Body {
+    let mut body = Body::default()
+        .u64(1001, &format!("{at}.account"))
+        .u64(2002, "counterparty")
+        .u128(2, "command")
+        .u64(9, "sequence")
+        .u64(1_795_336_205_000_000_000, "timestamp (ns)")
+        .u32(0, "position")
+        .i64(-1_250, "amount")
+        .i64(48_750, "balance");
+    body.0.extend(cny().0);
+    body.u16(0, "mcc").string("transfer", "kind")
 }
 
 fn vectors() -> Vec<Vector> {
@@ -397,6 +429,74 @@ fn vectors() -> Vec<Vector> {
                     "digest: RiskPolicy::digest of the policy now in force",
                 )
                 .0,
+        },
+        Vector {
+            name: "history_query",
+            request_id: 6,
+            message: Message::HistoryQuery {
+                account: AccountId(1001),
+                from_ns: 0,
+                to_ns: u64::MAX,
+                cursor: 0,
+                limit: 50,
+            },
+            body: Body::default()
+                .u64(1001, "account")
+                .u64(0, "from_ns")
+                .u64(u64::MAX, "to_ns")
+                .u128(0, "cursor: 0 = from the newest")
+                .u32(50, "limit")
+                .0,
+        },
+        Vector {
+            name: "history_page",
+            request_id: 6,
+            message: Message::HistoryPage {
+                entries: vec![movement()],
+                next_cursor: 0,
+            },
+            body: {
+                let mut body = Body::default().len(1, "entries");
+                body.0.extend(movement_body("[0]").0);
+                body.u128(0, "next_cursor: 0 = last page").0
+            },
+        },
+        Vector {
+            name: "tx_query",
+            request_id: 7,
+            message: Message::TxQuery { id: CommandId(2) },
+            body: Body::default().u128(2, "id").0,
+        },
+        Vector {
+            name: "tx_reply",
+            request_id: 7,
+            message: Message::TxReply {
+                source: TxSource::Record,
+                status: Status::Ok,
+                legs: vec![movement()],
+            },
+            body: {
+                let mut body = Body::default()
+                    .u8(1, "source: Record")
+                    .u16(0, "status: Ok")
+                    .len(1, "legs");
+                body.0.extend(movement_body("[0]").0);
+                body.0
+            },
+        },
+        Vector {
+            name: "backup",
+            request_id: 8,
+            message: Message::Backup {
+                dir: "/backups/payrail-1".to_owned(),
+            },
+            body: Body::default().string("/backups/payrail-1", "dir").0,
+        },
+        Vector {
+            name: "backup_reply",
+            request_id: 8,
+            message: Message::BackupReply { last_sequence: 42 },
+            body: Body::default().u64(42, "last_sequence").0,
         },
         Vector {
             name: "error",

@@ -12,7 +12,8 @@
 //! log, every transfer carrying a device, a location and a country, so every
 //! rule is evaluated on every payment. It prints how many were approved.
 //!
-//! Run: `cargo bench -p payrail-bench --bench pipeline`; only the risk
+//! Run: `cargo bench -p payrail-bench --bench pipeline` (with movement
+//! history, the default; `PAYRAIL_BENCH_HISTORY=off` without); only the risk
 //! comparison: `cargo bench -p payrail-bench --bench pipeline -- pipeline_risk`;
 //! figures in docs/benchmarks.md.
 
@@ -140,7 +141,11 @@ fn durable(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("tempdir: {error}"));
     let storage = RocksStorage::open(dir.path()).unwrap_or_else(|error| panic!("open: {error}"));
     // PAYRAIL_BENCH_SHARDS=N runs N shards (default: the engine's, one per core).
-    let mut config = EngineConfig::default();
+    // PAYRAIL_BENCH_HISTORY=off measures without the movement history.
+    let mut config = EngineConfig {
+        history: std::env::var("PAYRAIL_BENCH_HISTORY").map_or(true, |value| value != "off"),
+        ..EngineConfig::default()
+    };
     if let Some(shards) = std::env::var("PAYRAIL_BENCH_SHARDS")
         .ok()
         .and_then(|value| value.parse().ok())

@@ -30,6 +30,7 @@ pub(crate) mod risk_gate;
 use crate::budget::Category;
 use crate::currency::Currency;
 use crate::fx::FxState;
+use crate::history::{HistorySink, Movement, MovementContext};
 use crate::limits;
 use crate::risk::{RiskBooks, RiskPolicy};
 use crate::status::Status;
@@ -228,6 +229,9 @@ pub(crate) struct Books {
     pub(crate) detail: Detail,
     /// FX rates, floors, quotes and cross-currency payments (crate::fx).
     pub(crate) fx: FxState,
+    /// Movements of the batch being applied, while history is on (not part
+    /// of the state: never encoded or digested).
+    pub(crate) history: Option<HistorySink>,
 }
 
 /// Idempotency records in arrival order, for retention.
@@ -265,6 +269,26 @@ impl Ledger {
         }
     }
 
+    /// Turns movement history on or off. While on, every balance change
+    /// adds a [`Movement`] that [`Ledger::take_movements`] hands out; it
+    /// changes nothing in the state or its digest.
+    pub fn record_history(&mut self, on: bool) {
+        if !on {
+            self.books.history = None;
+        } else if self.books.history.is_none() {
+            self.books.history = Some(HistorySink::default());
+        }
+    }
+
+    /// Moves the movements collected since the last call into `into` (which
+    /// is cleared first). Nothing when history is off.
+    pub fn take_movements(&mut self, into: &mut Vec<Movement>) {
+        into.clear();
+        if let Some(sink) = &mut self.books.history {
+            std::mem::swap(into, &mut sink.movements);
+        }
+    }
+
     /// Sequence number of the last batch applied (0 before the first).
     pub fn sequence(&self) -> u64 {
         self.sequence
@@ -296,14 +320,15 @@ impl Ledger {
             sequence,
             timestamp,
         );
+        self.books.begin_movements(sequence, timestamp);
         self.books.expire_holds(timestamp, Some(&self.records));
         self.books.expire_payment_codes(timestamp);
         self.books.expire_fx_quotes(timestamp);
         self.evict_records(timestamp, batch.len());
 
         results.reserve(batch.len());
-        for command in batch {
-            results.push(self.apply_command(command, timestamp));
+        for (index, command) in batch.iter().enumerate() {
+            results.push(self.apply_command(index as u32, command, timestamp));
         }
     }
 
@@ -344,7 +369,7 @@ impl Ledger {
         &self.books.risk
     }
 
-    fn apply_command(&mut self, command: &Command, timestamp: u64) -> CommandResult {
+    fn apply_command(&mut self, index: u32, command: &Command, timestamp: u64) -> CommandResult {
         let fingerprint = command.fingerprint();
         match self.records.by_id.entry(command.id) {
             Entry::Occupied(entry) => {
@@ -360,6 +385,9 @@ impl Ledger {
                 }
             }
             Entry::Vacant(entry) => {
+                if self.books.history.is_some() {
+                    self.books.set_movement_context(command, index);
+                }
                 let result = self.books.execute(command, timestamp);
                 entry.insert(IdempotencyRecord {
                     fingerprint,
@@ -673,6 +701,17 @@ pub(crate) fn advance_clock(clock: (&mut u64, &mut u64), sequence: u64, timestam
     *current_timestamp = timestamp;
 }
 
+/// A movement's merchant category: the command's own (a QR payment's, a
+/// refunded payment's), else the credited merchant's, else the debited
+/// merchant's; 0 when no merchant is involved. Sharded halves compute it
+/// from what each side knows, so it is the same on any shard count.
+pub(crate) fn movement_mcc(command: u16, credit_merchant: u16, debit_merchant: u16) -> u16 {
+    [command, credit_merchant, debit_merchant]
+        .into_iter()
+        .find(|mcc| *mcc != 0)
+        .unwrap_or(0)
+}
+
 impl Books {
     /// Drops the hold with this id if it is finished (its record is gone).
     pub(crate) fn forget_finished_hold(&mut self, id: CommandId) {
@@ -852,6 +891,123 @@ impl Books {
         self.index.get(&id).copied()
     }
 
+    /// Starts a batch's movements (history on only): every movement of it
+    /// carries the batch's sequence and timestamp.
+    pub(crate) fn begin_movements(&mut self, sequence: u64, timestamp: u64) {
+        if let Some(sink) = &mut self.history {
+            sink.context = MovementContext {
+                sequence,
+                timestamp,
+                ..MovementContext::default()
+            };
+        }
+    }
+
+    /// Tags the movements `command`, at `index` in its batch, will make
+    /// (history on only).
+    pub(crate) fn set_movement_context(&mut self, command: &Command, index: u32) {
+        let mcc = match command.kind {
+            CommandKind::PayMerchantQr { mcc, .. } => mcc,
+            CommandKind::Refund { payment, .. } => self.payment_mcc(payment),
+            _ => 0,
+        };
+        if let Some(sink) = &mut self.history {
+            sink.context.command = command.id;
+            sink.context.kind = command.kind.name();
+            sink.context.mcc = mcc;
+            sink.context.index = index;
+            sink.context.counterparty = None;
+            sink.context.legs = 0;
+        }
+    }
+
+    /// The merchant category of a payment kept here (0 if none).
+    pub(crate) fn payment_mcc(&self, payment: CommandId) -> u16 {
+        self.payments
+            .get(&payment)
+            .map(|payment| payment.mcc)
+            .or_else(|| {
+                self.remote_payments
+                    .get(&payment)
+                    .map(|(payment, _)| payment.mcc)
+            })
+            .unwrap_or(0)
+    }
+
+    /// The merchant category an account lends its movements (a merchant's).
+    pub(crate) fn account_mcc(&self, slot: u32) -> u16 {
+        let account = self.account(slot);
+        if account.kind == AccountKind::Merchant {
+            account.mcc
+        } else {
+            0
+        }
+    }
+
+    /// Records that `amount` just moved from `debit_slot` to `credit_slot`
+    /// (balances already updated): one movement per customer or merchant
+    /// side (legs `2k` and `2k + 1` of the command). Every primitive that
+    /// changes a balance calls it after its point of no return; it does
+    /// nothing while history is off.
+    pub(crate) fn note_movement(&mut self, debit_slot: u32, credit_slot: u32, amount: u64) {
+        let Some(sink) = &self.history else {
+            return;
+        };
+        let context = sink.context;
+        let debit = *self.account(debit_slot);
+        let credit = *self.account(credit_slot);
+        let mcc = movement_mcc(
+            context.mcc,
+            self.account_mcc(credit_slot),
+            self.account_mcc(debit_slot),
+        );
+        let legs = context.legs;
+        let amount = signed(amount);
+        self.push_movement(&debit, credit.id, -amount, mcc, legs);
+        self.push_movement(&credit, debit.id, amount, mcc, legs + 1);
+        if let Some(sink) = &mut self.history {
+            sink.context.legs = legs.saturating_add(2);
+        }
+    }
+
+    /// One movement of `account` (its balance already updated), leg `leg`
+    /// of the current command. House accounts get none (history.rs says
+    /// why); a house counterparty is named by its public id.
+    pub(crate) fn push_movement(
+        &mut self,
+        account: &Account,
+        counterparty: AccountId,
+        amount: i64,
+        mcc: u16,
+        leg: u32,
+    ) {
+        if account.id.is_house() {
+            return;
+        }
+        let Some(sink) = &mut self.history else {
+            return;
+        };
+        let counterparty = if counterparty.is_house() {
+            counterparty.house_part(0)
+        } else {
+            counterparty
+        };
+        let context = &sink.context;
+        sink.movements.push(Movement {
+            account: account.id,
+            counterparty,
+            command: context.command,
+            sequence: context.sequence,
+            timestamp: context.timestamp,
+            position: crate::history::position_of(context.index, leg),
+            kind: std::borrow::Cow::Borrowed(context.kind),
+            amount,
+            balance: account.balance,
+            currency: account.currency,
+            mcc,
+        });
+    }
+
     /// Slot of a customer or merchant account.
     pub(crate) fn user_slot(&self, id: AccountId, unknown: Status) -> Result<u32, Status> {
         if id.is_house() {
@@ -947,6 +1103,7 @@ impl Books {
         let house = self.house_settlement(currency);
         self.account_mut(slot).balance = balance;
         self.account_mut(house).balance = house_balance;
+        self.note_movement(house, slot, amount);
         Ok(())
     }
 
@@ -1099,6 +1256,9 @@ impl Books {
         }
         if let Some(stored) = self.holds.get_mut(&hold.id) {
             stored.state = outcome;
+        }
+        if outcome == HoldState::Posted {
+            self.note_movement(hold.account_slot, hold.house_slot, amount);
         }
     }
 

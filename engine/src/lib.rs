@@ -8,11 +8,16 @@
 //! - [`ledger`]: the deterministic single-threaded state machine.
 //! - [`shard`]: N ledgers on N threads behind a router, deciding as one.
 //! - [`fx`]: FX rates, quotes, conversions and cross-currency payments.
+//! - [`history`]: per-account movements the ledger emits, and their keys.
+//! - [`pipeline`]: sequencer, log, executor, history writer, checkpoints.
+//! - [`storage`]: the durable log, checkpoints, history column family, recovery.
 
 pub mod budget;
 pub mod command;
 pub mod currency;
 pub mod fx;
+pub mod history;
+mod history_writer;
 pub mod ledger;
 pub mod limits;
 pub mod pipeline;

@@ -12,9 +12,15 @@
 //!                                           verdicts for commands across two shards)
 //!                                           reply: results to the submitter's callback
 //!                                        ──(at checkpoint markers)──▶ (3) checkpoint thread
+//!                                           wait for the history writer to reach the marker,
 //!                                           merge the shards' copies into one state,
 //!                                           encode + digest it, save, trim the log
+//!                                        ──(each batch's movements, from every shard)──▶ (4) history writer thread
+//!                                           write them to the history column family, off the hot path
 //! ```
+//!
+//! Metrics (docs/operations.md) are recorded once per group commit and once
+//! per batch, never per command.
 //!
 //! Invariant 1 (durable before acknowledged): a batch reaches the executor
 //! only after `Storage::append` returned Ok for the write that holds it, and
@@ -34,6 +40,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam::channel::{self, Receiver, Sender, TryRecvError, TrySendError};
 
 use crate::command::{Command, CommandResult, Query, QueryReply};
+use crate::history::Movement;
+use crate::history_writer::{
+    wait_for_history, HistoryJob, HistoryWriter, HISTORY_JOB_MOVEMENTS_MAX, HISTORY_QUEUE_JOBS,
+};
 use crate::ledger::LedgerConfig;
 use crate::limits;
 use crate::risk::RiskPolicy;
@@ -61,6 +71,9 @@ pub struct EngineConfig {
     pub checkpoint_interval: Duration,
     /// Shards (state-machine threads); 0: one per available core.
     pub shards: usize,
+    /// Keep movement history (when the storage can): the shards emit
+    /// movements and the history writer stores them.
+    pub history: bool,
 }
 
 impl EngineConfig {
@@ -85,6 +98,7 @@ impl Default for EngineConfig {
             checkpoint_commands: 20_000_000,
             checkpoint_interval: Duration::from_secs(300),
             shards: 0,
+            history: true,
         }
     }
 }
@@ -132,20 +146,45 @@ pub struct EngineStats {
     pub shards: AtomicU64,
     /// Commands (or halves) each shard executed, by shard.
     pub shard_steps: Vec<AtomicU64>,
+    /// Segments waiting in each shard's queue, by shard (sampled per batch).
+    pub shard_queue_depths: Vec<AtomicU64>,
+    /// Movements each shard handed to the history writer, by shard.
+    pub shard_movements: Vec<AtomicU64>,
     /// Two-party commands whose accounts were on two shards.
     pub pairs_split: AtomicU64,
     /// Times the router waited for in-flight results before routing on.
     pub router_flushes: AtomicU64,
+    /// Wall-clock time (ns since the epoch) the last checkpoint was saved.
+    pub checkpoint_unix_ns: AtomicU64,
+    /// Every batch up to this sequence is in the history: every shard has
+    /// handed over its movements of it and the writer has written them.
+    pub history_watermark: AtomicU64,
+    pub history_movements: AtomicU64,
+    /// Set once a history write failed.
+    pub history_failed: AtomicBool,
 }
 
 impl EngineStats {
     /// Commands (or halves) each running shard executed.
     pub fn shard_steps(&self) -> Vec<u64> {
-        self.shard_steps
-            .iter()
-            .map(|steps| steps.load(Ordering::Relaxed))
-            .collect()
+        load_all(&self.shard_steps)
     }
+
+    /// Per-shard counters: (name, one value per shard), for `payrail status`.
+    pub fn per_shard(&self) -> Vec<(&'static str, Vec<u64>)> {
+        vec![
+            ("shard_steps", load_all(&self.shard_steps)),
+            ("shard_queue_depth", load_all(&self.shard_queue_depths)),
+            ("shard_movements", load_all(&self.shard_movements)),
+        ]
+    }
+}
+
+fn load_all(counters: &[AtomicU64]) -> Vec<u64> {
+    counters
+        .iter()
+        .map(|counter| counter.load(Ordering::Relaxed))
+        .collect()
 }
 
 impl EngineStats {
@@ -177,6 +216,13 @@ impl EngineStats {
             (
                 "write_failed",
                 u64::from(self.write_failed.load(Ordering::Relaxed)),
+            ),
+            ("checkpoint_unix_ns", get(&self.checkpoint_unix_ns)),
+            ("history_watermark", get(&self.history_watermark)),
+            ("history_movements", get(&self.history_movements)),
+            (
+                "history_failed",
+                u64::from(self.history_failed.load(Ordering::Relaxed)),
             ),
         ]
     }
@@ -366,16 +412,22 @@ impl Engine {
         mut storage: S,
         config: EngineConfig,
     ) -> Result<Engine, EngineError> {
-        let (ledger, recovery) = storage::recover(&mut storage, config.ledger)?;
+        let (ledger, recovery) =
+            storage::recover_with_history(&mut storage, config.ledger, config.history)?;
+        let keeps_history = config.history && storage.keeps_history();
         // The recovered state is one lone ledger's; split it over the shards
         // (whatever their number was before the restart).
         let shards = config.shards_resolved();
-        let ledger = ShardedLedger::from_ledger(ledger, shards)?;
+        let mut ledger = ShardedLedger::from_ledger(ledger, shards)?;
+        ledger.record_history(keeps_history)?;
+        let history_storage = storage.clone();
         // The checkpoint thread gets its own handle on the same storage, so a
         // large checkpoint write never holds up log appends.
         let checkpoint_storage = storage.clone();
         let stats = Arc::new(EngineStats {
             shard_steps: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            shard_queue_depths: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            shard_movements: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             ..EngineStats::default()
         });
         stats
@@ -385,6 +437,11 @@ impl Engine {
             .checkpoint_sequence
             .store(recovery.checkpoint_sequence, Ordering::Relaxed);
         stats.shards.store(shards as u64, Ordering::Relaxed);
+        // Recovery brought the history up to the last record.
+        stats
+            .history_watermark
+            .store(recovery.last_sequence, Ordering::Relaxed);
+        let (history_sender, history_receiver) = channel::bounded::<HistoryJob>(HISTORY_QUEUE_JOBS);
 
         let (request_sender, request_receiver) = channel::bounded(config.queue_depth.max(1));
         // The executor's queue holds whole groups' worth of batches; it is
@@ -410,10 +467,24 @@ impl Engine {
             checkpoints: checkpoint_sender,
             stats: Arc::clone(&stats),
             replies: std::collections::VecDeque::new(),
+            history: keeps_history.then_some(history_sender),
+            gathered: Vec::new(),
+            gathered_movements: 0,
+            gathered_sequence: 0,
+            tally: Vec::new(),
+            queue_gauges: (0..shards)
+                .map(|shard| metrics::gauge!("payrail_shard_queue_depth", "shard" => shard.to_string()))
+                .collect(),
         };
         let checkpointer = Checkpointer {
             storage: checkpoint_storage,
             jobs: checkpoint_receiver,
+            stats: Arc::clone(&stats),
+            wait_for_history: keeps_history,
+        };
+        let history_writer = HistoryWriter {
+            storage: history_storage,
+            jobs: history_receiver,
             stats: Arc::clone(&stats),
         };
 
@@ -427,6 +498,10 @@ impl Engine {
             std::thread::Builder::new()
                 .name("payrail-checkpoint".into())
                 .spawn(move || checkpointer.run())?,
+            // Without history it finds its channel closed and ends at once.
+            std::thread::Builder::new()
+                .name("payrail-history".into())
+                .spawn(move || history_writer.run())?,
         ];
         Ok(Engine {
             handle: EngineHandle {
@@ -680,9 +755,14 @@ impl<S: Storage> Sequencer<S> {
                     stats
                         .log_bytes_written
                         .fetch_add(bytes as u64, Ordering::Relaxed);
+                    let write_ns = elapsed_ns(started);
                     stats
                         .log_write_ns_total
-                        .fetch_add(elapsed_ns(started), Ordering::Relaxed);
+                        .fetch_add(write_ns, Ordering::Relaxed);
+                    metrics::histogram!("payrail_log_write_seconds").record(write_ns as f64 / 1e9);
+                    metrics::histogram!("payrail_group_commands").record(commands_logged as f64);
+                    metrics::gauge!("payrail_sequencer_queue_depth")
+                        .set(self.requests.len() as f64);
                     stats.last_sequence.store(self.sequence, Ordering::Relaxed);
                     self.commands_since_checkpoint += commands_logged;
                 }
@@ -748,14 +828,30 @@ fn elapsed_ns(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// How long the executor keeps gathered movements when no batch arrives.
+const HISTORY_GATHER_IDLE: Duration = Duration::from_millis(1);
+
 /// Stage 2: routes logged batches to the shards in order and replies.
 struct Executor {
     ledger: ShardedLedger,
     execute: Receiver<Execute>,
     checkpoints: Sender<CheckpointJob>,
     stats: Arc<EngineStats>,
-    /// Replies of the batches in flight on the shards, oldest first.
-    replies: std::collections::VecDeque<Reply<Vec<CommandResult>>>,
+    /// The batches in flight on the shards, oldest first: their commands
+    /// (for metrics) and reply.
+    replies: std::collections::VecDeque<(Vec<Command>, Reply<Vec<CommandResult>>)>,
+    /// To the history writer, when the storage keeps history.
+    history: Option<Sender<HistoryJob>>,
+    /// Movements of completed batches up to `gathered_sequence` not sent
+    /// yet (0: none), as the shards handed them over: one vector per
+    /// segment, never copied here.
+    gathered: Vec<Vec<Movement>>,
+    gathered_movements: usize,
+    gathered_sequence: u64,
+    /// Commands per (kind, status) in the current batch, for metrics.
+    tally: Vec<(&'static str, Status, u64)>,
+    /// `payrail_shard_queue_depth{shard}`, registered once.
+    queue_gauges: Vec<metrics::Gauge>,
 }
 
 /// Batches routed to the shards and not yet answered, at most: the router
@@ -763,7 +859,8 @@ struct Executor {
 const BATCHES_IN_FLIGHT_MAX: usize = 8;
 
 impl Executor {
-    /// Replies to the oldest batch in flight (waiting for it if `wait`).
+    /// Replies to the oldest batch in flight (waiting for it if `wait`) and
+    /// takes its movements for the history writer.
     fn complete(&mut self, wait: bool) -> bool {
         let results = if wait {
             self.ledger.complete_wait()
@@ -776,8 +873,16 @@ impl Executor {
         self.stats
             .commands_applied
             .fetch_add(results.len() as u64, Ordering::Relaxed);
-        if let Some(reply) = self.replies.pop_front() {
+        if let Some((commands, reply)) = self.replies.pop_front() {
+            self.record_batch_metrics(&commands, &results);
             reply(results);
+        }
+        if self.history.is_some() {
+            let before = self.gathered.len();
+            let sequence = self.ledger.take_history(&mut self.gathered);
+            self.gathered_movements += self.gathered[before..].iter().map(Vec::len).sum::<usize>();
+            self.gathered_sequence = sequence;
+            self.offer_history();
         }
         true
     }
@@ -803,10 +908,21 @@ impl Executor {
                     }
                     Err(TryRecvError::Disconnected) => break,
                 }
-            } else {
+            } else if self.gathered_sequence == 0 {
                 match self.execute.recv() {
                     Ok(execute) => execute,
                     Err(_) => break,
+                }
+            } else {
+                // Movements are waiting for a busy history writer: hand
+                // them over as soon as no batch comes for a moment.
+                match self.execute.recv_timeout(HISTORY_GATHER_IDLE) {
+                    Ok(execute) => execute,
+                    Err(channel::RecvTimeoutError::Timeout) => {
+                        self.flush_history();
+                        continue;
+                    }
+                    Err(channel::RecvTimeoutError::Disconnected) => break,
                 }
             };
             match execute {
@@ -820,7 +936,7 @@ impl Executor {
                         self.complete(true);
                     }
                     self.ledger.submit(sequence, timestamp, &commands);
-                    self.replies.push_back(reply);
+                    self.replies.push_back((commands, reply));
                     while self.complete(false) {}
                 }
                 Execute::Query { queries, reply } => {
@@ -837,6 +953,10 @@ impl Executor {
                     reply,
                 } => {
                     self.complete_all();
+                    // Every batch before the marker is complete: its
+                    // movements go to the writer, then the marker.
+                    self.flush_history();
+                    self.send_history_job(HistoryJob::Mark { sequence });
                     // The pause: every shard copies its state (in parallel).
                     // Merging, encoding, hashing and writing happen on the
                     // checkpoint thread.
@@ -878,7 +998,9 @@ impl Executor {
             }
         }
         self.complete_all();
-        // Dropping the sender lets the checkpoint thread finish and stop.
+        self.flush_history();
+        // Dropping the senders lets the checkpoint and history threads
+        // finish and stop.
         self.ledger.stop();
     }
 
@@ -887,12 +1009,91 @@ impl Executor {
         for (counter, steps) in self.stats.shard_steps.iter().zip(&stats.steps) {
             counter.store(*steps, Ordering::Relaxed);
         }
+        for (counter, movements) in self.stats.shard_movements.iter().zip(&stats.movements) {
+            counter.store(*movements, Ordering::Relaxed);
+        }
         self.stats
             .pairs_split
             .store(stats.pairs_split, Ordering::Relaxed);
         self.stats
             .router_flushes
             .store(stats.flushes, Ordering::Relaxed);
+    }
+
+    /// Hands the gathered movements to the history writer if it is idle or
+    /// enough have gathered. A full queue makes the send wait
+    /// (backpressure) rather than drop history.
+    ///
+    /// Adaptive: while the writer is idle each completed batch goes at once
+    /// (history lags by one write); while it is busy, batches are gathered
+    /// into one job of up to `HISTORY_JOB_MOVEMENTS_MAX` movements, so that
+    /// it writes fewer, larger runs (ingested as table files,
+    /// docs/persistence.md).
+    fn offer_history(&mut self) {
+        let Some(history) = &self.history else {
+            return;
+        };
+        if history.is_empty() || self.gathered_movements >= HISTORY_JOB_MOVEMENTS_MAX {
+            self.flush_history();
+        }
+    }
+
+    /// Sends what was gathered, if anything (a batch without movements
+    /// moves the watermark too).
+    fn flush_history(&mut self) {
+        if self.gathered_sequence == 0 {
+            return;
+        }
+        let job = HistoryJob::Batch {
+            sequence: self.gathered_sequence,
+            chunks: std::mem::take(&mut self.gathered),
+        };
+        self.gathered_sequence = 0;
+        self.gathered_movements = 0;
+        self.send_history_job(job);
+    }
+
+    fn send_history_job(&mut self, job: HistoryJob) {
+        let Some(history) = &self.history else {
+            return;
+        };
+        metrics::gauge!("payrail_history_queue_depth").set(history.len() as f64);
+        if history.send(job).is_err() {
+            // The writer only stops after the executor; nothing to do.
+            self.history = None;
+        }
+    }
+
+    /// Per batch: its size, each shard's queue and the commands by kind and
+    /// status (tallied here, one metrics update per distinct pair).
+    fn record_batch_metrics(&mut self, commands: &[Command], results: &[CommandResult]) {
+        metrics::histogram!("payrail_batch_commands").record(commands.len() as f64);
+        let depths = self.ledger.queue_depths();
+        for ((gauge, counter), depth) in self
+            .queue_gauges
+            .iter()
+            .zip(&self.stats.shard_queue_depths)
+            .zip(depths)
+        {
+            gauge.set(depth as f64);
+            counter.store(depth as u64, Ordering::Relaxed);
+        }
+        self.tally.clear();
+        for (command, result) in commands.iter().zip(results) {
+            let kind = command.kind.name();
+            match self
+                .tally
+                .iter_mut()
+                .find(|(k, status, _)| *status == result.status && *k == kind)
+            {
+                Some(entry) => entry.2 += 1,
+                None => self.tally.push((kind, result.status, 1)),
+            }
+        }
+        for &(kind, status, count) in &self.tally {
+            metrics::counter!("payrail_commands_total", "kind" => kind, "status" => status.name())
+                .increment(count);
+        }
     }
 }
 
@@ -901,7 +1102,13 @@ struct Checkpointer<S: Storage> {
     storage: S,
     jobs: Receiver<CheckpointJob>,
     stats: Arc<EngineStats>,
+    /// A checkpoint at S lets the log up to S go, so the history must hold
+    /// every batch up to S first (it is rebuilt only from the log).
+    wait_for_history: bool,
 }
+
+/// Longest a checkpoint waits for the history writer to reach its marker.
+const CHECKPOINT_HISTORY_WAIT: Duration = Duration::from_secs(60);
 
 impl<S: Storage> Checkpointer<S> {
     fn run(mut self) {
@@ -918,6 +1125,16 @@ impl<S: Storage> Checkpointer<S> {
                     self.stats
                         .checkpoint_sequence
                         .store(*sequence, Ordering::Relaxed);
+                    let now_ns = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |since| {
+                            u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+                        });
+                    self.stats
+                        .checkpoint_unix_ns
+                        .store(now_ns, Ordering::Relaxed);
+                    metrics::histogram!("payrail_checkpoint_seconds")
+                        .record(started.elapsed().as_secs_f64());
                     tracing::debug!(
                         sequence,
                         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -933,6 +1150,22 @@ impl<S: Storage> Checkpointer<S> {
     }
 
     fn save(&mut self, job: CheckpointJob) -> Result<u64, String> {
+        if self.wait_for_history
+            && !wait_for_history(&self.stats, job.sequence, CHECKPOINT_HISTORY_WAIT)
+        {
+            return Err(format!(
+                "the history writer has not reached sequence {} (it is at {}); no checkpoint taken",
+                job.sequence,
+                self.stats.history_watermark.load(Ordering::Relaxed)
+            ));
+        }
+        if self.wait_for_history {
+            // The log up to the marker may go once the checkpoint is saved:
+            // the history covering it must be durable first.
+            self.storage
+                .sync_history()
+                .map_err(|error| error.to_string())?;
+        }
         let ledger = job.state.merge();
         let mut state = Vec::new();
         storage::encode_state(&ledger, &mut state);

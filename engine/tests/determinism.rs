@@ -6,13 +6,16 @@
 //! changed in the middle of the log) applied by a lone ledger and by 1, 2, 3
 //! and 8 shards gives the same result (status and detail) for every command,
 //! the same answers to the risk queries and the same final state, and money
-//! is conserved.
+//! is conserved; the movement history is the same too, in memory and as
+//! pages read back from RocksDB.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use payrail_engine::command::{HouseRole, MerchantKey, QR_MERCHANT_KEYS_MAX};
+use payrail_engine::history::Movement;
 use payrail_engine::risk::{RiskPolicy, RuleId};
 use payrail_engine::shard::ShardedLedger;
 use payrail_engine::status::Status;
+use payrail_engine::storage::{self, LogEntry, LogRecord, RocksStorage, Storage};
 use payrail_engine::{
     AccountId, AccountKind, Command, CommandId, CommandKind, CommandResult, Currency, Detail,
     Ledger, LedgerConfig, OpenAccount, Query, QueryReply, RiskContext,
@@ -839,8 +842,13 @@ fn determinism_across_shard_counts() {
     assert!(command_count >= 100_000);
 
     let mut lone = Ledger::new(config());
+    lone.record_history(true);
     let expected = apply_lone(&mut lone, &log, 1);
     assert_eq!(expected.len(), command_count);
+    let mut expected_movements: Vec<Movement> = Vec::new();
+    lone.take_movements(&mut expected_movements);
+    lone.record_history(false);
+    assert!(expected_movements.len() > command_count / 2);
     assert!(lone.is_conserved());
     // The log exercises what it claims to: successes and many kinds of failure.
     let mut statuses = std::collections::BTreeMap::new();
@@ -946,8 +954,25 @@ fn determinism_across_shard_counts() {
 
     for shards in [1, 2, 3, 8] {
         let mut sharded = ShardedLedger::new(config(), shards).unwrap();
+        sharded.record_history(true).unwrap();
         let results = apply_sharded(&mut sharded, &log, 1);
         assert_same_results(&log, &results, &expected, &format!("{shards} shards"));
+        let mut chunks = Vec::new();
+        assert!(sharded.take_history(&mut chunks) > 0);
+        sharded.record_history(false).unwrap();
+        // The same movements (a half's leg made on its own shard, with the
+        // counterparty and merchant category of the lone ledger's; FX legs
+        // too), once put in log order.
+        let mut got_movements: Vec<Movement> = chunks.into_iter().flatten().collect();
+        got_movements.sort_by_key(Movement::order_key);
+        assert_eq!(
+            got_movements.len(),
+            expected_movements.len(),
+            "{shards} shards"
+        );
+        for (got, want) in got_movements.iter().zip(&expected_movements) {
+            assert_eq!(got, want, "{shards} shards");
+        }
         let stats = sharded.stats();
         if shards == 2 {
             // Over the main mix (after the opening and top-up batches).
@@ -1118,5 +1143,103 @@ fn determinism_of_hold_ids_reused_after_eviction() {
             assert_eq!(&got, want, "{shards} shards, batch {sequence}");
         }
         assert_eq!(sharded.to_ledger().unwrap().digest(), lone.digest());
+    }
+}
+
+/// Every page of every account's history as the storage returns them.
+fn all_pages(storage: &RocksStorage, accounts: &[AccountId]) -> Vec<Vec<Movement>> {
+    let mut pages = Vec::new();
+    for &account in accounts {
+        let mut cursor = 0;
+        for _ in 0..10_000 {
+            let page = storage
+                .history_page(account, 0, u64::MAX, cursor, 37)
+                .unwrap();
+            pages.push(page.entries);
+            cursor = page.next_cursor;
+            if cursor == 0 {
+                break;
+            }
+        }
+    }
+    pages
+}
+
+/// The same log through 1 shard and 3 shards (history written as the engine
+/// writes it) and rebuilt from the log at recovery: the same pages.
+#[test]
+fn history_pages_are_the_same_on_any_shard_count() {
+    // The batches of a seeded log (its policy records left out, the same
+    // for all three).
+    let log: Vec<(u64, Vec<Command>)> = seeded_log(0x5EED_0003, 20_000, MAIN_SCHEDULE)
+        .into_iter()
+        .filter_map(|entry| match entry {
+            Entry::Batch(timestamp, batch) => Some((timestamp, batch)),
+            Entry::Policy(..) => None,
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for shards in [1, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RocksStorage::open(dir.path()).unwrap();
+        let mut sharded = ShardedLedger::new(config(), shards).unwrap();
+        sharded.record_history(true).unwrap();
+        let mut chunks = Vec::new();
+        for (sequence, (timestamp, batch)) in log.iter().enumerate() {
+            let sequence = sequence as u64 + 1;
+            sharded.apply_batch(sequence, *timestamp, batch);
+            assert_eq!(sharded.take_history(&mut chunks), sequence);
+            // As the history writer does: one job, put in log order.
+            let mut job: Vec<Movement> = chunks.drain(..).flatten().collect();
+            job.sort_unstable_by_key(Movement::order_key);
+            store.write_history(&job, sequence).unwrap();
+        }
+        stores.push((dir, store));
+    }
+    // Rebuilt at recovery from the log alone (no history written yet).
+    let dir = tempfile::tempdir().unwrap();
+    let mut rebuilt = RocksStorage::open(dir.path()).unwrap();
+    let records: Vec<(u64, Vec<u8>)> = log
+        .iter()
+        .enumerate()
+        .map(|(index, (timestamp, batch))| {
+            let mut bytes = Vec::new();
+            LogRecord {
+                sequence: index as u64 + 1,
+                timestamp: *timestamp,
+                entry: LogEntry::Batch(batch.clone()),
+            }
+            .encode(&mut bytes);
+            (index as u64 + 1, bytes)
+        })
+        .collect();
+    rebuilt.append(&records).unwrap();
+    let (ledger, report) = storage::recover(&mut rebuilt, config()).unwrap();
+    assert!(report.history_rebuilt > 10_000, "{report:?}");
+
+    let accounts: Vec<AccountId> = ledger
+        .accounts()
+        .iter()
+        .map(|account| account.id)
+        .filter(|id| !id.is_house())
+        .collect();
+    let want = all_pages(&rebuilt, &accounts);
+    let entries: usize = want.iter().map(Vec::len).sum();
+    assert_eq!(entries as u64, report.history_rebuilt);
+    for (shards, (_, store)) in [1, 3].iter().zip(&stores) {
+        let got = all_pages(store, &accounts);
+        assert_eq!(got.len(), want.len(), "{shards} shards");
+        for (got, want) in got.iter().zip(&want) {
+            assert_eq!(got, want, "{shards} shards");
+        }
+    }
+    // Each account's history adds up to its balance, newest first.
+    for &account in &accounts {
+        let entries: Vec<Movement> = all_pages(&rebuilt, &[account]).concat();
+        let balance = ledger.account(account).unwrap().balance;
+        assert_eq!(entries.first().map_or(0, |entry| entry.balance), balance);
+        for pair in entries.windows(2) {
+            assert_eq!(pair[1].balance + pair[0].amount, pair[0].balance);
+        }
     }
 }

@@ -29,6 +29,7 @@ macro_rules! errln {
 }
 
 pub mod fx;
+pub mod ops;
 pub mod parse;
 pub mod qr;
 pub mod risk;
@@ -84,6 +85,79 @@ pub enum Command {
     /// FX: set, load and list rates, set liquidity floors, quote and convert.
     #[command(subcommand)]
     Fx(fx::FxCommand),
+    /// An account's movements, newest first, a page at a time.
+    History(HistoryArgs),
+    /// Commands: what became of one.
+    #[command(subcommand)]
+    Tx(TxCommand),
+    /// Ask the running server for a consistent backup of its data directory
+    /// (restore: `payrail serve --data-dir DIR`).
+    Backup(BackupArgs),
+    /// Offline check of a data directory (server stopped): load the
+    /// checkpoint, replay the log, check the digest and that money is
+    /// conserved; print a summary. Exit 1 if a check fails.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Account id.
+    #[arg(value_name = "ACCOUNT")]
+    pub account: u64,
+    /// Oldest time shown: a UTC date (2026-11-22, meaning 00:00 UTC), date
+    /// and time (2026-11-22T08:30:00Z) or ns since the epoch.
+    #[arg(long, value_name = "TIME", value_parser = parse::time_ns)]
+    pub from: Option<u64>,
+    /// Newest time shown, inclusive (same forms as --from: a date alone is
+    /// 00:00 UTC that day, so `--to 2026-11-23` ends with 2026-11-22).
+    #[arg(long, value_name = "TIME", value_parser = parse::time_ns)]
+    pub to: Option<u64>,
+    /// Entries in the page (1 to 1000).
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+    /// Continue after this cursor (printed under the previous page).
+    #[arg(long, value_name = "CURSOR", value_parser = parse::cursor)]
+    pub cursor: Option<u128>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TxCommand {
+    /// A command's status and the movements it made.
+    Show(TxShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TxShowArgs {
+    /// The command id (32 hex digits or a decimal number).
+    #[arg(value_name = "ID", value_parser = parse::command_id)]
+    pub id: u128,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Directory to create on the server's machine (must not exist); a
+    /// relative path is taken from this shell's working directory.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The data directory (of a stopped server, or a backup).
+    #[arg(value_name = "DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// The server's config file: replay needs its idempotency settings.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Machine output: one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +180,12 @@ pub struct ServeArgs {
     /// file's `risk_policy`, else keep the policy in force].
     #[arg(long, value_name = "FILE")]
     pub risk_policy: Option<PathBuf>,
+    /// Serve Prometheus metrics here [default: 127.0.0.1:9400, or the config file's].
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_metrics")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Serve no metrics.
+    #[arg(long)]
+    pub no_metrics: bool,
 }
 
 /// What the gateway knows about a payment, for the risk rules.
@@ -124,6 +204,12 @@ pub struct RiskArgs {
     /// step_up_required (with a new --id).
     #[arg(long)]
     pub step_up: bool,
+    /// Serve Prometheus metrics here [default: 127.0.0.1:9400, or the config file's].
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_metrics")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Serve no metrics.
+    #[arg(long)]
+    pub no_metrics: bool,
 }
 
 /// How a client subcommand finds and authenticates to the server.

@@ -277,3 +277,124 @@ mod tests {
         assert!(duration_ms("99999999999999999999d").is_err());
     }
 }
+
+/// A cursor as `payrail history` prints it: 32 hex digits.
+pub fn cursor(text: &str) -> Result<u128, String> {
+    u128::from_str_radix(text.trim(), 16).map_err(|_| {
+        format!("{text:?} is not a history cursor (32 hex digits, as printed under a page)")
+    })
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+/// days_from_civil).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// (year, month, day) of a day count since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let days = days + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// A time as ns since the epoch: ns as a number, a UTC date `YYYY-MM-DD`,
+/// or `YYYY-MM-DDTHH:MM:SS` (a trailing `Z` is allowed).
+pub fn time_ns(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if let Ok(ns) = text.parse::<u64>() {
+        return Ok(ns);
+    }
+    let bad = || {
+        format!(
+            "{text:?} is not a time: use 2026-11-22, 2026-11-22T08:30:00Z or ns since the epoch"
+        )
+    };
+    let text = text.strip_suffix('Z').unwrap_or(text);
+    let (date, time) = match text.split_once(['T', ' ']) {
+        Some((date, time)) => (date, Some(time)),
+        None => (text, None),
+    };
+    let number = |part: &str, min: i64, max: i64| -> Result<i64, String> {
+        match part.parse::<i64>() {
+            Ok(value) if (min..=max).contains(&value) => Ok(value),
+            _ => Err(bad()),
+        }
+    };
+    let parts: Vec<&str> = date.split('-').collect();
+    let [year, month, day] = parts[..] else {
+        return Err(bad());
+    };
+    let days = days_from_civil(
+        number(year, 1970, 2262)?,
+        number(month, 1, 12)?,
+        number(day, 1, 31)?,
+    );
+    let mut seconds = days * 86_400;
+    if let Some(time) = time {
+        let parts: Vec<&str> = time.split(':').collect();
+        let [hours, minutes, secs] = parts[..] else {
+            return Err(bad());
+        };
+        seconds +=
+            number(hours, 0, 23)? * 3_600 + number(minutes, 0, 59)? * 60 + number(secs, 0, 59)?;
+    }
+    u64::try_from(seconds)
+        .ok()
+        .and_then(|seconds| seconds.checked_mul(1_000_000_000))
+        .ok_or_else(bad)
+}
+
+/// `2026-11-22 08:30:00.123` (UTC) of ns since the epoch.
+pub fn format_time(ns: u64) -> String {
+    let seconds = (ns / 1_000_000_000) as i64;
+    let millis = (ns / 1_000_000) % 1_000;
+    let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+    let of_day = seconds.rem_euclid(86_400);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{millis:03}",
+        of_day / 3_600,
+        of_day / 60 % 60,
+        of_day % 60
+    )
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_and_format_in_utc() {
+        assert_eq!(time_ns("1970-01-01"), Ok(0));
+        assert_eq!(
+            time_ns("2026-11-22T08:30:05Z"),
+            Ok(1_795_336_205_000_000_000)
+        );
+        assert_eq!(time_ns("42"), Ok(42));
+        assert_eq!(
+            format_time(1_795_336_205_123_000_000),
+            "2026-11-22 08:30:05.123"
+        );
+        assert!(time_ns("2026-13-01").is_err());
+        assert!(time_ns("yesterday").is_err());
+        assert_eq!(cursor("ff"), Ok(255));
+    }
+}

@@ -17,12 +17,13 @@ use payrail_engine::{
 use serde_json::{json, Map, Value};
 
 use super::fx::{self, FxCommand};
+use super::ops;
 use super::parse::{amount_minor, decimal_minor, format_command_id, money};
 use super::qr;
 use super::risk;
 use super::{
     AccountCommand, BudgetCommand, Cli, CodeCommand, Command, ConnectArgs, IdArgs, MerchantCommand,
-    QrCommand, RiskCommand, ServeArgs, StatusArgs, WithdrawCommand,
+    QrCommand, RiskCommand, ServeArgs, StatusArgs, TxCommand, WithdrawCommand,
 };
 
 pub(super) const EXIT_REFUSED: u8 = 1;
@@ -230,6 +231,10 @@ pub fn main(cli: Cli) -> ExitCode {
             FxCommand::Convert(args) => fx::convert(args),
             FxCommand::Floor(args) => fx::floor(args),
         },
+        Command::History(args) => ops::history(&args),
+        Command::Tx(TxCommand::Show(args)) => ops::tx_show(&args),
+        Command::Backup(args) => ops::backup(&args),
+        Command::Verify(args) => ops::verify(&args),
     }
 }
 
@@ -241,6 +246,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         config: args.config,
         shards: args.shards,
         risk_policy: args.risk_policy,
+        metrics_listen: args.metrics_listen,
+        no_metrics: args.no_metrics,
     };
     match serve::serve_blocking(&options) {
         Ok(()) => ExitCode::SUCCESS,
@@ -579,7 +586,7 @@ fn status(args: &StatusArgs) -> ExitCode {
 
 /// The client configuration: `--gateway` with `--secret-file`, or the local
 /// gateway of `--data-dir`.
-fn client_config(connect: &ConnectArgs) -> Result<ClientConfig, String> {
+pub(super) fn client_config(connect: &ConnectArgs) -> Result<ClientConfig, String> {
     match (&connect.gateway, &connect.secret_file) {
         (Some(gateway), Some(path)) => {
             let secret = read_secret_file(path)?;
@@ -619,7 +626,7 @@ fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 /// Runs a future on a small runtime of its own; `Err` if none can be made.
-fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, String> {
+pub(super) fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -627,7 +634,11 @@ fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, String> {
     Ok(runtime.block_on(future))
 }
 
-fn fail_client(connect: &ConnectArgs, error: &ClientError, retry: Option<&Retry>) -> ExitCode {
+pub(super) fn fail_client(
+    connect: &ConnectArgs,
+    error: &ClientError,
+    retry: Option<&Retry>,
+) -> ExitCode {
     let mut message = error.to_string();
     if let (true, Some(retry)) = (error.outcome_unknown(), retry) {
         message.push_str(&format!(

@@ -91,6 +91,12 @@ error_codes! {
     /// The server is shutting down.
     ShuttingDown = 35, "shutting_down", "The server is shutting down.";
 
+    /// A backup could not be written (the directory exists, the disk is
+    /// full, ...); the message says why.
+    BackupFailed = 40, "backup_failed", "The backup could not be written.";
+    /// History or a backup was asked of a server that keeps no data directory.
+    NotAvailable = 41, "not_available", "The server cannot answer this request.";
+
     /// A bug or an unexpected failure inside the server.
     Internal = 99, "internal", "The server failed internally.";
 }
@@ -237,6 +243,6 @@ mod tests {
         }
         assert_eq!(ErrorCode::from_code(0), None);
         assert_eq!(ErrorCode::from_code(12), None);
-        assert_eq!(ErrorCode::ALL.len(), 21);
+        assert_eq!(ErrorCode::ALL.len(), 23);
     }
 }

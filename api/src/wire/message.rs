@@ -12,9 +12,14 @@ use bincode::de::{Decode, Decoder, DecoderImpl};
 use bincode::enc::write::Writer;
 use bincode::enc::{Encode, Encoder, EncoderImpl};
 use bincode::error::{DecodeError, EncodeError};
+use payrail_engine::history::{
+    Movement, COMMAND_LEGS_MAX, HISTORY_PAGE_MAX, MOVEMENT_KIND_BYTES_MAX,
+};
 use payrail_engine::risk::bounds::POLICY_ENCODED_BYTES_MAX;
 use payrail_engine::risk::RiskPolicy;
-use payrail_engine::{Command, CommandResult, Detail, Query, QueryReply, RiskContext, Status};
+use payrail_engine::{
+    AccountId, Command, CommandId, CommandResult, Detail, Query, QueryReply, RiskContext, Status,
+};
 
 use super::error::{ErrorCode, WireError};
 use super::{
@@ -36,6 +41,12 @@ pub mod kinds {
     pub const STATUS_REPLY: u16 = 21;
     pub const SET_RISK_POLICY: u16 = 40;
     pub const RISK_POLICY_SET: u16 = 41;
+    pub const HISTORY_QUERY: u16 = 30;
+    pub const HISTORY_PAGE: u16 = 31;
+    pub const TX_QUERY: u16 = 32;
+    pub const TX_REPLY: u16 = 33;
+    pub const BACKUP: u16 = 34;
+    pub const BACKUP_REPLY: u16 = 35;
     pub const ERROR: u16 = 255;
 
     /// Every kind, in numeric order.
@@ -52,6 +63,12 @@ pub mod kinds {
         STATUS_REPLY,
         SET_RISK_POLICY,
         RISK_POLICY_SET,
+        HISTORY_QUERY,
+        HISTORY_PAGE,
+        TX_QUERY,
+        TX_REPLY,
+        BACKUP,
+        BACKUP_REPLY,
         ERROR,
     ];
 
@@ -70,6 +87,12 @@ pub mod kinds {
             STATUS_REPLY => "status_reply",
             SET_RISK_POLICY => "set_risk_policy",
             RISK_POLICY_SET => "risk_policy_set",
+            HISTORY_QUERY => "history_query",
+            HISTORY_PAGE => "history_page",
+            TX_QUERY => "tx_query",
+            TX_REPLY => "tx_reply",
+            BACKUP => "backup",
+            BACKUP_REPLY => "backup_reply",
             ERROR => "error",
             _ => return None,
         })
@@ -119,6 +142,37 @@ pub enum Message {
     /// of the policy now in force, or why not (`storage_failed`,
     /// `unavailable`; the digest is then zero).
     RiskPolicySet { status: Status, digest: [u8; 32] },
+    /// Client to server: a page of an account's movements with timestamps
+    /// in `from_ns..=to_ns`, newest first, after `cursor` (0: from the
+    /// newest), at most `limit` entries (1 ..= [`HISTORY_PAGE_MAX`]).
+    HistoryQuery {
+        account: AccountId,
+        from_ns: u64,
+        to_ns: u64,
+        cursor: u128,
+        limit: u32,
+    },
+    /// Server to client: the page, and where the next one starts (0: none).
+    HistoryPage {
+        entries: Vec<Movement>,
+        next_cursor: u128,
+    },
+    /// Client to server: what became of one command.
+    TxQuery { id: CommandId },
+    /// Server to client: the command's status, where it was learnt, and the
+    /// movements it made (at most [`COMMAND_LEGS_MAX`]).
+    TxReply {
+        source: TxSource,
+        status: Status,
+        legs: Vec<Movement>,
+    },
+    /// Client to server: write a consistent copy of the data directory to
+    /// `dir` on the server's machine (which must not exist yet). At most
+    /// [`BACKUP_DIR_BYTES_MAX`] bytes.
+    Backup { dir: String },
+    /// Server to client: the backup is complete; it holds every command
+    /// acknowledged up to log sequence `last_sequence` (and maybe more).
+    BackupReply { last_sequence: u64 },
     /// Either way: why a request or the connection was refused. The message
     /// is at most [`ERROR_MESSAGE_BYTES_MAX`] bytes.
     Error { code: ErrorCode, message: String },
@@ -140,6 +194,12 @@ impl Message {
             Message::StatusReply { .. } => kinds::STATUS_REPLY,
             Message::SetRiskPolicy { .. } => kinds::SET_RISK_POLICY,
             Message::RiskPolicySet { .. } => kinds::RISK_POLICY_SET,
+            Message::HistoryQuery { .. } => kinds::HISTORY_QUERY,
+            Message::HistoryPage { .. } => kinds::HISTORY_PAGE,
+            Message::TxQuery { .. } => kinds::TX_QUERY,
+            Message::TxReply { .. } => kinds::TX_REPLY,
+            Message::Backup { .. } => kinds::BACKUP,
+            Message::BackupReply { .. } => kinds::BACKUP_REPLY,
             Message::Error { .. } => kinds::ERROR,
         }
     }
@@ -154,6 +214,46 @@ impl Message {
 /// decoded frame, since `check` refuses unknown kinds first).
 fn kind_name(kind: u16) -> &'static str {
     kinds::name(kind).unwrap_or("unknown")
+}
+
+/// Longest backup directory path in `Backup`, in bytes.
+pub const BACKUP_DIR_BYTES_MAX: usize = 1_024;
+/// Bytes of a movement on the wire with an empty kind: account 8,
+/// counterparty 8, command 16, sequence 8, timestamp 8, position 4, amount 8,
+/// balance 8, currency 2, mcc 2, kind length 8.
+pub const MOVEMENT_WIRE_BYTES_MIN: usize = 80;
+
+/// Where the status in a `TxReply` comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TxSource {
+    /// Neither the idempotency record (never applied, or expired) nor the
+    /// history knows the command: its status is unknown.
+    Unknown = 0,
+    /// The command's idempotency record: the exact first result.
+    Record = 1,
+    /// The record expired, but the command moved money, so it was applied
+    /// with `ok`.
+    History = 2,
+}
+
+impl TxSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            TxSource::Unknown => "unknown",
+            TxSource::Record => "record",
+            TxSource::History => "history",
+        }
+    }
+
+    fn from_u8(value: u8) -> Option<TxSource> {
+        match value {
+            0 => Some(TxSource::Unknown),
+            1 => Some(TxSource::Record),
+            2 => Some(TxSource::History),
+            _ => None,
+        }
+    }
 }
 
 /// Most QR payments in one `SubmitQr` (each carries a payload of up to
@@ -376,6 +476,45 @@ pub(super) fn encode_body(
             put(&mut encoder, status)?;
             put(&mut encoder, digest)
         }
+        Message::HistoryQuery {
+            account,
+            from_ns,
+            to_ns,
+            cursor,
+            limit,
+        } => {
+            put(&mut encoder, account)?;
+            put(&mut encoder, from_ns)?;
+            put(&mut encoder, to_ns)?;
+            put(&mut encoder, cursor)?;
+            put(&mut encoder, limit)
+        }
+        Message::HistoryPage {
+            entries,
+            next_cursor,
+        } => {
+            put_movements(
+                &mut encoder,
+                "history_page.entries",
+                entries,
+                HISTORY_PAGE_MAX as usize,
+            )?;
+            put(&mut encoder, next_cursor)
+        }
+        Message::TxQuery { id } => put(&mut encoder, id),
+        Message::TxReply {
+            source,
+            status,
+            legs,
+        } => {
+            put(&mut encoder, &(*source as u8))?;
+            put(&mut encoder, status)?;
+            put_movements(&mut encoder, "tx_reply.legs", legs, COMMAND_LEGS_MAX)
+        }
+        Message::Backup { dir } => {
+            put_string(&mut encoder, "backup.dir", dir, BACKUP_DIR_BYTES_MAX)
+        }
+        Message::BackupReply { last_sequence } => put(&mut encoder, last_sequence),
         Message::Error { code, message } => {
             put(&mut encoder, code)?;
             put_string(
@@ -427,6 +566,41 @@ fn put_string(
     }
     put(encoder, &(value.len() as u64))?;
     encoder.writer().0.extend_from_slice(value.as_bytes());
+    Ok(())
+}
+
+fn put_movements(
+    encoder: &mut BodyEncoder<'_>,
+    field: &'static str,
+    movements: &[Movement],
+    max: usize,
+) -> Result<(), WireError> {
+    if movements.len() > max {
+        return Err(WireError::FieldTooLong {
+            field,
+            len: movements.len() as u64,
+            max: max as u64,
+        });
+    }
+    put(encoder, &(movements.len() as u64))?;
+    for movement in movements {
+        put(encoder, &movement.account)?;
+        put(encoder, &movement.counterparty)?;
+        put(encoder, &movement.command)?;
+        put(encoder, &movement.sequence)?;
+        put(encoder, &movement.timestamp)?;
+        put(encoder, &movement.position)?;
+        put(encoder, &movement.amount)?;
+        put(encoder, &movement.balance)?;
+        put(encoder, &movement.currency)?;
+        put(encoder, &movement.mcc)?;
+        put_string(
+            encoder,
+            "movement.kind",
+            &movement.kind,
+            MOVEMENT_KIND_BYTES_MAX,
+        )?;
+    }
     Ok(())
 }
 
@@ -536,6 +710,37 @@ pub(super) fn decode_body(
         kinds::RISK_POLICY_SET => Message::RiskPolicySet {
             status: decoder.value()?,
             digest: decoder.value()?,
+        },
+        kinds::HISTORY_QUERY => Message::HistoryQuery {
+            account: decoder.value()?,
+            from_ns: decoder.value()?,
+            to_ns: decoder.value()?,
+            cursor: decoder.value()?,
+            limit: decoder.value()?,
+        },
+        kinds::HISTORY_PAGE => Message::HistoryPage {
+            entries: decoder.movements("history_page.entries", HISTORY_PAGE_MAX as usize)?,
+            next_cursor: decoder.value()?,
+        },
+        kinds::TX_QUERY => Message::TxQuery {
+            id: decoder.value()?,
+        },
+        kinds::TX_REPLY => {
+            let source: u8 = decoder.value()?;
+            let Some(source) = TxSource::from_u8(source) else {
+                return Err(decoder.malformed(format!("unknown tx source {source}")));
+            };
+            Message::TxReply {
+                source,
+                status: decoder.value()?,
+                legs: decoder.movements("tx_reply.legs", COMMAND_LEGS_MAX)?,
+            }
+        }
+        kinds::BACKUP => Message::Backup {
+            dir: decoder.string("backup.dir", BACKUP_DIR_BYTES_MAX)?,
+        },
+        kinds::BACKUP_REPLY => Message::BackupReply {
+            last_sequence: decoder.value()?,
         },
         kinds::ERROR => Message::Error {
             code: decoder.value()?,
@@ -678,6 +883,29 @@ impl BodyDecoder<'_> {
             }
             Err(error) => Err(self.malformed(format!("{field}: {error}"))),
         }
+    }
+
+    fn movements(&mut self, field: &'static str, max: usize) -> Result<Vec<Movement>, WireError> {
+        let count = self.length(field, max as u64, MOVEMENT_WIRE_BYTES_MIN)?;
+        let mut movements = Vec::with_capacity(count);
+        for _ in 0..count {
+            movements.push(Movement {
+                account: self.value()?,
+                counterparty: self.value()?,
+                command: self.value()?,
+                sequence: self.value()?,
+                timestamp: self.value()?,
+                position: self.value()?,
+                amount: self.value()?,
+                balance: self.value()?,
+                currency: self.value()?,
+                mcc: self.value()?,
+                kind: std::borrow::Cow::Owned(
+                    self.string("movement.kind", MOVEMENT_KIND_BYTES_MAX)?,
+                ),
+            });
+        }
+        Ok(movements)
     }
 
     fn batch<T: Element>(

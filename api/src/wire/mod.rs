@@ -24,7 +24,10 @@ mod error;
 mod message;
 
 pub use error::{ErrorCode, WireError};
-pub use message::{kinds, Message, QrPaymentRequest, QR_BATCH_MAX, QR_PAYLOAD_BYTES_MAX};
+pub use message::{
+    kinds, Message, QrPaymentRequest, TxSource, BACKUP_DIR_BYTES_MAX, MOVEMENT_WIRE_BYTES_MIN,
+    QR_BATCH_MAX, QR_PAYLOAD_BYTES_MAX,
+};
 
 use payrail_engine::limits::BATCH_COMMANDS_MAX;
 
@@ -67,6 +70,15 @@ const _: () = assert!(
     "a full SubmitQr fits in a default frame"
 );
 const _: () = assert!(BATCH_COMMANDS_MAX <= u32::MAX as usize);
+const _: () = assert!(
+    HEADER_LEN
+        + 8
+        + 16
+        + payrail_engine::history::HISTORY_PAGE_MAX as usize
+            * (MOVEMENT_WIRE_BYTES_MIN + payrail_engine::history::MOVEMENT_KIND_BYTES_MAX)
+        <= FRAME_BYTES_MAX_DEFAULT as usize,
+    "a full HistoryPage fits in a default frame"
+);
 
 /// The bounds one side enforces on the frames it receives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

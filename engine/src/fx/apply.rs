@@ -11,7 +11,7 @@ use crate::fx::{
     is_liquidity, price_amounts, FxPaymentLegs, FxQuoteRecord, FxQuoteState, FxRate, FxRefund,
     FxState, Price,
 };
-use crate::ledger::{check_amount, Books, Elsewhere, Payment};
+use crate::ledger::{check_amount, Account, Books, Elsewhere, Payment};
 use crate::limits;
 use crate::status::Status;
 use crate::storage::record::encode_value;
@@ -192,6 +192,73 @@ impl Books {
     fn write_deltas(&mut self, deltas: &Deltas, balances: &[i64; 6]) {
         for (index, &(slot, _)) in deltas.entries[..deltas.len].iter().enumerate() {
             self.account_mut(slot).balance = balances[index];
+        }
+        if self.history.is_some() {
+            self.note_deltas(deltas);
+        }
+    }
+
+    /// The movements of FX legs just written (history on only): one per
+    /// customer or merchant account, the paying one leg 0, the receiving
+    /// one leg 1 (as a transfer's), whether one shard applied every leg or
+    /// each half its own. The counterparty is the other party (a sharded
+    /// half's from its context; here the other customer or merchant leg),
+    /// else the house account in the same currency that took the other
+    /// side.
+    fn note_deltas(&mut self, deltas: &Deltas) {
+        let Some(sink) = &self.history else {
+            return;
+        };
+        let context = sink.context;
+        let entries = &deltas.entries[..deltas.len];
+        let user = |&&(slot, delta): &&(u32, i128)| delta != 0 && !self.account(slot).id.is_house();
+        let debit_merchant = entries
+            .iter()
+            .filter(user)
+            .find(|(_, delta)| *delta < 0)
+            .map_or(0, |(slot, _)| self.account_mcc(*slot));
+        let credit_merchant = entries
+            .iter()
+            .filter(user)
+            .find(|(_, delta)| *delta > 0)
+            .map_or(0, |(slot, _)| self.account_mcc(*slot));
+        let mcc = crate::ledger::movement_mcc(context.mcc, credit_merchant, debit_merchant);
+        let mut movements: [Option<(Account, AccountId, i64, u32)>; 2] = [None, None];
+        for &(slot, delta) in entries.iter().filter(user) {
+            let account = *self.account(slot);
+            let paying = delta < 0;
+            let counterparty = context.counterparty.or_else(|| {
+                let other_user = entries
+                    .iter()
+                    .filter(user)
+                    .find(|(_, other)| (*other < 0) != paying)
+                    .map(|(other, _)| self.account(*other).id);
+                other_user.or_else(|| {
+                    entries
+                        .iter()
+                        .map(|&(other, other_delta)| (self.account(other), other_delta))
+                        .find(|(other, other_delta)| {
+                            other.id.is_house()
+                                && other.currency == account.currency
+                                && (*other_delta < 0) != paying
+                        })
+                        .map(|(other, _)| other.id)
+                })
+            });
+            let leg = if paying {
+                context.legs
+            } else {
+                context.legs + 1
+            };
+            let amount = i64::try_from(delta).unwrap_or(if paying { i64::MIN } else { i64::MAX });
+            movements[usize::from(!paying)] =
+                Some((account, counterparty.unwrap_or(AccountId(0)), amount, leg));
+        }
+        for (account, counterparty, amount, leg) in movements.into_iter().flatten() {
+            self.push_movement(&account, counterparty, amount, mcc, leg);
+        }
+        if let Some(sink) = &mut self.history {
+            sink.context.legs = context.legs.saturating_add(2);
         }
     }
 

@@ -626,6 +626,82 @@ impl Books {
     }
 }
 
+/// What one half knows of its movement's merchant category: the command's
+/// own (a QR payment's; a refunded payment's, known where the payment is
+/// kept) and its account's as a merchant. Halves exchange it with their
+/// verdicts, so both legs carry the lone ledger's category.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) struct MccFacts {
+    pub(crate) command: u16,
+    pub(crate) merchant: u16,
+}
+
+impl MccFacts {
+    /// The movement's category from the debit half's and the credit half's
+    /// facts ([`crate::ledger::movement_mcc`]).
+    pub(crate) fn combine(debit: MccFacts, credit: MccFacts) -> u16 {
+        let command = if debit.command != 0 {
+            debit.command
+        } else {
+            credit.command
+        };
+        crate::ledger::movement_mcc(command, credit.merchant, debit.merchant)
+    }
+}
+
+impl Books {
+    /// This half's [`MccFacts`] (history on only; `slot` is its account).
+    pub(crate) fn mcc_facts(&self, command: &Command, slot: Option<u32>) -> MccFacts {
+        MccFacts {
+            command: match command.kind {
+                CommandKind::PayMerchantQr { mcc, .. } => mcc,
+                CommandKind::Refund { payment, .. } => self.payment_mcc(payment),
+                _ => 0,
+            },
+            merchant: slot.map_or(0, |slot| self.account_mcc(slot)),
+        }
+    }
+
+    /// Before a half is applied (history on only): its movement's
+    /// counterparty is the other party the router resolved, and its merchant
+    /// category the one both halves' facts give.
+    pub(crate) fn set_half_context(&mut self, half: Half, parties: Parties, mcc: u16) {
+        if let Some(sink) = &mut self.history {
+            let other = match half {
+                Half::Debit => parties.credit,
+                Half::Credit => parties.debit,
+            };
+            sink.context.counterparty = Some(other.unwrap_or(AccountId(0)));
+            sink.context.mcc = mcc;
+        }
+    }
+
+    /// The movement of a half just applied (history on only): the debit
+    /// half is leg 0, the credit half leg 1, as `note_movement` numbers
+    /// the lone ledger's one move. A half whose FX legs were applied as
+    /// deltas made its movement there (`write_deltas`).
+    pub(crate) fn note_half(&mut self, half: Half, plan: Plan) {
+        let Some(sink) = &self.history else {
+            return;
+        };
+        let deltas_done = matches!(
+            (plan.fx, half),
+            (FxPlan::Pay(Some(_)), Half::Debit) | (FxPlan::Refund(_), _)
+        );
+        if deltas_done {
+            return;
+        }
+        let context = sink.context;
+        let account = *self.account(plan.slot);
+        let (amount, leg) = match half {
+            Half::Debit => (-signed(plan.amount), context.legs),
+            Half::Credit => (signed(plan.amount), context.legs + 1),
+        };
+        let counterparty = context.counterparty.unwrap_or(AccountId(0));
+        self.push_movement(&account, counterparty, amount, context.mcc, leg);
+    }
+}
+
 /// The merchant a QR payment pays: the first key (in the code's order) that
 /// `lookup` knows.
 pub(crate) fn first_known_key<T>(

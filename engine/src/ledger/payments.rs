@@ -103,6 +103,7 @@ impl Books {
         // The debit cannot underflow: check_move found available >= amount.
         self.account_mut(debit_slot).balance -= signed(amount);
         self.account_mut(credit_slot).balance = credit_balance;
+        self.note_movement(debit_slot, credit_slot, amount);
     }
 
     pub(super) fn merchant_slot(&self, id: AccountId, unknown: Status) -> Result<u32, Status> {

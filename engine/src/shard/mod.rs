@@ -48,6 +48,7 @@ use crate::command::{
     FxOrder, FxSide, HouseRole, MerchantKey, Query, QueryReply,
 };
 use crate::currency::Currency;
+use crate::history::Movement;
 use crate::ledger::halves::{first_known_key, Parties};
 use crate::ledger::{check_open, Account, Elsewhere, Ledger, LedgerConfig};
 use crate::limits;
@@ -190,6 +191,9 @@ enum Fact {
 #[derive(Debug)]
 struct InFlight {
     ticket: u64,
+    sequence: u64,
+    /// The movements the shards' segments made (history on only).
+    movements: Vec<Vec<Movement>>,
     results: Vec<Option<CommandResult>>,
     /// Segments sent and not yet answered.
     outstanding: usize,
@@ -219,6 +223,8 @@ struct Routed {
 pub struct ShardStats {
     /// Commands (or halves of one) each shard executed.
     pub steps: Vec<u64>,
+    /// Movements each shard handed over for the history.
+    pub movements: Vec<u64>,
     /// Two-party commands whose halves were on two shards (verdicts exchanged).
     pub pairs_split: u64,
     /// Two-party commands with both halves on one shard.
@@ -321,6 +327,12 @@ pub struct ShardedLedger {
     stats: ShardStats,
     /// A copy of the risk policy every shard has in force.
     risk_policy: RiskPolicy,
+    /// Movement history is on: the shards hand over their movements.
+    history: bool,
+    /// Movements of the batches completed and not yet taken, and the
+    /// sequence of the last batch completed.
+    history_ready: Vec<Vec<Movement>>,
+    history_sequence: u64,
 }
 
 impl std::fmt::Debug for ShardedLedger {
@@ -390,8 +402,12 @@ impl ShardedLedger {
             in_flight: VecDeque::new(),
             next_ticket: 0,
             failed: false,
+            history: false,
+            history_ready: Vec::new(),
+            history_sequence: 0,
             stats: ShardStats {
                 steps: vec![0; shards],
+                movements: vec![0; shards],
                 ..ShardStats::default()
             },
             risk_policy,
@@ -415,6 +431,33 @@ impl ShardedLedger {
             sharded.threads.push(thread);
         }
         Ok(sharded)
+    }
+
+    /// Turns movement history on or off on every shard (see
+    /// [`Ledger::record_history`]). While on, every batch taken back with
+    /// `complete_*` leaves its movements for [`Self::take_history`].
+    pub fn record_history(&mut self, on: bool) -> Result<(), ShardError> {
+        for input in &self.inputs {
+            input
+                .send(Input::RecordHistory(on))
+                .map_err(|_| ShardError::ShardStopped)?;
+        }
+        self.history = on;
+        Ok(())
+    }
+
+    /// Moves the movements of every batch completed since the last call
+    /// into `into` (one vector per shard segment, each in log order) and
+    /// returns the sequence of the last batch completed: every shard has
+    /// handed over its movements of every batch up to it.
+    pub fn take_history(&mut self, into: &mut Vec<Vec<Movement>>) -> u64 {
+        into.append(&mut self.history_ready);
+        self.history_sequence
+    }
+
+    /// Segments waiting in each shard's queue.
+    pub fn queue_depths(&self) -> impl Iterator<Item = usize> + '_ {
+        self.inputs.iter().map(Sender::len)
     }
 
     /// Counters of where the work went since start.
@@ -496,6 +539,8 @@ impl ShardedLedger {
         self.first_sent = false;
         self.in_flight.push_back(InFlight {
             ticket,
+            sequence,
+            movements: Vec::new(),
             results: vec![None; batch.len()],
             outstanding: 0,
             routed: Vec::new(),
@@ -548,6 +593,10 @@ impl ShardedLedger {
     fn pop_complete(&mut self) -> Option<Vec<CommandResult>> {
         let mut batch = self.in_flight.pop_front()?;
         self.learn(&mut batch);
+        if self.history {
+            self.history_ready.append(&mut batch.movements);
+            self.history_sequence = batch.sequence;
+        }
         Some(
             batch
                 .results
@@ -589,11 +638,17 @@ impl ShardedLedger {
 
     fn take_output(&mut self, output: (u32, Output)) {
         match output {
-            (_, Output::Results(ticket, results)) => {
+            (shard, Output::Results(ticket, results, movements)) => {
                 let front = self.in_flight.front().map_or(0, |batch| batch.ticket);
                 let position = ticket.wrapping_sub(front) as usize;
                 if let Some(batch) = self.in_flight.get_mut(position) {
                     batch.outstanding = batch.outstanding.saturating_sub(1);
+                    if !movements.is_empty() {
+                        if let Some(count) = self.stats.movements.get_mut(shard as usize) {
+                            *count += movements.len() as u64;
+                        }
+                        batch.movements.push(movements);
+                    }
                     for (index, result) in results {
                         if let Some(slot) = batch.results.get_mut(index as usize) {
                             // A split payment's payer half answers too when it

@@ -10,7 +10,8 @@
 use crossbeam::channel::{Receiver, Sender};
 
 use crate::command::{AccountId, Command, CommandId, CommandResult, Detail, Query, QueryReply};
-use crate::ledger::halves::{combine, with_risk, FxPlan, Parties, Plan, RiskOutcome};
+use crate::history::Movement;
+use crate::ledger::halves::{combine, with_risk, FxPlan, MccFacts, Parties, Plan, RiskOutcome};
 use crate::ledger::{Account, Elsewhere, Half, IdempotencyRecord, Ledger, Verdict};
 use crate::risk::RiskPolicy;
 use crate::status::Status;
@@ -86,6 +87,8 @@ pub(crate) enum Input {
     /// A risk policy record, between two batches: (sequence, timestamp,
     /// policy).
     RiskPolicy(u64, u64, Box<RiskPolicy>),
+    /// Turn movement history on or off (before the first segment).
+    RecordHistory(bool),
     /// A query about an account that lives on this shard (or about the FX
     /// rate table, which every shard has).
     Query(Query),
@@ -94,17 +97,19 @@ pub(crate) enum Input {
 
 pub(crate) enum Output {
     /// Results of the commands whose home is this shard, by batch index,
-    /// with the batch's ticket.
-    Results(u64, Vec<(u32, CommandResult)>),
+    /// with the batch's ticket, and the movements the segment made (empty
+    /// while history is off).
+    Results(u64, Vec<(u32, CommandResult)>, Vec<Movement>),
     Account(Option<Account>),
     State(Box<Ledger>),
     Query(QueryReply),
 }
 
 /// One verdict on the wire between two shards: batch sequence, index in the
-/// batch, the half's answer, and its fact for the peer (an MCC, or 0; see
-/// `Books::half_fact`).
-pub(crate) type VerdictMessage = (u64, u32, Verdict, u16);
+/// batch, the half's answer, its fact for the peer (an MCC, or 0; see
+/// `Books::half_fact`), and what it knows of the merchant category for the
+/// movement history.
+pub(crate) type VerdictMessage = (u64, u32, Verdict, u16, MccFacts);
 
 pub(crate) struct Worker {
     pub(crate) ledger: Ledger,
@@ -121,7 +126,9 @@ impl Worker {
         while let Ok(input) = self.inputs.recv() {
             let output = match input {
                 Input::Segment(segment) => match self.apply(&segment) {
-                    Some(results) => Output::Results(segment.ticket, results),
+                    Some(results) => {
+                        Output::Results(segment.ticket, results, self.take_movements())
+                    }
                     // A peer stopped mid-exchange: the engine is going down.
                     None => return,
                 },
@@ -129,6 +136,10 @@ impl Worker {
                 Input::State => Output::State(Box::new(self.ledger.clone())),
                 Input::RiskPolicy(sequence, timestamp, policy) => {
                     self.ledger.set_risk_policy(sequence, timestamp, *policy);
+                    continue;
+                }
+                Input::RecordHistory(on) => {
+                    self.ledger.record_history(on);
                     continue;
                 }
                 Input::Query(query) => Output::Query(self.ledger.query(&query)),
@@ -140,8 +151,25 @@ impl Worker {
         }
     }
 
+    /// The movements of the segment just applied, handed over whole; the
+    /// next segment's vector is allocated once, sized for its steps.
+    fn take_movements(&mut self) -> Vec<Movement> {
+        match &mut self.ledger.books.history {
+            Some(sink) => std::mem::take(&mut sink.movements),
+            None => Vec::new(),
+        }
+    }
+
     fn apply(&mut self, segment: &Segment) -> Option<Vec<(u32, CommandResult)>> {
         let timestamp = segment.timestamp;
+        if let Some(sink) = &mut self.ledger.books.history {
+            // About two legs per step: one allocation per segment, none per
+            // movement.
+            sink.movements.reserve(segment.steps.len() * 2);
+        }
+        self.ledger
+            .books
+            .begin_movements(segment.sequence, timestamp);
         if segment.first {
             assert!(segment.sequence > self.ledger.sequence);
             assert!(timestamp >= self.ledger.timestamp);
@@ -170,6 +198,9 @@ impl Worker {
                     fingerprint,
                     elsewhere,
                 } => {
+                    if self.ledger.books.history.is_some() {
+                        self.ledger.books.set_movement_context(&command, index);
+                    }
                     let result = self
                         .ledger
                         .books
@@ -225,6 +256,10 @@ impl Worker {
         timestamp: u64,
     ) -> Option<Option<(CommandResult, bool)>> {
         let books = &mut self.ledger.books;
+        let history = books.history.is_some();
+        if history {
+            books.set_movement_context(command, index);
+        }
         match role {
             Role::Both => {
                 let debit = books.evaluate_half(command, parties, Half::Debit, timestamp);
@@ -241,7 +276,18 @@ impl Worker {
                 match (outcome, debit, credit) {
                     (Ok(()), Ok(debit), Ok(credit)) => {
                         let refunded_mcc = books.half_fact(command, Half::Debit, Ok(debit));
+                        let mcc = if history {
+                            MccFacts::combine(
+                                books.mcc_facts(command, Some(debit.slot)),
+                                books.mcc_facts(command, Some(credit.slot)),
+                            )
+                        } else {
+                            0
+                        };
+                        books.set_half_context(Half::Debit, parties, mcc);
                         books.apply_half(command, parties, Half::Debit, debit, None, timestamp);
+                        books.note_half(Half::Debit, debit);
+                        books.set_half_context(Half::Credit, parties, mcc);
                         books.apply_half(
                             command,
                             parties,
@@ -250,6 +296,7 @@ impl Worker {
                             Some(debit.slot),
                             timestamp,
                         );
+                        books.note_half(Half::Credit, credit);
                         books.after_half(command, Half::Debit, debit, risk, 0, timestamp);
                         books.after_half(
                             command,
@@ -290,21 +337,28 @@ impl Worker {
                 // spending category, so the step runs again with it below.
                 let needs_fact = half == Half::Debit && books.needs_payee_fact(command, mine);
                 let receive_first = needs_fact && books.risk.enabled();
-                let (theirs, fact) = if receive_first {
-                    let (theirs, fact) = receive_verdict(receiver, sequence, index)?;
+                let my_facts = if history {
+                    books.mcc_facts(command, mine.ok().map(|plan| plan.slot))
+                } else {
+                    MccFacts::default()
+                };
+                let (theirs, fact, their_facts) = if receive_first {
+                    let (theirs, fact, their_facts) = receive_verdict(receiver, sequence, index)?;
                     if let (Ok(plan), Ok(())) = (mine, theirs) {
                         risk = books.risk_half(command, parties, plan, fact, timestamp);
                         verdict = with_risk(verdict, &risk);
                     }
-                    sender.send((sequence, index, verdict, 0)).ok()?;
-                    (theirs, fact)
+                    sender.send((sequence, index, verdict, 0, my_facts)).ok()?;
+                    (theirs, fact, their_facts)
                 } else {
                     if let (Half::Debit, Ok(plan)) = (half, mine) {
                         risk = books.risk_half(command, parties, plan, 0, timestamp);
                         verdict = with_risk(verdict, &risk);
                     }
                     let my_fact = books.half_fact(command, half, mine);
-                    sender.send((sequence, index, verdict, my_fact)).ok()?;
+                    sender
+                        .send((sequence, index, verdict, my_fact, my_facts))
+                        .ok()?;
                     receive_verdict(receiver, sequence, index)?
                 };
                 let outcome = match half {
@@ -316,7 +370,15 @@ impl Worker {
                         if needs_fact && !receive_first {
                             risk = books.risk_half(command, parties, plan, fact, timestamp);
                         }
+                        if history {
+                            let mcc = match half {
+                                Half::Debit => MccFacts::combine(my_facts, their_facts),
+                                Half::Credit => MccFacts::combine(their_facts, my_facts),
+                            };
+                            books.set_half_context(half, parties, mcc);
+                        }
                         books.apply_half(command, parties, half, plan, None, timestamp);
+                        books.note_half(half, plan);
                         books.after_half(command, half, plan, risk, fact, timestamp);
                     }
                     (Err(_), Ok(plan)) if half == Half::Debit && theirs.is_ok() => {
@@ -375,9 +437,9 @@ fn receive_verdict(
     receiver: &Receiver<VerdictMessage>,
     sequence: u64,
     index: u32,
-) -> Option<(Verdict, u16)> {
+) -> Option<(Verdict, u16, MccFacts)> {
     let backoff = crossbeam::utils::Backoff::new();
-    let (their_sequence, their_index, theirs, fact) = loop {
+    let (their_sequence, their_index, theirs, fact, facts) = loop {
         match receiver.try_recv() {
             Ok(message) => break message,
             Err(crossbeam::channel::TryRecvError::Disconnected) => return None,
@@ -394,7 +456,7 @@ fn receive_verdict(
         (sequence, index),
         "shards walk the same global order"
     );
-    Some((theirs, fact))
+    Some((theirs, fact, facts))
 }
 
 fn result(outcome: Result<(), crate::status::Status>, detail: Detail) -> CommandResult {

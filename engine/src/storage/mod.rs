@@ -24,7 +24,7 @@ pub mod snapshot;
 
 pub use memory::MemoryStorage;
 pub use record::{LogEntry, LogRecord, RecordError};
-pub use recovery::{recover, RecoveryReport};
+pub use recovery::{recover, recover_with_history, RecoveryReport};
 pub use rocks::RocksStorage;
 pub use snapshot::{decode_state, encode_state};
 
@@ -126,6 +126,36 @@ pub trait Storage: Send + 'static {
     /// Records and bytes of the log currently kept, for checkpoint-by-size
     /// and metrics.
     fn log_stats(&self) -> LogStats;
+
+    /// Whether this storage keeps movement history (the pipeline then turns
+    /// the ledger's history on and runs a history writer).
+    fn keeps_history(&self) -> bool {
+        false
+    }
+
+    /// Writes movements and, in the same write, the history watermark: every
+    /// batch with sequence <= `watermark` is then in the history. Not
+    /// durable until [`Storage::sync_history`]: history is rebuilt from the
+    /// log past the watermark found at recovery (docs/persistence.md).
+    fn write_history(
+        &mut self,
+        movements: &[crate::history::Movement],
+        watermark: u64,
+    ) -> Result<(), StorageError> {
+        let _ = (movements, watermark);
+        Ok(())
+    }
+
+    /// Makes every history write so far durable (a checkpoint calls it
+    /// before it lets the log behind it go).
+    fn sync_history(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    /// The history watermark (0: nothing written yet).
+    fn history_watermark(&self) -> Result<u64, StorageError> {
+        Ok(0)
+    }
 }
 
 /// Lowercase hex of a digest, for messages and reports.

@@ -39,6 +39,11 @@ pub struct RecoveryReport {
     pub digest_elapsed: Duration,
     /// `Ledger::digest` of the recovered state.
     pub digest: [u8; 32],
+    /// History watermark found (every batch up to it was in the history).
+    pub history_watermark: u64,
+    /// Movements written to the history for the records replayed past the
+    /// watermark.
+    pub history_rebuilt: u64,
 }
 
 fn corrupt(sequence: u64, reason: String) -> StorageError {
@@ -106,6 +111,16 @@ pub fn recover(
     storage: &mut dyn Storage,
     config: LedgerConfig,
 ) -> Result<(Ledger, RecoveryReport), StorageError> {
+    recover_with_history(storage, config, true)
+}
+
+/// [`recover`], rebuilding the history past its watermark only if `history`
+/// (the engine keeps history) and the storage keeps it.
+pub fn recover_with_history(
+    storage: &mut dyn Storage,
+    config: LedgerConfig,
+    history: bool,
+) -> Result<(Ledger, RecoveryReport), StorageError> {
     let started = Instant::now();
     let Loaded {
         mut ledger,
@@ -123,7 +138,28 @@ pub fn recover(
         elapsed: Duration::ZERO,
         digest_elapsed: Duration::ZERO,
         digest: [0; 32],
+        history_watermark: 0,
+        history_rebuilt: 0,
     };
+    // History is derived from the log: whatever the history writer had not
+    // written before the stop is rebuilt here from the records replayed.
+    let keeps_history = history && storage.keeps_history();
+    let watermark = if keeps_history {
+        storage.history_watermark()?
+    } else {
+        0
+    };
+    report.history_watermark = watermark;
+    if keeps_history && watermark < checkpoint_sequence {
+        // Checkpoints wait for the history writer, so only a data directory
+        // written before history existed gets here.
+        tracing::warn!(
+            watermark,
+            checkpoint_sequence,
+            "history misses the movements of the records before the checkpoint"
+        );
+    }
+    let mut movements = Vec::new();
     let mut results: Vec<CommandResult> = Vec::new();
     // Even an empty batch changes the state (sequence, time, expiries).
     let mut batches_applied = false;
@@ -179,12 +215,19 @@ pub fn recover(
                 ));
             }
             if let LogEntry::Batch(commands) = &record.entry {
+                let rebuild = keeps_history && record.sequence > watermark;
+                ledger.record_history(rebuild);
                 // sequence > report.last_sequence >= ledger.sequence() and the
                 // timestamp check above: apply's assertions hold.
                 results.clear();
                 ledger.apply(record.sequence, record.timestamp, commands, &mut results);
                 batches_applied = true;
                 report.commands_replayed += commands.len() as u64;
+                if rebuild {
+                    ledger.take_movements(&mut movements);
+                    storage.write_history(&movements, record.sequence)?;
+                    report.history_rebuilt += movements.len() as u64;
+                }
             }
             if let LogEntry::RiskPolicy(policy) = record.entry {
                 // The same assertions hold as for a batch.
@@ -195,6 +238,13 @@ pub fn recover(
             report.last_sequence = record.sequence;
             report.last_timestamp = record.timestamp;
         }
+    }
+
+    ledger.record_history(false);
+    if keeps_history && report.last_sequence > watermark {
+        // Markers and an empty tail move the watermark on too.
+        storage.write_history(&[], report.last_sequence)?;
+        storage.sync_history()?;
     }
 
     // The digest covers every account: skip recomputing it if nothing changed.
@@ -214,6 +264,8 @@ pub fn recover(
         elapsed_ms = report.elapsed.as_millis() as u64,
         digest_ms = report.digest_elapsed.as_millis() as u64,
         digest = %hex32(&report.digest),
+        history_watermark = report.history_watermark,
+        history_rebuilt = report.history_rebuilt,
         "recovered"
     );
     Ok((ledger, report))

@@ -4,7 +4,8 @@
 //! - `log`: sequence (u64 big-endian, so key order is number order) -> record.
 //! - `state`: checkpoint chunks, (sequence u64 BE, chunk index u32 BE) -> up
 //!   to 4 MiB of encoded state.
-//! - `history`: reserved for per-account movements (not written yet).
+//! - `history`: per-account movements, a command-id index and the history
+//!   watermark (key layout in [`crate::history`]).
 //! - `meta`: `schema_version` -> u32 LE; `checkpoint` -> the manifest of the
 //!   current checkpoint.
 //!
@@ -23,6 +24,8 @@ use rocksdb::{
     WriteOptions, DB,
 };
 
+use crate::command::{AccountId, CommandId};
+use crate::history::{self, HistoryPage, Movement};
 use crate::storage::{Checkpoint, LogStats, Storage, StorageError};
 
 /// The on-disk layout version this build writes and reads.
@@ -344,6 +347,9 @@ impl RocksStorage {
         };
         storage.check_schema()?;
         *storage.log_size() = storage.scan_log()?;
+        // A table file left by a crash between writing and ingesting it:
+        // its movements are rebuilt from the log past the watermark.
+        let _ = std::fs::remove_dir_all(dir.join(HISTORY_INGEST_DIR));
         Ok(storage)
     }
 
@@ -649,6 +655,233 @@ impl Storage for RocksStorage {
 
     fn log_stats(&self) -> LogStats {
         self.log_size().stats
+    }
+
+    fn keeps_history(&self) -> bool {
+        true
+    }
+
+    fn write_history(
+        &mut self,
+        movements: &[Movement],
+        watermark: u64,
+    ) -> Result<(), StorageError> {
+        if movements.len() >= HISTORY_INGEST_MOVEMENTS_MIN {
+            return self.ingest_history(movements, watermark);
+        }
+        let cf = self.cf(CF_HISTORY)?;
+        let mut batch = WriteBatch::default();
+        let mut value = Vec::with_capacity(128);
+        // One command-index entry per command: the account keys of its
+        // movements, which are consecutive in the list.
+        let mut legs: Vec<u8> = Vec::with_capacity(4 * history::ACCOUNT_KEY_BYTES);
+        for (index, movement) in movements.iter().enumerate() {
+            value.clear();
+            history::encode_movement(movement, &mut value);
+            let key = history::account_key(movement.account, movement.timestamp, movement.position);
+            batch.put_cf(cf, key, &value);
+            // A command has a few legs; the index keeps the first
+            // COMMAND_LEGS_MAX (tx show's bound).
+            if legs.len() < history::COMMAND_LEGS_MAX * history::ACCOUNT_KEY_BYTES {
+                legs.extend_from_slice(&key);
+            }
+            let last_leg = movements
+                .get(index + 1)
+                .is_none_or(|next| next.command != movement.command);
+            if last_leg {
+                batch.put_cf(cf, history::command_key(movement.command), &legs);
+                legs.clear();
+            }
+        }
+        batch.put_cf(cf, history::KEY_WATERMARK, watermark.to_le_bytes());
+        // Without the write-ahead log: history would add to the bytes every
+        // log fsync writes. It becomes durable when RocksDB flushes the
+        // column family, and before each checkpoint (`sync_history`); a
+        // crash loses only what recovery rebuilds from the log past the
+        // watermark, which is lost with it.
+        let mut no_wal = WriteOptions::default();
+        no_wal.disable_wal(true);
+        self.db
+            .write_opt(batch, &no_wal)
+            .map_err(|error| io("cannot write history", error))
+    }
+
+    fn sync_history(&self) -> Result<(), StorageError> {
+        self.db
+            .flush_cf(self.cf(CF_HISTORY)?)
+            .map_err(|error| io("cannot flush the history", error))
+    }
+
+    fn history_watermark(&self) -> Result<u64, StorageError> {
+        let stored = self
+            .db
+            .get_pinned_cf(self.cf(CF_HISTORY)?, history::KEY_WATERMARK)
+            .map_err(|error| io("cannot read the history watermark", error))?;
+        match stored {
+            None => Ok(0),
+            Some(bytes) => <[u8; 8]>::try_from(&bytes[..])
+                .map(u64::from_le_bytes)
+                .map_err(|_| StorageError::Io("the history watermark is malformed".to_owned())),
+        }
+    }
+}
+
+/// A history write of at least this many movements is sorted and ingested
+/// as one table file instead of inserted into the memtable: about 3 times
+/// faster at random accounts (docs/benchmarks.md, "What history costs").
+pub const HISTORY_INGEST_MOVEMENTS_MIN: usize = 16_384;
+
+/// Scratch directory (in the data directory) for history table files
+/// before RocksDB ingests them.
+const HISTORY_INGEST_DIR: &str = "history-ingest";
+
+/// The history entries of `movements` (account entries, one command-index
+/// entry per command) and the watermark, sorted by key, no key twice.
+fn history_entries(movements: &[Movement], watermark: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(movements.len() * 2 + 1);
+    let mut legs: Vec<u8> = Vec::with_capacity(4 * history::ACCOUNT_KEY_BYTES);
+    for (index, movement) in movements.iter().enumerate() {
+        let mut value = Vec::with_capacity(96);
+        history::encode_movement(movement, &mut value);
+        let key = history::account_key(movement.account, movement.timestamp, movement.position);
+        if legs.len() < history::COMMAND_LEGS_MAX * history::ACCOUNT_KEY_BYTES {
+            legs.extend_from_slice(&key);
+        }
+        entries.push((key.to_vec(), value));
+        let last_leg = movements
+            .get(index + 1)
+            .is_none_or(|next| next.command != movement.command);
+        if last_leg {
+            entries.push((
+                history::command_key(movement.command).to_vec(),
+                std::mem::take(&mut legs),
+            ));
+        }
+    }
+    entries.push((
+        history::KEY_WATERMARK.to_vec(),
+        watermark.to_le_bytes().to_vec(),
+    ));
+    // Stable: of two entries with one key (a command id applied again in a
+    // later batch after its idempotency record expired) the later is kept.
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.reverse();
+    entries.dedup_by(|later, earlier| later.0 == earlier.0);
+    entries.reverse();
+    entries
+}
+
+impl RocksStorage {
+    /// Writes a large history write as one sorted table file and ingests
+    /// it. Durable when it returns (RocksDB syncs the file and its
+    /// MANIFEST). Its key range always overlaps the history memtable when
+    /// that holds anything (both hold the watermark key), so RocksDB flushes
+    /// the memtable first: a crash never keeps this watermark without the
+    /// smaller writes before it.
+    fn ingest_history(&self, movements: &[Movement], watermark: u64) -> Result<(), StorageError> {
+        let entries = history_entries(movements, watermark);
+        let dir = self.db.path().join(HISTORY_INGEST_DIR);
+        std::fs::create_dir_all(&dir)
+            .map_err(|error| io(&format!("cannot create {}", dir.display()), error))?;
+        let path = dir.join(format!("history-{watermark}.sst"));
+        let options = column_family_options();
+        let mut writer = rocksdb::SstFileWriter::create(&options);
+        writer
+            .open(&path)
+            .map_err(|error| io("cannot start a history table", error))?;
+        for (key, value) in &entries {
+            writer
+                .put(key, value)
+                .map_err(|error| io("cannot write a history table", error))?;
+        }
+        writer
+            .finish()
+            .map_err(|error| io("cannot finish a history table", error))?;
+        let mut ingest = rocksdb::IngestExternalFileOptions::default();
+        ingest.set_move_files(true);
+        let ingested = self
+            .db
+            .ingest_external_file_cf_opts(self.cf(CF_HISTORY)?, &ingest, vec![&path])
+            .map_err(|error| io("cannot ingest a history table", error));
+        // Moved (hard-linked) into the database, or failed: either way the
+        // file here is not needed.
+        let _ = std::fs::remove_file(&path);
+        ingested
+    }
+
+    /// A page of `account`'s movements with timestamps in `from_ns..=to_ns`,
+    /// newest first, after `cursor` (0: from the newest), at most `limit`
+    /// (capped at [`history::HISTORY_PAGE_MAX`]). Reads RocksDB directly;
+    /// safe to call from any thread while the engine runs.
+    pub fn history_page(
+        &self,
+        account: AccountId,
+        from_ns: u64,
+        to_ns: u64,
+        cursor: u128,
+        limit: u32,
+    ) -> Result<HistoryPage, StorageError> {
+        let limit = limit.clamp(1, history::HISTORY_PAGE_MAX) as usize;
+        let mut page = HistoryPage::default();
+        if from_ns > to_ns {
+            return Ok(page);
+        }
+        let Some(start) = history::page_start_key(account, to_ns, cursor) else {
+            return Ok(page);
+        };
+        let prefix = history::account_prefix(account);
+        let end = history::account_key(account, from_ns, 0);
+        let mut iterator = self.db.raw_iterator_cf(self.cf(CF_HISTORY)?);
+        iterator.seek(start);
+        while let (Some(key), Some(value)) = (iterator.key(), iterator.value()) {
+            if !key.starts_with(&prefix) || key > &end[..] {
+                break;
+            }
+            if page.entries.len() == limit {
+                // One more exists: the page goes on from its last entry.
+                page.next_cursor = page.entries.last().map_or(0, history::cursor_of);
+                break;
+            }
+            let movement = history::decode_movement(value)
+                .map_err(|reason| io("a history entry is corrupt", reason))?;
+            page.entries.push(movement);
+            iterator.next();
+        }
+        iterator
+            .status()
+            .map_err(|error| io("cannot read history", error))?;
+        Ok(page)
+    }
+
+    /// The movements (legs) of one command, in the order they were made.
+    pub fn command_movements(&self, command: CommandId) -> Result<Vec<Movement>, StorageError> {
+        let cf = self.cf(CF_HISTORY)?;
+        let Some(keys) = self
+            .db
+            .get_pinned_cf(cf, history::command_key(command))
+            .map_err(|error| io("cannot read history", error))?
+        else {
+            return Ok(Vec::new());
+        };
+        if keys.len() % history::ACCOUNT_KEY_BYTES != 0 {
+            return Err(io(
+                "a history index entry is corrupt",
+                format!("{} bytes", keys.len()),
+            ));
+        }
+        let mut legs = Vec::with_capacity(keys.len() / history::ACCOUNT_KEY_BYTES);
+        for key in keys.chunks(history::ACCOUNT_KEY_BYTES) {
+            let value = self
+                .db
+                .get_pinned_cf(cf, key)
+                .map_err(|error| io("cannot read history", error))?
+                .ok_or_else(|| io("a history index entry is dangling", format!("{key:02x?}")))?;
+            legs.push(
+                history::decode_movement(&value)
+                    .map_err(|reason| io("a history entry is corrupt", reason))?,
+            );
+        }
+        Ok(legs)
     }
 }
 

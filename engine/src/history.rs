@@ -1,0 +1,357 @@
+//! Movement history: every change of an account's balance, for an account's
+//! "transaction records" and for `tx show`.
+//!
+//! The ledger emits a [`Movement`] pair (debit leg and credit leg) from its
+//! lowest-level money primitives whenever a balance changes, tagged with the
+//! command being applied (id, kind, MCC) — so a new money-moving command gets
+//! history without doing anything. Emitting is off unless the pipeline turns
+//! it on ([`crate::Ledger::record_history`]); then the movements of a batch
+//! collect in a vector that the executor hands to the history writer thread
+//! (see `pipeline`), which writes them to the `history` column family off the
+//! hot path. History is not part of the ledger state: it is derived from the
+//! log and rebuilt from it at recovery past its watermark
+//! (docs/persistence.md).
+//!
+//! Keys in the `history` column family (all integers big-endian, so byte
+//! order is number order):
+//!
+//! ```text
+//! b'a' account 8 (!timestamp) 8 (!position) 4      -> movement   (newest first per account)
+//! b'c' command 16                                  -> the legs' account keys (21 bytes each)
+//! b'w'                                              -> watermark u64 LE
+//! ```
+//!
+//! `position` is the movement's place in its batch: the command's index in
+//! the batch times [`MOVEMENT_LEGS_MAX`] plus the leg (a debit leg is even,
+//! its credit leg the next odd number). It depends on the log alone, not on
+//! which shard applied the command, so an account's history is the same
+//! whatever the shard count. Together with the batch's timestamp (strictly
+//! increasing from batch to batch) it identifies a movement, and it is the
+//! paging cursor.
+//!
+//! House accounts are not given a history: a sharded ledger splits each into
+//! one part per shard, so the balance after a movement would depend on the
+//! shard count. The customer's or merchant's leg names the public house id
+//! as its counterparty.
+
+use std::borrow::Cow;
+
+use crate::command::{AccountId, CommandId};
+use crate::currency::Currency;
+
+/// Most entries in one history page.
+pub const HISTORY_PAGE_MAX: u32 = 1_000;
+/// Longest command kind name stored with a movement, in bytes.
+pub const MOVEMENT_KIND_BYTES_MAX: usize = 32;
+/// Most legs `command_movements` returns for one command.
+pub const COMMAND_LEGS_MAX: usize = 64;
+/// Legs one command can number in its batch (`position` = index * this + leg).
+pub const MOVEMENT_LEGS_MAX: u32 = 256;
+
+const _: () = assert!(
+    (crate::limits::BATCH_COMMANDS_MAX as u64) * (MOVEMENT_LEGS_MAX as u64) <= u32::MAX as u64,
+    "a movement's position fits in u32"
+);
+
+/// The position of leg `leg` of the command at `index` in its batch (legs
+/// past the last number share it: no command makes that many).
+pub fn position_of(index: u32, leg: u32) -> u32 {
+    index
+        .saturating_mul(MOVEMENT_LEGS_MAX)
+        .saturating_add(leg.min(MOVEMENT_LEGS_MAX - 1))
+}
+
+/// One change of one account's balance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Movement {
+    pub account: AccountId,
+    /// The other side of the double entry.
+    pub counterparty: AccountId,
+    pub command: CommandId,
+    /// Log sequence number and timestamp (ns since the epoch) of the batch.
+    pub sequence: u64,
+    pub timestamp: u64,
+    /// Place among the movements of its batch, from 0.
+    pub position: u32,
+    /// The command kind's stable name (`transfer`, `deposit`, ...).
+    pub kind: Cow<'static, str>,
+    /// Signed, in minor units: negative leaves the account, positive enters.
+    pub amount: i64,
+    /// The account's balance just after this movement.
+    pub balance: i64,
+    pub currency: Currency,
+    /// Merchant category of a payment (the command's, else the merchant
+    /// account's); 0 when no merchant is involved.
+    pub mcc: u16,
+}
+
+impl Movement {
+    /// Log order: batch, then place in the batch (then the account, for
+    /// the two legs of one transfer between an account and itself, which
+    /// cannot happen, to make the order total).
+    pub fn order_key(&self) -> (u64, u32, u64) {
+        (self.sequence, self.position, self.account.0)
+    }
+}
+
+/// A place in an account's history: the (timestamp, position) of the last
+/// entry of a page. 0 means "from the newest".
+pub fn cursor_of(movement: &Movement) -> u128 {
+    (u128::from(movement.timestamp) << 32) | u128::from(movement.position)
+}
+
+fn cursor_parts(cursor: u128) -> (u64, u32) {
+    ((cursor >> 32) as u64, cursor as u32)
+}
+
+pub const KEY_ACCOUNT: u8 = b'a';
+pub const KEY_COMMAND: u8 = b'c';
+pub const KEY_WATERMARK: &[u8] = b"w";
+pub const ACCOUNT_KEY_BYTES: usize = 21;
+
+/// `b'a' account (!timestamp) (!position)`: an account's movements sort
+/// newest first.
+pub fn account_key(account: AccountId, timestamp: u64, position: u32) -> [u8; ACCOUNT_KEY_BYTES] {
+    let mut key = [0u8; ACCOUNT_KEY_BYTES];
+    key[0] = KEY_ACCOUNT;
+    key[1..9].copy_from_slice(&account.0.to_be_bytes());
+    key[9..17].copy_from_slice(&(!timestamp).to_be_bytes());
+    key[17..21].copy_from_slice(&(!position).to_be_bytes());
+    key
+}
+
+/// The first key a page starting at `cursor` (exclusive) and at or before
+/// `to_ns` may have, or `None` if nothing can follow the cursor.
+pub fn page_start_key(
+    account: AccountId,
+    to_ns: u64,
+    cursor: u128,
+) -> Option<[u8; ACCOUNT_KEY_BYTES]> {
+    let from_to = account_key(account, to_ns, u32::MAX);
+    if cursor == 0 {
+        return Some(from_to);
+    }
+    let (timestamp, position) = cursor_parts(cursor);
+    // The entry right after the cursor: same timestamp, next lower position,
+    // or the next older timestamp.
+    let after = match position.checked_sub(1) {
+        Some(position) => account_key(account, timestamp, position),
+        None => account_key(account, timestamp.checked_sub(1)?, u32::MAX),
+    };
+    Some(if after > from_to { after } else { from_to })
+}
+
+pub fn account_prefix(account: AccountId) -> [u8; 9] {
+    let mut prefix = [0u8; 9];
+    prefix[0] = KEY_ACCOUNT;
+    prefix[1..9].copy_from_slice(&account.0.to_be_bytes());
+    prefix
+}
+
+pub const COMMAND_KEY_BYTES: usize = 17;
+
+/// `b'c' command`: the value is the account keys of the command's
+/// movements, in order (21 bytes each), one entry per command.
+pub fn command_key(command: CommandId) -> [u8; COMMAND_KEY_BYTES] {
+    let mut key = [0u8; COMMAND_KEY_BYTES];
+    key[0] = KEY_COMMAND;
+    key[1..17].copy_from_slice(&command.0.to_be_bytes());
+    key
+}
+
+const VALUE_VERSION: u8 = 1;
+/// Fixed part of an encoded movement (everything but the kind's bytes).
+const VALUE_FIXED_BYTES: usize = 1 + 8 + 8 + 16 + 8 + 8 + 4 + 8 + 8 + 2 + 2 + 1;
+
+/// Layout (little-endian): version 1, account 8, counterparty 8, command 16,
+/// sequence 8, timestamp 8, position 4, amount 8, balance 8, currency
+/// (ISO numeric) 2, mcc 2, kind length 1, kind bytes.
+pub fn encode_movement(movement: &Movement, out: &mut Vec<u8>) {
+    let kind = movement.kind.as_bytes();
+    let kind = &kind[..kind.len().min(MOVEMENT_KIND_BYTES_MAX)];
+    out.reserve(VALUE_FIXED_BYTES + kind.len());
+    out.push(VALUE_VERSION);
+    out.extend_from_slice(&movement.account.0.to_le_bytes());
+    out.extend_from_slice(&movement.counterparty.0.to_le_bytes());
+    out.extend_from_slice(&movement.command.0.to_le_bytes());
+    out.extend_from_slice(&movement.sequence.to_le_bytes());
+    out.extend_from_slice(&movement.timestamp.to_le_bytes());
+    out.extend_from_slice(&movement.position.to_le_bytes());
+    out.extend_from_slice(&movement.amount.to_le_bytes());
+    out.extend_from_slice(&movement.balance.to_le_bytes());
+    out.extend_from_slice(&movement.currency.numeric().to_le_bytes());
+    out.extend_from_slice(&movement.mcc.to_le_bytes());
+    out.push(kind.len() as u8);
+    out.extend_from_slice(kind);
+}
+
+/// Decodes what [`encode_movement`] wrote; `Err` says why bytes on disk are
+/// not a movement.
+pub fn decode_movement(bytes: &[u8]) -> Result<Movement, String> {
+    if bytes.len() < VALUE_FIXED_BYTES {
+        return Err(format!("a movement has {} bytes", bytes.len()));
+    }
+    if bytes[0] != VALUE_VERSION {
+        return Err(format!("unknown movement version {}", bytes[0]));
+    }
+    let mut at = 1;
+    let mut take = |n: usize| {
+        let slice = &bytes[at..at + n];
+        at += n;
+        slice
+    };
+    let u64_of = |slice: &[u8]| {
+        let mut buffer = [0u8; 8];
+        buffer.copy_from_slice(slice);
+        u64::from_le_bytes(buffer)
+    };
+    let account = AccountId(u64_of(take(8)));
+    let counterparty = AccountId(u64_of(take(8)));
+    let mut command = [0u8; 16];
+    command.copy_from_slice(take(16));
+    let sequence = u64_of(take(8));
+    let timestamp = u64_of(take(8));
+    let mut position = [0u8; 4];
+    position.copy_from_slice(take(4));
+    let amount = u64_of(take(8)) as i64;
+    let balance = u64_of(take(8)) as i64;
+    let currency_bytes = take(2);
+    let numeric = u16::from_le_bytes([currency_bytes[0], currency_bytes[1]]);
+    let mcc_bytes = take(2);
+    let mcc = u16::from_le_bytes([mcc_bytes[0], mcc_bytes[1]]);
+    let kind_len = take(1)[0] as usize;
+    let rest = &bytes[VALUE_FIXED_BYTES..];
+    if rest.len() != kind_len {
+        return Err(format!(
+            "a movement's kind has {} bytes, not {kind_len}",
+            rest.len()
+        ));
+    }
+    let kind = std::str::from_utf8(rest)
+        .map_err(|_| "a movement's kind is not UTF-8".to_owned())?
+        .to_owned();
+    let currency =
+        Currency::from_numeric(numeric).ok_or_else(|| format!("unknown currency {numeric}"))?;
+    Ok(Movement {
+        account,
+        counterparty,
+        command: CommandId(u128::from_le_bytes(command)),
+        sequence,
+        timestamp,
+        position: u32::from_le_bytes(position),
+        kind: Cow::Owned(kind),
+        amount,
+        balance,
+        currency,
+        mcc,
+    })
+}
+
+/// What the ledger knows about the command being applied, for the
+/// movements it makes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MovementContext {
+    pub command: CommandId,
+    pub kind: &'static str,
+    pub sequence: u64,
+    pub timestamp: u64,
+    /// The command's own merchant category (a QR payment's, a refunded
+    /// payment's), 0 if none.
+    pub mcc: u16,
+    /// The command's index in its batch.
+    pub index: u32,
+    /// A sharded half's other party (set before the half is applied).
+    pub counterparty: Option<AccountId>,
+    /// Legs the command has numbered so far.
+    pub legs: u32,
+}
+
+impl Default for MovementContext {
+    fn default() -> Self {
+        MovementContext {
+            command: CommandId(0),
+            kind: "",
+            sequence: 0,
+            timestamp: 0,
+            mcc: 0,
+            index: 0,
+            counterparty: None,
+            legs: 0,
+        }
+    }
+}
+
+/// Where the ledger collects movements while history is on.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HistorySink {
+    pub context: MovementContext,
+    pub movements: Vec<Movement>,
+}
+
+/// One page of an account's history.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub entries: Vec<Movement>,
+    /// Where the next page starts, or 0 if this is the last page.
+    pub next_cursor: u128,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn movement() -> Movement {
+        Movement {
+            account: AccountId(7),
+            counterparty: AccountId(9),
+            command: CommandId(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10),
+            sequence: 42,
+            timestamp: 1_700_000_000_000_000_000,
+            position: 3,
+            kind: Cow::Borrowed("transfer"),
+            amount: -1250,
+            balance: 8750,
+            currency: Currency::CNY,
+            mcc: 5812,
+        }
+    }
+
+    #[test]
+    fn movements_round_trip_and_damage_is_an_error() {
+        let mut bytes = Vec::new();
+        encode_movement(&movement(), &mut bytes);
+        assert_eq!(decode_movement(&bytes), Ok(movement()));
+        assert!(decode_movement(&bytes[..bytes.len() - 1]).is_err());
+        let mut wrong = bytes.clone();
+        wrong[0] = 9;
+        assert!(decode_movement(&wrong).is_err());
+    }
+
+    #[test]
+    fn account_keys_sort_newest_first_and_cursors_continue_after_the_entry() {
+        let account = AccountId(5);
+        let older = account_key(account, 100, 0);
+        let newer = account_key(account, 200, 0);
+        let newer_later_in_batch = account_key(account, 200, 1);
+        assert!(newer_later_in_batch < newer);
+        assert!(newer < older);
+        // Another account's keys never interleave.
+        assert!(account_key(AccountId(6), u64::MAX, u32::MAX) > older);
+        let mut entry = movement();
+        entry.timestamp = 200;
+        entry.position = 0;
+        let start = page_start_key(account, u64::MAX, cursor_of(&entry)).unwrap();
+        assert!(start > newer && start <= account_key(account, 199, u32::MAX));
+        entry.position = 1;
+        assert_eq!(
+            page_start_key(account, u64::MAX, cursor_of(&entry)),
+            Some(newer)
+        );
+        // to_ns bounds the start even with a cursor newer than it.
+        assert_eq!(
+            page_start_key(account, 150, cursor_of(&entry)),
+            Some(account_key(account, 150, u32::MAX))
+        );
+    }
+}

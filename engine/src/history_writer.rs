@@ -1,0 +1,131 @@
+//! The history writer thread: takes each applied batch's movements from the
+//! executor and writes them, with the watermark, to the storage's history.
+//!
+//! Each shard collects the movements of the commands (or halves) it applies
+//! and hands them to the router with the segment's results, one vector per
+//! segment; when every segment of a batch is in, the router (the executor
+//! thread) passes those vectors on, untouched, to this thread. So the
+//! watermark the writer records is the lowest sequence every shard has
+//! handed over.
+//!
+//! The executor never waits on RocksDB for history: it hands the movements
+//! over a bounded channel ([`HISTORY_QUEUE_JOBS`] jobs of at most about
+//! [`HISTORY_JOB_MOVEMENTS_MAX`] movements: about 130 MB). While the writer
+//! is busy the executor gathers batches into larger jobs, so that under load
+//! the writer ingests large sorted runs. When the writer falls that far
+//! behind, the executor's send blocks (backpressure) rather than dropping
+//! movements: history stays complete, and the durable command rate is then
+//! the history writer's rate (docs/benchmarks.md).
+//! Whatever was queued at a crash is rebuilt from the log at recovery, past
+//! the watermark (docs/persistence.md).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{Receiver, TryRecvError};
+
+use crate::history::Movement;
+use crate::pipeline::EngineStats;
+use crate::storage::Storage;
+
+/// Jobs waiting for the history writer before the executor waits.
+pub const HISTORY_QUEUE_JOBS: usize = 16;
+/// The executor gathers batches into one job up to this many movements
+/// while the writer is busy (a job can exceed it by one batch's movements).
+pub const HISTORY_JOB_MOVEMENTS_MAX: usize = 65_536;
+/// Most movements in one history write (the writer drains what is queued
+/// up to this, then writes once).
+pub const HISTORY_WRITE_MOVEMENTS_MAX: usize = 131_072;
+
+/// What the executor sends, in log order.
+pub(crate) enum HistoryJob {
+    /// The movements of the batches up to this sequence number not sent
+    /// before (maybe none), as the shards handed them over.
+    Batch {
+        sequence: u64,
+        chunks: Vec<Vec<Movement>>,
+    },
+    /// A checkpoint marker: no movements, but the watermark moves past it.
+    Mark { sequence: u64 },
+}
+
+impl HistoryJob {
+    fn sequence(&self) -> u64 {
+        match self {
+            HistoryJob::Batch { sequence, .. } | HistoryJob::Mark { sequence } => *sequence,
+        }
+    }
+}
+
+pub(crate) struct HistoryWriter<S: Storage> {
+    pub storage: S,
+    pub jobs: Receiver<HistoryJob>,
+    pub stats: Arc<EngineStats>,
+}
+
+impl<S: Storage> HistoryWriter<S> {
+    pub fn run(mut self) {
+        let mut pending: Vec<Movement> = Vec::new();
+        while let Ok(first) = self.jobs.recv() {
+            let mut watermark = first.sequence();
+            pending.clear();
+            if let HistoryJob::Batch { chunks, .. } = first {
+                pending.extend(chunks.into_iter().flatten());
+            }
+            while pending.len() < HISTORY_WRITE_MOVEMENTS_MAX {
+                match self.jobs.try_recv() {
+                    Ok(job) => {
+                        watermark = job.sequence();
+                        if let HistoryJob::Batch { chunks, .. } = job {
+                            pending.extend(chunks.into_iter().flatten());
+                        }
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            // The log's order (a command's legs together, as the command
+            // index wants them), whatever shard each came from. Each
+            // shard's vector is in that order already; with one shard, or
+            // halves only on one, nothing moves.
+            if !pending.is_sorted_by_key(Movement::order_key) {
+                pending.sort_unstable_by_key(Movement::order_key);
+            }
+            let started = Instant::now();
+            match self.storage.write_history(&pending, watermark) {
+                Ok(()) => {
+                    self.stats
+                        .history_movements
+                        .fetch_add(pending.len() as u64, Ordering::Relaxed);
+                    self.stats
+                        .history_watermark
+                        .store(watermark, Ordering::Release);
+                    metrics::histogram!("payrail_history_write_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                }
+                Err(error) => {
+                    // The watermark stays: checkpoints wait for it, so the
+                    // log is kept and the next start rebuilds from it.
+                    if !self.stats.history_failed.swap(true, Ordering::Relaxed) {
+                        tracing::error!(%error, "history write failed: history stops here until a restart rebuilds it from the log");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Waits until the history writer has covered `sequence`, at most
+/// `timeout`. False if it did not (it failed, or is far behind).
+pub(crate) fn wait_for_history(stats: &EngineStats, sequence: u64, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if stats.history_watermark.load(Ordering::Acquire) >= sequence {
+            return true;
+        }
+        if stats.history_failed.load(Ordering::Relaxed) || Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}

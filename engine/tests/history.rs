@@ -1,0 +1,380 @@
+//! Movement history over the real RocksDB storage: what the ledger emits for
+//! each kind of money movement, newest-first paging with a cursor, time
+//! ranges, the command-id index, and rebuilding from the log at recovery.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use payrail_engine::history::Movement;
+use payrail_engine::pipeline::{Engine, EngineConfig};
+use payrail_engine::storage::{self, LogEntry, LogRecord, RocksStorage, Storage};
+use payrail_engine::{
+    AccountId, AccountKind, Command, CommandId, CommandKind, Currency, HouseRole, LedgerConfig,
+    OpenAccount, RiskContext, Status,
+};
+
+fn open(id: u128, account: u64) -> Command {
+    Command::new(
+        id,
+        CommandKind::OpenAccount(OpenAccount {
+            account: AccountId(account),
+            owner: account,
+            kind: AccountKind::Customer,
+            currency: Currency::CNY,
+            kyc_tier: 1,
+            mcc: 0,
+        }),
+    )
+}
+
+fn deposit(id: u128, account: u64, amount: u64) -> Command {
+    Command::new(
+        id,
+        CommandKind::Deposit {
+            account: AccountId(account),
+            amount,
+            currency: Currency::CNY,
+        },
+    )
+}
+
+fn transfer(id: u128, from: u64, to: u64, amount: u64) -> Command {
+    Command::new(
+        id,
+        CommandKind::Transfer {
+            from: AccountId(from),
+            to: AccountId(to),
+            amount,
+            currency: Currency::CNY,
+            context: RiskContext::NONE,
+        },
+    )
+}
+
+/// (amount, balance, counterparty, kind) of each entry.
+fn summary(entries: &[Movement]) -> Vec<(i64, i64, u64, String)> {
+    entries
+        .iter()
+        .map(|entry| {
+            (
+                entry.amount,
+                entry.balance,
+                entry.counterparty.0,
+                entry.kind.to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Waits (bounded) until the history writer has covered `sequence`.
+fn wait_history(storage: &RocksStorage, sequence: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while storage.history_watermark().unwrap() < sequence {
+        assert!(
+            Instant::now() < deadline,
+            "history never reached {sequence}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn every_balance_change_is_in_the_history_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = RocksStorage::open(dir.path()).unwrap();
+    let reader = storage.clone();
+    let engine = Engine::start(storage, EngineConfig::default()).unwrap();
+    let handle = engine.handle();
+    let settlement = AccountId::house(HouseRole::Settlement, Currency::CNY);
+    let results = handle
+        .submit_blocking(vec![open(1, 10), open(2, 20), deposit(3, 10, 5_000)])
+        .unwrap();
+    assert!(results.iter().all(|result| result.status == Status::Ok));
+    let results = handle
+        .submit_blocking(vec![
+            transfer(4, 10, 20, 1_200),
+            // Refused: no money moves, nothing in the history.
+            transfer(5, 10, 20, 1_000_000),
+            Command::new(
+                6,
+                CommandKind::WithdrawHold {
+                    account: AccountId(10),
+                    amount: 300,
+                    currency: Currency::CNY,
+                    timeout_ms: 60_000,
+                    context: RiskContext::NONE,
+                },
+            ),
+        ])
+        .unwrap();
+    assert_eq!(results[1].status, Status::InsufficientFunds);
+    // The hold moves nothing; its post does.
+    let results = handle
+        .submit_blocking(vec![Command::new(
+            7,
+            CommandKind::WithdrawPost { hold: CommandId(6) },
+        )])
+        .unwrap();
+    assert_eq!(results[0].status, Status::Ok);
+    let last = handle
+        .stats()
+        .last_sequence
+        .load(std::sync::atomic::Ordering::Relaxed);
+    wait_history(&reader, last);
+
+    let page = reader
+        .history_page(AccountId(10), 0, u64::MAX, 0, 50)
+        .unwrap();
+    assert_eq!(
+        summary(&page.entries),
+        vec![
+            (-300, 3_500, settlement.0, "withdraw_post".to_owned()),
+            (-1_200, 3_800, 20, "transfer".to_owned()),
+            (5_000, 5_000, settlement.0, "deposit".to_owned()),
+        ]
+    );
+    assert_eq!(page.next_cursor, 0, "one page holds it all");
+    assert_eq!(page.entries[1].command, CommandId(4));
+    let credit = reader
+        .history_page(AccountId(20), 0, u64::MAX, 0, 50)
+        .unwrap();
+    assert_eq!(
+        summary(&credit.entries),
+        vec![(1_200, 1_200, 10, "transfer".to_owned())]
+    );
+    // House accounts keep no history (split per shard, their balance after
+    // a movement would depend on the shard count); the customer's leg names
+    // the public house id.
+    let house = reader.history_page(settlement, 0, u64::MAX, 0, 50).unwrap();
+    assert!(house.entries.is_empty());
+    assert_eq!(
+        reader
+            .command_movements(CommandId(3))
+            .unwrap()
+            .iter()
+            .map(|leg| (leg.account.0, leg.counterparty, leg.amount))
+            .collect::<Vec<_>>(),
+        vec![(10, settlement, 5_000)]
+    );
+
+    // Paging: one entry at a time, following the cursor, gives the same.
+    let mut cursor = 0;
+    let mut paged = Vec::new();
+    for _ in 0..10 {
+        let page = reader
+            .history_page(AccountId(10), 0, u64::MAX, cursor, 1)
+            .unwrap();
+        paged.extend(page.entries);
+        cursor = page.next_cursor;
+        if cursor == 0 {
+            break;
+        }
+    }
+    assert_eq!(summary(&paged), summary(&page.entries));
+
+    // A time range: only the transfer's batch.
+    let at = page.entries[1].timestamp;
+    let ranged = reader.history_page(AccountId(10), at, at, 0, 50).unwrap();
+    assert_eq!(
+        summary(&ranged.entries),
+        vec![summary(&page.entries)[1].clone()]
+    );
+
+    // The command index: both legs of the transfer; none for the refusal.
+    let legs = reader.command_movements(CommandId(4)).unwrap();
+    assert_eq!(
+        legs.iter()
+            .map(|leg| (leg.account.0, leg.amount))
+            .collect::<Vec<_>>(),
+        vec![(10, -1_200), (20, 1_200)]
+    );
+    assert!(reader.command_movements(CommandId(5)).unwrap().is_empty());
+    engine.shutdown();
+}
+
+#[test]
+fn recovery_rebuilds_history_past_the_watermark_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // Records written straight to the log, as if the server stopped
+        // before its history writer saw them.
+        let mut storage = RocksStorage::open(dir.path()).unwrap();
+        let batches = [
+            vec![open(1, 10), open(2, 20), deposit(3, 10, 900)],
+            vec![transfer(4, 10, 20, 400)],
+        ];
+        let mut records = Vec::new();
+        for (index, batch) in batches.into_iter().enumerate() {
+            let sequence = index as u64 + 1;
+            let mut bytes = Vec::new();
+            LogRecord {
+                sequence,
+                timestamp: 1_000 * sequence,
+                entry: LogEntry::Batch(batch),
+            }
+            .encode(&mut bytes);
+            records.push((sequence, bytes));
+        }
+        storage.append(&records).unwrap();
+        assert_eq!(storage.history_watermark().unwrap(), 0);
+    }
+    let mut storage = RocksStorage::open(dir.path()).unwrap();
+    let (_, report) = storage::recover(&mut storage, LedgerConfig::default()).unwrap();
+    assert_eq!(report.history_watermark, 0);
+    // The deposit's customer leg and both legs of the transfer.
+    assert_eq!(report.history_rebuilt, 3);
+    assert_eq!(storage.history_watermark().unwrap(), 2);
+    let page = storage
+        .history_page(AccountId(10), 0, u64::MAX, 0, 10)
+        .unwrap();
+    assert_eq!(
+        page.entries
+            .iter()
+            .map(|entry| (entry.timestamp, entry.amount, entry.balance))
+            .collect::<Vec<_>>(),
+        vec![(2_000, -400, 500), (1_000, 900, 900)]
+    );
+    // A second recovery finds the history complete and writes nothing.
+    let (_, report) = storage::recover(&mut storage, LedgerConfig::default()).unwrap();
+    assert_eq!((report.history_watermark, report.history_rebuilt), (2, 0));
+    assert_eq!(
+        storage
+            .history_page(AccountId(10), 0, u64::MAX, 0, 10)
+            .unwrap()
+            .entries
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn a_checkpoint_keeps_history_and_the_engine_restarts_with_it_on_another_shard_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = RocksStorage::open(dir.path()).unwrap();
+    let shards = |shards| EngineConfig {
+        shards,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(storage, shards(3)).unwrap();
+    let handle = engine.handle();
+    handle
+        .submit_blocking(vec![open(1, 10), open(2, 20), deposit(3, 10, 900)])
+        .unwrap();
+    let checkpoint = handle.checkpoint_blocking().unwrap().unwrap();
+    handle
+        .submit_blocking(vec![transfer(4, 10, 20, 400)])
+        .unwrap();
+    // Stop without the final checkpoint: the transfer is only in the log.
+    drop(engine);
+    let storage = RocksStorage::open(dir.path()).unwrap();
+    assert!(storage.history_watermark().unwrap() >= checkpoint);
+    // Restarted on another shard count: the transfer's movements are
+    // rebuilt from the log.
+    let engine = Engine::start(storage.clone(), shards(1)).unwrap();
+    assert!(engine.recovery().checkpoint_sequence >= checkpoint);
+    let page = storage
+        .history_page(AccountId(10), 0, u64::MAX, 0, 10)
+        .unwrap();
+    assert_eq!(
+        page.entries
+            .iter()
+            .map(|entry| (entry.amount, entry.balance))
+            .collect::<Vec<_>>(),
+        vec![(-400, 500), (900, 900)]
+    );
+    engine.shutdown();
+}
+
+#[test]
+fn with_history_off_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = RocksStorage::open(dir.path()).unwrap();
+    let config = EngineConfig {
+        history: false,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(storage.clone(), config.clone()).unwrap();
+    let results = engine
+        .handle()
+        .submit_blocking(vec![open(1, 10), deposit(2, 10, 900)])
+        .unwrap();
+    assert!(results.iter().all(|result| result.status == Status::Ok));
+    // Stopped without a final checkpoint: the restart replays the batch,
+    // and with history off does not rebuild its movements either.
+    drop(engine);
+    let engine = Engine::start(storage.clone(), config).unwrap();
+    assert_eq!(engine.recovery().commands_replayed, 2);
+    assert_eq!(engine.recovery().history_rebuilt, 0);
+    engine.shutdown();
+    assert_eq!(storage.history_watermark().unwrap(), 0);
+    assert!(storage
+        .history_page(AccountId(10), 0, u64::MAX, 0, 10)
+        .unwrap()
+        .entries
+        .is_empty());
+}
+
+/// A transfer's two legs, as the ledger emits them.
+fn legs(index: u64, timestamp: u64, first_position: u32) -> [Movement; 2] {
+    let from = AccountId(1 + index % 1_000);
+    let to = AccountId(1 + (index * 7 + 1) % 1_000);
+    let leg = |account, counterparty, amount, position| Movement {
+        account,
+        counterparty,
+        command: CommandId(u128::from(index) + 1),
+        sequence: timestamp,
+        timestamp,
+        position,
+        kind: "transfer".into(),
+        amount,
+        balance: amount * 3,
+        currency: Currency::CNY,
+        mcc: 0,
+    };
+    [
+        leg(from, to, -(index as i64) - 1, first_position),
+        leg(to, from, index as i64 + 1, first_position + 1),
+    ]
+}
+
+#[test]
+fn large_history_writes_are_ingested_and_read_like_small_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut storage = RocksStorage::open(dir.path()).unwrap();
+        // A small write (memtable), then a large one (a sorted table file).
+        let small: Vec<Movement> = legs(0, 1, 0).to_vec();
+        storage.write_history(&small, 1).unwrap();
+        let large: Vec<Movement> = (1..=20_000u64)
+            .flat_map(|index| legs(index, 2, 2 * (index as u32 - 1)))
+            .collect();
+        assert!(large.len() >= payrail_engine::storage::rocks::HISTORY_INGEST_MOVEMENTS_MIN);
+        storage.write_history(&large, 2).unwrap();
+        assert_eq!(storage.history_watermark().unwrap(), 2);
+        assert!(!dir.path().join("history-ingest/history-2.sst").exists());
+    }
+    let storage = RocksStorage::open(dir.path()).unwrap();
+    assert_eq!(storage.history_watermark().unwrap(), 2);
+    // Account 1 pays in command 1 (index 0, the small write) and in every
+    // thousandth command of the large one: newest first across both.
+    let mut all = Vec::new();
+    let mut cursor = 0;
+    for _ in 0..100 {
+        let page = storage
+            .history_page(AccountId(1), 0, u64::MAX, cursor, 7)
+            .unwrap();
+        all.extend(page.entries);
+        cursor = page.next_cursor;
+        if cursor == 0 {
+            break;
+        }
+    }
+    assert!(all.len() > 20, "{}", all.len());
+    assert!(all
+        .windows(2)
+        .all(|pair| (pair[0].timestamp, pair[0].position) > (pair[1].timestamp, pair[1].position)));
+    assert_eq!(all.last().unwrap().command, CommandId(1));
+    assert_eq!(all.last().unwrap().timestamp, 1);
+    let tx = storage.command_movements(CommandId(12_346)).unwrap();
+    assert_eq!(tx.to_vec(), legs(12_345, 2, 2 * 12_344).to_vec());
+}
