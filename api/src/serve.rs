@@ -158,7 +158,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
         recovery_ms = recovery.elapsed.as_millis() as u64,
         history_watermark = recovery.history_watermark,
         history_rebuilt = recovery.history_rebuilt,
-        shards = 1,
+        shards = engine
+            .handle()
+            .stats()
+            .shards
+            .load(std::sync::atomic::Ordering::Relaxed),
         history = config.engine.history,
         queue_depth = config.engine.queue_depth,
         checkpoint_commands = config.engine.checkpoint_commands,
@@ -345,6 +349,20 @@ async fn publish_stats(engine: EngineHandle, server: Arc<ServerStats>) {
             .set(get(&stats.last_sequence).saturating_sub(get(&stats.history_watermark)) as f64);
         metrics::counter!("payrail_history_movements_total")
             .absolute(get(&stats.history_movements));
+        metrics::counter!("payrail_pairs_split_total").absolute(get(&stats.pairs_split));
+        metrics::counter!("payrail_router_flushes_total").absolute(get(&stats.router_flushes));
+        for (shard, (steps, movements)) in stats
+            .shard_steps
+            .iter()
+            .zip(&stats.shard_movements)
+            .enumerate()
+        {
+            let shard = shard.to_string();
+            metrics::counter!("payrail_shard_steps_total", "shard" => shard.clone())
+                .absolute(get(steps));
+            metrics::counter!("payrail_shard_movements_total", "shard" => shard)
+                .absolute(get(movements));
+        }
         metrics::gauge!("payrail_write_failed").set(f64::from(u8::from(
             stats
                 .write_failed

@@ -682,8 +682,16 @@ impl Connection {
             }
             Message::Status => {
                 let mut fields: Vec<(String, u64)> = Vec::new();
-                for (name, value) in self.context.engine.stats().snapshot() {
+                let engine = self.context.engine.stats();
+                for (name, value) in engine.snapshot() {
                     fields.push((format!("engine.{name}"), value));
+                }
+                // One field per shard: `engine.shard_steps.0`, ... (at most
+                // 3 x SHARDS_MAX, within STATUS_FIELDS_MAX with the rest).
+                for (name, values) in engine.per_shard() {
+                    for (shard, value) in values.into_iter().enumerate() {
+                        fields.push((format!("engine.{name}.{shard}"), value));
+                    }
                 }
                 for (name, value) in stats.snapshot() {
                     fields.push((format!("server.{name}"), value));

@@ -55,6 +55,10 @@ pub const STATUS_FIELD_NAME_BYTES_MAX: usize = 64;
 
 const _: () = assert!(FRAME_BYTES_MAX_DEFAULT <= FRAME_BYTES_MAX_CEILING);
 const _: () = assert!(
+    3 * payrail_engine::limits::SHARDS_MAX + 64 <= STATUS_FIELDS_MAX,
+    "a status reply holds three counters per shard and the rest"
+);
+const _: () = assert!(
     HEADER_LEN + message::BODY_BYTES_VALID_MAX <= FRAME_BYTES_MAX_DEFAULT as usize,
     "a full batch of the largest element fits in a default frame"
 );
