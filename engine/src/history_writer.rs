@@ -9,10 +9,11 @@
 //! handed over.
 //!
 //! The executor never waits on RocksDB for history: it hands the movements
-//! over a bounded channel ([`HISTORY_QUEUE_JOBS`] jobs of at most about
-//! [`HISTORY_JOB_MOVEMENTS_MAX`] movements: about 130 MB). While the writer
-//! is busy the executor gathers batches into larger jobs, so that under load
-//! the writer ingests large sorted runs. When the writer falls that far
+//! over a bounded channel ([`HISTORY_QUEUE_JOBS`] jobs of about
+//! [`HISTORY_JOB_MOVEMENTS_MIN`] movements or a few milliseconds' worth:
+//! about 50 MB at most). Gathering batches into jobs that large means one
+//! wake-up of this thread and one ingested table file per job under load,
+//! never one per batch. When the writer falls that far
 //! behind, the executor's send blocks (backpressure) rather than dropping
 //! movements: history stays complete, and the durable command rate is then
 //! the history writer's rate (docs/benchmarks.md).
@@ -31,9 +32,11 @@ use crate::storage::Storage;
 
 /// Jobs waiting for the history writer before the executor waits.
 pub const HISTORY_QUEUE_JOBS: usize = 16;
-/// The executor gathers batches into one job up to this many movements
-/// while the writer is busy (a job can exceed it by one batch's movements).
-pub const HISTORY_JOB_MOVEMENTS_MAX: usize = 65_536;
+/// The executor gathers batches into one job until it holds this many
+/// movements (or a few milliseconds passed), so that under load the writer
+/// ingests table files of this size, a few dozen a second. A job can exceed
+/// it by one batch's movements.
+pub const HISTORY_JOB_MOVEMENTS_MIN: usize = 65_536;
 /// Most movements in one history write (the writer drains what is queued
 /// up to this, then writes once).
 pub const HISTORY_WRITE_MOVEMENTS_MAX: usize = 131_072;

@@ -42,7 +42,7 @@ use crossbeam::channel::{self, Receiver, Sender, TryRecvError, TrySendError};
 use crate::command::{Command, CommandResult, Query, QueryReply};
 use crate::history::Movement;
 use crate::history_writer::{
-    wait_for_history, HistoryJob, HistoryWriter, HISTORY_JOB_MOVEMENTS_MAX, HISTORY_QUEUE_JOBS,
+    wait_for_history, HistoryJob, HistoryWriter, HISTORY_JOB_MOVEMENTS_MIN, HISTORY_QUEUE_JOBS,
 };
 use crate::ledger::LedgerConfig;
 use crate::limits;
@@ -471,6 +471,7 @@ impl Engine {
             gathered: Vec::new(),
             gathered_movements: 0,
             gathered_sequence: 0,
+            gathered_since: Instant::now(),
             tally: Vec::new(),
             queue_gauges: (0..shards)
                 .map(|shard| metrics::gauge!("payrail_shard_queue_depth", "shard" => shard.to_string()))
@@ -830,6 +831,9 @@ fn elapsed_ns(since: Instant) -> u64 {
 
 /// How long the executor keeps gathered movements when no batch arrives.
 const HISTORY_GATHER_IDLE: Duration = Duration::from_millis(1);
+/// How long the executor keeps gathered movements while batches keep
+/// coming (fewer than [`HISTORY_JOB_MOVEMENTS_MIN`] of them).
+const HISTORY_GATHER_AGE_MAX: Duration = Duration::from_millis(50);
 
 /// Stage 2: routes logged batches to the shards in order and replies.
 struct Executor {
@@ -848,6 +852,8 @@ struct Executor {
     gathered: Vec<Vec<Movement>>,
     gathered_movements: usize,
     gathered_sequence: u64,
+    /// When the oldest movements gathered were taken.
+    gathered_since: Instant,
     /// Commands per (kind, status) in the current batch, for metrics.
     tally: Vec<(&'static str, Status, u64)>,
     /// `payrail_shard_queue_depth{shard}`, registered once.
@@ -879,6 +885,9 @@ impl Executor {
         }
         if self.history.is_some() {
             let before = self.gathered.len();
+            if self.gathered_sequence == 0 {
+                self.gathered_since = Instant::now();
+            }
             let sequence = self.ledger.take_history(&mut self.gathered);
             self.gathered_movements += self.gathered[before..].iter().map(Vec::len).sum::<usize>();
             self.gathered_sequence = sequence;
@@ -1020,20 +1029,19 @@ impl Executor {
             .store(stats.flushes, Ordering::Relaxed);
     }
 
-    /// Hands the gathered movements to the history writer if it is idle or
-    /// enough have gathered. A full queue makes the send wait
-    /// (backpressure) rather than drop history.
+    /// Hands the gathered movements to the history writer once enough
+    /// have gathered for one table file, or the oldest waited
+    /// [`HISTORY_GATHER_AGE_MAX`] (the run loop also hands them over after
+    /// [`HISTORY_GATHER_IDLE`] without a batch). A full queue makes the
+    /// send wait (backpressure) rather than drop history.
     ///
-    /// Adaptive: while the writer is idle each completed batch goes at once
-    /// (history lags by one write); while it is busy, batches are gathered
-    /// into one job of up to `HISTORY_JOB_MOVEMENTS_MAX` movements, so that
-    /// it writes fewer, larger runs (ingested as table files,
-    /// docs/persistence.md).
+    /// Under load this is one job, one wake-up of the writer and one
+    /// ingested table file per `HISTORY_JOB_MOVEMENTS_MIN` movements, not
+    /// one per batch (docs/benchmarks.md, "What history costs").
     fn offer_history(&mut self) {
-        let Some(history) = &self.history else {
-            return;
-        };
-        if history.is_empty() || self.gathered_movements >= HISTORY_JOB_MOVEMENTS_MAX {
+        if self.gathered_movements >= HISTORY_JOB_MOVEMENTS_MIN
+            || self.gathered_since.elapsed() >= HISTORY_GATHER_AGE_MAX
+        {
             self.flush_history();
         }
     }

@@ -292,6 +292,21 @@ fn column_family_options() -> Options {
     options
 }
 
+/// The history column family takes a stream of keys at random accounts:
+/// under leveled compaction every flushed or ingested file overlaps every
+/// other, and rewriting them level after level took as much CPU as writing
+/// them (docs/benchmarks.md, "What history costs"). Universal (tiered)
+/// compaction rewrites each entry a few times instead of once per level; a
+/// page then looks into a few more sorted runs.
+fn history_options() -> Options {
+    let mut options = column_family_options();
+    options.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
+    options.set_level_zero_file_num_compaction_trigger(16);
+    options.set_level_zero_slowdown_writes_trigger(48);
+    options.set_level_zero_stop_writes_trigger(64);
+    options
+}
+
 fn db_options() -> Options {
     let mut options = column_family_options();
     options.create_if_missing(true);
@@ -333,9 +348,14 @@ impl RocksStorage {
                 }
             }
         }
-        let descriptors = names
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, column_family_options()));
+        let descriptors = names.iter().map(|name| {
+            let options = if name == CF_HISTORY {
+                history_options()
+            } else {
+                column_family_options()
+            };
+            ColumnFamilyDescriptor::new(name, options)
+        });
         let db = DB::open_cf_descriptors(&options, dir, descriptors)
             .map_err(|error| io(&format!("cannot open RocksDB in {}", dir.display()), error))?;
         let mut sync_write = WriteOptions::default();
@@ -666,34 +686,17 @@ impl Storage for RocksStorage {
         movements: &[Movement],
         watermark: u64,
     ) -> Result<(), StorageError> {
+        // Sorted: a table file needs it, and the memtable takes sorted
+        // keys faster (neighbouring inserts walk the same skip-list path).
+        let entries = history_entries(movements, watermark);
         if movements.len() >= HISTORY_INGEST_MOVEMENTS_MIN {
-            return self.ingest_history(movements, watermark);
+            return self.ingest_history(&entries, watermark);
         }
         let cf = self.cf(CF_HISTORY)?;
         let mut batch = WriteBatch::default();
-        let mut value = Vec::with_capacity(128);
-        // One command-index entry per command: the account keys of its
-        // movements, which are consecutive in the list.
-        let mut legs: Vec<u8> = Vec::with_capacity(4 * history::ACCOUNT_KEY_BYTES);
-        for (index, movement) in movements.iter().enumerate() {
-            value.clear();
-            history::encode_movement(movement, &mut value);
-            let key = history::account_key(movement.account, movement.timestamp, movement.position);
-            batch.put_cf(cf, key, &value);
-            // A command has a few legs; the index keeps the first
-            // COMMAND_LEGS_MAX (tx show's bound).
-            if legs.len() < history::COMMAND_LEGS_MAX * history::ACCOUNT_KEY_BYTES {
-                legs.extend_from_slice(&key);
-            }
-            let last_leg = movements
-                .get(index + 1)
-                .is_none_or(|next| next.command != movement.command);
-            if last_leg {
-                batch.put_cf(cf, history::command_key(movement.command), &legs);
-                legs.clear();
-            }
+        for (key, value) in entries.iter() {
+            batch.put_cf(cf, key, value);
         }
-        batch.put_cf(cf, history::KEY_WATERMARK, watermark.to_le_bytes());
         // Without the write-ahead log: history would add to the bytes every
         // log fsync writes. It becomes durable when RocksDB flushes the
         // column family, and before each checkpoint (`sync_history`); a
@@ -729,46 +732,101 @@ impl Storage for RocksStorage {
 /// A history write of at least this many movements is sorted and ingested
 /// as one table file instead of inserted into the memtable: about 3 times
 /// faster at random accounts (docs/benchmarks.md, "What history costs").
-pub const HISTORY_INGEST_MOVEMENTS_MIN: usize = 16_384;
+pub const HISTORY_INGEST_MOVEMENTS_MIN: usize = 1_024;
 
 /// Scratch directory (in the data directory) for history table files
 /// before RocksDB ingests them.
 const HISTORY_INGEST_DIR: &str = "history-ingest";
 
-/// The history entries of `movements` (account entries, one command-index
-/// entry per command) and the watermark, sorted by key, no key twice.
-fn history_entries(movements: &[Movement], watermark: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(movements.len() * 2 + 1);
+/// One history entry: its key inline (at most 21 bytes), its value in the
+/// shared arena of [`HistoryEntries`], and its place among the entries made
+/// (a later one wins a key).
+struct HistoryEntry {
+    key: [u8; history::ACCOUNT_KEY_BYTES],
+    key_len: u8,
+    made: u32,
+    value_start: u32,
+    value_len: u32,
+}
+
+impl HistoryEntry {
+    fn key(&self) -> &[u8] {
+        &self.key[..usize::from(self.key_len)]
+    }
+}
+
+/// The history entries of a write, sorted by key, no key twice: one
+/// allocation for the values, none per entry.
+struct HistoryEntries {
+    entries: Vec<HistoryEntry>,
+    values: Vec<u8>,
+}
+
+impl HistoryEntries {
+    fn push(&mut self, key: &[u8], value: std::ops::Range<usize>) {
+        let mut inline = [0u8; history::ACCOUNT_KEY_BYTES];
+        inline[..key.len()].copy_from_slice(key);
+        self.entries.push(HistoryEntry {
+            key: inline,
+            key_len: key.len() as u8,
+            made: self.entries.len() as u32,
+            value_start: value.start as u32,
+            value_len: (value.end - value.start) as u32,
+        });
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.entries.iter().map(|entry| {
+            let start = entry.value_start as usize;
+            (
+                entry.key(),
+                &self.values[start..start + entry.value_len as usize],
+            )
+        })
+    }
+}
+
+/// The history entries of `movements` (in log order: a command's legs
+/// together): account entries, one command-index entry per command, and
+/// the watermark.
+fn history_entries(movements: &[Movement], watermark: u64) -> HistoryEntries {
+    let mut out = HistoryEntries {
+        entries: Vec::with_capacity(movements.len() * 2 + 1),
+        values: Vec::with_capacity(movements.len() * 128),
+    };
     let mut legs: Vec<u8> = Vec::with_capacity(4 * history::ACCOUNT_KEY_BYTES);
     for (index, movement) in movements.iter().enumerate() {
-        let mut value = Vec::with_capacity(96);
-        history::encode_movement(movement, &mut value);
         let key = history::account_key(movement.account, movement.timestamp, movement.position);
+        let start = out.values.len();
+        history::encode_movement(movement, &mut out.values);
+        out.push(&key, start..out.values.len());
+        // A command has a few legs; the index keeps the first
+        // COMMAND_LEGS_MAX (tx show's bound).
         if legs.len() < history::COMMAND_LEGS_MAX * history::ACCOUNT_KEY_BYTES {
             legs.extend_from_slice(&key);
         }
-        entries.push((key.to_vec(), value));
         let last_leg = movements
             .get(index + 1)
             .is_none_or(|next| next.command != movement.command);
         if last_leg {
-            entries.push((
-                history::command_key(movement.command).to_vec(),
-                std::mem::take(&mut legs),
-            ));
+            let start = out.values.len();
+            out.values.extend_from_slice(&legs);
+            out.push(
+                &history::command_key(movement.command),
+                start..out.values.len(),
+            );
+            legs.clear();
         }
     }
-    entries.push((
-        history::KEY_WATERMARK.to_vec(),
-        watermark.to_le_bytes().to_vec(),
-    ));
-    // Stable: of two entries with one key (a command id applied again in a
-    // later batch after its idempotency record expired) the later is kept.
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    entries.reverse();
-    entries.dedup_by(|later, earlier| later.0 == earlier.0);
-    entries.reverse();
-    entries
+    let start = out.values.len();
+    out.values.extend_from_slice(&watermark.to_le_bytes());
+    out.push(history::KEY_WATERMARK, start..out.values.len());
+    // Of two entries with one key (a command id applied again in a later
+    // batch after its idempotency record expired) the later is kept.
+    out.entries
+        .sort_unstable_by(|a, b| a.key().cmp(b.key()).then(b.made.cmp(&a.made)));
+    out.entries.dedup_by(|next, kept| next.key() == kept.key());
+    out
 }
 
 impl RocksStorage {
@@ -778,18 +836,17 @@ impl RocksStorage {
     /// that holds anything (both hold the watermark key), so RocksDB flushes
     /// the memtable first: a crash never keeps this watermark without the
     /// smaller writes before it.
-    fn ingest_history(&self, movements: &[Movement], watermark: u64) -> Result<(), StorageError> {
-        let entries = history_entries(movements, watermark);
+    fn ingest_history(&self, entries: &HistoryEntries, watermark: u64) -> Result<(), StorageError> {
         let dir = self.db.path().join(HISTORY_INGEST_DIR);
         std::fs::create_dir_all(&dir)
             .map_err(|error| io(&format!("cannot create {}", dir.display()), error))?;
         let path = dir.join(format!("history-{watermark}.sst"));
-        let options = column_family_options();
+        let options = history_options();
         let mut writer = rocksdb::SstFileWriter::create(&options);
         writer
             .open(&path)
             .map_err(|error| io("cannot start a history table", error))?;
-        for (key, value) in &entries {
+        for (key, value) in entries.iter() {
             writer
                 .put(key, value)
                 .map_err(|error| io("cannot write a history table", error))?;
