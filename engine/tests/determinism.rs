@@ -849,6 +849,16 @@ fn determinism_across_shard_counts() {
     lone.take_movements(&mut expected_movements);
     lone.record_history(false);
     assert!(expected_movements.len() > command_count / 2);
+    // FX legs are movements too: conversions, cross-currency payments and
+    // their refunds.
+    for kind in ["fx_convert", "pay_merchant_qr", "refund"] {
+        assert!(
+            expected_movements
+                .iter()
+                .any(|movement| movement.kind == kind && movement.currency == Currency::USD),
+            "no {kind} movement in USD"
+        );
+    }
     assert!(lone.is_conserved());
     // The log exercises what it claims to: successes and many kinds of failure.
     let mut statuses = std::collections::BTreeMap::new();

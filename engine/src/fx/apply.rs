@@ -228,11 +228,13 @@ impl Books {
             let account = *self.account(slot);
             let paying = delta < 0;
             let counterparty = context.counterparty.or_else(|| {
+                // The other customer or merchant, even if its leg rounded
+                // to nothing (a tiny refund of an FX payment).
                 let other_user = entries
                     .iter()
-                    .filter(user)
-                    .find(|(_, other)| (*other < 0) != paying)
-                    .map(|(other, _)| self.account(*other).id);
+                    .map(|&(other, _)| self.account(other))
+                    .find(|other| !other.id.is_house() && other.id != account.id)
+                    .map(|other| other.id);
                 other_user.or_else(|| {
                     entries
                         .iter()
@@ -245,11 +247,14 @@ impl Books {
                         .map(|(other, _)| other.id)
                 })
             });
-            let leg = if paying {
-                context.legs
+            // A sharded half's legs are numbered as the lone ledger's one
+            // set of deltas: paying 0, receiving 1.
+            let base = if context.counterparty.is_some() {
+                0
             } else {
-                context.legs + 1
+                context.legs
             };
+            let leg = if paying { base } else { base + 1 };
             let amount = i64::try_from(delta).unwrap_or(if paying { i64::MIN } else { i64::MAX });
             movements[usize::from(!paying)] =
                 Some((account, counterparty.unwrap_or(AccountId(0)), amount, leg));
@@ -684,6 +689,14 @@ impl Books {
         deltas.debit(liquidity_payer, net_back);
         deltas.debit(revenue_payer, fee_back);
         deltas.credit(original.payer_slot, net_back + fee_back);
+        if net_back + fee_back == 0 {
+            // The payer's leg rounded to nothing (no delta): the merchant's
+            // movement still names the payer, as a sharded half does.
+            let payer = self.account(original.payer_slot).id;
+            if let Some(sink) = &mut self.history {
+                sink.context.counterparty = Some(payer);
+            }
+        }
         self.apply_deltas(&deltas, None)?;
         if let Some(stored) = self.payments.get_mut(&id) {
             stored.refunded = back.after.refunded;

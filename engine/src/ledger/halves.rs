@@ -693,9 +693,11 @@ impl Books {
         }
         let context = sink.context;
         let account = *self.account(plan.slot);
+        // A two-party command moves money once: debit leg 0, credit leg 1
+        // (whatever an FX half numbered before it on this shard).
         let (amount, leg) = match half {
-            Half::Debit => (-signed(plan.amount), context.legs),
-            Half::Credit => (signed(plan.amount), context.legs + 1),
+            Half::Debit => (-signed(plan.amount), 0),
+            Half::Credit => (signed(plan.amount), 1),
         };
         let counterparty = context.counterparty.unwrap_or(AccountId(0));
         self.push_movement(&account, counterparty, amount, context.mcc, leg);
