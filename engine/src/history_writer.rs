@@ -10,8 +10,8 @@
 //!
 //! The executor never waits on RocksDB for history: it hands the movements
 //! over a bounded channel ([`HISTORY_QUEUE_JOBS`] jobs of about
-//! [`HISTORY_JOB_MOVEMENTS_MIN`] movements or a few milliseconds' worth:
-//! about 50 MB at most). Gathering batches into jobs that large means one
+//! [`HISTORY_JOB_MOVEMENTS_MIN`] movements or 50 ms' worth: about 150 MB
+//! at most). Gathering batches into jobs that large means one
 //! wake-up of this thread and one ingested table file per job under load,
 //! never one per batch. When the writer falls that far
 //! behind, the executor's send blocks (backpressure) rather than dropping

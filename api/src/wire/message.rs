@@ -39,14 +39,14 @@ pub mod kinds {
     pub const SUBMIT_QR: u16 = 14;
     pub const STATUS: u16 = 20;
     pub const STATUS_REPLY: u16 = 21;
-    pub const SET_RISK_POLICY: u16 = 40;
-    pub const RISK_POLICY_SET: u16 = 41;
     pub const HISTORY_QUERY: u16 = 30;
     pub const HISTORY_PAGE: u16 = 31;
     pub const TX_QUERY: u16 = 32;
     pub const TX_REPLY: u16 = 33;
     pub const BACKUP: u16 = 34;
     pub const BACKUP_REPLY: u16 = 35;
+    pub const SET_RISK_POLICY: u16 = 40;
+    pub const RISK_POLICY_SET: u16 = 41;
     pub const ERROR: u16 = 255;
 
     /// Every kind, in numeric order.
@@ -61,14 +61,14 @@ pub mod kinds {
         SUBMIT_QR,
         STATUS,
         STATUS_REPLY,
-        SET_RISK_POLICY,
-        RISK_POLICY_SET,
         HISTORY_QUERY,
         HISTORY_PAGE,
         TX_QUERY,
         TX_REPLY,
         BACKUP,
         BACKUP_REPLY,
+        SET_RISK_POLICY,
+        RISK_POLICY_SET,
         ERROR,
     ];
 
