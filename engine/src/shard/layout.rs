@@ -36,6 +36,8 @@ pub(super) struct Split {
     pub(super) quotes: FxHashMap<CommandId, QuoteEntry>,
     pub(super) quote_forgets: BinaryHeap<Reverse<(u64, CommandId)>>,
     pub(super) fx_floors: FxHashMap<crate::currency::Currency, u64>,
+    pub(super) fx_rates:
+        FxHashMap<(crate::currency::Currency, crate::currency::Currency), crate::command::FxMid>,
 }
 
 /// Adds a house part's money to the sum of the parts.
@@ -335,6 +337,12 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
         quotes,
         quote_forgets,
         fx_floors: books.fx.floors.iter().map(|(&c, &l)| (c, l)).collect(),
+        fx_rates: books
+            .fx
+            .rates
+            .iter()
+            .map(|(&pair, rate)| (pair, rate.mid))
+            .collect(),
     }
 }
 

@@ -45,7 +45,7 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::command::{
     AccountId, AccountView, Command, CommandId, CommandKind, CommandResult, Detail, FxAmounts,
-    FxOrder, FxSide, HouseRole, MerchantKey, Query, QueryReply,
+    FxMid, FxOrder, FxRateSet, FxSide, HouseRole, MerchantKey, Query, QueryReply,
 };
 use crate::currency::Currency;
 use crate::history::Movement;
@@ -185,6 +185,8 @@ enum Fact {
     HoldFinish(CommandId, u64),
     /// An FX quote (its id).
     Quote(CommandId),
+    /// An FX rate set: the router's copy of the table, for bounds.
+    Rate(FxRateSet),
 }
 
 /// A batch routed (or being routed) whose results are not all in.
@@ -313,6 +315,10 @@ pub struct ShardedLedger {
     /// FX liquidity floors in force (a copy: `SetFxFloor` needs no state).
     fx_floors: FxHashMap<Currency, u64>,
     liquidity: FxHashMap<Currency, LiquidityBound>,
+    /// The FX rate table as the shards have it once every `SetFxRate`
+    /// routed is learned (`rates_unlearned` is 0): mids by pair as set.
+    fx_rates: FxHashMap<(Currency, Currency), FxMid>,
+    rates_unlearned: u32,
     inputs: Vec<Sender<Input>>,
     outputs: Receiver<(u32, Output)>,
     threads: Vec<JoinHandle<()>>,
@@ -394,6 +400,8 @@ impl ShardedLedger {
             quote_forgets: split.quote_forgets,
             fx_floors: split.fx_floors,
             liquidity: FxHashMap::default(),
+            fx_rates: split.fx_rates,
+            rates_unlearned: 0,
             inputs: Vec::with_capacity(shards),
             outputs,
             threads: Vec::with_capacity(shards),
@@ -867,6 +875,29 @@ impl ShardedLedger {
         others
     }
 
+    /// At most what paying `order.amount` buys, from the router's copy of
+    /// the rate table; `None` while a rate set is in flight (the copy may be
+    /// behind) or the accounts are unknown.
+    fn receive_bound(&self, order: &FxOrder) -> Option<u64> {
+        if self.rates_unlearned > 0 {
+            return None;
+        }
+        let from = self.currency_of(order.from)?;
+        let to = self.currency_of(order.to)?;
+        let (mid, inverse) = match self.fx_rates.get(&(from, to)) {
+            Some(mid) => (*mid, false),
+            None => match self.fx_rates.get(&(to, from)) {
+                Some(mid) => (*mid, true),
+                // No rate: the conversion is refused and draws nothing.
+                None => return Some(0),
+            },
+        };
+        let price = crate::fx::Price::new(mid, inverse, from, to)?;
+        // receive = floor((pay - fee) * num / den) <= pay * num / den.
+        let bound = u128::from(order.amount).checked_mul(price.num)? / price.den;
+        Some(u64::try_from(bound).unwrap_or(u64::MAX))
+    }
+
     /// A command routed that may draw on `currency`'s liquidity by an
     /// amount the router does not know: the next draw asks again.
     fn liquidity_unknown(&mut self, currency: Currency) {
@@ -1196,6 +1227,13 @@ impl ShardedLedger {
             }
             // Global settings: every shard keeps the rate table and floors.
             CommandKind::SetFxRate(_) | CommandKind::SetFxFloor { .. } => {
+                let fact = match command.kind {
+                    CommandKind::SetFxRate(set) => {
+                        self.rates_unlearned += 1;
+                        Fact::Rate(set)
+                    }
+                    _ => Fact::None,
+                };
                 // The router's copy of the floors: `SetFxFloor` applies
                 // whenever its fields are valid (no state decides it).
                 if let CommandKind::SetFxFloor { currency, limit } = command.kind {
@@ -1217,7 +1255,7 @@ impl ShardedLedger {
                         },
                     );
                 }
-                (0, Fact::None, None)
+                (0, fact, None)
             }
             // One owner's accounts and this shard's house parts.
             CommandKind::FxQuote { order, .. } => {
@@ -1274,11 +1312,11 @@ impl ShardedLedger {
             }
             CommandKind::FxConvert(order) => {
                 let (shard, other_owner) = self.fx_shard(&order);
-                // "Receive Y" draws Y; "pay X" draws what X buys at a rate
-                // the router does not keep.
+                // "Receive Y" draws Y; "pay X" at most what X buys at the
+                // current rate, spread aside.
                 let draw = match order.side {
                     FxSide::Receive => Some(order.amount),
-                    FxSide::Pay => None,
+                    FxSide::Pay => self.receive_bound(&order),
                 };
                 let elsewhere = match self.currency_of(order.to) {
                     Some(currency) if !other_owner => {
@@ -1454,6 +1492,14 @@ impl ShardedLedger {
                                 entry.state = HoldKnown::Finished;
                             }
                         }
+                    }
+                }
+                Fact::Rate(set) => {
+                    self.rates_unlearned = self.rates_unlearned.saturating_sub(1);
+                    if ok {
+                        // A pair has one entry: setting B/A replaces A/B.
+                        self.fx_rates.remove(&(set.quote, set.base));
+                        self.fx_rates.insert((set.base, set.quote), set.mid);
                     }
                 }
                 Fact::Quote(id) => {
