@@ -8,12 +8,10 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::process::{cli, free_addr, ServerProcess};
 use common::{deposit, open_customer, transfer};
 use payrail_api::client::{Client, ClientConfig};
 use payrail_api::wire::TxSource;
@@ -29,81 +27,11 @@ const BATCH: u64 = 200;
 const BATCHES_MAX: u64 = 400;
 const LOAD_MAX: Duration = Duration::from_secs(20);
 
-/// The server process; killed on drop so a failing test leaves nothing behind.
-struct ServerProcess {
-    child: Child,
-    log: PathBuf,
-    addr: SocketAddr,
-}
-
-fn free_addr() -> SocketAddr {
-    let probe = TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap()
-}
-
-impl ServerProcess {
-    fn start(data_dir: &Path, config: &Path, log: PathBuf) -> ServerProcess {
-        let addr = free_addr();
-        let stderr = std::fs::File::create(&log).unwrap();
-        let child = Process::new(env!("CARGO_BIN_EXE_payrail"))
-            .args(["serve", "--listen", &addr.to_string(), "--no-metrics"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let process = ServerProcess { child, log, addr };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "server did not start; log:\n{}",
-                std::fs::read_to_string(&process.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        process
-    }
-
-    /// SIGTERM and wait (bounded) for a clean exit.
-    fn terminate(&mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Process::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A batch the server acknowledged, and when.
 struct Acknowledged {
     commands: Vec<Command>,
     results: Vec<CommandResult>,
     at: Instant,
-}
-
-fn payrail(args: &[&str]) -> std::process::Output {
-    Process::new(env!("CARGO_BIN_EXE_payrail"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 #[test]
@@ -118,7 +46,14 @@ fn a_backup_taken_under_load_restores_every_acknowledged_command() {
         "[engine]\ncheckpoint_interval_s = 1\n\n[metrics]\nenabled = false\n",
     )
     .unwrap();
-    let mut server = ServerProcess::start(&data_dir, &config, dir.path().join("server.log"));
+    let config_arg = config.to_str().unwrap();
+    let serve_args = ["--no-metrics", "--config", config_arg];
+    let mut server = ServerProcess::spawn(
+        &data_dir,
+        free_addr(),
+        &dir.path().join("server.log"),
+        &serve_args,
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -208,7 +143,12 @@ fn a_backup_taken_under_load_restores_every_acknowledged_command() {
     assert!(backup_sequence >= 2, "{backup_sequence}");
 
     // Restore: a new server on the backup directory.
-    let mut restored = ServerProcess::start(&backup_dir, &config, dir.path().join("restored.log"));
+    let mut restored = ServerProcess::spawn(
+        &backup_dir,
+        free_addr(),
+        &dir.path().join("restored.log"),
+        &serve_args,
+    );
     runtime.block_on(async {
         let client =
             Client::connect(ClientConfig::local(restored.addr.to_string(), &backup_dir).unwrap())
@@ -271,7 +211,7 @@ fn a_backup_taken_under_load_restores_every_acknowledged_command() {
     restored.terminate();
 
     // The offline check agrees.
-    let verify = payrail(&["verify", backup_dir.to_str().unwrap(), "--json"]);
+    let verify = cli(&["verify", backup_dir.to_str().unwrap(), "--json"]);
     let text = String::from_utf8_lossy(&verify.stdout);
     assert!(verify.status.success(), "{text}");
     let summary: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
@@ -282,7 +222,7 @@ fn a_backup_taken_under_load_restores_every_acknowledged_command() {
 #[test]
 fn verify_refuses_what_is_not_a_data_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let output = payrail(&["verify", dir.path().to_str().unwrap()]);
+    let output = cli(&["verify", dir.path().to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("not a data directory"));
 }

@@ -3,132 +3,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_payrail");
-/// Longest wait for the server to start listening.
-const START_TIME_MAX: Duration = Duration::from_secs(20);
-
-/// A port that was free a moment ago.
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// The `payrail serve` child; killed when dropped, also when a test panics.
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
-    metrics_addr: SocketAddr,
-    data_dir: PathBuf,
-    log: PathBuf,
-}
-
-impl ServerProcess {
-    fn start(dir: &Path) -> ServerProcess {
-        let addr = free_port();
-        let metrics_addr = free_port();
-        let data_dir = dir.join("data");
-        let log = dir.join("serve.log");
-        let child = Command::new(BINARY)
-            .args(["serve", "--listen", &addr.to_string()])
-            .args(["--metrics-listen", &metrics_addr.to_string(), "--data-dir"])
-            .arg(&data_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut server = ServerProcess {
-            child,
-            addr,
-            metrics_addr,
-            data_dir,
-            log,
-        };
-        server.wait_until_connectable();
-        server
-    }
-
-    fn wait_until_connectable(&mut self) {
-        let started = Instant::now();
-        loop {
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("payrail serve exited with {status}: {}", self.log_text());
-            }
-            assert!(
-                started.elapsed() < START_TIME_MAX,
-                "payrail serve did not listen on {} within {START_TIME_MAX:?}: {}",
-                self.addr,
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Runs a client subcommand against this server.
-    fn run(&self, args: &[&str]) -> Output {
-        let mut command = Command::new(BINARY);
-        command
-            .args(args)
-            .args(["--addr", &self.addr.to_string(), "--data-dir"])
-            .arg(&self.data_dir);
-        run(command)
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn run(mut command: Command) -> Output {
-    command.stdin(Stdio::null()).env_remove("PAYRAIL_ADDR");
-    command.output().unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Asserts the exit code, showing both streams when it differs.
-fn expect_code(output: &Output, code: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        stdout(output),
-        stderr(output)
-    );
-}
-
-fn json(output: &Output) -> serde_json::Value {
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|error| panic!("{error}: {}", stdout(output)))
-}
+use common::process::{expect_code, free_addr, json, run, stderr, stdout, ServerProcess, BINARY};
 
 #[test]
 fn accounts_money_and_withdrawals_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
+    let server = ServerProcess::start(dir.path(), &[]);
 
     let output = server.run(&[
         "account",
@@ -294,7 +180,7 @@ fn a_server_that_is_not_running_is_explained() {
         "name = \"local\"\nsecret = \"00112233445566778899aabbccddeeff\"\n",
     )
     .unwrap();
-    let addr = free_port().to_string();
+    let addr = free_addr().to_string();
     let mut command = Command::new(BINARY);
     command
         .args([
@@ -354,7 +240,7 @@ fn metrics_text(addr: SocketAddr) -> String {
 #[test]
 fn history_tx_show_and_metrics_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
+    let server = ServerProcess::start(dir.path(), &[]);
     for args in [
         &[
             "account",
@@ -453,7 +339,7 @@ fn history_tx_show_and_metrics_through_the_cli() {
     expect_code(&output, 0);
     assert!(stdout(&output).contains(": unknown"), "{}", stdout(&output));
 
-    let metrics = metrics_text(server.metrics_addr);
+    let metrics = metrics_text(server.metrics_addr.unwrap());
     assert!(
         metrics.contains("payrail_commands_total{kind=\"transfer\",status=\"ok\"} 2"),
         "{metrics}"

@@ -3,123 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_payrail");
-/// Longest wait for the server to start listening.
-const START_TIME_MAX: Duration = Duration::from_secs(20);
+use std::process::Output;
 
-/// A port that was free a moment ago.
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// The `payrail serve` child; killed when dropped, also when a test panics.
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
-    data_dir: PathBuf,
-    log: PathBuf,
-}
-
-impl ServerProcess {
-    fn start(dir: &Path) -> ServerProcess {
-        let addr = free_port();
-        let data_dir = dir.join("data");
-        let log = dir.join("serve.log");
-        let child = Command::new(BINARY)
-            .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
-            .arg(&data_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut server = ServerProcess {
-            child,
-            addr,
-            data_dir,
-            log,
-        };
-        server.wait_until_connectable();
-        server
-    }
-
-    fn wait_until_connectable(&mut self) {
-        let started = Instant::now();
-        loop {
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("payrail serve exited with {status}: {}", self.log_text());
-            }
-            assert!(
-                started.elapsed() < START_TIME_MAX,
-                "payrail serve did not listen on {} within {START_TIME_MAX:?}: {}",
-                self.addr,
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Runs a client subcommand against this server.
-    fn run(&self, args: &[&str]) -> Output {
-        let mut command = Command::new(BINARY);
-        command
-            .args(args)
-            .args(["--addr", &self.addr.to_string(), "--data-dir"])
-            .arg(&self.data_dir);
-        run(command)
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn run(mut command: Command) -> Output {
-    command.stdin(Stdio::null()).env_remove("PAYRAIL_ADDR");
-    command.output().unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Asserts the exit code, showing both streams when it differs.
-fn expect_code(output: &Output, code: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        stdout(output),
-        stderr(output)
-    );
-}
-
-fn json(output: &Output) -> serde_json::Value {
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|error| panic!("not one JSON object ({error}): {}", stdout(output)))
-}
+use common::process::{cli, expect_code, json, stderr, ServerProcess};
 
 fn ok_json(server: &impl Runner, args: &[&str]) -> serde_json::Value {
     let output = server.run(args);
@@ -136,7 +24,7 @@ fn balance(server: &ServerProcess, account: &str) -> i64 {
 #[test]
 fn fx_rates_quotes_conversions_and_cross_currency_qr_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
+    let server = ServerProcess::start(dir.path(), &[]);
     // Owner 7 holds a CNY and a JPY account; owner 8 is a JPY merchant.
     for args in [
         &[
@@ -407,8 +295,6 @@ impl Runner for ServerProcess {
 
 impl Runner for BareCli {
     fn run(&self, args: &[&str]) -> Output {
-        let mut command = Command::new(BINARY);
-        command.args(args);
-        run(command)
+        cli(args)
     }
 }

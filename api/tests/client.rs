@@ -3,18 +3,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use common::{deposit, transfer};
 use payrail_api::client::{Client, ClientConfig, ClientError};
 use payrail_api::config::ServerConfig;
 use payrail_api::serve::{self, RunningServer};
 use payrail_api::wire::ErrorCode;
-use payrail_engine::{
-    AccountId, AccountKind, Command, CommandKind, CommandResult, Currency, OpenAccount, Query,
-    QueryReply, Status,
-};
+use payrail_engine::{AccountId, Command, CommandResult, Currency, Query, QueryReply, Status};
 use tokio::task::JoinSet;
 
 /// Every test finishes within this or fails.
@@ -40,42 +40,9 @@ async fn connect(server: &RunningServer, dir: &Path) -> Client {
     Client::connect(config).await.unwrap()
 }
 
+/// A CNY customer account (owner = account).
 fn open_customer(id: u128, account: u64) -> Command {
-    Command::new(
-        id,
-        CommandKind::OpenAccount(OpenAccount {
-            account: AccountId(account),
-            owner: account,
-            kind: AccountKind::Customer,
-            currency: Currency::CNY,
-            kyc_tier: 0,
-            mcc: 0,
-        }),
-    )
-}
-
-fn deposit(id: u128, account: u64, amount: u64) -> Command {
-    Command::new(
-        id,
-        CommandKind::Deposit {
-            account: AccountId(account),
-            amount,
-            currency: Currency::CNY,
-        },
-    )
-}
-
-fn transfer(id: u128, from: u64, to: u64, amount: u64) -> Command {
-    Command::new(
-        id,
-        CommandKind::Transfer {
-            from: AccountId(from),
-            to: AccountId(to),
-            amount,
-            currency: Currency::CNY,
-            context: payrail_engine::RiskContext::NONE,
-        },
-    )
+    common::open_customer(id, account, Currency::CNY)
 }
 
 async fn balance(client: &Client, account: u64) -> i64 {

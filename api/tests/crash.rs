@@ -15,12 +15,12 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::process::{free_addr, ServerProcess};
 use common::{deposit, open_customer, transfer, RawConnection, WAIT};
 use payrail_api::config::{read_local_gateway, GatewayConfig};
 use payrail_api::wire::{self, Message, WireLimits};
@@ -36,87 +36,22 @@ const FIRST_ACCOUNT: u64 = 1_000;
 const ROUNDS: usize = 5;
 const INFLIGHT_MAX: usize = 4;
 
-/// The server process; killed on drop so a failing test leaves nothing behind.
-struct ServerProcess {
-    child: Child,
-    log: PathBuf,
-}
-
-impl ServerProcess {
-    fn start(
-        data_dir: &Path,
-        config: &Path,
-        addr: SocketAddr,
-        log: PathBuf,
-        shards: usize,
-    ) -> ServerProcess {
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = Process::new(env!("CARGO_BIN_EXE_payrail"))
-            .arg("serve")
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--config")
-            .arg(config)
-            .arg("--shards")
-            .arg(shards.to_string())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let process = ServerProcess { child, log };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "server did not start; log:\n{}",
-                process.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        process
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM and wait for a clean exit.
-    fn terminate(&mut self) {
-        let pid = self.child.id().to_string();
-        let status = Process::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "clean shutdown exits 0, got {status}; log:\n{}",
-                    self.log_text()
-                );
-                return;
-            }
-            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// `payrail serve` on `addr` over `data_dir` with `config` and `shards`.
+fn serve(
+    data_dir: &Path,
+    config: &Path,
+    addr: SocketAddr,
+    log: &Path,
+    shards: usize,
+) -> ServerProcess {
+    let shards = shards.to_string();
+    let config = config.to_str().unwrap();
+    ServerProcess::spawn(
+        data_dir,
+        addr,
+        log,
+        &["--config", config, "--shards", &shards],
+    )
 }
 
 /// A batch as the test sent it, and what the server acknowledged.
@@ -377,10 +312,7 @@ fn crash_kill_restart_loses_nothing_acknowledged() {
         "[engine]\ncheckpoint_commands = 20000\ncheckpoint_interval_s = 1\n\n[metrics]\nenabled = false\n",
     )
     .unwrap();
-    let addr = {
-        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap()
-    };
+    let addr = free_addr();
     let log = dir.path().join("server.log");
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -389,7 +321,7 @@ fn crash_kill_restart_loses_nothing_acknowledged() {
         .build()
         .unwrap();
     let started = Instant::now();
-    let mut server = ServerProcess::start(&data_dir, &config, addr, log.clone(), 2);
+    let mut server = serve(&data_dir, &config, addr, &log, 2);
     let gateway = read_local_gateway(&data_dir).unwrap();
     let world = Arc::new(Mutex::new(World {
         reference: Ledger::default(),
@@ -437,7 +369,7 @@ fn crash_kill_restart_loses_nothing_acknowledged() {
             .iter()
             .filter(|sent| sent.acknowledged.is_some())
             .count();
-        server = ServerProcess::start(&data_dir, &config, addr, log.clone(), 2 + (round + 1) % 2);
+        server = serve(&data_dir, &config, addr, &log, 2 + (round + 1) % 2);
         let (applied, missing) = runtime.block_on(async {
             tokio::time::timeout(WAIT * 4, verify(addr, &gateway, &world))
                 .await
@@ -460,7 +392,7 @@ fn crash_kill_restart_loses_nothing_acknowledged() {
     // A clean shutdown (SIGTERM) takes a final checkpoint; the next start
     // must find the same state.
     server.terminate();
-    let mut server = ServerProcess::start(&data_dir, &config, addr, log, 3);
+    let mut server = serve(&data_dir, &config, addr, &log, 3);
     runtime.block_on(verify(addr, &gateway, &world));
     let text = server.log_text();
     assert!(text.contains("payrail started"), "server log:\n{text}");

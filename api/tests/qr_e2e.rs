@@ -14,10 +14,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command as Process, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::process::{cli, expect_code};
 use payrail_api::client::{draw_payment_code, Client, ClientConfig, ClientError};
 use payrail_api::config::{LimitsConfig, ServerConfig};
 use payrail_api::qr;
@@ -865,36 +868,15 @@ fn static_code_amount_is_binding() {
 
 // --- The CLI -----------------------------------------------------------------
 
-const BINARY: &str = env!("CARGO_BIN_EXE_payrail");
-
-fn run_cli(args: &[&str]) -> Output {
-    Process::new(BINARY)
-        .args(args)
-        .stdin(Stdio::null())
-        .env_remove("PAYRAIL_ADDR")
-        .output()
-        .unwrap()
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn expect_exit(output: &Output, code: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
 }
 
 #[test]
 fn qr_decode_without_a_server() {
     // A good payload: fields, merchant key and amount in minor units.
-    let output = run_cli(&["qr", "decode", PAYNOW]);
-    expect_exit(&output, 0);
+    let output = cli(&["qr", "decode", PAYNOW]);
+    expect_code(&output, 0);
     let stdout = text(&output.stdout);
     for needle in [
         "static EMVCo merchant-presented code, format 01, CRC 6B73 checked",
@@ -906,8 +888,8 @@ fn qr_decode_without_a_server() {
         assert!(stdout.contains(needle), "{needle} in {stdout}");
     }
 
-    let output = run_cli(&["qr", "decode", "--json", QRIS_TELKOM]);
-    expect_exit(&output, 0);
+    let output = cli(&["qr", "decode", "--json", QRIS_TELKOM]);
+    expect_code(&output, 0);
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["ok"], true);
     assert_eq!(json["currency"], "IDR");
@@ -922,22 +904,22 @@ fn qr_decode_without_a_server() {
             MerchantKey::new("ID.CO.QRIS.WWW", "ID1021125405972").0
         )
     );
-    let output = run_cli(&["qr", "decode", "--json", PROMPTPAY_DYNAMIC]);
-    expect_exit(&output, 0);
+    let output = cli(&["qr", "decode", "--json", PROMPTPAY_DYNAMIC]);
+    expect_code(&output, 0);
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["amount_minor"], 10_088);
 
     // A flipped character: the parser's reason and the status a payment
     // would get, exit 1.
     let flipped = flip_one(PIX_STATIC, 60);
-    let output = run_cli(&["qr", "decode", &flipped]);
-    expect_exit(&output, 1);
+    let output = cli(&["qr", "decode", &flipped]);
+    expect_code(&output, 1);
     let stdout = text(&output.stdout);
     assert!(stdout.contains("the CRC does not match"), "{stdout}");
     assert!(stdout.contains("(crc_mismatch)"), "{stdout}");
     assert!(stdout.contains("qr_crc_mismatch"), "{stdout}");
-    let output = run_cli(&["qr", "decode", "--json", &flipped]);
-    expect_exit(&output, 1);
+    let output = cli(&["qr", "decode", "--json", &flipped]);
+    expect_code(&output, 1);
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["ok"], false);
     assert_eq!(json["reason"], "crc_mismatch");
@@ -946,20 +928,20 @@ fn qr_decode_without_a_server() {
 
     // Truncated.
     let truncated = &DUITNOW_POS[..DUITNOW_POS.len() - 8];
-    let output = run_cli(&["qr", "decode", "--json", truncated]);
-    expect_exit(&output, 1);
+    let output = cli(&["qr", "decode", "--json", truncated]);
+    expect_code(&output, 1);
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["reason"], "missing_crc");
     assert_eq!(json["status"], "qr_malformed");
 
     // Usage errors exit 2.
-    expect_exit(&run_cli(&["qr", "decode"]), 2);
-    expect_exit(&run_cli(&["qr", "decode", PIX_STATIC, "--bogus"]), 2);
+    expect_code(&cli(&["qr", "decode"]), 2);
+    expect_code(&cli(&["qr", "decode", PIX_STATIC, "--bogus"]), 2);
 }
 
 #[test]
 fn merchant_qr_payloads_decode_to_what_was_asked() {
-    let output = run_cli(&[
+    let output = cli(&[
         "merchant",
         "qr",
         "--gui",
@@ -980,7 +962,7 @@ fn merchant_qr_payloads_decode_to_what_was_asked() {
         "12.50",
         "--no-draw",
     ]);
-    expect_exit(&output, 0);
+    expect_code(&output, 0);
     let payload = text(&output.stdout);
     // --no-draw prints the payload alone.
     assert_eq!(payload.lines().count(), 1, "{payload}");
@@ -994,7 +976,7 @@ fn merchant_qr_payloads_decode_to_what_was_asked() {
     );
 
     // Drawn: the payload, then the code in half blocks.
-    let output = run_cli(&[
+    let output = cli(&[
         "merchant",
         "qr",
         "--gui",
@@ -1012,7 +994,7 @@ fn merchant_qr_payloads_decode_to_what_was_asked() {
         "--city",
         "Singapore",
     ]);
-    expect_exit(&output, 0);
+    expect_code(&output, 0);
     let stdout = text(&output.stdout);
     assert!(stdout.contains('\u{2580}') || stdout.contains('\u{2584}'));
     let payload = stdout.lines().next().unwrap();
@@ -1024,7 +1006,7 @@ fn merchant_qr_payloads_decode_to_what_was_asked() {
     );
 
     // A name longer than EMVCo allows is a usage error.
-    let output = run_cli(&[
+    let output = cli(&[
         "merchant",
         "qr",
         "--gui",
@@ -1042,7 +1024,7 @@ fn merchant_qr_payloads_decode_to_what_was_asked() {
         "--city",
         "Shanghai",
     ]);
-    expect_exit(&output, 2);
+    expect_code(&output, 2);
     assert!(text(&output.stderr).contains("value_too_long"));
 }
 
@@ -1066,7 +1048,7 @@ fn qr_payments_through_the_cli() {
         );
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--addr", &addr, "--data-dir", &data_dir]);
-        run_cli(&all)
+        common::process::cli(&all)
     };
     let json_of =
         |output: &Output| -> serde_json::Value { serde_json::from_slice(&output.stdout).unwrap() };
@@ -1097,11 +1079,11 @@ fn qr_payments_through_the_cli() {
         &["deposit", "1001", "100.00", "BRL"],
         &["merchant", "register", "5001", "--from-qr", PIX_STATIC],
     ] {
-        expect_exit(&cli(args), 0);
+        expect_code(&cli(args), 0);
     }
     // Registering the same key again is idempotent; a corrupted code is
     // refused before anything is sent.
-    expect_exit(
+    expect_code(
         &cli(&[
             "merchant",
             "register",
@@ -1120,12 +1102,12 @@ fn qr_payments_through_the_cli() {
         "--from-qr",
         &flip_one(PIX_STATIC, 60),
     ]);
-    expect_exit(&output, 1);
+    expect_code(&output, 1);
     assert!(text(&output.stdout).contains("qr_crc_mismatch"));
 
     // Pay 12.50 BRL; the static code needs the amount.
     let output = cli(&["qr", "pay", "1001", PIX_STATIC, "--json"]);
-    expect_exit(&output, 1);
+    expect_code(&output, 1);
     let json = json_of(&output);
     assert_eq!(
         (json["status"].as_str(), json["sent"].as_bool()),
@@ -1134,41 +1116,41 @@ fn qr_payments_through_the_cli() {
     let output = cli(&[
         "qr", "pay", "1001", PIX_STATIC, "--amount", "12.50", "--json",
     ]);
-    expect_exit(&output, 0);
+    expect_code(&output, 0);
     let json = json_of(&output);
     assert_eq!(json["total"], 1_250);
     let payment_id = json["payment_id"].as_str().unwrap().to_owned();
     let output = cli(&[
         "qr", "pay", "1001", PIX_STATIC, "--amount", "12.50", "--tip", "1.00",
     ]);
-    expect_exit(&output, 1);
+    expect_code(&output, 1);
     assert!(text(&output.stdout).contains("qr_tip_not_allowed"));
 
     // Refund part, then too much.
-    expect_exit(&cli(&["refund", &payment_id, "2.50", "BRL"]), 0);
+    expect_code(&cli(&["refund", &payment_id, "2.50", "BRL"]), 0);
     let output = cli(&["refund", &payment_id, "10.01", "BRL", "--json"]);
-    expect_exit(&output, 1);
+    expect_code(&output, 1);
     assert_eq!(json_of(&output)["status"], "refund_exceeds_payment");
 
     // A payment code: issued, charged once.
     let output = cli(&["code", "issue", "1001", "--lifetime", "30s", "--json"]);
-    expect_exit(&output, 0);
+    expect_code(&output, 0);
     let code = json_of(&output)["payment_code"]
         .as_str()
         .unwrap()
         .to_owned();
     assert_eq!(code.len(), 18);
     let output = cli(&["code", "charge", "5001", &code, "5.00", "BRL", "--json"]);
-    expect_exit(&output, 0);
+    expect_code(&output, 0);
     assert!(json_of(&output)["payment_id"].is_string());
     let output = cli(&["code", "charge", "5001", &code, "5.00", "BRL"]);
-    expect_exit(&output, 1);
+    expect_code(&output, 1);
     assert!(text(&output.stdout).contains("payment_code_used"));
-    expect_exit(&cli(&["code", "charge", "5001", "12345", "5.00", "BRL"]), 2);
+    expect_code(&cli(&["code", "charge", "5001", "12345", "5.00", "BRL"]), 2);
 
     // 100.00 - 12.50 + 2.50 - 5.00.
     let output = cli(&["account", "show", "1001", "--json"]);
-    expect_exit(&output, 0);
+    expect_code(&output, 0);
     assert_eq!(json_of(&output)["balance"], 8_500);
     let output = cli(&["account", "show", "5001", "--json"]);
     assert_eq!(json_of(&output)["balance"], 1_500);

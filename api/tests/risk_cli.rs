@@ -5,13 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_payrail");
-const START_TIME_MAX: Duration = Duration::from_secs(20);
+use common::process::ServerProcess;
 
 const POLICY: &str = r#"
 [blocked_countries]
@@ -28,96 +24,6 @@ freeze = true
 speed_kmh_max = 1000
 distance_km_min = 100
 "#;
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// The `payrail serve` child; killed when dropped.
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
-    data_dir: PathBuf,
-    log: PathBuf,
-}
-
-impl ServerProcess {
-    fn start(dir: &Path, extra: &[&str]) -> ServerProcess {
-        let addr = free_port();
-        let data_dir = dir.join("data");
-        let log = dir.join("serve.log");
-        let child = Command::new(BINARY)
-            .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
-            .arg(&data_dir)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut server = ServerProcess {
-            child,
-            addr,
-            data_dir,
-            log,
-        };
-        let started = Instant::now();
-        loop {
-            if TcpStream::connect_timeout(&server.addr, Duration::from_millis(200)).is_ok() {
-                return server;
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("payrail serve exited with {status}: {}", server.log_text());
-            }
-            assert!(
-                started.elapsed() < START_TIME_MAX,
-                "payrail serve did not listen: {}",
-                server.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut command = Command::new(BINARY);
-        command
-            .args(args)
-            .args(["--addr", &self.addr.to_string(), "--data-dir"])
-            .arg(&self.data_dir)
-            .stdin(Stdio::null())
-            .env_remove("PAYRAIL_ADDR");
-        command.output().unwrap()
-    }
-
-    /// Runs with `--json`, checks the exit code, returns the object.
-    fn json(&self, args: &[&str], code: i32) -> serde_json::Value {
-        let mut all = args.to_vec();
-        all.push("--json");
-        let output = self.run(&all);
-        assert_eq!(
-            output.status.code(),
-            Some(code),
-            "{args:?}\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).unwrap()
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn transfer<'a>(amount: &'a str, flags: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["transfer", "1001", "1002", amount, "CNY"];

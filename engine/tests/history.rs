@@ -3,53 +3,19 @@
 //! ranges, the command-id index, and rebuilding from the log at recovery.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use payrail_engine::history::Movement;
 use payrail_engine::pipeline::{Engine, EngineConfig};
 use payrail_engine::storage::{self, LogEntry, LogRecord, RocksStorage, Storage};
 use payrail_engine::{
-    AccountId, AccountKind, Command, CommandId, CommandKind, Currency, HouseRole, LedgerConfig,
-    OpenAccount, RiskContext, Status,
+    AccountId, Command, CommandId, CommandKind, Currency, HouseRole, LedgerConfig, RiskContext,
+    Status,
 };
 
-fn open(id: u128, account: u64) -> Command {
-    Command::new(
-        id,
-        CommandKind::OpenAccount(OpenAccount {
-            account: AccountId(account),
-            owner: account,
-            kind: AccountKind::Customer,
-            currency: Currency::CNY,
-            kyc_tier: 1,
-            mcc: 0,
-        }),
-    )
-}
-
-fn deposit(id: u128, account: u64, amount: u64) -> Command {
-    Command::new(
-        id,
-        CommandKind::Deposit {
-            account: AccountId(account),
-            amount,
-            currency: Currency::CNY,
-        },
-    )
-}
-
-fn transfer(id: u128, from: u64, to: u64, amount: u64) -> Command {
-    Command::new(
-        id,
-        CommandKind::Transfer {
-            from: AccountId(from),
-            to: AccountId(to),
-            amount,
-            currency: Currency::CNY,
-            context: RiskContext::NONE,
-        },
-    )
-}
+use common::{deposit, open, transfer};
 
 /// (amount, balance, counterparty, kind) of each entry.
 fn summary(entries: &[Movement]) -> Vec<(i64, i64, u64, String)> {

@@ -3,50 +3,13 @@
 //! commit, failed writes never acknowledged, checkpoints and restarts.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use payrail_engine::pipeline::{Engine, EngineConfig, EngineHandle, SubmitError};
 use payrail_engine::storage::{LogEntry, LogRecord, MemoryStorage, Storage};
-use payrail_engine::{
-    AccountId, AccountKind, Command, CommandKind, CommandResult, Currency, OpenAccount, Query,
-    QueryReply, Status,
-};
+use payrail_engine::{AccountId, Command, CommandResult, Query, QueryReply, Status};
 
-fn open(id: u128, account: u64) -> Command {
-    Command::new(
-        id,
-        CommandKind::OpenAccount(OpenAccount {
-            account: AccountId(account),
-            owner: account,
-            kind: AccountKind::Customer,
-            currency: Currency::CNY,
-            kyc_tier: 1,
-            mcc: 0,
-        }),
-    )
-}
-
-fn deposit(id: u128, account: u64, amount: u64) -> Command {
-    Command::new(
-        id,
-        CommandKind::Deposit {
-            account: AccountId(account),
-            amount,
-            currency: Currency::CNY,
-        },
-    )
-}
-
-fn transfer(id: u128, from: u64, to: u64, amount: u64) -> Command {
-    Command::new(
-        id,
-        CommandKind::Transfer {
-            from: AccountId(from),
-            to: AccountId(to),
-            amount,
-            currency: Currency::CNY,
-            context: payrail_engine::RiskContext::NONE,
-        },
-    )
-}
+use common::{deposit, open, transfer};
 
 fn statuses(results: &[CommandResult]) -> Vec<Status> {
     results.iter().map(|result| result.status).collect()

@@ -210,3 +210,4 @@ pub fn transfer(id: u128, from: u64, to: u64, amount: u64) -> Command {
         },
     )
 }
+pub mod process;

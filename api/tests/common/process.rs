@@ -1,0 +1,198 @@
+//! The real `payrail` binary as a child process: `payrail serve` on a
+//! loopback port, and client subcommands run against it.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_payrail");
+/// Longest wait for a server to start listening (a restart replays the log).
+const START_TIME_MAX: Duration = Duration::from_secs(60);
+/// Longest wait for a server to exit after SIGTERM.
+const STOP_TIME_MAX: Duration = Duration::from_secs(60);
+
+/// A 127.0.0.1 port that was free a moment ago.
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A `payrail serve` child; killed when dropped, also when a test panics.
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// Where `start` put the Prometheus endpoint (None: as the arguments say).
+    pub metrics_addr: Option<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl ServerProcess {
+    /// `payrail serve --listen ADDR --data-dir DATA_DIR` followed by `extra`
+    /// (flags override the config file), logging at info level, stderr
+    /// appended to `log` (so restarts keep one log); returns once it accepts
+    /// connections, and fails the test with its log if it exits first.
+    pub fn spawn(data_dir: &Path, addr: SocketAddr, log: &Path, extra: &[&str]) -> ServerProcess {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(BINARY)
+            .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut server = ServerProcess {
+            child,
+            addr,
+            metrics_addr: None,
+            data_dir: data_dir.to_owned(),
+            log: log.to_owned(),
+        };
+        server.wait_until_connectable();
+        server
+    }
+
+    /// A server in `dir` (data in `dir/data`, log in `dir/serve.log`) on free
+    /// ports for the protocol and the metrics endpoint, then `extra`.
+    pub fn start(dir: &Path, extra: &[&str]) -> ServerProcess {
+        let metrics_addr = free_addr();
+        let metrics = metrics_addr.to_string();
+        let mut args = vec!["--metrics-listen", metrics.as_str()];
+        args.extend_from_slice(extra);
+        let mut server = ServerProcess::spawn(
+            &dir.join("data"),
+            free_addr(),
+            &dir.join("serve.log"),
+            &args,
+        );
+        server.metrics_addr = Some(metrics_addr);
+        server
+    }
+
+    fn wait_until_connectable(&mut self) {
+        let started = Instant::now();
+        loop {
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("payrail serve exited with {status}: {}", self.log_text());
+            }
+            assert!(
+                started.elapsed() < START_TIME_MAX,
+                "payrail serve did not listen on {} within {START_TIME_MAX:?}: {}",
+                self.addr,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs a client subcommand against this server.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(BINARY);
+        command
+            .args(args)
+            .args(["--addr", &self.addr.to_string(), "--data-dir"])
+            .arg(&self.data_dir);
+        run(command)
+    }
+
+    /// Runs a client subcommand with `--json`, checks its exit code and
+    /// returns the object it printed.
+    pub fn json(&self, args: &[&str], code: i32) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let output = self.run(&all);
+        expect_code(&output, code);
+        json(&output)
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit: status 0.
+    pub fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "clean shutdown exits 0, got {status}; log:\n{}",
+                    self.log_text()
+                );
+                return;
+            }
+            assert!(
+                started.elapsed() < STOP_TIME_MAX,
+                "payrail serve did not stop on SIGTERM within {STOP_TIME_MAX:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `command` with no input and without a `PAYRAIL_ADDR` from the
+/// environment the tests run in.
+pub fn run(mut command: Command) -> Output {
+    command.stdin(Stdio::null()).env_remove("PAYRAIL_ADDR");
+    command.output().unwrap()
+}
+
+/// Runs a subcommand that needs no server.
+pub fn cli(args: &[&str]) -> Output {
+    let mut command = Command::new(BINARY);
+    command.args(args);
+    run(command)
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts the exit code, showing both streams when it differs.
+pub fn expect_code(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(output),
+        stderr(output)
+    );
+}
+
+/// The one JSON object a subcommand printed with `--json`.
+pub fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("not one JSON object ({error}): {}", stdout(output)))
+}
