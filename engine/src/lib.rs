@@ -21,6 +21,7 @@ mod history_writer;
 pub mod ledger;
 pub mod limits;
 pub mod pipeline;
+mod prefetch;
 pub mod risk;
 pub mod shard;
 pub mod status;

@@ -33,6 +33,7 @@ use super::{AuditEntry, PaymentContext};
 use crate::budget::{BudgetState, Category};
 use crate::command::{AccountId, BudgetDetail, CommandId, Detail, RiskContext, RiskDetail};
 use crate::currency::Currency;
+use crate::prefetch::prefetch;
 use crate::status::Status;
 
 /// One outgoing payment of a customer account, as the ledger describes it.
@@ -191,6 +192,20 @@ impl RiskBooks {
     /// every shard: the policy record reaches all of them in log order).
     pub(crate) fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// Reads the customer's risk state and the account's budget (see
+    /// `Ledger::warm`).
+    #[inline]
+    pub(crate) fn warm(&self, owner: u64, account: AccountId) {
+        if self.enabled {
+            if let Some(customer) = self.customers.get(&owner) {
+                prefetch(&**customer, usize::MAX);
+            }
+        }
+        if let Some(budget) = self.budgets.get(&account) {
+            prefetch(&**budget, usize::MAX);
+        }
     }
 
     /// The customer's risk state, if they have committed a payment under a

@@ -12,7 +12,9 @@ use crossbeam::channel::{Receiver, Sender};
 use crate::command::{AccountId, Command, CommandId, CommandResult, Detail, Query, QueryReply};
 use crate::history::Movement;
 use crate::ledger::halves::{combine, with_risk, FxPlan, MccFacts, Parties, Plan, RiskOutcome};
-use crate::ledger::{Account, Elsewhere, Half, IdempotencyRecord, Ledger, Verdict};
+use crate::ledger::{
+    Account, Elsewhere, Half, IdempotencyRecord, Ledger, Verdict, WARM_FAR, WARM_NEAR,
+};
 use crate::risk::RiskPolicy;
 use crate::status::Status;
 
@@ -43,6 +45,16 @@ pub(crate) enum Step {
         parties: Parties,
         role: Role,
     },
+}
+
+impl Step {
+    pub(crate) fn command(&self) -> &Command {
+        match self {
+            Step::Local { command, .. }
+            | Step::Setting { command, .. }
+            | Step::Pair { command, .. } => command,
+        }
+    }
 }
 
 /// A shard's share of a two-party command.
@@ -190,7 +202,12 @@ impl Worker {
             }
         }
         let mut results = Vec::with_capacity(segment.steps.len());
-        for step in &segment.steps {
+        let steps = &segment.steps;
+        for (position, step) in steps.iter().enumerate() {
+            self.ledger.warm_ahead(
+                steps.get(position + WARM_FAR).map(Step::command),
+                steps.get(position + WARM_NEAR).map(Step::command),
+            );
             match *step {
                 Step::Local {
                     index,
