@@ -43,17 +43,23 @@ use crate::status::Status;
 pub(crate) const WARM_FAR: usize = 16;
 pub(crate) const WARM_NEAR: usize = 8;
 
-/// The paying account and the other account a command names directly (for
-/// prefetching only: kinds that name them otherwise give None).
+/// The accounts a command names directly, and whether the first is a
+/// customer payment's payer, whose risk state and budget it reads. For
+/// prefetching only: accounts a command finds otherwise (by merchant key,
+/// payment code, payment id) are not named.
 #[inline]
-fn warm_parties(kind: &CommandKind) -> (Option<AccountId>, Option<AccountId>) {
+fn warm_parties(kind: &CommandKind) -> ([Option<AccountId>; 2], bool) {
     match *kind {
-        CommandKind::Transfer { from, to, .. } => (Some(from), Some(to)),
-        CommandKind::PayMerchantQr { payer, .. } => (Some(payer), None),
-        CommandKind::WithdrawHold { account, .. } => (Some(account), None),
-        CommandKind::Deposit { account, .. } => (None, Some(account)),
-        CommandKind::ChargePaymentCode { merchant, .. } => (None, Some(merchant)),
-        _ => (None, None),
+        CommandKind::Transfer { from, to, .. } => ([Some(from), Some(to)], true),
+        CommandKind::PayMerchantQr { payer, .. } => ([Some(payer), None], true),
+        CommandKind::WithdrawHold { account, .. } => ([Some(account), None], true),
+        CommandKind::Deposit { account, .. } => ([Some(account), None], false),
+        CommandKind::ChargePaymentCode { merchant, .. } => ([Some(merchant), None], false),
+        CommandKind::FxConvert(order) | CommandKind::FxQuote { order, .. } => {
+            ([Some(order.from), Some(order.to)], false)
+        }
+        CommandKind::FxConvertQuote { from, .. } => ([Some(from), None], false),
+        _ => ([None, None], false),
     }
 }
 pub(crate) use halves::{Half, Verdict};
@@ -377,8 +383,8 @@ impl Ledger {
         if let Some(record) = self.records.by_id.get(&command.id) {
             prefetch(record, 1);
         }
-        let (payer, other) = warm_parties(&command.kind);
-        for id in [payer, other].into_iter().flatten() {
+        let (accounts, _) = warm_parties(&command.kind);
+        for id in accounts.into_iter().flatten() {
             if let Some(account) = self.books.find(id) {
                 prefetch(account, 1);
             }
@@ -389,7 +395,7 @@ impl Ledger {
     /// `warm_ahead`; its account was prefetched `WARM_FAR` ahead).
     #[inline]
     fn warm_risk(&self, command: &Command) {
-        if let (Some(payer), _) = warm_parties(&command.kind) {
+        if let ([Some(payer), _], true) = warm_parties(&command.kind) {
             if let Some(account) = self.books.find(payer) {
                 self.books.risk.warm(account.owner, account.id);
             }
