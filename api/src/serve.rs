@@ -351,6 +351,15 @@ async fn publish_stats(engine: EngineHandle, server: Arc<ServerStats>) {
             .absolute(get(&stats.history_movements));
         metrics::counter!("payrail_pairs_split_total").absolute(get(&stats.pairs_split));
         metrics::counter!("payrail_router_flushes_total").absolute(get(&stats.router_flushes));
+        metrics::counter!("payrail_risk_evaluated_total").absolute(get(&stats.risk_evaluated));
+        for (rule, verdict, payments) in stats.risk_decisions() {
+            metrics::counter!(
+                "payrail_risk_decisions_total",
+                "rule" => rule.name(),
+                "decision" => verdict.name()
+            )
+            .absolute(payments);
+        }
         for (shard, (steps, movements)) in stats
             .shard_steps
             .iter()

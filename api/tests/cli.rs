@@ -5,11 +5,12 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::process::{expect_code, free_addr, json, run, stderr, stdout, ServerProcess, BINARY};
+use common::process::{
+    expect_code, free_addr, json, metrics_text, run, stderr, stdout, ServerProcess, BINARY,
+};
 
 #[test]
 fn accounts_money_and_withdrawals_through_the_cli() {
@@ -222,21 +223,6 @@ fn usage_errors_exit_with_code_2() {
     expect_code(&run(command), 2);
 }
 
-/// The metrics page, by plain HTTP/1.1.
-fn metrics_text(addr: SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    text
-}
-
 #[test]
 fn history_tx_show_and_metrics_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
@@ -294,7 +280,20 @@ fn history_tx_show_and_metrics_through_the_cli() {
     assert_eq!(entries[1]["command_id"], format!("{:032x}", 77));
     assert_eq!(entries[2]["kind"], "deposit");
     assert_eq!(entries[2]["balance"], 10_000);
+    assert_eq!(entries[2]["counterparty_label"], "house:settlement:CNY");
+    assert_eq!(entries[0]["counterparty_label"], "2001");
     assert!(page["next_cursor"].is_null());
+    // The table names the house account of a top-up.
+    let output = server.run(&["history", "1001"]);
+    expect_code(&output, 0);
+    let text = stdout(&output);
+    let deposit = text.lines().find(|line| line.contains("deposit"));
+    assert!(
+        deposit.is_some_and(
+            |line| line.contains("+100.00 CNY") && line.contains("house:settlement:CNY")
+        ),
+        "{text}"
+    );
 
     // Two pages of one, then the rest, through the cursor.
     let output = server.run(&["history", "1001", "--limit", "1", "--json"]);

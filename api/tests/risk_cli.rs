@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::process::ServerProcess;
+use std::time::{Duration, Instant};
+
+use common::process::{metric_value, metrics_text, ServerProcess};
 
 const POLICY: &str = r#"
 [blocked_countries]
@@ -107,6 +109,33 @@ fn risk_policy_payments_audit_and_budgets_through_the_cli() {
     assert_eq!(entries[2]["amount"], 1_000);
     let audit = server.json(&["risk", "audit", "1002"], 0);
     assert!(audit["entries"].as_array().unwrap().is_empty());
+
+    // The same decisions in the Prometheus counters, by rule (bounded wait:
+    // the counters are published as batches complete).
+    let metrics_addr = server.metrics_addr.unwrap();
+    let started = Instant::now();
+    loop {
+        let text = metrics_text(metrics_addr);
+        let decided = |rule: &str, decision: &str| {
+            metric_value(
+                &text,
+                "payrail_risk_decisions_total",
+                &[
+                    &format!("rule=\"{rule}\""),
+                    &format!("decision=\"{decision}\""),
+                ],
+            )
+        };
+        let evaluated = metric_value(&text, "payrail_risk_evaluated_total", &[]);
+        if decided("blocked_country", "decline") == Some(1.0)
+            && decided("new_device", "step_up") == Some(1.0)
+            && evaluated.is_some_and(|evaluated| evaluated >= 3.0)
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Budgets: 20.00 of transfers so far; a 25.00 budget, then 10.00 more.
     server.json(&["budget", "set", "1001", "cash_and_transfers", "25.00"], 0);

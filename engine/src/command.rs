@@ -46,6 +46,34 @@ impl AccountId {
     pub fn house(role: HouseRole, currency: Currency) -> AccountId {
         AccountId(Self::HOUSE_FIRST | (role as u64) << 48 | u64::from(currency.numeric()))
     }
+
+    /// The role and currency of a house account id (the public id or any
+    /// part of it); None for other ids, and for ids in the house range that
+    /// no house account can have.
+    pub fn house_role(self) -> Option<(HouseRole, Currency)> {
+        if !self.is_house() {
+            return None;
+        }
+        let role = match (self.0 >> 48) & 0xFF {
+            1 => HouseRole::Settlement,
+            2 => HouseRole::FxLiquidity,
+            3 => HouseRole::FxRevenue,
+            _ => return None,
+        };
+        let currency = Currency::from_numeric((self.0 & 0xFFFF) as u16)?;
+        Some((role, currency))
+    }
+}
+
+impl HouseRole {
+    /// Stable snake_case name, for people and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            HouseRole::Settlement => "settlement",
+            HouseRole::FxLiquidity => "fx_liquidity",
+            HouseRole::FxRevenue => "fx_revenue",
+        }
+    }
 }
 
 /// What a house account is for.
@@ -793,6 +821,27 @@ mod tests {
             Command::new(1, transfer(5)).fingerprint(),
             Command::new(1, transfer(6)).fingerprint()
         );
+    }
+
+    #[test]
+    fn house_ids_name_their_role_and_currency() {
+        for role in [
+            HouseRole::Settlement,
+            HouseRole::FxLiquidity,
+            HouseRole::FxRevenue,
+        ] {
+            for currency in [Currency::CNY, Currency::JPY, Currency::BHD] {
+                let id = AccountId::house(role, currency);
+                assert_eq!(id.house_role(), Some((role, currency)));
+                assert_eq!(id.house_part(3).house_role(), Some((role, currency)));
+            }
+        }
+        assert_eq!(AccountId(1001).house_role(), None);
+        // In the house range but no role 0 and no currency 0 exist.
+        assert_eq!(AccountId(AccountId::HOUSE_FIRST).house_role(), None);
+        let no_currency =
+            AccountId(AccountId::house(HouseRole::Settlement, Currency::CNY).0 & !0xFFFF);
+        assert_eq!(no_currency.house_role(), None);
     }
 
     #[test]

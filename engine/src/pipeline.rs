@@ -46,7 +46,7 @@ use crate::history_writer::{
 };
 use crate::ledger::LedgerConfig;
 use crate::limits;
-use crate::risk::RiskPolicy;
+use crate::risk::{RiskCounters, RiskPolicy, RuleId, Verdict as RiskVerdict};
 use crate::shard::{ShardError, ShardedLedger, ShardedState};
 use crate::status::Status;
 use crate::storage::{
@@ -162,12 +162,29 @@ pub struct EngineStats {
     pub history_movements: AtomicU64,
     /// Set once a history write failed.
     pub history_failed: AtomicBool,
+    /// Payments the risk rules evaluated (since start, the replay at start
+    /// included), over all shards.
+    pub risk_evaluated: AtomicU64,
+    /// `[rule code][verdict code]`: payments whose verdict that rule decided.
+    pub risk_decided: [[AtomicU64; 4]; 16],
 }
 
 impl EngineStats {
     /// Commands (or halves) each running shard executed.
     pub fn shard_steps(&self) -> Vec<u64> {
         load_all(&self.shard_steps)
+    }
+
+    /// (rule, verdict, payments) for every rule that decided a payment's
+    /// verdict at least once, in code order.
+    pub fn risk_decisions(&self) -> Vec<(RuleId, RiskVerdict, u64)> {
+        let mut counters = RiskCounters::default();
+        for (row, atomics) in counters.decided.iter_mut().zip(&self.risk_decided) {
+            for (cell, atomic) in row.iter_mut().zip(atomics) {
+                *cell = atomic.load(Ordering::Relaxed);
+            }
+        }
+        counters.iter().collect()
     }
 
     /// Per-shard counters: (name, one value per shard), for `payrail status`.
@@ -213,6 +230,7 @@ impl EngineStats {
             ("shards", get(&self.shards)),
             ("pairs_split", get(&self.pairs_split)),
             ("router_flushes", get(&self.router_flushes)),
+            ("risk_evaluated", get(&self.risk_evaluated)),
             (
                 "write_failed",
                 u64::from(self.write_failed.load(Ordering::Relaxed)),
@@ -1027,6 +1045,15 @@ impl Executor {
         self.stats
             .router_flushes
             .store(stats.flushes, Ordering::Relaxed);
+        let risk = self.ledger.risk_counters();
+        self.stats
+            .risk_evaluated
+            .store(risk.evaluated, Ordering::Relaxed);
+        for (atomics, row) in self.stats.risk_decided.iter().zip(&risk.decided) {
+            for (atomic, cell) in atomics.iter().zip(row) {
+                atomic.store(*cell, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Hands the gathered movements to the history writer once enough

@@ -9,7 +9,7 @@ use payrail_engine::storage::{self, hex32, RocksStorage, Storage};
 use payrail_engine::{AccountId, CommandId, LedgerConfig};
 use serde_json::{json, Value};
 
-use super::parse::{decimal_minor, format_command_id, format_time, money};
+use super::parse::{account_label, decimal_minor, format_command_id, format_time, money};
 use super::run::{
     block_on, client_config, fail, fail_client, init_tracing, sentence, EXIT_ERROR, EXIT_REFUSED,
 };
@@ -21,6 +21,7 @@ fn movement_json(movement: &Movement) -> Value {
         "command_id": format_command_id(movement.command.0),
         "kind": movement.kind,
         "counterparty": movement.counterparty.0,
+        "counterparty_label": account_label(movement.counterparty),
         "amount": movement.amount,
         "amount_decimal": decimal_minor(i128::from(movement.amount), movement.currency),
         "balance": movement.balance,
@@ -47,13 +48,13 @@ fn print_movements(movements: &[Movement], with_account: bool) {
             [
                 format_time(movement.timestamp),
                 if with_account {
-                    movement.account.0.to_string()
+                    account_label(movement.account)
                 } else {
                     movement.kind.to_string()
                 },
                 amount,
                 money(i128::from(movement.balance), movement.currency),
-                movement.counterparty.0.to_string(),
+                account_label(movement.counterparty),
                 if movement.mcc == 0 {
                     "-".to_owned()
                 } else {

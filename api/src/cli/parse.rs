@@ -4,7 +4,7 @@
 use std::str::FromStr;
 
 use payrail_engine::limits::AMOUNT_MAX;
-use payrail_engine::Currency;
+use payrail_engine::{AccountId, Currency};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 
@@ -114,6 +114,15 @@ pub fn command_id(text: &str) -> Result<u128, String> {
 /// reads back as the same id.
 pub fn format_command_id(id: u128) -> String {
     format!("{id:032x}")
+}
+
+/// An account as the CLI prints it: its number, or for a house account its
+/// role and currency (`house:settlement:CNY`), whichever shard part it is.
+pub fn account_label(id: AccountId) -> String {
+    match id.house_role() {
+        Some((role, currency)) => format!("house:{}:{}", role.name(), currency.code()),
+        None => id.0.to_string(),
+    }
 }
 
 /// A duration such as "15m", "30s", "2h", "1d" or "1500ms", in milliseconds.

@@ -52,7 +52,7 @@ use crate::history::Movement;
 use crate::ledger::halves::{first_known_key, Parties};
 use crate::ledger::{check_open, Account, Elsewhere, Ledger, LedgerConfig};
 use crate::limits;
-use crate::risk::RiskPolicy;
+use crate::risk::{RiskCounters, RiskPolicy};
 use crate::status::Status;
 use worker::{Input, Output, Role, Segment, Step, Worker};
 
@@ -241,6 +241,8 @@ pub struct ShardStats {
     pub liquidity_asks: u64,
     /// ... and for which its bound proved the floor holds (no flush).
     pub liquidity_bounded: u64,
+    /// Each shard's risk decision counters, as of its last answered segment.
+    pub risk: Vec<RiskCounters>,
 }
 
 /// Every shard's state at one sequence number, not yet merged.
@@ -363,6 +365,11 @@ impl ShardedLedger {
         }
         let risk_policy = ledger.risk().policy().clone();
         let split = layout::split(ledger, shards);
+        let risk_counters: Vec<RiskCounters> = split
+            .ledgers
+            .iter()
+            .map(|ledger| *ledger.risk().counters())
+            .collect();
         // Room for every answer that can be outstanding (a shard is never
         // made to wait on the router): per shard, at most one segment per
         // batch in flight plus one per wait, and one state or account reply.
@@ -416,6 +423,7 @@ impl ShardedLedger {
             stats: ShardStats {
                 steps: vec![0; shards],
                 movements: vec![0; shards],
+                risk: risk_counters,
                 ..ShardStats::default()
             },
             risk_policy,
@@ -431,6 +439,7 @@ impl ShardedLedger {
                 shard: shard as u32,
                 verdicts_out: verdict_senders.next().unwrap_or_default(),
                 verdicts_in: verdict_receivers.next().unwrap_or_default(),
+                risk_reported: None,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("payrail-shard-{shard}"))
@@ -469,6 +478,16 @@ impl ShardedLedger {
     }
 
     /// Counters of where the work went since start.
+    /// Risk decisions since start over all shards (the replay at start
+    /// included; see `RiskCounters`), as of each shard's last answer.
+    pub fn risk_counters(&self) -> RiskCounters {
+        let mut total = RiskCounters::default();
+        for counters in &self.stats.risk {
+            total.add(counters);
+        }
+        total
+    }
+
     pub fn stats(&self) -> &ShardStats {
         &self.stats
     }
@@ -646,7 +665,10 @@ impl ShardedLedger {
 
     fn take_output(&mut self, output: (u32, Output)) {
         match output {
-            (shard, Output::Results(ticket, results, movements)) => {
+            (shard, Output::Results(ticket, results, movements, risk)) => {
+                if let (Some(risk), Some(kept)) = (risk, self.stats.risk.get_mut(shard as usize)) {
+                    *kept = *risk;
+                }
                 let front = self.in_flight.front().map_or(0, |batch| batch.ticket);
                 let position = ticket.wrapping_sub(front) as usize;
                 if let Some(batch) = self.in_flight.get_mut(position) {

@@ -15,7 +15,7 @@ use crate::ledger::halves::{combine, with_risk, FxPlan, MccFacts, Parties, Plan,
 use crate::ledger::{
     Account, Elsewhere, Half, IdempotencyRecord, Ledger, Verdict, WARM_FAR, WARM_NEAR,
 };
-use crate::risk::RiskPolicy;
+use crate::risk::{RiskCounters, RiskPolicy};
 use crate::status::Status;
 
 /// What a shard does with one command of a segment.
@@ -111,7 +111,14 @@ pub(crate) enum Output {
     /// Results of the commands whose home is this shard, by batch index,
     /// with the batch's ticket, and the movements the segment made (empty
     /// while history is off).
-    Results(u64, Vec<(u32, CommandResult)>, Vec<Movement>),
+    /// The shard's risk counters come along when they changed since its
+    /// last answer.
+    Results(
+        u64,
+        Vec<(u32, CommandResult)>,
+        Vec<Movement>,
+        Option<Box<RiskCounters>>,
+    ),
     Account(Option<Account>),
     State(Box<Ledger>),
     Query(QueryReply),
@@ -131,6 +138,8 @@ pub(crate) struct Worker {
     /// Indexed by peer shard; `None` for this shard itself.
     pub(crate) verdicts_out: Vec<Option<Sender<VerdictMessage>>>,
     pub(crate) verdicts_in: Vec<Option<Receiver<VerdictMessage>>>,
+    /// Payments evaluated as of the risk counters last sent (None: never).
+    pub(crate) risk_reported: Option<u64>,
 }
 
 impl Worker {
@@ -138,9 +147,12 @@ impl Worker {
         while let Ok(input) = self.inputs.recv() {
             let output = match input {
                 Input::Segment(segment) => match self.apply(&segment) {
-                    Some(results) => {
-                        Output::Results(segment.ticket, results, self.take_movements())
-                    }
+                    Some(results) => Output::Results(
+                        segment.ticket,
+                        results,
+                        self.take_movements(),
+                        self.risk_changed(),
+                    ),
                     // A peer stopped mid-exchange: the engine is going down.
                     None => return,
                 },
@@ -161,6 +173,17 @@ impl Worker {
                 return;
             }
         }
+    }
+
+    /// The risk counters, if payments were evaluated since they were last
+    /// sent (every decision counts an evaluation).
+    fn risk_changed(&mut self) -> Option<Box<RiskCounters>> {
+        let counters = self.ledger.risk().counters();
+        if self.risk_reported == Some(counters.evaluated) {
+            return None;
+        }
+        self.risk_reported = Some(counters.evaluated);
+        Some(Box::new(*counters))
     }
 
     /// The movements of the segment just applied, handed over whole; the
