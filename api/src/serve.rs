@@ -360,13 +360,16 @@ async fn publish_stats(engine: EngineHandle, server: Arc<ServerStats>) {
             )
             .absolute(payments);
         }
-        for (shard, (steps, movements)) in stats
+        for (shard, ((steps, movements), depth)) in stats
             .shard_steps
             .iter()
             .zip(&stats.shard_movements)
+            .zip(&stats.shard_queue_depths)
             .enumerate()
         {
             let shard = shard.to_string();
+            metrics::gauge!("payrail_shard_queue_depth", "shard" => shard.clone())
+                .set(get(depth) as f64);
             metrics::counter!("payrail_shard_steps_total", "shard" => shard.clone())
                 .absolute(get(steps));
             metrics::counter!("payrail_shard_movements_total", "shard" => shard)

@@ -344,6 +344,13 @@ fn history_tx_show_and_metrics_through_the_cli() {
         "{metrics}"
     );
     assert!(metrics.contains("payrail_log_write_seconds"), "{metrics}");
+    for gauge in [
+        "payrail_shard_queue_depth{shard=\"0\"}",
+        "payrail_sequencer_queue_depth",
+        "payrail_history_queue_depth",
+    ] {
+        assert!(metrics.contains(gauge), "{gauge} in {metrics}");
+    }
     let output = server.run(&["status", "--json"]);
     let status = json(&output);
     // The deposit's customer leg (house accounts keep no history) and both

@@ -491,9 +491,6 @@ impl Engine {
             gathered_sequence: 0,
             gathered_since: Instant::now(),
             tally: Vec::new(),
-            queue_gauges: (0..shards)
-                .map(|shard| metrics::gauge!("payrail_shard_queue_depth", "shard" => shard.to_string()))
-                .collect(),
         };
         let checkpointer = Checkpointer {
             storage: checkpoint_storage,
@@ -874,8 +871,6 @@ struct Executor {
     gathered_since: Instant,
     /// Commands per (kind, status) in the current batch, for metrics.
     tally: Vec<(&'static str, Status, u64)>,
-    /// `payrail_shard_queue_depth{shard}`, registered once.
-    queue_gauges: Vec<metrics::Gauge>,
 }
 
 /// Batches routed to the shards and not yet answered, at most: the router
@@ -1104,13 +1099,10 @@ impl Executor {
     fn record_batch_metrics(&mut self, commands: &[Command], results: &[CommandResult]) {
         metrics::histogram!("payrail_batch_commands").record(commands.len() as f64);
         let depths = self.ledger.queue_depths();
-        for ((gauge, counter), depth) in self
-            .queue_gauges
-            .iter()
-            .zip(&self.stats.shard_queue_depths)
-            .zip(depths)
-        {
-            gauge.set(depth as f64);
+        // Published as `payrail_shard_queue_depth{shard}` by the server's
+        // metrics task (a gauge handle taken here at start would predate the
+        // exporter and record nothing).
+        for (counter, depth) in self.stats.shard_queue_depths.iter().zip(depths) {
             counter.store(depth as u64, Ordering::Relaxed);
         }
         self.tally.clear();
