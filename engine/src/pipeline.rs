@@ -966,8 +966,7 @@ impl Executor {
                     self.stats
                         .queries
                         .fetch_add(queries.len() as u64, Ordering::Relaxed);
-                    let ledger = &mut self.ledger;
-                    reply(queries.iter().map(|query| ledger.query(query)).collect());
+                    reply(self.ledger.query_batch(&queries));
                 }
                 Execute::Checkpoint {
                     sequence,

@@ -698,7 +698,7 @@ impl ShardedLedger {
                 }
             }
             // Only asked for with nothing in flight.
-            (_, Output::Account(_) | Output::State(_) | Output::Query(_)) => self.failed = true,
+            (_, Output::Accounts(_) | Output::State(_) | Output::Query(_)) => self.failed = true,
         }
     }
 
@@ -873,16 +873,25 @@ impl ShardedLedger {
         self.stats.liquidity_asks += 1;
         self.flush();
         let public = AccountId::house(HouseRole::FxLiquidity, currency);
-        let mut parts = Vec::with_capacity(self.shards);
-        for shard in 0..self.shards as u32 {
-            match self.ask_account(shard as usize, public.house_part(shard)) {
-                Ok(part) => parts.push(part.map_or(0, |part| i128::from(part.balance))),
-                Err(_) => {
-                    self.failed = true;
-                    return 0;
-                }
+        let asks = (0..self.shards as u32)
+            .map(|shard| vec![public.house_part(shard)])
+            .collect();
+        let parts: Vec<i128> = match self.ask_accounts(asks) {
+            Ok(answers) => answers
+                .iter()
+                .map(|answer| {
+                    answer
+                        .first()
+                        .copied()
+                        .flatten()
+                        .map_or(0, |part| i128::from(part.balance))
+                })
+                .collect(),
+            Err(_) => {
+                self.failed = true;
+                return 0;
             }
-        }
+        };
         let others = parts.iter().sum::<i128>() - parts[except as usize];
         let mut drawn = vec![0u128; self.shards];
         drawn[except as usize] = draw.map_or(0, u128::from);
@@ -1637,47 +1646,141 @@ impl ShardedLedger {
         &self.risk_policy
     }
 
-    fn ask_account(&mut self, shard: usize, id: AccountId) -> Result<Option<Account>, ShardError> {
-        let input = self.inputs.get(shard).ok_or(ShardError::ShardStopped)?;
-        input
-            .send(Input::Account(id))
-            .map_err(|_| ShardError::ShardStopped)?;
-        match self.receive_output() {
-            Ok((_, Output::Account(account))) => Ok(account),
-            _ => Err(ShardError::ShardStopped),
+    /// Where the parts of an account live: (shard, id on that shard). One
+    /// part for a customer or merchant account (none if unknown) or a house
+    /// part; a public house id has one part on every shard.
+    fn account_parts(&self, id: AccountId) -> Vec<(usize, AccountId)> {
+        if !id.is_house() {
+            return self
+                .shard_of(id)
+                .map(|shard| vec![(shard as usize, id)])
+                .unwrap_or_default();
         }
+        let part = id.house_part_number() as usize;
+        if part != 0 {
+            return if part < self.shards {
+                vec![(part, id)]
+            } else {
+                Vec::new()
+            };
+        }
+        (0..self.shards)
+            .map(|shard| (shard, id.house_part(shard as u32)))
+            .collect()
+    }
+
+    /// Asks each shard, in one message, for the accounts in `asks[shard]`;
+    /// the answers come back in the same shape. Call with nothing in flight.
+    fn ask_accounts(
+        &mut self,
+        asks: Vec<Vec<AccountId>>,
+    ) -> Result<Vec<Vec<Option<Account>>>, ShardError> {
+        let mut answers: Vec<Vec<Option<Account>>> = vec![Vec::new(); asks.len()];
+        let mut outstanding = 0;
+        for (shard, ids) in asks.into_iter().enumerate() {
+            if ids.is_empty() {
+                continue;
+            }
+            let input = self.inputs.get(shard).ok_or(ShardError::ShardStopped)?;
+            input
+                .send(Input::Accounts(ids))
+                .map_err(|_| ShardError::ShardStopped)?;
+            outstanding += 1;
+        }
+        for _ in 0..outstanding {
+            match self.receive_output() {
+                Ok((shard, Output::Accounts(accounts))) => {
+                    let slot = answers
+                        .get_mut(shard as usize)
+                        .ok_or(ShardError::ShardStopped)?;
+                    *slot = accounts;
+                }
+                _ => return Err(ShardError::ShardStopped),
+            }
+        }
+        Ok(answers)
+    }
+
+    /// An account as a lone ledger shows it, from its parts (a public house
+    /// id sums its parts on every shard).
+    fn view_of_parts(
+        id: AccountId,
+        parts: impl Iterator<Item = Option<Account>>,
+    ) -> Option<AccountView> {
+        let mut sum: Option<Account> = None;
+        for part in parts.flatten() {
+            match &mut sum {
+                None => sum = Some(Account { id, ..part }),
+                Some(total) => layout::add_house_part(total, &part),
+            }
+        }
+        sum.map(|account| account.view())
     }
 
     /// The account as a lone ledger would show it: a public house id sums
     /// its parts on every shard.
     pub fn account_view(&mut self, id: AccountId) -> Result<Option<AccountView>, ShardError> {
         self.settle();
-        if !id.is_house() {
-            return match self.shard_of(id) {
-                Some(shard) => Ok(self
-                    .ask_account(shard as usize, id)?
-                    .map(|account| account.view())),
-                None => Ok(None),
+        let parts = self.account_parts(id);
+        let mut asks = vec![Vec::new(); self.shards];
+        for &(shard, part) in &parts {
+            asks[shard].push(part);
+        }
+        let mut answers = self.ask_accounts(asks)?;
+        let found = parts.iter().map(|&(shard, _)| {
+            answers
+                .get_mut(shard)
+                .and_then(|accounts| (!accounts.is_empty()).then(|| accounts.remove(0)))
+                .flatten()
+        });
+        Ok(Self::view_of_parts(id, found))
+    }
+
+    /// Answers the queries of one request from the state after the last
+    /// batch, in order. The balances are asked for with one message per
+    /// shard they live on, not one round trip per query.
+    pub fn query_batch(&mut self, queries: &[Query]) -> Vec<QueryReply> {
+        self.settle();
+        let mut asks: Vec<Vec<AccountId>> = vec![Vec::new(); self.shards];
+        let mut wanted = Vec::with_capacity(queries.len());
+        for query in queries {
+            let parts = match query {
+                Query::Balance { account } => self.account_parts(*account),
+                _ => Vec::new(),
             };
-        }
-        if id.house_part_number() != 0 {
-            let part = id.house_part_number() as usize;
-            if part >= self.shards {
-                return Ok(None);
+            for &(shard, part) in &parts {
+                asks[shard].push(part);
             }
-            return Ok(self.ask_account(part, id)?.map(|account| account.view()));
+            wanted.push(parts);
         }
-        let mut sum: Option<Account> = None;
-        for shard in 0..self.shards {
-            let part = self.ask_account(shard, id.house_part(shard as u32))?;
-            if let Some(part) = part {
-                match &mut sum {
-                    None => sum = Some(Account { id, ..part }),
-                    Some(total) => layout::add_house_part(total, &part),
+        let answers = if asks.iter().all(Vec::is_empty) {
+            Ok(Vec::new())
+        } else {
+            self.ask_accounts(asks)
+        };
+        let mut answers = match answers {
+            Ok(answers) => Some(answers.into_iter().map(Vec::into_iter).collect::<Vec<_>>()),
+            Err(_) => None,
+        };
+        queries
+            .iter()
+            .zip(wanted)
+            .map(|(query, parts)| match query {
+                Query::Balance { account } => {
+                    let Some(answers) = answers.as_mut() else {
+                        return QueryReply::Refused(Status::Unavailable);
+                    };
+                    let found = parts.iter().map(|&(shard, _)| {
+                        answers.get_mut(shard).and_then(Iterator::next).flatten()
+                    });
+                    match Self::view_of_parts(*account, found.collect::<Vec<_>>().into_iter()) {
+                        Some(view) => QueryReply::Balance(view),
+                        None => QueryReply::Refused(Status::UnknownAccount),
+                    }
                 }
-            }
-        }
-        Ok(sum.map(|account| account.view()))
+                other => self.query(other),
+            })
+            .collect()
     }
 
     /// The whole state as one lone ledger (house parts summed, records in

@@ -92,8 +92,9 @@ pub(crate) struct Segment {
 
 pub(crate) enum Input {
     Segment(Segment),
-    /// The account with this id, if this shard has it.
-    Account(AccountId),
+    /// The accounts with these ids, each if this shard has it (one message
+    /// for all the balance queries of a request).
+    Accounts(Vec<AccountId>),
     /// A copy of the whole state, for a checkpoint or a merge.
     State,
     /// A risk policy record, between two batches: (sequence, timestamp,
@@ -119,7 +120,8 @@ pub(crate) enum Output {
         Vec<Movement>,
         Option<Box<RiskCounters>>,
     ),
-    Account(Option<Account>),
+    /// In the order asked.
+    Accounts(Vec<Option<Account>>),
     State(Box<Ledger>),
     Query(QueryReply),
 }
@@ -156,7 +158,11 @@ impl Worker {
                     // A peer stopped mid-exchange: the engine is going down.
                     None => return,
                 },
-                Input::Account(id) => Output::Account(self.ledger.account(id).copied()),
+                Input::Accounts(ids) => Output::Accounts(
+                    ids.iter()
+                        .map(|id| self.ledger.account(*id).copied())
+                        .collect(),
+                ),
                 Input::State => Output::State(Box::new(self.ledger.clone())),
                 Input::RiskPolicy(sequence, timestamp, policy) => {
                     self.ledger.set_risk_policy(sequence, timestamp, *policy);

@@ -1,0 +1,100 @@
+//! A request's queries answered by the sharded ledger in one pass
+//! (`ShardedLedger::query_batch`: one message per shard for all the
+//! balances) equal what a lone ledger answers query by query: customer and
+//! merchant accounts on every shard, unknown ids, house accounts by their
+//! public id (the sum of the parts) and by one part, and other queries mixed
+//! in, with batches still in flight when the queries come.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use payrail_engine::shard::ShardedLedger;
+use payrail_engine::{
+    AccountId, CommandId, Currency, HouseRole, Ledger, LedgerConfig, Query, QueryReply,
+};
+
+use common::{deposit, open, transfer};
+
+const SECOND: u64 = 1_000_000_000;
+
+#[test]
+fn query_batches_answer_as_the_lone_ledger_does() {
+    for shards in [1, 2, 3] {
+        let mut lone = Ledger::new(LedgerConfig::default());
+        let mut sharded = ShardedLedger::new(LedgerConfig::default(), shards).unwrap();
+        let mut batches = Vec::new();
+        let mut commands = Vec::new();
+        for account in 1..=40u64 {
+            commands.push(open(u128::from(account), account));
+            commands.push(deposit(1_000 + u128::from(account), account, account * 100));
+        }
+        batches.push(commands);
+        let mut transfers = Vec::new();
+        for account in 1..=40u64 {
+            let to = account % 40 + 1;
+            transfers.push(transfer(2_000 + u128::from(account), account, to, account));
+        }
+        batches.push(transfers);
+        // The last batch stays in flight when the queries come.
+        for (index, batch) in batches.iter().enumerate() {
+            let sequence = index as u64 + 1;
+            let timestamp = sequence * SECOND;
+            lone.apply_batch(sequence, timestamp, batch);
+            if index + 1 < batches.len() {
+                sharded.apply_batch(sequence, timestamp, batch);
+            } else {
+                sharded.submit(sequence, timestamp, batch);
+            }
+        }
+
+        let settlement = AccountId::house(HouseRole::Settlement, Currency::CNY);
+        let mut queries: Vec<Query> = (0..=45u64)
+            .map(|account| Query::Balance {
+                account: AccountId(account),
+            })
+            .collect();
+        queries.push(Query::Balance {
+            account: settlement,
+        });
+        queries.push(Query::Command {
+            id: CommandId(2_007),
+        });
+        queries.push(Query::Command {
+            id: CommandId(99_999),
+        });
+        queries.push(Query::Balance {
+            account: AccountId(7),
+        });
+        for part in 1..4 {
+            queries.push(Query::Balance {
+                account: settlement.house_part(part),
+            });
+        }
+
+        let expected: Vec<QueryReply> = queries.iter().map(|query| lone.query(query)).collect();
+        let answered = sharded.query_batch(&queries);
+        // House parts exist only on a sharded ledger: compare those apart.
+        let parts = 4 - 1;
+        let whole = queries.len() - parts;
+        assert_eq!(answered[..whole], expected[..whole], "{shards} shards");
+        for (offset, reply) in answered[whole..].iter().enumerate() {
+            let part = offset + 1;
+            match reply {
+                QueryReply::Balance(_) => assert!(part < shards, "{shards} shards: part {part}"),
+                QueryReply::Refused(status) => {
+                    assert!(part >= shards, "{shards} shards: part {part}: {status:?}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Part 0 is the public id itself: the sum.
+        let part_zero = sharded.query_batch(&[Query::Balance {
+            account: settlement.house_part(0),
+        }]);
+        assert_eq!(part_zero[..], expected[46..47], "{shards} shards");
+        // One query at a time gives the same.
+        let one_by_one: Vec<QueryReply> =
+            queries.iter().map(|query| sharded.query(query)).collect();
+        assert_eq!(one_by_one, answered, "{shards} shards");
+    }
+}
