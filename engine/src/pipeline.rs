@@ -962,11 +962,21 @@ impl Executor {
                     while self.complete(false) {}
                 }
                 Execute::Query { queries, reply } => {
-                    self.complete_all();
+                    // Balances are answered behind the batches in flight
+                    // (each shard answers after them), without draining the
+                    // pipeline; replies still go out in request order per
+                    // connection. Other queries wait for every batch.
+                    let balances_only = ShardedLedger::balances_only(&queries);
+                    if !balances_only {
+                        self.complete_all();
+                    }
                     self.stats
                         .queries
                         .fetch_add(queries.len() as u64, Ordering::Relaxed);
                     reply(self.ledger.query_batch(&queries));
+                    if balances_only {
+                        while self.complete(false) {}
+                    }
                 }
                 Execute::Checkpoint {
                     sequence,

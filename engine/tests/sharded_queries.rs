@@ -36,16 +36,43 @@ fn query_batches_answer_as_the_lone_ledger_does() {
         }
         batches.push(transfers);
         // The last batch stays in flight when the queries come.
+        let mut in_flight_results = Vec::new();
         for (index, batch) in batches.iter().enumerate() {
             let sequence = index as u64 + 1;
             let timestamp = sequence * SECOND;
-            lone.apply_batch(sequence, timestamp, batch);
+            let results = lone.apply_batch(sequence, timestamp, batch);
             if index + 1 < batches.len() {
                 sharded.apply_batch(sequence, timestamp, batch);
             } else {
                 sharded.submit(sequence, timestamp, batch);
+                in_flight_results = results;
             }
         }
+
+        // Balances only: answered behind the batch in flight, without
+        // waiting for it; its results are still all there afterwards.
+        let balances: Vec<Query> = (0..=45u64)
+            .map(|account| Query::Balance {
+                account: AccountId(account),
+            })
+            .chain([Query::Balance {
+                account: AccountId::house(HouseRole::Settlement, Currency::CNY),
+            }])
+            .collect();
+        assert!(ShardedLedger::balances_only(&balances));
+        let expected: Vec<QueryReply> = balances.iter().map(|query| lone.query(query)).collect();
+        assert_eq!(sharded.query_batch(&balances), expected, "{shards} shards");
+        assert_eq!(
+            sharded.complete_wait(),
+            Some(in_flight_results),
+            "{shards} shards"
+        );
+        // A third batch in flight for the mixed queries below.
+        let moves: Vec<_> = (1..=40u64)
+            .map(|account| transfer(3_000 + u128::from(account), account, 41 - account, 3))
+            .collect();
+        lone.apply_batch(3, 3 * SECOND, &moves);
+        sharded.submit(3, 3 * SECOND, &moves);
 
         let settlement = AccountId::house(HouseRole::Settlement, Currency::CNY);
         let mut queries: Vec<Query> = (0..=45u64)
