@@ -12,6 +12,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use dashmap::DashMap;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
+use super::records::RecordTable;
 use super::{
     shard_of_owner, CodeEntry, HoldEntry, HoldKnown, KeyEntry, Placement, QuoteEntry, RouterRecord,
 };
@@ -26,7 +27,7 @@ pub(super) struct Split {
     pub(super) timestamp: u64,
     pub(super) ledgers: Vec<Ledger>,
     pub(super) directory: DashMap<AccountId, Placement, FxBuildHasher>,
-    pub(super) records: FxHashMap<CommandId, RouterRecord>,
+    pub(super) records: RecordTable<RouterRecord>,
     pub(super) order: VecDeque<CommandId>,
     pub(super) keys: FxHashMap<MerchantKey, KeyEntry>,
     pub(super) codes: FxHashMap<u64, CodeEntry>,
@@ -291,7 +292,7 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
 
     // Records: each on the shard of what lives as long as it (a payment, a
     // hold), others on shard 0; the router keeps them all in global order.
-    let mut records = FxHashMap::default();
+    let mut records = RecordTable::new();
     let mut order = VecDeque::with_capacity(ledger.records.order.len());
     for id in &ledger.records.order {
         let Some(record) = ledger.records.by_id.get(id) else {

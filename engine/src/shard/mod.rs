@@ -32,6 +32,7 @@
 //! public house id answers the sum of the parts.
 
 mod layout;
+mod records;
 mod worker;
 
 use std::cmp::Reverse;
@@ -54,6 +55,7 @@ use crate::ledger::{check_open, Account, Elsewhere, Ledger, LedgerConfig};
 use crate::limits;
 use crate::risk::{RiskCounters, RiskPolicy};
 use crate::status::Status;
+use records::RecordTable;
 use worker::{Input, Output, Role, Segment, Step, Worker};
 
 /// Which of two halves' details a result keeps: the higher.
@@ -304,7 +306,7 @@ pub struct ShardedLedger {
     timestamp: u64,
     /// Account id → shard, for every customer and merchant account.
     directory: Arc<DashMap<AccountId, Placement, FxBuildHasher>>,
-    records: FxHashMap<CommandId, RouterRecord>,
+    records: RecordTable<RouterRecord>,
     order: VecDeque<CommandId>,
     arrivals: u64,
     keys: FxHashMap<MerchantKey, KeyEntry>,
