@@ -11,7 +11,7 @@
 //! rest of generating.
 
 use payrail_engine::{
-    AccountId, AccountKind, Command, CommandKind, Currency, MerchantKey, OpenAccount,
+    AccountId, AccountKind, Command, CommandKind, Currency, MerchantKey, OpenAccount, RiskContext,
 };
 
 use crate::sample::Rng;
@@ -100,6 +100,8 @@ pub struct Population {
     pub merchant_keys: Vec<Vec<MerchantKey>>,
     /// Cumulative pool sizes, to pick a currency in proportion to its accounts.
     pool_cumulative: Vec<u64>,
+    /// The owner of every customer account, per currency pool, by index.
+    pool_owners: Vec<Vec<u64>>,
     pub customers: u64,
     pub merchants: u64,
 }
@@ -124,6 +126,7 @@ impl Population {
         };
         let mut accounts = Vec::with_capacity((expected + merchants) as usize);
         let mut pool_sizes = vec![0u64; CURRENCIES.len()];
+        let mut pool_owners: Vec<Vec<u64>> = vec![Vec::new(); CURRENCIES.len()];
         for customer in 0..customers {
             let owner = tag << TAG_SHIFT | customer;
             let count = if one_account_each {
@@ -156,6 +159,7 @@ impl Population {
                 held[chosen] = true;
                 let account = pool_id(tag, chosen as u64, pool_sizes[chosen]);
                 pool_sizes[chosen] += 1;
+                pool_owners[chosen].push(owner);
                 accounts.push(SeedAccount {
                     id: account,
                     owner,
@@ -197,8 +201,30 @@ impl Population {
             pool_sizes,
             merchant_keys,
             pool_cumulative,
+            pool_owners,
             customers,
             merchants,
+        }
+    }
+
+    /// What a gateway sends with a payment of the customer account at
+    /// `index` of pool `pool`: the owner's one phone (a device id of its
+    /// own), a fixed coarse location per owner in and around Shanghai, and
+    /// country CN; so the risk rules have a device, a place and a country
+    /// to judge, and a customer never looks like a new device or a traveller.
+    pub fn risk_context(&self, pool: usize, index: u64) -> RiskContext {
+        let owner = self
+            .pool_owners
+            .get(pool)
+            .and_then(|owners| owners.get(index as usize))
+            .copied()
+            .unwrap_or(0);
+        RiskContext {
+            device: owner.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            latitude_centidegrees: 3_100 + (owner % 64) as i16,
+            longitude_centidegrees: 12_120 + (owner / 64 % 64) as i16,
+            country: *b"CN",
+            step_up_verified: false,
         }
     }
 
