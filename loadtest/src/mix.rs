@@ -348,16 +348,21 @@ impl Generator {
         }
     }
 
+    /// A customer account: its pool and index in the pool.
+    fn pick_account(&mut self) -> (usize, u64) {
+        let pool = self.population.pick_pool(&mut self.rng);
+        (pool, self.pick(pool))
+    }
+
     fn account(&mut self) -> (AccountId, usize) {
-        let (account, pool, _) = self.paying_account();
-        (account, pool)
+        let (pool, index) = self.pick_account();
+        (self.population.pool_account(pool, index), pool)
     }
 
     /// A customer account to pay from, its pool, and the risk context its
     /// owner's gateway sends.
     fn paying_account(&mut self) -> (AccountId, usize, RiskContext) {
-        let pool = self.population.pick_pool(&mut self.rng);
-        let index = self.pick(pool);
+        let (pool, index) = self.pick_account();
         (
             self.population.pool_account(pool, index),
             pool,

@@ -194,8 +194,8 @@ impl RiskBooks {
         self.enabled
     }
 
-    /// Reads the customer's risk state and the account's budget (see
-    /// `Ledger::warm`).
+    /// Prefetches the customer's risk state and the account's budget (see
+    /// `Ledger::warm_ahead`).
     #[inline]
     pub(crate) fn warm(&self, owner: u64, account: AccountId) {
         if self.enabled {

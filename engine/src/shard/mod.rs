@@ -479,7 +479,6 @@ impl ShardedLedger {
         self.inputs.iter().map(Sender::len)
     }
 
-    /// Counters of where the work went since start.
     /// Risk decisions since start over all shards (the replay at start
     /// included; see `RiskCounters`), as of each shard's last answer.
     pub fn risk_counters(&self) -> RiskCounters {
@@ -490,6 +489,7 @@ impl ShardedLedger {
         total
     }
 
+    /// Counters of where the work went since start.
     pub fn stats(&self) -> &ShardStats {
         &self.stats
     }
@@ -699,7 +699,8 @@ impl ShardedLedger {
                     }
                 }
             }
-            // Only asked for with nothing in flight.
+            // Each taken by the call that asked for it (`ask_accounts`,
+            // `ask_query`, `snapshot`): one arriving here is a bug.
             (_, Output::Accounts(_) | Output::State(_) | Output::Query(_)) => self.failed = true,
         }
     }
@@ -1732,23 +1733,37 @@ impl ShardedLedger {
             .all(|query| matches!(query, Query::Balance { .. }))
     }
 
+    /// Each account as a lone ledger shows it (None: unknown), asked for
+    /// with one message per shard that holds any of their parts.
+    fn views(&mut self, ids: &[AccountId]) -> Result<Vec<Option<AccountView>>, ShardError> {
+        let parts: Vec<Vec<(usize, AccountId)>> =
+            ids.iter().map(|&id| self.account_parts(id)).collect();
+        let mut asks = vec![Vec::new(); self.shards];
+        for &(shard, part) in parts.iter().flatten() {
+            asks[shard].push(part);
+        }
+        let mut answers: Vec<_> = self
+            .ask_accounts(asks)?
+            .into_iter()
+            .map(Vec::into_iter)
+            .collect();
+        Ok(ids
+            .iter()
+            .zip(&parts)
+            .map(|(&id, parts)| {
+                let found = parts
+                    .iter()
+                    .map(|&(shard, _)| answers.get_mut(shard).and_then(Iterator::next).flatten());
+                Self::view_of_parts(id, found)
+            })
+            .collect())
+    }
+
     /// The account as a lone ledger would show it: a public house id sums
     /// its parts on every shard.
     pub fn account_view(&mut self, id: AccountId) -> Result<Option<AccountView>, ShardError> {
         self.settle();
-        let parts = self.account_parts(id);
-        let mut asks = vec![Vec::new(); self.shards];
-        for &(shard, part) in &parts {
-            asks[shard].push(part);
-        }
-        let mut answers = self.ask_accounts(asks)?;
-        let found = parts.iter().map(|&(shard, _)| {
-            answers
-                .get_mut(shard)
-                .and_then(|accounts| (!accounts.is_empty()).then(|| accounts.remove(0)))
-                .flatten()
-        });
-        Ok(Self::view_of_parts(id, found))
+        Ok(self.views(&[id])?.pop().flatten())
     }
 
     /// Answers the queries of one request from the state after the last
@@ -1760,43 +1775,22 @@ impl ShardedLedger {
         if !Self::balances_only(queries) {
             self.settle();
         }
-        let mut asks: Vec<Vec<AccountId>> = vec![Vec::new(); self.shards];
-        let mut wanted = Vec::with_capacity(queries.len());
-        for query in queries {
-            let parts = match query {
-                Query::Balance { account } => self.account_parts(*account),
-                _ => Vec::new(),
-            };
-            for &(shard, part) in &parts {
-                asks[shard].push(part);
-            }
-            wanted.push(parts);
-        }
-        let answers = if asks.iter().all(Vec::is_empty) {
-            Ok(Vec::new())
-        } else {
-            self.ask_accounts(asks)
-        };
-        let mut answers = match answers {
-            Ok(answers) => Some(answers.into_iter().map(Vec::into_iter).collect::<Vec<_>>()),
-            Err(_) => None,
-        };
+        let ids: Vec<AccountId> = queries
+            .iter()
+            .filter_map(|query| match query {
+                Query::Balance { account } => Some(*account),
+                _ => None,
+            })
+            .collect();
+        let mut views = self.views(&ids).ok().map(Vec::into_iter);
         queries
             .iter()
-            .zip(wanted)
-            .map(|(query, parts)| match query {
-                Query::Balance { account } => {
-                    let Some(answers) = answers.as_mut() else {
-                        return QueryReply::Refused(Status::Unavailable);
-                    };
-                    let found = parts.iter().map(|&(shard, _)| {
-                        answers.get_mut(shard).and_then(Iterator::next).flatten()
-                    });
-                    match Self::view_of_parts(*account, found.collect::<Vec<_>>().into_iter()) {
-                        Some(view) => QueryReply::Balance(view),
-                        None => QueryReply::Refused(Status::UnknownAccount),
-                    }
-                }
+            .map(|query| match query {
+                Query::Balance { .. } => match views.as_mut().map(Iterator::next) {
+                    Some(Some(Some(view))) => QueryReply::Balance(view),
+                    Some(Some(None)) => QueryReply::Refused(Status::UnknownAccount),
+                    _ => QueryReply::Refused(Status::Unavailable),
+                },
                 other => self.query(other),
             })
             .collect()
