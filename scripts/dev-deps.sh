@@ -2,8 +2,8 @@
 # Installs what a fresh Debian machine lacks to build payrail: libclang (bindgen,
 # used by the rocksdb crate's build) and Debian's RocksDB library, which the
 # rocksdb crate links against instead of compiling RocksDB from C++ (minutes
-# instead of half an hour on 2 cores; see .cargo/config.toml).
-# Does nothing when both are present, so it is cheap to run before every build.
+# instead of half an hour on 2 cores; see .cargo/config.toml), and pytest.
+# Does nothing when all are present, so it is cheap to run before every build.
 set -euo pipefail
 
 have_libclang() {
@@ -12,6 +12,12 @@ have_libclang() {
 have_rocksdb() {
   [ -e /usr/lib/x86_64-linux-gnu/librocksdb.so ] && [ -e /usr/include/rocksdb/c.h ]
 }
+
+# pytest, for the Python client's tests (clients/python).
+if ! python3 -c 'import pytest' >/dev/null 2>&1; then
+  echo "dev-deps: installing pytest (pip, one time)..." >&2
+  python3 -m pip install --quiet --disable-pip-version-check pytest
+fi
 
 if have_libclang && have_rocksdb; then
   exit 0
