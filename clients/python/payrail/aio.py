@@ -177,6 +177,9 @@ class _Connection:
             self._fail(f"an undecodable reply: {error}")
         except OSError as error:
             self._fail(_reason(error))
+        except Exception as error:  # a bug here must not leave requests hanging
+            self._fail(f"the client's reader failed: {error!r}")
+            raise
 
     def _fail(self, reason):
         if self.closed:

@@ -94,8 +94,12 @@ class _Connection:
             raise
         self._sock = sock
         self._reader = reader
-        reader.frame_bytes_max = max(reader.frame_bytes_max, min(
-            self.limits.frame_bytes_max, wire.FRAME_BYTES_MAX_CEILING))
+        # Replies may be as large as what the server accepts (a larger
+        # batch_commands_max), never above the protocol's ceiling.
+        reader.frame_bytes_max = max(
+            reader.frame_bytes_max,
+            min(self.limits.frame_bytes_max, wire.FRAME_BYTES_MAX_CEILING),
+        )
         self._slots = _Slots(self.limits.inflight_max)
         self._write_lock = threading.Lock()
         self._state_lock = threading.Lock()
@@ -197,13 +201,16 @@ class _Connection:
                 try:
                     value = request.answer(message)
                 except PayrailError as error:
-                    future.set_exception(error)
+                    _settle(future, error=error)
                 else:
-                    future.set_result(value)
+                    _settle(future, value)
         except ProtocolError as error:
             self._fail(f"an undecodable reply: {error}")
         except OSError as error:
             self._fail(_reason(error))
+        except Exception as error:  # a bug here must not leave requests hanging
+            self._fail(f"the client's reader failed: {error!r}")
+            raise
 
     def _fail(self, reason):
         """Marks the connection closed and fails every request in flight."""
@@ -220,12 +227,23 @@ class _Connection:
             pass
         self._sock.close()
         for future, _ in drained:
-            future.set_exception(ConnectionLost(self.addr, reason))
+            _settle(future, error=ConnectionLost(self.addr, reason))
 
     def close(self):
         self._fail("the client closed the connection")
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+
+
+def _settle(future, value=None, error=None):
+    """Completes a future unless its caller cancelled it."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+    except concurrent.futures.InvalidStateError:
+        pass
 
 
 def _reason(error):
@@ -481,16 +499,16 @@ class Client:
             sent = self.submit_future([command for command, _ in batch])
         except PayrailError as error:
             for future in futures:
-                future.set_exception(error)
+                _settle(future, error=error)
             return
 
         def distribute(done):
             error = done.exception()
             if error is not None:
                 for future in futures:
-                    future.set_exception(error)
+                    _settle(future, error=error)
                 return
             for future, result in zip(futures, done.result()):
-                future.set_result(result)
+                _settle(future, result)
 
         sent.add_done_callback(distribute)
