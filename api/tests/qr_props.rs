@@ -141,13 +141,16 @@ fn merchant_qr() -> impl Strategy<Value = MerchantQr> {
                 proptest::option::of("[0-9]{5,10}"),
                 additional(),
                 language(),
-                proptest::option::of((80u8..=99, btree_map(0u8..=99, free_text(10), 1..=2))),
+                proptest::option::of((80u8..=89, btree_map(0u8..=99, free_text(10), 1..=2))),
+                // A raw unreserved template, like DuitNow's signature in 82:
+                // base64 text starting with a letter, so not sub-fields.
+                proptest::option::of((90u8..=99, "[A-Za-z][A-Za-z0-9+/=]{0,60}")),
             ),
         )
             .prop_map(
                 move |(
                     (format, initiation, network, accounts, mcc, amount, tip),
-                    (country, name, city, postal_code, additional, language, unreserved),
+                    (country, name, city, postal_code, additional, language, unreserved, raw),
                 )| MerchantQr {
                     format_indicator: format.to_owned(),
                     initiation,
@@ -171,6 +174,7 @@ fn merchant_qr() -> impl Strategy<Value = MerchantQr> {
                         })
                         .into_iter()
                         .collect(),
+                    unreserved_raw: raw.into_iter().collect(),
                     crc: 0,
                 },
             )

@@ -248,6 +248,9 @@ fn print_code(code: &MerchantQr) {
             sub_fields(&template.fields),
         ));
     }
+    for (tag, value) in &code.unreserved_raw {
+        rows.push((format!("template {tag:02} (raw)"), value.clone()));
+    }
     let width = rows
         .iter()
         .map(|(label, _)| label.chars().count())

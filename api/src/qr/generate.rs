@@ -181,26 +181,19 @@ pub fn generate(qr: &MerchantQr) -> Result<String, QrError> {
     for (tag, value) in sorted_unique(&qr.reserved, 65..=79, None)? {
         put(&mut out, tag, value, VALUE_CHARS_MAX)?;
     }
-    let mut templates: Vec<_> = qr.unreserved.iter().collect();
-    templates.sort_by_key(|template| template.tag);
-    let mut previous = None;
-    for unreserved in templates {
-        if !(80..=99).contains(&unreserved.tag) {
-            return Err(QrError::TagOutOfRange {
-                tag: unreserved.tag,
-            });
-        }
-        if previous == Some(unreserved.tag) {
-            return Err(QrError::DuplicateTag {
-                tag: unreserved.tag,
-            });
-        }
-        previous = Some(unreserved.tag);
+    // Unreserved templates, with sub-fields or raw, in one ascending run.
+    let mut templates: Vec<(u8, String)> =
+        Vec::with_capacity(qr.unreserved.len() + qr.unreserved_raw.len());
+    for unreserved in &qr.unreserved {
         let mut template = String::new();
         for (tag, value) in sorted_unique(&unreserved.fields, 0..=99, Some(unreserved.tag))? {
             put(&mut template, tag, value, VALUE_CHARS_MAX)?;
         }
-        put(&mut out, unreserved.tag, &template, VALUE_CHARS_MAX)?;
+        templates.push((unreserved.tag, template));
+    }
+    templates.extend(qr.unreserved_raw.iter().cloned());
+    for (tag, value) in sorted_unique(&templates, 80..=99, None)? {
+        put(&mut out, tag, value, VALUE_CHARS_MAX)?;
     }
 
     out.push_str(CRC_HEADER);

@@ -209,8 +209,13 @@ pub struct MerchantQr {
     pub language: Option<LanguageTemplate>,
     /// 65 to 79: reserved for future use by EMVCo, raw.
     pub reserved: Vec<(u8, String)>,
-    /// 80 to 99: unreserved templates, sub-fields raw.
+    /// 80 to 99: unreserved templates whose value reads as sub-fields
+    /// (ID-length-value, each ID once), sub-fields raw.
     pub unreserved: Vec<Template>,
+    /// 80 to 99: unreserved templates whose value is not sub-fields, kept as
+    /// read (DuitNow codes carry a signature in 82). Shown by `qr decode`,
+    /// ignored for payment.
+    pub unreserved_raw: Vec<(u8, String)>,
     /// 63: the checksum as read. [`generate`] ignores it and computes its own.
     pub crc: u16,
 }
@@ -250,6 +255,7 @@ impl MerchantQr {
             language: None,
             reserved: Vec::new(),
             unreserved: Vec::new(),
+            unreserved_raw: Vec::new(),
             crc: 0,
         }
     }

@@ -9,6 +9,9 @@
 //!    present, last and well-formed;
 //! 4. presence: 00, a merchant account (02-51), 53 and 58;
 //! 5. values, currency first (amounts need its decimals), then by tag.
+//!
+//! Templates 26-51, 62 and 64 must hold well-formed sub-fields; an unreserved
+//! template (80-99) that does not is kept raw (`MerchantQr::unreserved_raw`).
 
 use payrail_engine::Currency;
 use rust_decimal::Decimal;
@@ -193,13 +196,18 @@ pub fn parse(payload: &str) -> Result<MerchantQr, QrError> {
             reserved.push((tag, field.value.to_owned()));
         }
     }
+    // Unreserved templates belong to a payment system, which may put
+    // anything in them (DuitNow: a signature). The top-level framing above
+    // already proved where each one ends, so a value that is not sub-fields
+    // is kept as read instead of refused.
     let mut unreserved = Vec::new();
+    let mut unreserved_raw = Vec::new();
     for tag in 80..=99u8 {
         if let Some(field) = get(tag) {
-            unreserved.push(Template {
-                tag,
-                fields: parse_template(field)?,
-            });
+            match parse_template(field) {
+                Ok(fields) => unreserved.push(Template { tag, fields }),
+                Err(_) => unreserved_raw.push((tag, field.value.to_owned())),
+            }
         }
     }
 
@@ -220,6 +228,7 @@ pub fn parse(payload: &str) -> Result<MerchantQr, QrError> {
         language,
         reserved,
         unreserved,
+        unreserved_raw,
         crc,
     })
 }
