@@ -1,5 +1,7 @@
 """The values a gateway sends and receives: commands, queries, their
-results and replies, as typed, immutable objects.
+results and replies, as typed objects. Replies are immutable; commands and
+queries are plain dataclasses (a frozen one takes ten times as long to
+build, and a gateway builds many).
 
 Field names and order follow docs/protocol.md ("Command", "CommandResult",
 "Query and QueryReply", "History, tx and backup", "SubmitQr",
@@ -9,7 +11,7 @@ numeric codes (``CNY`` = 156 below).
 """
 
 import enum
-import uuid
+import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -30,9 +32,9 @@ NO_LOCATION = -32768
 
 
 def new_id():
-    """A fresh random 128-bit command id (UUID4), for idempotent retries:
-    keep it with the command and send the same id again to retry."""
-    return uuid.uuid4().int
+    """A fresh random 128-bit command id from the operating system's CSPRNG.
+    Keep it with the command: sending the same id again is a safe retry."""
+    return int.from_bytes(os.urandom(16), "little")
 
 
 class AccountKind(enum.IntEnum):
@@ -177,7 +179,7 @@ class FxOrder:
     side: FxSide = FxSide.pay
 
 
-@dataclass(frozen=True)
+@dataclass
 class OpenAccount:
     id: int
     account: int
@@ -188,7 +190,7 @@ class OpenAccount:
     mcc: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass
 class Deposit:
     id: int
     account: int
@@ -196,7 +198,7 @@ class Deposit:
     currency: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class Transfer:
     id: int
     from_: int
@@ -206,7 +208,7 @@ class Transfer:
     context: RiskContext = RiskContext.NONE
 
 
-@dataclass(frozen=True)
+@dataclass
 class WithdrawHold:
     id: int
     account: int
@@ -216,51 +218,51 @@ class WithdrawHold:
     context: RiskContext = RiskContext.NONE
 
 
-@dataclass(frozen=True)
+@dataclass
 class WithdrawPost:
     id: int
     hold: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class WithdrawVoid:
     id: int
     hold: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class Freeze:
     id: int
     account: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class Unfreeze:
     id: int
     account: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class Close:
     id: int
     account: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class SetKycTier:
     id: int
     account: int
     tier: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class RegisterMerchantKey:
     id: int
     merchant: int
     key: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class PayMerchantQr:
     """A QR payment parsed by the gateway itself; ``keys`` are up to four
     merchant keys (u128; unused places 0). ``SubmitQr`` lets the server parse
@@ -276,7 +278,7 @@ class PayMerchantQr:
     context: RiskContext = RiskContext.NONE
 
 
-@dataclass(frozen=True)
+@dataclass
 class IssuePaymentCode:
     id: int
     customer: int
@@ -284,7 +286,7 @@ class IssuePaymentCode:
     lifetime_ms: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class ChargePaymentCode:
     id: int
     merchant: int
@@ -294,7 +296,7 @@ class ChargePaymentCode:
     context: RiskContext = RiskContext.NONE
 
 
-@dataclass(frozen=True)
+@dataclass
 class Refund:
     id: int
     payment: int
@@ -302,7 +304,7 @@ class Refund:
     currency: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class SetBudget:
     """``budget=None`` removes the category's budget."""
 
@@ -312,7 +314,7 @@ class SetBudget:
     budget: Optional[int]
 
 
-@dataclass(frozen=True)
+@dataclass
 class SetFxRate:
     """``source``: 1 to 8 printable ASCII characters ("ECB")."""
 
@@ -325,14 +327,14 @@ class SetFxRate:
     source: str
 
 
-@dataclass(frozen=True)
+@dataclass
 class SetFxFloor:
     id: int
     currency: int
     limit: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class FxQuote:
     """The quote's id is this command's id."""
 
@@ -341,20 +343,20 @@ class FxQuote:
     ttl_ms: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class FxConvertQuote:
     id: int
     quote: int
     from_: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class FxConvert:
     id: int
     order: FxOrder
 
 
-@dataclass(frozen=True)
+@dataclass
 class QrPayment:
     """A merchant-presented QR payment as the payer's app scanned it
     (``SubmitQr``): the server parses ``payload``."""
@@ -453,30 +455,30 @@ class CommandResult:
 # ----------------------------------------------------------------- queries
 
 
-@dataclass(frozen=True)
+@dataclass
 class BalanceQuery:
     account: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class CommandQuery:
     """The first result of a command, while its idempotency record is kept."""
 
     id: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class RiskPolicyQuery:
     pass
 
 
-@dataclass(frozen=True)
+@dataclass
 class RiskAuditQuery:
     account: int
     index: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class SpendingQuery:
     """``month`` is ``year * 12 + month - 1``; 0: the month of the last command."""
 
@@ -485,7 +487,7 @@ class SpendingQuery:
     category: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class FxRateQuery:
     index: int
 

@@ -213,6 +213,24 @@ def test_crc32c_check_values_in_the_document():
         assert crc32c(data[:length]) == running
 
 
+def test_crc32c_of_long_inputs_lanes_agree_with_the_byte_loop():
+    import random
+
+    from payrail import _crc32c
+
+    rng = random.Random(5)
+    threshold = _crc32c.VECTOR_BYTES_MIN
+    for length in (threshold - 1, threshold, threshold + 255, 256 * 100 + 7, 500_000):
+        data = rng.randbytes(length) if hasattr(rng, "randbytes") else bytes(
+            rng.getrandbits(8) for _ in range(length)
+        )
+        for start in (0, 0x12345678):
+            assert _crc32c._crc32c_lanes(data, start) == _crc32c._crc32c_sliced(data, start)
+    assert _crc32c._crc32c_lanes(b"123456789" * 1000, 0) == _crc32c._crc32c_sliced(
+        b"123456789" * 1000, 0
+    )
+
+
 def document_table(heading):
     section = DOCUMENT[DOCUMENT.index(heading) :]
     rows = []
