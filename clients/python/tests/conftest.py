@@ -28,6 +28,12 @@ START_SECONDS_MAX = 60
 STOP_SECONDS_MAX = 30
 
 
+def free_addr():
+    """A 127.0.0.1 address that was free a moment ago."""
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return "127.0.0.1:%d" % probe.getsockname()[1]
+
+
 def payrail_binary():
     path = os.environ.get("PAYRAIL_BIN") or str(REPOSITORY / "target" / "debug" / "payrail")
     if not os.access(path, os.X_OK):
@@ -40,14 +46,17 @@ def payrail_binary():
 class Server:
     """`payrail serve` as a child process; `addr` is where it listens."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, listen="127.0.0.1:0"):
         self.directory = Path(directory)
         self.data_dir = self.directory / "data"
         self.log_path = self.directory / "serve.log"
+        self.listen = listen
         self.process = None
         self.addr = None
 
     def start(self):
+        """Starts the server (again: a restart keeps the data and the log)."""
+        log_offset = len(self.log())
         log = open(self.log_path, "ab")
         environment = dict(os.environ, RUST_LOG="info", NO_COLOR="1")
         self.process = subprocess.Popen(
@@ -55,7 +64,7 @@ class Server:
                 payrail_binary(),
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
+                self.listen,
                 "--data-dir",
                 str(self.data_dir),
                 "--no-metrics",
@@ -68,7 +77,7 @@ class Server:
         log.close()
         deadline = time.monotonic() + START_SECONDS_MAX
         while time.monotonic() < deadline:
-            found = re.findall(r"listening addr=(127\.0\.0\.1:\d+)", self.log())
+            found = re.findall(r"listening addr=(127\.0\.0\.1:\d+)", self.log()[log_offset:])
             if found:
                 self.addr = found[-1]
                 return self
@@ -128,6 +137,7 @@ class Proxy:
         self.addr = "127.0.0.1:%d" % self.listener.getsockname()[1]
         self._drop = threading.Event()
         self.dropped = threading.Event()
+        self._stall = threading.Event()
         self._closed = False
         self._sockets = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -135,6 +145,10 @@ class Proxy:
     def drop_next_reply(self):
         self.dropped.clear()
         self._drop.set()
+
+    def stall_replies(self):
+        """Passes no more replies on, and keeps the connections open."""
+        self._stall.set()
 
     def _accept(self):
         while not self._closed:
@@ -157,6 +171,8 @@ class Proxy:
                 if not data:
                     break
                 if replies:
+                    if self._stall.is_set():
+                        continue
                     writes_seen += 1
                     if writes_seen > 2 and self._drop.is_set():
                         self._drop.clear()

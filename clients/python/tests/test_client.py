@@ -9,7 +9,7 @@ import pytest
 import payrail as p
 from payrail import wire
 
-from conftest import Proxy, Server
+from conftest import Server, free_addr
 from test_wire import PROMPTPAY_STATIC
 
 
@@ -317,3 +317,43 @@ def test_requests_in_flight_fail_when_the_server_goes_away(tmp_path, new_account
             client.submit([p.Deposit(p.new_id(), account, 1, p.CNY)])
     assert isinstance(caught.value, (p.ConnectionLost, p.ConnectError))
     client.close()
+
+
+def test_no_reply_in_time_is_a_timeout_with_an_unknown_outcome(server, proxy, new_account):
+    account = new_account()
+    name, secret = server.gateway()
+    with p.Client(proxy.addr, name, secret, request_timeout=0.5) as client:
+        open_customer(client, account, account)
+        proxy.stall_replies()
+        deposit = p.Deposit(p.new_id(), account, 700, p.CNY)
+        with pytest.raises(p.RequestTimeout) as caught:
+            client.submit([deposit])
+        assert caught.value.outcome_unknown
+    with server.client() as direct:
+        # Applied although its reply never came; the retry says so.
+        assert direct.submit([deposit])[0].status == p.Status.ok
+        assert direct.balance(account).balance == 700
+
+
+def test_retry_after_a_server_crash_returns_the_first_result(tmp_path, new_account):
+    """The idempotency records survive a kill -9: the client reconnects by
+    itself and a retried batch answers with its first results."""
+    server = Server(tmp_path, listen=free_addr()).start()
+    try:
+        client = server.client()
+        payer, payee = new_account(), new_account()
+        open_customer(client, payer, payer, deposit=1_000)
+        open_customer(client, payee, payee)
+        batch = [
+            p.Transfer(p.new_id(), payer, payee, 600, p.CNY),
+            p.Transfer(p.new_id(), payer, payee, 600, p.CNY),
+        ]
+        first = [result.status for result in client.submit(batch)]
+        assert first == [p.Status.ok, p.Status.insufficient_funds]
+        server.kill()
+        server.start()
+        assert [result.status for result in client.submit(batch)] == first
+        assert client.balance(payer).balance == 400
+        client.close()
+    finally:
+        server.stop()
