@@ -19,6 +19,15 @@ if ! python3 -c 'import pytest' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check pytest
 fi
 
+# clients/java builds and runs its tests with a JDK (17 or newer) alone.
+if ! command -v javac >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "dev-deps: installing default-jdk-headless (one time)..." >&2
+  if [ "$(id -u)" -ne 0 ]; then jdk_sudo=sudo; else jdk_sudo=""; fi
+  $jdk_sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $jdk_sudo apt-get install -y -qq --no-install-recommends \
+    default-jdk-headless >/dev/null
+fi
+
 if have_libclang && have_rocksdb; then
   exit 0
 fi

@@ -3,9 +3,14 @@
 #   clients/java/build.sh            compile, build/payrail-client.jar
 #   clients/java/build.sh test       ... then run the tests against a real `payrail serve`
 #                                    (PAYRAIL_BIN, default target/debug/payrail)
-#   clients/java/build.sh bench ...  ... then run the benchmark (clients/java/README in docs/benchmarks.md)
+#   clients/java/build.sh bench ...  ... then run the benchmark (docs/benchmarks.md, "Java client")
 # The test runner ends with "N passed, M failed" and exits non-zero on any failure.
 set -euo pipefail
+# PAYRAIL_BIN may be relative to where this was started.
+if [ -n "${PAYRAIL_BIN:-}" ]; then
+  PAYRAIL_BIN="$(realpath -m "$PAYRAIL_BIN")"
+  export PAYRAIL_BIN
+fi
 cd "$(dirname "$0")"
 
 if ! command -v javac >/dev/null 2>&1; then
