@@ -28,6 +28,23 @@ from .errors import (
     ServerError,
 )
 from .types import *  # noqa: F401,F403 (the commands, queries and results)
-from .types import new_id
+from .types import __all__ as _types_all
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AsyncClient",
+    "BatchTooLarge",
+    "Client",
+    "ConnectError",
+    "ConnectionLost",
+    "ConnectionRefused",
+    "EncodeError",
+    "ErrorCode",
+    "GatewayRefused",
+    "PayrailError",
+    "ProtocolError",
+    "RequestTimeout",
+    "ServerError",
+    "Status",
+] + list(_types_all)
