@@ -341,12 +341,42 @@ pub fn read_local_gateway(data_dir: &Path) -> Result<GatewayConfig, ConfigError>
     Ok(gateway)
 }
 
+/// The first lines of the local gateway file, before the TOML of the gateway.
+const LOCAL_GATEWAY_HEADER: &str =
+    "# The local gateway: the payrail CLI and load test on this machine use it.\n\
+     # Keep this file secret (mode 0600).\n";
+
 /// The local gateway of a data directory, created with a fresh random secret
 /// (readable by its owner only) if there is none.
+///
+/// The file is written crash-safely (crate::durable). A file that an
+/// interrupted first start left empty or cut short (written by a version
+/// that did not write it crash-safely, on a file system that lost the
+/// unsynced part at a power cut) cannot hold a secret anyone was given, so
+/// it is replaced by a new one, with a warning; any other invalid file is
+/// refused as before.
 pub fn ensure_local_gateway(data_dir: &Path) -> Result<GatewayConfig, ConfigError> {
     let path = data_dir.join(LOCAL_GATEWAY_FILE);
-    if path.exists() {
-        return read_local_gateway(data_dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => match read_local_gateway(data_dir) {
+            Ok(gateway) => return Ok(gateway),
+            Err(error) if is_torn_local_gateway(&bytes) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    bytes = bytes.len(),
+                    %error,
+                    "the local gateway file was left torn by an interrupted first start; writing a new secret"
+                );
+            }
+            Err(error) => return Err(error),
+        },
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.clone(),
+                source,
+            })
+        }
     }
     std::fs::create_dir_all(data_dir).map_err(|source| ConfigError::Write {
         path: data_dir.to_owned(),
@@ -359,34 +389,49 @@ pub fn ensure_local_gateway(data_dir: &Path) -> Result<GatewayConfig, ConfigErro
         secret: hex::encode(secret),
     };
     let text = format!(
-        "# The local gateway: the payrail CLI and load test on this machine use it.\n\
-         # Keep this file secret (mode 0600).\n{}",
+        "{LOCAL_GATEWAY_HEADER}{}",
         toml::to_string(&gateway).map_err(|error| ConfigError::Invalid {
             path: path.clone(),
             message: error.to_string()
         })?
     );
-    write_private(&path, text.as_bytes()).map_err(|source| ConfigError::Write {
-        path: path.clone(),
-        source,
-    })?;
+    crate::durable::write_atomically(&path, text.as_bytes(), crate::durable::Access::Private)
+        .map_err(|source| ConfigError::Write {
+            path: path.clone(),
+            source,
+        })?;
     Ok(gateway)
 }
 
-/// Writes a file that only its owner can read, without a window in which it
-/// exists with wider permissions.
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+/// Whether `bytes` are a cut-short local gateway file as payrail writes it:
+/// empty, or a beginning of it, possibly followed by zero bytes (what some
+/// file systems show of data that never reached the disk).
+fn is_torn_local_gateway(bytes: &[u8]) -> bool {
+    let kept = bytes
+        .iter()
+        .position(|&byte| byte == 0)
+        .unwrap_or(bytes.len());
+    if bytes[kept..].iter().any(|&byte| byte != 0) {
+        return false;
     }
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
+    let kept = &bytes[..kept];
+    // The shape of a whole file: the header, the name, then 64 hex digits.
+    let head = format!("{LOCAL_GATEWAY_HEADER}name = \"{LOCAL_GATEWAY_NAME}\"\nsecret = \"");
+    let head = head.as_bytes();
+    let secret_hex_chars = 64;
+    let whole = head.len() + secret_hex_chars + 2;
+    if kept.len() >= whole {
+        return false;
+    }
+    kept.iter().enumerate().all(|(index, &byte)| {
+        if index < head.len() {
+            byte == head[index]
+        } else if index < head.len() + secret_hex_chars {
+            byte.is_ascii_hexdigit()
+        } else {
+            byte == b'"'
+        }
+    })
 }
 
 #[cfg(test)]
@@ -411,6 +456,26 @@ mod tests {
             secret: "00112233445566778899aabbccddeeff".into(),
         };
         assert!(!format!("{gateway:?}").contains("0011"));
+    }
+
+    #[test]
+    fn only_a_cut_short_local_gateway_file_counts_as_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        ensure_local_gateway(dir.path()).unwrap();
+        let whole = std::fs::read(dir.path().join(LOCAL_GATEWAY_FILE)).unwrap();
+        assert!(!is_torn_local_gateway(&whole));
+        for cut in [0, 1, 40, whole.len() / 2, whole.len() - 2] {
+            assert!(is_torn_local_gateway(&whole[..cut]), "cut at {cut}");
+            let mut zeroed = whole.clone();
+            zeroed[cut..].fill(0);
+            assert!(is_torn_local_gateway(&zeroed), "zeroed from {cut}");
+        }
+        // What an operator might write by hand is not torn: it is refused.
+        assert!(!is_torn_local_gateway(b"name = \"local\"\n"));
+        assert!(!is_torn_local_gateway(b"# mine\n"));
+        let mut holed = whole.clone();
+        holed[10] = 0;
+        assert!(!is_torn_local_gateway(&holed));
     }
 
     #[test]

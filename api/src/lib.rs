@@ -4,6 +4,7 @@
 //! - [`wire`]: the binary frame codec (docs/protocol.md).
 //! - [`auth`]: gateway authentication (HMAC-SHA256 over a server nonce).
 //! - [`config`]: the server's TOML configuration and the local gateway secret.
+//! - [`durable`]: crash-safe writes of the files kept outside RocksDB.
 //! - [`server`]: the tokio TCP server: handshake, bounds, pipelined requests.
 //! - [`serve`]: `payrail serve`: storage, engine and server wired together.
 //! - [`client`]: the async, pipelined client library.
@@ -11,6 +12,7 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod durable;
 pub mod operations;
 pub mod qr;
 pub mod qr_pay;

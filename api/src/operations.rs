@@ -116,8 +116,30 @@ async fn tx(engine: &EngineHandle, store: Store, id: CommandId) -> Message {
     }
 }
 
+/// The file written last into a backup directory: the backup is complete
+/// if and only if it is there (docs/operations.md).
+pub const BACKUP_MANIFEST_FILE: &str = "backup.toml";
+
+/// What `backup.toml` says.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupManifest {
+    /// The payrail version that wrote the backup.
+    pub payrail_version: String,
+    /// Every command acknowledged before the backup began is at or before
+    /// this log sequence.
+    pub last_sequence: u64,
+    /// When the backup was finished, milliseconds since the Unix epoch.
+    pub finished_unix_ms: u64,
+    /// Whether the local gateway's secret (`gateway.toml`) went with it.
+    pub local_gateway: bool,
+}
+
 /// A consistent RocksDB checkpoint of the data directory in `dir`, and the
-/// local gateway secret, so that `payrail serve --data-dir DIR` restores it.
+/// local gateway secret, so that `payrail serve --data-dir DIR` restores it;
+/// then its manifest. Every file is on disk when the reply says so: RocksDB
+/// syncs the checkpoint's files and directory, payrail writes its own files
+/// crash-safely (crate::durable) and syncs the directory holding `dir`.
 async fn backup(engine: &EngineHandle, store: Store, dir: PathBuf) -> Message {
     if dir.as_os_str().is_empty() {
         return error_message(ErrorCode::BackupFailed, "no backup directory given");
@@ -141,7 +163,14 @@ async fn backup(engine: &EngineHandle, store: Store, dir: PathBuf) -> Message {
             .storage
             .backup(&target)
             .map_err(|error| error.to_string())?;
-        copy_gateway_file(&store.data_dir, &target)
+        let local_gateway = copy_gateway_file(&store.data_dir, &target)?;
+        write_manifest(&target, last_sequence, local_gateway)?;
+        crate::durable::sync_parent(&target).map_err(|error| {
+            format!(
+                "cannot sync the directory holding {}: {error}",
+                target.display()
+            )
+        })
     })
     .await
     .unwrap_or_else(|error| Err(format!("the backup task failed: {error}")));
@@ -164,21 +193,35 @@ async fn backup(engine: &EngineHandle, store: Store, dir: PathBuf) -> Message {
     }
 }
 
-/// The local gateway's secret goes with the backup (mode 0600), so the CLI
-/// can talk to a server restored from it.
-fn copy_gateway_file(data_dir: &Path, backup: &Path) -> Result<(), String> {
+/// The local gateway's secret goes with the backup (mode 0600, written
+/// crash-safely), so the CLI can talk to a server restored from it. Returns
+/// whether there was one.
+fn copy_gateway_file(data_dir: &Path, backup: &Path) -> Result<bool, String> {
     let source = data_dir.join(LOCAL_GATEWAY_FILE);
-    if !source.exists() {
-        return Ok(());
-    }
+    let contents = match std::fs::read(&source) {
+        Ok(contents) => contents,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(error) => return Err(format!("cannot read {}: {error}", source.display())),
+    };
     let target = backup.join(LOCAL_GATEWAY_FILE);
-    std::fs::copy(&source, &target)
-        .map_err(|error| format!("cannot copy {}: {error}", source.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))
-            .map_err(|error| format!("cannot restrict {}: {error}", target.display()))?;
-    }
-    Ok(())
+    crate::durable::write_atomically(&target, &contents, crate::durable::Access::Private)
+        .map_err(|error| format!("cannot write {}: {error}", target.display()))?;
+    Ok(true)
+}
+
+/// Writes `backup.toml` into a backup whose other files are on disk.
+fn write_manifest(backup: &Path, last_sequence: u64, local_gateway: bool) -> Result<(), String> {
+    let manifest = BackupManifest {
+        payrail_version: env!("CARGO_PKG_VERSION").to_owned(),
+        last_sequence,
+        finished_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64),
+        local_gateway,
+    };
+    let text = toml::to_string(&manifest).map_err(|error| error.to_string())?;
+    let text = format!("# A payrail backup; written last, so the backup is complete.\n{text}");
+    let path = backup.join(BACKUP_MANIFEST_FILE);
+    crate::durable::write_atomically(&path, text.as_bytes(), crate::durable::Access::Readable)
+        .map_err(|error| format!("cannot write {}: {error}", path.display()))
 }
