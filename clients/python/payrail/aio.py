@@ -241,6 +241,8 @@ class AsyncClient:
         await self.close()
 
     async def close(self):
+        """Closes the connection; requests in flight and commands waiting
+        for a batch fail with ConnectionLost."""
         self._closed = True
         if self._batcher is not None:
             self._batcher.cancel()
@@ -249,6 +251,11 @@ class AsyncClient:
             except asyncio.CancelledError:
                 pass
             self._batcher = None
+            lost = ConnectionLost(self.config.addr, "the client was closed")
+            while not self._batch_queue.empty():
+                _, future = self._batch_queue.get_nowait()
+                if not future.done():
+                    future.set_exception(lost)
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.close()
@@ -386,7 +393,15 @@ class AsyncClient:
             )
             largest = max(1, min(self.config.auto_batch_max, server_max))
             if self.config.auto_batch_delay > 0:
-                await asyncio.sleep(self.config.auto_batch_delay)
+                try:
+                    await asyncio.sleep(self.config.auto_batch_delay)
+                except asyncio.CancelledError:
+                    # Closed while gathering: what was gathered fails too.
+                    lost = ConnectionLost(self.config.addr, "the client was closed")
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(lost)
+                    raise
             while len(batch) < largest and not pending.empty():
                 batch.append(pending.get_nowait())
             task = asyncio.get_running_loop().create_task(self._submit_batch(batch))

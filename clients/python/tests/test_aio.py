@@ -123,3 +123,19 @@ def test_history_tx_and_risk_policy(server, new_account):
             assert await client.risk_audit(account) == []
 
     run(scenario())
+
+
+def test_close_fails_what_is_waiting(server, new_account):
+    async def scenario():
+        client = await AsyncClient.local(server.addr, server.data_dir, auto_batch_delay=0.5)
+        account = new_account()
+        await open_customer(client, account)
+        waiting = asyncio.ensure_future(client.execute(p.Deposit(p.new_id(), account, 1, p.CNY)))
+        await asyncio.sleep(0.05)
+        await client.close()
+        with pytest.raises(p.ConnectionLost):
+            await waiting
+        with pytest.raises(p.ConnectionLost):
+            await client.submit([p.Deposit(p.new_id(), account, 1, p.CNY)])
+
+    run(scenario())

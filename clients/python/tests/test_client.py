@@ -357,3 +357,15 @@ def test_retry_after_a_server_crash_returns_the_first_result(tmp_path, new_accou
         client.close()
     finally:
         server.stop()
+
+
+def test_close_fails_what_is_waiting(server, new_account):
+    client = server.client(auto_batch_delay=0.5)
+    account = new_account()
+    open_customer(client, account, account)
+    waiting = client.execute_future(p.Deposit(p.new_id(), account, 1, p.CNY))
+    client.close()
+    with pytest.raises(p.ConnectionLost):
+        waiting.result(10)
+    with pytest.raises(p.ConnectionLost):
+        client.submit([p.Deposit(p.new_id(), account, 1, p.CNY)])
