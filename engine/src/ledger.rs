@@ -826,13 +826,12 @@ impl Books {
                 amount,
                 currency,
             } => self.deposit(account, amount, currency),
-            CommandKind::Transfer {
-                from,
-                to,
-                amount,
-                currency,
-                context,
-            } => self.transfer(command.id, from, to, amount, currency, context, timestamp),
+            // Two parties: the halves a shard runs (ledger/halves.rs).
+            CommandKind::Transfer { .. } => {
+                let parties = self.local_parties(command);
+                let result = self.apply_pair_local(command, parties, timestamp);
+                self.detailed(result)
+            }
             CommandKind::WithdrawHold {
                 account,
                 amount,
@@ -922,8 +921,8 @@ impl Books {
         }
     }
 
-    /// An FX handler's result as `execute_kind`'s: the detail is left for
-    /// `execute_with`.
+    /// An FX or two-party command's result as `execute_kind`'s: the detail
+    /// is left for `execute_with`.
     fn detailed(&mut self, result: CommandResult) -> Result<(), Status> {
         self.detail = result.detail;
         match result.status {
@@ -1181,39 +1180,6 @@ impl Books {
         self.account_mut(slot).balance = balance;
         self.account_mut(house).balance = house_balance;
         self.note_movement(house, slot, amount);
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)] // the fields of one command
-    fn transfer(
-        &mut self,
-        id: CommandId,
-        from: AccountId,
-        to: AccountId,
-        amount: u64,
-        currency: Currency,
-        context: RiskContext,
-        timestamp: u64,
-    ) -> Result<(), Status> {
-        check_amount(amount)?;
-        if from == to {
-            return Err(Status::SameAccount);
-        }
-        let debit_slot = self.user_slot(from, Status::UnknownDebitAccount)?;
-        let credit_slot = self.user_slot(to, Status::UnknownCreditAccount)?;
-        let credit_balance = self.check_move(debit_slot, credit_slot, amount, currency)?;
-        let gate = self.risk_check(
-            id,
-            timestamp,
-            debit_slot,
-            amount,
-            currency,
-            Payee::PERSON,
-            context,
-        )?;
-        // Point of no return.
-        self.commit_move(debit_slot, credit_slot, amount, credit_balance);
-        self.risk_commit(id, gate);
         Ok(())
     }
 

@@ -51,7 +51,9 @@
 //! then receives before it sends. A refund's payee half needs the original
 //! payment's MCC for the customer's spending: the payer's half sends it.
 
-use crate::command::{AccountId, AccountKind, Command, CommandKind, FxAmounts, MerchantKey};
+use crate::command::{
+    AccountId, AccountKind, Command, CommandKind, CommandResult, Detail, FxAmounts, MerchantKey,
+};
 use crate::currency::Currency;
 use crate::fx::FxRefund;
 use crate::ledger::risk_gate::{Payee, RiskStop};
@@ -623,6 +625,132 @@ impl Books {
                 self.remote_payments.insert(command.id, (payment, payer));
             }
         }
+    }
+}
+
+impl Books {
+    /// A two-party command whose halves are both on this state machine
+    /// (the lone ledger, or a shard that owns both accounts): evaluate both
+    /// halves, run the payer's risk step once every other check passed,
+    /// combine by rank, and apply both halves if both said yes. This is the
+    /// only implementation of the two-party commands' rules; a shard that
+    /// owns one half runs the same halves and exchanges verdicts instead.
+    /// The caller has set the movement context (history on).
+    pub(crate) fn apply_pair_local(
+        &mut self,
+        command: &Command,
+        parties: Parties,
+        timestamp: u64,
+    ) -> CommandResult {
+        debug_assert_eq!(self.detail, Detail::None);
+        let history = self.history.is_some();
+        let debit = self.evaluate_half(command, parties, Half::Debit, timestamp);
+        let credit = self.evaluate_half(command, parties, Half::Credit, timestamp);
+        // The risk step runs after every other check of both halves.
+        let mut risk: RiskOutcome = Ok(None);
+        let mut debit_verdict = debit.map(|_| ());
+        if let (Ok(plan), Ok(credit_plan)) = (debit, credit) {
+            let payee_mcc = self.half_fact(command, Half::Credit, Ok(credit_plan));
+            risk = self.risk_half(command, parties, plan, payee_mcc, timestamp);
+            debit_verdict = with_risk(debit_verdict, &risk);
+        }
+        let outcome = combine(debit_verdict, credit.map(|_| ()));
+        match (outcome, debit, credit) {
+            (Ok(()), Ok(debit), Ok(credit)) => {
+                let refunded_mcc = self.half_fact(command, Half::Debit, Ok(debit));
+                let mcc = if history {
+                    MccFacts::combine(
+                        self.mcc_facts(command, Some(debit.slot)),
+                        self.mcc_facts(command, Some(credit.slot)),
+                    )
+                } else {
+                    0
+                };
+                self.set_half_context(Half::Debit, parties, mcc);
+                self.apply_half(command, parties, Half::Debit, debit, None, timestamp);
+                self.note_half(Half::Debit, debit);
+                self.set_half_context(Half::Credit, parties, mcc);
+                self.apply_half(
+                    command,
+                    parties,
+                    Half::Credit,
+                    credit,
+                    Some(debit.slot),
+                    timestamp,
+                );
+                self.note_half(Half::Credit, credit);
+                self.after_half(command, Half::Debit, debit, risk, 0, timestamp);
+                self.after_half(
+                    command,
+                    Half::Credit,
+                    credit,
+                    Ok(None),
+                    refunded_mcc,
+                    timestamp,
+                );
+            }
+            (Err(_), Ok(debit), Ok(_)) => {
+                // Stopped at the rules, the last check.
+                if let Err(stop) = &risk {
+                    self.risk_refuse(command.id, debit.slot, stop);
+                }
+            }
+            _ => {}
+        }
+        let detail = std::mem::take(&mut self.detail);
+        pair_result(outcome, detail, credit.ok())
+    }
+}
+
+impl Books {
+    /// The parties of a two-party command as this state machine knows them,
+    /// resolved the way the router of a sharded ledger resolves them: a QR
+    /// payment's merchant by the code's first registered key, a code
+    /// charge's customer by the code, a refund's merchant and payer by the
+    /// payment. For a lone ledger, which holds every account.
+    pub(crate) fn local_parties(&self, command: &Command) -> Parties {
+        let id = |slot: u32| Some(self.account(slot).id);
+        match command.kind {
+            CommandKind::Transfer { from, to, .. } => Parties::new(Some(from), Some(to)),
+            CommandKind::PayMerchantQr { payer, keys, .. } => {
+                let merchant = first_known_key(&keys, |key| self.merchant_keys.get(key).copied());
+                Parties {
+                    payer_currency: self.find(payer).map(|account| account.currency),
+                    ..Parties::new(Some(payer), merchant.and_then(id))
+                }
+            }
+            CommandKind::ChargePaymentCode { merchant, code, .. } => {
+                let customer = self
+                    .payment_codes
+                    .get(&code)
+                    .map(|entry| entry.customer_slot);
+                Parties::new(customer.and_then(id), Some(merchant))
+            }
+            CommandKind::Refund { payment, .. } => match self.payments.get(&payment) {
+                Some(original) => Parties::new(id(original.merchant_slot), id(original.payer_slot)),
+                None => Parties::new(None, None),
+            },
+            _ => Parties::new(None, None),
+        }
+    }
+}
+
+/// A two-party command's result from its combined outcome, the detail the
+/// risk step left (a decision, a budget crossing) and the credit half's
+/// plan: a cross-currency payment's result says what it cost (the credit
+/// half priced it) unless the risk step left a detail.
+pub(crate) fn pair_result(
+    outcome: Result<(), Status>,
+    detail: Detail,
+    credit: Option<Plan>,
+) -> CommandResult {
+    let detail = match (outcome, detail, credit.map(|plan| plan.fx)) {
+        (Ok(()), Detail::None, Some(FxPlan::Pay(Some(amounts)))) => Detail::FxConversion(amounts),
+        (_, detail, _) => detail,
+    };
+    match outcome {
+        Ok(()) => CommandResult::with_detail(Status::Ok, detail),
+        Err(status) => CommandResult::with_detail(status, detail),
     }
 }
 

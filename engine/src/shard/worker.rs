@@ -307,62 +307,10 @@ impl Worker {
             books.set_movement_context(command, index);
         }
         match role {
-            Role::Both => {
-                let debit = books.evaluate_half(command, parties, Half::Debit, timestamp);
-                let credit = books.evaluate_half(command, parties, Half::Credit, timestamp);
-                // The risk step runs after every other check of both halves.
-                let mut risk: RiskOutcome = Ok(None);
-                let mut debit_verdict = debit.map(|_| ());
-                if let (Ok(plan), Ok(credit_plan)) = (debit, credit) {
-                    let payee_mcc = books.half_fact(command, Half::Credit, Ok(credit_plan));
-                    risk = books.risk_half(command, parties, plan, payee_mcc, timestamp);
-                    debit_verdict = with_risk(debit_verdict, &risk);
-                }
-                let outcome = combine(debit_verdict, credit.map(|_| ()));
-                match (outcome, debit, credit) {
-                    (Ok(()), Ok(debit), Ok(credit)) => {
-                        let refunded_mcc = books.half_fact(command, Half::Debit, Ok(debit));
-                        let mcc = if history {
-                            MccFacts::combine(
-                                books.mcc_facts(command, Some(debit.slot)),
-                                books.mcc_facts(command, Some(credit.slot)),
-                            )
-                        } else {
-                            0
-                        };
-                        books.set_half_context(Half::Debit, parties, mcc);
-                        books.apply_half(command, parties, Half::Debit, debit, None, timestamp);
-                        books.note_half(Half::Debit, debit);
-                        books.set_half_context(Half::Credit, parties, mcc);
-                        books.apply_half(
-                            command,
-                            parties,
-                            Half::Credit,
-                            credit,
-                            Some(debit.slot),
-                            timestamp,
-                        );
-                        books.note_half(Half::Credit, credit);
-                        books.after_half(command, Half::Debit, debit, risk, 0, timestamp);
-                        books.after_half(
-                            command,
-                            Half::Credit,
-                            credit,
-                            Ok(None),
-                            refunded_mcc,
-                            timestamp,
-                        );
-                    }
-                    (Err(_), Ok(debit), Ok(_)) => {
-                        if let Err(stop) = &risk {
-                            books.risk_refuse(command.id, debit.slot, stop);
-                        }
-                    }
-                    _ => {}
-                }
-                let detail = fx_detail(outcome, std::mem::take(&mut books.detail), credit.ok());
-                Some(Some((result(outcome, detail), true)))
-            }
+            Role::Both => Some(Some((
+                books.apply_pair_local(command, parties, timestamp),
+                true,
+            ))),
             Role::Debit { peer } | Role::Credit { peer } => {
                 let half = if matches!(role, Role::Debit { .. }) {
                     Half::Debit
