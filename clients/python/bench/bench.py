@@ -6,7 +6,8 @@
 2. throughput: --connections clients, each keeping --pipeline Submit
    requests of --batch random transfers in flight, for --duration seconds
    (building the Transfer objects with fresh ids is counted: a gateway pays
-   for it too); every result must be ok;
+   for it too); every result must be ok; then the same with one asyncio
+   client and --pipeline tasks;
 3. latency: --latency-count single transfers one at a time, with
    ``submit([command])`` (one request each) and with ``execute(command)``
    (the automatic batcher and its delay); p50 and p99 in microseconds;
@@ -90,6 +91,34 @@ def throughput(options):
     return sum(counted) / options.duration
 
 
+def throughput_asyncio(options):
+    """The same load through one AsyncClient: --pipeline tasks, each with
+    one Submit in flight at a time."""
+    import asyncio
+
+    from payrail.aio import AsyncClient
+
+    async def run():
+        counted = 0
+        async with await AsyncClient.local(options.addr, options.data_dir) as client:
+            stop_at = time.monotonic() + options.warmup + options.duration
+            measure_from = time.monotonic() + options.warmup
+
+            async def drive(slot):
+                nonlocal counted
+                rng = random.Random(100 + slot)
+                while time.monotonic() < stop_at:
+                    results = await client.submit(transfers(options.batch, options.accounts, rng))
+                    assert all(result.ok for result in results)
+                    if measure_from <= time.monotonic() < stop_at:
+                        counted += len(results)
+
+            await asyncio.gather(*(drive(slot) for slot in range(options.pipeline)))
+        return counted / options.duration
+
+    return asyncio.run(run())
+
+
 def latency(options):
     rng = random.Random(7)
     with p.Client.local(options.addr, options.data_dir) as client:
@@ -163,6 +192,8 @@ def main():
         f"{options.pipeline} in flight, batch {options.batch}, {options.duration:g} s)",
         flush=True,
     )
+    rate = throughput_asyncio(options)
+    print(f"throughput, asyncio client: {rate:,.0f} transfers/s ({options.pipeline} tasks)", flush=True)
     for name, (count, p50, p99) in latency(options).items():
         print(f"latency {name}: p50 {p50:,.0f} us, p99 {p99:,.0f} us ({count} sequential transfers)")
 
