@@ -827,7 +827,10 @@ impl Books {
                 currency,
             } => self.deposit(account, amount, currency),
             // Two parties: the halves a shard runs (ledger/halves.rs).
-            CommandKind::Transfer { .. } => {
+            CommandKind::Transfer { .. }
+            | CommandKind::PayMerchantQr { .. }
+            | CommandKind::ChargePaymentCode { .. }
+            | CommandKind::Refund { .. } => {
                 let parties = self.local_parties(command);
                 let result = self.apply_pair_local(command, parties, timestamp);
                 self.detailed(result)
@@ -857,17 +860,6 @@ impl Books {
             CommandKind::RegisterMerchantKey { merchant, key } => {
                 self.register_merchant_key(merchant, key, elsewhere.merchant_key_taken)
             }
-            CommandKind::PayMerchantQr {
-                payer,
-                keys,
-                amount,
-                fee,
-                currency,
-                mcc,
-                context,
-            } => self.pay_merchant_qr(
-                command.id, payer, &keys, amount, fee, currency, mcc, context, timestamp,
-            ),
             CommandKind::IssuePaymentCode {
                 customer,
                 code,
@@ -879,20 +871,6 @@ impl Books {
                 timestamp,
                 elsewhere.payment_code_taken,
             ),
-            CommandKind::ChargePaymentCode {
-                merchant,
-                code,
-                amount,
-                currency,
-                context,
-            } => self.charge_payment_code(
-                command.id, merchant, code, amount, currency, context, timestamp,
-            ),
-            CommandKind::Refund {
-                payment,
-                amount,
-                currency,
-            } => self.refund(payment, amount, currency, timestamp),
             CommandKind::SetBudget {
                 account,
                 category,

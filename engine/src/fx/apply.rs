@@ -11,7 +11,7 @@ use crate::fx::{
     is_liquidity, price_amounts, FxPaymentLegs, FxQuoteRecord, FxQuoteState, FxRate, FxRefund,
     FxState, Price,
 };
-use crate::ledger::{check_amount, Account, Books, Elsewhere, Payment};
+use crate::ledger::{check_amount, Account, Books, Elsewhere};
 use crate::limits;
 use crate::status::Status;
 use crate::storage::record::encode_value;
@@ -621,92 +621,6 @@ impl Books {
         }))
     }
 
-    /// A QR payment from a payer whose account currency is not the code's:
-    /// the merchant receives exactly `total` in `currency` (its own); the
-    /// payer pays what that costs at the current rate with the spread. The
-    /// checks, changing nothing; `fx_pay_commit` applies.
-    pub(crate) fn fx_pay_check(
-        &self,
-        payer_slot: u32,
-        merchant_slot: u32,
-        total: u64,
-        currency: Currency,
-        timestamp: u64,
-    ) -> Result<FxAmounts, Status> {
-        let payer = self.account(payer_slot);
-        let merchant = self.account(merchant_slot);
-        if merchant.currency != currency {
-            return Err(Status::CurrencyMismatch);
-        }
-        payer.check_movable()?;
-        merchant.check_movable()?;
-        let (amounts, _) =
-            self.price(payer.currency, currency, FxSide::Receive, total, timestamp)?;
-        let deltas = self.convert_deltas(payer_slot, merchant_slot, &amounts)?;
-        self.check_deltas(&deltas, Some(0))?;
-        Ok(amounts)
-    }
-
-    /// Applies a cross-currency payment `fx_pay_check` passed on this state.
-    pub(crate) fn fx_pay_commit(
-        &mut self,
-        id: CommandId,
-        payer_slot: u32,
-        merchant_slot: u32,
-        amounts: &FxAmounts,
-    ) {
-        let deltas = self.convert_deltas(payer_slot, merchant_slot, amounts);
-        self.apply_half_deltas(deltas);
-        self.fx.payments.insert(id, FxPaymentLegs::of(amounts));
-    }
-
-    /// Refund of a cross-currency payment: the merchant returns `amount` of
-    /// its currency; the payer gets back the same share of what they paid
-    /// (net and fee, at the original rate), to the minor unit once the
-    /// payment is refunded in full. Liquidity floors do not stop refunds.
-    /// Returns what the payer got back.
-    pub(crate) fn fx_refund(
-        &mut self,
-        id: CommandId,
-        original: &Payment,
-        legs: FxPaymentLegs,
-        amount: u64,
-    ) -> Result<u64, Status> {
-        debug_assert_eq!(
-            (legs.amount, legs.refunded),
-            (original.amount, original.refunded)
-        );
-        let back = legs.refund(amount)?;
-        let (net_back, fee_back) = (back.net_back, back.fee_back);
-        let payer_currency = self.account(original.payer_slot).currency;
-        let merchant_currency = self.account(original.merchant_slot).currency;
-        let liquidity_merchant = self.house_slot(HouseRole::FxLiquidity, merchant_currency)?;
-        let liquidity_payer = self.house_slot(HouseRole::FxLiquidity, payer_currency)?;
-        let revenue_payer = self.house_slot(HouseRole::FxRevenue, payer_currency)?;
-        let mut deltas = Deltas::new();
-        deltas.debit(original.merchant_slot, amount);
-        deltas.credit(liquidity_merchant, amount);
-        deltas.debit(liquidity_payer, net_back);
-        deltas.debit(revenue_payer, fee_back);
-        deltas.credit(original.payer_slot, net_back + fee_back);
-        if net_back + fee_back == 0 {
-            // The payer's leg rounded to nothing (no delta): the merchant's
-            // movement still names the payer, as a sharded half does.
-            let payer = self.account(original.payer_slot).id;
-            if let Some(sink) = &mut self.history {
-                sink.context.counterparty = Some(payer);
-            }
-        }
-        self.apply_deltas(&deltas, None)?;
-        if let Some(stored) = self.payments.get_mut(&id) {
-            stored.refunded = back.after.refunded;
-        }
-        if let Some(stored) = self.fx.payments.get_mut(&id) {
-            *stored = back.after;
-        }
-        Ok(net_back + fee_back)
-    }
-
     /// At a quote's expiry it stops being open; `FX_QUOTE_MEMORY_NS` later
     /// it is forgotten.
     pub(crate) fn expire_fx_quotes(&mut self, timestamp: u64) {
@@ -773,11 +687,11 @@ impl Books {
     }
 }
 
-/// Halves of cross-currency payments and their refunds, for sharded
-/// execution (`ledger/halves.rs`): the payer's shard converts (payer and
-/// house legs on its own house parts), the merchant's shard credits. Each
-/// half reports its first failing check with its rank in the lone ledger's
-/// order (see the table in `ledger/halves.rs`).
+/// Halves of cross-currency payments and their refunds (`ledger/halves.rs`;
+/// a lone ledger runs them too): the payer's half converts (payer and house
+/// legs on its own house parts), the merchant's half credits. Each half
+/// reports its first failing check with its rank (see the table in
+/// `ledger/halves.rs`).
 impl Books {
     /// The payer's legs of a cross-currency payment: pay out of the payer,
     /// net and fee to this shard's liquidity and revenue parts of the

@@ -12,7 +12,8 @@
 //! so money is conserved in each currency and the spread is visible as FX
 //! revenue. A cross-currency QR payment is the same with the merchant's
 //! account as `to`. docs/fx.md has the rules; this module has the state and
-//! the arithmetic, [`apply`] the command handlers.
+//! the arithmetic, [`apply`] the FX command handlers and the cross-currency
+//! parts of a QR payment's and a refund's halves (`ledger/halves.rs`).
 //!
 //! # Arithmetic and rounding
 //! A mid rate is `mantissa / 10^scale` (rust_decimal's representation, see
