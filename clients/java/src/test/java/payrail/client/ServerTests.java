@@ -214,6 +214,23 @@ final class ServerTests {
                         new QrPayment(id(), 7001, 100L, "not a qr code")));
                 Check.equal(Status.UNKNOWN_MERCHANT, results.get(0).status(), "a code of an unregistered merchant");
                 Check.equal(Status.QR_MALFORMED, results.get(1).status(), "garbage");
+                // A merchant registered under the key derived here is paid by a code naming it
+                // (the payload as `payrail merchant qr --gui br.gov.bcb.pix --merchant-id
+                // shop@example.com --mcc 5812 --currency CNY --country CN --name Noodles
+                // --city Shanghai` prints it: static, no amount).
+                ok(client, Command.openMerchant(id(), 7101, 71, Currency.CNY, 5812));
+                ok(client, new Command(id(), new Command.RegisterMerchantKey(7101,
+                        MerchantKey.of("br.gov.bcb.pix", "shop@example.com"))));
+                String payload = "00020101021126380014br.gov.bcb.pix0116shop@example.com5204581253031565802CN"
+                        + "5907Noodles6008Shanghai630430CC";
+                CommandId payment = id();
+                Check.equal(Status.QR_AMOUNT_REQUIRED,
+                        client.submitQr(List.of(new QrPayment(id(), 7001, null, payload))).get(0).status(),
+                        "a static code without an amount");
+                Check.equal(Status.OK, client.submitQr(List.of(new QrPayment(payment, 7001, 800L, payload))).get(0).status(),
+                        "paying the registered merchant");
+                Check.equal(800L, account(client, 7101).balance(), "the merchant was paid");
+                Check.equal(99_200L, account(client, 7001).balance(), "the payer paid");
             }
         }));
         return cases;

@@ -222,6 +222,28 @@ final class VectorTests {
                 cases.add(new TestMain.Case("vector " + vector.getKey(), () -> check.accept(vector.getValue())));
             }
         }
+        cases.add(new TestMain.Case("XXH3-128 of merchant keys matches the reference xxHash", () -> {
+            // From libxxhash 0.8.1 (XXH3_128bits) over bytes (i * 7 + 3) & 0xff: every length class.
+            String[][] hashes = {
+                {"0", "99aa06d3014798d86001c324468d497f"}, {"3", "ce31763cbf8245a5a9088dda485b481c"},
+                {"8", "e3bc8a5f461715553cd024e3d63a1588"}, {"16", "ce0b9647ab24f88460d75c5e47d40a24"},
+                {"100", "2207ed96998d91f20cc97f05750182b2"}, {"200", "32200a52a918beaf380142cdd5843bbd"},
+                {"240", "ad46c1021b076bc704e0b5f034bee80b"}, {"1025", "bf447251cfa98d7c806c2072ed713576"},
+                {"5000", "c98ae385d09887cc799aaddd7339581d"},
+            };
+            for (String[] row : hashes) {
+                byte[] input = new byte[Integer.parseInt(row[0])];
+                for (int i = 0; i < input.length; i++) {
+                    input[i] = (byte) (i * 7 + 3);
+                }
+                long[] hash = Xxh3.hash128(input);
+                Check.equal(row[1], String.format("%016x%016x", hash[0], hash[1]), "XXH3-128 of " + row[0] + " bytes");
+            }
+            // XXH3-128("br.gov.bcb.pix" 0x00 "shop@example.com"); the GUI is trimmed and lower-cased.
+            CommandId key = new CommandId(0xd1fbaa87329c7b22L, 0xbfbf46400c9fbfc9L);
+            Check.equal(key, MerchantKey.of("br.gov.bcb.pix", "shop@example.com"), "merchant key");
+            Check.equal(key, MerchantKey.of(" BR.GOV.BCB.PIX ", " shop@example.com"), "merchant key, trimmed");
+        }));
         cases.add(new TestMain.Case("crc32c check values", () -> {
             Check.equal(0, Wire.crc32c(new byte[0], 0, 0), "crc32c of nothing");
             byte[] digits = "123456789".getBytes(StandardCharsets.US_ASCII);
