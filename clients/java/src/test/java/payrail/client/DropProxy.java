@@ -11,15 +11,17 @@ import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 
 /**
- * A TCP proxy on 127.0.0.1 in front of the server that, while armed, lets a connection's handshake
- * through (Challenge and Welcome) and then cuts the connection as soon as the server's first reply
- * arrives, without passing it on: the request reached the server and was applied, but the client
- * never learns its result. Disarmed, it passes everything through.
+ * A TCP proxy on 127.0.0.1 in front of the server. For a connection made while it is armed, it
+ * lets the handshake through (Challenge and Welcome) and then, as soon as the server's first reply
+ * arrives, cuts the connection without passing the reply on ({@link #swallow} false), or keeps the
+ * connection open and drops every reply ({@link #swallow} true): the request reached the server
+ * and was applied, but the client never learns its result. Otherwise it passes everything through.
  */
 final class DropProxy implements AutoCloseable {
     private final ServerSocket listener;
     private final String target;
     final AtomicBoolean armed = new AtomicBoolean();
+    final AtomicBoolean swallow = new AtomicBoolean();
     final AtomicInteger drops = new AtomicInteger();
     final AtomicInteger connections = new AtomicInteger();
 
@@ -44,8 +46,9 @@ final class DropProxy implements AutoCloseable {
                 server.connect(new InetSocketAddress(target.substring(0, colon), Integer.parseInt(target.substring(colon + 1))));
                 connections.incrementAndGet();
                 boolean armedNow = armed.get();
-                start(() -> pump(client, server, -1));
-                start(() -> pump(server, client, armedNow ? 2 : -1));
+                boolean swallowNow = swallow.get();
+                start(() -> pump(client, server, -1, false));
+                start(() -> pump(server, client, armedNow ? 2 : -1, swallowNow));
             } catch (IOException error) {
                 return;
             }
@@ -58,8 +61,11 @@ final class DropProxy implements AutoCloseable {
         thread.start();
     }
 
-    /** Copies frames from {@code from} to {@code to}; after {@code framesToPass} frames (-1: no end) it cuts both. */
-    private void pump(Socket from, Socket to, int framesToPass) {
+    /**
+     * Copies frames from {@code from} to {@code to}; after {@code framesToPass} frames (-1: no end)
+     * it cuts both, or with {@code swallow} reads on and passes nothing more.
+     */
+    private void pump(Socket from, Socket to, int framesToPass, boolean swallow) {
         try (from; to) {
             InputStream in = from.getInputStream();
             OutputStream out = to.getOutputStream();
@@ -70,12 +76,16 @@ final class DropProxy implements AutoCloseable {
                     out.write(header);
                     return;
                 }
-                if (framesToPass >= 0 && passed >= framesToPass) {
-                    drops.incrementAndGet();
-                    return; // closes both sockets: the reply is lost
-                }
                 long bodyLen = Integer.toUnsignedLong(java.nio.ByteBuffer.wrap(header, 16, 4)
                         .order(java.nio.ByteOrder.LITTLE_ENDIAN).getInt());
+                if (framesToPass >= 0 && passed >= framesToPass) {
+                    drops.incrementAndGet();
+                    if (!swallow) {
+                        return; // closes both sockets: the reply is lost
+                    }
+                    in.readNBytes((int) bodyLen);
+                    continue;
+                }
                 byte[] body = in.readNBytes((int) bodyLen);
                 out.write(header);
                 out.write(body);

@@ -191,6 +191,33 @@ final class ServerTests {
                 }
             }
         }));
+        cases.add(new TestMain.Case("server: a retry after a request timeout returns the first result", () -> {
+            try (PayrailClient setup = connect()) {
+                customer(setup, 4101, 41, 700);
+                customer(setup, 4102, 42, 0);
+            }
+            try (DropProxy proxy = new DropProxy(server.addr)) {
+                ClientConfig direct = server.config();
+                ClientConfig viaProxy = new ClientConfig(proxy.addr(), direct.gateway(), direct.secret())
+                        .withRequestTimeout(java.time.Duration.ofMillis(500));
+                Command payAll = Command.transfer(id(), 4101, 4102, 700, Currency.CNY);
+                proxy.armed.set(true);
+                proxy.swallow.set(true);
+                try (PayrailClient client = PayrailClient.connect(viaProxy)) {
+                    PayrailException timeout = Check.fails(PayrailException.Kind.TIMEOUT, () -> client.execute(payAll),
+                            "no reply");
+                    Check.isTrue(timeout.outcomeUnknown(), "outcome unknown");
+                }
+                try (PayrailClient other = connect()) {
+                    Check.equal(0L, account(other, 4101).balance(), "the transfer was applied");
+                }
+                proxy.armed.set(false);
+                try (PayrailClient client = PayrailClient.connect(viaProxy)) {
+                    Check.equal(Status.OK, client.execute(payAll).status(), "the retry returns the first result");
+                    Check.equal(700L, account(client, 4102).balance(), "received once");
+                }
+            }
+        }));
         cases.add(new TestMain.Case("server: every command kind", () -> {
             try (PayrailClient client = connect()) {
                 everyCommandKind(client);
