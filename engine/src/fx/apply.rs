@@ -11,6 +11,7 @@ use crate::fx::{
     is_liquidity, price_amounts, FxPaymentLegs, FxQuoteRecord, FxQuoteState, FxRate, FxRefund,
     FxState, Price,
 };
+use crate::ledger::halves::{at, Check};
 use crate::ledger::{check_amount, Account, Books, Elsewhere};
 use crate::limits;
 use crate::status::Status;
@@ -690,7 +691,7 @@ impl Books {
 /// Halves of cross-currency payments and their refunds (`ledger/halves.rs`;
 /// a lone ledger runs them too): the payer's half converts (payer and house
 /// legs on its own house parts), the merchant's half credits. Each half
-/// reports its first failing check with its rank (see the table in
+/// reports its first failing [`Check`] (see the tables in
 /// `ledger/halves.rs`).
 impl Books {
     /// The payer's legs of a cross-currency payment: pay out of the payer,
@@ -710,7 +711,7 @@ impl Books {
     }
 
     /// Payer half of a cross-currency QR payment of `total` (merchant's
-    /// currency): ranks 6 (payer movable), 8 (price), 9 (legs).
+    /// currency): checks `FxPayerMovable`, `FxPrice`, `FxPayerLegs`.
     pub(crate) fn fx_pay_payer_half(
         &self,
         payer_slot: u32,
@@ -718,22 +719,23 @@ impl Books {
         currency: Currency,
         timestamp: u64,
         liquidity_elsewhere: i128,
-    ) -> Result<FxAmounts, (u8, Status)> {
+    ) -> Result<FxAmounts, (Check, Status)> {
         let payer = self.account(payer_slot);
-        payer.check_movable().map_err(|status| (6, status))?;
-        let (amounts, _) = self
-            .price(payer.currency, currency, FxSide::Receive, total, timestamp)
-            .map_err(|status| (8, status))?;
-        let deltas = self
-            .payer_deltas(payer_slot, &amounts)
-            .map_err(|status| (8, status))?;
-        self.check_deltas(&deltas, Some(liquidity_elsewhere))
-            .map_err(|status| (9, status))?;
+        at(Check::FxPayerMovable, payer.check_movable())?;
+        let (amounts, _) = at(
+            Check::FxPrice,
+            self.price(payer.currency, currency, FxSide::Receive, total, timestamp),
+        )?;
+        let deltas = at(Check::FxPrice, self.payer_deltas(payer_slot, &amounts))?;
+        at(
+            Check::FxPayerLegs,
+            self.check_deltas(&deltas, Some(liquidity_elsewhere)),
+        )?;
         Ok(amounts)
     }
 
-    /// Merchant half of a cross-currency QR payment: ranks 5 (currency),
-    /// 7 (merchant movable), 10 (overflow). The amounts (for the result and
+    /// Merchant half of a cross-currency QR payment: checks
+    /// `FxMerchantCurrency`, `FxMerchantMovable`, `FxMerchantOverflow`. The amounts (for the result and
     /// for refunds) are priced here too, from the same rate table.
     pub(crate) fn fx_pay_merchant_half(
         &self,
@@ -742,20 +744,20 @@ impl Books {
         total: u64,
         currency: Currency,
         timestamp: u64,
-    ) -> Result<Option<FxAmounts>, (u8, Status)> {
+    ) -> Result<Option<FxAmounts>, (Check, Status)> {
         let merchant = self.account(merchant_slot);
         if merchant.currency != currency {
-            return Err((5, Status::CurrencyMismatch));
+            return Err((Check::FxMerchantCurrency, Status::CurrencyMismatch));
         }
-        merchant.check_movable().map_err(|status| (7, status))?;
+        at(Check::FxMerchantMovable, merchant.check_movable())?;
         if i64::try_from(total)
             .ok()
             .and_then(|total| merchant.balance.checked_add(total))
             .is_none()
         {
-            return Err((10, Status::Overflow));
+            return Err((Check::FxMerchantOverflow, Status::Overflow));
         }
-        // A price that fails here fails the payer's half (rank 8) too.
+        // A price that fails here fails the payer's half (`FxPrice`) too.
         Ok(self
             .price(payer_currency, currency, FxSide::Receive, total, timestamp)
             .ok()
@@ -789,26 +791,31 @@ impl Books {
 
     /// One half of a refund of a cross-currency payment. The merchant's
     /// (`merchant`): the amount out of the merchant into this shard's
-    /// liquidity part of its currency; ranks 5 (the legs' record), 6
-    /// (merchant and house legs). The payer's: net and fee back out of this
-    /// shard's liquidity and revenue parts of the payer's currency; ranks 5,
-    /// 7 (house and payer legs).
+    /// liquidity part of its currency; checks `FxRefundRecord`,
+    /// `FxRefundMerchantLegs`. The payer's: net and fee back out of this
+    /// shard's liquidity and revenue parts of the payer's currency; checks
+    /// `FxRefundRecord`, `FxRefundPayerLegs`.
     pub(crate) fn fx_refund_half(
         &self,
         slot: u32,
         amount: u64,
         legs: &FxPaymentLegs,
         merchant: bool,
-    ) -> Result<FxRefund, (u8, Status)> {
-        let back = legs.refund(amount).map_err(|status| (5, status))?;
-        let (deltas, rank) = if merchant {
-            (self.refund_merchant_deltas(slot, amount), 6)
+    ) -> Result<FxRefund, (Check, Status)> {
+        let back = at(Check::FxRefundRecord, legs.refund(amount))?;
+        let (deltas, check) = if merchant {
+            (
+                self.refund_merchant_deltas(slot, amount),
+                Check::FxRefundMerchantLegs,
+            )
         } else {
-            (self.refund_payer_deltas(slot, &back), 7)
+            (
+                self.refund_payer_deltas(slot, &back),
+                Check::FxRefundPayerLegs,
+            )
         };
-        let deltas = deltas.map_err(|status| (rank, status))?;
-        self.check_deltas(&deltas, None)
-            .map_err(|status| (rank, status))?;
+        let deltas = at(check, deltas)?;
+        at(check, self.check_deltas(&deltas, None))?;
         Ok(back)
     }
 

@@ -1,52 +1,60 @@
-//! Two-party commands split in halves, for sharded execution.
+//! Two-party commands split in halves: the only implementation of their
+//! rules, on any shard count.
 //!
 //! A transfer, a QR payment, a payment-code charge and a refund move money
 //! from a debit account to a credit account that may live on two shards.
-//! Each shard evaluates the half it owns and says yes or no; both apply only
-//! if both said yes. So that every shard count gives the lone ledger's
-//! status, every check carries its *rank*: its place in the lone ledger's
-//! order of checks. A failing half reports its first failing check with its
-//! rank, and the combined status is the one with the lower rank: exactly the
-//! check the lone ledger would have stopped at. (Within one half the checks
-//! run in rank order, so the first failure is the half's lowest rank.)
+//! Each half is evaluated against the state that owns its account and says
+//! yes or no; both apply only if both said yes. A lone ledger (which
+//! recovery replays) and a shard that owns both accounts run both halves
+//! in [`Books::apply_pair_local`]; two shards run one half each and
+//! exchange verdicts (`shard/worker.rs`). Either way the same checks run.
 //!
-//! Ranks per command, lone-ledger order (D = debit half, C = credit half):
+//! Every check is a [`Check`], and the order of `Check`'s variants is the
+//! order in which a command makes its checks. A failing half reports its
+//! first failing check (within a half the checks run in that order), and
+//! when both halves fail the combined status is the earlier check's
+//! ([`combine`]): the same status whichever half ran where. Each command
+//! makes these checks, in this order (D = debit half, C = credit half):
 //!
-//! | rank | transfer | QR payment | code charge | refund |
-//! |------|----------|------------|-------------|--------|
-//! | 1 | amount (D, C) | amount, fee, mcc (D, C) | amount (D, C) | amount (D, C) |
-//! | 2 | same account (D, C) | | merchant unknown/kind (C) | payment unknown (D, C) |
-//! | 3 | payer unknown (D) | payer unknown (D) | code unknown/used/expired (D) | currency of payment (D) |
-//! | 4 | payee unknown (C) | no merchant, same account (D, C) | | refund exceeds payment (D) |
-//! | 5 | payer movable (D) | payer movable (D) | customer movable (D) | merchant movable (D) |
-//! | 6 | payee movable (C) | merchant movable (C) | merchant movable (C) | payer movable (C) |
-//! | 7 | currency (D, C) | currency (D, C) | currency (D, C) | currency (C) |
-//! | 8 | funds (D) | funds (D) | funds (D) | funds (D) |
-//! | 9 | overflow (C) | overflow (C) | overflow (C) | overflow (C) |
-//! | 11 | risk context, rules (D) | risk context, rules (D) | risk context, rules (D) | |
+//! | transfer | QR payment | code charge | refund |
+//! |----------|------------|-------------|--------|
+//! | `Fields`: amount (D, C) | `Fields`: amount, fee, mcc (D, C) | `Fields`: amount (D, C) | `Fields`: amount (D, C) |
+//! | `SameAccount` (D, C) | `Payer` unknown (D) | `ChargeMerchant` unknown/kind (C) | `Payment` unknown (D, C) |
+//! | `Payer` unknown (D) | `QrMerchant`: none, same account (D, C) | `Code` unknown/used/expired (D) | `PaymentCurrency` (D) |
+//! | `Payee` unknown (C) | | | `Refundable`: refund exceeds payment (D) |
+//! | `DebitMovable`: payer (D) | `DebitMovable`: payer (D) | `DebitMovable`: customer (D) | `DebitMovable`: merchant (D) |
+//! | `CreditMovable`: payee (C) | `CreditMovable`: merchant (C) | `CreditMovable`: merchant (C) | `CreditMovable`: payer (C) |
+//! | `Currency` (D, C) | `Currency` (D, C) | `Currency` (D, C) | `Currency` (C) |
+//! | `Funds` (D) | `Funds` (D) | `Funds` (D) | `Funds` (D) |
+//! | `Overflow` (C) | `Overflow` (C) | `Overflow` (C) | `Overflow` (C) |
+//! | `Risk`: context, rules (D) | `Risk` (D) | `Risk` (D) | |
 //!
 //! Cross-currency QR payments (the payer's account is in another currency
 //! than the code's; the router tells both halves the payer's currency) and
-//! refunds of them (both shards keep the payment's FX legs) follow the lone
-//! ledger's FX order instead, after the same ranks 1-4 (and before the risk
-//! step, rank 11, which sees what leaves the payer's account, in its
-//! currency):
+//! refunds of them (both halves keep the payment's FX legs) take the FX
+//! checks instead of `DebitMovable`..`Overflow` (and before `Risk`, which
+//! sees what leaves the payer's account, in its currency):
 //!
-//! | rank | cross-currency QR payment | refund of one |
-//! |------|---------------------------|---------------|
-//! | 5 | merchant's currency (C) | the legs' record (D, C) |
-//! | 6 | payer movable (D) | merchant movable, funds; liquidity leg (D) |
-//! | 7 | merchant movable (C) | house legs, payer movable, overflow (C) |
-//! | 8 | rate and price (D) | |
-//! | 9 | payer funds, house legs, liquidity floor (D) | |
-//! | 10 | merchant overflow (C) | |
+//! | cross-currency QR payment | refund of one |
+//! |---------------------------|---------------|
+//! | `FxMerchantCurrency` (C) | `FxRefundRecord`: the legs' record (D, C) |
+//! | `FxPayerMovable` (D) | `FxRefundMerchantLegs`: merchant movable, funds; liquidity leg (D) |
+//! | `FxMerchantMovable` (C) | `FxRefundPayerLegs`: house legs, payer movable, overflow (C) |
+//! | `FxPrice`: rate and price (D) | |
+//! | `FxPayerLegs`: payer funds, house legs, liquidity floor (D) | |
+//! | `FxMerchantOverflow` (C) | |
 //!
-//! The risk step (rank 11) runs only once every other check of the payer's
-//! half passed; it is evaluated without changing anything
+//! The two halves of one command take the same path (plain or FX: both
+//! know the payer's currency, both keep the FX legs), so only checks of one
+//! column are ever compared; the unit test at the end checks that every
+//! column is in `Check`'s order.
+//!
+//! The risk step (`Check::Risk`) runs only once every other check of the
+//! payer's half passed; it is evaluated without changing anything
 //! ([`Books::risk_half`]), and a refusal is recorded (audit, counters,
 //! freeze on suspicion) only if the payee's half passed too, since only then
-//! does the lone ledger reach the rules. A QR payment with no MCC of its own
-//! and a code charge need the merchant's MCC for the rules: the payee's half
+//! is it the first failing check. A QR payment with no MCC of its own and a
+//! code charge need the merchant's MCC for the rules: the payee's half
 //! sends it with its verdict ([`Books::half_fact`]), and the payer's half
 //! then receives before it sends. A refund's payee half needs the original
 //! payment's MCC for the customer's spending: the payer's half sends it.
@@ -69,32 +77,91 @@ pub(crate) enum Half {
     Credit,
 }
 
-/// One half's answer: yes, or its first failing check and that check's rank.
-pub(crate) type Verdict = Result<(), (u8, Status)>;
+/// The checks of the two-party commands, in the order a command makes
+/// them (the tables in the module documentation): of two failing halves,
+/// the one whose check comes first decides the status. Never compared
+/// across commands or across the plain and the FX path of one.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub(crate) enum Check {
+    /// The command's own fields: the amount (a QR payment's fee and MCC).
+    Fields,
+    /// Transfer: the two accounts differ.
+    SameAccount,
+    /// Code charge: the merchant is known and is a merchant.
+    ChargeMerchant,
+    /// Refund: the payment is kept (and its payer known).
+    Payment,
+    /// Transfer, QR payment: the payer is known (and not a house account).
+    Payer,
+    /// Code charge: the code is known and live.
+    Code,
+    /// Refund: in the currency of the payment's merchant account.
+    PaymentCurrency,
+    /// Transfer: the payee is known (and not a house account).
+    Payee,
+    /// QR payment: a key of the code names a merchant, not the payer.
+    QrMerchant,
+    /// Refund: at most what is left of the payment to refund.
+    Refundable,
+    /// The debit account is active.
+    DebitMovable,
+    /// The credit account is active.
+    CreditMovable,
+    /// The account is in the command's currency.
+    Currency,
+    /// The debit account has the amount available.
+    Funds,
+    /// The credit account's balance has room for the amount.
+    Overflow,
+    /// Cross-currency QR payment: the merchant is in the code's currency.
+    FxMerchantCurrency,
+    /// Cross-currency QR payment: the payer is active.
+    FxPayerMovable,
+    /// Cross-currency QR payment: the merchant is active.
+    FxMerchantMovable,
+    /// Cross-currency QR payment: a fresh rate and its price.
+    FxPrice,
+    /// Cross-currency QR payment: the payer's funds, the house legs and the
+    /// liquidity floor.
+    FxPayerLegs,
+    /// Cross-currency QR payment: the merchant's balance has room.
+    FxMerchantOverflow,
+    /// Refund of a cross-currency payment: its FX legs' record allows it.
+    FxRefundRecord,
+    /// Refund of a cross-currency payment: the merchant's and liquidity legs.
+    FxRefundMerchantLegs,
+    /// Refund of a cross-currency payment: the house legs and the payer's.
+    FxRefundPayerLegs,
+    /// The payer's risk context and rules: after every other check of both
+    /// halves.
+    Risk,
+}
 
-/// The rank of the risk step: after every other check of both halves.
-pub(crate) const RISK_RANK: u8 = 11;
+/// One half's answer: yes, or its first failing check and that check's
+/// status.
+pub(crate) type Verdict = Result<(), (Check, Status)>;
 
 /// What the risk step of a payer's half decided.
 pub(crate) type RiskOutcome = Result<Option<Gate>, RiskStop>;
 
-/// A half's verdict once its risk step ran: the step's refusal at its rank.
+/// A half's verdict once its risk step ran: the step's refusal, as `Risk`.
 pub(crate) fn with_risk(verdict: Verdict, risk: &RiskOutcome) -> Verdict {
     verdict?;
     match risk {
         Ok(_) => Ok(()),
-        Err(stop) => Err((RISK_RANK, stop.status())),
+        Err(stop) => Err((Check::Risk, stop.status())),
     }
 }
 
-/// The combined outcome of two halves: the lower-ranked failure wins.
+/// The combined outcome of two halves: the failure at the earlier check wins.
 pub(crate) fn combine(debit: Verdict, credit: Verdict) -> Result<(), Status> {
     match (debit, credit) {
         (Ok(()), Ok(())) => Ok(()),
         (Err((_, status)), Ok(())) | (Ok(()), Err((_, status))) => Err(status),
-        (Err((debit_rank, debit_status)), Err((credit_rank, credit_status))) => {
-            // Equal ranks name the same check (currency), hence the same status.
-            if debit_rank <= credit_rank {
+        (Err((debit_check, debit_status)), Err((credit_check, credit_status))) => {
+            // The same check on both sides (amount, currency...) fails with
+            // the same status.
+            if debit_check <= credit_check {
                 Err(debit_status)
             } else {
                 Err(credit_status)
@@ -159,8 +226,9 @@ impl Plan {
     }
 }
 
-fn rank<T>(rank: u8, outcome: Result<T, Status>) -> Result<T, (u8, Status)> {
-    outcome.map_err(|status| (rank, status))
+/// `outcome`'s failure as a failure of `check`.
+pub(crate) fn at<T>(check: Check, outcome: Result<T, Status>) -> Result<T, (Check, Status)> {
+    outcome.map_err(|status| (check, status))
 }
 
 fn qr_static(amount: u64, fee: u64, mcc: u16) -> Result<u64, Status> {
@@ -178,12 +246,12 @@ impl Books {
     /// debit side knows: a payment code's state, a payment's refundable rest).
     fn debit_checks(&self, slot: u32, amount: u64, currency: crate::Currency) -> Verdict {
         let account = self.account(slot);
-        rank(5, account.check_movable())?;
+        at(Check::DebitMovable, account.check_movable())?;
         if account.currency != currency {
-            return Err((7, Status::CurrencyMismatch));
+            return Err((Check::Currency, Status::CurrencyMismatch));
         }
         if account.available() < signed(amount) {
-            return Err((8, Status::InsufficientFunds));
+            return Err((Check::Funds, Status::InsufficientFunds));
         }
         Ok(())
     }
@@ -191,12 +259,12 @@ impl Books {
     /// Credit half: payee's status, currency and room for the amount.
     fn credit_checks(&self, slot: u32, amount: u64, currency: crate::Currency) -> Verdict {
         let account = self.account(slot);
-        rank(6, account.check_movable())?;
+        at(Check::CreditMovable, account.check_movable())?;
         if account.currency != currency {
-            return Err((7, Status::CurrencyMismatch));
+            return Err((Check::Currency, Status::CurrencyMismatch));
         }
         if account.balance.checked_add(signed(amount)).is_none() {
-            return Err((9, Status::Overflow));
+            return Err((Check::Overflow, Status::Overflow));
         }
         Ok(())
     }
@@ -208,7 +276,7 @@ impl Books {
         parties: Parties,
         half: Half,
         timestamp: u64,
-    ) -> Result<Plan, (u8, Status)> {
+    ) -> Result<Plan, (Check, Status)> {
         match command.kind {
             CommandKind::Transfer {
                 from,
@@ -217,13 +285,19 @@ impl Books {
                 currency,
                 ..
             } => {
-                rank(1, check_amount(amount))?;
+                at(Check::Fields, check_amount(amount))?;
                 if from == to {
-                    return Err((2, Status::SameAccount));
+                    return Err((Check::SameAccount, Status::SameAccount));
                 }
                 let slot = match half {
-                    Half::Debit => rank(3, self.user_slot(from, Status::UnknownDebitAccount))?,
-                    Half::Credit => rank(4, self.user_slot(to, Status::UnknownCreditAccount))?,
+                    Half::Debit => at(
+                        Check::Payer,
+                        self.user_slot(from, Status::UnknownDebitAccount),
+                    )?,
+                    Half::Credit => at(
+                        Check::Payee,
+                        self.user_slot(to, Status::UnknownCreditAccount),
+                    )?,
                 };
                 match half {
                     Half::Debit => self.debit_checks(slot, amount, currency)?,
@@ -239,16 +313,19 @@ impl Books {
                 mcc,
                 ..
             } => {
-                let total = rank(1, qr_static(amount, fee, mcc))?;
+                let total = at(Check::Fields, qr_static(amount, fee, mcc))?;
                 let payer_slot = match half {
-                    Half::Debit => {
-                        Some(rank(3, self.user_slot(payer, Status::UnknownDebitAccount))?)
-                    }
+                    Half::Debit => Some(at(
+                        Check::Payer,
+                        self.user_slot(payer, Status::UnknownDebitAccount),
+                    )?),
                     Half::Credit => None,
                 };
-                let merchant = parties.credit.ok_or((4, Status::UnknownMerchant))?;
+                let merchant = parties
+                    .credit
+                    .ok_or((Check::QrMerchant, Status::UnknownMerchant))?;
                 if merchant == payer {
-                    return Err((4, Status::SameAccount));
+                    return Err((Check::QrMerchant, Status::SameAccount));
                 }
                 match (half, payer_slot) {
                     (Half::Debit, Some(slot)) => {
@@ -272,7 +349,10 @@ impl Books {
                     _ => {
                         // The router resolved the key to this merchant, so it
                         // lives here; `UnknownMerchant` only guards a router bug.
-                        let slot = rank(4, self.user_slot(merchant, Status::UnknownMerchant))?;
+                        let slot = at(
+                            Check::QrMerchant,
+                            self.user_slot(merchant, Status::UnknownMerchant),
+                        )?;
                         if let Some(payer_currency) =
                             parties.payer_currency.filter(|&other| other != currency)
                         {
@@ -301,7 +381,7 @@ impl Books {
                 currency,
                 ..
             } => {
-                rank(1, check_amount(amount))?;
+                at(Check::Fields, check_amount(amount))?;
                 match half {
                     Half::Debit => {
                         // The code lives with its customer: if this shard does
@@ -309,20 +389,22 @@ impl Books {
                         let entry = *self
                             .payment_codes
                             .get(&code)
-                            .ok_or((3, Status::UnknownPaymentCode))?;
+                            .ok_or((Check::Code, Status::UnknownPaymentCode))?;
                         match entry.state {
                             PaymentCodeState::Live => {}
-                            PaymentCodeState::Used => return Err((3, Status::PaymentCodeUsed)),
+                            PaymentCodeState::Used => {
+                                return Err((Check::Code, Status::PaymentCodeUsed))
+                            }
                             PaymentCodeState::Expired => {
-                                return Err((3, Status::PaymentCodeExpired))
+                                return Err((Check::Code, Status::PaymentCodeExpired))
                             }
                         }
                         self.debit_checks(entry.customer_slot, amount, currency)?;
                         Ok(Plan::plain(entry.customer_slot, amount))
                     }
                     Half::Credit => {
-                        let slot = rank(
-                            2,
+                        let slot = at(
+                            Check::ChargeMerchant,
                             self.merchant_slot(merchant, Status::UnknownCreditAccount),
                         )?;
                         self.credit_checks(slot, amount, currency)?;
@@ -335,18 +417,18 @@ impl Books {
                 amount,
                 currency,
             } => {
-                rank(1, check_amount(amount))?;
+                at(Check::Fields, check_amount(amount))?;
                 match half {
                     Half::Debit => {
                         let original = self
                             .payment_anywhere(payment)
-                            .ok_or((2, Status::PaymentNotFound))?;
+                            .ok_or((Check::Payment, Status::PaymentNotFound))?;
                         let slot = original.merchant_slot;
                         if self.account(slot).currency != currency {
-                            return Err((3, Status::CurrencyMismatch));
+                            return Err((Check::PaymentCurrency, Status::CurrencyMismatch));
                         }
                         if amount > original.amount - original.refunded {
-                            return Err((4, Status::RefundExceedsPayment));
+                            return Err((Check::Refundable, Status::RefundExceedsPayment));
                         }
                         if let Some(legs) = self.fx.payments.get(&payment) {
                             let back = self.fx_refund_half(slot, amount, legs, true)?;
@@ -360,8 +442,13 @@ impl Books {
                         Ok(Plan::plain(slot, amount))
                     }
                     Half::Credit => {
-                        let payer = parties.credit.ok_or((2, Status::PaymentNotFound))?;
-                        let slot = rank(2, self.user_slot(payer, Status::PaymentNotFound))?;
+                        let payer = parties
+                            .credit
+                            .ok_or((Check::Payment, Status::PaymentNotFound))?;
+                        let slot = at(
+                            Check::Payment,
+                            self.user_slot(payer, Status::PaymentNotFound),
+                        )?;
                         if let Some(legs) = self.fx.payments.get(&payment) {
                             let back = self.fx_refund_half(slot, amount, legs, false)?;
                             return Ok(Plan {
@@ -375,7 +462,8 @@ impl Books {
                     }
                 }
             }
-            _ => Err((0, Status::InvalidAccountKind)),
+            // Not a two-party command: the router never pairs one.
+            _ => Err((Check::Fields, Status::InvalidAccountKind)),
         }
     }
 
@@ -386,7 +474,7 @@ impl Books {
         &self,
         command: &Command,
         half: Half,
-        plan: Result<Plan, (u8, crate::status::Status)>,
+        plan: Result<Plan, (Check, Status)>,
     ) -> u16 {
         let Ok(plan) = plan else {
             return 0;
@@ -409,7 +497,7 @@ impl Books {
     pub(crate) fn needs_payee_fact(
         &self,
         command: &Command,
-        plan: Result<Plan, (u8, crate::status::Status)>,
+        plan: Result<Plan, (Check, Status)>,
     ) -> bool {
         let Ok(plan) = plan else {
             return false;
@@ -632,7 +720,7 @@ impl Books {
     /// A two-party command whose halves are both on this state machine
     /// (the lone ledger, or a shard that owns both accounts): evaluate both
     /// halves, run the payer's risk step once every other check passed,
-    /// combine by rank, and apply both halves if both said yes. This is the
+    /// combine them ([`combine`]), and apply both halves if both said yes. This is the
     /// only implementation of the two-party commands' rules; a shard that
     /// owns one half runs the same halves and exchanges verdicts instead.
     /// The caller has set the movement context (history on).
@@ -841,4 +929,123 @@ pub(crate) fn first_known_key<T>(
     keys.iter()
         .filter(|key| **key != MerchantKey::NONE)
         .find_map(lookup)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Check::{self, *};
+
+    /// Each column of the module documentation's tables: the checks one
+    /// command makes on one path, in the order it makes them.
+    const COMMANDS: [(&str, &[Check]); 6] = [
+        (
+            "transfer",
+            &[
+                Fields,
+                SameAccount,
+                Payer,
+                Payee,
+                DebitMovable,
+                CreditMovable,
+                Currency,
+                Funds,
+                Overflow,
+                Risk,
+            ],
+        ),
+        (
+            "QR payment",
+            &[
+                Fields,
+                Payer,
+                QrMerchant,
+                DebitMovable,
+                CreditMovable,
+                Currency,
+                Funds,
+                Overflow,
+                Risk,
+            ],
+        ),
+        (
+            "code charge",
+            &[
+                Fields,
+                ChargeMerchant,
+                Code,
+                DebitMovable,
+                CreditMovable,
+                Currency,
+                Funds,
+                Overflow,
+                Risk,
+            ],
+        ),
+        (
+            "refund",
+            &[
+                Fields,
+                Payment,
+                PaymentCurrency,
+                Refundable,
+                DebitMovable,
+                CreditMovable,
+                Currency,
+                Funds,
+                Overflow,
+            ],
+        ),
+        (
+            "cross-currency QR payment",
+            &[
+                Fields,
+                Payer,
+                QrMerchant,
+                FxMerchantCurrency,
+                FxPayerMovable,
+                FxMerchantMovable,
+                FxPrice,
+                FxPayerLegs,
+                FxMerchantOverflow,
+                Risk,
+            ],
+        ),
+        (
+            "refund of a cross-currency payment",
+            &[
+                Fields,
+                Payment,
+                PaymentCurrency,
+                Refundable,
+                FxRefundRecord,
+                FxRefundMerchantLegs,
+                FxRefundPayerLegs,
+            ],
+        ),
+    ];
+
+    #[test]
+    fn every_command_checks_in_the_tables_order() {
+        for (command, checks) in COMMANDS {
+            for pair in checks.windows(2) {
+                assert!(pair[0] < pair[1], "{command}: {pair:?} out of order");
+            }
+        }
+    }
+
+    #[test]
+    fn the_earlier_check_decides() {
+        use crate::status::Status;
+        let funds = Err((Funds, Status::InsufficientFunds));
+        let frozen_payee = Err((CreditMovable, Status::AccountFrozen));
+        assert_eq!(
+            super::combine(funds, frozen_payee),
+            Err(Status::AccountFrozen)
+        );
+        let risk = Err((Risk, Status::RiskDeclined));
+        let overflow = Err((Overflow, Status::Overflow));
+        assert_eq!(super::combine(risk, overflow), Err(Status::Overflow));
+        assert_eq!(super::combine(Ok(()), overflow), Err(Status::Overflow));
+        assert_eq!(super::combine(Ok(()), Ok(())), Ok(()));
+    }
 }
