@@ -249,6 +249,9 @@ impl EngineStats {
 enum Request {
     Batch {
         commands: Vec<Command>,
+        /// `Command::fingerprint` of each, computed by the submitter's
+        /// thread so the ordered stages do not.
+        fingerprints: Vec<u64>,
         reply: Reply<Vec<CommandResult>>,
     },
     Query {
@@ -271,6 +274,7 @@ enum Execute {
         sequence: u64,
         timestamp: u64,
         commands: Vec<Command>,
+        fingerprints: Vec<u64>,
         reply: Reply<Vec<CommandResult>>,
     },
     Query {
@@ -328,7 +332,14 @@ impl EngineHandle {
         commands: Vec<Command>,
         reply: Reply<Vec<CommandResult>>,
     ) -> Result<(), SubmitError> {
-        self.send(Request::Batch { commands, reply })
+        // Work that needs no log order is done here, on the caller's
+        // thread (a connection task), not on the sequencer or router.
+        let fingerprints = commands.iter().map(Command::fingerprint).collect();
+        self.send(Request::Batch {
+            commands,
+            fingerprints,
+            reply,
+        })
     }
 
     /// Queues read-only queries; they see every batch submitted before them.
@@ -672,11 +683,17 @@ impl<S: Storage> Sequencer<S> {
         let mut commands_logged = 0u64;
         for request in group.drain(..) {
             match request {
-                Request::Batch { commands, reply } if self.failed => {
+                Request::Batch {
+                    commands, reply, ..
+                } if self.failed => {
                     let results = vec![CommandResult::new(Status::Unavailable); commands.len()];
                     reply(results);
                 }
-                Request::Batch { commands, reply } => {
+                Request::Batch {
+                    commands,
+                    fingerprints,
+                    reply,
+                } => {
                     self.sequence += 1;
                     let timestamp = self.next_timestamp();
                     let record = LogRecord {
@@ -697,6 +714,7 @@ impl<S: Storage> Sequencer<S> {
                         sequence: self.sequence,
                         timestamp,
                         commands,
+                        fingerprints,
                         reply,
                     }));
                 }
@@ -952,12 +970,14 @@ impl Executor {
                     sequence,
                     timestamp,
                     commands,
+                    fingerprints,
                     reply,
                 } => {
                     if self.ledger.in_flight() >= BATCHES_IN_FLIGHT_MAX {
                         self.complete(true);
                     }
-                    self.ledger.submit(sequence, timestamp, &commands);
+                    self.ledger
+                        .submit_prepared(sequence, timestamp, &commands, &fingerprints);
                     self.replies.push_back((commands, reply));
                     while self.complete(false) {}
                 }

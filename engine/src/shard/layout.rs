@@ -7,15 +7,13 @@
 //! shard's part carries the pending credits of the holds on that shard.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 
 use dashmap::DashMap;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
-use super::records::RecordTable;
-use super::{
-    shard_of_owner, CodeEntry, HoldEntry, HoldKnown, KeyEntry, Placement, QuoteEntry, RouterRecord,
-};
+use super::records::{RecordRing, RouterRecord};
+use super::{shard_of_owner, CodeEntry, HoldEntry, HoldKnown, KeyEntry, Placement, QuoteEntry};
 use crate::command::{AccountId, AccountKind, CommandId, HouseRole, MerchantKey};
 use crate::ledger::{Account, IdempotencyRecord, Ledger, LedgerConfig};
 use crate::limits;
@@ -27,8 +25,7 @@ pub(super) struct Split {
     pub(super) timestamp: u64,
     pub(super) ledgers: Vec<Ledger>,
     pub(super) directory: DashMap<AccountId, Placement, FxBuildHasher>,
-    pub(super) records: RecordTable<RouterRecord>,
-    pub(super) order: VecDeque<CommandId>,
+    pub(super) records: RecordRing,
     pub(super) keys: FxHashMap<MerchantKey, KeyEntry>,
     pub(super) codes: FxHashMap<u64, CodeEntry>,
     pub(super) code_forgets: BinaryHeap<Reverse<(u64, u64)>>,
@@ -292,8 +289,13 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
 
     // Records: each on the shard of what lives as long as it (a payment, a
     // hold), others on shard 0; the router keeps them all in global order.
-    let mut records = RecordTable::new();
-    let mut order = VecDeque::with_capacity(ledger.records.order.len());
+    // The table is allocated once, here, for the configured cap (and never
+    // less than what the checkpoint holds, or than a few batches).
+    let capacity = config
+        .idempotency_records_max
+        .max(ledger.records.order.len())
+        .max(limits::BATCH_COMMANDS_MAX * 8);
+    let mut records = RecordRing::new(capacity, 0);
     for id in &ledger.records.order {
         let Some(record) = ledger.records.by_id.get(id) else {
             continue;
@@ -305,19 +307,17 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
         if hold_homes.contains_key(id) {
             ledgers[home as usize].records.by_id.insert(*id, *record);
         }
-        records.insert(
+        records.push(
             *id,
-            RouterRecord {
+            &RouterRecord {
                 fingerprint: record.fingerprint,
                 status: Some(record.status),
                 timestamp: record.timestamp,
                 home,
                 parties,
-                arrival: u64::MAX,
                 keeps: true,
             },
         );
-        order.push_back(*id);
     }
 
     split_risk(&ledger, &mut ledgers, &directory);
@@ -329,7 +329,6 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
         ledgers,
         directory,
         records,
-        order,
         keys,
         codes,
         code_forgets,

@@ -55,7 +55,7 @@ use crate::ledger::{check_open, Account, Elsewhere, Ledger, LedgerConfig};
 use crate::limits;
 use crate::risk::{RiskCounters, RiskPolicy};
 use crate::status::Status;
-use records::RecordTable;
+use records::{RecordRing, RouterRecord};
 use worker::{Input, Output, Role, Segment, Step, Worker};
 
 /// Which of two halves' details a result keeps: the higher.
@@ -74,26 +74,6 @@ pub fn shard_of_owner(owner: u64, shards: usize) -> usize {
     let mixed = owner.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (owner >> 29);
     let mixed = mixed.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     ((mixed >> 32) % shards.max(1) as u64) as usize
-}
-
-/// The router's copy of one command's idempotency record.
-#[derive(Clone, Copy, Debug)]
-struct RouterRecord {
-    fingerprint: u64,
-    /// `None` while the command is routed but its result is not in.
-    status: Option<Status>,
-    timestamp: u64,
-    /// The shard that keeps the command's record (and what lives as long
-    /// as it: a payment, a finished hold).
-    home: u32,
-    /// For payments: (merchant, payer) as routed, for refunds.
-    parties: Option<(AccountId, AccountId)>,
-    /// Which arrival of this id the record is (an id may come back after
-    /// its record was evicted, while its first result is still in flight).
-    arrival: u64,
-    /// Something on the home shard lives as long as the record (a hold, a
-    /// payment): the home shard hears when the record goes.
-    keeps: bool,
 }
 
 /// Who a merchant key pays.
@@ -201,7 +181,13 @@ struct InFlight {
     results: Vec<Option<CommandResult>>,
     /// Segments sent and not yet answered.
     outstanding: usize,
-    /// Fresh commands not yet learned from.
+    /// Batch indexes of the fresh commands, in arrival order: the k-th
+    /// arrived as `first_arrival + k`. Their statuses go into their records
+    /// when the results are in (`learned` of them already have).
+    fresh: Vec<u32>,
+    first_arrival: u64,
+    learned: usize,
+    /// Fresh commands with a fact to learn (the rare kinds), not yet learned.
     routed: Vec<Routed>,
     /// Still being routed: more segments may follow.
     routing: bool,
@@ -213,11 +199,10 @@ impl InFlight {
     }
 }
 
-/// A fresh command routed and not yet learned from.
+/// A fresh command with a fact to learn, routed and not yet learned from.
 #[derive(Clone, Copy, Debug)]
 struct Routed {
     index: u32,
-    id: CommandId,
     arrival: u64,
     fact: Fact,
 }
@@ -306,9 +291,8 @@ pub struct ShardedLedger {
     timestamp: u64,
     /// Account id → shard, for every customer and merchant account.
     directory: Arc<DashMap<AccountId, Placement, FxBuildHasher>>,
-    records: RecordTable<RouterRecord>,
-    order: VecDeque<CommandId>,
-    arrivals: u64,
+    /// Idempotency records, in arrival order (fixed capacity, never grows).
+    records: RecordRing,
     keys: FxHashMap<MerchantKey, KeyEntry>,
     codes: FxHashMap<u64, CodeEntry>,
     code_forgets: BinaryHeap<Reverse<(u64, u64)>>,
@@ -398,8 +382,6 @@ impl ShardedLedger {
             timestamp: split.timestamp,
             directory: Arc::new(split.directory),
             records: split.records,
-            order: split.order,
-            arrivals: 0,
             keys: split.keys,
             codes: split.codes,
             code_forgets: split.code_forgets,
@@ -546,6 +528,25 @@ impl ShardedLedger {
     /// results back in order with [`Self::complete_wait`] or
     /// [`Self::complete_ready`].
     pub fn submit(&mut self, sequence: u64, timestamp: u64, batch: &[Command]) {
+        let fingerprints: Vec<u64> = batch.iter().map(Command::fingerprint).collect();
+        self.submit_prepared(sequence, timestamp, batch, &fingerprints);
+    }
+
+    /// [`Self::submit`] with each command's [`Command::fingerprint`]
+    /// already computed (by the caller's thread, before the sequencer: the
+    /// router's thread is the pipeline's one ordered stage).
+    pub fn submit_prepared(
+        &mut self,
+        sequence: u64,
+        timestamp: u64,
+        batch: &[Command],
+        fingerprints: &[u64],
+    ) {
+        assert_eq!(batch.len(), fingerprints.len(), "one fingerprint a command");
+        assert!(
+            batch.len() <= self.records.capacity(),
+            "a batch fits the record table"
+        );
         crate::ledger::advance_clock(
             (&mut self.sequence, &mut self.timestamp),
             sequence,
@@ -572,16 +573,19 @@ impl ShardedLedger {
             movements: Vec::new(),
             results: vec![None; batch.len()],
             outstanding: 0,
+            fresh: Vec::with_capacity(batch.len()),
+            first_arrival: self.records.next_arrival(),
+            learned: 0,
             routed: Vec::new(),
             routing: true,
         });
 
         self.batch_start(timestamp, batch.len());
-        for (index, command) in batch.iter().enumerate() {
+        for (index, (command, &fingerprint)) in batch.iter().zip(fingerprints).enumerate() {
             if self.failed {
                 break;
             }
-            self.route(index as u32, command, timestamp);
+            self.route(index as u32, command, fingerprint, timestamp);
         }
         self.send_segments();
         if let Some(current) = self.in_flight.back_mut() {
@@ -728,7 +732,7 @@ impl ShardedLedger {
             self.hold_expiries.pop();
             let expired = self.holds.get(&id).filter(|hold| hold.expires_at == at);
             if let Some(hold) = expired.copied() {
-                if !self.records.contains_key(&id) {
+                if !self.records.contains(id) {
                     // Expired (so finished) with no record: the shard drops it.
                     self.holds.remove(&id);
                     if let Some(segment) = self.segments.get_mut(hold.shard as usize) {
@@ -765,43 +769,39 @@ impl ShardedLedger {
         }
         // Ledger::evict_records, on the global table.
         let keep_max = self.config.idempotency_records_max.saturating_sub(incoming);
-        while let Some(&oldest) = self.order.front() {
-            if self.order.len() <= keep_max {
-                let expired = self.records.get(&oldest).is_none_or(|record| {
-                    record
-                        .timestamp
-                        .saturating_add(self.config.idempotency_window_ns)
-                        <= timestamp
-                });
+        while let Some((oldest, record)) = self.records.front() {
+            if self.records.len() <= keep_max {
+                let expired = record
+                    .timestamp
+                    .saturating_add(self.config.idempotency_window_ns)
+                    <= timestamp;
                 if !expired {
                     break;
                 }
             }
-            self.order.pop_front();
-            if let Some(record) = self.records.remove(&oldest) {
-                if record.keeps {
-                    if let Some(segment) = self.segments.get_mut(record.home as usize) {
-                        segment.forget.push(oldest);
-                    }
+            self.records.pop_front();
+            if record.keeps {
+                if let Some(segment) = self.segments.get_mut(record.home as usize) {
+                    segment.forget.push(oldest);
                 }
-                // A cross-currency payment's FX legs are kept by its payer's
-                // shard too.
-                let payer_shard = record
-                    .parties
-                    .and_then(|(_, payer)| self.shard_of(payer))
-                    .filter(|&shard| shard != record.home);
-                if let Some(segment) =
-                    payer_shard.and_then(|shard| self.segments.get_mut(shard as usize))
-                {
-                    segment.forget_fx.push(oldest);
-                }
-                // The id was reused for a command on another shard than
-                // its hold's: that shard hears of the record going too.
-                if let Some(hold) = self.holds.get(&oldest) {
-                    if hold.shard != record.home || !record.keeps {
-                        if let Some(segment) = self.segments.get_mut(hold.shard as usize) {
-                            segment.forget_holds.push(oldest);
-                        }
+            }
+            // A cross-currency payment's FX legs are kept by its payer's
+            // shard too.
+            let payer_shard = record
+                .parties
+                .and_then(|(_, payer)| self.shard_of(payer))
+                .filter(|&shard| shard != record.home);
+            if let Some(segment) =
+                payer_shard.and_then(|shard| self.segments.get_mut(shard as usize))
+            {
+                segment.forget_fx.push(oldest);
+            }
+            // The id was reused for a command on another shard than
+            // its hold's: that shard hears of the record going too.
+            if let Some(hold) = self.holds.get(&oldest) {
+                if hold.shard != record.home || !record.keeps {
+                    if let Some(segment) = self.segments.get_mut(hold.shard as usize) {
+                        segment.forget_holds.push(oldest);
                     }
                 }
             }
@@ -958,9 +958,11 @@ impl ShardedLedger {
     }
 
     /// Classifies one command (fresh, duplicate, id reused) and routes it.
-    fn route(&mut self, index: u32, command: &Command, timestamp: u64) {
-        let fingerprint = command.fingerprint();
-        if let Some(record) = self.records.get(&command.id) {
+    /// `fingerprint` is `command.fingerprint()`, computed before the
+    /// sequencer (off this thread).
+    fn route(&mut self, index: u32, command: &Command, fingerprint: u64, timestamp: u64) {
+        debug_assert_eq!(fingerprint, command.fingerprint());
+        if let Some((_, record)) = self.records.get(command.id) {
             self.stats.answered_by_router += 1;
             if record.fingerprint != fingerprint {
                 self.set_result(index, Status::IdReusedWithDifferentFields);
@@ -972,8 +974,8 @@ impl ShardedLedger {
             }
             let status = self
                 .records
-                .get(&command.id)
-                .and_then(|record| record.status)
+                .get(command.id)
+                .and_then(|(_, record)| record.status)
                 .unwrap_or(Status::Unavailable);
             // A retried quote answers with its amounts while it is
             // remembered, as the lone ledger does.
@@ -987,19 +989,20 @@ impl ShardedLedger {
             self.set_result_with(index, CommandResult::with_detail(status, detail));
             return;
         }
-        let arrival = self.arrivals;
-        self.arrivals += 1;
+        let arrival = self.records.next_arrival();
         let (home, fact, parties) =
             self.route_fresh(index, command, fingerprint, timestamp, arrival);
-        self.records.insert(
+        // Routing may have waited for results (a flush), never routed
+        // another command: the arrival is still the next one.
+        assert_eq!(self.records.next_arrival(), arrival);
+        let pushed = self.records.push(
             command.id,
-            RouterRecord {
+            &RouterRecord {
                 fingerprint,
                 status: None,
                 timestamp,
                 home,
                 parties,
-                arrival,
                 keeps: matches!(
                     command.kind,
                     CommandKind::WithdrawHold { .. }
@@ -1008,14 +1011,19 @@ impl ShardedLedger {
                 ),
             },
         );
-        self.order.push_back(command.id);
+        debug_assert_eq!(pushed, arrival);
         if let Some(current) = self.in_flight.back_mut() {
-            current.routed.push(Routed {
-                index,
-                id: command.id,
-                arrival,
-                fact,
-            });
+            // Fresh commands of a batch arrive one after another: the
+            // k-th fresh one is `first_arrival + k`.
+            debug_assert_eq!(current.first_arrival + current.fresh.len() as u64, arrival);
+            current.fresh.push(index);
+            if !matches!(fact, Fact::None) {
+                current.routed.push(Routed {
+                    index,
+                    arrival,
+                    fact,
+                });
+            }
         }
     }
 
@@ -1245,7 +1253,10 @@ impl ShardedLedger {
             CommandKind::Refund {
                 payment, currency, ..
             } => {
-                let original = self.records.get(&payment).and_then(|record| record.parties);
+                let original = self
+                    .records
+                    .get(payment)
+                    .and_then(|(_, record)| record.parties);
                 // A refund of a cross-currency payment draws on the payer
                 // currency's liquidity by a share the router does not know.
                 let payer_currency = original.and_then(|(_, payer)| self.currency_of(payer));
@@ -1481,17 +1492,20 @@ impl ShardedLedger {
     }
 
     fn learn(&mut self, batch: &mut InFlight) {
+        // Every fresh command's first status, by arrival: no hash look-up.
+        for (offset, &index) in batch.fresh.iter().enumerate().skip(batch.learned) {
+            if let Some(result) = batch.results.get(index as usize).copied().flatten() {
+                self.records
+                    .set_status(batch.first_arrival + offset as u64, result.status);
+            }
+        }
+        batch.learned = batch.fresh.len();
         for routed in batch.routed.drain(..) {
             let (status, detail) = match batch.results.get(routed.index as usize).copied().flatten()
             {
                 Some(result) => (result.status, result.detail),
                 None => continue,
             };
-            if let Some(record) = self.records.get_mut(&routed.id) {
-                if record.arrival == routed.arrival {
-                    record.status = Some(status);
-                }
-            }
             let ok = status == Status::Ok;
             match routed.fact {
                 Fact::None => {}
@@ -1581,10 +1595,12 @@ impl ShardedLedger {
                 Ok(None) => QueryReply::Refused(Status::UnknownAccount),
                 Err(_) => QueryReply::Refused(Status::Unavailable),
             },
-            Query::Command { id } => match self.records.get(id).and_then(|record| record.status) {
-                Some(status) => QueryReply::Command(status),
-                None => QueryReply::Refused(Status::UnknownCommand),
-            },
+            Query::Command { id } => {
+                match self.records.get(*id).and_then(|(_, record)| record.status) {
+                    Some(status) => QueryReply::Command(status),
+                    None => QueryReply::Refused(Status::UnknownCommand),
+                }
+            }
             // Every shard has the same policy; the router keeps a copy.
             Query::RiskPolicy => QueryReply::RiskPolicy {
                 digest: self.risk_policy.digest(),
@@ -1826,9 +1842,8 @@ impl ShardedLedger {
         let states: Option<Vec<Ledger>> = states.into_iter().collect();
         let shards = states.ok_or(ShardError::ShardStopped)?;
         let records = self
-            .order
+            .records
             .iter()
-            .filter_map(|id| self.records.get(id).map(|record| (*id, *record)))
             .map(|(id, record)| {
                 (
                     id,
