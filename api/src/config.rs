@@ -184,9 +184,12 @@ pub struct EngineSection {
     pub checkpoint_interval_s: u64,
     pub idempotency_window_s: u64,
     pub idempotency_records_max: u64,
-    /// Shards (state-machine threads); 0: one per available core.
+    /// Shards (state-machine threads); 0: cores - 2, at least 1.
     pub shards: u32,
     pub history: bool,
+    /// Touch the memory of the tables allocated at start before serving,
+    /// so traffic never pays the page faults (`--prefault`).
+    pub prefault: bool,
 }
 
 impl Default for EngineSection {
@@ -201,6 +204,7 @@ impl Default for EngineSection {
             idempotency_records_max: engine.ledger.idempotency_records_max as u64,
             shards: engine.shards as u32,
             history: engine.history,
+            prefault: true,
         }
     }
 }
@@ -219,6 +223,7 @@ impl EngineSection {
             checkpoint_interval: Duration::from_secs(self.checkpoint_interval_s),
             shards: self.shards as usize,
             history: self.history,
+            prefault: self.prefault,
         }
     }
 
@@ -243,7 +248,7 @@ impl EngineSection {
             ));
         }
         if self.shards as usize > SHARDS_MAX {
-            return Err(invalid("engine.shards must be 0 (one per core) to 64"));
+            return Err(invalid("engine.shards must be 0 (cores - 2, at least 1) to 64"));
         }
         Ok(())
     }

@@ -48,12 +48,13 @@ pub struct ServeOptions {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub config: Option<PathBuf>,
-    /// Shard count (0: one per available core).
+    /// Shard count (0: the default, cores - 2, at least 1).
     pub shards: Option<u32>,
     /// Risk policy TOML to put in force at start (overrides the config's).
     pub risk_policy: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
     pub no_metrics: bool,
+    pub prefault: Option<bool>,
 }
 
 impl ServeOptions {
@@ -82,6 +83,9 @@ impl ServeOptions {
         }
         if self.no_metrics {
             config.metrics.enabled = false;
+        }
+        if let Some(prefault) = self.prefault {
+            config.engine.prefault = prefault;
         }
         Ok(config)
     }
@@ -118,6 +122,13 @@ impl RunningServer {
             }
         }
     }
+}
+
+fn stats_of(
+    engine: &Engine,
+    counter: impl Fn(&payrail_engine::pipeline::EngineStats) -> &std::sync::atomic::AtomicU64,
+) -> u64 {
+    counter(engine.handle().stats()).load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Opens the data directory, recovers and starts serving. Returns once the
@@ -164,6 +175,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
             .shards
             .load(std::sync::atomic::Ordering::Relaxed),
         history = config.engine.history,
+        idempotency_records_max = stats_of(&engine, |stats| &stats.idempotency_records_capacity),
+        idempotency_table_mib = stats_of(&engine, |stats| &stats.idempotency_table_bytes) >> 20,
+        prefault = config.engine.prefault,
         queue_depth = config.engine.queue_depth,
         checkpoint_commands = config.engine.checkpoint_commands,
         checkpoint_interval_s = config.engine.checkpoint_interval_s,

@@ -80,6 +80,9 @@ const _: () = assert!(IDEMPOTENCY_RECORDS_MAX_DEFAULT >= BATCH_COMMANDS_MAX);
 
 /// Most shards (state-machine threads) one engine runs.
 pub const SHARDS_MAX: usize = 64;
+/// Threads of the engine's own that need a core beside the shards (the
+/// router, the sequencer); the default shard count is the cores left.
+pub const ENGINE_THREADS_BESIDE_SHARDS: usize = 2;
 /// Segments queued for one shard before the router waits.
 pub const SHARD_QUEUE_DEPTH: usize = 64;
 /// Verdicts in flight from one shard to another. Shards walk the same global

@@ -74,19 +74,34 @@ pub struct EngineConfig {
     /// Keep movement history (when the storage can): the shards emit
     /// movements and the history writer stores them.
     pub history: bool,
+    /// Touch every page of the tables allocated at start before serving
+    /// (the server does; tests that start many engines do not).
+    pub prefault: bool,
 }
 
 impl EngineConfig {
-    /// The shard count `shards` asks for: itself, or one per available core.
+    /// The shard count `shards` asks for: itself, or the default for the
+    /// cores available (see [`default_shards`]).
     pub fn shards_resolved(&self) -> usize {
         if self.shards == 0 {
-            std::thread::available_parallelism()
-                .map_or(1, usize::from)
-                .min(limits::SHARDS_MAX)
+            default_shards(std::thread::available_parallelism().map_or(1, usize::from))
         } else {
             self.shards
         }
     }
+}
+
+/// The default shard count on a machine with `cores` cores: the cores left
+/// once the stages that run beside the shards have theirs
+/// ([`limits::ENGINE_THREADS_BESIDE_SHARDS`]: the router and the sequencer
+/// with its log writes; the network tasks and history writer share what is
+/// left), at least one. A shard more than that competes for a core with the
+/// router, and a command split over two shards costs both of them a verdict
+/// exchange: measured on 2 cores, 2 shards run below 1 (docs/architecture.md).
+pub fn default_shards(cores: usize) -> usize {
+    cores
+        .saturating_sub(limits::ENGINE_THREADS_BESIDE_SHARDS)
+        .clamp(1, limits::SHARDS_MAX)
 }
 
 impl Default for EngineConfig {
@@ -99,6 +114,7 @@ impl Default for EngineConfig {
             checkpoint_interval: Duration::from_secs(300),
             shards: 0,
             history: true,
+            prefault: false,
         }
     }
 }
@@ -154,6 +170,11 @@ pub struct EngineStats {
     pub pairs_split: AtomicU64,
     /// Times the router waited for in-flight results before routing on.
     pub router_flushes: AtomicU64,
+    /// The router's idempotency record table: records it has room for
+    /// (allocated at start, never more), bytes it takes, records kept.
+    pub idempotency_records_capacity: AtomicU64,
+    pub idempotency_table_bytes: AtomicU64,
+    pub idempotency_records: AtomicU64,
     /// Wall-clock time (ns since the epoch) the last checkpoint was saved.
     pub checkpoint_unix_ns: AtomicU64,
     /// Every batch up to this sequence is in the history: every shard has
@@ -230,6 +251,15 @@ impl EngineStats {
             ("shards", get(&self.shards)),
             ("pairs_split", get(&self.pairs_split)),
             ("router_flushes", get(&self.router_flushes)),
+            (
+                "idempotency_records_capacity",
+                get(&self.idempotency_records_capacity),
+            ),
+            (
+                "idempotency_table_bytes",
+                get(&self.idempotency_table_bytes),
+            ),
+            ("idempotency_records", get(&self.idempotency_records)),
             ("risk_evaluated", get(&self.risk_evaluated)),
             (
                 "write_failed",
@@ -449,6 +479,15 @@ impl Engine {
         let shards = config.shards_resolved();
         let mut ledger = ShardedLedger::from_ledger(ledger, shards)?;
         ledger.record_history(keeps_history)?;
+        if config.prefault {
+            let started = Instant::now();
+            ledger.prefault();
+            tracing::info!(
+                ms = started.elapsed().as_millis() as u64,
+                "idempotency record table touched"
+            );
+        }
+        let (records_capacity, records_bytes, records_kept) = ledger.record_table();
         let history_storage = storage.clone();
         // The checkpoint thread gets its own handle on the same storage, so a
         // large checkpoint write never holds up log appends.
@@ -466,6 +505,15 @@ impl Engine {
             .checkpoint_sequence
             .store(recovery.checkpoint_sequence, Ordering::Relaxed);
         stats.shards.store(shards as u64, Ordering::Relaxed);
+        stats
+            .idempotency_records_capacity
+            .store(records_capacity as u64, Ordering::Relaxed);
+        stats
+            .idempotency_table_bytes
+            .store(records_bytes as u64, Ordering::Relaxed);
+        stats
+            .idempotency_records
+            .store(records_kept as u64, Ordering::Relaxed);
         // Recovery brought the history up to the last record.
         stats
             .history_watermark
@@ -1056,6 +1104,10 @@ impl Executor {
     }
 
     fn publish_shard_stats(&self) {
+        let (_, _, records) = self.ledger.record_table();
+        self.stats
+            .idempotency_records
+            .store(records as u64, Ordering::Relaxed);
         let stats = self.ledger.stats();
         for (counter, steps) in self.stats.shard_steps.iter().zip(&stats.steps) {
             counter.store(*steps, Ordering::Relaxed);

@@ -172,7 +172,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Shards: state-machine threads, each owning a partition of the
-    /// accounts [default: one per available core, or the config file's].
+    /// accounts [default: cores - 2, at least 1, or the config file's].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub shards: Option<u32>,
     /// Risk policy TOML (docs/risk.md) to put in force at start, through the
@@ -186,6 +186,10 @@ pub struct ServeArgs {
     /// Serve no metrics.
     #[arg(long)]
     pub no_metrics: bool,
+    /// Touch the memory of the tables allocated at start before serving
+    /// [default: the config file's `engine.prefault`, true].
+    #[arg(long, value_name = "BOOL", env = "PAYRAIL_PREFAULT")]
+    pub prefault: Option<bool>,
 }
 
 /// What the gateway knows about a payment, for the risk rules.

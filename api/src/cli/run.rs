@@ -248,6 +248,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         risk_policy: args.risk_policy,
         metrics_listen: args.metrics_listen,
         no_metrics: args.no_metrics,
+        prefault: args.prefault,
     };
     match serve::serve_blocking(&options) {
         Ok(()) => ExitCode::SUCCESS,

@@ -47,6 +47,8 @@ impl ServerProcess {
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "info")
+            // Tests start many servers: none touches its whole record table.
+            .env("PAYRAIL_PREFAULT", "false")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

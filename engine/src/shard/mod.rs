@@ -58,6 +58,9 @@ use crate::status::Status;
 use records::{RecordRing, RouterRecord};
 use worker::{Input, Output, Role, Segment, Step, Worker};
 
+/// How many commands ahead the router asks for a record's index bucket.
+const RECORDS_PREFETCH_AHEAD: usize = 8;
+
 /// Which of two halves' details a result keeps: the higher.
 fn detail_rank(detail: &Detail) -> u8 {
     match detail {
@@ -456,6 +459,22 @@ impl ShardedLedger {
         self.history_sequence
     }
 
+    /// Touches every page of the idempotency record table (allocated
+    /// lazily by the kernel), so traffic does not pay the page faults.
+    pub fn prefault(&mut self) {
+        self.records.prefault();
+    }
+
+    /// The idempotency record table: (capacity in records, bytes
+    /// allocated, records kept).
+    pub fn record_table(&self) -> (usize, usize, usize) {
+        (
+            self.records.capacity(),
+            self.records.bytes(),
+            self.records.len(),
+        )
+    }
+
     /// Segments waiting in each shard's queue.
     pub fn queue_depths(&self) -> impl Iterator<Item = usize> + '_ {
         self.inputs.iter().map(Sender::len)
@@ -584,6 +603,9 @@ impl ShardedLedger {
         for (index, (command, &fingerprint)) in batch.iter().zip(fingerprints).enumerate() {
             if self.failed {
                 break;
+            }
+            if let Some(ahead) = batch.get(index + RECORDS_PREFETCH_AHEAD) {
+                self.records.prefetch(ahead.id);
             }
             self.route(index as u32, command, fingerprint, timestamp);
         }

@@ -126,10 +126,6 @@ impl std::fmt::Debug for RecordRing {
 }
 
 impl RecordRing {
-    /// Bytes one record takes, ring and index (at the index's fullest).
-    pub(crate) const BYTES_PER_RECORD_MAX: usize =
-        std::mem::size_of::<Slot>() + 4 * std::mem::size_of::<u64>();
-
     /// A ring for `capacity` records (at least one), arrivals numbered from
     /// `first_arrival`.
     pub(crate) fn new(capacity: usize, first_arrival: u64) -> RecordRing {
@@ -237,6 +233,15 @@ impl RecordRing {
         let head_slot = self.head % capacity;
         let offset = (slot as u64 + capacity - head_slot) % capacity;
         self.head + offset
+    }
+
+    /// Asks the CPU for the index bucket where `id`'s look-up starts (a
+    /// hint: the table is far larger than the cache, so each look-up is a
+    /// miss unless asked for a few commands ahead).
+    #[inline]
+    pub(crate) fn prefetch(&self, id: CommandId) {
+        let tag = (self.hash(id) >> 32) as u32;
+        crate::prefetch::prefetch(&self.index[self.home_bucket(tag)], 1);
     }
 
     /// The record of `id` and its arrival number.
