@@ -248,7 +248,9 @@ impl EngineSection {
             ));
         }
         if self.shards as usize > SHARDS_MAX {
-            return Err(invalid("engine.shards must be 0 (cores - 2, at least 1) to 64"));
+            return Err(invalid(
+                "engine.shards must be 0 (cores - 2, at least 1) to 64",
+            ));
         }
         Ok(())
     }
