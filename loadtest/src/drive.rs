@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use payrail_api::client::{Client, ClientError};
-use payrail_engine::{AccountKind, Command, CommandResult, QueryReply, Status};
+use payrail_engine::{AccountId, AccountKind, Command, CommandResult, QueryReply, Status};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::mix::{command_id, Batch, Generator, Kind};
+use crate::mix::{command_id, Batch, Generator, Kind, HISTORY_PAGE_ENTRIES};
 use crate::options::{MixName, Options, SkewName};
-use crate::population::Population;
+use crate::population::{fx_setup_kinds, Population};
 use crate::stats::{Arrivals, Live, Recorder};
 
 /// Stream number of the seeding commands (generators use 1 and up).
@@ -32,23 +32,27 @@ pub struct SeedReport {
     pub accounts_opened: u64,
     pub deposits: u64,
     pub merchant_keys: u64,
+    /// FX rates and liquidity floors set (the wallet mix converts).
+    pub fx_settings: u64,
     pub elapsed: Duration,
 }
 
 impl SeedReport {
     pub fn commands(&self) -> u64 {
-        self.accounts_opened + self.deposits + self.merchant_keys
+        self.accounts_opened + self.deposits + self.merchant_keys + self.fx_settings
     }
 }
 
 /// Opens every account, then tops up every customer account and registers
 /// every merchant's QR key, through the protocol, in full batches over all
-/// connections.
+/// connections; with `fx`, then sets the FX rates of every pair of the
+/// run's currencies and their liquidity floors.
 pub async fn seed(
     clients: &[Client],
     population: &Arc<Population>,
     nonce: u64,
     batch: usize,
+    fx: bool,
     live_acknowledged: Arc<std::sync::atomic::AtomicU64>,
 ) -> anyhow::Result<SeedReport> {
     let started = Instant::now();
@@ -121,10 +125,41 @@ pub async fn seed(
             bail!("seeding took longer than {} s", SEEDING_TIME_MAX.as_secs());
         }
     }
+    let mut fx_settings = 0;
+    if fx {
+        let Some(client) = clients.first() else {
+            bail!("no connection to seed through");
+        };
+        let commands: Vec<Command> = fx_setup_kinds()
+            .into_iter()
+            .enumerate()
+            .map(|(index, kind)| {
+                let counter = (2 * accounts + index) as u64;
+                Command::new(command_id(nonce, SEED_STREAM, counter), kind)
+            })
+            .collect();
+        let results = client
+            .submit(commands.clone())
+            .await
+            .context("setting the FX rates failed")?;
+        live_acknowledged.fetch_add(results.len() as u64, Ordering::Relaxed);
+        for (command, result) in commands.iter().zip(&results) {
+            if !result.status.is_ok() {
+                bail!(
+                    "{} was refused: {} ({})",
+                    command.kind.name(),
+                    result.status.description(),
+                    result.status.name()
+                );
+            }
+        }
+        fx_settings = results.len() as u64;
+    }
     Ok(SeedReport {
         accounts_opened: accounts as u64,
         deposits: population.customer_accounts(),
         merchant_keys: population.merchants,
+        fx_settings,
         elapsed: started.elapsed(),
     })
 }
@@ -140,7 +175,13 @@ pub struct LoadSetup {
     pub seed: u64,
     pub batch: usize,
     pub verify_max: usize,
+    /// Stream numbers of this phase's generators start above this.
+    pub stream_base: u64,
 }
+
+/// Stream numbers each phase of a run may use (a closed loop has at most
+/// 256 connections x 64 requests = 16,384 workers).
+pub const STREAMS_PER_PHASE: u64 = 16_385;
 
 impl LoadSetup {
     pub fn from_options(
@@ -158,6 +199,7 @@ impl LoadSetup {
             seed,
             batch: options.batch,
             verify_max: options.verify_max,
+            stream_base: 0,
         }
     }
 
@@ -168,74 +210,130 @@ impl LoadSetup {
             self.skew,
             self.zipf_s,
             self.nonce,
-            stream,
+            self.stream_base + stream,
             self.seed,
         )
     }
 }
 
-/// Sends a batch's commands and queries as two requests at once.
-/// The replies to a batch's commands and to its queries.
-type Outcome = (
-    Result<Vec<CommandResult>, ClientError>,
-    Result<Vec<QueryReply>, ClientError>,
-);
+/// The replies to a batch: its commands, its queries, and each history
+/// page (with when its reply came: pages are requests of their own).
+#[derive(Debug)]
+pub struct Outcome {
+    pub commands: (Result<Vec<CommandResult>, ClientError>, Instant),
+    pub queries: (Result<Vec<QueryReply>, ClientError>, Instant),
+    pub histories: Vec<(Result<(), ClientError>, Instant)>,
+}
 
-async fn send(
+/// History pages one batch asks for at once (each is a request in flight
+/// of its own; the client waits when the connection's limit is reached).
+const HISTORY_LANES: usize = 4;
+
+/// Sends a batch's commands and queries as two requests, and its history
+/// pages on [`HISTORY_LANES`] lanes, all at once.
+pub async fn send(
     client: &Client,
     commands: Vec<Command>,
     queries: Vec<payrail_engine::Query>,
+    histories: &[AccountId],
 ) -> Outcome {
     let submit = async {
-        if commands.is_empty() {
+        let results = if commands.is_empty() {
             Ok(Vec::new())
         } else {
             client.submit(commands).await
-        }
+        };
+        (results, Instant::now())
     };
     let query = async {
-        if queries.is_empty() {
+        let replies = if queries.is_empty() {
             Ok(Vec::new())
         } else {
             client.query(queries).await
-        }
+        };
+        (replies, Instant::now())
     };
-    tokio::join!(submit, query)
+    let lane = |lane: usize| async move {
+        let mut out = Vec::new();
+        for account in histories.iter().skip(lane).step_by(HISTORY_LANES) {
+            let page = client
+                .history(*account, 0, u64::MAX, 0, HISTORY_PAGE_ENTRIES)
+                .await
+                .map(|_| ());
+            out.push((page, Instant::now()));
+        }
+        out
+    };
+    let (commands, queries, lane_0, lane_1, lane_2, lane_3) =
+        tokio::join!(submit, query, lane(0), lane(1), lane(2), lane(3));
+    let mut histories = lane_0;
+    histories.extend(lane_1);
+    histories.extend(lane_2);
+    histories.extend(lane_3);
+    Outcome {
+        commands,
+        queries,
+        histories,
+    }
 }
 
-/// Records a request's outcome.
-#[allow(clippy::too_many_arguments)]
-fn record_outcome(
-    recorder: &mut Recorder,
-    live: &Live,
-    first_id: u128,
-    kinds: &[Kind],
-    commands_sent: usize,
-    queries_sent: usize,
-    outcome: &Outcome,
-    arrivals: Arrivals,
-    done: Instant,
-) {
-    match &outcome.0 {
+/// What was sent in one request group, for recording its outcome.
+#[derive(Debug)]
+pub struct Sent<'a> {
+    pub first_id: u128,
+    pub kinds: &'a [Kind],
+    pub query_kinds: &'a [Kind],
+    pub commands: usize,
+    pub queries: usize,
+    pub arrivals: Arrivals,
+}
+
+/// Records a request group's outcome.
+pub fn record_outcome(recorder: &mut Recorder, live: &Live, sent: &Sent, outcome: &Outcome) {
+    let (commands, done) = &outcome.commands;
+    let done = *done;
+    match commands {
         Ok(results) => {
             if !results.is_empty() {
-                recorder.commands_done(live, first_id, kinds, results, arrivals, done)
+                recorder.commands_done(
+                    live,
+                    sent.first_id,
+                    sent.kinds,
+                    results,
+                    sent.arrivals,
+                    done,
+                )
             }
         }
-        Err(error) => recorder.request_failed(live, error, commands_sent, done),
+        Err(error) => recorder.request_failed(live, error, sent.commands, done),
     }
-    match &outcome.1 {
+    let (queries, done) = &outcome.queries;
+    let done = *done;
+    match queries {
         Ok(replies) => {
-            let refused: Vec<Status> = replies
+            let refused: Vec<Option<Status>> = replies
                 .iter()
-                .filter_map(|reply| match reply {
+                .map(|reply| match reply {
                     QueryReply::Refused(status) => Some(*status),
                     _ => None,
                 })
                 .collect();
-            recorder.queries_done(live, &refused, replies.len(), arrivals, done);
+            let kinds = &sent.query_kinds[..replies.len().min(sent.query_kinds.len())];
+            recorder.queries_done(live, kinds, &refused, sent.arrivals, done);
         }
-        Err(error) => recorder.request_failed(live, error, queries_sent, done),
+        Err(error) => recorder.request_failed(live, error, sent.queries, done),
+    }
+    for (page, page_done) in &outcome.histories {
+        match page {
+            Ok(()) => recorder.queries_done(
+                live,
+                &[Kind::HistoryPage],
+                &[None],
+                sent.arrivals,
+                *page_done,
+            ),
+            Err(error) => recorder.request_failed(live, error, 1, *page_done),
+        }
     }
 }
 
@@ -270,24 +368,31 @@ pub async fn closed_loop(
                 let commands = std::mem::take(&mut batch.commands);
                 let queries = std::mem::take(&mut batch.queries);
                 let (commands_sent, queries_sent) = (commands.len(), queries.len());
-                recorder.offered(&live, sent, commands_sent, queries_sent);
-                let outcome = send(&client, commands, queries).await;
-                let done = Instant::now();
+                recorder.offered(
+                    &live,
+                    sent,
+                    commands_sent,
+                    queries_sent + batch.histories.len(),
+                );
+                let outcome = send(&client, commands, queries, &batch.histories).await;
+                live.replied(Instant::now());
                 record_outcome(
                     &mut recorder,
                     &live,
-                    batch.first_id,
-                    &batch.kinds,
-                    commands_sent,
-                    queries_sent,
-                    &outcome,
-                    Arrivals {
-                        start: sent,
-                        length: Duration::ZERO,
+                    &Sent {
+                        first_id: batch.first_id,
+                        kinds: &batch.kinds,
+                        query_kinds: &batch.query_kinds,
+                        commands: commands_sent,
+                        queries: queries_sent,
+                        arrivals: Arrivals {
+                            start: sent,
+                            length: Duration::ZERO,
+                        },
                     },
-                    done,
+                    &outcome,
                 );
-                if let Ok(results) = &outcome.0 {
+                if let Ok(results) = &outcome.commands.0 {
                     generator.batch_acknowledged(&batch.follow_ups, results);
                 }
             }
@@ -380,30 +485,37 @@ pub async fn open_loop(
             recorders[connection]
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .offered(live, arrivals_start, commands_sent, queries_sent);
+                .offered(
+                    live,
+                    arrivals_start,
+                    commands_sent,
+                    queries_sent + batch.histories.len(),
+                );
             let client = clients[connection].clone();
             let recorder = Arc::clone(&recorders[connection]);
             let generator = Arc::clone(&generators[connection]);
             let live = Arc::clone(live);
             tasks.spawn(async move {
                 let _permit = permit;
-                let outcome = send(&client, commands, queries).await;
-                let done = Instant::now();
+                let outcome = send(&client, commands, queries, &batch.histories).await;
+                live.replied(Instant::now());
                 record_outcome(
                     &mut recorder.lock().unwrap_or_else(PoisonError::into_inner),
                     &live,
-                    batch.first_id,
-                    &batch.kinds,
-                    commands_sent,
-                    queries_sent,
-                    &outcome,
-                    Arrivals {
-                        start: arrivals_start,
-                        length: interval,
+                    &Sent {
+                        first_id: batch.first_id,
+                        kinds: &batch.kinds,
+                        query_kinds: &batch.query_kinds,
+                        commands: commands_sent,
+                        queries: queries_sent,
+                        arrivals: Arrivals {
+                            start: arrivals_start,
+                            length: interval,
+                        },
                     },
-                    done,
+                    &outcome,
                 );
-                if let Ok(results) = &outcome.0 {
+                if let Ok(results) = &outcome.commands.0 {
                     generator
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)

@@ -81,6 +81,108 @@ pub fn thread_cpu_seconds() -> BTreeMap<String, f64> {
     out
 }
 
+/// Resident memory of process `pid`, bytes (`VmRSS`).
+pub fn resident_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1_024)
+}
+
+/// CPU seconds (user + system) of this whole process so far.
+pub fn process_cpu_seconds() -> f64 {
+    thread_cpu_seconds().values().sum()
+}
+
+/// The process of this user listening on TCP `port` (IPv4 or IPv6), found
+/// through /proc: the socket's inode in /proc/net/tcp*, then the process
+/// holding it. Bounded: at most 65,536 processes and 4,096 descriptors each
+/// are looked at.
+pub fn pid_listening_on(port: u16) -> Option<u32> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address is field 1 ("ADDR:PORT" in hex), st field 3
+            // (0A: listening), inode field 9.
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let listening_port = local
+                .rsplit_once(':')
+                .and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok());
+            if *state == "0A" && listening_port == Some(port) {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    let processes = std::fs::read_dir("/proc").ok()?;
+    for process in processes.flatten().take(65_536) {
+        let Some(pid) = process
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(descriptors) = std::fs::read_dir(process.path().join("fd")) else {
+            continue;
+        };
+        for descriptor in descriptors.flatten().take(4_096) {
+            if let Ok(target) = std::fs::read_link(descriptor.path()) {
+                if inodes
+                    .iter()
+                    .any(|inode| target.as_os_str() == inode.as_str())
+                {
+                    return Some(pid);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Bytes of the files under `dir` (three levels deep at most, 100,000
+/// entries at most: a data directory is a few hundred files).
+pub fn directory_bytes(dir: &std::path::Path) -> Option<u64> {
+    fn walk(dir: &std::path::Path, depth: u32, budget: &mut u32) -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        let mut total = 0;
+        for entry in entries.flatten() {
+            if *budget == 0 {
+                break;
+            }
+            *budget -= 1;
+            let Ok(metadata) = entry.metadata() else {
+                continue;
+            };
+            if metadata.is_dir() {
+                if depth < 3 {
+                    total += walk(&entry.path(), depth + 1, budget);
+                }
+            } else {
+                total += metadata.len();
+            }
+        }
+        total
+    }
+    if !dir.is_dir() {
+        return None;
+    }
+    let mut budget = 100_000;
+    Some(walk(dir, 0, &mut budget))
+}
+
 /// `after - before`, per name.
 pub fn cpu_delta(
     before: &BTreeMap<String, f64>,
@@ -113,5 +215,25 @@ mod tests {
         }
         let machine = describe();
         assert!(machine.cpus >= 1);
+        if cfg!(target_os = "linux") {
+            assert!(resident_bytes(std::process::id()).is_some_and(|bytes| bytes > 0));
+            assert!(process_cpu_seconds() > 0.0);
+        }
+    }
+
+    #[test]
+    fn finds_the_process_listening_on_a_port_and_sizes_a_directory() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        if cfg!(target_os = "linux") {
+            assert_eq!(pid_listening_on(port), Some(std::process::id()));
+        }
+        drop(listener);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), [0u8; 1_000]).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub").join("b"), [0u8; 24]).unwrap();
+        assert_eq!(directory_bytes(dir.path()), Some(1_024));
+        assert_eq!(directory_bytes(&dir.path().join("missing")), None);
     }
 }

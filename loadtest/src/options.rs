@@ -19,6 +19,17 @@ pub const MERCHANTS_MAX: u64 = 1_000_000;
 pub const RUN_SECONDS_MAX: u64 = 24 * 3_600;
 /// Most acknowledged commands looked up again at the end.
 pub const VERIFY_MAX_CEILING: usize = 16_000_000;
+/// Most steps of a sweep.
+pub const SWEEP_STEPS_MAX: usize = 20;
+/// Most generator processes.
+pub const PROCESSES_MAX: usize = 16;
+/// Closed-loop defaults: 4 connections x 2 requests x 256 commands = 2,048
+/// commands in flight, a few milliseconds of work for the server, so the
+/// latency measured is the service time plus one group commit, not a queue
+/// the harness built (docs/loadtest.md, "Closed loop").
+pub const CONNECTIONS_DEFAULT: usize = 4;
+pub const PIPELINE_DEFAULT: usize = 2;
+pub const BATCH_DEFAULT: usize = 256;
 
 /// Which commands the load consists of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -100,16 +111,16 @@ pub struct Options {
     #[arg(long, default_value_t = 10_000)]
     pub merchants: u64,
 
-    /// Connections to the server.
-    #[arg(long, default_value_t = 4)]
+    /// Connections to the server (per generator process).
+    #[arg(long, default_value_t = CONNECTIONS_DEFAULT)]
     pub connections: usize,
 
     /// Closed loop: requests each connection keeps in flight.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = PIPELINE_DEFAULT)]
     pub pipeline: usize,
 
-    /// Commands per batch (closed loop: every batch; open loop: at most).
-    #[arg(long, default_value_t = BATCH_COMMANDS_MAX)]
+    /// Slots per batch (closed loop: every batch; open loop: at most).
+    #[arg(long, default_value_t = BATCH_DEFAULT)]
     pub batch: usize,
 
     /// Open loop: offer R commands per second, whatever the server does.
@@ -149,6 +160,64 @@ pub struct Options {
     /// No progress line each second.
     #[arg(long)]
     pub quiet: bool,
+
+    /// Risk policy put in force before the load: `builtin` (the harness's
+    /// policy, loadtest/risk-policy.toml), `none`, or a TOML file. Default:
+    /// builtin for the wallet mix on the embedded server, none for the
+    /// transfers mix; with --addr the server's policy is left alone unless
+    /// this is given.
+    #[arg(long, value_name = "builtin|none|FILE")]
+    pub risk_policy: Option<String>,
+
+    /// Latency against throughput: a closed-loop run finds the peak, then
+    /// open-loop steps offer rising shares of it (--sweep-steps), each for
+    /// --step-duration after --warmup.
+    #[arg(long)]
+    pub sweep: bool,
+
+    /// Sweep steps, percent of the closed-loop peak, rising.
+    #[arg(
+        long,
+        value_name = "P,P,...",
+        default_value = "10,20,30,40,50,60,70,80,90,100"
+    )]
+    pub sweep_steps: String,
+
+    /// Measured time of each sweep step (and of the sweep's closed-loop peak).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub step_duration: Duration,
+
+    /// A long run (instead of --duration) with the server's memory,
+    /// checkpoint pauses and log size sampled each second; the verdict
+    /// fails on a stall longer than --stall-max.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub soak: Option<Duration>,
+
+    /// Longest time without any reply a soak accepts.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub stall_max: Duration,
+
+    /// Run the load generator in N processes against the one server (this
+    /// process seeds, samples the server and verifies; with --rate each
+    /// process offers R/N).
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
+
+    /// Internal (--processes): run as generator process I, load only.
+    #[arg(long, hide = true, value_name = "I")]
+    pub worker_index: Option<usize>,
+
+    /// Internal (--processes): the run's account tag.
+    #[arg(long, hide = true)]
+    pub worker_tag: Option<u64>,
+
+    /// Internal (--processes): when the load starts, ns since the epoch.
+    #[arg(long, hide = true)]
+    pub worker_start_unix_ns: Option<u64>,
+
+    /// Internal (--processes): where to write this process's results.
+    #[arg(long, hide = true)]
+    pub worker_output: Option<PathBuf>,
 }
 
 /// The run's shape once the options are checked.
@@ -212,7 +281,69 @@ impl Options {
                 return Err(format!("--addr '{addr}' is not HOST:PORT"));
             }
         }
+        if self.sweep {
+            self.sweep_percents()?;
+            if self.rate.is_some() || self.soak.is_some() {
+                return Err("--sweep chooses its own rates: no --rate or --soak with it".into());
+            }
+            if self.processes > 1 {
+                return Err("--sweep runs in one process: no --processes with it".into());
+            }
+            if self.step_duration.is_zero() || self.step_duration.as_secs() > 3_600 {
+                return Err("--step-duration must be more than 0s and at most 1h".into());
+            }
+        }
+        if let Some(soak) = self.soak {
+            if soak.is_zero() || soak.as_secs() + self.warmup.as_secs() > RUN_SECONDS_MAX {
+                return Err(format!(
+                    "--soak plus --warmup must be more than 0s and at most {RUN_SECONDS_MAX} s"
+                ));
+            }
+        }
+        if self.stall_max.is_zero() {
+            return Err("--stall-max must be more than 0s".into());
+        }
+        if self.processes == 0 || self.processes > PROCESSES_MAX {
+            return Err(format!("--processes must be 1 to {PROCESSES_MAX}"));
+        }
+        if let Some(rate) = self.rate {
+            if rate < self.processes as u64 {
+                return Err("--rate must be at least one command/s per process".into());
+            }
+        }
+        if let Some(policy) = &self.risk_policy {
+            if policy.is_empty() {
+                return Err("--risk-policy must be builtin, none or a file".into());
+            }
+        }
         Ok(())
+    }
+
+    /// The sweep's steps, percent of the peak, checked.
+    pub fn sweep_percents(&self) -> Result<Vec<u32>, String> {
+        let mut percents = Vec::new();
+        for part in self.sweep_steps.split(',') {
+            let percent: u32 = part
+                .trim()
+                .parse()
+                .map_err(|_| format!("--sweep-steps: '{part}' is not a whole percent"))?;
+            if percent == 0 || percent > 1_000 {
+                return Err("--sweep-steps: each step is 1 to 1000 percent".into());
+            }
+            if percents.last().is_some_and(|last| *last >= percent) {
+                return Err("--sweep-steps must rise".into());
+            }
+            percents.push(percent);
+        }
+        if percents.is_empty() || percents.len() > SWEEP_STEPS_MAX {
+            return Err(format!("--sweep-steps takes 1 to {SWEEP_STEPS_MAX} steps"));
+        }
+        Ok(percents)
+    }
+
+    /// How long the measured window of a plain run or a soak is.
+    pub fn measured(&self) -> Duration {
+        self.soak.unwrap_or(self.duration)
     }
 
     /// Customers to seed.
@@ -311,9 +442,23 @@ mod tests {
     fn defaults_are_valid() {
         let options = Options::parse_from(["payrail-loadtest"]);
         assert_eq!(options.validate(), Ok(()));
-        assert_eq!(options.batch, 8_190);
-        assert_eq!(options.run_loop(), Loop::Closed { pipeline: 4 });
-        let options = Options::parse_from(["payrail-loadtest", "--batch", "9000"]);
-        assert!(options.validate().is_err());
+        assert_eq!(options.batch, 256);
+        assert_eq!(options.run_loop(), Loop::Closed { pipeline: 2 });
+        assert_eq!(
+            options.sweep_percents(),
+            Ok(vec![10, 20, 30, 40, 50, 60, 70, 80, 90, 100])
+        );
+        for bad in [
+            &["--batch", "9000"][..],
+            &["--sweep", "--sweep-steps", "50,40"],
+            &["--sweep", "--sweep-steps", "0"],
+            &["--sweep", "--rate", "1000"],
+            &["--processes", "0"],
+            &["--soak", "0s"],
+        ] {
+            let options =
+                Options::parse_from(std::iter::once("payrail-loadtest").chain(bad.iter().copied()));
+            assert!(options.validate().is_err(), "{bad:?}");
+        }
     }
 }

@@ -10,6 +10,7 @@
 //! commands a second, a cache miss per account would cost more than the
 //! rest of generating.
 
+use payrail_engine::command::{FxMid, FxRateSet, FxSource};
 use payrail_engine::{
     AccountId, AccountKind, Command, CommandKind, Currency, MerchantKey, OpenAccount, RiskContext,
 };
@@ -57,6 +58,31 @@ pub const CURRENCIES: [CurrencySpec; 5] = [
     },
 ];
 
+/// The FX rates the run sets, one per pair of its currencies (indexes into
+/// [`CURRENCIES`]): one `base` is worth `mantissa / 10^scale` `quote`.
+/// Round figures of the kind a rate feed gives; only their order of
+/// magnitude matters to the load (the rounding is exercised either way).
+pub const FX_RATES: [(usize, usize, u64, u8); 10] = [
+    (3, 0, 71_234, 4), // USD/CNY 7.1234
+    (3, 1, 3_552, 2),  // USD/THB 35.52
+    (3, 2, 15_025, 2), // USD/JPY 150.25
+    (4, 3, 26_596, 4), // BHD/USD 2.6596
+    (0, 1, 49_865, 4), // CNY/THB 4.9865
+    (0, 2, 21_093, 3), // CNY/JPY 21.093
+    (1, 2, 4_230, 3),  // THB/JPY 4.230
+    (4, 0, 18_945, 3), // BHD/CNY 18.945
+    (4, 1, 9_447, 2),  // BHD/THB 94.47
+    (4, 2, 39_961, 2), // BHD/JPY 399.61
+];
+/// The house's spread on the run's rates, in basis points.
+pub const FX_SPREAD_BPS: u16 = 30;
+/// How long the run's rates stay valid: the longest the server allows
+/// (7 days), so a soak never meets a stale rate.
+pub const FX_RATE_VALID_MS: u64 = 7 * 24 * 3_600 * 1_000;
+/// How far each FX liquidity account may go negative: far more than a run
+/// converts, so the floor never refuses (the floor check still runs).
+pub const FX_FLOOR_MINOR: u64 = 1_000_000_000_000_000;
+
 /// A customer account starts with this many typical payments.
 pub const OPENING_BALANCE_PAYMENTS: u64 = 10_000;
 
@@ -85,6 +111,16 @@ pub struct SeedAccount {
     pub currency_index: u8,
 }
 
+/// Two accounts of one customer in different currencies, by pool and
+/// index in the pool: what an FX conversion moves between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FxPair {
+    pub pool_a: u8,
+    pub pool_b: u8,
+    pub index_a: u32,
+    pub index_b: u32,
+}
+
 /// Every account of the run.
 #[derive(Debug)]
 pub struct Population {
@@ -102,6 +138,9 @@ pub struct Population {
     pool_cumulative: Vec<u64>,
     /// The owner of every customer account, per currency pool, by index.
     pool_owners: Vec<Vec<u64>>,
+    /// The first two accounts of every customer holding more than one
+    /// currency (none with one account per customer).
+    pub fx_pairs: Vec<FxPair>,
     pub customers: u64,
     pub merchants: u64,
 }
@@ -127,6 +166,7 @@ impl Population {
         let mut accounts = Vec::with_capacity((expected + merchants) as usize);
         let mut pool_sizes = vec![0u64; CURRENCIES.len()];
         let mut pool_owners: Vec<Vec<u64>> = vec![Vec::new(); CURRENCIES.len()];
+        let mut fx_pairs = Vec::new();
         for customer in 0..customers {
             let owner = tag << TAG_SHIFT | customer;
             let count = if one_account_each {
@@ -135,6 +175,8 @@ impl Population {
                 1 + rng.below(3) as usize
             };
             let mut held = [false; CURRENCIES.len()];
+            let mut first: Option<(u8, u32)> = None;
+            let mut paired = false;
             for _ in 0..count {
                 // Draw a currency by weight among those not held yet (bounded:
                 // at most one pass over the five per draw).
@@ -157,6 +199,21 @@ impl Population {
                     pick -= spec.weight;
                 }
                 held[chosen] = true;
+                // A pool's size fits u32: customers are at most 16 million.
+                let index = pool_sizes[chosen] as u32;
+                match first {
+                    None => first = Some((chosen as u8, index)),
+                    Some((pool_a, index_a)) if !paired => {
+                        paired = true;
+                        fx_pairs.push(FxPair {
+                            pool_a,
+                            pool_b: chosen as u8,
+                            index_a,
+                            index_b: index,
+                        });
+                    }
+                    Some(_) => {}
+                }
                 let account = pool_id(tag, chosen as u64, pool_sizes[chosen]);
                 pool_sizes[chosen] += 1;
                 pool_owners[chosen].push(owner);
@@ -202,6 +259,7 @@ impl Population {
             merchant_keys,
             pool_cumulative,
             pool_owners,
+            fx_pairs,
             customers,
             merchants,
         }
@@ -301,6 +359,30 @@ impl Population {
     }
 }
 
+/// The commands that set the run's FX rates and liquidity floors (one
+/// command per rate, then one per currency).
+pub fn fx_setup_kinds() -> Vec<CommandKind> {
+    let mut kinds = Vec::with_capacity(FX_RATES.len() + CURRENCIES.len());
+    let source = FxSource::new("LOADTEST").unwrap_or_default();
+    for (base, quote, mantissa, scale) in FX_RATES {
+        kinds.push(CommandKind::SetFxRate(FxRateSet {
+            base: CURRENCIES[base].currency,
+            quote: CURRENCIES[quote].currency,
+            mid: FxMid { mantissa, scale },
+            spread_bps: FX_SPREAD_BPS,
+            valid_ms: FX_RATE_VALID_MS,
+            source,
+        }));
+    }
+    for spec in CURRENCIES {
+        kinds.push(CommandKind::SetFxFloor {
+            currency: spec.currency,
+            limit: FX_FLOOR_MINOR,
+        });
+    }
+    kinds
+}
+
 /// The key of the merchant's QR codes: the account id is its merchant id.
 fn merchant_key(account: AccountId) -> MerchantKey {
     MerchantKey::new(MERCHANT_KEY_GUI, &format!("{:x}", account.0))
@@ -362,6 +444,37 @@ mod tests {
                 assert_eq!(*key, merchant_key(id));
             }
         }
+        // FX pairs: two accounts of one owner in two currencies, one pair per
+        // customer holding more than one; their rates cover every pair.
+        assert!(!population.fx_pairs.is_empty());
+        let owners: std::collections::HashSet<u64> = population
+            .fx_pairs
+            .iter()
+            .map(|pair| {
+                let a = population.pool_account(pair.pool_a as usize, u64::from(pair.index_a));
+                let b = population.pool_account(pair.pool_b as usize, u64::from(pair.index_b));
+                let owner = |id| {
+                    population
+                        .accounts
+                        .iter()
+                        .find(|account| account.id == id)
+                        .map(|account| (account.owner, account.currency_index))
+                };
+                let (owner_a, currency_a) = owner(a).unwrap();
+                let (owner_b, currency_b) = owner(b).unwrap();
+                assert_eq!(owner_a, owner_b);
+                assert_ne!(currency_a, currency_b);
+                let (low, high) = (currency_a.min(currency_b), currency_a.max(currency_b));
+                assert!(FX_RATES.iter().any(|(base, quote, _, _)| {
+                    (*base).min(*quote) == low as usize && (*base).max(*quote) == high as usize
+                }));
+                owner_a
+            })
+            .collect();
+        assert_eq!(owners.len(), population.fx_pairs.len());
+        let multi = by_owner.values().filter(|held| held.len() > 1).count();
+        assert_eq!(population.fx_pairs.len(), multi);
+        assert_eq!(fx_setup_kinds().len(), FX_RATES.len() + CURRENCIES.len());
         let ids: std::collections::HashSet<_> = population
             .accounts
             .iter()
@@ -374,6 +487,7 @@ mod tests {
     fn one_account_each_and_the_largest_tag() {
         let population = Population::build(TAG_MAX, 100, true, 0, 1);
         assert_eq!(population.accounts.len(), 100);
+        assert!(population.fx_pairs.is_empty());
         assert!(population.merchant_keys.iter().all(Vec::is_empty));
         assert!(population
             .accounts

@@ -12,8 +12,80 @@ use serde_json::{json, Value};
 use crate::drive::{group_digits, SeedReport};
 use crate::machine::Machine;
 use crate::mix::Kind;
+use crate::phase::{ServerProbe, ServerSample};
 use crate::stats::{Percentiles, Recorder};
 use crate::verify::{Acknowledgements, Conservation};
+
+/// The longest time without any reply in the measured window.
+#[derive(Clone, Copy, Debug)]
+pub struct Stall {
+    pub longest: std::time::Duration,
+    /// When it began, from the end of the warm-up.
+    pub after: std::time::Duration,
+    /// The longest a soak accepts (None: not part of the verdict).
+    pub max: Option<std::time::Duration>,
+}
+
+impl Stall {
+    pub fn ok(&self) -> bool {
+        self.max.is_none_or(|max| self.longest <= max)
+    }
+}
+
+/// One open-loop step of a sweep.
+#[derive(Clone, Copy, Debug)]
+pub struct SweepStep {
+    pub percent: u32,
+    /// Commands and queries offered (due) per second.
+    pub offered_per_sec: f64,
+    /// Commands committed and queries answered per second.
+    pub answered_per_sec: f64,
+    pub committed_per_sec: f64,
+    /// Latency of commands, from their planned arrival.
+    pub latency: Percentiles,
+    pub request_errors: u64,
+    /// Answered at least 95 % of what was offered, without failed requests.
+    pub keeps_up: bool,
+    pub stall: std::time::Duration,
+}
+
+/// A sweep step keeps up when it answers at least this share of what it
+/// was offered, with no failed request.
+pub const KEEPS_UP_SHARE: f64 = 0.95;
+
+pub fn keeps_up(offered_per_sec: f64, answered_per_sec: f64, request_errors: u64) -> bool {
+    answered_per_sec >= offered_per_sec * KEEPS_UP_SHARE && request_errors == 0
+}
+
+/// The first step that did not keep up, and the highest offered rate
+/// before it whose commands' p99 was under `p99_aim_us`.
+pub fn judge_sweep(steps: &[SweepStep], p99_aim_us: u64) -> (Option<usize>, Option<f64>) {
+    let first_behind = steps.iter().position(|step| !step.keeps_up);
+    let best = steps
+        .iter()
+        .take(first_behind.unwrap_or(steps.len()))
+        .filter(|step| step.latency.count > 0 && step.latency.p99 < p99_aim_us)
+        .map(|step| step.offered_per_sec)
+        .fold(None, |best: Option<f64>, rate| {
+            Some(best.map_or(rate, |best| best.max(rate)))
+        });
+    (first_behind, best)
+}
+
+/// Latency against offered rate.
+#[derive(Clone, Debug)]
+pub struct Sweep {
+    /// Operations per second of the closed-loop phase.
+    pub peak_per_sec: f64,
+    pub peak_latency: Percentiles,
+    pub steps: Vec<SweepStep>,
+    /// The first step that did not keep up.
+    pub first_behind: Option<usize>,
+    pub p99_aim_us: u64,
+    /// The highest offered rate, below the first step that fell behind,
+    /// whose command p99 was under the aim.
+    pub best_rate_under_aim: Option<f64>,
+}
 
 /// One second of the run.
 #[derive(Clone, Copy, Debug, Default)]
@@ -38,6 +110,10 @@ pub struct Summary {
     pub load_average_before: Option<f64>,
     pub load_average_after: Option<f64>,
     pub mix_description: String,
+    /// The risk policy in force, as a sentence.
+    pub risk: String,
+    /// Closed loop: commands kept in flight (all processes).
+    pub in_flight: Option<u64>,
     pub seeding: SeedReport,
     pub warmup_seconds: f64,
     pub window_seconds: f64,
@@ -49,6 +125,13 @@ pub struct Summary {
     pub server_stats: BTreeMap<String, u64>,
     /// CPU seconds of this process's threads over the measured window.
     pub cpu_seconds: BTreeMap<String, f64>,
+    /// CPU seconds of each generator process over the window (`--processes`).
+    pub generator_cpu: Vec<(String, f64)>,
+    /// The server sampled each second.
+    pub samples: Vec<ServerSample>,
+    pub probe: ServerProbe,
+    pub stall: Stall,
+    pub sweep: Option<Sweep>,
     pub notes: Vec<String>,
 }
 
@@ -62,7 +145,11 @@ impl Summary {
     }
 
     fn queries(&self) -> u64 {
-        self.recorder.counts[Kind::BalanceQuery.index()].committed
+        Kind::ALL
+            .iter()
+            .filter(|kind| kind.is_query())
+            .map(|kind| self.recorder.counts[kind.index()].committed)
+            .sum()
     }
 
     fn per_second(&self, count: u64) -> f64 {
@@ -82,7 +169,7 @@ impl Summary {
     }
 
     pub fn ok(&self) -> bool {
-        self.conservation.ok() && self.acknowledgements.ok()
+        self.conservation.ok() && self.acknowledgements.ok() && self.stall.ok()
     }
 
     fn latency(&self) -> Percentiles {
@@ -151,14 +238,24 @@ impl Summary {
             load_text(self.load_average_after),
         );
         let _ = writeln!(out, "{}", self.mix_description);
+        let _ = writeln!(out, "{}", self.risk);
+        if let Some(in_flight) = self.in_flight {
+            let _ = writeln!(
+                out,
+                "closed loop: {} commands in flight (connections x requests per connection x batch{})",
+                group_digits(in_flight),
+                if self.generator_cpu.len() > 1 { " x processes" } else { "" }
+            );
+        }
         let seeding_rate =
             self.seeding.commands() as f64 / self.seeding.elapsed.as_secs_f64().max(1e-9);
         let _ = writeln!(
             out,
-            "seeding (not in the figures): {} accounts opened, {} top-ups and {} merchant QR keys registered in {:.1} s ({} commands/s)",
+            "seeding (not in the figures): {} accounts opened, {} top-ups, {} merchant QR keys registered and {} FX rates and floors set in {:.1} s ({} commands/s)",
             group_digits(self.seeding.accounts_opened),
             group_digits(self.seeding.deposits),
             group_digits(self.seeding.merchant_keys),
+            self.seeding.fx_settings,
             self.seeding.elapsed.as_secs_f64(),
             group_digits(seeding_rate as u64),
         );
@@ -169,7 +266,7 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "{:<20} {:>13} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "{:<22} {:>13} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
             "kind",
             "per second",
             "share",
@@ -194,7 +291,7 @@ impl Summary {
             let latency = Percentiles::of(&self.recorder.by_kind[kind.index()]);
             let _ = writeln!(
                 out,
-                "{:<20} {:>13} {:>6.1}% {:>10} {}",
+                "{:<22} {:>13} {:>6.1}% {:>10} {}",
                 kind.name(),
                 group_digits(self.per_second(counts.committed) as u64),
                 counts.committed as f64 * 100.0 / total.max(1) as f64,
@@ -205,7 +302,7 @@ impl Summary {
         let latency = self.latency();
         let _ = writeln!(
             out,
-            "{:<20} {:>13} {:>7} {:>10} {}",
+            "{:<22} {:>13} {:>7} {:>10} {}",
             "all commands",
             group_digits(self.committed_per_sec() as u64),
             "",
@@ -267,6 +364,34 @@ impl Summary {
                 list.join(", ")
             );
         }
+        if !self.generator_cpu.is_empty() && self.window_seconds > 0.0 {
+            let list: Vec<String> = self
+                .generator_cpu
+                .iter()
+                .map(|(name, seconds)| {
+                    format!("{name} {:.0}%", seconds / self.window_seconds * 100.0)
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "CPU of the generator processes (100% = one core): {}",
+                list.join(", ")
+            );
+        }
+        let missing = self.kinds_missing();
+        if !missing.is_empty() {
+            let _ = writeln!(
+                out,
+                "kinds of the mix without an answer in the window (too short a run?): {}",
+                missing.join(", ")
+            );
+        }
+        if let Some(line) = self.samples_text() {
+            let _ = writeln!(out, "{line}");
+        }
+        if let Some(sweep) = &self.sweep {
+            out.push_str(&sweep_text(sweep));
+        }
         for note in &self.notes {
             let _ = writeln!(out, "note: {note}");
         }
@@ -319,8 +444,95 @@ impl Summary {
         for problem in &ack.problems {
             let _ = writeln!(out, "  {problem}");
         }
+        let stall = &self.stall;
+        let _ = writeln!(
+            out,
+            "longest time without a reply: {:.0} ms, {:.1} s into the window{}",
+            stall.longest.as_secs_f64() * 1e3,
+            stall.after.as_secs_f64(),
+            match stall.max {
+                Some(max) if stall.ok() =>
+                    format!(" (at most {:.0} ms: yes)", max.as_secs_f64() * 1e3),
+                Some(max) => format!(" (at most {:.0} ms: NO, a stall)", max.as_secs_f64() * 1e3),
+                None => String::new(),
+            }
+        );
         let _ = writeln!(out, "verdict: {}", if self.ok() { "PASS" } else { "FAIL" });
         out
+    }
+
+    /// The server's memory, data directory and checkpoints over the run,
+    /// in one line.
+    fn samples_text(&self) -> Option<String> {
+        let first = self.samples.first()?;
+        let last = self.samples.last()?;
+        let mut parts = Vec::new();
+        let max_rss = self
+            .samples
+            .iter()
+            .filter_map(|sample| sample.resident_bytes)
+            .max();
+        if let (Some(start), Some(end), Some(max)) =
+            (first.resident_bytes, last.resident_bytes, max_rss)
+        {
+            parts.push(format!(
+                "resident memory {} -> {} MiB (max {}){}",
+                start / (1 << 20),
+                end / (1 << 20),
+                max / (1 << 20),
+                if self.probe.embedded {
+                    ", generator included"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if let (Some(start), Some(end)) = (first.data_dir_bytes, last.data_dir_bytes) {
+            parts.push(format!(
+                "data directory {} -> {} MiB",
+                start / (1 << 20),
+                end / (1 << 20)
+            ));
+        }
+        if let (Some(start), Some(end)) = (first.log_bytes_written, last.log_bytes_written) {
+            parts.push(format!(
+                "log written {} MiB",
+                end.saturating_sub(start) / (1 << 20)
+            ));
+        }
+        let pauses = checkpoint_pauses(&self.samples);
+        if let (Some(start), Some(end)) = (first.checkpoints, last.checkpoints) {
+            let longest = pauses.iter().map(|(_, pause)| *pause).fold(0.0, f64::max);
+            parts.push(format!(
+                "checkpoints {}{}",
+                end.saturating_sub(start),
+                if pauses.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (longest pause of the executor {longest:.1} ms)")
+                }
+            ));
+        }
+        (!parts.is_empty()).then(|| {
+            format!(
+                "server over the run (sampled each second): {}",
+                parts.join("; ")
+            )
+        })
+    }
+
+    /// Kinds the mix generates that were not answered in the window.
+    pub fn kinds_missing(&self) -> Vec<&'static str> {
+        let mix = if self.config["mix"] == "transfers" {
+            crate::options::MixName::Transfers
+        } else {
+            crate::options::MixName::Wallet
+        };
+        Kind::of_mix(mix)
+            .into_iter()
+            .filter(|kind| self.recorder.counts[kind.index()].committed == 0)
+            .map(Kind::name)
+            .collect()
     }
 
     fn ok_commands(&self) -> u64 {
@@ -387,7 +599,7 @@ impl Summary {
             })
             .collect();
         let ack = &self.acknowledgements;
-        json!({
+        let mut value = json!({
             "committed_per_sec": self.committed_per_sec(),
             "offered_per_sec": self.offered_per_sec(),
             "commands": self.committed(),
@@ -441,7 +653,46 @@ impl Summary {
             },
             "notes": self.notes,
             "time_series": series,
+        });
+        let samples: Vec<Value> = self
+            .samples
+            .iter()
+            .map(|sample| {
+                json!({
+                    "second": sample.second,
+                    "resident_bytes": sample.resident_bytes,
+                    "data_dir_bytes": sample.data_dir_bytes,
+                    "log_bytes_written": sample.log_bytes_written,
+                    "checkpoints": sample.checkpoints,
+                    "checkpoint_pause_ms_last": sample.checkpoint_pause_ms_last,
+                })
+            })
+            .collect();
+        let mix_table: Vec<Value> = crate::mix::table(if self.config["mix"] == "transfers" {
+            crate::options::MixName::Transfers
+        } else {
+            crate::options::MixName::Wallet
         })
+        .iter()
+        .map(|entry| json!({"label": entry.label, "per_mille": entry.per_mille, "why": entry.why}))
+        .collect();
+        let extra = json!({
+            "kinds_missing": self.kinds_missing(),
+            "mix_table": mix_table,
+            "risk_policy": self.risk,
+            "in_flight_commands": self.in_flight,
+            "generator_cpu_seconds": self.generator_cpu.iter().map(|(name, seconds)| json!({"process": name, "cpu_seconds": seconds})).collect::<Vec<_>>(),
+            "longest_stall_ms": self.stall.longest.as_secs_f64() * 1e3,
+            "longest_stall_after_s": self.stall.after.as_secs_f64(),
+            "stall_max_ms": self.stall.max.map(|max| max.as_secs_f64() * 1e3),
+            "stall_ok": self.stall.ok(),
+            "sweep": self.sweep.as_ref().map(sweep_json),
+            "server_samples": samples,
+        });
+        if let (Some(map), Value::Object(extra)) = (value.as_object_mut(), extra) {
+            map.extend(extra);
+        }
+        value
     }
 
     pub fn html(&self) -> String {
@@ -485,6 +736,29 @@ impl Summary {
             escape(&self.mix_description)
         );
 
+        let _ = writeln!(
+            page,
+            "<p>{}{}. Longest time without a reply: {:.0} ms{}.</p>",
+            escape(&self.risk),
+            self.in_flight.map_or_else(String::new, |in_flight| format!(
+                "; closed loop with {} commands in flight",
+                group_digits(in_flight)
+            )),
+            self.stall.longest.as_secs_f64() * 1e3,
+            match self.stall.max {
+                Some(max) if self.stall.ok() =>
+                    format!(" (a soak accepts {:.0} ms: ok)", max.as_secs_f64() * 1e3),
+                Some(max) => format!(
+                    " (a soak accepts {:.0} ms: <span class=\"fail\">a stall</span>)",
+                    max.as_secs_f64() * 1e3
+                ),
+                None => String::new(),
+            }
+        );
+        if let Some(sweep) = &self.sweep {
+            page.push_str(&sweep_html(sweep));
+        }
+
         // Throughput over time.
         let warm = self.warmup_seconds;
         let line = |pick: fn(&SeriesPoint) -> u64| -> Vec<(f64, f64)> {
@@ -523,6 +797,8 @@ impl Summary {
             true,
             Some(warm),
         ));
+
+        page.push_str(&self.server_html());
 
         // Latency percentiles per kind.
         page.push_str("<h2>Latency percentiles</h2>\n<table><tr><th>kind</th><th>per second</th><th>rejected</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th></tr>\n");
@@ -575,6 +851,22 @@ impl Summary {
 
         page.push_str("<h2>Mix</h2>\n<p>Measured share of commands and queries, percent.</p>\n");
         page.push_str(&bar_chart(&mix_bars));
+        page.push_str("<p>What the mix asks for (per 1,000 slots; each slot of a two-step row, such as a hold then its post, is one of its steps), and why:</p>\n<table><tr><th>row</th><th>share</th><th>why</th></tr>\n");
+        let mix = if self.config["mix"] == "transfers" {
+            crate::options::MixName::Transfers
+        } else {
+            crate::options::MixName::Wallet
+        };
+        for entry in crate::mix::table(mix) {
+            let _ = writeln!(
+                page,
+                "<tr><td>{}</td><td>{:.1}%</td><td style=\"text-align:left\">{}</td></tr>",
+                escape(entry.label),
+                f64::from(entry.per_mille) / 10.0,
+                escape(entry.why)
+            );
+        }
+        page.push_str("</table>\n");
 
         page.push_str(
             "<h2>Rejections and errors</h2>\n<table><tr><th>status</th><th>count</th></tr>\n",
@@ -607,6 +899,87 @@ impl Summary {
         page
     }
 
+    /// The server's memory, data directory and checkpoint pauses over time.
+    fn server_html(&self) -> String {
+        let mut page = String::new();
+        if self.samples.is_empty() {
+            return page;
+        }
+        let mib = |pick: fn(&ServerSample) -> Option<u64>| -> Vec<(f64, f64)> {
+            self.samples
+                .iter()
+                .filter_map(|sample| {
+                    Some((sample.second, pick(sample)? as f64 / f64::from(1 << 20)))
+                })
+                .collect()
+        };
+        let log_start = self
+            .samples
+            .iter()
+            .find_map(|sample| sample.log_bytes_written)
+            .unwrap_or(0);
+        let log: Vec<(f64, f64)> = self
+            .samples
+            .iter()
+            .filter_map(|sample| {
+                Some((
+                    sample.second,
+                    sample.log_bytes_written?.saturating_sub(log_start) as f64 / f64::from(1 << 20),
+                ))
+            })
+            .collect();
+        let _ = writeln!(
+            page,
+            "<h2>Server over time</h2>\n<p>Sampled each second: resident memory of the server's process{}, size of its data directory (log, checkpoints, history), and log bytes written since the start of the phase, in MiB.</p>",
+            if self.probe.embedded {
+                " (the embedded server shares this process with the generator: its tables are included)"
+            } else if self.probe.pid.is_none() {
+                " (not found: the server is not a process of this machine and user)"
+            } else {
+                ""
+            }
+        );
+        page.push_str(&line_chart(
+            "MiB",
+            &[
+                (
+                    "resident memory",
+                    "#1f77b4",
+                    mib(|sample| sample.resident_bytes),
+                ),
+                (
+                    "data directory",
+                    "#2ca02c",
+                    mib(|sample| sample.data_dir_bytes),
+                ),
+                ("log written", "#ff7f0e", log),
+            ],
+            false,
+            Some(self.warmup_seconds),
+        ));
+        let pauses = checkpoint_pauses(&self.samples);
+        let _ = writeln!(
+            page,
+            "<h3>Checkpoints</h3>\n<p>{} checkpoints during the phase; each dot is one, at the second it was seen, with how long it held the executor (engine.checkpoint_pause_ns_last), ms.</p>",
+            pauses.len()
+        );
+        if !pauses.is_empty() {
+            let last = self.samples.last().map_or(1.0, |sample| sample.second);
+            page.push_str(&plot(
+                &Plot {
+                    x_label: "seconds",
+                    y_label: "pause ms",
+                    shade: Some(self.warmup_seconds),
+                    x_marker: Some((last, "")),
+                    dots: true,
+                    ..Plot::default()
+                },
+                &[("checkpoint pause", "#d62728", pauses)],
+            ));
+        }
+        page
+    }
+
     /// Writes report.json and report.html into `dir` (created if needed).
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
@@ -619,6 +992,164 @@ impl Summary {
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(())
     }
+}
+
+/// The checkpoints taken during the samples: when each was seen (seconds)
+/// and how long it held the executor (ms).
+pub fn checkpoint_pauses(samples: &[ServerSample]) -> Vec<(f64, f64)> {
+    samples
+        .windows(2)
+        .filter_map(|pair| {
+            let (before, after) = (pair[0].checkpoints?, pair[1].checkpoints?);
+            (after > before).then_some((pair[1].second, pair[1].checkpoint_pause_ms_last?))
+        })
+        .collect()
+}
+
+fn sweep_text(sweep: &Sweep) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nsweep: closed-loop peak {} operations/s (commands p99 {} ms); open loop at rising rates (latency of commands, from planned arrival):",
+        group_digits(sweep.peak_per_sec as u64),
+        ms(sweep.peak_latency.p99)
+    );
+    let _ = writeln!(
+        out,
+        "{:>6} {:>12} {:>12} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8}",
+        "step",
+        "offered/s",
+        "answered/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "stall ms",
+        "keeps up"
+    );
+    for (index, step) in sweep.steps.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{:>5}% {:>12} {:>12} {:>9} {:>9} {:>9} {:>9} {:>10.0} {:>8}{}",
+            step.percent,
+            group_digits(step.offered_per_sec as u64),
+            group_digits(step.answered_per_sec as u64),
+            ms(step.latency.p50),
+            ms(step.latency.p99),
+            ms(step.latency.p999),
+            ms(step.latency.max),
+            step.stall.as_secs_f64() * 1e3,
+            if step.keeps_up { "yes" } else { "NO" },
+            if sweep.first_behind == Some(index) {
+                "  <- stops keeping up"
+            } else {
+                ""
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "highest offered rate with commands p99 under {} ms: {}",
+        sweep.p99_aim_us / 1_000,
+        sweep.best_rate_under_aim.map_or_else(
+            || "none of the steps".to_owned(),
+            |rate| format!("{} operations/s", group_digits(rate as u64))
+        )
+    );
+    out
+}
+
+fn sweep_html(sweep: &Sweep) -> String {
+    let mut page = String::new();
+    let _ = writeln!(
+        page,
+        "<h2>Latency against offered rate</h2>\n<p>Closed-loop peak: <b>{}</b> operations/s (commands and queries). Then open loop at rising shares of it; latency of commands from their planned arrival, ms, log scale. Highest offered rate with commands p99 under {} ms: <b>{}</b>.{}</p>",
+        group_digits(sweep.peak_per_sec as u64),
+        sweep.p99_aim_us / 1_000,
+        sweep.best_rate_under_aim.map_or_else(
+            || "none of the steps".to_owned(),
+            |rate| format!("{} operations/s", group_digits(rate as u64))
+        ),
+        sweep.first_behind.map_or_else(
+            || " The server kept up at every step.".to_owned(),
+            |index| format!(
+                " The server stops keeping up at {}% of the peak (answered less than 95 % of what was offered, or requests failed): the dashed line.",
+                sweep.steps[index].percent
+            )
+        )
+    );
+    let line = |pick: fn(&Percentiles) -> u64| -> Vec<(f64, f64)> {
+        sweep
+            .steps
+            .iter()
+            .filter(|step| step.latency.count > 0)
+            .map(|step| {
+                (
+                    step.offered_per_sec,
+                    (pick(&step.latency) as f64 / 1_000.0).max(0.001),
+                )
+            })
+            .collect()
+    };
+    let marker = sweep
+        .first_behind
+        .map(|index| (sweep.steps[index].offered_per_sec, "stops keeping up"));
+    page.push_str(&plot(
+        &Plot {
+            x_label: "offered operations per second",
+            y_label: "ms",
+            log_y: true,
+            x_marker: marker,
+            y_marker: Some((sweep.p99_aim_us as f64 / 1_000.0, "10 ms")),
+            dots: true,
+            ..Plot::default()
+        },
+        &[
+            ("p50", "#1f77b4", line(|latency| latency.p50)),
+            ("p99", "#ff7f0e", line(|latency| latency.p99)),
+            ("p99.9", "#9467bd", line(|latency| latency.p999)),
+        ],
+    ));
+    page.push_str("<table><tr><th>step</th><th>offered/s</th><th>answered/s</th><th>p50 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th><th>longest stall ms</th><th>keeps up</th></tr>\n");
+    for step in &sweep.steps {
+        let _ = writeln!(
+            page,
+            "<tr><td>{}%</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{}</td></tr>",
+            step.percent,
+            group_digits(step.offered_per_sec as u64),
+            group_digits(step.answered_per_sec as u64),
+            ms(step.latency.p50),
+            ms(step.latency.p99),
+            ms(step.latency.p999),
+            ms(step.latency.max),
+            step.stall.as_secs_f64() * 1e3,
+            if step.keeps_up { "yes" } else { "<span class=\"fail\">no</span>" }
+        );
+    }
+    page.push_str(
+        "</table>\n<p>The rest of this report is the closed-loop phase that found the peak.</p>\n",
+    );
+    page
+}
+
+fn sweep_json(sweep: &Sweep) -> Value {
+    json!({
+        "peak_per_sec": sweep.peak_per_sec,
+        "peak_latency_us": percentiles_json(&sweep.peak_latency),
+        "p99_aim_us": sweep.p99_aim_us,
+        "best_rate_under_aim": sweep.best_rate_under_aim,
+        "first_behind_percent": sweep.first_behind.map(|index| sweep.steps[index].percent),
+        "steps": sweep.steps.iter().map(|step| json!({
+            "percent": step.percent,
+            "offered_per_sec": step.offered_per_sec,
+            "answered_per_sec": step.answered_per_sec,
+            "committed_per_sec": step.committed_per_sec,
+            "latency_us": percentiles_json(&step.latency),
+            "request_errors": step.request_errors,
+            "keeps_up": step.keeps_up,
+            "longest_stall_ms": step.stall.as_secs_f64() * 1e3,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 fn load_text(load: Option<f64>) -> String {
@@ -689,12 +1220,69 @@ fn short_number(value: f64) -> String {
 /// A named, coloured line of (x, y) points.
 type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
 
+/// Most points a line is drawn with: longer series (a long soak's seconds)
+/// are thinned to this many, keeping each bucket's largest value so that
+/// spikes stay visible.
+const LINE_POINTS_MAX: usize = 1_200;
+
+/// What a chart draws besides its lines.
+#[derive(Clone, Copy, Debug, Default)]
+struct Plot<'a> {
+    x_label: &'a str,
+    y_label: &'a str,
+    log_y: bool,
+    /// Shade x from 0 to this (the warm-up).
+    shade: Option<f64>,
+    /// A vertical marker line at x, labelled.
+    x_marker: Option<(f64, &'a str)>,
+    /// A horizontal marker line at y, labelled.
+    y_marker: Option<(f64, &'a str)>,
+    /// Draw each point as a dot too.
+    dots: bool,
+}
+
+fn thin(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    if points.len() <= LINE_POINTS_MAX {
+        return points.to_vec();
+    }
+    let bucket = points.len().div_ceil(LINE_POINTS_MAX);
+    points
+        .chunks(bucket)
+        .filter_map(|chunk| chunk.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1)))
+        .collect()
+}
+
 /// A line chart of seconds against values; `log_y` for latencies; the
 /// warm-up (x up to `shade`) is shaded.
 fn line_chart(y_label: &str, series: &[Series], log_y: bool, shade: Option<f64>) -> String {
+    plot(
+        &Plot {
+            x_label: "seconds",
+            y_label,
+            log_y,
+            shade,
+            ..Plot::default()
+        },
+        series,
+    )
+}
+
+fn plot(spec: &Plot, series: &[Series]) -> String {
+    let series: Vec<Series> = series
+        .iter()
+        .map(|(name, color, points)| (*name, *color, thin(points)))
+        .collect();
+    let log_y = spec.log_y;
     let points = series.iter().flat_map(|(_, _, points)| points.iter());
-    let x_max = points.clone().map(|point| point.0).fold(1.0, f64::max);
-    let y_values = points.map(|point| point.1).filter(|y| !log_y || *y > 0.0);
+    let x_max = points
+        .clone()
+        .map(|point| point.0)
+        .chain(spec.x_marker.map(|marker| marker.0))
+        .fold(1.0, f64::max);
+    let y_values = points
+        .map(|point| point.1)
+        .chain(spec.y_marker.map(|marker| marker.0))
+        .filter(|y| !log_y || *y > 0.0);
     let (mut y_min, mut y_max) = y_values.fold((f64::MAX, 0.0f64), |(low, high), y| {
         (low.min(y), high.max(y))
     });
@@ -724,7 +1312,7 @@ fn line_chart(y_label: &str, series: &[Series], log_y: bool, shade: Option<f64>)
         svg,
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{CHART_WIDTH}\" height=\"{CHART_HEIGHT}\" font-size=\"12\">"
     );
-    if let Some(shade) = shade.filter(|shade| *shade > 0.0) {
+    if let Some(shade) = spec.shade.filter(|shade| *shade > 0.0) {
         let _ = write!(
             svg,
             "<rect x=\"{:.1}\" y=\"{MARGIN_TOP}\" width=\"{:.1}\" height=\"{plot_height}\" fill=\"#eee\"/>\
@@ -759,28 +1347,54 @@ fn line_chart(y_label: &str, series: &[Series], log_y: bool, shade: Option<f64>)
             short_number(tick)
         );
     }
-    let x_step = (x_max / 10.0).ceil().max(1.0);
+    let x_step = nice_step(x_max / 10.0);
     let mut x = 0.0;
-    while x <= x_max {
+    while x <= x_max * 1.0001 {
         let _ = write!(
             svg,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{x:.0}</text>",
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
             x_of(x),
-            CHART_HEIGHT - MARGIN_BOTTOM + 16.0
+            CHART_HEIGHT - MARGIN_BOTTOM + 16.0,
+            short_number(x)
         );
         x += x_step;
     }
     let _ = write!(
         svg,
-        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">seconds</text>\
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\
          <text x=\"14\" y=\"{:.1}\" transform=\"rotate(-90 14 {:.1})\" text-anchor=\"middle\">{}</text>\
          <rect x=\"{MARGIN_LEFT}\" y=\"{MARGIN_TOP}\" width=\"{plot_width}\" height=\"{plot_height}\" fill=\"none\" stroke=\"#888\"/>",
         MARGIN_LEFT + plot_width / 2.0,
         CHART_HEIGHT - 6.0,
+        escape(spec.x_label),
         MARGIN_TOP + plot_height / 2.0,
         MARGIN_TOP + plot_height / 2.0,
-        escape(y_label)
+        escape(spec.y_label)
     );
+    if let Some((x, label)) = spec.x_marker {
+        let _ = write!(
+            svg,
+            "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{MARGIN_TOP}\" y2=\"{1:.1}\" stroke=\"#b00\" stroke-dasharray=\"6 4\"/>\
+             <text x=\"{2:.1}\" y=\"{3:.1}\" fill=\"#b00\" text-anchor=\"end\">{4}</text>",
+            x_of(x),
+            MARGIN_TOP + plot_height,
+            x_of(x) - 4.0,
+            MARGIN_TOP + 28.0,
+            escape(label)
+        );
+    }
+    if let Some((y, label)) = spec.y_marker {
+        let _ = write!(
+            svg,
+            "<line x1=\"{MARGIN_LEFT}\" x2=\"{0:.1}\" y1=\"{1:.1}\" y2=\"{1:.1}\" stroke=\"#555\" stroke-dasharray=\"2 3\"/>\
+             <text x=\"{2:.1}\" y=\"{3:.1}\" fill=\"#555\">{4}</text>",
+            MARGIN_LEFT + plot_width,
+            y_of(y),
+            MARGIN_LEFT + 4.0,
+            y_of(y) - 4.0,
+            escape(label)
+        );
+    }
     for (index, (name, color, points)) in series.iter().enumerate() {
         if !points.is_empty() {
             let path: Vec<String> = points
@@ -792,6 +1406,16 @@ fn line_chart(y_label: &str, series: &[Series], log_y: bool, shade: Option<f64>)
                 "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
                 path.join(" ")
             );
+            if spec.dots {
+                for (x, y) in points {
+                    let _ = write!(
+                        svg,
+                        "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{color}\"/>",
+                        x_of(*x),
+                        y_of(*y)
+                    );
+                }
+            }
         }
         let legend_y = MARGIN_TOP + 14.0 + index as f64 * 18.0;
         let legend_x = MARGIN_LEFT + plot_width + 10.0;
@@ -806,6 +1430,20 @@ fn line_chart(y_label: &str, series: &[Series], log_y: bool, shade: Option<f64>)
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+/// 1, 2 or 5 times a power of ten, at least `rough`.
+fn nice_step(rough: f64) -> f64 {
+    if !(rough.is_finite() && rough > 0.0) {
+        return 1.0;
+    }
+    let power = 10f64.powf(rough.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|factor| factor * power)
+        .find(|step| *step >= rough)
+        .unwrap_or(10.0 * power)
+        .max(1.0)
 }
 
 /// Grouped bars: p50, p90, p99, p99.9 and max per kind, ms, log scale.
@@ -962,9 +1600,87 @@ mod tests {
         )]);
         assert!(chart.contains("transfer"));
         assert!(!chart.contains("NaN"));
+        let chart = plot(
+            &Plot {
+                x_label: "offered operations per second",
+                y_label: "ms",
+                log_y: true,
+                x_marker: Some((2_000.0, "stops keeping up")),
+                y_marker: Some((10.0, "10 ms")),
+                dots: true,
+                ..Plot::default()
+            },
+            &[("p99", "#000", vec![(1_000.0, 2.0), (2_000.0, 900.0)])],
+        );
+        assert!(chart.contains("stops keeping up") && chart.contains("<circle"));
+        assert!(!chart.contains("NaN"));
         let chart = bar_chart(&[("transfer".into(), 55.0)]);
         assert!(chart.contains("55.0%"));
         assert_eq!(escape("<a&b>"), "&lt;a&amp;b&gt;");
         assert_eq!(short_number(1_500_000.0), "1.5M");
+        assert_eq!(nice_step(0.7), 1.0);
+        assert_eq!(nice_step(13.0), 20.0);
+        assert_eq!(nice_step(4_100.0), 5_000.0);
+        // A long series is thinned to the most points, its peak kept.
+        let long: Vec<(f64, f64)> = (0..10_000)
+            .map(|x| (f64::from(x), if x == 7_777 { 99.0 } else { 1.0 }))
+            .collect();
+        let thinned = thin(&long);
+        assert!(thinned.len() <= LINE_POINTS_MAX);
+        assert!(thinned.iter().any(|point| point.1 == 99.0));
+    }
+
+    fn step(percent: u32, offered: f64, answered: f64, p99_us: u64) -> SweepStep {
+        SweepStep {
+            percent,
+            offered_per_sec: offered,
+            answered_per_sec: answered,
+            committed_per_sec: answered,
+            latency: Percentiles {
+                count: 100,
+                p50: p99_us / 2,
+                p90: p99_us,
+                p99: p99_us,
+                p999: p99_us,
+                max: p99_us,
+            },
+            request_errors: 0,
+            keeps_up: keeps_up(offered, answered, 0),
+            stall: std::time::Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_sweep_is_judged_by_keeping_up_and_by_p99() {
+        let steps = [
+            step(10, 1_000.0, 1_000.0, 2_000),
+            step(20, 2_000.0, 1_990.0, 8_000),
+            step(30, 3_000.0, 2_990.0, 15_000),
+            step(40, 4_000.0, 3_000.0, 900_000),
+            // Back under the aim after falling behind: not counted.
+            step(50, 5_000.0, 4_990.0, 1_000),
+        ];
+        assert!(!steps[3].keeps_up);
+        assert!(!keeps_up(1_000.0, 1_000.0, 1));
+        assert_eq!(judge_sweep(&steps, 10_000), (Some(3), Some(2_000.0)));
+        assert_eq!(judge_sweep(&steps[..1], 1_000), (None, None));
+    }
+
+    #[test]
+    fn checkpoints_are_found_where_the_counter_rises() {
+        let sample = |second: f64, checkpoints: u64, pause: f64| ServerSample {
+            second,
+            checkpoints: Some(checkpoints),
+            checkpoint_pause_ms_last: Some(pause),
+            ..ServerSample::default()
+        };
+        let samples = [
+            sample(0.0, 0, 0.0),
+            sample(1.0, 0, 0.0),
+            sample(2.0, 1, 350.0),
+            sample(3.0, 1, 350.0),
+            sample(4.0, 3, 12.0),
+        ];
+        assert_eq!(checkpoint_pauses(&samples), vec![(2.0, 350.0), (4.0, 12.0)]);
     }
 }

@@ -82,17 +82,73 @@ pub struct Live {
     /// acknowledgement, to tell which sampled commands may be past the
     /// server's idempotency retention.
     pub acknowledged: AtomicU64,
+    /// When the last reply came, ns from the window's start.
+    last_reply_ns: AtomicU64,
+    /// The longest time without any reply in the measured window, ns, and
+    /// when it began (ns from the window's start).
+    longest_gap_ns: AtomicU64,
+    longest_gap_from_ns: AtomicU64,
 }
 
 impl Live {
     pub fn new(window: Window) -> Live {
         let seconds =
             window.end.saturating_duration_since(window.start).as_secs() + 1 + DRAIN_SECONDS_MAX;
+        let warm_end_ns = window
+            .warm_end
+            .saturating_duration_since(window.start)
+            .as_nanos() as u64;
         Live {
             window,
             seconds: (0..seconds).map(|_| SecondSlot::default()).collect(),
             acknowledged: AtomicU64::new(0),
+            last_reply_ns: AtomicU64::new(warm_end_ns),
+            longest_gap_ns: AtomicU64::new(0),
+            longest_gap_from_ns: AtomicU64::new(0),
         }
+    }
+
+    /// A reply came at `at`: the gap since the previous one is a stall if
+    /// it is long. Gaps are counted from the end of the warm-up (a gap that
+    /// began in it counts from there) to the first reply after the window.
+    pub fn replied(&self, at: Instant) {
+        let start = self.window.start;
+        let now = at.saturating_duration_since(start).as_nanos() as u64;
+        let warm_end = self
+            .window
+            .warm_end
+            .saturating_duration_since(start)
+            .as_nanos() as u64;
+        let end = self.window.end.saturating_duration_since(start).as_nanos() as u64;
+        if now < warm_end {
+            return;
+        }
+        let previous = self.last_reply_ns.fetch_max(now, Ordering::Relaxed);
+        if previous >= now || previous > end {
+            return;
+        }
+        let gap = now - previous.max(warm_end);
+        if gap > self.longest_gap_ns.fetch_max(gap, Ordering::Relaxed) {
+            self.longest_gap_from_ns.store(previous, Ordering::Relaxed);
+        }
+    }
+
+    /// The longest time without a reply in the measured window, and how
+    /// long after the end of the warm-up it began.
+    pub fn longest_stall(&self) -> (Duration, Duration) {
+        let warm_end = self
+            .window
+            .warm_end
+            .saturating_duration_since(self.window.start)
+            .as_nanos() as u64;
+        (
+            Duration::from_nanos(self.longest_gap_ns.load(Ordering::Relaxed)),
+            Duration::from_nanos(
+                self.longest_gap_from_ns
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(warm_end),
+            ),
+        )
     }
 
     pub fn slot(&self, at: Instant) -> Option<&SecondSlot> {
@@ -284,36 +340,34 @@ impl Recorder {
         self.latencies(live, kinds.iter().copied(), count, arrivals, done, true);
     }
 
-    /// The replies of a batch's queries came back at `done`.
+    /// The replies of a batch's queries (or one history page) came back at
+    /// `done`: one kind per query, and the status of each refused one.
     pub fn queries_done(
         &mut self,
         live: &Live,
-        refused: &[Status],
-        count: usize,
+        kinds: &[Kind],
+        refused: &[Option<Status>],
         arrivals: Arrivals,
         done: Instant,
     ) {
+        let count = kinds.len();
         if self.window.measured(done) {
-            let counts = &mut self.counts[Kind::BalanceQuery.index()];
-            counts.committed += count as u64;
-            counts.ok += (count - refused.len().min(count)) as u64;
-            counts.rejected += refused.len() as u64;
-            for status in refused {
-                let name = status.name();
-                *self.rejected_by_status.entry(name).or_insert(0) += 1;
+            for (&kind, refusal) in kinds.iter().zip(refused) {
+                let counts = &mut self.counts[kind.index()];
+                counts.committed += 1;
+                match refusal {
+                    None => counts.ok += 1,
+                    Some(status) => {
+                        counts.rejected += 1;
+                        *self.rejected_by_status.entry(status.name()).or_insert(0) += 1;
+                    }
+                }
             }
         }
         if let Some(slot) = live.slot(done) {
             slot.queries.fetch_add(count as u64, Ordering::Relaxed);
         }
-        self.latencies(
-            live,
-            std::iter::repeat_n(Kind::BalanceQuery, count),
-            count,
-            arrivals,
-            done,
-            false,
-        );
+        self.latencies(live, kinds.iter().copied(), count, arrivals, done, false);
     }
 
     fn latencies(
@@ -485,6 +539,29 @@ mod tests {
             .filter(|item| item.id >= 50_000)
             .count();
         assert!((400..600).contains(&late), "{late}");
+    }
+
+    #[test]
+    fn the_longest_gap_between_replies_in_the_window_is_the_stall() {
+        let start = Instant::now();
+        let window = Window {
+            start,
+            warm_end: start + Duration::from_secs(1),
+            end: start + Duration::from_secs(10),
+        };
+        let live = Live::new(window);
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // In the warm-up: not counted, and the window's gaps count from its end.
+        live.replied(at(500));
+        live.replied(at(1_100));
+        live.replied(at(1_200));
+        live.replied(at(3_700));
+        live.replied(at(3_600)); // late, out of order: no gap
+        live.replied(at(3_800));
+        assert_eq!(
+            live.longest_stall(),
+            (Duration::from_millis(2_500), Duration::from_millis(200))
+        );
     }
 
     #[test]

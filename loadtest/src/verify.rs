@@ -1,11 +1,13 @@
 //! End-of-run checks, through the protocol only.
 //!
 //! 1. **Money is conserved per currency.** The harness knows every account it
-//!    opened; it reads their balances and the house settlement account of
-//!    each currency before seeding and after the run. Top-ups and withdrawals
-//!    move money between the run's accounts and the settlement account, and
-//!    transfers between the run's accounts, so per currency:
-//!    `sum(run balances) + (settlement after - settlement before) == 0` and
+//!    opened; it reads their balances and the house settlement, FX liquidity
+//!    and FX revenue accounts of each currency before seeding and after the
+//!    run. Top-ups and withdrawals move money between the run's accounts and
+//!    the settlement account, conversions (and cross-currency payments and
+//!    their refunds) between the run's accounts and the FX accounts, and
+//!    everything else between the run's accounts, so per currency:
+//!    `sum(run balances) + settlement change + FX accounts' change == 0` and
 //!    `sum(run debits pending) == settlement credits pending after - before`.
 //!    With an embedded server the settlement accounts start empty and this
 //!    is the whole ledger. With `--addr` it is the delta this run caused,
@@ -30,27 +32,51 @@ use tokio::task::JoinSet;
 use crate::population::{Population, CURRENCIES};
 use crate::stats::Acknowledged;
 
-/// Balance and pending credits of each currency's settlement account.
-pub type Settlement = [(i64, u64); CURRENCIES.len()];
+/// The house accounts of one currency a run moves money with.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct House {
+    /// The settlement account's balance and pending credits.
+    pub settlement: (i64, u64),
+    /// FX liquidity plus FX revenue (the house side of conversions).
+    pub fx: i64,
+}
 
-/// Reads the settlement account of every currency (zero if not opened yet).
+/// The house accounts of every currency of the run.
+pub type Settlement = [House; CURRENCIES.len()];
+
+const HOUSE_ROLES: [HouseRole; 3] = [
+    HouseRole::Settlement,
+    HouseRole::FxLiquidity,
+    HouseRole::FxRevenue,
+];
+
+/// Reads the settlement, FX liquidity and FX revenue accounts of every
+/// currency (zero for those not opened yet; a balance query of a house
+/// account answers the sum of its shard parts).
 pub async fn settlement(client: &Client) -> anyhow::Result<Settlement> {
     let queries: Vec<Query> = CURRENCIES
         .iter()
-        .map(|spec| Query::Balance {
-            account: AccountId::house(HouseRole::Settlement, spec.currency),
+        .flat_map(|spec| {
+            HOUSE_ROLES.map(|role| Query::Balance {
+                account: AccountId::house(role, spec.currency),
+            })
         })
         .collect();
     let replies = client
         .query(queries)
         .await
-        .context("reading the settlement accounts failed")?;
-    let mut out = [(0i64, 0u64); CURRENCIES.len()];
-    for (slot, reply) in out.iter_mut().zip(replies) {
+        .context("reading the house accounts failed")?;
+    let mut out = [House::default(); CURRENCIES.len()];
+    for (index, reply) in replies.into_iter().enumerate() {
+        let house = &mut out[index / HOUSE_ROLES.len()];
+        let role = HOUSE_ROLES[index % HOUSE_ROLES.len()];
         match reply {
-            QueryReply::Balance(view) => *slot = (view.balance, view.credits_pending),
+            QueryReply::Balance(view) => match role {
+                HouseRole::Settlement => house.settlement = (view.balance, view.credits_pending),
+                _ => house.fx += view.balance,
+            },
             QueryReply::Refused(Status::UnknownAccount) => {}
-            other => bail!("unexpected reply for a settlement account: {other:?}"),
+            other => bail!("unexpected reply for a house account: {other:?}"),
         }
     }
     Ok(out)
@@ -65,11 +91,13 @@ pub struct CurrencyCheck {
     pub accounts_debits_pending: u128,
     pub settlement_balance_delta: i128,
     pub settlement_credits_pending_delta: i128,
+    /// Change of FX liquidity plus FX revenue.
+    pub fx_balance_delta: i128,
 }
 
 impl CurrencyCheck {
     pub fn imbalance(&self) -> i128 {
-        self.accounts_balance + self.settlement_balance_delta
+        self.accounts_balance + self.settlement_balance_delta + self.fx_balance_delta
     }
 
     pub fn ok(&self) -> bool {
@@ -174,9 +202,11 @@ pub async fn conservation(
             code: spec.currency.code(),
             accounts_balance: balance[index],
             accounts_debits_pending: pending[index],
-            settlement_balance_delta: i128::from(after[index].0) - i128::from(before[index].0),
-            settlement_credits_pending_delta: i128::from(after[index].1)
-                - i128::from(before[index].1),
+            settlement_balance_delta: i128::from(after[index].settlement.0)
+                - i128::from(before[index].settlement.0),
+            settlement_credits_pending_delta: i128::from(after[index].settlement.1)
+                - i128::from(before[index].settlement.1),
+            fx_balance_delta: i128::from(after[index].fx) - i128::from(before[index].fx),
         })
         .collect();
     Ok(Conservation {
@@ -211,6 +241,21 @@ impl Acknowledgements {
 
     pub fn sampled(&self) -> bool {
         self.checked < self.acknowledged
+    }
+
+    /// Adds another look-up's findings (a generator process's) to these.
+    pub fn merge(&mut self, other: &Acknowledgements) {
+        self.acknowledged += other.acknowledged;
+        self.checked += other.checked;
+        self.found += other.found;
+        self.mismatched += other.mismatched;
+        self.missing += other.missing;
+        self.past_retention += other.past_retention;
+        for problem in &other.problems {
+            if self.problems.len() < PROBLEMS_SHOWN_MAX {
+                self.problems.push(problem.clone());
+            }
+        }
     }
 }
 
