@@ -43,13 +43,55 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
-/// A gateway allowed to connect, and its shared secret.
+/// What a gateway may do besides reading (docs/operations.md, "Roles").
+/// Queries, history, `tx show` and `Status` need no role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Accounts and money movements: open accounts, deposit, transfer,
+    /// withdraw, pay and charge codes, refund, budgets, FX quotes and
+    /// conversions, QR payments.
+    Payments,
+    /// FX rates and liquidity floors.
+    Treasury,
+    /// The risk policy.
+    Risk,
+    /// Backups and account administration: freeze, unfreeze, close, KYC
+    /// tiers, merchant keys.
+    Operator,
+}
+
+impl Role {
+    /// Every role: what the local gateway has.
+    pub const ALL: [Role; 4] = [Role::Payments, Role::Treasury, Role::Risk, Role::Operator];
+
+    /// The name used in the config, logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Payments => "payments",
+            Role::Treasury => "treasury",
+            Role::Risk => "risk",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+/// The roles of a gateway that names none in the config.
+fn default_roles() -> Vec<Role> {
+    vec![Role::Payments]
+}
+
+/// A gateway allowed to connect, its shared secret and what it may do.
 #[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     pub name: String,
     /// 32 bytes or more, hex-encoded.
     pub secret: String,
+    /// What it may do besides reading; `["payments"]` when not given. The
+    /// local gateway has every role, whatever its file says.
+    #[serde(default = "default_roles")]
+    pub roles: Vec<Role>,
 }
 
 impl fmt::Debug for GatewayConfig {
@@ -58,6 +100,7 @@ impl fmt::Debug for GatewayConfig {
         f.debug_struct("GatewayConfig")
             .field("name", &self.name)
             .field("secret", &"<redacted>")
+            .field("roles", &self.roles)
             .finish()
     }
 }
@@ -267,6 +310,10 @@ pub struct ServerConfig {
     /// disabled policy on a new data directory).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub risk_policy: Option<PathBuf>,
+    /// The directory under which `Backup` requests may write (an existing
+    /// directory). None: backups are refused with `not_permitted`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_root: Option<PathBuf>,
     pub limits: LimitsConfig,
     pub engine: EngineSection,
     /// Gateways allowed to connect. Empty: the local gateway of the data directory.
@@ -300,6 +347,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
             data_dir: PathBuf::from("./payrail-data"),
             risk_policy: None,
+            backup_root: None,
             limits: LimitsConfig::default(),
             engine: EngineSection::default(),
             gateways: Vec::new(),
@@ -345,7 +393,10 @@ pub fn read_local_gateway(data_dir: &Path) -> Result<GatewayConfig, ConfigError>
         message: error.to_string(),
     })?;
     gateway.validate(&path)?;
-    Ok(gateway)
+    Ok(GatewayConfig {
+        roles: Role::ALL.to_vec(),
+        ..gateway
+    })
 }
 
 /// The first lines of the local gateway file, before the TOML of the gateway.
@@ -394,13 +445,12 @@ pub fn ensure_local_gateway(data_dir: &Path) -> Result<GatewayConfig, ConfigErro
     let gateway = GatewayConfig {
         name: LOCAL_GATEWAY_NAME.to_owned(),
         secret: hex::encode(secret),
+        roles: Role::ALL.to_vec(),
     };
+    // The roles are not written: the local gateway has them all.
     let text = format!(
-        "{LOCAL_GATEWAY_HEADER}{}",
-        toml::to_string(&gateway).map_err(|error| ConfigError::Invalid {
-            path: path.clone(),
-            message: error.to_string()
-        })?
+        "{LOCAL_GATEWAY_HEADER}name = \"{}\"\nsecret = \"{}\"\n",
+        gateway.name, gateway.secret
     );
     crate::durable::write_atomically(&path, text.as_bytes(), crate::durable::Access::Private)
         .map_err(|source| ConfigError::Write {
@@ -461,6 +511,7 @@ mod tests {
         let gateway = GatewayConfig {
             name: "g".into(),
             secret: "00112233445566778899aabbccddeeff".into(),
+            roles: default_roles(),
         };
         assert!(!format!("{gateway:?}").contains("0011"));
     }

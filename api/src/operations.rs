@@ -144,6 +144,19 @@ async fn backup(engine: &EngineHandle, store: Store, dir: PathBuf) -> Message {
     if dir.as_os_str().is_empty() {
         return error_message(ErrorCode::BackupFailed, "no backup directory given");
     }
+    let dir = match backup_target(store.backup_root.as_deref(), &dir) {
+        Ok(dir) => dir,
+        Err((code, message)) => {
+            tracing::warn!(dir = %dir.display(), code = code.name(), error = %message, "backup refused");
+            let outcome = if code == ErrorCode::NotPermitted {
+                "not_permitted"
+            } else {
+                "failed"
+            };
+            metrics::counter!("payrail_backups_total", "outcome" => outcome).increment(1);
+            return error_message(code, &message);
+        }
+    };
     if dir.exists() {
         return error_message(
             ErrorCode::BackupFailed,
@@ -191,6 +204,63 @@ async fn backup(engine: &EngineHandle, store: Store, dir: PathBuf) -> Message {
             error_message(ErrorCode::BackupFailed, &message)
         }
     }
+}
+
+/// Where a backup asked for at `dir` is written: a new directory under the
+/// backup root (`dir` relative to the root, or absolute). Symbolic links
+/// and ".." are resolved before the check, so neither leads out of it.
+/// Outside the root, or with no root configured: `not_permitted`.
+fn backup_target(root: Option<&Path>, dir: &Path) -> Result<PathBuf, (ErrorCode, String)> {
+    let Some(root) = root else {
+        return Err((
+            ErrorCode::NotPermitted,
+            "this server takes no backups: no backup_root is configured (docs/operations.md)"
+                .to_owned(),
+        ));
+    };
+    let canonical_root = root.canonicalize().map_err(|error| {
+        (
+            ErrorCode::BackupFailed,
+            format!("the backup root {} cannot be used: {error}", root.display()),
+        )
+    })?;
+    let dir = if dir.is_absolute() {
+        dir.to_owned()
+    } else {
+        canonical_root.join(dir)
+    };
+    let outside = |shown: &Path| {
+        (
+            ErrorCode::NotPermitted,
+            format!(
+                "{} is not under the backup root {}",
+                shown.display(),
+                canonical_root.display()
+            ),
+        )
+    };
+    let (Some(parent), Some(std::path::Component::Normal(name))) =
+        (dir.parent(), dir.components().next_back())
+    else {
+        return Err(outside(&dir));
+    };
+    let parent = match parent.canonicalize() {
+        Ok(parent) => parent,
+        Err(_) if !dir.starts_with(root) && !dir.starts_with(&canonical_root) => {
+            return Err(outside(&dir))
+        }
+        Err(error) => {
+            return Err((
+                ErrorCode::BackupFailed,
+                format!("cannot use {}: {error}", parent.display()),
+            ))
+        }
+    };
+    let target = parent.join(name);
+    if !target.starts_with(&canonical_root) || target == canonical_root {
+        return Err(outside(&dir));
+    }
+    Ok(target)
 }
 
 /// The local gateway's secret goes with the backup (mode 0600, written

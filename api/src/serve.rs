@@ -52,6 +52,8 @@ pub struct ServeOptions {
     pub shards: Option<u32>,
     /// Risk policy TOML to put in force at start (overrides the config's).
     pub risk_policy: Option<PathBuf>,
+    /// Directory under which backups may be written (overrides the config's).
+    pub backup_root: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
     pub no_metrics: bool,
     pub prefault: Option<bool>,
@@ -76,6 +78,9 @@ impl ServeOptions {
         }
         if let Some(risk_policy) = &self.risk_policy {
             config.risk_policy = Some(risk_policy.clone());
+        }
+        if let Some(backup_root) = &self.backup_root {
+            config.backup_root = Some(backup_root.clone());
         }
         if let Some(listen) = self.metrics_listen {
             config.metrics.listen = listen;
@@ -186,6 +191,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
         frame_bytes_max = config.limits.frame_bytes_max,
         connections_max = config.limits.connections_max,
         inflight_max = config.limits.inflight_max,
+        backup_root = %config.backup_root.as_ref().map_or("none: backups refused".to_owned(), |root| root.display().to_string()),
         "payrail started"
     );
 
@@ -205,6 +211,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
     let store = Store {
         storage,
         data_dir: config.data_dir.clone(),
+        backup_root: config.backup_root.clone(),
     };
     let task = {
         let stats = Arc::clone(&stats);

@@ -28,7 +28,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::auth;
+use crate::auth::{self, Roles};
 use crate::config::{GatewayConfig, LimitsConfig};
 use crate::operations;
 use crate::qr_pay;
@@ -44,6 +44,9 @@ pub struct ServerStats {
     pub frames_refused: AtomicU64,
     pub requests: AtomicU64,
     pub requests_refused: AtomicU64,
+    /// Requests refused because the gateway's roles do not allow them (also
+    /// counted in `requests_refused`).
+    pub requests_not_permitted: AtomicU64,
 }
 
 impl ServerStats {
@@ -57,6 +60,7 @@ impl ServerStats {
             ("frames_refused", get(&self.frames_refused)),
             ("requests", get(&self.requests)),
             ("requests_refused", get(&self.requests_refused)),
+            ("requests_not_permitted", get(&self.requests_not_permitted)),
         ]
     }
 }
@@ -69,8 +73,8 @@ struct Context {
     store: Option<Store>,
     limits: LimitsConfig,
     wire_limits: WireLimits,
-    /// Gateway name to secret bytes.
-    gateways: HashMap<String, Vec<u8>>,
+    /// Gateway name to secret bytes and roles.
+    gateways: HashMap<String, (Vec<u8>, Roles)>,
     stats: Arc<ServerStats>,
     guesses: GuessThrottle,
 }
@@ -141,6 +145,8 @@ pub struct Store {
     pub storage: RocksStorage,
     /// The data directory (its gateway.toml goes into backups).
     pub data_dir: PathBuf,
+    /// Where backups may be written (config `backup_root`); None: nowhere.
+    pub backup_root: Option<PathBuf>,
 }
 
 /// Serves gateways on `listener` until `shutdown` resolves. Returns once every
@@ -160,7 +166,10 @@ pub async fn run(
         wire_limits: limits.wire(),
         gateways: gateways
             .iter()
-            .filter_map(|gateway| Some((gateway.name.clone(), gateway.secret_bytes()?)))
+            .filter_map(|gateway| {
+                let roles = Roles::new(&gateway.roles);
+                Some((gateway.name.clone(), (gateway.secret_bytes()?, roles)))
+            })
             .collect(),
         limits,
         stats,
@@ -269,6 +278,12 @@ enum Pending {
     },
 }
 
+/// The gateway a connection authenticated as.
+struct Gateway {
+    name: Arc<str>,
+    roles: Roles,
+}
+
 struct Connection {
     context: Arc<Context>,
     _permit: OwnedSemaphorePermit,
@@ -311,8 +326,8 @@ impl Connection {
             }
         };
 
-        if let Some(gateway) = authenticated {
-            tracing::debug!(?peer, gateway, "gateway connected");
+        if let Some((gateway, roles)) = authenticated {
+            tracing::debug!(?peer, gateway, ?roles, "gateway connected");
             let capacity = self.context.limits.inflight_max as usize * 2 + 8;
             let (pending_sender, pending_receiver) = mpsc::channel::<Pending>(capacity);
             let inflight = Arc::new(AtomicU64::new(0));
@@ -322,7 +337,10 @@ impl Connection {
                 Arc::clone(&inflight),
                 self.context.limits.read_timeout(),
             ));
-            let gateway: Arc<str> = Arc::from(gateway);
+            let gateway = Gateway {
+                name: Arc::from(gateway),
+                roles,
+            };
             self.read_requests(
                 &gateway,
                 &mut reader,
@@ -339,14 +357,14 @@ impl Connection {
         stats.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Challenge, Hello, Welcome. Returns the gateway's name, or the code to
-    /// refuse it with.
+    /// Challenge, Hello, Welcome. Returns the gateway's name and roles, or
+    /// the code to refuse it with.
     async fn handshake(
         &self,
         reader: &mut OwnedReadHalf,
         writer: &mut BufWriter<OwnedWriteHalf>,
         buffer: &mut BytesMut,
-    ) -> Result<String, ErrorCode> {
+    ) -> Result<(String, Roles), ErrorCode> {
         let nonce = auth::nonce();
         let mut frame = Vec::new();
         wire::encode(0, &Message::Challenge { nonce }, &mut frame).map_err(|error| error.code())?;
@@ -378,9 +396,10 @@ impl Connection {
         let Message::Hello { gateway, proof } = hello.message else {
             return Err(ErrorCode::HandshakeRequired);
         };
-        let Some(secret) = self.context.gateways.get(&gateway) else {
+        let Some((secret, roles)) = self.context.gateways.get(&gateway) else {
             return Err(ErrorCode::UnknownGateway);
         };
+        let roles = *roles;
         if !auth::verify(secret, &nonce, &gateway, &proof) {
             return Err(ErrorCode::BadProof);
         }
@@ -396,14 +415,14 @@ impl Connection {
             .await
             .map_err(|_| ErrorCode::Internal)?;
         writer.flush().await.map_err(|_| ErrorCode::Internal)?;
-        Ok(gateway)
+        Ok((gateway, roles))
     }
 
     /// Reads frames until the peer closes, a frame breaks the framing, a
     /// timeout passes or the server shuts down.
     async fn read_requests(
         &self,
-        gateway: &Arc<str>,
+        gateway: &Gateway,
         reader: &mut OwnedReadHalf,
         mut buffer: BytesMut,
         pending: &mpsc::Sender<Pending>,
@@ -557,7 +576,7 @@ impl Connection {
     /// Hands one request to the engine. Returns false to close the connection.
     async fn dispatch(
         &self,
-        gateway: &Arc<str>,
+        gateway: &Gateway,
         frame: Frame,
         pending: &mpsc::Sender<Pending>,
         inflight: &AtomicU64,
@@ -566,6 +585,30 @@ impl Connection {
         let stats = &self.context.stats;
         stats.requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
+        if let Some(refusal) = auth::not_permitted(gateway.roles, &frame.message) {
+            stats.requests_refused.fetch_add(1, Ordering::Relaxed);
+            stats.requests_not_permitted.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                gateway = %gateway.name,
+                operation = refusal.operation,
+                role = refusal.role.name(),
+                "request not permitted"
+            );
+            metrics::counter!(
+                "payrail_requests_not_permitted_total",
+                "gateway" => gateway.name.to_string(),
+                "operation" => refusal.operation
+            )
+            .increment(1);
+            let message = error_message(ErrorCode::NotPermitted, &refusal.message(&gateway.name));
+            return pending
+                .send(Pending::Ready {
+                    request_id,
+                    message,
+                })
+                .await
+                .is_ok();
+        }
         let item = match frame.message {
             Message::Submit { commands } => {
                 if inflight.load(Ordering::Relaxed) >= u64::from(self.context.limits.inflight_max) {
@@ -579,7 +622,7 @@ impl Connection {
                             Box::new(move |results| drop(sender.send(results))),
                         )
                     } else {
-                        self.submit_charges(gateway, commands, sender)
+                        self.submit_charges(&gateway.name, commands, sender)
                     };
                     match submitted {
                         Ok(()) => {

@@ -41,9 +41,13 @@ fn a_backup_taken_under_load_restores_every_acknowledged_command() {
     let backup_dir = dir.path().join("backup");
     let config = dir.path().join("payrail.toml");
     // Checkpoints every second, so one lands during the load too.
+    // Backups go under the test's directory (the backup root).
     std::fs::write(
         &config,
-        "[engine]\ncheckpoint_interval_s = 1\n\n[metrics]\nenabled = false\n",
+        format!(
+            "backup_root = {:?}\n\n[engine]\ncheckpoint_interval_s = 1\n\n[metrics]\nenabled = false\n",
+            dir.path()
+        ),
     )
     .unwrap();
     let config_arg = config.to_str().unwrap();

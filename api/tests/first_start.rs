@@ -120,6 +120,7 @@ async fn a_backup_carries_a_private_secret_and_a_manifest_written_last() {
     let config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_dir.clone(),
+        backup_root: Some(dir.path().to_owned()),
         ..ServerConfig::default()
     };
     let server = serve::start(config).await.unwrap();

@@ -180,6 +180,10 @@ pub struct ServeArgs {
     /// file's `risk_policy`, else keep the policy in force].
     #[arg(long, value_name = "FILE")]
     pub risk_policy: Option<PathBuf>,
+    /// Existing directory under which `payrail backup` may write backups
+    /// [default: the config file's `backup_root`, else backups are refused].
+    #[arg(long, value_name = "DIR")]
+    pub backup_root: Option<PathBuf>,
     /// Serve Prometheus metrics here [default: 127.0.0.1:9400, or the config file's].
     #[arg(long, value_name = "ADDR", conflicts_with = "no_metrics")]
     pub metrics_listen: Option<SocketAddr>,

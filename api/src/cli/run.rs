@@ -246,6 +246,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         config: args.config,
         shards: args.shards,
         risk_policy: args.risk_policy,
+        backup_root: args.backup_root,
         metrics_listen: args.metrics_listen,
         no_metrics: args.no_metrics,
         prefault: args.prefault,

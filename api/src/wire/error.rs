@@ -8,7 +8,7 @@ macro_rules! error_codes {
         /// Why a frame or a connection was refused, as sent in an `Error` frame.
         ///
         /// Codes are grouped by who decides them (1-19 framing and decoding,
-        /// 20-29 handshake, 30-39 server bounds, 99 internal) and are never
+        /// 20-29 handshake and permissions, 30-39 server bounds, 99 internal) and are never
         /// renumbered or reused. docs/protocol.md lists them all.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         #[repr(u16)]
@@ -77,6 +77,9 @@ error_codes! {
     BadProof = 21, "bad_proof", "The proof in Hello does not match the gateway's secret and the challenge.";
     /// A request arrived before the handshake completed.
     HandshakeRequired = 22, "handshake_required", "The connection must complete the handshake before sending requests.";
+    /// The gateway's roles do not allow the request (docs/operations.md,
+    /// "Roles"); nothing of it was applied and the connection stays open.
+    NotPermitted = 23, "not_permitted", "The gateway is not permitted to make this request.";
 
     /// The server has as many connections as it may.
     TooManyConnections = 30, "too_many_connections", "The server has as many connections as it accepts.";
@@ -243,6 +246,6 @@ mod tests {
         }
         assert_eq!(ErrorCode::from_code(0), None);
         assert_eq!(ErrorCode::from_code(12), None);
-        assert_eq!(ErrorCode::ALL.len(), 23);
+        assert_eq!(ErrorCode::ALL.len(), 24);
     }
 }

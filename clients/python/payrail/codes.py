@@ -24,6 +24,7 @@ class ErrorCode(enum.IntEnum):
     unknown_gateway = 20
     bad_proof = 21
     handshake_required = 22
+    not_permitted = 23
     too_many_connections = 30
     too_many_in_flight = 31
     read_timeout = 32
@@ -133,6 +134,7 @@ _ERROR_DESCRIPTIONS = {
     20: 'No gateway with this name is configured.',
     21: "The proof in Hello does not match the gateway's secret and the challenge.",
     22: 'The connection must complete the handshake before sending requests.',
+    23: 'The gateway is not permitted to make this request.',
     30: 'The server has as many connections as it accepts.',
     31: 'The connection has as many requests in flight as it may.',
     32: 'A frame took too long to arrive.',

@@ -68,6 +68,9 @@ class Server:
                 "--data-dir",
                 str(self.data_dir),
                 "--no-metrics",
+                # Backups go under the tests' temporary directory.
+                "--backup-root",
+                str(self.directory.parent),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -33,6 +33,8 @@ public enum ErrorCode {
     BAD_PROOF(21, "bad_proof", "The proof in Hello does not match the gateway's secret and the challenge."),
     /** The connection must complete the handshake before sending requests. */
     HANDSHAKE_REQUIRED(22, "handshake_required", "The connection must complete the handshake before sending requests."),
+    /** The gateway is not permitted to make this request. */
+    NOT_PERMITTED(23, "not_permitted", "The gateway is not permitted to make this request."),
     /** The server has as many connections as it accepts. */
     TOO_MANY_CONNECTIONS(30, "too_many_connections", "The server has as many connections as it accepts."),
     /** The connection has as many requests in flight as it may. */

@@ -49,7 +49,7 @@ final class TestServer implements AutoCloseable {
         Path dataDir = dir.resolve("data");
         Path log = dir.resolve("server.log");
         Process process = new ProcessBuilder(binary.toString(), "serve", "--listen", "127.0.0.1:0", "--data-dir",
-                dataDir.toString(), "--no-metrics")
+                dataDir.toString(), "--no-metrics", "--backup-root", dir.toString())
                 .redirectErrorStream(true)
                 .redirectOutput(log.toFile())
                 .start();
