@@ -230,6 +230,9 @@ async fn run_embedded(
     // Other runs on the machine (the smoke tests among them) would fight
     // over the default metrics port; the harness reads the status counters.
     config.metrics.enabled = false;
+    if let Some(prefault) = options.prefault {
+        config.engine.prefault = prefault;
+    }
     let server = serve::start(config)
         .await
         .context("cannot start the embedded server")?;

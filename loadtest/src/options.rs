@@ -169,6 +169,11 @@ pub struct Options {
     #[arg(long, value_name = "builtin|none|FILE")]
     pub risk_policy: Option<String>,
 
+    /// Embedded server: touch the memory of the tables allocated at start
+    /// before serving, as `payrail serve` does [default: true].
+    #[arg(long, value_name = "BOOL", env = "PAYRAIL_PREFAULT")]
+    pub prefault: Option<bool>,
+
     /// Latency against throughput: a closed-loop run finds the peak, then
     /// open-loop steps offer rising shares of it (--sweep-steps), each for
     /// --step-duration after --warmup.

@@ -13,6 +13,10 @@ const RUN_TIME_MAX: Duration = Duration::from_secs(120);
 fn run(args: &[&str]) -> (std::process::ExitStatus, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_payrail-loadtest"))
         .args(args)
+        // The embedded server's idempotency table is allocated at its full
+        // default size; touching all of it first (as `payrail serve` does)
+        // would cost these tiny runs seconds and gigabytes each.
+        .env("PAYRAIL_PREFAULT", "false")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
