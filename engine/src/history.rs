@@ -161,7 +161,14 @@ pub fn command_key(command: CommandId) -> [u8; COMMAND_KEY_BYTES] {
 
 const VALUE_VERSION: u8 = 1;
 /// Fixed part of an encoded movement (everything but the kind's bytes).
-const VALUE_FIXED_BYTES: usize = 1 + 8 + 8 + 16 + 8 + 8 + 4 + 8 + 8 + 2 + 2 + 1;
+pub const VALUE_FIXED_BYTES: usize = 1 + 8 + 8 + 16 + 8 + 8 + 4 + 8 + 8 + 2 + 2 + 1;
+/// Longest encoded movement.
+pub const VALUE_BYTES_MAX: usize = VALUE_FIXED_BYTES + MOVEMENT_KIND_BYTES_MAX;
+
+/// Bytes [`encode_movement`] writes for `movement`.
+pub fn encoded_movement_len(movement: &Movement) -> usize {
+    VALUE_FIXED_BYTES + movement.kind.len().min(MOVEMENT_KIND_BYTES_MAX)
+}
 
 /// Layout (little-endian): version 1, account 8, counterparty 8, command 16,
 /// sequence 8, timestamp 8, position 4, amount 8, balance 8, currency

@@ -15,17 +15,20 @@
 //! - [`rocks`]: [`RocksStorage`], the RocksDB implementation.
 //! - [`memory`]: [`MemoryStorage`], in memory with fault injection, for tests.
 //! - [`recovery`]: [`recover`], checkpoint plus log replay.
+//! - [`segments`]: [`HistoryStore`], movement history in append-only segment files.
 
 pub mod memory;
 pub mod record;
 pub mod recovery;
 pub mod rocks;
+pub mod segments;
 pub mod snapshot;
 
 pub use memory::MemoryStorage;
 pub use record::{LogEntry, LogRecord, RecordError};
 pub use recovery::{recover, recover_with_history, RecoveryReport};
 pub use rocks::RocksStorage;
+pub use segments::{HistoryConfig, HistoryOpenReport, HistoryStats, HistoryStore};
 pub use snapshot::{decode_state, encode_state};
 
 /// Why a storage operation failed. Every variant is fatal for the writer:

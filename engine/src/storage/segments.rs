@@ -1,0 +1,1759 @@
+//! [`HistoryStore`]: movement history as an append-only chain of segment
+//! files, one sequential write per history job and no compaction.
+//!
+//! Movements are appended in log order to fixed-size segment files in
+//! `<data dir>/history/`. Each movement record holds the address of its
+//! account's previous record, and an in-memory head index (fixed capacity,
+//! allocated at open) holds each account's newest address, so a page follows
+//! the chain backwards from the head: one positioned read per entry. A full
+//! segment is sealed (a record with the CRC-32C of everything before it),
+//! fsynced, and given a sorted command-id index file for `tx show`; sealed
+//! segments older than the retention are deleted whole. Byte layouts,
+//! crash and damage handling: docs/persistence.md, "History".
+//!
+//! An address is `segment number << 32 | offset in the segment`; segment
+//! numbers start at 1, so address 0 means "none".
+//!
+//! One writer (the history writer thread, or recovery) appends; any number
+//! of readers read at once: head slots and addresses are atomics published
+//! only after the bytes they name were written.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use rustc_hash::FxHashMap;
+
+use crate::command::{AccountId, CommandId};
+use crate::history::{self, HistoryPage, Movement};
+use crate::storage::StorageError;
+
+/// Segment size when the configuration names none.
+pub const SEGMENT_BYTES_DEFAULT: u32 = 64 * 1024 * 1024;
+/// Smallest segment: one command's legs (at most [`history::MOVEMENT_LEGS_MAX`])
+/// always fit in an empty one.
+pub const SEGMENT_BYTES_MIN: u32 = 64 * 1024;
+/// Largest segment: offsets are u32.
+pub const SEGMENT_BYTES_MAX: u32 = 1 << 30;
+/// Accounts the head index holds when the configuration names no number.
+pub const HISTORY_ACCOUNTS_MAX_DEFAULT: usize = 1 << 20;
+/// Most accounts a head index may be configured for.
+pub const HISTORY_ACCOUNTS_MAX: usize = crate::limits::ACCOUNTS_MAX;
+/// Most records a page request reads while skipping entries newer than its
+/// time range; past it the page ends early with a cursor to go on from.
+pub const PAGE_SCAN_RECORDS_MAX: usize = 100_000;
+
+/// The history directory inside the data directory.
+pub const HISTORY_DIR: &str = "history";
+
+const SEGMENT_MAGIC: [u8; 8] = *b"prhseg\0\0";
+const COMMANDS_MAGIC: [u8; 8] = *b"prhcmd\0\0";
+const SEGMENT_VERSION: u32 = 1;
+const HEADER_BYTES: usize = 32;
+/// len u32, crc32c u32, kind u8.
+const RECORD_HEADER_BYTES: usize = 9;
+const KIND_MOVEMENT: u8 = 1;
+const KIND_WATERMARK: u8 = 2;
+const KIND_SEAL: u8 = 3;
+const MOVEMENT_RECORD_BYTES_MAX: usize = RECORD_HEADER_BYTES + 8 + history::VALUE_BYTES_MAX;
+const WATERMARK_RECORD_BYTES: usize = RECORD_HEADER_BYTES + 16;
+const SEAL_RECORD_BYTES: usize = RECORD_HEADER_BYTES + 8 + 8 + 4;
+/// Bytes of one command-index entry: command u128 BE, address u64 LE.
+const COMMAND_ENTRY_BYTES: usize = 24;
+const COMMANDS_HEADER_BYTES: usize = 16;
+const EMPTY_KEY: u64 = u64::MAX;
+
+const _: () = assert!(
+    HEADER_BYTES
+        + history::MOVEMENT_LEGS_MAX as usize * MOVEMENT_RECORD_BYTES_MAX
+        + WATERMARK_RECORD_BYTES
+        + SEAL_RECORD_BYTES
+        <= SEGMENT_BYTES_MIN as usize,
+    "one command's legs fit in an empty segment"
+);
+const _: () = assert!(
+    crate::command::AccountId::HOUSE_FIRST < EMPTY_KEY,
+    "house accounts (never in the history) hold the empty key"
+);
+
+fn io(context: &str, error: impl std::fmt::Display) -> StorageError {
+    StorageError::Io(format!("{context}: {error}"))
+}
+
+/// How the history store is shaped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// Bytes per segment file ([`SEGMENT_BYTES_MIN`] ..= [`SEGMENT_BYTES_MAX`]).
+    pub segment_bytes: u32,
+    /// Accounts the head index holds; a movement of a further account is not
+    /// kept (counted in [`HistoryStats::movements_refused`]).
+    pub accounts_max: usize,
+    /// Sealed segments whose newest movement is this much older (log time,
+    /// ns) than the newest movement written are deleted; 0 keeps everything.
+    pub retention_ns: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            accounts_max: HISTORY_ACCOUNTS_MAX_DEFAULT,
+            retention_ns: 0,
+        }
+    }
+}
+
+impl HistoryConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
+            return Err(format!(
+                "history segment_bytes must be {SEGMENT_BYTES_MIN} ..= {SEGMENT_BYTES_MAX}, not {}",
+                self.segment_bytes
+            ));
+        }
+        if !(1..=HISTORY_ACCOUNTS_MAX).contains(&self.accounts_max) {
+            return Err(format!(
+                "history accounts_max must be 1 ..= {HISTORY_ACCOUNTS_MAX}, not {}",
+                self.accounts_max
+            ));
+        }
+        Ok(())
+    }
+
+    /// Bytes the head index allocates at open.
+    pub fn head_index_bytes(&self) -> usize {
+        head_slots(self.accounts_max) * 24
+    }
+}
+
+fn head_slots(accounts_max: usize) -> usize {
+    accounts_max.saturating_mul(2).next_power_of_two().max(2)
+}
+
+/// What the store holds now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistoryStats {
+    pub segments: u64,
+    pub bytes: u64,
+    /// Movements in the kept segments.
+    pub movements: u64,
+    /// Timestamp of the oldest kept movement (0: none).
+    pub oldest_timestamp: u64,
+    pub newest_timestamp: u64,
+    /// Accounts in the head index, and its capacity.
+    pub accounts: u64,
+    pub accounts_max: u64,
+    /// Movements not kept because the head index was full.
+    pub movements_refused: u64,
+    /// Segments deleted by the retention since open.
+    pub segments_expired: u64,
+    pub retention_ns: u64,
+}
+
+/// A damaged segment found at open and what was done about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DamagedSegment {
+    pub number: u32,
+    pub reason: String,
+    /// The history was cut at this segment and recovery rebuilds it from
+    /// the log; false: the log no longer holds it, the segment was deleted
+    /// and its movements are gone (pages end where they were).
+    pub rebuilt: bool,
+}
+
+/// What opening the store found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryOpenReport {
+    /// Segments read and checked (every record's checksum).
+    pub segments: u64,
+    pub movements: u64,
+    /// Bytes of a torn, unfinished tail dropped (rebuilt from the log).
+    pub torn_bytes: u64,
+    pub damaged: Vec<DamagedSegment>,
+    /// Command-index files rewritten (missing or damaged).
+    pub command_indexes_rebuilt: u64,
+}
+
+/// The in-memory head index: account -> newest record address. Open
+/// addressing with linear probing at most half full; slots are never
+/// removed, so readers need no lock.
+struct HeadIndex {
+    keys: Box<[AtomicU64]>,
+    addresses: Box<[AtomicU64]>,
+    mask: usize,
+    used: AtomicUsize,
+    capacity: usize,
+}
+
+impl HeadIndex {
+    fn new(capacity: usize) -> HeadIndex {
+        let slots = head_slots(capacity);
+        HeadIndex {
+            keys: (0..slots).map(|_| AtomicU64::new(EMPTY_KEY)).collect(),
+            addresses: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            mask: slots - 1,
+            used: AtomicUsize::new(0),
+            capacity,
+        }
+    }
+
+    fn home(&self, account: u64) -> usize {
+        let hash = account.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        ((hash >> 32) ^ hash) as usize & self.mask
+    }
+
+    /// The slot of `account`, if it has one.
+    fn find(&self, account: u64) -> Option<usize> {
+        let mut slot = self.home(account);
+        for _ in 0..=self.mask {
+            match self.keys[slot].load(Ordering::Acquire) {
+                key if key == account => return Some(slot),
+                EMPTY_KEY => return None,
+                _ => slot = (slot + 1) & self.mask,
+            }
+        }
+        None
+    }
+
+    /// The slot of `account`, taking a free one if it has none; `None` when
+    /// the index holds `capacity` accounts already. Writer only.
+    fn find_or_insert(&self, account: u64) -> Option<usize> {
+        debug_assert_ne!(account, EMPTY_KEY);
+        let mut slot = self.home(account);
+        for _ in 0..=self.mask {
+            match self.keys[slot].load(Ordering::Relaxed) {
+                key if key == account => return Some(slot),
+                EMPTY_KEY => {
+                    let used = self.used.load(Ordering::Relaxed);
+                    if used >= self.capacity {
+                        return None;
+                    }
+                    self.used.store(used + 1, Ordering::Relaxed);
+                    // The address is still 0 ("none") when readers see the key.
+                    self.keys[slot].store(account, Ordering::Release);
+                    return Some(slot);
+                }
+                _ => slot = (slot + 1) & self.mask,
+            }
+        }
+        None
+    }
+
+    fn head(&self, account: u64) -> u64 {
+        self.find(account)
+            .map_or(0, |slot| self.addresses[slot].load(Ordering::Acquire))
+    }
+}
+
+fn address_of(number: u32, offset: u32) -> u64 {
+    (u64::from(number) << 32) | u64::from(offset)
+}
+
+fn split_address(address: u64) -> (u32, u32) {
+    ((address >> 32) as u32, address as u32)
+}
+
+/// One kept segment, as readers see it.
+struct SegmentEntry {
+    file: Arc<File>,
+    /// Bytes written and readable.
+    bytes: u64,
+    sealed: bool,
+    movements: u64,
+    first_timestamp: u64,
+    last_timestamp: u64,
+    /// The sorted command index of a sealed segment: (file, entries).
+    commands: Option<(Arc<File>, u64)>,
+}
+
+/// The segment being appended to, as the writer sees it.
+struct Active {
+    number: u32,
+    file: Arc<File>,
+    /// Bytes in the file.
+    offset: u32,
+    /// CRC-32C of the file's bytes so far (for the seal).
+    crc: u32,
+}
+
+struct Writer {
+    active: Option<Active>,
+    /// The next segment number to create.
+    next_number: u32,
+    buffer: Vec<u8>,
+    /// The writer's own view of each head slot (ahead of the published one
+    /// while a write is built), and the slots changed since the last flush.
+    latest: Vec<u64>,
+    dirty: Vec<u32>,
+    /// Command id -> address of its first leg, for the records in `buffer`.
+    commands: Vec<(u128, u64)>,
+    movements_buffered: u64,
+    first_timestamp_buffered: u64,
+    last_timestamp: u64,
+}
+
+struct Shared {
+    dir: PathBuf,
+    config: HistoryConfig,
+    heads: HeadIndex,
+    segments: RwLock<BTreeMap<u32, SegmentEntry>>,
+    /// The active segment's command index.
+    active_commands: Mutex<FxHashMap<u128, u64>>,
+    watermark: AtomicU64,
+    movements_refused: AtomicU64,
+    segments_expired: AtomicU64,
+    writer: Mutex<Writer>,
+}
+
+/// The history store. Clones share one store.
+#[derive(Clone)]
+pub struct HistoryStore {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for HistoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistoryStore")
+            .field("dir", &self.shared.dir)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+fn segment_path(dir: &Path, number: u32) -> PathBuf {
+    dir.join(format!("{number:010}.seg"))
+}
+
+fn commands_path(dir: &Path, number: u32) -> PathBuf {
+    dir.join(format!("{number:010}.cmd"))
+}
+
+fn segment_header(number: u32, segment_bytes: u32) -> [u8; HEADER_BYTES] {
+    let mut header = [0u8; HEADER_BYTES];
+    header[0..8].copy_from_slice(&SEGMENT_MAGIC);
+    header[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&number.to_le_bytes());
+    header[16..20].copy_from_slice(&segment_bytes.to_le_bytes());
+    let crc = crc32c::crc32c(&header[0..28]);
+    header[28..32].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+fn check_header(bytes: &[u8], number: u32) -> Result<(), String> {
+    if bytes.len() < HEADER_BYTES {
+        return Err(format!("the segment has {} bytes, no header", bytes.len()));
+    }
+    if bytes[0..8] != SEGMENT_MAGIC {
+        return Err("the segment header has the wrong magic".to_owned());
+    }
+    if crc32c::crc32c(&bytes[0..28]) != u32_at(bytes, 28) {
+        return Err("the segment header fails its checksum".to_owned());
+    }
+    let version = u32_at(bytes, 8);
+    if version != SEGMENT_VERSION {
+        return Err(format!("unknown segment version {version}"));
+    }
+    if u32_at(bytes, 12) != number {
+        return Err(format!(
+            "the header says segment {}, the file name {number}",
+            u32_at(bytes, 12)
+        ));
+    }
+    Ok(())
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    let mut buffer = [0u8; 4];
+    buffer.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(buffer)
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut buffer = [0u8; 8];
+    buffer.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(buffer)
+}
+
+fn record_crc(record: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&record[0..4]), &record[8..])
+}
+
+/// Appends a record of `kind` whose body `body` writes; fills in its length
+/// and checksum.
+fn push_record(out: &mut Vec<u8>, kind: u8, body: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 8]);
+    out.push(kind);
+    body(out);
+    let len = (out.len() - start) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    let crc = record_crc(&out[start..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The record at the start of `bytes`: (kind, body, length).
+fn parse_record(bytes: &[u8]) -> Result<(u8, &[u8], usize), String> {
+    if bytes.len() < RECORD_HEADER_BYTES {
+        return Err(format!("a record is cut off after {} bytes", bytes.len()));
+    }
+    let len = u32_at(bytes, 0) as usize;
+    if !(RECORD_HEADER_BYTES..=MOVEMENT_RECORD_BYTES_MAX).contains(&len) {
+        return Err(format!("a record claims {len} bytes"));
+    }
+    if len > bytes.len() {
+        return Err(format!(
+            "a record of {len} bytes is cut off after {}",
+            bytes.len()
+        ));
+    }
+    let record = &bytes[..len];
+    if record_crc(record) != u32_at(record, 4) {
+        return Err("a record fails its checksum".to_owned());
+    }
+    Ok((record[8], &record[RECORD_HEADER_BYTES..], len))
+}
+
+fn movement_record_len(movement: &Movement) -> usize {
+    RECORD_HEADER_BYTES + 8 + history::encoded_movement_len(movement)
+}
+
+/// A movement record's body: (previous address, movement).
+fn decode_movement_body(body: &[u8]) -> Result<(u64, Movement), String> {
+    if body.len() < 8 {
+        return Err("a movement record has no previous address".to_owned());
+    }
+    Ok((u64_at(body, 0), history::decode_movement(&body[8..])?))
+}
+
+/// What reading one segment file found.
+#[derive(Default)]
+struct Scanned {
+    /// Bytes of well-formed records from the start (header included).
+    valid_end: usize,
+    /// After the last watermark record: (offset past it, watermark, its timestamp).
+    last_watermark: Option<(usize, u64, u64)>,
+    sealed: bool,
+    /// Why reading stopped before the end of the file, if it did.
+    error: Option<String>,
+    /// (account, offset, timestamp) of each movement record.
+    movements: Vec<(u64, u32, u64)>,
+    /// (command, offset of its first leg).
+    commands: Vec<(u128, u32)>,
+}
+
+fn scan_segment(bytes: &[u8], number: u32) -> Scanned {
+    let mut scanned = Scanned::default();
+    if let Err(reason) = check_header(bytes, number) {
+        scanned.error = Some(reason);
+        return scanned;
+    }
+    let mut at = HEADER_BYTES;
+    scanned.valid_end = HEADER_BYTES;
+    let mut last_command: Option<u128> = None;
+    while at < bytes.len() {
+        let (kind, body, len) = match parse_record(&bytes[at..]) {
+            Ok(record) => record,
+            Err(reason) => {
+                scanned.error = Some(format!("at offset {at}: {reason}"));
+                break;
+            }
+        };
+        match kind {
+            KIND_MOVEMENT => match decode_movement_body(body) {
+                Ok((_, movement)) => {
+                    scanned
+                        .movements
+                        .push((movement.account.0, at as u32, movement.timestamp));
+                    if last_command != Some(movement.command.0) {
+                        scanned.commands.push((movement.command.0, at as u32));
+                        last_command = Some(movement.command.0);
+                    }
+                }
+                Err(reason) => {
+                    scanned.error = Some(format!("at offset {at}: {reason}"));
+                    break;
+                }
+            },
+            KIND_WATERMARK if body.len() == 16 => {
+                last_command = None;
+                scanned.last_watermark = Some((at + len, u64_at(body, 0), u64_at(body, 8)));
+            }
+            KIND_SEAL if body.len() == 20 => {
+                let crc = u32_at(body, 16);
+                if crc32c::crc32c(&bytes[..at]) != crc {
+                    scanned.error = Some("the segment fails its seal's checksum".to_owned());
+                    break;
+                }
+                if at + len != bytes.len() {
+                    scanned.error = Some(format!(
+                        "{} bytes follow the seal",
+                        bytes.len() - (at + len)
+                    ));
+                    break;
+                }
+                scanned.valid_end = at + len;
+                scanned.sealed = true;
+                return scanned;
+            }
+            _ => {
+                scanned.error = Some(format!("at offset {at}: unknown record kind {kind}"));
+                break;
+            }
+        }
+        at += len;
+        scanned.valid_end = at;
+    }
+    if scanned.error.is_none() {
+        scanned.valid_end = bytes.len();
+    }
+    scanned
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|file| file.sync_all())
+        .map_err(|error| io(&format!("cannot sync {}", dir.display()), error))
+}
+
+fn read_full_at(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read_at(&mut buffer[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(filled)
+}
+
+/// Encodes a sealed segment's command index: header (magic, count), entries
+/// sorted by command id, CRC-32C of everything before it.
+fn encode_commands(commands: &mut [(u128, u64)]) -> Vec<u8> {
+    commands.sort_unstable_by_key(|&(command, _)| command);
+    let mut out = Vec::with_capacity(COMMANDS_HEADER_BYTES + commands.len() * 24 + 4);
+    out.extend_from_slice(&COMMANDS_MAGIC);
+    out.extend_from_slice(&(commands.len() as u64).to_le_bytes());
+    for (command, address) in commands.iter() {
+        out.extend_from_slice(&command.to_be_bytes());
+        out.extend_from_slice(&address.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The number of entries of a well-formed command index file.
+fn check_commands(bytes: &[u8]) -> Option<u64> {
+    if bytes.len() < COMMANDS_HEADER_BYTES + 4 || bytes[0..8] != COMMANDS_MAGIC {
+        return None;
+    }
+    let count = u64_at(bytes, 8);
+    let expected = (count as usize)
+        .checked_mul(COMMAND_ENTRY_BYTES)?
+        .checked_add(COMMANDS_HEADER_BYTES + 4)?;
+    if bytes.len() != expected {
+        return None;
+    }
+    let body = bytes.len() - 4;
+    (crc32c::crc32c(&bytes[..body]) == u32_at(bytes, body)).then_some(count)
+}
+
+/// Deduplicates (command, address) pairs: the later address of a command
+/// wins (a command id applied again after its idempotency record expired).
+fn latest_commands(commands: impl IntoIterator<Item = (u128, u64)>) -> Vec<(u128, u64)> {
+    let mut map: FxHashMap<u128, u64> = FxHashMap::default();
+    for (command, address) in commands {
+        map.insert(command, address);
+    }
+    map.into_iter().collect()
+}
+
+impl HistoryStore {
+    /// Opens (creating if needed) the store in `dir`, reading and checking
+    /// every segment. `log_start` is the sequence of the checkpoint in
+    /// force: the log holds every batch after it, so history past a
+    /// watermark at or after it can be rebuilt. A torn tail is cut back to
+    /// its last watermark; a damaged segment is cut (rebuilt from the log
+    /// by recovery) or, if the log no longer holds it, deleted.
+    pub fn open(
+        dir: &Path,
+        config: HistoryConfig,
+        log_start: u64,
+    ) -> Result<(HistoryStore, HistoryOpenReport), StorageError> {
+        config.validate().map_err(StorageError::Io)?;
+        fs::create_dir_all(dir)
+            .map_err(|error| io(&format!("cannot create {}", dir.display()), error))?;
+        let mut numbers = Vec::new();
+        let entries = fs::read_dir(dir)
+            .map_err(|error| io(&format!("cannot list {}", dir.display()), error))?;
+        for entry in entries {
+            let entry = entry.map_err(|error| io("cannot list the history", error))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(number) = name.strip_suffix(".seg") {
+                if let Ok(number) = number.parse::<u32>() {
+                    if number > 0 {
+                        numbers.push(number);
+                    }
+                }
+            } else if name.ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        numbers.sort_unstable();
+
+        let mut report = HistoryOpenReport::default();
+        let heads = HeadIndex::new(config.accounts_max);
+        let mut latest = vec![0u64; heads.keys.len()];
+        let mut kept: Vec<(u32, Scanned)> = Vec::new();
+        let mut index = 0;
+        while index < numbers.len() {
+            let number = numbers[index];
+            let path = segment_path(dir, number);
+            let bytes = fs::read(&path)
+                .map_err(|error| io(&format!("cannot read {}", path.display()), error))?;
+            let is_last = index + 1 == numbers.len();
+            if is_last && bytes.len() < HEADER_BYTES {
+                // Created, but the crash came before its header was synced.
+                remove_segment(dir, number)?;
+                break;
+            }
+            let mut scanned = scan_segment(&bytes, number);
+            report.segments += 1;
+            let whole = scanned.error.is_none() && scanned.sealed;
+            if whole || (is_last && scanned.valid_end >= HEADER_BYTES) {
+                if !whole {
+                    // The unfinished tail: keep what a watermark closes.
+                    let end = scanned.last_watermark.map_or(HEADER_BYTES, |(end, ..)| end);
+                    report.torn_bytes += (bytes.len() - end) as u64;
+                    truncate_scanned(&mut scanned, end);
+                    if end != bytes.len() {
+                        set_len(&path, end as u64)?;
+                    }
+                }
+                kept.push((number, scanned));
+                index += 1;
+                continue;
+            }
+            let reason = scanned
+                .error
+                .clone()
+                .unwrap_or_else(|| "the segment is not sealed".to_owned());
+            let watermark_before = kept
+                .iter()
+                .rev()
+                .find_map(|(_, scanned)| scanned.last_watermark.map(|(_, watermark, _)| watermark))
+                .unwrap_or(0);
+            if watermark_before >= log_start {
+                // Cut here: this segment and every later one go, the kept
+                // tail is cut back to its last watermark, and recovery
+                // rebuilds the rest from the log.
+                for &later in &numbers[index..] {
+                    remove_segment(dir, later)?;
+                }
+                while let Some((last, scanned)) = kept.last_mut() {
+                    let last = *last;
+                    match scanned.last_watermark {
+                        Some((end, ..)) => {
+                            truncate_scanned(scanned, end);
+                            scanned.sealed = false;
+                            set_len(&segment_path(dir, last), end as u64)?;
+                            let _ = fs::remove_file(commands_path(dir, last));
+                            break;
+                        }
+                        None => {
+                            remove_segment(dir, last)?;
+                            kept.pop();
+                        }
+                    }
+                }
+                report.damaged.push(DamagedSegment {
+                    number,
+                    reason,
+                    rebuilt: true,
+                });
+                break;
+            }
+            tracing::error!(
+                segment = number,
+                %reason,
+                "a history segment is damaged and the log no longer holds its batches: its movements are deleted"
+            );
+            remove_segment(dir, number)?;
+            report.damaged.push(DamagedSegment {
+                number,
+                reason,
+                rebuilt: false,
+            });
+            index += 1;
+        }
+        sync_dir(dir)?;
+
+        // The kept segments, oldest first: heads, command indexes, entries.
+        let mut segments = BTreeMap::new();
+        let mut watermark = 0;
+        let mut last_timestamp = 0;
+        let mut active = None;
+        let mut active_commands = FxHashMap::default();
+        let mut refused = 0u64;
+        let kept_count = kept.len();
+        for (position, (number, scanned)) in kept.into_iter().enumerate() {
+            let path = segment_path(dir, number);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|error| io(&format!("cannot open {}", path.display()), error))?;
+            for &(account, offset, _) in &scanned.movements {
+                match heads.find_or_insert(account) {
+                    Some(slot) => latest[slot] = address_of(number, offset),
+                    None => refused += 1,
+                }
+            }
+            report.movements += scanned.movements.len() as u64;
+            if let Some((_, mark, timestamp)) = scanned.last_watermark {
+                watermark = mark;
+                last_timestamp = last_timestamp.max(timestamp);
+            }
+            let commands = latest_commands(
+                scanned
+                    .commands
+                    .iter()
+                    .map(|&(command, offset)| (command, address_of(number, offset))),
+            );
+            let is_last = position + 1 == kept_count;
+            let mut entry = SegmentEntry {
+                file: Arc::new(file),
+                bytes: scanned.valid_end as u64,
+                sealed: scanned.sealed,
+                movements: scanned.movements.len() as u64,
+                first_timestamp: scanned.movements.first().map_or(0, |&(_, _, at)| at),
+                last_timestamp: scanned.movements.last().map_or(0, |&(_, _, at)| at),
+                commands: None,
+            };
+            if scanned.sealed {
+                let commands_file = commands_path(dir, number);
+                let count = fs::read(&commands_file)
+                    .ok()
+                    .and_then(|bytes| check_commands(&bytes));
+                let count = match count {
+                    Some(count) => count,
+                    None => {
+                        let mut commands = commands;
+                        write_commands(dir, number, &mut commands)?;
+                        report.command_indexes_rebuilt += 1;
+                        commands.len() as u64
+                    }
+                };
+                let file = File::open(&commands_file).map_err(|error| {
+                    io(&format!("cannot open {}", commands_file.display()), error)
+                })?;
+                entry.commands = Some((Arc::new(file), count));
+            } else if is_last {
+                let crc = {
+                    let mut buffer = vec![0u8; scanned.valid_end];
+                    read_full_at(&entry.file, &mut buffer, 0)
+                        .map_err(|error| io("cannot read the history", error))?;
+                    crc32c::crc32c(&buffer)
+                };
+                active = Some(Active {
+                    number,
+                    file: Arc::clone(&entry.file),
+                    offset: scanned.valid_end as u32,
+                    crc,
+                });
+                active_commands = commands.into_iter().collect();
+            }
+            segments.insert(number, entry);
+        }
+        for (slot, &address) in latest.iter().enumerate() {
+            if address != 0 {
+                heads.addresses[slot].store(address, Ordering::Relaxed);
+            }
+        }
+        let next_number = segments
+            .keys()
+            .next_back()
+            .map_or(1, |&last: &u32| last.saturating_add(1))
+            .max(numbers.last().map_or(1, |&last| last.saturating_add(1)));
+        let store = HistoryStore {
+            shared: Arc::new(Shared {
+                dir: dir.to_owned(),
+                config,
+                heads,
+                segments: RwLock::new(segments),
+                active_commands: Mutex::new(active_commands),
+                watermark: AtomicU64::new(watermark),
+                movements_refused: AtomicU64::new(refused),
+                segments_expired: AtomicU64::new(0),
+                writer: Mutex::new(Writer {
+                    active,
+                    next_number,
+                    buffer: Vec::new(),
+                    latest,
+                    dirty: Vec::new(),
+                    commands: Vec::new(),
+                    movements_buffered: 0,
+                    first_timestamp_buffered: 0,
+                    last_timestamp,
+                }),
+            }),
+        };
+        Ok((store, report))
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        // Every writer step leaves `Writer` consistent with the files or
+        // fails the write; a poisoned lock's contents are still usable.
+        self.shared
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn segments(&self) -> RwLockReadGuard<'_, BTreeMap<u32, SegmentEntry>> {
+        self.shared
+            .segments
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn segments_mut(&self) -> RwLockWriteGuard<'_, BTreeMap<u32, SegmentEntry>> {
+        self.shared
+            .segments
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn active_commands(&self) -> MutexGuard<'_, FxHashMap<u128, u64>> {
+        self.shared
+            .active_commands
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn config(&self) -> HistoryConfig {
+        self.shared.config
+    }
+
+    /// Every batch with sequence <= this is in the store.
+    pub fn watermark(&self) -> u64 {
+        self.shared.watermark.load(Ordering::Acquire)
+    }
+
+    /// Appends `movements` (in log order: a command's legs together) and a
+    /// watermark record: every batch up to `watermark` is then in the
+    /// store. One `write` per call (plus a seal and a new file when a
+    /// segment fills); not durable until [`HistoryStore::sync`].
+    pub fn append(&self, movements: &[Movement], watermark: u64) -> Result<(), StorageError> {
+        let mut writer = self.writer();
+        let writer = &mut *writer;
+        let mut index = 0;
+        while index < movements.len() {
+            let first = &movements[index];
+            let mut end = index + 1;
+            let mut bytes = movement_record_len(first);
+            while let Some(next) = movements.get(end) {
+                if next.command != first.command || next.sequence != first.sequence {
+                    break;
+                }
+                bytes += movement_record_len(next);
+                end += 1;
+            }
+            self.make_room(writer, bytes + WATERMARK_RECORD_BYTES)?;
+            let Some(active) = writer.active.as_ref() else {
+                return Err(StorageError::Io("no active history segment".to_owned()));
+            };
+            let number = active.number;
+            let base = active.offset as usize;
+            let mut first_leg = None;
+            for movement in &movements[index..end] {
+                let Some(slot) = self.shared.heads.find_or_insert(movement.account.0) else {
+                    self.shared
+                        .movements_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let address = address_of(number, (base + writer.buffer.len()) as u32);
+                let previous = std::mem::replace(&mut writer.latest[slot], address);
+                writer.dirty.push(slot as u32);
+                first_leg.get_or_insert(address);
+                push_record(&mut writer.buffer, KIND_MOVEMENT, |out| {
+                    out.extend_from_slice(&previous.to_le_bytes());
+                    history::encode_movement(movement, out);
+                });
+                if writer.movements_buffered == 0 {
+                    writer.first_timestamp_buffered = movement.timestamp;
+                }
+                writer.movements_buffered += 1;
+                writer.last_timestamp = writer.last_timestamp.max(movement.timestamp);
+            }
+            if let Some(address) = first_leg {
+                writer.commands.push((first.command.0, address));
+            }
+            index = end;
+        }
+        self.make_room(writer, WATERMARK_RECORD_BYTES)?;
+        let last_timestamp = writer.last_timestamp;
+        push_record(&mut writer.buffer, KIND_WATERMARK, |out| {
+            out.extend_from_slice(&watermark.to_le_bytes());
+            out.extend_from_slice(&last_timestamp.to_le_bytes());
+        });
+        self.flush(writer)?;
+        self.shared.watermark.store(watermark, Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes sure the active segment has `bytes` free besides the seal's
+    /// reserve: creates the first segment, or seals a full one and starts
+    /// the next.
+    fn make_room(&self, writer: &mut Writer, bytes: usize) -> Result<(), StorageError> {
+        let limit = self.shared.config.segment_bytes as usize - SEAL_RECORD_BYTES;
+        if let Some(active) = &writer.active {
+            if active.offset as usize + writer.buffer.len() + bytes <= limit {
+                return Ok(());
+            }
+            self.seal(writer)?;
+        }
+        self.create_segment(writer)
+    }
+
+    /// Writes the buffer to the active segment and publishes what it holds.
+    fn flush(&self, writer: &mut Writer) -> Result<(), StorageError> {
+        let Some(active) = writer.active.as_mut() else {
+            return Ok(());
+        };
+        if !writer.buffer.is_empty() {
+            active
+                .file
+                .write_all_at(&writer.buffer, u64::from(active.offset))
+                .map_err(|error| io("cannot write history", error))?;
+            active.crc = crc32c::crc32c_append(active.crc, &writer.buffer);
+            active.offset += writer.buffer.len() as u32;
+        }
+        {
+            let mut segments = self.segments_mut();
+            if let Some(entry) = segments.get_mut(&active.number) {
+                entry.bytes = u64::from(active.offset);
+                if entry.movements == 0 && writer.movements_buffered > 0 {
+                    entry.first_timestamp = writer.first_timestamp_buffered;
+                }
+                entry.movements += writer.movements_buffered;
+                entry.last_timestamp = entry.last_timestamp.max(writer.last_timestamp);
+            }
+        }
+        {
+            let mut commands = self.active_commands();
+            commands.extend(writer.commands.drain(..));
+        }
+        for slot in writer.dirty.drain(..) {
+            let slot = slot as usize;
+            self.shared.heads.addresses[slot].store(writer.latest[slot], Ordering::Release);
+        }
+        writer.buffer.clear();
+        writer.movements_buffered = 0;
+        Ok(())
+    }
+
+    /// Seals the active segment: flushes it, appends the seal, fsyncs it,
+    /// writes its command index, then applies the retention.
+    fn seal(&self, writer: &mut Writer) -> Result<(), StorageError> {
+        self.flush(writer)?;
+        let Some(active) = writer.active.take() else {
+            return Ok(());
+        };
+        let mut seal = Vec::with_capacity(SEAL_RECORD_BYTES);
+        let movements = self
+            .segments()
+            .get(&active.number)
+            .map_or(0, |e| e.movements);
+        let crc = active.crc;
+        push_record(&mut seal, KIND_SEAL, |out| {
+            out.extend_from_slice(&movements.to_le_bytes());
+            out.extend_from_slice(&writer.last_timestamp.to_le_bytes());
+            out.extend_from_slice(&crc.to_le_bytes());
+        });
+        active
+            .file
+            .write_all_at(&seal, u64::from(active.offset))
+            .map_err(|error| io("cannot seal a history segment", error))?;
+        active
+            .file
+            .sync_data()
+            .map_err(|error| io("cannot sync a history segment", error))?;
+        let mut commands: Vec<(u128, u64)> = self
+            .active_commands()
+            .iter()
+            .map(|(&command, &address)| (command, address))
+            .collect();
+        let count = commands.len() as u64;
+        write_commands(&self.shared.dir, active.number, &mut commands)?;
+        let commands_file = File::open(commands_path(&self.shared.dir, active.number))
+            .map_err(|error| io("cannot open a history command index", error))?;
+        {
+            let mut segments = self.segments_mut();
+            if let Some(entry) = segments.get_mut(&active.number) {
+                entry.bytes = u64::from(active.offset) + seal.len() as u64;
+                entry.sealed = true;
+                entry.commands = Some((Arc::new(commands_file), count));
+            }
+        }
+        self.active_commands().clear();
+        self.expire(writer.last_timestamp)?;
+        Ok(())
+    }
+
+    fn create_segment(&self, writer: &mut Writer) -> Result<(), StorageError> {
+        let number = writer.next_number;
+        let path = segment_path(&self.shared.dir, number);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|error| io(&format!("cannot create {}", path.display()), error))?;
+        let header = segment_header(number, self.shared.config.segment_bytes);
+        file.write_all_at(&header, 0)
+            .map_err(|error| io("cannot write a history segment header", error))?;
+        file.sync_data()
+            .map_err(|error| io("cannot sync a history segment", error))?;
+        sync_dir(&self.shared.dir)?;
+        let file = Arc::new(file);
+        self.segments_mut().insert(
+            number,
+            SegmentEntry {
+                file: Arc::clone(&file),
+                bytes: HEADER_BYTES as u64,
+                sealed: false,
+                movements: 0,
+                first_timestamp: 0,
+                last_timestamp: 0,
+                commands: None,
+            },
+        );
+        writer.active = Some(Active {
+            number,
+            file,
+            offset: HEADER_BYTES as u32,
+            crc: crc32c::crc32c(&header),
+        });
+        writer.next_number = number
+            .checked_add(1)
+            .ok_or_else(|| StorageError::Io("history segment numbers ran out".to_owned()))?;
+        Ok(())
+    }
+
+    /// Deletes sealed segments whose newest movement is older than the
+    /// retention before `now` (log time). Returns how many went.
+    fn expire(&self, now: u64) -> Result<u64, StorageError> {
+        let retention = self.shared.config.retention_ns;
+        if retention == 0 {
+            return Ok(0);
+        }
+        let cutoff = now.saturating_sub(retention);
+        let expired: Vec<u32> = {
+            let mut segments = self.segments_mut();
+            let expired: Vec<u32> = segments
+                .iter()
+                .take_while(|(_, entry)| entry.sealed && entry.last_timestamp < cutoff)
+                .map(|(&number, _)| number)
+                .collect();
+            for number in &expired {
+                segments.remove(number);
+            }
+            expired
+        };
+        for &number in &expired {
+            remove_segment(&self.shared.dir, number)?;
+        }
+        if !expired.is_empty() {
+            sync_dir(&self.shared.dir)?;
+            self.shared
+                .segments_expired
+                .fetch_add(expired.len() as u64, Ordering::Relaxed);
+        }
+        Ok(expired.len() as u64)
+    }
+
+    /// Makes every append so far durable (sealed segments were synced when
+    /// sealed).
+    pub fn sync(&self) -> Result<(), StorageError> {
+        let active = self
+            .segments()
+            .values()
+            .next_back()
+            .filter(|entry| !entry.sealed)
+            .map(|entry| Arc::clone(&entry.file));
+        if let Some(file) = active {
+            file.sync_data()
+                .map_err(|error| io("cannot sync the history", error))?;
+        }
+        Ok(())
+    }
+
+    /// The movement record at `address`: (previous address, movement), or
+    /// `None` if its segment is no longer kept.
+    fn read_movement(&self, address: u64) -> Result<Option<(u64, Movement)>, StorageError> {
+        let (number, offset) = split_address(address);
+        let file = {
+            let segments = self.segments();
+            let Some(entry) = segments.get(&number) else {
+                return Ok(None);
+            };
+            if u64::from(offset) + RECORD_HEADER_BYTES as u64 > entry.bytes
+                || (offset as usize) < HEADER_BYTES
+            {
+                return Err(StorageError::Io(format!(
+                    "history address {number}:{offset} is outside its segment"
+                )));
+            }
+            Arc::clone(&entry.file)
+        };
+        let mut buffer = [0u8; MOVEMENT_RECORD_BYTES_MAX];
+        let read = read_full_at(&file, &mut buffer, u64::from(offset))
+            .map_err(|error| io("cannot read history", error))?;
+        let corrupt = |reason: String| {
+            StorageError::Io(format!(
+                "the history record at {number}:{offset} is corrupt: {reason}"
+            ))
+        };
+        let (kind, body, _) = parse_record(&buffer[..read]).map_err(corrupt)?;
+        if kind != KIND_MOVEMENT {
+            return Err(corrupt(format!("it is of kind {kind}, not a movement")));
+        }
+        decode_movement_body(body).map(Some).map_err(corrupt)
+    }
+
+    /// A page of `account`'s movements with timestamps in `from_ns..=to_ns`,
+    /// newest first, starting at `cursor` (0: the newest), at most `limit`
+    /// (1 ..= [`history::HISTORY_PAGE_MAX`]). A cursor is the next entry's
+    /// `timestamp << 64 | address`; one that names no entry of this account
+    /// is an error.
+    pub fn page(
+        &self,
+        account: AccountId,
+        from_ns: u64,
+        to_ns: u64,
+        cursor: u128,
+        limit: u32,
+    ) -> Result<HistoryPage, StorageError> {
+        let limit = limit.clamp(1, history::HISTORY_PAGE_MAX) as usize;
+        let mut page = HistoryPage::default();
+        if from_ns > to_ns {
+            return Ok(page);
+        }
+        let (mut address, mut expected_timestamp) = if cursor == 0 {
+            (self.shared.heads.head(account.0), None)
+        } else {
+            (cursor as u64, Some((cursor >> 64) as u64))
+        };
+        let mut skipped = 0usize;
+        while address != 0 {
+            let Some((previous, movement)) = self.read_movement(address)? else {
+                break;
+            };
+            if let Some(timestamp) = expected_timestamp.take() {
+                if movement.account != account || movement.timestamp != timestamp {
+                    return Err(StorageError::Io(
+                        "the history cursor names no entry of this account".to_owned(),
+                    ));
+                }
+            }
+            if movement.account != account {
+                return Err(StorageError::Io(format!(
+                    "the history chain of account {} reaches account {}",
+                    account.0, movement.account.0
+                )));
+            }
+            let cursor_here = (u128::from(movement.timestamp) << 64) | u128::from(address);
+            if movement.timestamp > to_ns {
+                skipped += 1;
+                if skipped >= PAGE_SCAN_RECORDS_MAX {
+                    page.next_cursor = cursor_here;
+                    break;
+                }
+                address = previous;
+                continue;
+            }
+            if movement.timestamp < from_ns {
+                break;
+            }
+            if page.entries.len() == limit {
+                page.next_cursor = cursor_here;
+                break;
+            }
+            page.entries.push(movement);
+            address = previous;
+        }
+        Ok(page)
+    }
+
+    /// The movements (legs) of one command, in the order they were made;
+    /// the newest application of its id if it was applied twice.
+    pub fn command_movements(&self, command: CommandId) -> Result<Vec<Movement>, StorageError> {
+        let found = self.active_commands().get(&command.0).copied();
+        let address = match found {
+            Some(address) => Some(address),
+            None => self.find_sealed_command(command.0)?,
+        };
+        let Some(mut address) = address else {
+            return Ok(Vec::new());
+        };
+        let mut legs = Vec::new();
+        while legs.len() < history::COMMAND_LEGS_MAX {
+            let (number, offset) = split_address(address);
+            let bytes = self.segments().get(&number).map_or(0, |entry| entry.bytes);
+            if u64::from(offset) + RECORD_HEADER_BYTES as u64 > bytes {
+                break;
+            }
+            let Some((_, movement)) = self.read_next_movement(address)? else {
+                break;
+            };
+            if movement.command != command {
+                break;
+            }
+            let len = movement_record_len(&movement) as u64;
+            legs.push(movement);
+            address += len;
+        }
+        Ok(legs)
+    }
+
+    /// The movement record at `address`, or `None` if the record there is
+    /// not a movement (a watermark or the seal ends a command's legs).
+    fn read_next_movement(&self, address: u64) -> Result<Option<(u64, Movement)>, StorageError> {
+        let (number, offset) = split_address(address);
+        let file = match self.segments().get(&number) {
+            Some(entry) => Arc::clone(&entry.file),
+            None => return Ok(None),
+        };
+        let mut buffer = [0u8; MOVEMENT_RECORD_BYTES_MAX];
+        let read = read_full_at(&file, &mut buffer, u64::from(offset))
+            .map_err(|error| io("cannot read history", error))?;
+        let (kind, body, _) = parse_record(&buffer[..read]).map_err(|reason| {
+            StorageError::Io(format!(
+                "the history record at {number}:{offset} is corrupt: {reason}"
+            ))
+        })?;
+        if kind != KIND_MOVEMENT {
+            return Ok(None);
+        }
+        decode_movement_body(body).map(Some).map_err(|reason| {
+            StorageError::Io(format!(
+                "the history record at {number}:{offset} is corrupt: {reason}"
+            ))
+        })
+    }
+
+    /// Binary search of the sealed segments' command indexes, newest first.
+    fn find_sealed_command(&self, command: u128) -> Result<Option<u64>, StorageError> {
+        let indexes: Vec<(Arc<File>, u64)> = self
+            .segments()
+            .values()
+            .rev()
+            .filter_map(|entry| entry.commands.clone())
+            .collect();
+        let key = command.to_be_bytes();
+        for (file, count) in indexes {
+            let (mut low, mut high) = (0u64, count);
+            while low < high {
+                let middle = low + (high - low) / 2;
+                let mut entry = [0u8; COMMAND_ENTRY_BYTES];
+                let at = COMMANDS_HEADER_BYTES as u64 + middle * COMMAND_ENTRY_BYTES as u64;
+                let read = read_full_at(&file, &mut entry, at)
+                    .map_err(|error| io("cannot read a history command index", error))?;
+                if read != COMMAND_ENTRY_BYTES {
+                    return Err(StorageError::Io(
+                        "a history command index is cut off".to_owned(),
+                    ));
+                }
+                match entry[..16].cmp(&key[..]) {
+                    std::cmp::Ordering::Less => low = middle + 1,
+                    std::cmp::Ordering::Greater => high = middle,
+                    std::cmp::Ordering::Equal => return Ok(Some(u64_at(&entry, 16))),
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn stats(&self) -> HistoryStats {
+        let segments = self.segments();
+        let mut stats = HistoryStats {
+            segments: segments.len() as u64,
+            accounts: self.shared.heads.used.load(Ordering::Relaxed) as u64,
+            accounts_max: self.shared.heads.capacity as u64,
+            movements_refused: self.shared.movements_refused.load(Ordering::Relaxed),
+            segments_expired: self.shared.segments_expired.load(Ordering::Relaxed),
+            retention_ns: self.shared.config.retention_ns,
+            ..HistoryStats::default()
+        };
+        for entry in segments.values() {
+            stats.bytes += entry.bytes;
+            stats.movements += entry.movements;
+            if stats.oldest_timestamp == 0 && entry.movements > 0 {
+                stats.oldest_timestamp = entry.first_timestamp;
+            }
+            stats.newest_timestamp = stats.newest_timestamp.max(entry.last_timestamp);
+        }
+        stats
+    }
+
+    /// Copies the store into `dir` (which must not exist): sealed segments
+    /// and their command indexes hard-linked (copied across file systems),
+    /// the active segment copied as far as written. Appends wait meanwhile.
+    pub fn backup(&self, dir: &Path) -> Result<(), StorageError> {
+        let _writer = self.writer();
+        fs::create_dir(dir)
+            .map_err(|error| io(&format!("cannot create {}", dir.display()), error))?;
+        let segments = self.segments();
+        for (&number, entry) in segments.iter() {
+            let source = segment_path(&self.shared.dir, number);
+            let target = segment_path(dir, number);
+            if entry.sealed {
+                link_or_copy(&source, &target)?;
+                link_or_copy(
+                    &commands_path(&self.shared.dir, number),
+                    &commands_path(dir, number),
+                )?;
+            } else {
+                let mut bytes = vec![0u8; entry.bytes as usize];
+                read_full_at(&entry.file, &mut bytes, 0)
+                    .map_err(|error| io("cannot read the history", error))?;
+                fs::write(&target, &bytes)
+                    .map_err(|error| io(&format!("cannot write {}", target.display()), error))?;
+                File::open(&target)
+                    .and_then(|file| file.sync_all())
+                    .map_err(|error| io("cannot sync a history backup", error))?;
+            }
+        }
+        sync_dir(dir)
+    }
+
+    /// The kept segment files, oldest first (for tests and tools).
+    pub fn segment_paths(&self) -> Vec<PathBuf> {
+        self.segments()
+            .keys()
+            .map(|&number| segment_path(&self.shared.dir, number))
+            .collect()
+    }
+}
+
+fn link_or_copy(source: &Path, target: &Path) -> Result<(), StorageError> {
+    if fs::hard_link(source, target).is_ok() {
+        return Ok(());
+    }
+    fs::copy(source, target)
+        .map(|_| ())
+        .map_err(|error| io(&format!("cannot copy {}", source.display()), error))
+}
+
+fn truncate_scanned(scanned: &mut Scanned, end: usize) {
+    scanned.valid_end = end;
+    scanned
+        .movements
+        .retain(|&(_, offset, _)| (offset as usize) < end);
+    scanned
+        .commands
+        .retain(|&(_, offset)| (offset as usize) < end);
+    scanned.error = None;
+}
+
+fn set_len(path: &Path, len: u64) -> Result<(), StorageError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|error| io(&format!("cannot open {}", path.display()), error))?;
+    file.set_len(len)
+        .and_then(|()| file.sync_all())
+        .map_err(|error| io(&format!("cannot truncate {}", path.display()), error))
+}
+
+fn remove_segment(dir: &Path, number: u32) -> Result<(), StorageError> {
+    for path in [segment_path(dir, number), commands_path(dir, number)] {
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io(&format!("cannot delete {}", path.display()), error)),
+        }
+    }
+    Ok(())
+}
+
+fn write_commands(
+    dir: &Path,
+    number: u32,
+    commands: &mut [(u128, u64)],
+) -> Result<(), StorageError> {
+    let bytes = encode_commands(commands);
+    let path = commands_path(dir, number);
+    let temporary = dir.join(format!("{number:010}.cmd.tmp"));
+    let written = (|| -> std::io::Result<()> {
+        let file = File::create(&temporary)?;
+        file.write_all_at(&bytes, 0)?;
+        file.sync_all()?;
+        fs::rename(&temporary, &path)
+    })();
+    written.map_err(|error| io(&format!("cannot write {}", path.display()), error))?;
+    sync_dir(dir)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::currency::Currency;
+
+    const ACCOUNTS: u64 = 40;
+    const COMMANDS_PER_BATCH: u64 = 10;
+
+    /// `batches` batches of transfers between pseudo-random accounts, in
+    /// log order, as the ledger would emit them.
+    fn movements(batches: u64) -> Vec<Vec<Movement>> {
+        let mut out = Vec::new();
+        let mut balance = vec![0i64; ACCOUNTS as usize + 1];
+        for batch in 0..batches {
+            let sequence = batch + 1;
+            let mut legs = Vec::new();
+            for index in 0..COMMANDS_PER_BATCH {
+                let number = batch * COMMANDS_PER_BATCH + index;
+                let from = 1 + (number * 7919) % ACCOUNTS;
+                let to = 1 + (from + 1 + number % (ACCOUNTS - 1)) % ACCOUNTS;
+                let amount = (1 + number % 97) as i64;
+                let kind = if number % 3 == 0 {
+                    "transfer"
+                } else {
+                    "qr_payment"
+                };
+                for (leg, (account, other, signed)) in [(from, to, -amount), (to, from, amount)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    balance[account as usize] += signed;
+                    legs.push(Movement {
+                        account: AccountId(account),
+                        counterparty: AccountId(other),
+                        command: CommandId(u128::from(number) + 1),
+                        sequence,
+                        timestamp: sequence * 1_000,
+                        position: history::position_of(index as u32, leg as u32),
+                        kind: kind.into(),
+                        amount: signed,
+                        balance: balance[account as usize],
+                        currency: Currency::CNY,
+                        mcc: 5812,
+                    });
+                }
+            }
+            out.push(legs);
+        }
+        out
+    }
+
+    fn config(segment_bytes: u32) -> HistoryConfig {
+        HistoryConfig {
+            segment_bytes,
+            accounts_max: 1_000,
+            retention_ns: 0,
+        }
+    }
+
+    fn write(store: &HistoryStore, batches: &[Vec<Movement>], first_sequence: u64) {
+        for (index, batch) in batches.iter().enumerate() {
+            store.append(batch, first_sequence + index as u64).unwrap();
+        }
+    }
+
+    /// Every page of `account` (pages of `limit`), followed by cursor.
+    fn all_pages(
+        store: &HistoryStore,
+        account: u64,
+        from: u64,
+        to: u64,
+        limit: u32,
+    ) -> Vec<Movement> {
+        let mut entries = Vec::new();
+        let mut cursor = 0;
+        for _ in 0..10_000 {
+            let page = store
+                .page(AccountId(account), from, to, cursor, limit)
+                .unwrap();
+            assert!(page.entries.len() <= limit as usize);
+            entries.extend(page.entries);
+            cursor = page.next_cursor;
+            if cursor == 0 {
+                return entries;
+            }
+        }
+        panic!("paging never ended");
+    }
+
+    /// The reference: an account's movements newest first, in the range.
+    fn reference(all: &[Movement], account: u64, from: u64, to: u64) -> Vec<Movement> {
+        all.iter()
+            .rev()
+            .filter(|movement| {
+                movement.account.0 == account && (from..=to).contains(&movement.timestamp)
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn check_every_account(store: &HistoryStore, all: &[Movement]) {
+        for account in 1..=ACCOUNTS {
+            assert_eq!(
+                all_pages(store, account, 0, u64::MAX, 7),
+                reference(all, account, 0, u64::MAX),
+                "account {account}"
+            );
+        }
+    }
+
+    #[test]
+    fn pages_equal_the_reference_across_segments_and_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let batches = movements(300);
+        let all: Vec<Movement> = batches.iter().flatten().cloned().collect();
+        {
+            let (store, report) =
+                HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
+            assert_eq!(report, HistoryOpenReport::default());
+            write(&store, &batches, 1);
+            assert_eq!(store.watermark(), 300);
+            let stats = store.stats();
+            assert!(stats.segments >= 5, "{stats:?}");
+            assert_eq!(stats.movements, all.len() as u64);
+            assert_eq!(stats.accounts, ACCOUNTS);
+            check_every_account(&store, &all);
+            // Time ranges, and a page of one entry at a time.
+            for (from, to) in [(50_000, 90_000), (0, 1_000), (299_000, u64::MAX)] {
+                assert_eq!(
+                    all_pages(&store, 3, from, to, 1),
+                    reference(&all, 3, from, to)
+                );
+            }
+            // Every command's legs, whatever segment holds it.
+            for number in [1u128, 17, 1_500, 2_999, 3_000] {
+                let legs = store.command_movements(CommandId(number)).unwrap();
+                let expected: Vec<Movement> = all
+                    .iter()
+                    .filter(|movement| movement.command.0 == number)
+                    .cloned()
+                    .collect();
+                assert_eq!(legs, expected, "command {number}");
+            }
+            assert!(store
+                .command_movements(CommandId(99_999))
+                .unwrap()
+                .is_empty());
+            store.sync().unwrap();
+        }
+        let (store, report) = HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
+        assert_eq!(report.movements, all.len() as u64);
+        assert!(
+            report.damaged.is_empty() && report.torn_bytes == 0,
+            "{report:?}"
+        );
+        assert_eq!(store.watermark(), 300);
+        check_every_account(&store, &all);
+        assert_eq!(store.command_movements(CommandId(17)).unwrap().len(), 2);
+        // Appends go on after the reopen.
+        let more = movements(320);
+        write(&store, &more[300..], 301);
+        let all: Vec<Movement> = more.iter().flatten().cloned().collect();
+        check_every_account(&store, &all);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_back_to_its_last_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let batches = movements(50);
+        let path;
+        {
+            let (store, _) = HistoryStore::open(dir.path(), config(1 << 20), 0).unwrap();
+            write(&store, &batches[..40], 1);
+            let before = store.stats().bytes;
+            write(&store, &batches[40..41], 41);
+            path = store.segment_paths().pop().unwrap();
+            // A crash part-way through the last write.
+            let len = fs::metadata(&path).unwrap().len();
+            assert_eq!(len, store.stats().bytes);
+            set_len(&path, before + (len - before) / 2).unwrap();
+        }
+        let (store, report) = HistoryStore::open(dir.path(), config(1 << 20), 0).unwrap();
+        assert!(
+            report.torn_bytes > 0 && report.damaged.is_empty(),
+            "{report:?}"
+        );
+        assert_eq!(store.watermark(), 40);
+        // Rebuilt as recovery would: from batch 41 on.
+        write(&store, &batches[40..], 41);
+        let all: Vec<Movement> = batches.iter().flatten().cloned().collect();
+        check_every_account(&store, &all);
+    }
+
+    fn flip(path: &Path, at: u64) {
+        let mut bytes = fs::read(path).unwrap();
+        bytes[at as usize] ^= 0x10;
+        fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_segment_the_log_still_holds_is_cut_for_a_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let batches = movements(300);
+        let all: Vec<Movement> = batches.iter().flatten().cloned().collect();
+        let paths = {
+            let (store, _) = HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
+            write(&store, &batches, 1);
+            store.segment_paths()
+        };
+        assert!(paths.len() >= 5);
+        flip(&paths[2], 5_000);
+        // The log holds everything (no checkpoint yet).
+        let (store, report) = HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
+        assert_eq!(report.damaged.len(), 1, "{report:?}");
+        assert!(report.damaged[0].rebuilt);
+        assert!(
+            report.damaged[0].reason.starts_with("at offset"),
+            "{report:?}"
+        );
+        let watermark = store.watermark();
+        assert!(watermark > 0 && watermark < 300, "{watermark}");
+        assert_eq!(store.segment_paths().len(), 2);
+        // What recovery does next: the batches after the watermark again.
+        write(&store, &batches[watermark as usize..], watermark + 1);
+        check_every_account(&store, &all);
+    }
+
+    #[test]
+    fn a_damaged_segment_the_log_no_longer_holds_is_deleted_and_pages_end_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let batches = movements(300);
+        let paths = {
+            let (store, _) = HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
+            write(&store, &batches, 1);
+            store.segment_paths()
+        };
+        flip(&paths[1], 3_000);
+        // A checkpoint at 300: the log holds nothing before it.
+        let (store, report) =
+            HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 300).unwrap();
+        assert_eq!(report.damaged.len(), 1);
+        assert!(!report.damaged[0].rebuilt);
+        assert_eq!(store.watermark(), 300);
+        assert_eq!(store.segment_paths().len(), paths.len() - 1);
+        // Each account's pages are its movements after the hole.
+        let lost: std::collections::HashSet<(u64, u32)> = {
+            let kept: Vec<Movement> = (1..=ACCOUNTS)
+                .flat_map(|account| all_pages(&store, account, 0, u64::MAX, 50))
+                .collect();
+            let all: Vec<Movement> = batches.iter().flatten().cloned().collect();
+            let kept: std::collections::HashSet<(u64, u32, u64)> = kept
+                .iter()
+                .map(|movement| (movement.sequence, movement.position, movement.account.0))
+                .collect();
+            all.iter()
+                .filter(|movement| {
+                    !kept.contains(&(movement.sequence, movement.position, movement.account.0))
+                })
+                .map(|movement| (movement.sequence, movement.position))
+                .collect()
+        };
+        // Some movements are gone, and only from the start of the history.
+        assert!(!lost.is_empty());
+        let newest_lost = lost.iter().map(|&(sequence, _)| sequence).max().unwrap();
+        assert!(newest_lost < 150, "{newest_lost}");
+    }
+
+    #[test]
+    fn retention_deletes_whole_old_segments_and_pages_stop_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let batches = movements(300);
+        let all: Vec<Movement> = batches.iter().flatten().cloned().collect();
+        let retention = HistoryConfig {
+            retention_ns: 100_000,
+            ..config(SEGMENT_BYTES_MIN)
+        };
+        let (store, _) = HistoryStore::open(dir.path(), retention, 0).unwrap();
+        write(&store, &batches, 1);
+        let stats = store.stats();
+        assert!(stats.segments_expired >= 2, "{stats:?}");
+        // What is kept is the newest movements of the stream, whole
+        // segments, and covers at least the retention.
+        assert!(stats.movements < all.len() as u64);
+        assert!(stats.oldest_timestamp <= 300_000 - 100_000, "{stats:?}");
+        let kept = &all[all.len() - stats.movements as usize..];
+        assert_eq!(kept[0].timestamp, stats.oldest_timestamp);
+        check_every_account(&store, kept);
+        drop(store);
+        let (store, report) = HistoryStore::open(dir.path(), retention, 0).unwrap();
+        assert!(report.damaged.is_empty());
+        check_every_account(&store, kept);
+    }
+
+    #[test]
+    fn a_full_head_index_refuses_new_accounts_and_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = HistoryConfig {
+            accounts_max: 3,
+            ..config(SEGMENT_BYTES_MIN)
+        };
+        let (store, _) = HistoryStore::open(dir.path(), small, 0).unwrap();
+        let batches = movements(2);
+        write(&store, &batches, 1);
+        let stats = store.stats();
+        assert_eq!(stats.accounts, 3);
+        let all: Vec<Movement> = batches.iter().flatten().cloned().collect();
+        let kept_accounts: std::collections::BTreeSet<u64> = {
+            let mut seen = Vec::new();
+            for movement in &all {
+                if !seen.contains(&movement.account.0) && seen.len() < 3 {
+                    seen.push(movement.account.0);
+                }
+            }
+            seen.into_iter().collect()
+        };
+        let refused = all
+            .iter()
+            .filter(|movement| !kept_accounts.contains(&movement.account.0))
+            .count() as u64;
+        assert_eq!(stats.movements_refused, refused);
+        for account in kept_accounts {
+            assert_eq!(
+                all_pages(&store, account, 0, u64::MAX, 5),
+                reference(&all, account, 0, u64::MAX)
+            );
+        }
+    }
+
+    #[test]
+    fn a_cursor_that_names_no_entry_of_the_account_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
+        write(&store, &movements(5), 1);
+        let page = store.page(AccountId(1), 0, u64::MAX, 0, 1).unwrap();
+        let cursor = page.next_cursor;
+        assert_ne!(cursor, 0);
+        assert!(store.page(AccountId(1), 0, u64::MAX, cursor, 1).is_ok());
+        assert!(store.page(AccountId(2), 0, u64::MAX, cursor, 1).is_err());
+        assert!(store
+            .page(AccountId(1), 0, u64::MAX, cursor + 1, 1)
+            .is_err());
+        assert!(store
+            .page(AccountId(1), 0, u64::MAX, cursor ^ (1 << 64), 1)
+            .is_err());
+        // A cursor into a segment that is not kept (gone with the
+        // retention): the history ends there.
+        assert_eq!(
+            store.page(AccountId(1), 0, u64::MAX, u128::MAX, 1).unwrap(),
+            HistoryPage::default()
+        );
+    }
+}
