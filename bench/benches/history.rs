@@ -1,6 +1,6 @@
-//! History queries: one account with 1,000,000 movements in the `history`
-//! column family (as the history writer stores them: account index and
-//! command index), read a page at a time as `payrail history` does.
+//! History queries: one account with 1,000,000 movements in the history
+//! store (segment files, as the history writer appends them), read a page
+//! at a time as `payrail history` does.
 //!
 //! Run: `cargo bench -p payrail-bench --bench history`; figures in
 //! docs/benchmarks.md ("History queries").
@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use payrail_engine::history::{cursor_of, Movement};
+use payrail_engine::history::Movement;
 use payrail_engine::storage::{RocksStorage, Storage};
 use payrail_engine::{AccountId, CommandId, Currency};
 
@@ -60,14 +60,21 @@ fn history(c: &mut Criterion) {
     let newest = storage.history_page(ACCOUNT, 0, u64::MAX, 0, 50).unwrap();
     assert_eq!(newest.entries.len(), 50);
     assert_eq!(newest.entries[0], movement(MOVEMENTS - 1));
-    // A cursor 90% of the way back (900,000 newer movements skipped).
-    let deep_cursor = cursor_of(&movement(MOVEMENTS / 10));
+    // A cursor 90% of the way back (900,000 newer movements paged past).
+    let mut deep_cursor = 0;
+    for _ in 0..(MOVEMENTS * 9 / 10 / 1_000) {
+        deep_cursor = storage
+            .history_page(ACCOUNT, 0, u64::MAX, deep_cursor, 1_000)
+            .unwrap()
+            .next_cursor;
+    }
     let deep = storage
         .history_page(ACCOUNT, 0, u64::MAX, deep_cursor, 50)
         .unwrap();
     assert_eq!(deep.entries[0], movement(MOVEMENTS / 10 - 1));
-    // A one-second window in the middle of the range.
-    let middle = movement(MOVEMENTS / 2).timestamp;
+    // A one-second window ending 1,000 movements back: a time range walks
+    // the chain from the newest entry to its end (docs/persistence.md).
+    let middle = movement(MOVEMENTS - 1_000).timestamp - 1_000_000_000;
 
     let mut group = c.benchmark_group("history_1m_movements");
     group.measurement_time(Duration::from_secs(5));

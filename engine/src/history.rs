@@ -7,27 +7,16 @@
 //! history without doing anything. Emitting is off unless the pipeline turns
 //! it on ([`crate::Ledger::record_history`]); then the movements of a batch
 //! collect in a vector that the executor hands to the history writer thread
-//! (see `pipeline`), which writes them to the `history` column family off the
-//! hot path. History is not part of the ledger state: it is derived from the
-//! log and rebuilt from it at recovery past its watermark
-//! (docs/persistence.md).
-//!
-//! Keys in the `history` column family (all integers big-endian, so byte
-//! order is number order):
-//!
-//! ```text
-//! b'a' account 8 (!timestamp) 8 (!position) 4      -> movement   (newest first per account)
-//! b'c' command 16                                  -> the legs' account keys (21 bytes each)
-//! b'w'                                              -> watermark u64 LE
-//! ```
+//! (see `pipeline`), which appends them to the history store
+//! ([`crate::storage::HistoryStore`]: segment files, off the hot path).
+//! History is not part of the ledger state: it is derived from the log and
+//! rebuilt from it at recovery past its watermark (docs/persistence.md).
 //!
 //! `position` is the movement's place in its batch: the command's index in
 //! the batch times [`MOVEMENT_LEGS_MAX`] plus the leg (a debit leg is even,
 //! its credit leg the next odd number). It depends on the log alone, not on
 //! which shard applied the command, so an account's history is the same
-//! whatever the shard count. Together with the batch's timestamp (strictly
-//! increasing from batch to batch) it identifies a movement, and it is the
-//! paging cursor.
+//! whatever the shard count.
 //!
 //! House accounts are not given a history: a sharded ledger splits each into
 //! one part per shard, so the balance after a movement would depend on the
@@ -92,71 +81,6 @@ impl Movement {
     pub fn order_key(&self) -> (u64, u32, u64) {
         (self.sequence, self.position, self.account.0)
     }
-}
-
-/// A place in an account's history: the (timestamp, position) of the last
-/// entry of a page. 0 means "from the newest".
-pub fn cursor_of(movement: &Movement) -> u128 {
-    (u128::from(movement.timestamp) << 32) | u128::from(movement.position)
-}
-
-fn cursor_parts(cursor: u128) -> (u64, u32) {
-    ((cursor >> 32) as u64, cursor as u32)
-}
-
-pub const KEY_ACCOUNT: u8 = b'a';
-pub const KEY_COMMAND: u8 = b'c';
-pub const KEY_WATERMARK: &[u8] = b"w";
-pub const ACCOUNT_KEY_BYTES: usize = 21;
-
-/// `b'a' account (!timestamp) (!position)`: an account's movements sort
-/// newest first.
-pub fn account_key(account: AccountId, timestamp: u64, position: u32) -> [u8; ACCOUNT_KEY_BYTES] {
-    let mut key = [0u8; ACCOUNT_KEY_BYTES];
-    key[0] = KEY_ACCOUNT;
-    key[1..9].copy_from_slice(&account.0.to_be_bytes());
-    key[9..17].copy_from_slice(&(!timestamp).to_be_bytes());
-    key[17..21].copy_from_slice(&(!position).to_be_bytes());
-    key
-}
-
-/// The first key a page starting at `cursor` (exclusive) and at or before
-/// `to_ns` may have, or `None` if nothing can follow the cursor.
-pub fn page_start_key(
-    account: AccountId,
-    to_ns: u64,
-    cursor: u128,
-) -> Option<[u8; ACCOUNT_KEY_BYTES]> {
-    let from_to = account_key(account, to_ns, u32::MAX);
-    if cursor == 0 {
-        return Some(from_to);
-    }
-    let (timestamp, position) = cursor_parts(cursor);
-    // The entry right after the cursor: same timestamp, next lower position,
-    // or the next older timestamp.
-    let after = match position.checked_sub(1) {
-        Some(position) => account_key(account, timestamp, position),
-        None => account_key(account, timestamp.checked_sub(1)?, u32::MAX),
-    };
-    Some(if after > from_to { after } else { from_to })
-}
-
-pub fn account_prefix(account: AccountId) -> [u8; 9] {
-    let mut prefix = [0u8; 9];
-    prefix[0] = KEY_ACCOUNT;
-    prefix[1..9].copy_from_slice(&account.0.to_be_bytes());
-    prefix
-}
-
-pub const COMMAND_KEY_BYTES: usize = 17;
-
-/// `b'c' command`: the value is the account keys of the command's
-/// movements, in order (21 bytes each), one entry per command.
-pub fn command_key(command: CommandId) -> [u8; COMMAND_KEY_BYTES] {
-    let mut key = [0u8; COMMAND_KEY_BYTES];
-    key[0] = KEY_COMMAND;
-    key[1..17].copy_from_slice(&command.0.to_be_bytes());
-    key
 }
 
 const VALUE_VERSION: u8 = 1;
@@ -333,32 +257,5 @@ mod tests {
         let mut wrong = bytes.clone();
         wrong[0] = 9;
         assert!(decode_movement(&wrong).is_err());
-    }
-
-    #[test]
-    fn account_keys_sort_newest_first_and_cursors_continue_after_the_entry() {
-        let account = AccountId(5);
-        let older = account_key(account, 100, 0);
-        let newer = account_key(account, 200, 0);
-        let newer_later_in_batch = account_key(account, 200, 1);
-        assert!(newer_later_in_batch < newer);
-        assert!(newer < older);
-        // Another account's keys never interleave.
-        assert!(account_key(AccountId(6), u64::MAX, u32::MAX) > older);
-        let mut entry = movement();
-        entry.timestamp = 200;
-        entry.position = 0;
-        let start = page_start_key(account, u64::MAX, cursor_of(&entry)).unwrap();
-        assert!(start > newer && start <= account_key(account, 199, u32::MAX));
-        entry.position = 1;
-        assert_eq!(
-            page_start_key(account, u64::MAX, cursor_of(&entry)),
-            Some(newer)
-        );
-        // to_ns bounds the start even with a cursor newer than it.
-        assert_eq!(
-            page_start_key(account, 150, cursor_of(&entry)),
-            Some(account_key(account, 150, u32::MAX))
-        );
     }
 }

@@ -8,15 +8,15 @@
 //! watermark the writer records is the lowest sequence every shard has
 //! handed over.
 //!
-//! The executor never waits on RocksDB for history: it hands the movements
-//! over a bounded channel ([`HISTORY_QUEUE_JOBS`] jobs of about
+//! The executor never waits on the disk for history: it hands the
+//! movements over a bounded channel ([`HISTORY_QUEUE_JOBS`] jobs of about
 //! [`HISTORY_JOB_MOVEMENTS_MIN`] movements or 50 ms' worth: about 150 MB
-//! at most). Gathering batches into jobs that large means one
-//! wake-up of this thread and one ingested table file per job under load,
-//! never one per batch. When the writer falls that far
-//! behind, the executor's send blocks (backpressure) rather than dropping
-//! movements: history stays complete, and the durable command rate is then
-//! the history writer's rate (docs/benchmarks.md).
+//! at most). Gathering batches into jobs means one wake-up of this thread
+//! and one sequential `write` to the history store's active segment per
+//! job under load, never one per batch (storage::segments). When the
+//! writer falls that far behind, the executor's send blocks (backpressure)
+//! rather than dropping movements: history stays complete, and the durable
+//! command rate is then the history writer's rate (docs/benchmarks.md).
 //! Whatever was queued at a crash is rebuilt from the log at recovery, past
 //! the watermark (docs/persistence.md).
 
@@ -34,8 +34,8 @@ use crate::storage::Storage;
 pub const HISTORY_QUEUE_JOBS: usize = 16;
 /// The executor gathers batches into one job until it holds this many
 /// movements (or a few milliseconds passed), so that under load the writer
-/// ingests table files of this size, a few dozen a second. A job can exceed
-/// it by one batch's movements.
+/// appends a few dozen times a second. A job can exceed it by one batch's
+/// movements.
 pub const HISTORY_JOB_MOVEMENTS_MIN: usize = 65_536;
 /// Most movements in one history write (the writer drains what is queued
 /// up to this, then writes once).

@@ -10,7 +10,7 @@
 //! - [`fx`]: FX rates, quotes, conversions and cross-currency payments.
 //! - [`history`]: per-account movements the ledger emits, and their keys.
 //! - [`pipeline`]: sequencer, log, executor, history writer, checkpoints.
-//! - [`storage`]: the durable log, checkpoints, history column family, recovery.
+//! - [`storage`]: the durable log, checkpoints, history segment files, recovery.
 
 pub mod budget;
 pub mod command;

@@ -16,7 +16,7 @@
 //!                                           merge the shards' copies into one state,
 //!                                           encode + digest it, save, trim the log
 //!                                        ──(each batch's movements, from every shard)──▶ (4) history writer thread
-//!                                           write them to the history column family, off the hot path
+//!                                           append them to the history segment files, off the hot path
 //! ```
 //!
 //! Metrics (docs/operations.md) are recorded once per group commit and once
@@ -1133,13 +1133,13 @@ impl Executor {
     }
 
     /// Hands the gathered movements to the history writer once enough
-    /// have gathered for one table file, or the oldest waited
+    /// have gathered for one large append, or the oldest waited
     /// [`HISTORY_GATHER_AGE_MAX`] (the run loop also hands them over after
     /// [`HISTORY_GATHER_IDLE`] without a batch). A full queue makes the
     /// send wait (backpressure) rather than drop history.
     ///
     /// Under load this is one job, one wake-up of the writer and one
-    /// ingested table file per `HISTORY_JOB_MOVEMENTS_MIN` movements, not
+    /// sequential append per `HISTORY_JOB_MOVEMENTS_MIN` movements, not
     /// one per batch (docs/benchmarks.md, "What history costs").
     fn offer_history(&mut self) {
         if self.gathered_movements >= HISTORY_JOB_MOVEMENTS_MIN

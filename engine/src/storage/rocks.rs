@@ -4,8 +4,9 @@
 //! - `log`: sequence (u64 big-endian, so key order is number order) -> record.
 //! - `state`: checkpoint chunks, (sequence u64 BE, chunk index u32 BE) -> up
 //!   to 4 MiB of encoded state.
-//! - `history`: per-account movements, a command-id index and the history
-//!   watermark (key layout in [`crate::history`]).
+//! - `history`: no longer written (movement history lives in segment files
+//!   next to the database, [`HistoryStore`]); kept so that older data
+//!   directories open.
 //! - `meta`: `schema_version` -> u32 LE; `checkpoint` -> the manifest of the
 //!   current checkpoint.
 //!
@@ -25,7 +26,10 @@ use rocksdb::{
 };
 
 use crate::command::{AccountId, CommandId};
-use crate::history::{self, HistoryPage, Movement};
+use crate::history::{HistoryPage, Movement};
+use crate::storage::segments::{
+    HistoryConfig, HistoryOpenReport, HistoryStats, HistoryStore, HISTORY_DIR,
+};
 use crate::storage::{Checkpoint, LogStats, Storage, StorageError};
 
 /// The on-disk layout version this build writes and reads.
@@ -272,6 +276,8 @@ pub struct RocksStorage {
     db: Arc<DB>,
     sync_write: Arc<WriteOptions>,
     log_size: Arc<Mutex<LogSize>>,
+    history: HistoryStore,
+    history_report: Arc<HistoryOpenReport>,
 }
 
 impl std::fmt::Debug for RocksStorage {
@@ -289,21 +295,6 @@ fn column_family_options() -> Options {
     // cost CPU on the hot path for little gain.
     options.set_compression_type(DBCompressionType::None);
     options.set_write_buffer_size(WRITE_BUFFER_BYTES);
-    options
-}
-
-/// The history column family takes a stream of keys at random accounts:
-/// under leveled compaction every flushed or ingested file overlaps every
-/// other, and rewriting them level after level took as much CPU as writing
-/// them (docs/benchmarks.md, "What history costs"). Universal (tiered)
-/// compaction rewrites each entry a few times instead of once per level; a
-/// page then looks into a few more sorted runs.
-fn history_options() -> Options {
-    let mut options = column_family_options();
-    options.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
-    options.set_level_zero_file_num_compaction_trigger(16);
-    options.set_level_zero_slowdown_writes_trigger(48);
-    options.set_level_zero_stop_writes_trigger(64);
     options
 }
 
@@ -328,10 +319,17 @@ fn db_options() -> Options {
 }
 
 impl RocksStorage {
-    /// Opens (creating if needed) the data directory `dir`. Refuses a
-    /// directory written by a newer schema, or one that holds data but no
-    /// schema version.
+    /// Opens (creating if needed) the data directory `dir` with the default
+    /// history configuration. Refuses a directory written by a newer
+    /// schema, or one that holds data but no schema version.
     pub fn open(dir: &Path) -> Result<RocksStorage, StorageError> {
+        RocksStorage::open_with(dir, HistoryConfig::default())
+    }
+
+    /// [`RocksStorage::open`] with this history configuration. Opening
+    /// reads and checks every history segment (see [`HistoryStore::open`]);
+    /// [`RocksStorage::history_report`] says what it found.
+    pub fn open_with(dir: &Path, history: HistoryConfig) -> Result<RocksStorage, StorageError> {
         std::fs::create_dir_all(dir)
             .map_err(|error| io(&format!("cannot create {}", dir.display()), error))?;
         let options = db_options();
@@ -348,28 +346,28 @@ impl RocksStorage {
                 }
             }
         }
-        let descriptors = names.iter().map(|name| {
-            let options = if name == CF_HISTORY {
-                history_options()
-            } else {
-                column_family_options()
-            };
-            ColumnFamilyDescriptor::new(name, options)
-        });
+        let descriptors = names
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, column_family_options()));
         let db = DB::open_cf_descriptors(&options, dir, descriptors)
             .map_err(|error| io(&format!("cannot open RocksDB in {}", dir.display()), error))?;
         let mut sync_write = WriteOptions::default();
         sync_write.set_sync(true);
+        let db = Arc::new(db);
+        check_schema(&db, &sync_write)?;
+        // The log holds every batch after the checkpoint in force: history
+        // past a watermark at or after it can be rebuilt.
+        let log_start = manifest(&db)?.map_or(0, |manifest| manifest.sequence);
+        let (history, history_report) =
+            HistoryStore::open(&dir.join(HISTORY_DIR), history, log_start)?;
         let storage = RocksStorage {
-            db: Arc::new(db),
+            db,
             sync_write: Arc::new(sync_write),
             log_size: Arc::new(Mutex::new(LogSize::default())),
+            history,
+            history_report: Arc::new(history_report),
         };
-        storage.check_schema()?;
         *storage.log_size() = storage.scan_log()?;
-        // A table file left by a crash between writing and ingesting it:
-        // its movements are rebuilt from the log past the watermark.
-        let _ = std::fs::remove_dir_all(dir.join(HISTORY_INGEST_DIR));
         Ok(storage)
     }
 
@@ -382,66 +380,7 @@ impl RocksStorage {
     }
 
     fn cf(&self, name: &str) -> Result<&ColumnFamily, StorageError> {
-        // Opened with every name in COLUMN_FAMILIES, so this always succeeds.
-        self.db
-            .cf_handle(name)
-            .ok_or_else(|| StorageError::Io(format!("column family {name} is missing")))
-    }
-
-    fn is_empty(&self, name: &str) -> Result<bool, StorageError> {
-        let mut iterator = self.db.raw_iterator_cf(self.cf(name)?);
-        iterator.seek_to_first();
-        let empty = !iterator.valid();
-        iterator
-            .status()
-            .map_err(|error| io(&format!("cannot read {name}"), error))?;
-        Ok(empty)
-    }
-
-    fn check_schema(&self) -> Result<(), StorageError> {
-        let meta = self.cf(CF_META)?;
-        let stored = self
-            .db
-            .get_cf(meta, META_SCHEMA_VERSION)
-            .map_err(|error| io("cannot read the schema version", error))?;
-        match stored {
-            Some(bytes) => {
-                let version = <[u8; 4]>::try_from(bytes.as_slice())
-                    .map(u32::from_le_bytes)
-                    .map_err(|_| {
-                        StorageError::NotPayrailData("its schema version is malformed".to_owned())
-                    })?;
-                if version > SCHEMA_VERSION {
-                    return Err(StorageError::SchemaTooNew {
-                        found: version,
-                        supported: SCHEMA_VERSION,
-                    });
-                }
-                if version == 0 {
-                    return Err(StorageError::NotPayrailData(
-                        "its schema version is 0".to_owned(),
-                    ));
-                }
-                Ok(())
-            }
-            None => {
-                for name in [CF_LOG, CF_STATE, CF_HISTORY, CF_META, "default"] {
-                    if !self.is_empty(name)? {
-                        return Err(StorageError::NotPayrailData(format!(
-                            "column family {name} holds data but there is no schema version"
-                        )));
-                    }
-                }
-                self.db
-                    .put_cf_opt(
-                        meta,
-                        META_SCHEMA_VERSION,
-                        SCHEMA_VERSION.to_le_bytes(),
-                        &self.sync_write,
-                    )
-                    .map_err(|error| io("cannot write the schema version", error))
-            }
-        }
+        cf_of(&self.db, name)
     }
 
     fn scan_log(&self) -> Result<LogSize, StorageError> {
@@ -459,11 +398,7 @@ impl RocksStorage {
     }
 
     fn manifest(&self) -> Result<Option<Manifest>, StorageError> {
-        let stored = self
-            .db
-            .get_pinned_cf(self.cf(CF_META)?, META_CHECKPOINT)
-            .map_err(|error| io("cannot read the checkpoint manifest", error))?;
-        stored.map(|bytes| Manifest::decode(&bytes)).transpose()
+        manifest(&self.db)
     }
 
     /// Writes a checkpoint's chunks and flushes them to table files; the
@@ -491,20 +426,104 @@ impl RocksStorage {
     }
 
     /// A consistent copy of the whole database in `dir` (which must not
-    /// exist yet), taken while serving: RocksDB hard-links the table files
-    /// and copies the live write-ahead log. Open it with [`RocksStorage::open`].
+    /// exist yet), taken while serving: the history segments first (sealed
+    /// ones hard-linked, the active one copied as far as written), then
+    /// RocksDB hard-links the table files and copies the live write-ahead
+    /// log. The history is copied first so that it never runs ahead of the
+    /// copied log; the restored server rebuilds what it lacks from the log.
+    /// Open the copy with [`RocksStorage::open`].
     pub fn backup(&self, dir: &Path) -> Result<(), StorageError> {
+        let file_name = dir
+            .file_name()
+            .ok_or_else(|| StorageError::Io(format!("{} names no directory", dir.display())))?;
+        let staging =
+            dir.with_file_name(format!("{}.history-staging", file_name.to_string_lossy()));
+        let _ = std::fs::remove_dir_all(&staging);
+        self.history.backup(&staging)?;
         let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db)
             .map_err(|error| io("cannot start a backup", error))?;
-        checkpoint
+        let copied = checkpoint
             .create_checkpoint(dir)
-            .map_err(|error| io(&format!("cannot back up to {}", dir.display()), error))
+            .map_err(|error| io(&format!("cannot back up to {}", dir.display()), error));
+        if let Err(error) = copied {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(error);
+        }
+        std::fs::rename(&staging, dir.join(HISTORY_DIR))
+            .map_err(|error| io("cannot move the history into the backup", error))
     }
 
     /// The directory this storage lives in.
     pub fn path(&self) -> &Path {
         self.db.path()
     }
+}
+
+fn cf_of<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, StorageError> {
+    // Opened with every name in COLUMN_FAMILIES, so this always succeeds.
+    db.cf_handle(name)
+        .ok_or_else(|| StorageError::Io(format!("column family {name} is missing")))
+}
+
+fn is_empty(db: &DB, name: &str) -> Result<bool, StorageError> {
+    let mut iterator = db.raw_iterator_cf(cf_of(db, name)?);
+    iterator.seek_to_first();
+    let empty = !iterator.valid();
+    iterator
+        .status()
+        .map_err(|error| io(&format!("cannot read {name}"), error))?;
+    Ok(empty)
+}
+
+fn check_schema(db: &DB, sync_write: &WriteOptions) -> Result<(), StorageError> {
+    let meta = cf_of(db, CF_META)?;
+    let stored = db
+        .get_cf(meta, META_SCHEMA_VERSION)
+        .map_err(|error| io("cannot read the schema version", error))?;
+    match stored {
+        Some(bytes) => {
+            let version = <[u8; 4]>::try_from(bytes.as_slice())
+                .map(u32::from_le_bytes)
+                .map_err(|_| {
+                    StorageError::NotPayrailData("its schema version is malformed".to_owned())
+                })?;
+            if version > SCHEMA_VERSION {
+                return Err(StorageError::SchemaTooNew {
+                    found: version,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            if version == 0 {
+                return Err(StorageError::NotPayrailData(
+                    "its schema version is 0".to_owned(),
+                ));
+            }
+            Ok(())
+        }
+        None => {
+            for name in [CF_LOG, CF_STATE, CF_HISTORY, CF_META, "default"] {
+                if !is_empty(db, name)? {
+                    return Err(StorageError::NotPayrailData(format!(
+                        "column family {name} holds data but there is no schema version"
+                    )));
+                }
+            }
+            db.put_cf_opt(
+                meta,
+                META_SCHEMA_VERSION,
+                SCHEMA_VERSION.to_le_bytes(),
+                sync_write,
+            )
+            .map_err(|error| io("cannot write the schema version", error))
+        }
+    }
+}
+
+fn manifest(db: &DB) -> Result<Option<Manifest>, StorageError> {
+    let stored = db
+        .get_pinned_cf(cf_of(db, CF_META)?, META_CHECKPOINT)
+        .map_err(|error| io("cannot read the checkpoint manifest", error))?;
+    stored.map(|bytes| Manifest::decode(&bytes)).transpose()
 }
 
 fn sequence_of(key: &[u8]) -> Result<u64, StorageError> {
@@ -686,190 +705,24 @@ impl Storage for RocksStorage {
         movements: &[Movement],
         watermark: u64,
     ) -> Result<(), StorageError> {
-        // Sorted: a table file needs it, and the memtable takes sorted
-        // keys faster (neighbouring inserts walk the same skip-list path).
-        let entries = history_entries(movements, watermark);
-        if movements.len() >= HISTORY_INGEST_MOVEMENTS_MIN {
-            return self.ingest_history(&entries, watermark);
-        }
-        let cf = self.cf(CF_HISTORY)?;
-        let mut batch = WriteBatch::default();
-        for (key, value) in entries.iter() {
-            batch.put_cf(cf, key, value);
-        }
-        // Without the write-ahead log: history would add to the bytes every
-        // log fsync writes. It becomes durable when RocksDB flushes the
-        // column family, and before each checkpoint (`sync_history`); a
-        // crash loses only what recovery rebuilds from the log past the
-        // watermark, which is lost with it.
-        let mut no_wal = WriteOptions::default();
-        no_wal.disable_wal(true);
-        self.db
-            .write_opt(batch, &no_wal)
-            .map_err(|error| io("cannot write history", error))
+        self.history.append(movements, watermark)
     }
 
     fn sync_history(&self) -> Result<(), StorageError> {
-        self.db
-            .flush_cf(self.cf(CF_HISTORY)?)
-            .map_err(|error| io("cannot flush the history", error))
+        self.history.sync()
     }
 
     fn history_watermark(&self) -> Result<u64, StorageError> {
-        let stored = self
-            .db
-            .get_pinned_cf(self.cf(CF_HISTORY)?, history::KEY_WATERMARK)
-            .map_err(|error| io("cannot read the history watermark", error))?;
-        match stored {
-            None => Ok(0),
-            Some(bytes) => <[u8; 8]>::try_from(&bytes[..])
-                .map(u64::from_le_bytes)
-                .map_err(|_| StorageError::Io("the history watermark is malformed".to_owned())),
-        }
+        Ok(self.history.watermark())
     }
-}
-
-/// A history write of at least this many movements is sorted and ingested
-/// as one table file instead of inserted into the memtable: about 3 times
-/// faster at random accounts (docs/benchmarks.md, "What history costs").
-pub const HISTORY_INGEST_MOVEMENTS_MIN: usize = 1_024;
-
-/// Scratch directory (in the data directory) for history table files
-/// before RocksDB ingests them.
-const HISTORY_INGEST_DIR: &str = "history-ingest";
-
-/// One history entry: its key inline (at most 21 bytes), its value in the
-/// shared arena of [`HistoryEntries`], and its place among the entries made
-/// (a later one wins a key).
-struct HistoryEntry {
-    key: [u8; history::ACCOUNT_KEY_BYTES],
-    key_len: u8,
-    made: u32,
-    value_start: u32,
-    value_len: u32,
-}
-
-impl HistoryEntry {
-    fn key(&self) -> &[u8] {
-        &self.key[..usize::from(self.key_len)]
-    }
-}
-
-/// The history entries of a write, sorted by key, no key twice: one
-/// allocation for the values, none per entry.
-struct HistoryEntries {
-    entries: Vec<HistoryEntry>,
-    values: Vec<u8>,
-}
-
-impl HistoryEntries {
-    fn push(&mut self, key: &[u8], value: std::ops::Range<usize>) {
-        let mut inline = [0u8; history::ACCOUNT_KEY_BYTES];
-        inline[..key.len()].copy_from_slice(key);
-        self.entries.push(HistoryEntry {
-            key: inline,
-            key_len: key.len() as u8,
-            made: self.entries.len() as u32,
-            value_start: value.start as u32,
-            value_len: (value.end - value.start) as u32,
-        });
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.entries.iter().map(|entry| {
-            let start = entry.value_start as usize;
-            (
-                entry.key(),
-                &self.values[start..start + entry.value_len as usize],
-            )
-        })
-    }
-}
-
-/// The history entries of `movements` (in log order: a command's legs
-/// together): account entries, one command-index entry per command, and
-/// the watermark.
-fn history_entries(movements: &[Movement], watermark: u64) -> HistoryEntries {
-    let mut out = HistoryEntries {
-        entries: Vec::with_capacity(movements.len() * 2 + 1),
-        values: Vec::with_capacity(movements.len() * 128),
-    };
-    let mut legs: Vec<u8> = Vec::with_capacity(4 * history::ACCOUNT_KEY_BYTES);
-    for (index, movement) in movements.iter().enumerate() {
-        let key = history::account_key(movement.account, movement.timestamp, movement.position);
-        let start = out.values.len();
-        history::encode_movement(movement, &mut out.values);
-        out.push(&key, start..out.values.len());
-        // A command has a few legs; the index keeps the first
-        // COMMAND_LEGS_MAX (tx show's bound).
-        if legs.len() < history::COMMAND_LEGS_MAX * history::ACCOUNT_KEY_BYTES {
-            legs.extend_from_slice(&key);
-        }
-        let last_leg = movements
-            .get(index + 1)
-            .is_none_or(|next| next.command != movement.command);
-        if last_leg {
-            let start = out.values.len();
-            out.values.extend_from_slice(&legs);
-            out.push(
-                &history::command_key(movement.command),
-                start..out.values.len(),
-            );
-            legs.clear();
-        }
-    }
-    let start = out.values.len();
-    out.values.extend_from_slice(&watermark.to_le_bytes());
-    out.push(history::KEY_WATERMARK, start..out.values.len());
-    // Of two entries with one key (a command id applied again in a later
-    // batch after its idempotency record expired) the later is kept.
-    out.entries
-        .sort_unstable_by(|a, b| a.key().cmp(b.key()).then(b.made.cmp(&a.made)));
-    out.entries.dedup_by(|next, kept| next.key() == kept.key());
-    out
 }
 
 impl RocksStorage {
-    /// Writes a large history write as one sorted table file and ingests
-    /// it. Durable when it returns (RocksDB syncs the file and its
-    /// MANIFEST). Its key range always overlaps the history memtable when
-    /// that holds anything (both hold the watermark key), so RocksDB flushes
-    /// the memtable first: a crash never keeps this watermark without the
-    /// smaller writes before it.
-    fn ingest_history(&self, entries: &HistoryEntries, watermark: u64) -> Result<(), StorageError> {
-        let dir = self.db.path().join(HISTORY_INGEST_DIR);
-        std::fs::create_dir_all(&dir)
-            .map_err(|error| io(&format!("cannot create {}", dir.display()), error))?;
-        let path = dir.join(format!("history-{watermark}.sst"));
-        let options = history_options();
-        let mut writer = rocksdb::SstFileWriter::create(&options);
-        writer
-            .open(&path)
-            .map_err(|error| io("cannot start a history table", error))?;
-        for (key, value) in entries.iter() {
-            writer
-                .put(key, value)
-                .map_err(|error| io("cannot write a history table", error))?;
-        }
-        writer
-            .finish()
-            .map_err(|error| io("cannot finish a history table", error))?;
-        let mut ingest = rocksdb::IngestExternalFileOptions::default();
-        ingest.set_move_files(true);
-        let ingested = self
-            .db
-            .ingest_external_file_cf_opts(self.cf(CF_HISTORY)?, &ingest, vec![&path])
-            .map_err(|error| io("cannot ingest a history table", error));
-        // Moved (hard-linked) into the database, or failed: either way the
-        // file here is not needed.
-        let _ = std::fs::remove_file(&path);
-        ingested
-    }
-
     /// A page of `account`'s movements with timestamps in `from_ns..=to_ns`,
-    /// newest first, after `cursor` (0: from the newest), at most `limit`
-    /// (capped at [`history::HISTORY_PAGE_MAX`]). Reads RocksDB directly;
-    /// safe to call from any thread while the engine runs.
+    /// newest first, from `cursor` (0: from the newest; else a page's
+    /// `next_cursor`), at most `limit` (capped at
+    /// [`crate::history::HISTORY_PAGE_MAX`]). Safe to call from any thread
+    /// while the engine runs.
     pub fn history_page(
         &self,
         account: AccountId,
@@ -878,67 +731,27 @@ impl RocksStorage {
         cursor: u128,
         limit: u32,
     ) -> Result<HistoryPage, StorageError> {
-        let limit = limit.clamp(1, history::HISTORY_PAGE_MAX) as usize;
-        let mut page = HistoryPage::default();
-        if from_ns > to_ns {
-            return Ok(page);
-        }
-        let Some(start) = history::page_start_key(account, to_ns, cursor) else {
-            return Ok(page);
-        };
-        let prefix = history::account_prefix(account);
-        let end = history::account_key(account, from_ns, 0);
-        let mut iterator = self.db.raw_iterator_cf(self.cf(CF_HISTORY)?);
-        iterator.seek(start);
-        while let (Some(key), Some(value)) = (iterator.key(), iterator.value()) {
-            if !key.starts_with(&prefix) || key > &end[..] {
-                break;
-            }
-            if page.entries.len() == limit {
-                // One more exists: the page goes on from its last entry.
-                page.next_cursor = page.entries.last().map_or(0, history::cursor_of);
-                break;
-            }
-            let movement = history::decode_movement(value)
-                .map_err(|reason| io("a history entry is corrupt", reason))?;
-            page.entries.push(movement);
-            iterator.next();
-        }
-        iterator
-            .status()
-            .map_err(|error| io("cannot read history", error))?;
-        Ok(page)
+        self.history.page(account, from_ns, to_ns, cursor, limit)
     }
 
     /// The movements (legs) of one command, in the order they were made.
     pub fn command_movements(&self, command: CommandId) -> Result<Vec<Movement>, StorageError> {
-        let cf = self.cf(CF_HISTORY)?;
-        let Some(keys) = self
-            .db
-            .get_pinned_cf(cf, history::command_key(command))
-            .map_err(|error| io("cannot read history", error))?
-        else {
-            return Ok(Vec::new());
-        };
-        if keys.len() % history::ACCOUNT_KEY_BYTES != 0 {
-            return Err(io(
-                "a history index entry is corrupt",
-                format!("{} bytes", keys.len()),
-            ));
-        }
-        let mut legs = Vec::with_capacity(keys.len() / history::ACCOUNT_KEY_BYTES);
-        for key in keys.chunks(history::ACCOUNT_KEY_BYTES) {
-            let value = self
-                .db
-                .get_pinned_cf(cf, key)
-                .map_err(|error| io("cannot read history", error))?
-                .ok_or_else(|| io("a history index entry is dangling", format!("{key:02x?}")))?;
-            legs.push(
-                history::decode_movement(&value)
-                    .map_err(|reason| io("a history entry is corrupt", reason))?,
-            );
-        }
-        Ok(legs)
+        self.history.command_movements(command)
+    }
+
+    /// What the history store holds now (segments, movements, head index).
+    pub fn history_stats(&self) -> HistoryStats {
+        self.history.stats()
+    }
+
+    /// What opening the history store found (damage, torn tail).
+    pub fn history_report(&self) -> &HistoryOpenReport {
+        &self.history_report
+    }
+
+    /// The history store itself.
+    pub fn history_store(&self) -> &HistoryStore {
+        &self.history
     }
 }
 
