@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use payrail_engine::limits::{BATCH_COMMANDS_MAX, SHARDS_MAX};
 use payrail_engine::pipeline::EngineConfig;
+use payrail_engine::storage::HistoryConfig;
 use payrail_engine::LedgerConfig;
 use serde::{Deserialize, Serialize};
 
@@ -233,6 +234,13 @@ pub struct EngineSection {
     /// Touch the memory of the tables allocated at start before serving,
     /// so traffic never pays the page faults (`--prefault`).
     pub prefault: bool,
+    /// History older than this (log time) is deleted a segment at a time;
+    /// 0 keeps everything.
+    pub history_retention_days: u64,
+    /// Accounts the history's head index holds (allocated at start).
+    pub history_accounts_max: u64,
+    /// Bytes per history segment file.
+    pub history_segment_bytes: u32,
 }
 
 impl Default for EngineSection {
@@ -248,11 +256,26 @@ impl Default for EngineSection {
             shards: engine.shards as u32,
             history: engine.history,
             prefault: true,
+            history_retention_days: 0,
+            history_accounts_max: HistoryConfig::default().accounts_max as u64,
+            history_segment_bytes: HistoryConfig::default().segment_bytes,
         }
     }
 }
 
 impl EngineSection {
+    /// The history store's shape (retention, head index, segment size).
+    pub fn history_config(&self) -> HistoryConfig {
+        HistoryConfig {
+            segment_bytes: self.history_segment_bytes,
+            accounts_max: usize::try_from(self.history_accounts_max).unwrap_or(usize::MAX),
+            retention_ns: self
+                .history_retention_days
+                .saturating_mul(86_400)
+                .saturating_mul(1_000_000_000),
+        }
+    }
+
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
             ledger: LedgerConfig {
@@ -295,6 +318,19 @@ impl EngineSection {
                 "engine.shards must be 0 (cores - 2, at least 1) to 64",
             ));
         }
+        if self.history_retention_days > 36_500 {
+            return Err(invalid(
+                "engine.history_retention_days must be 0 (keep everything) to 36500",
+            ));
+        }
+        self.history_config().validate().map_err(|message| {
+            invalid(&format!(
+                "engine.{}",
+                message
+                    .replace("history segment_bytes", "history_segment_bytes")
+                    .replace("history accounts_max", "history_accounts_max")
+            ))
+        })?;
         Ok(())
     }
 }

@@ -104,6 +104,8 @@ pub struct RunningServer {
     /// The gateways it accepts (the local one when the config named none).
     pub gateways: Vec<GatewayConfig>,
     pub stats: Arc<ServerStats>,
+    /// The data directory's storage (history stats for the metrics).
+    pub storage: Option<RocksStorage>,
     engine: EngineHandle,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Engine>>,
@@ -147,9 +149,19 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
     };
     let data_dir = config.data_dir.clone();
     let engine_config = config.engine.engine_config();
+    let history_config = config.engine.history_config();
     let (engine, storage) =
         tokio::task::spawn_blocking(move || -> Result<(Engine, RocksStorage), ServeError> {
-            let storage = RocksStorage::open(&data_dir)?;
+            let storage = RocksStorage::open_with(&data_dir, history_config)?;
+            let report = storage.history_report();
+            for damaged in &report.damaged {
+                tracing::error!(
+                    segment = damaged.number,
+                    reason = %damaged.reason,
+                    rebuilt_from_the_log = damaged.rebuilt,
+                    "a history segment was damaged"
+                );
+            }
             Ok((Engine::start(storage.clone(), engine_config)?, storage))
         })
         .await
@@ -183,6 +195,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
         idempotency_records_max = stats_of(&engine, |stats| &stats.idempotency_records_capacity),
         idempotency_table_mib = stats_of(&engine, |stats| &stats.idempotency_table_bytes) >> 20,
         prefault = config.engine.prefault,
+        history_retention_days = config.engine.history_retention_days,
+        history_accounts_max = config.engine.history_accounts_max,
+        history_head_index_bytes = config.engine.history_config().head_index_bytes(),
         queue_depth = config.engine.queue_depth,
         checkpoint_commands = config.engine.checkpoint_commands,
         checkpoint_interval_s = config.engine.checkpoint_interval_s,
@@ -209,7 +224,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
     let stats = Arc::new(ServerStats::default());
     let handle = engine.handle();
     let store = Store {
-        storage,
+        storage: storage.clone(),
         data_dir: config.data_dir.clone(),
         backup_root: config.backup_root.clone(),
     };
@@ -237,6 +252,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
         addr,
         gateways,
         stats,
+        storage: Some(storage),
         engine: handle,
         stop: Some(stop_sender),
         task: Some(task),
@@ -304,6 +320,7 @@ pub fn serve_blocking(options: &ServeOptions) -> Result<(), ServeError> {
                 tokio::spawn(publish_stats(
                     server.engine.clone(),
                     Arc::clone(&server.stats),
+                    server.storage.clone(),
                 ))
             })
         } else {
@@ -339,7 +356,11 @@ fn install_metrics(listen: SocketAddr) -> bool {
 
 /// Copies the engine's and the server's counters into metrics once a second
 /// (so the hot path only bumps its own atomics), and the checkpoint's age.
-async fn publish_stats(engine: EngineHandle, server: Arc<ServerStats>) {
+async fn publish_stats(
+    engine: EngineHandle,
+    server: Arc<ServerStats>,
+    storage: Option<RocksStorage>,
+) {
     let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         interval.tick().await;
@@ -370,6 +391,22 @@ async fn publish_stats(engine: EngineHandle, server: Arc<ServerStats>) {
             .set(get(&stats.last_sequence).saturating_sub(get(&stats.history_watermark)) as f64);
         metrics::counter!("payrail_history_movements_total")
             .absolute(get(&stats.history_movements));
+        if let Some(storage) = &storage {
+            let history = storage.history_stats();
+            metrics::gauge!("payrail_history_segments").set(history.segments as f64);
+            metrics::gauge!("payrail_history_bytes").set(history.bytes as f64);
+            metrics::gauge!("payrail_history_movements_kept").set(history.movements as f64);
+            metrics::gauge!("payrail_history_oldest_timestamp_seconds")
+                .set(history.oldest_timestamp as f64 / 1e9);
+            metrics::gauge!("payrail_history_retention_seconds")
+                .set(history.retention_ns as f64 / 1e9);
+            metrics::gauge!("payrail_history_accounts").set(history.accounts as f64);
+            metrics::gauge!("payrail_history_accounts_max").set(history.accounts_max as f64);
+            metrics::counter!("payrail_history_movements_refused_total")
+                .absolute(history.movements_refused);
+            metrics::counter!("payrail_history_segments_expired_total")
+                .absolute(history.segments_expired);
+        }
         metrics::counter!("payrail_pairs_split_total").absolute(get(&stats.pairs_split));
         metrics::counter!("payrail_router_flushes_total").absolute(get(&stats.router_flushes));
         metrics::counter!("payrail_risk_evaluated_total").absolute(get(&stats.risk_evaluated));

@@ -739,6 +739,23 @@ impl Connection {
                 for (name, value) in stats.snapshot() {
                     fields.push((format!("server.{name}"), value));
                 }
+                if let Some(store) = &self.context.store {
+                    let history = store.storage.history_stats();
+                    for (name, value) in [
+                        ("segments", history.segments),
+                        ("bytes", history.bytes),
+                        ("movements_kept", history.movements),
+                        ("oldest_timestamp_ns", history.oldest_timestamp),
+                        ("newest_timestamp_ns", history.newest_timestamp),
+                        ("retention_s", history.retention_ns / 1_000_000_000),
+                        ("accounts", history.accounts),
+                        ("accounts_max", history.accounts_max),
+                        ("movements_refused", history.movements_refused),
+                        ("segments_expired", history.segments_expired),
+                    ] {
+                        fields.push((format!("history.{name}"), value));
+                    }
+                }
                 Pending::Ready {
                     request_id,
                     message: Message::StatusReply { fields },

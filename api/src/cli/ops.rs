@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use payrail_api::client::{snake_case, Client};
 use payrail_api::config::ServerConfig;
 use payrail_engine::history::Movement;
-use payrail_engine::storage::{self, hex32, RocksStorage, Storage};
+use payrail_engine::storage::{self, hex32, HistoryConfig, RocksStorage, Storage};
 use payrail_engine::{AccountId, CommandId, LedgerConfig};
 use serde_json::{json, Value};
 
@@ -245,12 +245,15 @@ pub fn verify(args: &VerifyArgs) -> ExitCode {
         }
         ExitCode::from(EXIT_ERROR)
     };
-    let ledger_config = match &args.config {
+    let (ledger_config, history_config) = match &args.config {
         Some(path) => match ServerConfig::load(path) {
-            Ok(config) => config.engine.engine_config().ledger,
+            Ok(config) => (
+                config.engine.engine_config().ledger,
+                config.engine.history_config(),
+            ),
             Err(error) => return refuse(error.to_string()),
         },
-        None => LedgerConfig::default(),
+        None => (LedgerConfig::default(), HistoryConfig::default()),
     };
     if !args.data_dir.join("CURRENT").exists() {
         return refuse(format!(
@@ -258,7 +261,7 @@ pub fn verify(args: &VerifyArgs) -> ExitCode {
             args.data_dir.display()
         ));
     }
-    let mut storage = match RocksStorage::open(&args.data_dir) {
+    let mut storage = match RocksStorage::open_with(&args.data_dir, history_config) {
         Ok(storage) => storage,
         Err(error) => {
             return refuse(format!(
@@ -281,6 +284,19 @@ pub fn verify(args: &VerifyArgs) -> ExitCode {
     let conserved = totals.values().all(|total| total.is_conserved());
     let log = storage.log_stats();
     let watermark = storage.history_watermark().unwrap_or(0);
+    let history_found = storage.history_report().clone();
+    let history = storage.history_stats();
+    let damaged: Vec<Value> = history_found
+        .damaged
+        .iter()
+        .map(|damaged| {
+            json!({
+                "segment": damaged.number,
+                "reason": damaged.reason,
+                "rebuilt": damaged.rebuilt,
+            })
+        })
+        .collect();
     if args.json {
         let currencies: Vec<Value> = totals
             .iter()
@@ -307,6 +323,17 @@ pub fn verify(args: &VerifyArgs) -> ExitCode {
                 "accounts": ledger.accounts().len(),
                 "idempotency_records": ledger.records_len(),
                 "history_watermark": watermark,
+                "history": {
+                    "segments_checked": history_found.segments,
+                    "movements_checked": history_found.movements,
+                    "torn_bytes": history_found.torn_bytes,
+                    "command_indexes_rebuilt": history_found.command_indexes_rebuilt,
+                    "damaged": damaged,
+                    "rebuilt_movements": report.history_rebuilt,
+                    "segments": history.segments,
+                    "movements": history.movements,
+                    "oldest_timestamp_ns": history.oldest_timestamp,
+                },
                 "digest": hex32(&report.digest),
                 "currencies": currencies,
             })
@@ -328,7 +355,30 @@ pub fn verify(args: &VerifyArgs) -> ExitCode {
         }
         outln!("accounts         {}", ledger.accounts().len());
         outln!("idempotency      {} records kept", ledger.records_len());
-        outln!("history          complete up to sequence {watermark}");
+        outln!(
+            "history          {} segments, {} movements checked; complete up to sequence {watermark} ({} movements rebuilt from the log)",
+            history_found.segments,
+            history_found.movements,
+            report.history_rebuilt
+        );
+        if history_found.torn_bytes > 0 {
+            outln!(
+                "history tail     {} bytes of an unfinished append dropped (rebuilt from the log)",
+                history_found.torn_bytes
+            );
+        }
+        for damaged in &history_found.damaged {
+            outln!(
+                "history damage   segment {}: {}; {}",
+                damaged.number,
+                damaged.reason,
+                if damaged.rebuilt {
+                    "cut there and rebuilt from the log"
+                } else {
+                    "deleted: the log no longer holds its batches, its movements are lost"
+                }
+            );
+        }
         outln!("digest           {}", hex32(&report.digest));
         for (currency, total) in &totals {
             outln!(
