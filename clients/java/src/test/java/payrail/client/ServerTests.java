@@ -132,7 +132,7 @@ final class ServerTests {
                 }
             }
         }));
-        cases.add(new TestMain.Case("server: single commands from many threads are batched", () -> {
+        cases.add(new TestMain.Case("server: single commands sent together are batched into few requests", () -> {
             try (PayrailClient client = connect()) {
                 customer(client, 3001, 3, 0);
                 long requestsBefore = client.status().get("server.requests");
