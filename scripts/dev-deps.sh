@@ -2,7 +2,8 @@
 # Installs what a fresh Debian machine lacks to build payrail: libclang (bindgen,
 # used by the rocksdb crate's build) and Debian's RocksDB library, which the
 # rocksdb crate links against instead of compiling RocksDB from C++ (minutes
-# instead of half an hour on 2 cores; see .cargo/config.toml), and pytest.
+# instead of half an hour on 2 cores; see .cargo/config.toml), pytest, and a JDK
+# for clients/java.
 # Does nothing when all are present, so it is cheap to run before every build.
 set -euo pipefail
 
