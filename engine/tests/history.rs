@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use payrail_engine::history::Movement;
 use payrail_engine::pipeline::{Engine, EngineConfig};
-use payrail_engine::storage::{self, LogEntry, LogRecord, RocksStorage, Storage};
+use payrail_engine::storage::{self, HistoryConfig, LogEntry, LogRecord, RocksStorage, Storage};
 use payrail_engine::{
     AccountId, Command, CommandId, CommandKind, Currency, HouseRole, LedgerConfig, RiskContext,
     Status,
@@ -343,4 +343,126 @@ fn small_and_large_history_writes_read_alike_across_a_reopen() {
     assert_eq!(all.last().unwrap().timestamp, 1);
     let tx = storage.command_movements(CommandId(12_346)).unwrap();
     assert_eq!(tx.to_vec(), legs(12_345, 2, 2 * 12_344).to_vec());
+}
+
+/// The log replayed from its start by a lone ledger that records
+/// movements: every movement, in log order.
+fn movements_of_the_log(storage: &RocksStorage) -> Vec<Movement> {
+    let mut ledger = payrail_engine::Ledger::new(LedgerConfig::default());
+    ledger.record_history(true);
+    let (mut all, mut batch, mut results) = (Vec::new(), Vec::new(), Vec::new());
+    let mut after = 0;
+    loop {
+        let page = storage.read_log(after, 256).unwrap();
+        if page.is_empty() {
+            return all;
+        }
+        for (sequence, bytes) in page {
+            assert_eq!(sequence, after + 1, "the log was not trimmed");
+            after = sequence;
+            let record = LogRecord::decode(&bytes).unwrap();
+            if let LogEntry::Batch(commands) = &record.entry {
+                results.clear();
+                ledger.apply(record.sequence, record.timestamp, commands, &mut results);
+                ledger.take_movements(&mut batch);
+                all.append(&mut batch);
+            }
+        }
+    }
+}
+
+/// Every page of `account` (pages of 13), following the cursor.
+fn pages_of(storage: &RocksStorage, account: u64) -> Vec<Movement> {
+    let (mut entries, mut cursor) = (Vec::new(), 0);
+    for _ in 0..10_000 {
+        let page = storage
+            .history_page(AccountId(account), 0, u64::MAX, cursor, 13)
+            .unwrap();
+        entries.extend(page.entries);
+        cursor = page.next_cursor;
+        if cursor == 0 {
+            return entries;
+        }
+    }
+    panic!("paging never ended");
+}
+
+#[test]
+fn retention_cuts_whole_segments_and_pages_equal_the_newest_part_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let retention_ns = 400_000_000;
+    let config = HistoryConfig {
+        segment_bytes: 64 * 1024,
+        accounts_max: 1_000,
+        retention_ns,
+    };
+    let accounts = 30u64;
+    let shards = |shards| EngineConfig {
+        shards,
+        ..EngineConfig::default()
+    };
+    let mut id = 0u128;
+    let mut traffic = |handle: &payrail_engine::pipeline::EngineHandle, batches: u64| {
+        for batch in 0..batches {
+            let commands = (0..40)
+                .map(|index| {
+                    id += 1;
+                    let from = 1 + (batch * 7 + index) % accounts;
+                    let to = 1 + (batch * 3 + index * 11 + 1) % accounts;
+                    transfer(1_000 + id, from, to, 1 + id as u64 % 500)
+                })
+                .collect();
+            handle.submit_blocking(commands).unwrap();
+            // Log time passes: the retention is in log time.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    {
+        let storage = RocksStorage::open_with(dir.path(), config).unwrap();
+        let engine = Engine::start(storage, shards(3)).unwrap();
+        let handle = engine.handle();
+        let setup: Vec<Command> = (1..=accounts)
+            .flat_map(|account| {
+                [
+                    open(account as u128 * 2, account),
+                    deposit(account as u128 * 2 + 1, account, 1_000_000),
+                ]
+            })
+            .collect();
+        handle.submit_blocking(setup).unwrap();
+        traffic(&handle, 150);
+        // A stop without a checkpoint: the restart rebuilds what the
+        // history writer had not written.
+        drop(engine);
+    }
+    let storage = RocksStorage::open_with(dir.path(), config).unwrap();
+    let engine = Engine::start(storage.clone(), shards(1)).unwrap();
+    traffic(&engine.handle(), 150);
+    let last = engine
+        .handle()
+        .stats()
+        .last_sequence
+        .load(std::sync::atomic::Ordering::Relaxed);
+    wait_history(&storage, last);
+    let stats = storage.history_stats();
+    assert!(stats.segments_expired >= 2, "{stats:?}");
+    assert!(
+        stats.oldest_timestamp <= stats.newest_timestamp - retention_ns,
+        "at least the retention is kept: {stats:?}"
+    );
+    let all = movements_of_the_log(&storage);
+    assert!(stats.movements < all.len() as u64, "{stats:?}");
+    // What is kept is the newest part of the log's movements, whole.
+    let kept = &all[all.len() - stats.movements as usize..];
+    assert_eq!(kept[0].timestamp, stats.oldest_timestamp);
+    for account in 1..=accounts {
+        let expected: Vec<Movement> = kept
+            .iter()
+            .rev()
+            .filter(|movement| movement.account.0 == account)
+            .cloned()
+            .collect();
+        assert_eq!(pages_of(&storage, account), expected, "account {account}");
+    }
+    engine.shutdown();
 }

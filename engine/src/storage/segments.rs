@@ -5,7 +5,9 @@
 //! `<data dir>/history/`. Each movement record holds the address of its
 //! account's previous record, and an in-memory head index (fixed capacity,
 //! allocated at open) holds each account's newest address, so a page follows
-//! the chain backwards from the head: one positioned read per entry. A full
+//! the chain backwards from the head: one positioned read per entry. Each
+//! record also holds its account's newest address in an older segment, so
+//! a time range skips whole segments newer than it. A full
 //! segment is sealed (a record with the CRC-32C of everything before it),
 //! fsynced, and given a sorted command-id index file for `tx show`; sealed
 //! segments older than the retention are deleted whole. Byte layouts,
@@ -58,7 +60,10 @@ const RECORD_HEADER_BYTES: usize = 9;
 const KIND_MOVEMENT: u8 = 1;
 const KIND_WATERMARK: u8 = 2;
 const KIND_SEAL: u8 = 3;
-const MOVEMENT_RECORD_BYTES_MAX: usize = RECORD_HEADER_BYTES + 8 + history::VALUE_BYTES_MAX;
+/// Previous address and skip address before the movement.
+const MOVEMENT_LINKS_BYTES: usize = 16;
+const MOVEMENT_RECORD_BYTES_MAX: usize =
+    RECORD_HEADER_BYTES + MOVEMENT_LINKS_BYTES + history::VALUE_BYTES_MAX;
 const WATERMARK_RECORD_BYTES: usize = RECORD_HEADER_BYTES + 16;
 const SEAL_RECORD_BYTES: usize = RECORD_HEADER_BYTES + 8 + 8 + 4;
 /// Bytes of one command-index entry: command u128 BE, address u64 LE.
@@ -125,7 +130,7 @@ impl HistoryConfig {
 
     /// Bytes the head index allocates at open.
     pub fn head_index_bytes(&self) -> usize {
-        head_slots(self.accounts_max) * 24
+        head_slots(self.accounts_max) * 32
     }
 }
 
@@ -287,6 +292,9 @@ struct Writer {
     /// The writer's own view of each head slot (ahead of the published one
     /// while a write is built), and the slots changed since the last flush.
     latest: Vec<u64>,
+    /// Per slot: the account's newest address in a segment older than the
+    /// one its newest record is in (0: none).
+    skips: Vec<u64>,
     dirty: Vec<u32>,
     /// Command id -> address of its first leg, for the records in `buffer`.
     commands: Vec<(u128, u64)>,
@@ -417,15 +425,45 @@ fn parse_record(bytes: &[u8]) -> Result<(u8, &[u8], usize), String> {
 }
 
 fn movement_record_len(movement: &Movement) -> usize {
-    RECORD_HEADER_BYTES + 8 + history::encoded_movement_len(movement)
+    RECORD_HEADER_BYTES + MOVEMENT_LINKS_BYTES + history::encoded_movement_len(movement)
 }
 
-/// A movement record's body: (previous address, movement).
-fn decode_movement_body(body: &[u8]) -> Result<(u64, Movement), String> {
-    if body.len() < 8 {
-        return Err("a movement record has no previous address".to_owned());
+/// The links of a movement record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Links {
+    /// The account's previous record (0: none).
+    previous: u64,
+    /// The account's newest record in an older segment than this one's
+    /// (0: none).
+    skip: u64,
+}
+
+impl Links {
+    /// The links of a new record at `address` after the account's record
+    /// at `previous`, whose skip was `previous_skip`.
+    fn after(address: u64, previous: u64, previous_skip: u64) -> Links {
+        let skip = if previous != 0 && split_address(previous).0 == split_address(address).0 {
+            previous_skip
+        } else {
+            previous
+        };
+        Links { previous, skip }
     }
-    Ok((u64_at(body, 0), history::decode_movement(&body[8..])?))
+}
+
+/// A movement record's body: (links, movement).
+fn decode_movement_body(body: &[u8]) -> Result<(Links, Movement), String> {
+    if body.len() < MOVEMENT_LINKS_BYTES {
+        return Err("a movement record has no links".to_owned());
+    }
+    let links = Links {
+        previous: u64_at(body, 0),
+        skip: u64_at(body, 8),
+    };
+    Ok((
+        links,
+        history::decode_movement(&body[MOVEMENT_LINKS_BYTES..])?,
+    ))
 }
 
 /// What reading one segment file found.
@@ -610,6 +648,7 @@ impl HistoryStore {
         let mut report = HistoryOpenReport::default();
         let heads = HeadIndex::new(config.accounts_max);
         let mut latest = vec![0u64; heads.keys.len()];
+        let mut skips = vec![0u64; heads.keys.len()];
         let mut kept: Vec<(u32, Scanned)> = Vec::new();
         let mut index = 0;
         while index < numbers.len() {
@@ -627,14 +666,13 @@ impl HistoryStore {
             report.segments += 1;
             let whole = scanned.error.is_none() && scanned.sealed;
             if whole || (is_last && scanned.valid_end >= HEADER_BYTES) {
-                if !whole {
-                    // The unfinished tail: keep what a watermark closes.
-                    let end = scanned.last_watermark.map_or(HEADER_BYTES, |(end, ..)| end);
+                let end = scanned.valid_end;
+                if !whole && end != bytes.len() {
+                    // The unfinished tail: keep the records that are whole
+                    // (cut back to a watermark below).
                     report.torn_bytes += (bytes.len() - end) as u64;
                     truncate_scanned(&mut scanned, end);
-                    if end != bytes.len() {
-                        set_len(&path, end as u64)?;
-                    }
+                    set_len(&path, end as u64)?;
                 }
                 kept.push((number, scanned));
                 index += 1;
@@ -651,26 +689,10 @@ impl HistoryStore {
                 .unwrap_or(0);
             if watermark_before >= log_start {
                 // Cut here: this segment and every later one go, the kept
-                // tail is cut back to its last watermark, and recovery
-                // rebuilds the rest from the log.
+                // tail is cut back to its last watermark (below), and
+                // recovery rebuilds the rest from the log.
                 for &later in &numbers[index..] {
                     remove_segment(dir, later)?;
-                }
-                while let Some((last, scanned)) = kept.last_mut() {
-                    let last = *last;
-                    match scanned.last_watermark {
-                        Some((end, ..)) => {
-                            truncate_scanned(scanned, end);
-                            scanned.sealed = false;
-                            set_len(&segment_path(dir, last), end as u64)?;
-                            let _ = fs::remove_file(commands_path(dir, last));
-                            break;
-                        }
-                        None => {
-                            remove_segment(dir, last)?;
-                            kept.pop();
-                        }
-                    }
                 }
                 report.damaged.push(DamagedSegment {
                     number,
@@ -692,6 +714,29 @@ impl HistoryStore {
             });
             index += 1;
         }
+        // The history ends right after a watermark record: a batch whose
+        // movements were only partly written (a crash mid-append, or the
+        // rest of it in a segment cut above) is rebuilt whole from the log.
+        while let Some((last, scanned)) = kept.last_mut() {
+            let last = *last;
+            match scanned.last_watermark {
+                Some((end, ..)) => {
+                    if end != scanned.valid_end {
+                        report.torn_bytes += (scanned.valid_end - end) as u64;
+                        truncate_scanned(scanned, end);
+                        scanned.sealed = false;
+                        set_len(&segment_path(dir, last), end as u64)?;
+                        let _ = fs::remove_file(commands_path(dir, last));
+                    }
+                    break;
+                }
+                None => {
+                    report.torn_bytes += (scanned.valid_end.saturating_sub(HEADER_BYTES)) as u64;
+                    remove_segment(dir, last)?;
+                    kept.pop();
+                }
+            }
+        }
         sync_dir(dir)?;
 
         // The kept segments, oldest first: heads, command indexes, entries.
@@ -711,7 +756,11 @@ impl HistoryStore {
                 .map_err(|error| io(&format!("cannot open {}", path.display()), error))?;
             for &(account, offset, _) in &scanned.movements {
                 match heads.find_or_insert(account) {
-                    Some(slot) => latest[slot] = address_of(number, offset),
+                    Some(slot) => {
+                        let address = address_of(number, offset);
+                        skips[slot] = Links::after(address, latest[slot], skips[slot]).skip;
+                        latest[slot] = address;
+                    }
                     None => refused += 1,
                 }
             }
@@ -796,6 +845,7 @@ impl HistoryStore {
                     next_number,
                     buffer: Vec::new(),
                     latest,
+                    skips,
                     dirty: Vec::new(),
                     commands: Vec::new(),
                     movements_buffered: 0,
@@ -880,11 +930,14 @@ impl HistoryStore {
                     continue;
                 };
                 let address = address_of(number, (base + writer.buffer.len()) as u32);
-                let previous = std::mem::replace(&mut writer.latest[slot], address);
+                let links = Links::after(address, writer.latest[slot], writer.skips[slot]);
+                writer.latest[slot] = address;
+                writer.skips[slot] = links.skip;
                 writer.dirty.push(slot as u32);
                 first_leg.get_or_insert(address);
                 push_record(&mut writer.buffer, KIND_MOVEMENT, |out| {
-                    out.extend_from_slice(&previous.to_le_bytes());
+                    out.extend_from_slice(&links.previous.to_le_bytes());
+                    out.extend_from_slice(&links.skip.to_le_bytes());
                     history::encode_movement(movement, out);
                 });
                 if writer.movements_buffered == 0 {
@@ -1097,9 +1150,9 @@ impl HistoryStore {
         Ok(())
     }
 
-    /// The movement record at `address`: (previous address, movement), or
-    /// `None` if its segment is no longer kept.
-    fn read_movement(&self, address: u64) -> Result<Option<(u64, Movement)>, StorageError> {
+    /// The movement record at `address`: (links, movement), or `None` if
+    /// its segment is no longer kept.
+    fn read_movement(&self, address: u64) -> Result<Option<(Links, Movement)>, StorageError> {
         let (number, offset) = split_address(address);
         let file = {
             let segments = self.segments();
@@ -1153,9 +1206,10 @@ impl HistoryStore {
         } else {
             (cursor as u64, Some((cursor >> 64) as u64))
         };
+        // Records read while skipping entries newer than the range.
         let mut skipped = 0usize;
         while address != 0 {
-            let Some((previous, movement)) = self.read_movement(address)? else {
+            let Some((links, movement)) = self.read_movement(address)? else {
                 break;
             };
             if let Some(timestamp) = expected_timestamp.take() {
@@ -1178,7 +1232,18 @@ impl HistoryStore {
                     page.next_cursor = cursor_here;
                     break;
                 }
-                address = previous;
+                // Every record of this segment is newer than the range:
+                // on to the account's newest record in an older segment.
+                let (number, _) = split_address(address);
+                let segment_first = self
+                    .segments()
+                    .get(&number)
+                    .map_or(0, |entry| entry.first_timestamp);
+                address = if segment_first > to_ns {
+                    links.skip
+                } else {
+                    links.previous
+                };
                 continue;
             }
             if movement.timestamp < from_ns {
@@ -1189,7 +1254,7 @@ impl HistoryStore {
                 break;
             }
             page.entries.push(movement);
-            address = previous;
+            address = links.previous;
         }
         Ok(page)
     }
@@ -1227,7 +1292,7 @@ impl HistoryStore {
 
     /// The movement record at `address`, or `None` if the record there is
     /// not a movement (a watermark or the seal ends a command's legs).
-    fn read_next_movement(&self, address: u64) -> Result<Option<(u64, Movement)>, StorageError> {
+    fn read_next_movement(&self, address: u64) -> Result<Option<(Links, Movement)>, StorageError> {
         let (number, offset) = split_address(address);
         let file = match self.segments().get(&number) {
             Some(entry) => Arc::clone(&entry.file),
@@ -1596,6 +1661,38 @@ mod tests {
         write(&store, &batches[40..], 41);
         let all: Vec<Movement> = batches.iter().flatten().cloned().collect();
         check_every_account(&store, &all);
+    }
+
+    #[test]
+    fn a_crash_between_a_seal_and_the_next_segment_rebuilds_the_split_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let batches = movements(300);
+        let all: Vec<Movement> = batches.iter().flatten().cloned().collect();
+        // One job of many batches, as the history writer sends them: it
+        // spans segments, so a segment is sealed mid-job.
+        let watermark_before;
+        {
+            let (store, _) = HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
+            write(&store, &batches[..10], 1);
+            watermark_before = store.watermark();
+            let job: Vec<Movement> = batches[10..300].iter().flatten().cloned().collect();
+            store.append(&job, 300).unwrap();
+            let paths = store.segment_paths();
+            assert!(paths.len() >= 3);
+            // The crash: every segment after the first sealed one is gone.
+            for path in &paths[1..] {
+                fs::remove_file(path).unwrap();
+            }
+        }
+        let (store, report) = HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
+        assert!(report.torn_bytes > 0, "{report:?}");
+        // Back to the last watermark record: the 10 batches written alone.
+        assert_eq!(store.watermark(), watermark_before);
+        write(&store, &batches[10..], 11);
+        check_every_account(&store, &all);
+        for number in [101u128, 1_500, 3_000] {
+            assert_eq!(store.command_movements(CommandId(number)).unwrap().len(), 2);
+        }
     }
 
     fn flip(path: &Path, at: u64) {
