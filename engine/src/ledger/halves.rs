@@ -30,7 +30,8 @@
 //! | `Risk`: context, rules (D) | `Risk` (D) | `Risk` (D) | |
 //!
 //! Cross-currency QR payments (the payer's account is in another currency
-//! than the code's; the router tells both halves the payer's currency) and
+//! than the code's; the parties tell both halves the payer's currency, as
+//! the router or the lone ledger resolved them) and
 //! refunds of them (both halves keep the payment's FX legs) take the FX
 //! checks instead of `DebitMovable`..`Overflow` (and before `Risk`, which
 //! sees what leaves the payer's account, in its currency):
