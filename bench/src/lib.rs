@@ -1,4 +1,6 @@
-//! payrail criterion benchmarks live in `benches/`.
+//! payrail criterion benchmarks live in `benches/`; what several share is here.
+
+pub mod payment_mix;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
