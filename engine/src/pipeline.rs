@@ -6,7 +6,7 @@
 //!                                           group: drain everything queued (group commit)
 //!                                           number: sequence + strictly increasing timestamp
 //!                                           journal: one synced RocksDB write for the group
-//!                                        ──queue──▶ (2) executor thread = router of the shards
+//!                                        ──queue──▶ (2) router thread (stage 2: `RouterStage` driving the `ShardedLedger`)
 //!                                           route each batch to the shards, in log order
 //!                                           (shard threads 0..N-1 apply it, exchanging
 //!                                           verdicts for commands across two shards)
@@ -22,9 +22,9 @@
 //! Metrics (docs/operations.md) are recorded once per group commit and once
 //! per batch, never per command.
 //!
-//! Invariant 1 (durable before acknowledged): a batch reaches the executor
+//! Invariant 1 (durable before acknowledged): a batch reaches the router
 //! only after `Storage::append` returned Ok for the write that holds it, and
-//! replies are sent only by the executor. A failed write fails every batch in
+//! replies are sent only by the router. A failed write fails every batch in
 //! it with `StorageFailed` and the engine stops accepting writes (later batches
 //! get `Unavailable`); queries are still answered.
 //!
@@ -521,8 +521,8 @@ impl Engine {
         let (history_sender, history_receiver) = channel::bounded::<HistoryJob>(HISTORY_QUEUE_JOBS);
 
         let (request_sender, request_receiver) = channel::bounded(config.queue_depth.max(1));
-        // The executor's queue holds whole groups' worth of batches; it is
-        // bounded so a slow executor pushes back on the sequencer.
+        // The router's queue holds whole groups' worth of batches; it is
+        // bounded so a slow router pushes back on the sequencer.
         let (execute_sender, execute_receiver) = channel::bounded(config.queue_depth.max(1));
         let (checkpoint_sender, checkpoint_receiver) = channel::bounded::<CheckpointJob>(1);
 
@@ -538,7 +538,7 @@ impl Engine {
             last_checkpoint: Instant::now(),
             failed: false,
         };
-        let executor = Executor {
+        let router = RouterStage {
             ledger,
             execute: execute_receiver,
             checkpoints: checkpoint_sender,
@@ -568,8 +568,8 @@ impl Engine {
                 .name("payrail-sequencer".into())
                 .spawn(move || sequencer.run())?,
             std::thread::Builder::new()
-                .name("payrail-executor".into())
-                .spawn(move || executor.run())?,
+                .name("payrail-router".into())
+                .spawn(move || router.run())?,
             std::thread::Builder::new()
                 .name("payrail-checkpoint".into())
                 .spawn(move || checkpointer.run())?,
@@ -866,7 +866,7 @@ impl<S: Storage> Sequencer<S> {
                 Grouped::Logged(execute) | Grouped::Unlogged(execute) => execute,
             };
             if let Err(channel::SendError(execute)) = self.execute.send(execute) {
-                // The executor is gone (it only stops after Shutdown).
+                // The router is gone (it only stops after Shutdown).
                 fail(execute);
             }
         }
@@ -917,7 +917,7 @@ const HISTORY_GATHER_IDLE: Duration = Duration::from_millis(1);
 const HISTORY_GATHER_AGE_MAX: Duration = Duration::from_millis(50);
 
 /// Stage 2: routes logged batches to the shards in order and replies.
-struct Executor {
+struct RouterStage {
     ledger: ShardedLedger,
     execute: Receiver<Execute>,
     checkpoints: Sender<CheckpointJob>,
@@ -943,7 +943,7 @@ struct Executor {
 /// works on the next batch while the shards apply the previous ones.
 const BATCHES_IN_FLIGHT_MAX: usize = 8;
 
-impl Executor {
+impl RouterStage {
     /// Replies to the oldest batch in flight (waiting for it if `wait`) and
     /// takes its movements for the history writer.
     fn complete(&mut self, wait: bool) -> bool {
@@ -1170,7 +1170,7 @@ impl Executor {
         };
         metrics::gauge!("payrail_history_queue_depth").set(history.len() as f64);
         if history.send(job).is_err() {
-            // The writer only stops after the executor; nothing to do.
+            // The writer only stops after the router; nothing to do.
             self.history = None;
         }
     }

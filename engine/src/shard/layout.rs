@@ -8,13 +8,16 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::Arc;
 
 use dashmap::DashMap;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use super::records::{RecordRing, RouterRecord};
-use super::{shard_of_owner, CodeEntry, HoldEntry, HoldKnown, KeyEntry, Placement, QuoteEntry};
-use crate::command::{AccountId, AccountKind, CommandId, HouseRole, MerchantKey};
+
+use super::router::{CodeEntry, HoldEntry, HoldKnown, KeyEntry, QuoteEntry, RouterTables};
+use super::{shard_of_owner, Placement};
+use crate::command::{AccountId, AccountKind, CommandId, HouseRole};
 use crate::ledger::{Account, IdempotencyRecord, Ledger, LedgerConfig};
 use crate::limits;
 
@@ -24,18 +27,7 @@ pub(super) struct Split {
     pub(super) sequence: u64,
     pub(super) timestamp: u64,
     pub(super) ledgers: Vec<Ledger>,
-    pub(super) directory: DashMap<AccountId, Placement, FxBuildHasher>,
-    pub(super) records: RecordRing,
-    pub(super) keys: FxHashMap<MerchantKey, KeyEntry>,
-    pub(super) codes: FxHashMap<u64, CodeEntry>,
-    pub(super) code_forgets: BinaryHeap<Reverse<(u64, u64)>>,
-    pub(super) holds: FxHashMap<CommandId, HoldEntry>,
-    pub(super) hold_expiries: BinaryHeap<Reverse<(u64, CommandId)>>,
-    pub(super) quotes: FxHashMap<CommandId, QuoteEntry>,
-    pub(super) quote_forgets: BinaryHeap<Reverse<(u64, CommandId)>>,
-    pub(super) fx_floors: FxHashMap<crate::currency::Currency, u64>,
-    pub(super) fx_rates:
-        FxHashMap<(crate::currency::Currency, crate::currency::Currency), crate::command::FxMid>,
+    pub(super) tables: RouterTables,
 }
 
 /// Adds a house part's money to the sum of the parts.
@@ -327,22 +319,26 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
         sequence: ledger.sequence,
         timestamp: ledger.timestamp,
         ledgers,
-        directory,
-        records,
-        keys,
-        codes,
-        code_forgets,
-        holds,
-        hold_expiries,
-        quotes,
-        quote_forgets,
-        fx_floors: books.fx.floors.iter().map(|(&c, &l)| (c, l)).collect(),
-        fx_rates: books
-            .fx
-            .rates
-            .iter()
-            .map(|(&pair, rate)| (pair, rate.mid))
-            .collect(),
+        tables: RouterTables {
+            directory: Arc::new(directory),
+            records,
+            keys,
+            codes,
+            code_forgets,
+            holds,
+            hold_expiries,
+            quotes,
+            quote_forgets,
+            fx_floors: books.fx.floors.iter().map(|(&c, &l)| (c, l)).collect(),
+            liquidity: FxHashMap::default(),
+            fx_rates: books
+                .fx
+                .rates
+                .iter()
+                .map(|(&pair, rate)| (pair, rate.mid))
+                .collect(),
+            rates_unlearned: 0,
+        },
     }
 }
 
