@@ -38,9 +38,14 @@ use payrail_engine::history::{HistoryPage, Movement};
 use payrail_engine::risk::bounds::AUDIT_ENTRIES_MAX;
 use payrail_engine::risk::{AuditEntry, RiskPolicy, RuleSet};
 use payrail_engine::{AccountId, Command, CommandId, CommandResult, Query, QueryReply, Status};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+
+/// The reading half of a connection: a TCP socket's or a TLS stream's.
+type Reader = Box<dyn AsyncRead + Unpin + Send>;
+/// The writing half of a connection.
+type Writer = Box<dyn AsyncWrite + Unpin + Send>;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -90,6 +95,8 @@ pub struct ClientConfig {
     pub auto_batch_delay: Duration,
     /// Connection attempts before a request gives up (at least 1).
     pub connect_attempts: u32,
+    /// TLS to the server (which must have `[tls]` on); None: plain TCP.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -104,6 +111,7 @@ impl fmt::Debug for ClientConfig {
             .field("auto_batch_max", &self.auto_batch_max)
             .field("auto_batch_delay", &self.auto_batch_delay)
             .field("connect_attempts", &self.connect_attempts)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -120,6 +128,15 @@ impl ClientConfig {
             auto_batch_max: AUTO_BATCH_MAX_DEFAULT,
             auto_batch_delay: AUTO_BATCH_DELAY_DEFAULT,
             connect_attempts: CONNECT_ATTEMPTS_DEFAULT,
+            tls: None,
+        }
+    }
+
+    /// The same config, connecting over TLS.
+    pub fn with_tls(self, tls: crate::tls::ClientTls) -> Self {
+        ClientConfig {
+            tls: Some(tls),
+            ..self
         }
     }
 
@@ -923,18 +940,37 @@ impl Connection {
                         reason: io_reason(&error),
                     })?;
             let _ = stream.set_nodelay(true);
-            handshake(config, stream).await
+            let (mut reader, mut writer): (Reader, Writer) = match &config.tls {
+                None => {
+                    let (reader, writer) = stream.into_split();
+                    (Box::new(reader), Box::new(writer))
+                }
+                Some(tls) => {
+                    let stream = tls
+                        .connector()
+                        .connect(tls.server_name(), stream)
+                        .await
+                        .map_err(|error| ClientError::Connect {
+                            addr: config.addr.clone(),
+                            reason: format!("the TLS handshake failed: {error}"),
+                        })?;
+                    let (reader, writer) = tokio::io::split(stream);
+                    (Box::new(reader), Box::new(writer))
+                }
+            };
+            let (buffer, limits) = handshake(config, &mut reader, &mut writer).await?;
+            Ok::<_, ClientError>((reader, writer, buffer, limits))
         };
-        let (stream, buffer, limits) = tokio::time::timeout(config.connect_timeout, connect)
-            .await
-            .map_err(|_| ClientError::Connect {
-                addr: config.addr.clone(),
-                reason: format!(
-                    "no answer within {}",
-                    human_duration(config.connect_timeout)
-                ),
-            })??;
-        let (reader, writer) = stream.into_split();
+        let (reader, writer, buffer, limits) =
+            tokio::time::timeout(config.connect_timeout, connect)
+                .await
+                .map_err(|_| ClientError::Connect {
+                    addr: config.addr.clone(),
+                    reason: format!(
+                        "no answer within {}",
+                        human_duration(config.connect_timeout)
+                    ),
+                })??;
         let shared = Arc::new(Shared {
             addr: config.addr.clone(),
             closed: AtomicBool::new(false),
@@ -994,11 +1030,12 @@ impl Connection {
 /// Reads a `Challenge`, answers `Hello`, expects `Welcome`.
 async fn handshake(
     config: &ClientConfig,
-    mut stream: TcpStream,
-) -> Result<(TcpStream, BytesMut, ServerLimits), ClientError> {
+    reader: &mut Reader,
+    writer: &mut Writer,
+) -> Result<(BytesMut, ServerLimits), ClientError> {
     let addr = &config.addr;
     let mut buffer = BytesMut::with_capacity(4 * 1024);
-    let nonce = match read_frame(&mut stream, &mut buffer, addr).await? {
+    let nonce = match read_frame(reader, &mut buffer, addr).await? {
         Message::Challenge { nonce } => nonce,
         Message::Error { code, message } => {
             return Err(ClientError::ConnectionRefused {
@@ -1022,11 +1059,16 @@ async fn handshake(
     wire::encode(0, &hello, &mut frame).map_err(|error| ClientError::Config {
         message: format!("gateway name '{}' cannot be used: {error}", config.gateway),
     })?;
-    stream
+    writer
         .write_all(&frame)
         .await
         .map_err(|error| lost_in_handshake(addr, &error))?;
-    match read_frame(&mut stream, &mut buffer, addr).await? {
+    // A TLS stream may hold the bytes until flushed.
+    writer
+        .flush()
+        .await
+        .map_err(|error| lost_in_handshake(addr, &error))?;
+    match read_frame(reader, &mut buffer, addr).await? {
         Message::Welcome {
             frame_bytes_max,
             batch_commands_max,
@@ -1043,7 +1085,7 @@ async fn handshake(
                     reason: format!("unusable limits in its welcome: {limits:?}"),
                 });
             }
-            Ok((stream, buffer, limits))
+            Ok((buffer, limits))
         }
         Message::Error { code, message } => match code {
             ErrorCode::UnknownGateway | ErrorCode::BadProof => Err(ClientError::GatewayRefused {
@@ -1076,7 +1118,7 @@ fn lost_in_handshake(addr: &str, error: &io::Error) -> ClientError {
 
 /// Reads one whole frame during the handshake.
 async fn read_frame(
-    stream: &mut TcpStream,
+    stream: &mut Reader,
     buffer: &mut BytesMut,
     addr: &str,
 ) -> Result<Message, ClientError> {
@@ -1108,7 +1150,7 @@ async fn read_frame(
 }
 
 /// Decodes replies and hands each to the request that waits for it.
-async fn read_replies(mut reader: OwnedReadHalf, mut buffer: BytesMut, shared: Arc<Shared>) {
+async fn read_replies(mut reader: Reader, mut buffer: BytesMut, shared: Arc<Shared>) {
     let limits = WireLimits::default();
     loop {
         match wire::decode(&buffer, &limits) {
@@ -1169,7 +1211,7 @@ async fn read_replies(mut reader: OwnedReadHalf, mut buffer: BytesMut, shared: A
 /// Assigns request ids (strictly increasing, from 1), registers each request
 /// before writing it, and flushes whenever nothing more is queued.
 async fn write_requests(
-    writer: OwnedWriteHalf,
+    writer: Writer,
     mut receiver: mpsc::UnboundedReceiver<Outgoing>,
     limits: ServerLimits,
     shared: Arc<Shared>,

@@ -355,6 +355,26 @@ pub struct ServerConfig {
     /// Gateways allowed to connect. Empty: the local gateway of the data directory.
     pub gateways: Vec<GatewayConfig>,
     pub metrics: MetricsConfig,
+    pub tls: TlsSection,
+}
+
+/// TLS for gateway connections (off by default; the HMAC handshake runs
+/// inside it either way).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// Accept only TLS connections on `listen`.
+    pub enabled: bool,
+    /// The server's certificate chain, PEM, its own certificate first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<PathBuf>,
+    /// The certificate's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<PathBuf>,
+    /// CA certificates, PEM: when set, a gateway must present a client
+    /// certificate signed by one of them. Unset: none is asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
 }
 
 /// The Prometheus endpoint.
@@ -388,6 +408,7 @@ impl Default for ServerConfig {
             engine: EngineSection::default(),
             gateways: Vec::new(),
             metrics: MetricsConfig::default(),
+            tls: TlsSection::default(),
         }
     }
 }
@@ -412,6 +433,12 @@ impl ServerConfig {
         self.engine.validate(path)?;
         for gateway in &self.gateways {
             gateway.validate(path)?;
+        }
+        if self.tls.enabled && (self.tls.certificate.is_none() || self.tls.private_key.is_none()) {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                message: "tls.enabled needs tls.certificate and tls.private_key".to_owned(),
+            });
         }
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! - [`durable`]: crash-safe writes of the files kept outside RocksDB.
 //! - [`server`]: the tokio TCP server: handshake, bounds, pipelined requests.
 //! - [`serve`]: `payrail serve`: storage, engine and server wired together.
+//! - [`tls`]: TLS for gateway connections (rustls), server and client side.
 //! - [`client`]: the async, pipelined client library.
 
 pub mod auth;
@@ -18,4 +19,5 @@ pub mod qr;
 pub mod qr_pay;
 pub mod serve;
 pub mod server;
+pub mod tls;
 pub mod wire;

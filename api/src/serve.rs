@@ -40,6 +40,8 @@ pub enum ServeError {
     Runtime(std::io::Error),
     #[error("risk policy {path}: {message}")]
     RiskPolicy { path: PathBuf, message: String },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Command-line overrides of the config file.
@@ -142,6 +144,8 @@ fn stats_of(
 /// server listens.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
     let started = Instant::now();
+    // TLS files are read before anything else starts: a bad one stops here.
+    let tls = crate::tls::server_acceptor(&config.tls)?;
     let gateways = if config.gateways.is_empty() {
         vec![config::ensure_local_gateway(&config.data_dir)?]
     } else {
@@ -206,6 +210,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
         frame_bytes_max = config.limits.frame_bytes_max,
         connections_max = config.limits.connections_max,
         inflight_max = config.limits.inflight_max,
+        tls = %match (&config.tls.enabled, &config.tls.client_ca) {
+            (false, _) => "off",
+            (true, None) => "on",
+            (true, Some(_)) => "on, client certificates required",
+        },
         backup_root = %config.backup_root.as_ref().map_or("none: backups refused".to_owned(), |root| root.display().to_string()),
         "payrail started"
     );
@@ -230,15 +239,17 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
     };
     let task = {
         let stats = Arc::clone(&stats);
-        let gateways = gateways.clone();
-        let limits = config.limits.clone();
+        let settings = server::Settings {
+            limits: config.limits.clone(),
+            gateways: gateways.clone(),
+            tls,
+        };
         tokio::spawn(async move {
             server::run(
                 listener,
                 engine.handle(),
                 Some(store),
-                limits,
-                &gateways,
+                settings,
                 stats,
                 async {
                     let _ = stop_receiver.await;

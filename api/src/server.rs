@@ -23,10 +23,10 @@ use bytes::{Buf, BytesMut};
 use payrail_engine::pipeline::{EngineHandle, SubmitError};
 use payrail_engine::storage::RocksStorage;
 use payrail_engine::{Command, CommandKind, CommandResult, QueryReply, Status};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{self, Roles};
 use crate::config::{GatewayConfig, LimitsConfig};
@@ -65,6 +65,30 @@ impl ServerStats {
     }
 }
 
+/// The reading half of a connection: a TCP socket's, or a TLS stream's.
+type Reader = Box<dyn AsyncRead + Unpin + Send>;
+/// The writing half of a connection.
+type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// How the server treats gateways: bounds, who may connect, transport.
+#[derive(Clone)]
+pub struct Settings {
+    pub limits: LimitsConfig,
+    pub gateways: Vec<GatewayConfig>,
+    /// TLS on every connection (`[tls]` in the config); None: plain TCP.
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("limits", &self.limits)
+            .field("gateways", &self.gateways)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
 /// What every connection shares.
 struct Context {
     engine: EngineHandle,
@@ -77,6 +101,7 @@ struct Context {
     gateways: HashMap<String, (Vec<u8>, Roles)>,
     stats: Arc<ServerStats>,
     guesses: GuessThrottle,
+    tls: Option<TlsAcceptor>,
 }
 
 /// Per gateway: how many unknown payment codes it charged in the current
@@ -155,11 +180,15 @@ pub async fn run(
     listener: TcpListener,
     engine: EngineHandle,
     store: Option<Store>,
-    limits: LimitsConfig,
-    gateways: &[GatewayConfig],
+    settings: Settings,
     stats: Arc<ServerStats>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let Settings {
+        limits,
+        gateways,
+        tls,
+    } = settings;
     let context = Arc::new(Context {
         engine,
         store,
@@ -174,6 +203,7 @@ pub async fn run(
         limits,
         stats,
         guesses: GuessThrottle::default(),
+        tls,
     });
     let (notify_shutdown, _) = broadcast::channel::<()>(1);
     // Every connection task holds a clone; recv() returns once all are gone.
@@ -237,17 +267,35 @@ async fn accept_loop(
                     .connections_refused
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, "connection refused: too many connections");
-                tokio::spawn(refuse(socket, ErrorCode::TooManyConnections));
+                tokio::spawn(refuse(
+                    socket,
+                    context.tls.clone(),
+                    ErrorCode::TooManyConnections,
+                ));
             }
         }
     }
 }
 
-/// Sends one error frame and closes, giving up after a second.
-async fn refuse(mut socket: TcpStream, code: ErrorCode) {
+/// Sends one error frame (inside TLS when it is on) and closes, giving up
+/// after a second.
+async fn refuse(mut socket: TcpStream, tls: Option<TlsAcceptor>, code: ErrorCode) {
     let mut frame = Vec::new();
     wire::encode_error(0, code, code.description(), &mut frame);
-    let _ = tokio::time::timeout(Duration::from_secs(1), socket.write_all(&frame)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        match tls {
+            None => {
+                let _ = socket.write_all(&frame).await;
+            }
+            Some(acceptor) => {
+                if let Ok(mut stream) = acceptor.accept(socket).await {
+                    let _ = stream.write_all(&frame).await;
+                    let _ = stream.shutdown().await;
+                }
+            }
+        }
+    })
+    .await;
 }
 
 /// A reply the writer task waits for, in request order.
@@ -295,8 +343,64 @@ impl Connection {
         let stats = Arc::clone(&self.context.stats);
         stats.connections_open.fetch_add(1, Ordering::Relaxed);
         let peer = socket.peer_addr().ok();
-        let (reader, writer) = socket.into_split();
-        let mut reader = reader;
+        if let Some((reader, writer)) = self.transport(socket, &mut shutdown).await {
+            self.converse(reader, writer, peer, shutdown).await;
+        }
+        stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The connection's halves: the socket's own, or, with TLS on, the TLS
+    /// stream's once its handshake is done (within the handshake timeout).
+    async fn transport(
+        &self,
+        socket: TcpStream,
+        shutdown: &mut broadcast::Receiver<()>,
+    ) -> Option<(Reader, Writer)> {
+        let Some(acceptor) = &self.context.tls else {
+            let (reader, writer) = socket.into_split();
+            return Some((Box::new(reader), Box::new(writer)));
+        };
+        let peer = socket.peer_addr().ok();
+        let accepted = tokio::select! {
+            accepted = tokio::time::timeout(
+                self.context.limits.handshake_timeout(),
+                acceptor.accept(socket),
+            ) => accepted,
+            _ = shutdown.recv() => return None,
+        };
+        match accepted {
+            Ok(Ok(stream)) => {
+                let (reader, writer) = tokio::io::split(stream);
+                Some((Box::new(reader), Box::new(writer)))
+            }
+            Ok(Err(error)) => {
+                self.context
+                    .stats
+                    .handshakes_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(?peer, %error, "TLS handshake failed");
+                None
+            }
+            Err(_elapsed) => {
+                self.context
+                    .stats
+                    .handshakes_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(?peer, "TLS handshake timed out");
+                None
+            }
+        }
+    }
+
+    /// The payrail handshake, then requests until the connection ends.
+    async fn converse(
+        &self,
+        mut reader: Reader,
+        writer: Writer,
+        peer: Option<std::net::SocketAddr>,
+        mut shutdown: broadcast::Receiver<()>,
+    ) {
+        let stats = Arc::clone(&self.context.stats);
         let mut writer = BufWriter::new(writer);
         let mut buffer = BytesMut::with_capacity(64 * 1024);
 
@@ -354,15 +458,14 @@ impl Connection {
             // The writer finishes every reply already promised, then closes.
             let _ = writer_task.await;
         }
-        stats.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Challenge, Hello, Welcome. Returns the gateway's name and roles, or
     /// the code to refuse it with.
     async fn handshake(
         &self,
-        reader: &mut OwnedReadHalf,
-        writer: &mut BufWriter<OwnedWriteHalf>,
+        reader: &mut Reader,
+        writer: &mut BufWriter<Writer>,
         buffer: &mut BytesMut,
     ) -> Result<(String, Roles), ErrorCode> {
         let nonce = auth::nonce();
@@ -423,7 +526,7 @@ impl Connection {
     async fn read_requests(
         &self,
         gateway: &Gateway,
-        reader: &mut OwnedReadHalf,
+        reader: &mut Reader,
         mut buffer: BytesMut,
         pending: &mpsc::Sender<Pending>,
         inflight: &AtomicU64,
@@ -842,7 +945,7 @@ fn keeps_connection(code: ErrorCode) -> bool {
     matches!(code, ErrorCode::BatchTooLarge | ErrorCode::EmptyBatch)
 }
 
-async fn write_error(writer: &mut BufWriter<OwnedWriteHalf>, request_id: u64, code: ErrorCode) {
+async fn write_error(writer: &mut BufWriter<Writer>, request_id: u64, code: ErrorCode) {
     let mut frame = Vec::new();
     wire::encode_error(request_id, code, code.description(), &mut frame);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -879,7 +982,7 @@ fn record_latency(kind: &'static str, started: Instant) {
 /// timeout) is disconnected, so it cannot hold a connection, its buffers or
 /// a graceful shutdown forever.
 async fn write_replies(
-    mut writer: BufWriter<OwnedWriteHalf>,
+    mut writer: BufWriter<Writer>,
     mut pending: mpsc::Receiver<Pending>,
     inflight: Arc<AtomicU64>,
     stall_timeout: Duration,

@@ -1,0 +1,319 @@
+//! TLS for gateway connections against a real server on 127.0.0.1:0, with
+//! certificates made for the test by rcgen: without client certificates
+//! (the server's certificate only) and with them (the server asks for one
+//! signed by its client CA). The HMAC handshake still runs inside TLS.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{deposit, open_customer};
+use payrail_api::client::{Client, ClientConfig, ClientError};
+use payrail_api::config::{ServerConfig, TlsSection};
+use payrail_api::serve::{self, RunningServer, ServeError};
+use payrail_api::tls::ClientTls;
+use payrail_engine::{Currency, Status};
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const TEST_TIME_MAX: Duration = Duration::from_secs(60);
+
+/// A certificate authority that signs test certificates.
+struct Authority {
+    certificate: Certificate,
+    key: KeyPair,
+}
+
+impl Authority {
+    fn new(name: &str) -> Authority {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let certificate = params.self_signed(&key).unwrap();
+        Authority { certificate, key }
+    }
+
+    /// Writes the CA certificate as `dir/NAME.pem`.
+    fn write(&self, dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(format!("{name}.pem"));
+        std::fs::write(&path, self.certificate.pem()).unwrap();
+        path
+    }
+
+    /// A leaf certificate for `names` with `usage`, written as
+    /// `dir/NAME.pem` and `dir/NAME.key`.
+    fn issue(
+        &self,
+        dir: &Path,
+        name: &str,
+        names: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+    ) -> (PathBuf, PathBuf) {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        let certificate = params
+            .signed_by(&key, &self.certificate, &self.key)
+            .unwrap();
+        let certificate_path = dir.join(format!("{name}.pem"));
+        let key_path = dir.join(format!("{name}.key"));
+        std::fs::write(&certificate_path, certificate.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (certificate_path, key_path)
+    }
+}
+
+/// Test certificates: a CA, the server's certificate for 127.0.0.1 and
+/// localhost, a client CA and a client certificate, and a stranger CA with
+/// a client certificate of its own.
+struct Certificates {
+    _dir: tempfile::TempDir,
+    server_ca: PathBuf,
+    server: (PathBuf, PathBuf),
+    client_ca: PathBuf,
+    client: (PathBuf, PathBuf),
+    stranger_ca: PathBuf,
+    stranger_client: (PathBuf, PathBuf),
+}
+
+fn certificates() -> Certificates {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    let server_authority = Authority::new("payrail test server CA");
+    let client_authority = Authority::new("payrail test client CA");
+    let stranger = Authority::new("someone else's CA");
+    Certificates {
+        server_ca: server_authority.write(path, "server-ca"),
+        server: server_authority.issue(
+            path,
+            "server",
+            &["127.0.0.1", "localhost"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ),
+        client_ca: client_authority.write(path, "client-ca"),
+        client: client_authority.issue(
+            path,
+            "gateway-a",
+            &["gateway-a.example"],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ),
+        stranger_ca: stranger.write(path, "stranger-ca"),
+        stranger_client: stranger.issue(
+            path,
+            "stranger",
+            &["stranger.example"],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ),
+        _dir: dir,
+    }
+}
+
+async fn start(
+    certificates: &Certificates,
+    client_ca: Option<&Path>,
+) -> (RunningServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_owned(),
+        tls: TlsSection {
+            enabled: true,
+            certificate: Some(certificates.server.0.clone()),
+            private_key: Some(certificates.server.1.clone()),
+            client_ca: client_ca.map(Path::to_owned),
+        },
+        // A plain-TCP client waits for a Challenge that never comes: the
+        // server gives up on its TLS handshake after this.
+        limits: payrail_api::config::LimitsConfig {
+            handshake_timeout_ms: 1_000,
+            ..Default::default()
+        },
+        ..ServerConfig::default()
+    };
+    (serve::start(config).await.unwrap(), dir)
+}
+
+fn local(server: &RunningServer, dir: &Path) -> ClientConfig {
+    ClientConfig {
+        connect_attempts: 1,
+        connect_timeout: Duration::from_secs(5),
+        ..ClientConfig::local(server.addr.to_string(), dir).unwrap()
+    }
+}
+
+/// A payment round trip: the connection works end to end.
+async fn round_trip(client: &Client) {
+    let results = client
+        .submit(vec![
+            open_customer(1, 100, Currency::CNY),
+            deposit(2, 100, 250),
+        ])
+        .await
+        .unwrap();
+    assert!(results.iter().all(|result| result.status == Status::Ok));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_without_client_certificates() {
+    tokio::time::timeout(TEST_TIME_MAX, async {
+        let certificates = certificates();
+        let (server, dir) = start(&certificates, None).await;
+
+        // Trusting the server's CA, by IP address and by name.
+        for name in ["127.0.0.1", "localhost"] {
+            let tls = ClientTls::new(&certificates.server_ca, name, None).unwrap();
+            let client = Client::connect(local(&server, dir.path()).with_tls(tls))
+                .await
+                .unwrap();
+            round_trip(&client).await;
+        }
+
+        // The HMAC handshake still decides who the gateway is.
+        let tls = ClientTls::new(&certificates.server_ca, "127.0.0.1", None).unwrap();
+        let wrong_secret = ClientConfig {
+            secret: vec![7; 32],
+            ..local(&server, dir.path()).with_tls(tls)
+        };
+        assert!(matches!(
+            Client::connect(wrong_secret).await,
+            Err(ClientError::GatewayRefused { .. })
+        ));
+
+        // A client that trusts another CA, or checks another name, refuses
+        // the server's certificate.
+        let tls = ClientTls::new(&certificates.stranger_ca, "127.0.0.1", None).unwrap();
+        match Client::connect(local(&server, dir.path()).with_tls(tls)).await {
+            Err(ClientError::Connect { reason, .. }) => {
+                assert!(reason.contains("TLS handshake failed"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let tls = ClientTls::new(&certificates.server_ca, "payrail.example", None).unwrap();
+        assert!(Client::connect(local(&server, dir.path()).with_tls(tls))
+            .await
+            .is_err());
+
+        // Plain TCP gets no payrail handshake from a TLS server.
+        assert!(Client::connect(local(&server, dir.path())).await.is_err());
+        // Nor does a raw connection read a Challenge in clear: at most a TLS
+        // alert record (type 21), then the server closes.
+        let raw = common::RawConnection::open(server.addr).await;
+        let (mut stream, _) = raw.into_parts();
+        stream
+            .write_all(b"PRL1 not a TLS client hello, 32 bytes")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .unwrap()
+            .ok();
+        assert!(
+            answer.is_empty() || answer[0] == 21,
+            "not a TLS alert: {answer:02x?}"
+        );
+        assert!(!answer.windows(4).any(|window| window == b"PRL1"));
+
+        server.stop().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_client_certificates() {
+    tokio::time::timeout(TEST_TIME_MAX, async {
+        let certificates = certificates();
+        let (server, dir) = start(&certificates, Some(&certificates.client_ca)).await;
+
+        // With a certificate from the client CA: in.
+        let tls = ClientTls::new(
+            &certificates.server_ca,
+            "127.0.0.1",
+            Some((&certificates.client.0, &certificates.client.1)),
+        )
+        .unwrap();
+        let client = Client::connect(local(&server, dir.path()).with_tls(tls))
+            .await
+            .unwrap();
+        round_trip(&client).await;
+
+        // Without a client certificate, or with one from another CA: out,
+        // before any payrail frame.
+        let without = ClientTls::new(&certificates.server_ca, "127.0.0.1", None).unwrap();
+        let stranger = ClientTls::new(
+            &certificates.server_ca,
+            "127.0.0.1",
+            Some((
+                &certificates.stranger_client.0,
+                &certificates.stranger_client.1,
+            )),
+        )
+        .unwrap();
+        for tls in [without, stranger] {
+            match Client::connect(local(&server, dir.path()).with_tls(tls)).await {
+                Err(ClientError::Connect { .. } | ClientError::ConnectionLost { .. }) => {}
+                other => panic!("expected the connection refused, got {other:?}"),
+            }
+        }
+        let handshakes_failed = client
+            .status()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|(name, _)| name == "server.handshakes_failed")
+            .map(|(_, value)| value)
+            .unwrap();
+        assert!(handshakes_failed >= 2, "{handshakes_failed}");
+        drop(client);
+        server.stop().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tls_settings_stop_the_start() {
+    let certificates = certificates();
+    let dir = tempfile::tempdir().unwrap();
+    let base = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_owned(),
+        ..ServerConfig::default()
+    };
+    // Enabled without files: the config is invalid.
+    let text = "[tls]\nenabled = true\n";
+    let path = dir.path().join("payrail.toml");
+    std::fs::write(&path, text).unwrap();
+    let error = ServerConfig::load(&path).unwrap_err().to_string();
+    assert!(error.contains("tls.enabled needs"), "{error}");
+    // A key that is not a key, a certificate file that does not exist.
+    for (certificate, key) in [
+        (certificates.server.0.clone(), certificates.server.0.clone()),
+        (dir.path().join("absent.pem"), certificates.server.1.clone()),
+    ] {
+        let config = ServerConfig {
+            tls: TlsSection {
+                enabled: true,
+                certificate: Some(certificate),
+                private_key: Some(key),
+                client_ca: None,
+            },
+            ..base.clone()
+        };
+        assert!(matches!(
+            serve::start(config).await,
+            Err(ServeError::Tls(_))
+        ));
+    }
+}
