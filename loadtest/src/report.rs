@@ -504,12 +504,13 @@ impl Summary {
         if let (Some(start), Some(end)) = (first.checkpoints, last.checkpoints) {
             let longest = pauses.iter().map(|(_, pause)| *pause).fold(0.0, f64::max);
             parts.push(format!(
-                "checkpoints {}{}",
+                "checkpoints written {}, pauses seen {}{}",
                 end.saturating_sub(start),
+                pauses.len(),
                 if pauses.is_empty() {
                     String::new()
                 } else {
-                    format!(" (longest pause of the executor {longest:.1} ms)")
+                    format!(" (longest held the executor {longest:.1} ms)")
                 }
             ));
         }
@@ -767,12 +768,12 @@ impl Summary {
                 .map(|point| (point.second as f64 + 1.0, pick(point) as f64))
                 .collect()
         };
-        page.push_str("<h2>Throughput over time</h2>\n");
+        page.push_str("<h2>Throughput over time</h2>\n<p>Commands committed, queries and history pages answered, and everything offered (commands, queries and pages: sent in a closed loop, due in an open loop), per second.</p>\n");
         page.push_str(&line_chart(
             "per second",
             &[
                 ("committed", "#1f77b4", line(|point| point.committed)),
-                ("offered", "#aaaaaa", line(|point| point.offered)),
+                ("offered (all)", "#aaaaaa", line(|point| point.offered)),
                 ("queries", "#2ca02c", line(|point| point.queries)),
                 ("rejected", "#d62728", line(|point| point.rejected)),
             ],
@@ -943,15 +944,11 @@ impl Summary {
             "MiB",
             &[
                 (
-                    "resident memory",
+                    "memory (RSS)",
                     "#1f77b4",
                     mib(|sample| sample.resident_bytes),
                 ),
-                (
-                    "data directory",
-                    "#2ca02c",
-                    mib(|sample| sample.data_dir_bytes),
-                ),
+                ("data dir", "#2ca02c", mib(|sample| sample.data_dir_bytes)),
                 ("log written", "#ff7f0e", log),
             ],
             false,
@@ -960,7 +957,7 @@ impl Summary {
         let pauses = checkpoint_pauses(&self.samples);
         let _ = writeln!(
             page,
-            "<h3>Checkpoints</h3>\n<p>{} checkpoints during the phase; each dot is one, at the second it was seen, with how long it held the executor (engine.checkpoint_pause_ns_last), ms.</p>",
+            "<h3>Checkpoints</h3>\n<p>{} checkpoint pauses seen during the phase; each dot is one, at the second its pause was first reported, with how long it held the executor (engine.checkpoint_pause_ns_last), ms.</p>",
             pauses.len()
         );
         if !pauses.is_empty() {
@@ -970,7 +967,7 @@ impl Summary {
                     x_label: "seconds",
                     y_label: "pause ms",
                     shade: Some(self.warmup_seconds),
-                    x_marker: Some((last, "")),
+                    x_extent: Some(last),
                     dots: true,
                     ..Plot::default()
                 },
@@ -994,14 +991,18 @@ impl Summary {
     }
 }
 
-/// The checkpoints taken during the samples: when each was seen (seconds)
-/// and how long it held the executor (ms).
+/// The checkpoints seen during the samples: when each was seen (seconds)
+/// and how long it held the executor (ms). A checkpoint is seen when the
+/// last pause (`engine.checkpoint_pause_ns_last`) changes: the pause is
+/// known when the executor resumes, before the checkpoint is written and
+/// counted in `engine.checkpoints`.
 pub fn checkpoint_pauses(samples: &[ServerSample]) -> Vec<(f64, f64)> {
     samples
         .windows(2)
         .filter_map(|pair| {
-            let (before, after) = (pair[0].checkpoints?, pair[1].checkpoints?);
-            (after > before).then_some((pair[1].second, pair[1].checkpoint_pause_ms_last?))
+            let pause = pair[1].checkpoint_pause_ms_last?;
+            (pause > 0.0 && pair[0].checkpoint_pause_ms_last != Some(pause))
+                .then_some((pair[1].second, pause))
         })
         .collect()
 }
@@ -1208,9 +1209,11 @@ fn short_number(value: f64) -> String {
     let magnitude = value.abs();
     if magnitude >= 1e6 {
         format!("{:.1}M", value / 1e6)
-    } else if magnitude >= 1e3 {
+    } else if magnitude >= 1e4 {
         format!("{:.0}k", value / 1e3)
-    } else if magnitude >= 10.0 || magnitude == 0.0 {
+    } else if magnitude >= 1e3 {
+        format!("{:.1}k", value / 1e3)
+    } else if magnitude >= 10.0 || magnitude == 0.0 || value.fract() == 0.0 {
         format!("{value:.0}")
     } else {
         format!("{value:.2}")
@@ -1239,6 +1242,8 @@ struct Plot<'a> {
     y_marker: Option<(f64, &'a str)>,
     /// Draw each point as a dot too.
     dots: bool,
+    /// The x axis reaches at least this far.
+    x_extent: Option<f64>,
 }
 
 fn thin(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
@@ -1278,6 +1283,7 @@ fn plot(spec: &Plot, series: &[Series]) -> String {
         .clone()
         .map(|point| point.0)
         .chain(spec.x_marker.map(|marker| marker.0))
+        .chain(spec.x_extent)
         .fold(1.0, f64::max);
     let y_values = points
         .map(|point| point.1)
@@ -1677,7 +1683,8 @@ mod tests {
         let samples = [
             sample(0.0, 0, 0.0),
             sample(1.0, 0, 0.0),
-            sample(2.0, 1, 350.0),
+            // The pause is known before the checkpoint is counted.
+            sample(2.0, 0, 350.0),
             sample(3.0, 1, 350.0),
             sample(4.0, 3, 12.0),
         ];
