@@ -317,3 +317,114 @@ async fn bad_tls_settings_stop_the_start() {
         ));
     }
 }
+
+/// What TLS costs in throughput, measured with the client library (the load
+/// test harness has no TLS option): the same pipelined transfer load against
+/// a server with TLS off and on, alternately, 3 rounds. Bounded: 5 s per
+/// run. Run on a quiet machine, in release:
+/// `cargo test -p payrail-api --release --test tls -- --ignored --nocapture tls_cost`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, not a check: run it by hand (see its doc comment)"]
+async fn tls_cost() {
+    const ACCOUNTS: u64 = 1_000;
+    const CONNECTIONS: usize = 2;
+    const TASKS_PER_CONNECTION: usize = 8;
+    const BATCH: u64 = 512;
+    const RUN: Duration = Duration::from_secs(5);
+    let certificates = certificates();
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..3 {
+        for tls in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = ServerConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                data_dir: dir.path().to_owned(),
+                tls: TlsSection {
+                    enabled: tls,
+                    certificate: Some(certificates.server.0.clone()),
+                    private_key: Some(certificates.server.1.clone()),
+                    client_ca: None,
+                },
+                ..ServerConfig::default()
+            };
+            let server = serve::start(config).await.unwrap();
+            let client_config = || {
+                let config = ClientConfig::local(server.addr.to_string(), dir.path()).unwrap();
+                if tls {
+                    let client_tls =
+                        ClientTls::new(&certificates.server_ca, "127.0.0.1", None).unwrap();
+                    config.with_tls(client_tls)
+                } else {
+                    config
+                }
+            };
+            let setup = Client::connect(client_config()).await.unwrap();
+            let mut commands = Vec::new();
+            for account in 0..ACCOUNTS {
+                commands.push(open_customer(
+                    u128::from(account) + 1,
+                    1_000 + account,
+                    Currency::CNY,
+                ));
+                commands.push(deposit(
+                    u128::from(account) + 1_000_000,
+                    1_000 + account,
+                    1_000_000_000,
+                ));
+            }
+            for chunk in commands.chunks(4_000) {
+                setup.submit(chunk.to_vec()).await.unwrap();
+            }
+            let started = std::time::Instant::now();
+            let mut tasks = Vec::new();
+            for connection in 0..CONNECTIONS {
+                let client = std::sync::Arc::new(Client::connect(client_config()).await.unwrap());
+                for task in 0..TASKS_PER_CONNECTION {
+                    let client = std::sync::Arc::clone(&client);
+                    let seed = (connection * TASKS_PER_CONNECTION + task) as u64;
+                    tasks.push(tokio::spawn(async move {
+                        let mut done = 0u64;
+                        let mut next = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                        let mut id = (u128::from(seed) + 1) << 64;
+                        while started.elapsed() < RUN {
+                            let batch = (0..BATCH)
+                                .map(|_| {
+                                    next ^= next << 13;
+                                    next ^= next >> 7;
+                                    next ^= next << 17;
+                                    let from = 1_000 + next % ACCOUNTS;
+                                    let to = 1_000 + (next >> 20) % ACCOUNTS;
+                                    id += 1;
+                                    common::transfer(id, from, to, 1)
+                                })
+                                .collect();
+                            let results = client.submit(batch).await.unwrap();
+                            done += results.len() as u64;
+                        }
+                        done
+                    }));
+                }
+            }
+            let mut done = 0;
+            for task in tasks {
+                done += task.await.unwrap();
+            }
+            let rate = done as f64 / started.elapsed().as_secs_f64();
+            println!(
+                "round {round} tls {}: {rate:.0} commands/s",
+                if tls { "on " } else { "off" }
+            );
+            rates[usize::from(tls)].push(rate);
+            drop(setup);
+            server.stop().await;
+        }
+    }
+    for rates in &mut rates {
+        rates.sort_by(f64::total_cmp);
+    }
+    let (plain, tls) = (rates[0][1], rates[1][1]);
+    println!(
+        "median of 3: plain {plain:.0}/s, TLS {tls:.0}/s: TLS at {:.0} % of plain",
+        100.0 * tls / plain
+    );
+}
