@@ -24,7 +24,7 @@ use payrail_engine::Status;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::drive::{self, LoadSetup};
+use crate::drive::{self, LoadSetup, STREAMS_PER_PHASE};
 use crate::machine;
 use crate::options::{Loop, Options};
 use crate::phase::{self, Phase, PhaseSpec, RunContext};
@@ -282,7 +282,10 @@ pub async fn worker(options: Options) -> anyhow::Result<()> {
     let live = Arc::new(Live::new(window));
     let nonce: u64 = rand::random();
     let mut setup = LoadSetup::from_options(&options, Arc::clone(&population), nonce, seed);
-    setup.stream_base = 1 + index as u64;
+    // Streams apart from the other processes': a stream's number seeds its
+    // random choices, and two processes drawing the same payment codes
+    // would refuse each other's (`payment_code_taken`).
+    setup.stream_base = index as u64 * STREAMS_PER_PHASE;
     let cpu = tokio::spawn(async move {
         tokio::time::sleep_until(window.warm_end).await;
         let before = machine::process_cpu_seconds();

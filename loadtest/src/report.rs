@@ -480,10 +480,10 @@ impl Summary {
                 start / (1 << 20),
                 end / (1 << 20),
                 max / (1 << 20),
-                if self.probe.embedded {
-                    ", generator included"
-                } else {
-                    ""
+                match (self.probe.embedded, self.generator_cpu.is_empty()) {
+                    (true, true) => ", generator included",
+                    (true, false) => ", the population's tables included",
+                    (false, _) => "",
                 }
             ));
         }

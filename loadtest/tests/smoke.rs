@@ -223,12 +223,14 @@ fn a_tiny_soak_in_two_generator_processes_samples_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report");
     let (status, output) = run(&[
-        "--mix",
-        "transfers",
-        "--accounts",
-        "300",
+        "--customers",
+        "200",
         "--merchants",
-        "0",
+        "10",
+        "--risk-policy",
+        "none",
+        "--batch",
+        "64",
         "--soak",
         "3s",
         "--warmup",
@@ -250,6 +252,20 @@ fn a_tiny_soak_in_two_generator_processes_samples_the_server() {
     assert!(json["commands"].as_u64().unwrap() > 0);
     assert_eq!(json["acknowledged"]["ok"], true);
     assert!(json["acknowledged"]["checked"].as_u64().unwrap() > 0);
+    // The processes draw apart: no payment code of one is refused as
+    // already taken by the other's.
+    assert!(
+        json["rejected_by_status"]
+            .get("payment_code_taken")
+            .is_none(),
+        "{output}"
+    );
+    assert!(
+        json["commands_by_kind"]["charge_payment_code"]["ok"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
     let samples = json["server_samples"].as_array().unwrap();
     assert!(samples.len() >= 3, "{samples:?}");
     assert!(samples
