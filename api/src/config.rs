@@ -228,6 +228,12 @@ pub struct EngineSection {
     pub checkpoint_interval_s: u64,
     pub idempotency_window_s: u64,
     pub idempotency_records_max: u64,
+    /// Pending withdrawal holds one account may have.
+    pub account_holds_pending_max: u16,
+    /// Live payment codes one customer may have.
+    pub customer_payment_codes_live_max: u8,
+    /// Open FX quotes one paying account may have.
+    pub account_fx_quotes_open_max: u8,
     /// Shards (state-machine threads); 0: cores - 2, at least 1.
     pub shards: u32,
     pub history: bool,
@@ -253,6 +259,9 @@ impl Default for EngineSection {
             checkpoint_interval_s: engine.checkpoint_interval.as_secs(),
             idempotency_window_s: engine.ledger.idempotency_window_ns / 1_000_000_000,
             idempotency_records_max: engine.ledger.idempotency_records_max as u64,
+            account_holds_pending_max: engine.ledger.account_holds_pending_max,
+            customer_payment_codes_live_max: engine.ledger.customer_payment_codes_live_max,
+            account_fx_quotes_open_max: engine.ledger.account_fx_quotes_open_max,
             shards: engine.shards as u32,
             history: engine.history,
             prefault: true,
@@ -282,6 +291,9 @@ impl EngineSection {
                 idempotency_window_ns: self.idempotency_window_s.saturating_mul(1_000_000_000),
                 idempotency_records_max: usize::try_from(self.idempotency_records_max)
                     .unwrap_or(usize::MAX),
+                account_holds_pending_max: self.account_holds_pending_max,
+                customer_payment_codes_live_max: self.customer_payment_codes_live_max,
+                account_fx_quotes_open_max: self.account_fx_quotes_open_max,
             },
             queue_depth: self.queue_depth as usize,
             group_commands_max: self.group_commands_max as usize,
@@ -311,6 +323,14 @@ impl EngineSection {
         if (self.idempotency_records_max as usize) < BATCH_COMMANDS_MAX {
             return Err(invalid(
                 "engine.idempotency_records_max must be at least 8190",
+            ));
+        }
+        if self.account_holds_pending_max == 0
+            || self.customer_payment_codes_live_max == 0
+            || self.account_fx_quotes_open_max == 0
+        {
+            return Err(invalid(
+                "engine.account_holds_pending_max, engine.customer_payment_codes_live_max and engine.account_fx_quotes_open_max must be at least 1",
             ));
         }
         if self.shards as usize > SHARDS_MAX {

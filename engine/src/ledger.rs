@@ -189,13 +189,26 @@ pub struct IdempotencyRecord {
     pub timestamp: u64,
 }
 
-/// How long idempotency records are kept.
+/// How long idempotency records are kept, and what one owner may hold open
+/// in the per-command tables.
+///
+/// All of it is deterministic state: a replay decides with the values it is
+/// given, so they must be the same as when the log was written (a clean stop
+/// writes a final checkpoint, after which they may change). The per-owner
+/// caps are checked on the shard that owns the account, so they decide the
+/// same on any shard count and in a replay on one ledger.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct LedgerConfig {
     /// Keep a record at least this long in command time (ns) ...
     pub idempotency_window_ns: u64,
     /// ... unless more than this many are kept; then the oldest go first.
     pub idempotency_records_max: usize,
+    /// Pending withdrawal holds one account may have (`too_many_holds`).
+    pub account_holds_pending_max: u16,
+    /// Live payment codes one customer may have (`too_many_payment_codes`).
+    pub customer_payment_codes_live_max: u8,
+    /// Open FX quotes one paying account may have (`fx_too_many_quotes`).
+    pub account_fx_quotes_open_max: u8,
 }
 
 impl Default for LedgerConfig {
@@ -203,6 +216,34 @@ impl Default for LedgerConfig {
         LedgerConfig {
             idempotency_window_ns: limits::IDEMPOTENCY_WINDOW_NS_DEFAULT,
             idempotency_records_max: limits::IDEMPOTENCY_RECORDS_MAX_DEFAULT,
+            account_holds_pending_max: limits::ACCOUNT_HOLDS_PENDING_MAX,
+            customer_payment_codes_live_max: limits::CUSTOMER_PAYMENT_CODES_LIVE_MAX,
+            account_fx_quotes_open_max: limits::FX_QUOTES_OPEN_PER_ACCOUNT_MAX,
+        }
+    }
+}
+
+/// The per-owner caps of [`LedgerConfig`], where the command handlers read
+/// them.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct OwnerCaps {
+    pub(crate) holds_pending: u16,
+    pub(crate) payment_codes_live: u8,
+    pub(crate) fx_quotes_open: u8,
+}
+
+impl Default for OwnerCaps {
+    fn default() -> Self {
+        OwnerCaps::of(&LedgerConfig::default())
+    }
+}
+
+impl OwnerCaps {
+    pub(crate) fn of(config: &LedgerConfig) -> OwnerCaps {
+        OwnerCaps {
+            holds_pending: config.account_holds_pending_max,
+            payment_codes_live: config.customer_payment_codes_live_max,
+            fx_quotes_open: config.account_fx_quotes_open_max,
         }
     }
 }
@@ -260,6 +301,8 @@ pub(crate) struct Books {
     /// Movements of the batch being applied, while history is on (not part
     /// of the state: never encoded or digested).
     pub(crate) history: Option<HistorySink>,
+    /// What one owner may hold open (configuration, not encoded).
+    pub(crate) caps: OwnerCaps,
 }
 
 /// Idempotency records in arrival order, for retention.
@@ -290,7 +333,10 @@ impl Ledger {
     pub fn new(config: LedgerConfig) -> Ledger {
         Ledger {
             config,
-            books: Books::default(),
+            books: Books {
+                caps: OwnerCaps::of(&config),
+                ..Books::default()
+            },
             records: Records::default(),
             sequence: 0,
             timestamp: 0,
@@ -1183,7 +1229,7 @@ impl Books {
         if account.currency != currency {
             return Err(Status::CurrencyMismatch);
         }
-        if account.holds_pending >= limits::ACCOUNT_HOLDS_PENDING_MAX {
+        if account.holds_pending >= self.caps.holds_pending {
             return Err(Status::TooManyHolds);
         }
         if account.available() < signed(amount) {

@@ -823,6 +823,7 @@ fn config() -> LedgerConfig {
         // Small enough that records go by age and by count during the run.
         idempotency_window_ns: 20_000_000_000,
         idempotency_records_max: 40_000,
+        ..LedgerConfig::default()
     }
 }
 
@@ -1065,6 +1066,7 @@ fn determinism_of_hold_ids_reused_after_eviction() {
     let config = LedgerConfig {
         idempotency_window_ns: 1_000_000_000,
         idempotency_records_max: 1_000_000,
+        ..LedgerConfig::default()
     };
     let open = |id: u128, owner: u64| {
         Command::new(

@@ -882,6 +882,7 @@ fn idempotency_records_expire_after_the_window() {
     let mut harness = Harness::with_config(LedgerConfig {
         idempotency_window_ns: window,
         idempotency_records_max: 1_000,
+        ..LedgerConfig::default()
     });
     harness.run(&[
         (customer(1, A, CNY), S::Ok, &[]),
@@ -913,6 +914,7 @@ fn idempotency_records_cap_evicts_the_oldest() {
     let mut harness = Harness::with_config(LedgerConfig {
         idempotency_window_ns: u64::MAX,
         idempotency_records_max: 4,
+        ..LedgerConfig::default()
     });
     let statuses = harness.apply(&[
         customer(1, A, CNY),
@@ -952,6 +954,7 @@ fn finished_holds_are_forgotten_with_their_records() {
     let mut harness = Harness::with_config(LedgerConfig {
         idempotency_window_ns: window,
         idempotency_records_max: 1_000,
+        ..LedgerConfig::default()
     });
     harness.run(&[
         (customer(1, A, CNY), S::Ok, &[]),
@@ -994,6 +997,7 @@ fn a_reused_hold_id_expires_at_its_own_time() {
     let mut harness = Harness::with_config(LedgerConfig {
         idempotency_window_ns: window,
         idempotency_records_max: 1_000,
+        ..LedgerConfig::default()
     });
     harness.run(&[
         (customer(1, A, CNY), S::Ok, &[]),
@@ -1064,6 +1068,7 @@ fn command_query() {
     let mut harness = Harness::with_config(LedgerConfig {
         idempotency_window_ns: 10 * SECOND,
         idempotency_records_max: 1_000,
+        ..LedgerConfig::default()
     });
     harness.apply(&[customer(1, A, CNY), transfer(2, A, B, 1, CNY)]);
     let ask =

@@ -24,6 +24,7 @@ fn config() -> LedgerConfig {
     LedgerConfig {
         idempotency_window_ns: 20 * SECOND_NS,
         idempotency_records_max: 400,
+        ..LedgerConfig::default()
     }
 }
 

@@ -526,9 +526,7 @@ impl Books {
             .get(&priced.from_slot)
             .copied()
             .unwrap_or(0);
-        if open >= limits::FX_QUOTES_OPEN_PER_ACCOUNT_MAX
-            || self.fx.quotes.len() >= limits::FX_QUOTES_MAX
-        {
+        if open >= self.caps.fx_quotes_open || self.fx.quotes.len() >= limits::FX_QUOTES_MAX {
             return Err(Status::FxTooManyQuotes);
         }
         if self.fx.quotes.contains_key(&id) || elsewhere.fx_quote_taken {

@@ -104,7 +104,7 @@ impl Books {
             return Err(Status::NotACustomer);
         }
         account.check_movable()?;
-        if account.codes_live >= limits::CUSTOMER_PAYMENT_CODES_LIVE_MAX {
+        if account.codes_live >= self.caps.payment_codes_live {
             return Err(Status::TooManyPaymentCodes);
         }
         if taken_elsewhere || self.payment_codes.contains_key(&code) {

@@ -56,8 +56,8 @@ use crate::command::{AccountId, AccountKind, CommandId, Detail, MerchantKey};
 use crate::currency::Currency;
 use crate::fx::{FxPaymentLegs, FxQuoteRecord, FxQuoteState, FxRate, FxState};
 use crate::ledger::{
-    Account, Books, Hold, HoldState, IdempotencyRecord, Ledger, LedgerConfig, Payment, PaymentCode,
-    PaymentCodeState, Records,
+    Account, Books, Hold, HoldState, IdempotencyRecord, Ledger, LedgerConfig, OwnerCaps, Payment,
+    PaymentCode, PaymentCodeState, Records,
 };
 use crate::limits;
 use crate::risk::bounds::POLICY_ENCODED_BYTES_MAX;
@@ -344,7 +344,9 @@ fn decode_fx(
         }
         if quote.state == FxQuoteState::Open {
             let open = fx.quotes_open.entry(quote.from_slot).or_default();
-            if *open >= limits::FX_QUOTES_OPEN_PER_ACCOUNT_MAX {
+            // The cap may have been lowered since (after a clean stop): only
+            // the counter's own width is corruption.
+            if *open == u8::MAX {
                 return Err(corrupt("an account has too many open fx quotes"));
             }
             *open += 1;
@@ -689,6 +691,7 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
             risk,
             detail: Detail::None,
             fx,
+            caps: OwnerCaps::of(&config),
             ..Books::default()
         },
         records: Records { by_id, order },
