@@ -23,9 +23,9 @@
 //!   registered, a payment code being issued, a duplicate whose first result
 //!   is not in yet) make the router wait for the shards to finish what was
 //!   routed, then look again: it never guesses;
-//! - a two-party command's halves rank their checks in the lone ledger's
-//!   order, and the combined status is the lower-ranked failure (see
-//!   `ledger/halves.rs`).
+//! - a two-party command's halves make their checks in the order of the
+//!   `Check` table, and the combined status is the earlier failure (see
+//!   `ledger/halves.rs`); the lone ledger runs the same halves.
 //!
 //! House accounts are split into one part per shard (the part number in the
 //! id's spare bits, see [`AccountId::house_part`]); a balance query for the

@@ -17,8 +17,10 @@
 //! ring plus at least 16 in the index: 80 bytes (at most 96) per record.
 //!
 //! The memory is taken zeroed from the allocator, so the kernel maps it
-//! lazily; [`RecordRing::prefault`] touches every page once at start so the
-//! first minutes of traffic do not pay page faults (the server calls it).
+//! lazily, and marked for transparent huge pages (a look-up at random in
+//! gigabytes would otherwise pay a TLB miss and a page walk);
+//! [`RecordRing::prefault`] touches every page once at start so the first
+//! minutes of traffic do not pay page faults (the server calls it).
 //!
 //! Ids are client-chosen, so the index hashes them with a key drawn at
 //! start (xxh3 with a random seed): a gateway cannot aim ids at one probe
@@ -134,8 +136,11 @@ impl RecordRing {
         let bits = buckets.trailing_zeros();
         assert!(bits <= 32, "the hash tag holds the bucket bits");
         // Zeroed allocations (calloc): no page is touched until used.
-        let slots = vec![[0u64; 8]; capacity].into_boxed_slice();
-        let index = vec![0u64; buckets].into_boxed_slice();
+        let mut slots = vec![[0u64; 8]; capacity].into_boxed_slice();
+        let mut index = vec![0u64; buckets].into_boxed_slice();
+        // Read at random: on huge pages an access costs no page walk.
+        crate::prefetch::advise_huge_pages(&mut slots);
+        crate::prefetch::advise_huge_pages(&mut index);
         let seed = {
             use std::hash::{BuildHasher, Hasher};
             let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
