@@ -318,6 +318,68 @@ async fn bad_tls_settings_stop_the_start() {
     }
 }
 
+#[test]
+fn the_cli_connects_over_tls() {
+    let certificates = certificates();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("payrail.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[limits]\nhandshake_timeout_ms = 1000\n\n[tls]\nenabled = true\ncertificate = {:?}\nprivate_key = {:?}\nclient_ca = {:?}\n",
+            certificates.server.0, certificates.server.1, certificates.client_ca
+        ),
+    )
+    .unwrap();
+    let server = common::process::ServerProcess::spawn(
+        &dir.path().join("data"),
+        common::process::free_addr(),
+        &dir.path().join("serve.log"),
+        &["--no-metrics", "--config", config.to_str().unwrap()],
+    );
+    let ca = certificates.server_ca.to_str().unwrap();
+    let certificate = certificates.client.0.to_str().unwrap();
+    let key = certificates.client.1.to_str().unwrap();
+    // CA, client certificate and key; the server name is --addr's host.
+    let output = server.run(&[
+        "status",
+        "--json",
+        "--tls-ca",
+        ca,
+        "--tls-cert",
+        certificate,
+        "--tls-key",
+        key,
+    ]);
+    common::process::expect_code(&output, 0);
+    let output = server.run(&[
+        "account",
+        "open",
+        "500",
+        "--owner",
+        "500",
+        "--customer",
+        "--currency",
+        "CNY",
+        "--tls-ca",
+        ca,
+        "--tls-server-name",
+        "localhost",
+        "--tls-cert",
+        certificate,
+        "--tls-key",
+        key,
+    ]);
+    common::process::expect_code(&output, 0);
+    // Without TLS, or without the client certificate: refused.
+    assert_ne!(server.run(&["status"]).status.code(), Some(0));
+    assert_ne!(
+        server.run(&["status", "--tls-ca", ca]).status.code(),
+        Some(0)
+    );
+    assert!(server.log_text().contains("TLS handshake failed"));
+}
+
 /// What TLS costs in throughput, measured with the client library (the load
 /// test harness has no TLS option): the same pipelined transfer load against
 /// a server with TLS off and on, alternately, 3 rounds. Bounded: 5 s per

@@ -240,6 +240,20 @@ pub struct ConnectArgs {
     /// File holding the gateway's secret: hex, or a gateway.toml (needs --gateway).
     #[arg(long, value_name = "FILE", requires = "gateway")]
     pub secret_file: Option<PathBuf>,
+    /// Connect over TLS, trusting the CA certificates in FILE (PEM) for the
+    /// server's certificate (a server with `[tls]` on).
+    #[arg(long, value_name = "FILE", env = "PAYRAIL_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// The name the server's certificate must be valid for [default: the
+    /// host part of --addr].
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
+    /// Client certificate chain (PEM) to present over TLS (needs --tls-key).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Machine output: one JSON object on stdout.
     #[arg(long)]
     pub json: bool,

@@ -589,18 +589,32 @@ fn status(args: &StatusArgs) -> ExitCode {
 /// The client configuration: `--gateway` with `--secret-file`, or the local
 /// gateway of `--data-dir`.
 pub(super) fn client_config(connect: &ConnectArgs) -> Result<ClientConfig, String> {
-    match (&connect.gateway, &connect.secret_file) {
+    let config = match (&connect.gateway, &connect.secret_file) {
         (Some(gateway), Some(path)) => {
             let secret = read_secret_file(path)?;
-            Ok(ClientConfig::new(
-                connect.addr.clone(),
-                gateway.clone(),
-                secret,
-            ))
+            ClientConfig::new(connect.addr.clone(), gateway.clone(), secret)
         }
         _ => ClientConfig::local(connect.addr.clone(), &connect.data_dir)
-            .map_err(|error| error.to_string()),
-    }
+            .map_err(|error| error.to_string())?,
+    };
+    let Some(ca) = &connect.tls_ca else {
+        return Ok(config);
+    };
+    // "host:port", "[v6]:port": the host part, without brackets.
+    let host = connect
+        .addr
+        .rsplit_once(':')
+        .map_or(connect.addr.as_str(), |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let server_name = connect.tls_server_name.as_deref().unwrap_or(host);
+    let client = match (&connect.tls_cert, &connect.tls_key) {
+        (Some(certificate), Some(key)) => Some((certificate.as_path(), key.as_path())),
+        _ => None,
+    };
+    let tls = payrail_api::tls::ClientTls::new(ca, server_name, client)
+        .map_err(|error| error.to_string())?;
+    Ok(config.with_tls(tls))
 }
 
 /// A secret file holds the secret as hex, or is a gateway.toml.
