@@ -69,7 +69,7 @@ pub struct EngineConfig {
     pub checkpoint_commands: u64,
     /// ... or after this much time with at least one command logged.
     pub checkpoint_interval: Duration,
-    /// Shards (state-machine threads); 0: one per available core.
+    /// Shards (state-machine threads); 0: the default, [`default_shards`].
     pub shards: usize,
     /// Keep movement history (when the storage can): the shards emit
     /// movements and the history writer stores them.
@@ -1290,5 +1290,17 @@ impl<S: Storage> Checkpointer<S> {
             .trim_log(job.sequence)
             .map_err(|error| error.to_string())?;
         Ok(job.sequence)
+    }
+}
+
+#[cfg(test)]
+mod default_shards_tests {
+    use super::default_shards;
+
+    #[test]
+    fn the_cores_left_beside_the_router_and_the_sequencer() {
+        for (cores, shards) in [(1, 1), (2, 1), (3, 1), (4, 2), (8, 6), (32, 30), (200, 64)] {
+            assert_eq!(default_shards(cores), shards, "{cores} cores");
+        }
     }
 }
