@@ -234,6 +234,9 @@ pub struct EngineSection {
     pub customer_payment_codes_live_max: u8,
     /// Open FX quotes one paying account may have.
     pub account_fx_quotes_open_max: u8,
+    /// Accounts the memory budget printed at start is worked out for (or
+    /// the accounts there are, if more). Decides nothing.
+    pub budget_accounts: u64,
     /// Shards (state-machine threads); 0: cores - 2, at least 1.
     pub shards: u32,
     pub history: bool,
@@ -262,6 +265,7 @@ impl Default for EngineSection {
             account_holds_pending_max: engine.ledger.account_holds_pending_max,
             customer_payment_codes_live_max: engine.ledger.customer_payment_codes_live_max,
             account_fx_quotes_open_max: engine.ledger.account_fx_quotes_open_max,
+            budget_accounts: 1 << 20,
             shards: engine.shards as u32,
             history: engine.history,
             prefault: true,

@@ -140,6 +140,37 @@ fn stats_of(
     counter(engine.handle().stats()).load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// The memory budget at start: one line per ledger table (entries now, its
+/// bound and bytes at that bound for `accounts` accounts, or the accounts
+/// there are if more) and the total with the idempotency record table
+/// (docs/operations.md, "Memory budget").
+fn log_memory_budget(engine: &Engine, accounts: u64) {
+    let tables = engine.handle().stats().tables();
+    let accounts = accounts.max(tables[0].entries);
+    for table in &tables {
+        tracing::info!(
+            table = table.name,
+            entries = table.entries,
+            entries_max = table.entries_max(accounts),
+            entry_bytes = table.entry_bytes,
+            budget_bytes = table.budget_bytes(accounts),
+            "memory budget"
+        );
+    }
+    let idempotency_table_bytes = stats_of(engine, |stats| &stats.idempotency_table_bytes);
+    let tables_budget_bytes = tables
+        .iter()
+        .map(|table| table.budget_bytes(accounts))
+        .fold(0, u64::saturating_add);
+    tracing::info!(
+        accounts,
+        idempotency_table_bytes,
+        tables_budget_bytes,
+        total_budget_bytes = idempotency_table_bytes.saturating_add(tables_budget_bytes),
+        "memory budget total"
+    );
+}
+
 /// Opens the data directory, recovers and starts serving. Returns once the
 /// server listens.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
@@ -218,6 +249,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
         backup_root = %config.backup_root.as_ref().map_or("none: backups refused".to_owned(), |root| root.display().to_string()),
         "payrail started"
     );
+    log_memory_budget(&engine, config.engine.budget_accounts);
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -443,6 +475,14 @@ async fn publish_stats(
                 .absolute(get(steps));
             metrics::counter!("payrail_shard_movements_total", "shard" => shard)
                 .absolute(get(movements));
+        }
+        for table in stats.tables() {
+            metrics::gauge!("payrail_table_entries", "table" => table.name)
+                .set(table.entries as f64);
+            metrics::gauge!("payrail_table_entries_max", "table" => table.name)
+                .set(table.entries_max(table.accounts) as f64);
+            metrics::gauge!("payrail_table_budget_bytes", "table" => table.name)
+                .set(table.budget_bytes(table.accounts) as f64);
         }
         metrics::gauge!("payrail_write_failed").set(f64::from(u8::from(
             stats

@@ -170,6 +170,15 @@ fn accounts_money_and_withdrawals_through_the_cli() {
     assert!(steps > 0, "{counters}");
     assert!(counters[format!("engine.shard_queue_depth.{}", shards - 1)].is_u64());
     assert!(counters[format!("engine.shard_movements.{shards}")].is_null());
+    // The ledger tables' use against their bounds (counted at start: an
+    // empty ledger, so only what lives with the idempotency records is
+    // budgeted).
+    assert_eq!(counters["engine.table_accounts"], 0, "{counters}");
+    assert_eq!(
+        counters["engine.table_payments_max"], counters["engine.idempotency_records_capacity"],
+        "{counters}"
+    );
+    assert!(counters["engine.tables_budget_bytes"].as_u64().unwrap() > 0);
 }
 
 #[test]
@@ -348,6 +357,8 @@ fn history_tx_show_and_metrics_through_the_cli() {
         "payrail_shard_queue_depth{shard=\"0\"}",
         "payrail_sequencer_queue_depth",
         "payrail_history_queue_depth",
+        "payrail_table_entries{table=\"holds\"}",
+        "payrail_table_budget_bytes{table=\"payments\"}",
     ] {
         assert!(metrics.contains(gauge), "{gauge} in {metrics}");
     }

@@ -24,6 +24,7 @@ use crate::command::{
 };
 
 pub(crate) mod halves;
+pub mod memory;
 mod payments;
 pub(crate) mod risk_gate;
 

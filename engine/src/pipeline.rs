@@ -44,6 +44,7 @@ use crate::history::Movement;
 use crate::history_writer::{
     wait_for_history, HistoryJob, HistoryWriter, HISTORY_JOB_MOVEMENTS_MIN, HISTORY_QUEUE_JOBS,
 };
+use crate::ledger::memory::{TableUse, TABLES, TABLE_ENTRIES_FIELDS, TABLE_NAMES};
 use crate::ledger::LedgerConfig;
 use crate::limits;
 use crate::risk::{RiskCounters, RiskPolicy, RuleId, Verdict as RiskVerdict};
@@ -175,6 +176,12 @@ pub struct EngineStats {
     pub idempotency_records_capacity: AtomicU64,
     pub idempotency_table_bytes: AtomicU64,
     pub idempotency_records: AtomicU64,
+    /// The ledger's per-command tables (`ledger::memory`), counted at start
+    /// and at every checkpoint: `[table][entries, entries per account,
+    /// entries beside, bytes an entry, accounts]`, and the sequence they were
+    /// counted at.
+    pub tables: [[AtomicU64; 5]; TABLES],
+    pub tables_counted_sequence: AtomicU64,
     /// Wall-clock time (ns since the epoch) the last checkpoint was saved.
     pub checkpoint_unix_ns: AtomicU64,
     /// Every batch up to this sequence is in the history: every shard has
@@ -191,6 +198,40 @@ pub struct EngineStats {
 }
 
 impl EngineStats {
+    /// Stores the tables' use, counted at `sequence`.
+    pub fn publish_tables(&self, tables: &[TableUse; TABLES], sequence: u64) {
+        for (gauges, table) in self.tables.iter().zip(tables) {
+            let values = [
+                table.entries,
+                table.entries_per_account,
+                table.entries_fixed,
+                table.entry_bytes,
+                table.accounts,
+            ];
+            for (gauge, value) in gauges.iter().zip(values) {
+                gauge.store(value, Ordering::Relaxed);
+            }
+        }
+        self.tables_counted_sequence
+            .store(sequence, Ordering::Relaxed);
+    }
+
+    /// The tables' use as last counted.
+    pub fn tables(&self) -> [TableUse; TABLES] {
+        std::array::from_fn(|index| {
+            let gauges = &self.tables[index];
+            let get = |field: usize| gauges[field].load(Ordering::Relaxed);
+            TableUse {
+                name: TABLE_NAMES[index],
+                entries: get(0),
+                entries_per_account: get(1),
+                entries_fixed: get(2),
+                entry_bytes: get(3),
+                accounts: get(4),
+            }
+        })
+    }
+
     /// Commands (or halves) each running shard executed.
     pub fn shard_steps(&self) -> Vec<u64> {
         load_all(&self.shard_steps)
@@ -229,7 +270,7 @@ impl EngineStats {
     /// Name and value of every counter.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        vec![
+        let mut fields = vec![
             ("batches_logged", get(&self.batches_logged)),
             ("commands_logged", get(&self.commands_logged)),
             ("commands_applied", get(&self.commands_applied)),
@@ -260,6 +301,31 @@ impl EngineStats {
                 get(&self.idempotency_table_bytes),
             ),
             ("idempotency_records", get(&self.idempotency_records)),
+        ];
+        let tables = self.tables();
+        for (table, [entries, entries_max]) in tables.iter().zip(TABLE_ENTRIES_FIELDS) {
+            fields.push((entries, table.entries));
+            fields.push((entries_max, table.entries_max(table.accounts)));
+        }
+        fields.push((
+            "tables_bytes",
+            tables
+                .iter()
+                .map(TableUse::bytes)
+                .fold(0, u64::saturating_add),
+        ));
+        fields.push((
+            "tables_budget_bytes",
+            tables
+                .iter()
+                .map(|table| table.budget_bytes(table.accounts))
+                .fold(0, u64::saturating_add),
+        ));
+        fields.push((
+            "tables_counted_sequence",
+            get(&self.tables_counted_sequence),
+        ));
+        fields.extend([
             ("risk_evaluated", get(&self.risk_evaluated)),
             (
                 "write_failed",
@@ -272,7 +338,8 @@ impl EngineStats {
                 "history_failed",
                 u64::from(self.history_failed.load(Ordering::Relaxed)),
             ),
-        ]
+        ]);
+        fields
     }
 }
 
@@ -473,6 +540,7 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let (ledger, recovery) =
             storage::recover_with_history(&mut storage, config.ledger, config.history)?;
+        let tables = ledger.tables();
         let keeps_history = config.history && storage.keeps_history();
         // The recovered state is one lone ledger's; split it over the shards
         // (whatever their number was before the restart).
@@ -514,6 +582,7 @@ impl Engine {
         stats
             .idempotency_records
             .store(records_kept as u64, Ordering::Relaxed);
+        stats.publish_tables(&tables, recovery.last_sequence);
         // Recovery brought the history up to the last record.
         stats
             .history_watermark
@@ -1275,6 +1344,7 @@ impl<S: Storage> Checkpointer<S> {
                 .map_err(|error| error.to_string())?;
         }
         let ledger = job.state.merge();
+        self.stats.publish_tables(&ledger.tables(), job.sequence);
         let mut state = Vec::new();
         storage::encode_state(&ledger, &mut state);
         let checkpoint = Checkpoint {
