@@ -454,6 +454,7 @@ async fn run_against(
     sample.append(&mut main_phase.recorder.sample.items);
     for phase in &mut sweep_phases {
         sample.append(&mut phase.recorder.sample.items);
+        main_phase.recorder.not_applied += phase.recorder.not_applied;
     }
     let mut acknowledgements = verify::acknowledgements(
         &verify_clients,

@@ -377,6 +377,7 @@ impl WorkerResult {
             "counts": recorder.counts.iter().map(|counts| json!([counts.committed, counts.ok, counts.rejected])).collect::<Vec<_>>(),
             "offered_commands": recorder.offered_commands,
             "offered_queries": recorder.offered_queries,
+            "not_applied": recorder.not_applied,
             "rejected_by_status": counts_json(&recorder.rejected_by_status),
             "request_errors": counts_json(&recorder.request_errors),
             "by_kind": recorder.by_kind.iter().map(histogram_json).collect::<Vec<_>>(),
@@ -405,6 +406,7 @@ impl WorkerResult {
         }
         recorder.offered_commands = value.get("offered_commands")?.as_u64()?;
         recorder.offered_queries = value.get("offered_queries")?.as_u64()?;
+        recorder.not_applied = value.get("not_applied")?.as_u64()?;
         for (name, count) in value.get("rejected_by_status")?.as_object()? {
             // Status names are the engine's own: map back to its strings.
             let name = Status::ALL
@@ -497,6 +499,7 @@ mod tests {
             rejected: 1,
         };
         recorder.offered_commands = 10;
+        recorder.not_applied = 2;
         recorder
             .rejected_by_status
             .insert(Status::InsufficientFunds.name(), 1);
@@ -520,6 +523,7 @@ mod tests {
         };
         let back = WorkerResult::from_json(&result.to_json(), window).unwrap();
         assert_eq!(back.recorder.counts[Kind::Transfer.index()].ok, 9);
+        assert_eq!(back.recorder.not_applied, 2);
         assert_eq!(
             back.recorder.rejected_by_status.get("insufficient_funds"),
             Some(&1)

@@ -169,7 +169,10 @@ impl Summary {
     }
 
     pub fn ok(&self) -> bool {
-        self.conservation.ok() && self.acknowledgements.ok() && self.stall.ok()
+        self.conservation.ok()
+            && self.acknowledgements.ok()
+            && self.stall.ok()
+            && self.recorder.not_applied == 0
     }
 
     fn latency(&self) -> Percentiles {
@@ -444,6 +447,18 @@ impl Summary {
         for problem in &ack.problems {
             let _ = writeln!(out, "  {problem}");
         }
+        let _ = writeln!(
+            out,
+            "every command applied: {}",
+            if self.recorder.not_applied == 0 {
+                "yes".to_owned()
+            } else {
+                format!(
+                    "NO ({} answered storage_failed or unavailable: the server could not or would not write them; see its log)",
+                    group_digits(self.recorder.not_applied)
+                )
+            }
+        );
         let stall = &self.stall;
         let _ = writeln!(
             out,
@@ -678,6 +693,7 @@ impl Summary {
         .map(|entry| json!({"label": entry.label, "per_mille": entry.per_mille, "why": entry.why}))
         .collect();
         let extra = json!({
+            "not_applied": self.recorder.not_applied,
             "kinds_missing": self.kinds_missing(),
             "mix_table": mix_table,
             "risk_policy": self.risk,

@@ -228,6 +228,16 @@ pub struct Recorder {
     /// Latency of everything sent in each second (coarser: 2 digits).
     pub per_second: Vec<Option<Histogram<u64>>>,
     pub sample: Reservoir,
+    /// Commands the server answered without applying them
+    /// (`storage_failed`, `unavailable`: it could not or would not write
+    /// them), at any time of the run. They have no record to look up.
+    pub not_applied: u64,
+}
+
+/// Whether a status says the command was not applied (and has no
+/// idempotency record): the server could not or would not log it.
+pub fn not_applied(status: Status) -> bool {
+    matches!(status, Status::StorageFailed | Status::Unavailable)
 }
 
 /// When the items of a request arrived: spread evenly over `length` from
@@ -260,6 +270,7 @@ impl Recorder {
             request_errors: BTreeMap::new(),
             per_second: Vec::new(),
             sample: Reservoir::new(sample_capacity, seed),
+            not_applied: 0,
         }
     }
 
@@ -314,11 +325,15 @@ impl Recorder {
         for (index, (result, &kind)) in results.iter().zip(kinds).enumerate() {
             let status = result.status;
             let id = batch_first_id + index as u128;
-            self.sample.offer(Acknowledged {
-                id,
-                status,
-                ordinal: ordinal + index as u64,
-            });
+            if not_applied(status) {
+                self.not_applied += 1;
+            } else {
+                self.sample.offer(Acknowledged {
+                    id,
+                    status,
+                    ordinal: ordinal + index as u64,
+                });
+            }
             if !status.is_ok() {
                 rejected += 1;
             }
@@ -469,6 +484,7 @@ impl Recorder {
                 _ => {}
             }
         }
+        self.not_applied += other.not_applied;
         self.sample.seen += other.sample.seen;
         self.sample.items.extend(other.sample.items);
     }
@@ -562,6 +578,39 @@ mod tests {
             live.longest_stall(),
             (Duration::from_millis(2_500), Duration::from_millis(200))
         );
+    }
+
+    #[test]
+    fn commands_not_applied_are_counted_and_not_looked_up() {
+        let start = Instant::now();
+        let window = Window {
+            start,
+            warm_end: start,
+            end: start + Duration::from_secs(10),
+        };
+        let live = Live::new(window);
+        let mut recorder = Recorder::new(window, 100, 1);
+        let results = [
+            CommandResult::OK,
+            CommandResult::new(Status::StorageFailed),
+            CommandResult::new(Status::Unavailable),
+            CommandResult::new(Status::InsufficientFunds),
+        ];
+        recorder.commands_done(
+            &live,
+            1_000,
+            &[Kind::Transfer; 4],
+            &results,
+            Arrivals {
+                start,
+                length: Duration::ZERO,
+            },
+            start + Duration::from_millis(5),
+        );
+        assert_eq!(recorder.not_applied, 2);
+        let sampled: Vec<u128> = recorder.sample.items.iter().map(|item| item.id).collect();
+        assert_eq!(sampled, vec![1_000, 1_003]);
+        assert_eq!(recorder.counts[Kind::Transfer.index()].rejected, 3);
     }
 
     #[test]
