@@ -3,8 +3,8 @@
 //! - `store`: appends `--movements` movements (default 100 million) in log
 //!   order to a `HistoryStore`, in jobs of 65,536 as the history writer
 //!   does: `--accounts` accounts (default 1 million) chosen at random, and
-//!   one hot account that takes 1 % of all movements (1 million at the
-//!   default). Then reopens the store (every segment read and checked),
+//!   one hot account that takes 1 % of all movements, or 1 million if that
+//!   is more (1 million at the default). Then reopens the store (every segment read and checked),
 //!   and times pages: the newest 50 of random accounts, the hot account's
 //!   newest 50, 50 at a cursor 90 % of the way back, a time range, and
 //!   `tx show` look-ups.
@@ -138,11 +138,14 @@ fn store_run(args: &Args) {
     let (store, _) = HistoryStore::open(&dir, config, 0).unwrap();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut job = Vec::with_capacity(JOB_MOVEMENTS);
+    // The hot account takes 1 % of the movements, or 1 million if that is
+    // more (a store smaller than 100 million still has a 1M-movement account).
+    let hot_every = (args.movements / 1_000_000).clamp(1, 100);
     let started = Instant::now();
     let mut build = Duration::ZERO;
     for index in 0..args.movements {
         let build_started = Instant::now();
-        let account = if index % 100 == 0 {
+        let account = if index % hot_every == 0 {
             HOT
         } else {
             AccountId(1_000 + rng.next() % args.accounts)
@@ -192,7 +195,8 @@ fn store_run(args: &Args) {
         let page = store.page(HOT, 0, u64::MAX, 0, 50).unwrap();
         assert_eq!(page.entries.len(), 50);
     });
-    let hot_movements = args.movements / 100;
+    let hot_movements = args.movements / (args.movements / 1_000_000).clamp(1, 100);
+    println!("hot account: {hot_movements} movements");
     let mut deep_cursor = 0;
     for _ in 0..(hot_movements * 9 / 10 / 1_000) {
         deep_cursor = store

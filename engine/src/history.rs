@@ -178,6 +178,28 @@ pub fn decode_movement(bytes: &[u8]) -> Result<Movement, String> {
     })
 }
 
+/// The account, command and timestamp of an encoded movement, read without
+/// decoding the rest (for scans that only index movements).
+pub fn movement_keys(bytes: &[u8]) -> Result<(AccountId, CommandId, u64), String> {
+    if bytes.len() < VALUE_FIXED_BYTES {
+        return Err(format!("a movement has {} bytes", bytes.len()));
+    }
+    if bytes[0] != VALUE_VERSION {
+        return Err(format!("unknown movement version {}", bytes[0]));
+    }
+    let mut account = [0u8; 8];
+    account.copy_from_slice(&bytes[1..9]);
+    let mut command = [0u8; 16];
+    command.copy_from_slice(&bytes[17..33]);
+    let mut timestamp = [0u8; 8];
+    timestamp.copy_from_slice(&bytes[41..49]);
+    Ok((
+        AccountId(u64::from_le_bytes(account)),
+        CommandId(u128::from_le_bytes(command)),
+        u64::from_le_bytes(timestamp),
+    ))
+}
+
 /// What the ledger knows about the command being applied, for the
 /// movements it makes.
 #[derive(Clone, Copy, Debug)]
@@ -253,6 +275,11 @@ mod tests {
         let mut bytes = Vec::new();
         encode_movement(&movement(), &mut bytes);
         assert_eq!(decode_movement(&bytes), Ok(movement()));
+        let full = movement();
+        assert_eq!(
+            movement_keys(&bytes),
+            Ok((full.account, full.command, full.timestamp))
+        );
         assert!(decode_movement(&bytes[..bytes.len() - 1]).is_err());
         let mut wrong = bytes.clone();
         wrong[0] = 9;

@@ -134,6 +134,12 @@ impl HistoryConfig {
     }
 }
 
+/// Most movement records (so commands) one segment can hold.
+fn commands_per_segment_max(segment_bytes: u32) -> usize {
+    segment_bytes as usize
+        / (RECORD_HEADER_BYTES + MOVEMENT_LINKS_BYTES + history::VALUE_FIXED_BYTES)
+}
+
 fn head_slots(accounts_max: usize) -> usize {
     accounts_max.saturating_mul(2).next_power_of_two().max(2)
 }
@@ -182,12 +188,24 @@ pub struct HistoryOpenReport {
     pub command_indexes_rebuilt: u64,
 }
 
+/// One slot of the head index: 32 bytes, two to a cache line, so the
+/// writer's look-up and update of an account touch one line.
+#[repr(C, align(32))]
+struct HeadSlot {
+    account: AtomicU64,
+    /// The newest record readers may follow (published after its write).
+    published: AtomicU64,
+    /// Writer only: the newest record appended (ahead of `published`
+    /// while a write is being built) and its skip address.
+    latest: AtomicU64,
+    skip: AtomicU64,
+}
+
 /// The in-memory head index: account -> newest record address. Open
 /// addressing with linear probing at most half full; slots are never
 /// removed, so readers need no lock.
 struct HeadIndex {
-    keys: Box<[AtomicU64]>,
-    addresses: Box<[AtomicU64]>,
+    slots: Box<[HeadSlot]>,
     mask: usize,
     used: AtomicUsize,
     capacity: usize,
@@ -197,8 +215,14 @@ impl HeadIndex {
     fn new(capacity: usize) -> HeadIndex {
         let slots = head_slots(capacity);
         HeadIndex {
-            keys: (0..slots).map(|_| AtomicU64::new(EMPTY_KEY)).collect(),
-            addresses: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            slots: (0..slots)
+                .map(|_| HeadSlot {
+                    account: AtomicU64::new(EMPTY_KEY),
+                    published: AtomicU64::new(0),
+                    latest: AtomicU64::new(0),
+                    skip: AtomicU64::new(0),
+                })
+                .collect(),
             mask: slots - 1,
             used: AtomicUsize::new(0),
             capacity,
@@ -211,11 +235,11 @@ impl HeadIndex {
     }
 
     /// The slot of `account`, if it has one.
-    fn find(&self, account: u64) -> Option<usize> {
+    fn find(&self, account: u64) -> Option<&HeadSlot> {
         let mut slot = self.home(account);
         for _ in 0..=self.mask {
-            match self.keys[slot].load(Ordering::Acquire) {
-                key if key == account => return Some(slot),
+            match self.slots[slot].account.load(Ordering::Acquire) {
+                key if key == account => return Some(&self.slots[slot]),
                 EMPTY_KEY => return None,
                 _ => slot = (slot + 1) & self.mask,
             }
@@ -229,7 +253,7 @@ impl HeadIndex {
         debug_assert_ne!(account, EMPTY_KEY);
         let mut slot = self.home(account);
         for _ in 0..=self.mask {
-            match self.keys[slot].load(Ordering::Relaxed) {
+            match self.slots[slot].account.load(Ordering::Relaxed) {
                 key if key == account => return Some(slot),
                 EMPTY_KEY => {
                     let used = self.used.load(Ordering::Relaxed);
@@ -237,8 +261,8 @@ impl HeadIndex {
                         return None;
                     }
                     self.used.store(used + 1, Ordering::Relaxed);
-                    // The address is still 0 ("none") when readers see the key.
-                    self.keys[slot].store(account, Ordering::Release);
+                    // Its address is still 0 ("none") when readers see the key.
+                    self.slots[slot].account.store(account, Ordering::Release);
                     return Some(slot);
                 }
                 _ => slot = (slot + 1) & self.mask,
@@ -249,7 +273,28 @@ impl HeadIndex {
 
     fn head(&self, account: u64) -> u64 {
         self.find(account)
-            .map_or(0, |slot| self.addresses[slot].load(Ordering::Acquire))
+            .map_or(0, |slot| slot.published.load(Ordering::Acquire))
+    }
+
+    /// Writer only: the links of a new record of the account in `slot` at
+    /// `address`, which becomes the slot's latest.
+    fn append(&self, slot: usize, address: u64) -> Links {
+        let slot = &self.slots[slot];
+        let links = Links::after(
+            address,
+            slot.latest.load(Ordering::Relaxed),
+            slot.skip.load(Ordering::Relaxed),
+        );
+        slot.latest.store(address, Ordering::Relaxed);
+        slot.skip.store(links.skip, Ordering::Relaxed);
+        links
+    }
+
+    /// Writer only: readers may now follow the slot's latest record.
+    fn publish(&self, slot: usize) {
+        let slot = &self.slots[slot];
+        slot.published
+            .store(slot.latest.load(Ordering::Relaxed), Ordering::Release);
     }
 }
 
@@ -289,12 +334,7 @@ struct Writer {
     /// The next segment number to create.
     next_number: u32,
     buffer: Vec<u8>,
-    /// The writer's own view of each head slot (ahead of the published one
-    /// while a write is built), and the slots changed since the last flush.
-    latest: Vec<u64>,
-    /// Per slot: the account's newest address in a segment older than the
-    /// one its newest record is in (0: none).
-    skips: Vec<u64>,
+    /// Head slots appended to since the last flush.
     dirty: Vec<u32>,
     /// Command id -> address of its first leg, for the records in `buffer`.
     commands: Vec<(u128, u64)>,
@@ -309,7 +349,8 @@ struct Shared {
     heads: HeadIndex,
     segments: RwLock<BTreeMap<u32, SegmentEntry>>,
     /// The active segment's command index.
-    active_commands: Mutex<FxHashMap<u128, u64>>,
+    /// (command, address of its first leg) in the order appended.
+    active_commands: Mutex<Vec<(u128, u64)>>,
     watermark: AtomicU64,
     movements_refused: AtomicU64,
     segments_expired: AtomicU64,
@@ -500,14 +541,16 @@ fn scan_segment(bytes: &[u8], number: u32) -> Scanned {
             }
         };
         match kind {
-            KIND_MOVEMENT => match decode_movement_body(body) {
-                Ok((_, movement)) => {
-                    scanned
-                        .movements
-                        .push((movement.account.0, at as u32, movement.timestamp));
-                    if last_command != Some(movement.command.0) {
-                        scanned.commands.push((movement.command.0, at as u32));
-                        last_command = Some(movement.command.0);
+            KIND_MOVEMENT => match body
+                .get(MOVEMENT_LINKS_BYTES..)
+                .ok_or_else(|| "a movement record has no links".to_owned())
+                .and_then(history::movement_keys)
+            {
+                Ok((account, command, timestamp)) => {
+                    scanned.movements.push((account.0, at as u32, timestamp));
+                    if last_command != Some(command.0) {
+                        scanned.commands.push((command.0, at as u32));
+                        last_command = Some(command.0);
                     }
                 }
                 Err(reason) => {
@@ -571,8 +614,12 @@ fn read_full_at(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<
 
 /// Encodes a sealed segment's command index: header (magic, count), entries
 /// sorted by command id, CRC-32C of everything before it.
-fn encode_commands(commands: &mut [(u128, u64)]) -> Vec<u8> {
-    commands.sort_unstable_by_key(|&(command, _)| command);
+fn encode_commands(commands: &mut Vec<(u128, u64)>) -> Vec<u8> {
+    // Of a command id applied twice the later (higher) address is kept.
+    commands.sort_unstable();
+    commands.reverse();
+    commands.dedup_by_key(|&mut (command, _)| command);
+    commands.reverse();
     let mut out = Vec::with_capacity(COMMANDS_HEADER_BYTES + commands.len() * 24 + 4);
     out.extend_from_slice(&COMMANDS_MAGIC);
     out.extend_from_slice(&(commands.len() as u64).to_le_bytes());
@@ -647,8 +694,6 @@ impl HistoryStore {
 
         let mut report = HistoryOpenReport::default();
         let heads = HeadIndex::new(config.accounts_max);
-        let mut latest = vec![0u64; heads.keys.len()];
-        let mut skips = vec![0u64; heads.keys.len()];
         let mut kept: Vec<(u32, Scanned)> = Vec::new();
         let mut index = 0;
         while index < numbers.len() {
@@ -744,7 +789,8 @@ impl HistoryStore {
         let mut watermark = 0;
         let mut last_timestamp = 0;
         let mut active = None;
-        let mut active_commands = FxHashMap::default();
+        let mut active_commands =
+            Vec::with_capacity(commands_per_segment_max(config.segment_bytes));
         let mut refused = 0u64;
         let kept_count = kept.len();
         for (position, (number, scanned)) in kept.into_iter().enumerate() {
@@ -757,9 +803,7 @@ impl HistoryStore {
             for &(account, offset, _) in &scanned.movements {
                 match heads.find_or_insert(account) {
                     Some(slot) => {
-                        let address = address_of(number, offset);
-                        skips[slot] = Links::after(address, latest[slot], skips[slot]).skip;
-                        latest[slot] = address;
+                        heads.append(slot, address_of(number, offset));
                     }
                     None => refused += 1,
                 }
@@ -794,9 +838,8 @@ impl HistoryStore {
                     Some(count) => count,
                     None => {
                         let mut commands = commands;
-                        write_commands(dir, number, &mut commands)?;
                         report.command_indexes_rebuilt += 1;
-                        commands.len() as u64
+                        write_commands(dir, number, &mut commands)?
                     }
                 };
                 let file = File::open(&commands_file).map_err(|error| {
@@ -816,14 +859,12 @@ impl HistoryStore {
                     offset: scanned.valid_end as u32,
                     crc,
                 });
-                active_commands = commands.into_iter().collect();
+                active_commands.extend(commands);
             }
             segments.insert(number, entry);
         }
-        for (slot, &address) in latest.iter().enumerate() {
-            if address != 0 {
-                heads.addresses[slot].store(address, Ordering::Relaxed);
-            }
+        for slot in 0..heads.slots.len() {
+            heads.publish(slot);
         }
         let next_number = segments
             .keys()
@@ -844,8 +885,6 @@ impl HistoryStore {
                     active,
                     next_number,
                     buffer: Vec::new(),
-                    latest,
-                    skips,
                     dirty: Vec::new(),
                     commands: Vec::new(),
                     movements_buffered: 0,
@@ -880,7 +919,7 @@ impl HistoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn active_commands(&self) -> MutexGuard<'_, FxHashMap<u128, u64>> {
+    fn active_commands(&self) -> MutexGuard<'_, Vec<(u128, u64)>> {
         self.shared
             .active_commands
             .lock()
@@ -930,9 +969,7 @@ impl HistoryStore {
                     continue;
                 };
                 let address = address_of(number, (base + writer.buffer.len()) as u32);
-                let links = Links::after(address, writer.latest[slot], writer.skips[slot]);
-                writer.latest[slot] = address;
-                writer.skips[slot] = links.skip;
+                let links = self.shared.heads.append(slot, address);
                 writer.dirty.push(slot as u32);
                 first_leg.get_or_insert(address);
                 push_record(&mut writer.buffer, KIND_MOVEMENT, |out| {
@@ -1006,7 +1043,7 @@ impl HistoryStore {
         }
         for slot in writer.dirty.drain(..) {
             let slot = slot as usize;
-            self.shared.heads.addresses[slot].store(writer.latest[slot], Ordering::Release);
+            self.shared.heads.publish(slot);
         }
         writer.buffer.clear();
         writer.movements_buffered = 0;
@@ -1039,13 +1076,8 @@ impl HistoryStore {
             .file
             .sync_data()
             .map_err(|error| io("cannot sync a history segment", error))?;
-        let mut commands: Vec<(u128, u64)> = self
-            .active_commands()
-            .iter()
-            .map(|(&command, &address)| (command, address))
-            .collect();
-        let count = commands.len() as u64;
-        write_commands(&self.shared.dir, active.number, &mut commands)?;
+        let mut commands: Vec<(u128, u64)> = self.active_commands().clone();
+        let count = write_commands(&self.shared.dir, active.number, &mut commands)?;
         let commands_file = File::open(commands_path(&self.shared.dir, active.number))
             .map_err(|error| io("cannot open a history command index", error))?;
         {
@@ -1262,7 +1294,13 @@ impl HistoryStore {
     /// The movements (legs) of one command, in the order they were made;
     /// the newest application of its id if it was applied twice.
     pub fn command_movements(&self, command: CommandId) -> Result<Vec<Movement>, StorageError> {
-        let found = self.active_commands().get(&command.0).copied();
+        // Newest first: a command id applied again wins.
+        let found = self
+            .active_commands()
+            .iter()
+            .rev()
+            .find(|&&(id, _)| id == command.0)
+            .map(|&(_, address)| address);
         let address = match found {
             Some(address) => Some(address),
             None => self.find_sealed_command(command.0)?,
@@ -1451,11 +1489,13 @@ fn remove_segment(dir: &Path, number: u32) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Writes a sealed segment's command index (crash-safely); returns its
+/// entries.
 fn write_commands(
     dir: &Path,
     number: u32,
-    commands: &mut [(u128, u64)],
-) -> Result<(), StorageError> {
+    commands: &mut Vec<(u128, u64)>,
+) -> Result<u64, StorageError> {
     let bytes = encode_commands(commands);
     let path = commands_path(dir, number);
     let temporary = dir.join(format!("{number:010}.cmd.tmp"));
@@ -1466,7 +1506,8 @@ fn write_commands(
         fs::rename(&temporary, &path)
     })();
     written.map_err(|error| io(&format!("cannot write {}", path.display()), error))?;
-    sync_dir(dir)
+    sync_dir(dir)?;
+    Ok(commands.len() as u64)
 }
 
 #[cfg(test)]
