@@ -129,6 +129,14 @@ async fn wait_for_history(connection: &mut RawConnection) {
                 .unwrap_or_else(|| panic!("status has no {name}"))
         };
         if field("engine.history_watermark") >= field("engine.last_sequence") {
+            // payrail status shows the store: its segments, the head
+            // index's capacity (the default) and the retention (none).
+            assert!(field("history.segments") >= 1);
+            assert!(field("history.movements_kept") >= 1);
+            assert_eq!(field("history.accounts_max"), 1_048_576);
+            assert!(field("history.accounts") >= ACCOUNTS);
+            assert_eq!(field("history.retention_s"), 0);
+            assert_eq!(field("history.movements_refused"), 0);
             return;
         }
         assert!(
