@@ -1,4 +1,5 @@
-//! Sharded execution: one state machine per core, with a router in front.
+//! Sharded execution: N single-threaded state machines (by default one per
+//! core the router and the sequencer leave), with a router in front.
 //!
 //! ```text
 //! batch ──▶ router (one thread, in log order)
