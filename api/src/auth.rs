@@ -50,7 +50,14 @@ pub fn command_role(kind: &CommandKind) -> Role {
         | CommandKind::SetBudget { .. }
         | CommandKind::FxQuote { .. }
         | CommandKind::FxConvertQuote { .. }
-        | CommandKind::FxConvert(_) => Role::Payments,
+        | CommandKind::FxConvert(_)
+        // Binding a card, reporting its check and unbinding it are the
+        // payment gateway's work, as are top-ups and withdrawals with it.
+        | CommandKind::BindInstrument(_)
+        | CommandKind::VerifyInstrument { .. }
+        | CommandKind::UnbindInstrument { .. }
+        | CommandKind::DepositFrom { .. }
+        | CommandKind::WithdrawHoldTo { .. } => Role::Payments,
         CommandKind::Freeze { .. }
         | CommandKind::Unfreeze { .. }
         | CommandKind::Close { .. }

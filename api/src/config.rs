@@ -234,6 +234,11 @@ pub struct EngineSection {
     pub customer_payment_codes_live_max: u8,
     /// Open FX quotes one paying account may have.
     pub account_fx_quotes_open_max: u8,
+    /// Funding instruments one customer may have bound at once (1..=64).
+    pub customer_instruments_max: u8,
+    /// Funding instruments one shard holds at most, unbound ones it still
+    /// remembers included.
+    pub instruments_max: u64,
     /// Accounts the memory budget printed at start is worked out for (or
     /// the accounts there are, if more). Decides nothing.
     pub budget_accounts: u64,
@@ -265,6 +270,8 @@ impl Default for EngineSection {
             account_holds_pending_max: engine.ledger.account_holds_pending_max,
             customer_payment_codes_live_max: engine.ledger.customer_payment_codes_live_max,
             account_fx_quotes_open_max: engine.ledger.account_fx_quotes_open_max,
+            customer_instruments_max: engine.ledger.customer_instruments_max,
+            instruments_max: engine.ledger.instruments_max as u64,
             budget_accounts: 1 << 20,
             shards: engine.shards as u32,
             history: engine.history,
@@ -298,6 +305,8 @@ impl EngineSection {
                 account_holds_pending_max: self.account_holds_pending_max,
                 customer_payment_codes_live_max: self.customer_payment_codes_live_max,
                 account_fx_quotes_open_max: self.account_fx_quotes_open_max,
+                customer_instruments_max: self.customer_instruments_max,
+                instruments_max: usize::try_from(self.instruments_max).unwrap_or(usize::MAX),
             },
             queue_depth: self.queue_depth as usize,
             group_commands_max: self.group_commands_max as usize,
@@ -335,6 +344,15 @@ impl EngineSection {
         {
             return Err(invalid(
                 "engine.account_holds_pending_max, engine.customer_payment_codes_live_max and engine.account_fx_quotes_open_max must be at least 1",
+            ));
+        }
+        if self.customer_instruments_max == 0
+            || self.customer_instruments_max
+                > payrail_engine::limits::CUSTOMER_INSTRUMENTS_MAX_LIMIT
+            || self.instruments_max == 0
+        {
+            return Err(invalid(
+                "engine.customer_instruments_max must be 1 to 64 and engine.instruments_max at least 1",
             ));
         }
         if self.shards as usize > SHARDS_MAX {

@@ -164,6 +164,13 @@ fn is_charge(command: &Command) -> bool {
     matches!(command.kind, CommandKind::ChargePaymentCode { .. })
 }
 
+/// A bind carrying something that looks like a card number: refused here,
+/// at the edge, so that the number never reaches the log (the ledger
+/// refuses it too, for any other way in).
+fn carries_card_number(command: &Command) -> bool {
+    matches!(command.kind, CommandKind::BindInstrument(bind) if bind.carries_card_number())
+}
+
 /// The data directory as the server reads it for history and backups.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -635,9 +642,10 @@ impl Connection {
             .await;
     }
 
-    /// Submits a batch holding payment-code charges: while the gateway is
-    /// throttled for guessing, its charges are refused at the edge; the
-    /// unknown codes it charges count towards the throttle.
+    /// Submits a batch holding payment-code charges or card numbers: while
+    /// the gateway is throttled for guessing, its charges are refused at
+    /// the edge, as is every bind carrying a card number; the unknown codes
+    /// it charges count towards the throttle.
     fn submit_charges(
         &self,
         gateway: &Arc<str>,
@@ -650,6 +658,8 @@ impl Connection {
             .map(|command| {
                 if blocked && is_charge(&command) {
                     Err(Status::PaymentCodeThrottled)
+                } else if carries_card_number(&command) {
+                    Err(Status::LooksLikeCardNumber)
                 } else {
                     Ok(command)
                 }
@@ -719,7 +729,8 @@ impl Connection {
                 } else {
                     let (sender, receiver) = oneshot::channel();
                     let charges = commands.iter().filter(|command| is_charge(command)).count();
-                    let submitted = if charges == 0 {
+                    let card_numbers = commands.iter().any(carries_card_number);
+                    let submitted = if charges == 0 && !card_numbers {
                         self.context.engine.submit(
                             commands,
                             Box::new(move |results| drop(sender.send(results))),

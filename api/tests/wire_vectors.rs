@@ -27,6 +27,12 @@ use payrail_engine::{
     FxSource, Query, QueryReply, RiskContext, RiskDetail, Status,
 };
 
+/// The instrument the variant tables' examples name.
+const INSTRUMENT: payrail_engine::InstrumentId = payrail_engine::InstrumentId {
+    owner: 1,
+    number: 1,
+};
+
 const PROTOCOL_MD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md");
 
 /// A static Thai PromptPay code (EMVCo merchant-presented mode, no amount:
@@ -1343,6 +1349,37 @@ fn document_variant_tables_match_the_encoding() {
             from: account,
         },
         CommandKind::FxConvert(fx_order),
+        CommandKind::BindInstrument(payrail_engine::InstrumentBind {
+            customer: account,
+            number: 1,
+            kind: payrail_engine::instrument::InstrumentKind::Card,
+            token: payrail_engine::instrument::InstrumentToken::new("tok_abc").unwrap(),
+            bank: payrail_engine::instrument::BankName::new("ICBC").unwrap(),
+            country: *b"CN",
+            last_four: *b"4242",
+            currency,
+        }),
+        CommandKind::VerifyInstrument {
+            instrument: INSTRUMENT,
+            passed: true,
+        },
+        CommandKind::UnbindInstrument {
+            instrument: INSTRUMENT,
+        },
+        CommandKind::DepositFrom {
+            account,
+            amount: 1,
+            currency,
+            instrument: INSTRUMENT,
+        },
+        CommandKind::WithdrawHoldTo {
+            account,
+            amount: 1,
+            currency,
+            timeout_ms: 60_000,
+            context: payrail_engine::RiskContext::NONE,
+            instrument: INSTRUMENT,
+        },
     ];
     // Fails to compile when the engine grows a kind: add it above and to
     // the command table in docs/protocol.md.
@@ -1368,7 +1405,12 @@ fn document_variant_tables_match_the_encoding() {
             | CommandKind::SetFxFloor { .. }
             | CommandKind::FxQuote { .. }
             | CommandKind::FxConvertQuote { .. }
-            | CommandKind::FxConvert(_) => {}
+            | CommandKind::FxConvert(_)
+            | CommandKind::BindInstrument(_)
+            | CommandKind::VerifyInstrument { .. }
+            | CommandKind::UnbindInstrument { .. }
+            | CommandKind::DepositFrom { .. }
+            | CommandKind::WithdrawHoldTo { .. } => {}
         }
     }
     for (index, kind) in kinds.into_iter().enumerate() {
@@ -1392,6 +1434,7 @@ fn document_variant_tables_match_the_encoding() {
             category: 1,
         },
         Query::FxRate { index: 0 },
+        Query::Instrument { account, index: 0 },
     ];
     for (index, query) in queries.into_iter().enumerate() {
         let bytes = bincode_body(query);
@@ -1430,6 +1473,19 @@ fn document_variant_tables_match_the_encoding() {
             set_at: 1,
             valid_until: 2,
             rates_total: 1,
+        }),
+        QueryReply::Instrument(payrail_engine::instrument::InstrumentView {
+            instrument: INSTRUMENT,
+            kind: payrail_engine::instrument::InstrumentKind::Card,
+            token: payrail_engine::instrument::InstrumentToken::new("tok_abc").unwrap(),
+            bank: payrail_engine::instrument::BankName::new("ICBC").unwrap(),
+            country: *b"CN",
+            last_four: *b"4242",
+            currency,
+            state: payrail_engine::instrument::InstrumentState::Verified,
+            bound_at: 1,
+            changed_at: 2,
+            instruments_total: 1,
         }),
     ];
     for (index, reply) in replies.into_iter().enumerate() {

@@ -5,6 +5,7 @@
 //! returns the first result, so a gateway can always retry safely.
 
 use crate::currency::Currency;
+pub use crate::instrument::{InstrumentBind, InstrumentId};
 use crate::status::Status;
 
 /// Client-chosen id of one command, unique per gateway installation.
@@ -358,6 +359,38 @@ pub enum CommandKind {
     },
     /// Convert at the current rate and spread.
     FxConvert(FxOrder),
+    /// Bind a funding instrument (bank card or bank account) to a customer,
+    /// unverified until the gateway reports its check (docs/instruments.md).
+    BindInstrument(InstrumentBind),
+    /// The gateway's check of an instrument (card verification,
+    /// micro-deposit): `passed` makes it usable, otherwise it stays unusable.
+    VerifyInstrument {
+        instrument: InstrumentId,
+        passed: bool,
+    },
+    /// The customer removes an instrument: it can no longer be named.
+    UnbindInstrument {
+        instrument: InstrumentId,
+    },
+    /// Top-up from a verified instrument of the account's customer: a
+    /// `Deposit` that names where the money comes from.
+    DepositFrom {
+        account: AccountId,
+        amount: u64,
+        currency: Currency,
+        instrument: InstrumentId,
+    },
+    /// Withdrawal phase one to a verified instrument of the account's
+    /// customer in the account's currency: a `WithdrawHold` that names where
+    /// the money goes. Posted and voided like any hold.
+    WithdrawHoldTo {
+        account: AccountId,
+        amount: u64,
+        currency: Currency,
+        timeout_ms: u64,
+        context: RiskContext,
+        instrument: InstrumentId,
+    },
 }
 
 /// An FX mid rate as it travels on the log and the wire: `mantissa /
@@ -471,6 +504,11 @@ impl CommandKind {
             CommandKind::FxQuote { .. } => "fx_quote",
             CommandKind::FxConvertQuote { .. } => "fx_convert_quote",
             CommandKind::FxConvert(_) => "fx_convert",
+            CommandKind::BindInstrument(_) => "bind_instrument",
+            CommandKind::VerifyInstrument { .. } => "verify_instrument",
+            CommandKind::UnbindInstrument { .. } => "unbind_instrument",
+            CommandKind::DepositFrom { .. } => "deposit_from",
+            CommandKind::WithdrawHoldTo { .. } => "withdraw_hold_to",
         }
     }
 }
@@ -648,6 +686,12 @@ pub enum Query {
     FxRate {
         index: u64,
     },
+    /// The `index`-th funding instrument (in number order) of the customer
+    /// holding `account`; `Refused(UnknownInstrument)` past the end.
+    Instrument {
+        account: AccountId,
+        index: u8,
+    },
 }
 
 /// One FX rate as the ledger holds it.
@@ -714,6 +758,7 @@ pub enum QueryReply {
         budget: Option<u64>,
     },
     FxRate(FxRateView),
+    Instrument(crate::instrument::InstrumentView),
 }
 
 /// Lifecycle of an account.

@@ -20,10 +20,12 @@ use rustc_hash::FxHashMap;
 
 use crate::command::{
     AccountId, AccountKind, AccountStatus, AccountView, Command, CommandId, CommandKind,
-    CommandResult, Detail, HouseRole, MerchantKey, OpenAccount, Query, QueryReply, RiskContext,
+    CommandResult, Detail, HouseRole, InstrumentId, MerchantKey, OpenAccount, Query, QueryReply,
+    RiskContext,
 };
 
 pub(crate) mod halves;
+mod instruments;
 pub mod memory;
 mod payments;
 pub(crate) mod risk_gate;
@@ -53,8 +55,12 @@ fn warm_parties(kind: &CommandKind) -> ([Option<AccountId>; 2], bool) {
     match *kind {
         CommandKind::Transfer { from, to, .. } => ([Some(from), Some(to)], true),
         CommandKind::PayMerchantQr { payer, .. } => ([Some(payer), None], true),
-        CommandKind::WithdrawHold { account, .. } => ([Some(account), None], true),
-        CommandKind::Deposit { account, .. } => ([Some(account), None], false),
+        CommandKind::WithdrawHold { account, .. } | CommandKind::WithdrawHoldTo { account, .. } => {
+            ([Some(account), None], true)
+        }
+        CommandKind::Deposit { account, .. } | CommandKind::DepositFrom { account, .. } => {
+            ([Some(account), None], false)
+        }
         CommandKind::ChargePaymentCode { merchant, .. } => ([Some(merchant), None], false),
         CommandKind::FxConvert(order) | CommandKind::FxQuote { order, .. } => {
             ([Some(order.from), Some(order.to)], false)
@@ -64,6 +70,8 @@ fn warm_parties(kind: &CommandKind) -> ([Option<AccountId>; 2], bool) {
     }
 }
 pub(crate) use halves::{Half, Verdict};
+pub use instruments::Instrument;
+pub(crate) use instruments::Instruments;
 pub use payments::{Payment, PaymentCode, PaymentCodeState};
 use risk_gate::Payee;
 
@@ -210,6 +218,12 @@ pub struct LedgerConfig {
     pub customer_payment_codes_live_max: u8,
     /// Open FX quotes one paying account may have (`fx_too_many_quotes`).
     pub account_fx_quotes_open_max: u8,
+    /// Funding instruments one customer may have bound at once
+    /// (`too_many_instruments`).
+    pub customer_instruments_max: u8,
+    /// Instruments one ledger holds at most, unbound ones remembered
+    /// included (`instruments_full`); per shard when sharded.
+    pub instruments_max: usize,
 }
 
 impl Default for LedgerConfig {
@@ -220,6 +234,8 @@ impl Default for LedgerConfig {
             account_holds_pending_max: limits::ACCOUNT_HOLDS_PENDING_MAX,
             customer_payment_codes_live_max: limits::CUSTOMER_PAYMENT_CODES_LIVE_MAX,
             account_fx_quotes_open_max: limits::FX_QUOTES_OPEN_PER_ACCOUNT_MAX,
+            customer_instruments_max: limits::CUSTOMER_INSTRUMENTS_MAX_DEFAULT,
+            instruments_max: limits::INSTRUMENTS_MAX_DEFAULT,
         }
     }
 }
@@ -231,6 +247,10 @@ pub(crate) struct OwnerCaps {
     pub(crate) holds_pending: u16,
     pub(crate) payment_codes_live: u8,
     pub(crate) fx_quotes_open: u8,
+    pub(crate) instruments: u8,
+    /// The whole instrument table's bound (not per owner, but read where
+    /// the others are).
+    pub(crate) instruments_total: usize,
 }
 
 impl Default for OwnerCaps {
@@ -245,6 +265,8 @@ impl OwnerCaps {
             holds_pending: config.account_holds_pending_max,
             payment_codes_live: config.customer_payment_codes_live_max,
             fx_quotes_open: config.account_fx_quotes_open_max,
+            instruments: config.customer_instruments_max,
+            instruments_total: config.instruments_max,
         }
     }
 }
@@ -299,6 +321,8 @@ pub(crate) struct Books {
     pub(crate) detail: Detail,
     /// FX rates, floors, quotes and cross-currency payments (crate::fx).
     pub(crate) fx: FxState,
+    /// Customers' funding instruments (ledger/instruments.rs).
+    pub(crate) instruments: Instruments,
     /// Movements of the batch being applied, while history is on (not part
     /// of the state: never encoded or digested).
     pub(crate) history: Option<HistorySink>,
@@ -594,6 +618,10 @@ impl Ledger {
                 category,
             } => self.spending(*account, *month, *category),
             Query::FxRate { index } => self.books.fx.rate_view(*index),
+            Query::Instrument { account, index } => match self.account(*account) {
+                Some(account) => self.books.instrument_view(account, *index),
+                None => QueryReply::Refused(Status::UnknownAccount),
+            },
         }
     }
 
@@ -749,6 +777,7 @@ impl Ledger {
         self.books.digest_payments(&mut hasher);
         self.books.risk.digest_into(&mut hasher);
         self.books.digest_fx(&mut hasher);
+        self.books.instruments.digest_into(&mut hasher);
         *hasher.finalize().as_bytes()
     }
 }
@@ -872,7 +901,13 @@ impl Books {
                 account,
                 amount,
                 currency,
-            } => self.deposit(account, amount, currency),
+            } => self.deposit(account, amount, currency, None),
+            CommandKind::DepositFrom {
+                account,
+                amount,
+                currency,
+                instrument,
+            } => self.deposit(account, amount, currency, Some(instrument)),
             // Two parties: the halves a shard runs (ledger/halves.rs).
             CommandKind::Transfer { .. }
             | CommandKind::PayMerchantQr { .. }
@@ -897,7 +932,33 @@ impl Books {
                 context,
                 timestamp,
                 elsewhere.hold_id_taken,
+                None,
             ),
+            CommandKind::WithdrawHoldTo {
+                account,
+                amount,
+                currency,
+                timeout_ms,
+                context,
+                instrument,
+            } => self.withdraw_hold(
+                command.id,
+                account,
+                amount,
+                currency,
+                timeout_ms,
+                context,
+                timestamp,
+                elsewhere.hold_id_taken,
+                Some(instrument),
+            ),
+            CommandKind::BindInstrument(bind) => self.bind_instrument(&bind, timestamp),
+            CommandKind::VerifyInstrument { instrument, passed } => {
+                self.verify_instrument(instrument, passed, timestamp)
+            }
+            CommandKind::UnbindInstrument { instrument } => {
+                self.unbind_instrument(instrument, timestamp)
+            }
             CommandKind::WithdrawPost { hold } => self.finish_hold(hold, HoldState::Posted),
             CommandKind::WithdrawVoid { hold } => self.finish_hold(hold, HoldState::Voided),
             CommandKind::Freeze { account } => self.freeze(account),
@@ -1184,7 +1245,14 @@ impl Books {
         Ok(())
     }
 
-    fn deposit(&mut self, id: AccountId, amount: u64, currency: Currency) -> Result<(), Status> {
+    /// `Deposit` (no instrument) and `DepositFrom`.
+    fn deposit(
+        &mut self,
+        id: AccountId,
+        amount: u64,
+        currency: Currency,
+        instrument: Option<InstrumentId>,
+    ) -> Result<(), Status> {
         check_amount(amount)?;
         let slot = self.user_slot(id, Status::UnknownAccount)?;
         let account = self.account(slot);
@@ -1192,6 +1260,7 @@ impl Books {
         if account.currency != currency {
             return Err(Status::CurrencyMismatch);
         }
+        self.check_funding(account, instrument, None)?;
         let balance = account
             .balance
             .checked_add(signed(amount))
@@ -1219,6 +1288,7 @@ impl Books {
         context: RiskContext,
         timestamp: u64,
         hold_id_taken: bool,
+        instrument: Option<InstrumentId>,
     ) -> Result<(), Status> {
         check_amount(amount)?;
         if !(limits::HOLD_TIMEOUT_MS_MIN..=limits::HOLD_TIMEOUT_MS_MAX).contains(&timeout_ms) {
@@ -1230,6 +1300,7 @@ impl Books {
         if account.currency != currency {
             return Err(Status::CurrencyMismatch);
         }
+        self.check_funding(account, instrument, Some(currency))?;
         if account.holds_pending >= self.caps.holds_pending {
             return Err(Status::TooManyHolds);
         }

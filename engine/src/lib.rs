@@ -8,6 +8,7 @@
 //! - [`ledger`]: the deterministic single-threaded state machine.
 //! - [`shard`]: N ledgers on N threads behind a router, deciding as one.
 //! - [`fx`]: FX rates, quotes, conversions and cross-currency payments.
+//! - [`instrument`]: funding instruments (bank cards, bank accounts) and the card-number check.
 //! - [`history`]: per-account movements the ledger emits, and their keys.
 //! - [`pipeline`]: sequencer, log, executor, history writer, checkpoints.
 //! - [`storage`]: the durable log, checkpoints, history segment files, recovery.
@@ -18,6 +19,7 @@ pub mod currency;
 pub mod fx;
 pub mod history;
 mod history_writer;
+pub mod instrument;
 pub mod ledger;
 pub mod limits;
 pub mod pipeline;
@@ -30,7 +32,8 @@ pub mod storage;
 pub use command::{
     AccountId, AccountKind, AccountStatus, AccountView, BudgetDetail, Command, CommandId,
     CommandKind, CommandResult, Detail, FxAmounts, FxMid, FxOrder, FxRateSet, FxRateView, FxSide,
-    FxSource, HouseRole, MerchantKey, OpenAccount, Query, QueryReply, RiskContext, RiskDetail,
+    FxSource, HouseRole, InstrumentBind, InstrumentId, MerchantKey, OpenAccount, Query, QueryReply,
+    RiskContext, RiskDetail,
 };
 pub use currency::Currency;
 pub use ledger::{Account, Ledger, LedgerConfig};

@@ -66,6 +66,16 @@ pub const FX_QUOTES_MAX: usize = 1 << 20;
 /// late convert gets `fx_quote_expired`/`fx_quote_used`, not `not_found`.
 pub const FX_QUOTE_MEMORY_NS: u64 = 600 * 1_000_000_000;
 
+/// Funding instruments one customer may have bound at once (default of
+/// `engine.customer_instruments_max`) ...
+pub const CUSTOMER_INSTRUMENTS_MAX_DEFAULT: u8 = 8;
+/// ... and the most the configuration may allow.
+pub const CUSTOMER_INSTRUMENTS_MAX_LIMIT: u8 = 64;
+/// Instruments one ledger (one shard) holds at most, unbound ones it still
+/// remembers included (default of `engine.instruments_max`).
+pub const INSTRUMENTS_MAX_DEFAULT: usize = 1 << 22;
+
+const _: () = assert!(CUSTOMER_INSTRUMENTS_MAX_DEFAULT <= CUSTOMER_INSTRUMENTS_MAX_LIMIT);
 const _: () = assert!(FX_SPREAD_BPS_MAX < 10_000, "a spread below 100%");
 const _: () = assert!(FX_QUOTE_TTL_MS_MIN <= FX_QUOTE_TTL_MS_MAX);
 const _: () = assert!(FX_RATE_VALID_MS_MIN <= FX_RATE_VALID_MS_MAX);

@@ -15,6 +15,7 @@
 //! | 100-119 | QR payments, payment codes, refunds |
 //! | 120-139 | QR payloads refused at the edge |
 //! | 140-169 | FX: rates, quotes, conversions, liquidity |
+//! | 170-189 | funding instruments: bank cards and bank accounts |
 //! | 900-999 | the pipeline around the ledger (log, shutdown) |
 
 use std::fmt;
@@ -228,6 +229,33 @@ statuses! {
     FxTooManyRates = 155, "fx_too_many_rates", "the FX rate table is full";
     /// A rate source is 1 to 8 printable ASCII characters.
     FxInvalidSource = 156, "fx_invalid_source", "the FX rate source must be 1 to 8 printable ASCII characters";
+
+    /// The customer has no instrument with this number (never bound, or
+    /// unbound and forgotten since).
+    UnknownInstrument = 170, "unknown_instrument", "the customer has no funding instrument with this number";
+    /// The instrument's verification has not passed (not reported yet, or failed).
+    InstrumentUnverified = 171, "instrument_unverified", "the funding instrument is not verified";
+    /// The instrument belongs to another customer than the account's.
+    InstrumentNotYours = 172, "instrument_not_yours", "the funding instrument belongs to another customer";
+    /// The instrument was unbound.
+    InstrumentUnbound = 173, "instrument_unbound", "the funding instrument was unbound";
+    /// A withdrawal goes to an instrument of the account's currency only.
+    InstrumentCurrencyMismatch = 174, "instrument_currency_mismatch", "the funding instrument's currency differs from the account's";
+    /// The ledger's instrument table is full.
+    InstrumentsFull = 175, "instruments_full", "the ledger holds as many funding instruments as it may";
+    /// The customer has as many bound instruments as they may.
+    TooManyInstruments = 176, "too_many_instruments", "the customer has too many bound funding instruments";
+    /// A field of the bind looks like a full card number: payrail takes the
+    /// gateway's token, never the number.
+    LooksLikeCardNumber = 177, "looks_like_card_number", "a field looks like a full card number; send the gateway's token instead";
+    /// The customer already has an instrument with this number.
+    InstrumentExists = 178, "instrument_exists", "the customer already has a funding instrument with this number";
+    /// The customer has bound instruments: top-ups and withdrawals must name one.
+    InstrumentRequired = 179, "instrument_required", "the customer has bound funding instruments; name one";
+    /// Token, bank, country or last four digits malformed.
+    InvalidInstrument = 180, "invalid_instrument", "the instrument's token, bank, country or last four digits are invalid";
+    /// Verification of an instrument already verified.
+    InstrumentAlreadyVerified = 181, "instrument_already_verified", "the funding instrument is already verified";
 
     /// The command could not be made durable (disk full, I/O error); it was not applied.
     StorageFailed = 900, "storage_failed", "the command could not be written to the log and was not applied";

@@ -1,8 +1,9 @@
 //! Determinism across shard counts: one seeded command log (opens, top-ups,
 //! withdrawals, transfers, QR payments to hot merchants, payment codes,
 //! refunds, freezes, FX rates and floors, quotes, conversions, cross-currency
-//! QR payments and their refunds, retries and reused ids, failures of every
-//! kind; risk contexts that trip every rule, budgets, and risk policies
+//! QR payments and their refunds, funding instruments (binds, checks,
+//! unbinds, top-ups and withdrawals naming them, someone else's among them),
+//! retries and reused ids, failures of every kind; risk contexts that trip every rule, budgets, and risk policies
 //! changed in the middle of the log) applied by a lone ledger and by 1, 2, 3
 //! and 8 shards gives the same result (status and detail) for every command,
 //! the same answers to the risk queries and the same final state, and money
@@ -12,13 +13,15 @@
 
 use payrail_engine::command::{HouseRole, MerchantKey, QR_MERCHANT_KEYS_MAX};
 use payrail_engine::history::Movement;
+use payrail_engine::instrument::{BankName, InstrumentKind, InstrumentToken};
 use payrail_engine::risk::{RiskPolicy, RuleId};
 use payrail_engine::shard::ShardedLedger;
 use payrail_engine::status::Status;
 use payrail_engine::storage::{self, LogEntry, LogRecord, RocksStorage, Storage};
 use payrail_engine::{
     AccountId, AccountKind, Command, CommandId, CommandKind, CommandResult, Currency, Detail,
-    Ledger, LedgerConfig, OpenAccount, Query, QueryReply, RiskContext,
+    InstrumentBind, InstrumentId, Ledger, LedgerConfig, OpenAccount, Query, QueryReply,
+    RiskContext,
 };
 use payrail_engine::{FxMid, FxOrder, FxRateSet, FxSide, FxSource};
 
@@ -65,6 +68,11 @@ fn merchant_key(index: u64, which: u64) -> MerchantKey {
 
 struct Workload {
     rng: Rng,
+    /// Draws for the instrument commands, apart so that they leave the
+    /// rest of the mix as it was.
+    instrument_rng: Rng,
+    /// Withdrawal holds made to an instrument, posted or voided later.
+    instrument_holds: Vec<CommandId>,
     next_id: u128,
     /// Commands sent so far, for retries and reused ids.
     sent: Vec<Command>,
@@ -80,6 +88,8 @@ impl Workload {
     fn new(seed: u64) -> Workload {
         Workload {
             rng: Rng(seed),
+            instrument_rng: Rng(seed ^ 0x1257_0000),
+            instrument_holds: Vec::new(),
             next_id: 1,
             sent: Vec::new(),
             holds: Vec::new(),
@@ -179,8 +189,126 @@ impl Workload {
                 );
             }
         }
+        batches.push(std::mem::take(&mut batch));
+        // One customer in ten binds a verified card; from then on their
+        // top-ups and withdrawals must name one.
+        for owner in (0..CUSTOMERS).step_by(10) {
+            let bind = self.bind(owner, 1, Currency::CNY);
+            self.push(&mut batch, bind);
+            self.push(
+                &mut batch,
+                CommandKind::VerifyInstrument {
+                    instrument: InstrumentId { owner, number: 1 },
+                    passed: true,
+                },
+            );
+        }
         batches.push(batch);
         batches
+    }
+
+    /// A bind of card `number` for `owner`'s CNY account.
+    fn bind(&mut self, owner: u64, number: u32, currency: Currency) -> CommandKind {
+        let token = if self.instrument_rng.chance(3) {
+            // A gateway that sends the card number: refused.
+            "4111 1111 1111 1111".to_owned()
+        } else {
+            format!("tok_{owner}_{number}")
+        };
+        CommandKind::BindInstrument(InstrumentBind {
+            customer: customer(owner),
+            number,
+            kind: if number % 2 == 0 {
+                InstrumentKind::BankAccount
+            } else {
+                InstrumentKind::Card
+            },
+            token: InstrumentToken::new(&token).unwrap(),
+            bank: BankName::new("ICBC").unwrap(),
+            country: *b"CN",
+            last_four: *b"4242",
+            currency,
+        })
+    }
+
+    /// An instrument command, drawn from its own generator: mostly of the
+    /// account's own customer among a few hundred (so that instruments are
+    /// met again), some naming another's. Ids come from the shared counter;
+    /// nothing else of the mix is drawn here.
+    fn instrument_command(&mut self, batch: &mut Vec<Command>) {
+        let own = self.instrument_rng.below(300);
+        let account = if self.instrument_rng.chance(5) {
+            AccountId(9_000_000 + self.instrument_rng.below(100))
+        } else if own % 3 == 0 && self.instrument_rng.chance(10) {
+            customer_usd(own)
+        } else {
+            customer(own)
+        };
+        let owner = if self.instrument_rng.chance(90) {
+            own
+        } else {
+            self.instrument_rng.below(CUSTOMERS)
+        };
+        let number = 1 + self.instrument_rng.below(2) as u32;
+        let instrument = InstrumentId { owner, number };
+        let amount = 1 + self.instrument_rng.below(20_000);
+        let currency = if account == customer_usd(own) {
+            Currency::USD
+        } else {
+            Currency::CNY
+        };
+        let kind = match self.instrument_rng.below(100) {
+            0..=14 => {
+                let currency = if number == 2 && self.instrument_rng.chance(50) {
+                    Currency::USD
+                } else {
+                    Currency::CNY
+                };
+                self.bind(owner, number, currency)
+            }
+            15..=29 => CommandKind::VerifyInstrument {
+                instrument,
+                passed: self.instrument_rng.chance(80),
+            },
+            30..=34 => CommandKind::UnbindInstrument { instrument },
+            35..=59 => CommandKind::DepositFrom {
+                account,
+                amount,
+                currency,
+                instrument,
+            },
+            60..=84 => {
+                let id = self.id();
+                self.instrument_holds.push(CommandId(id));
+                CommandKind::WithdrawHoldTo {
+                    account,
+                    amount,
+                    currency,
+                    timeout_ms: 1_000 + self.instrument_rng.below(5_000),
+                    context: RiskContext::NONE,
+                    instrument,
+                }
+            }
+            _ => {
+                let Some(&hold) = self.instrument_holds.get(
+                    self.instrument_rng
+                        .below(self.instrument_holds.len().max(1) as u64)
+                        as usize,
+                ) else {
+                    return;
+                };
+                if self.instrument_rng.chance(70) {
+                    CommandKind::WithdrawPost { hold }
+                } else {
+                    CommandKind::WithdrawVoid { hold }
+                }
+            }
+        };
+        let id = match kind {
+            CommandKind::WithdrawHoldTo { .. } => *self.instrument_holds.last().unwrap(),
+            _ => CommandId(self.id()),
+        };
+        batch.push(Command { id, kind });
     }
 
     fn some_customer(&mut self) -> AccountId {
@@ -356,6 +484,9 @@ impl Workload {
         if self.rng.chance(6) {
             self.fx_command(batch);
             return;
+        }
+        if self.instrument_rng.chance(4) {
+            self.instrument_command(batch);
         }
         let roll = self.rng.below(1000);
         // Retries (same id, same fields) and reused ids (different fields).
@@ -814,6 +945,9 @@ fn risk_queries() -> Vec<Query> {
             month: 0,
             category: 10,
         });
+        for index in [0, 1, 2] {
+            queries.push(Query::Instrument { account, index });
+        }
     }
     queries
 }
@@ -889,6 +1023,14 @@ fn determinism_across_shard_counts() {
         "fx_not_same_owner",
         "fx_quote_used",
         "fx_quote_not_yours",
+        "instrument_required",
+        "instrument_not_yours",
+        "instrument_unverified",
+        "instrument_unbound",
+        "instrument_currency_mismatch",
+        "instrument_exists",
+        "unknown_instrument",
+        "looks_like_card_number",
     ] {
         assert!(
             statuses.get(status).copied().unwrap_or(0) > 0,

@@ -350,8 +350,10 @@ impl Element for QueryReply {
     // tag 4 + Refused(status 2)
     // tag 4 + Command(status 2) or Refused(status 2)
     const WIRE_BYTES_MIN: usize = 6;
-    // tag 4 + Balance(AccountView 61), or RiskAudit { entries 1, AuditEntry 60 }
-    const WIRE_BYTES_MAX: usize = 65;
+    // tag 4 + Instrument(InstrumentView { instrument { owner 8, number 4 },
+    // kind 4, token 32, bank 16, country 2, last_four 4, currency 2, state 4,
+    // bound_at 8, changed_at 8, instruments_total 1 })
+    const WIRE_BYTES_MAX: usize = 97;
 }
 
 const fn max(a: usize, b: usize) -> usize {
@@ -1057,6 +1059,37 @@ mod tests {
                 from: account,
             },
             CommandKind::FxConvert(fx_order()),
+            CommandKind::BindInstrument(payrail_engine::InstrumentBind {
+                customer: account,
+                number: 1,
+                kind: payrail_engine::instrument::InstrumentKind::Card,
+                token: payrail_engine::instrument::InstrumentText([b't'; 32]),
+                bank: payrail_engine::instrument::InstrumentText([b'b'; 16]),
+                country: *b"CN",
+                last_four: *b"1234",
+                currency,
+            }),
+            CommandKind::VerifyInstrument {
+                instrument: instrument(),
+                passed: true,
+            },
+            CommandKind::UnbindInstrument {
+                instrument: instrument(),
+            },
+            CommandKind::DepositFrom {
+                account,
+                amount: 1,
+                currency,
+                instrument: instrument(),
+            },
+            CommandKind::WithdrawHoldTo {
+                account,
+                amount: 1,
+                currency,
+                timeout_ms: 1,
+                context: payrail_engine::RiskContext::NONE,
+                instrument: instrument(),
+            },
         ];
         for kind in &kinds {
             match kind {
@@ -1080,13 +1113,25 @@ mod tests {
                 | CommandKind::SetFxFloor { .. }
                 | CommandKind::FxQuote { .. }
                 | CommandKind::FxConvertQuote { .. }
-                | CommandKind::FxConvert(_) => {}
+                | CommandKind::FxConvert(_)
+                | CommandKind::BindInstrument(_)
+                | CommandKind::VerifyInstrument { .. }
+                | CommandKind::UnbindInstrument { .. }
+                | CommandKind::DepositFrom { .. }
+                | CommandKind::WithdrawHoldTo { .. } => {}
             }
         }
         kinds
             .into_iter()
             .map(|kind| Command::new(7, kind))
             .collect()
+    }
+
+    fn instrument() -> payrail_engine::InstrumentId {
+        payrail_engine::InstrumentId {
+            owner: 1,
+            number: 1,
+        }
     }
 
     fn fx_order() -> FxOrder {
@@ -1170,6 +1215,10 @@ mod tests {
                 category: 1,
             },
             Query::FxRate { index: 0 },
+            Query::Instrument {
+                account: AccountId(1),
+                index: 0,
+            },
         ];
         for query in &queries {
             match query {
@@ -1178,7 +1227,8 @@ mod tests {
                 | Query::RiskPolicy
                 | Query::RiskAudit { .. }
                 | Query::Spending { .. }
-                | Query::FxRate { .. } => {}
+                | Query::FxRate { .. }
+                | Query::Instrument { .. } => {}
             }
         }
         check_bounds(&queries);
@@ -1224,6 +1274,19 @@ mod tests {
                 set_at: 0,
                 valid_until: 0,
                 rates_total: 1,
+            }),
+            QueryReply::Instrument(payrail_engine::instrument::InstrumentView {
+                instrument: instrument(),
+                kind: payrail_engine::instrument::InstrumentKind::BankAccount,
+                token: payrail_engine::instrument::InstrumentText([b't'; 32]),
+                bank: payrail_engine::instrument::InstrumentText([b'b'; 16]),
+                country: *b"CN",
+                last_four: *b"1234",
+                currency: Currency::CNY,
+                state: payrail_engine::instrument::InstrumentState::Verified,
+                bound_at: 1,
+                changed_at: 2,
+                instruments_total: 1,
             }),
         ]);
     }

@@ -116,6 +116,18 @@ class Status(enum.IntEnum):
     fx_amount_too_small = 154
     fx_too_many_rates = 155
     fx_invalid_source = 156
+    unknown_instrument = 170
+    instrument_unverified = 171
+    instrument_not_yours = 172
+    instrument_unbound = 173
+    instrument_currency_mismatch = 174
+    instruments_full = 175
+    too_many_instruments = 176
+    looks_like_card_number = 177
+    instrument_exists = 178
+    instrument_required = 179
+    invalid_instrument = 180
+    instrument_already_verified = 181
     storage_failed = 900
     unavailable = 901
 
@@ -226,6 +238,18 @@ _STATUS_DESCRIPTIONS = {
     154: 'the amount is too small to convert',
     155: 'the FX rate table is full',
     156: 'the FX rate source must be 1 to 8 printable ASCII characters',
+    170: 'the customer has no funding instrument with this number',
+    171: 'the funding instrument is not verified',
+    172: 'the funding instrument belongs to another customer',
+    173: 'the funding instrument was unbound',
+    174: "the funding instrument's currency differs from the account's",
+    175: 'the ledger holds as many funding instruments as it may',
+    176: 'the customer has too many bound funding instruments',
+    177: "a field looks like a full card number; send the gateway's token instead",
+    178: 'the customer already has a funding instrument with this number',
+    179: 'the customer has bound funding instruments; name one',
+    180: "the instrument's token, bank, country or last four digits are invalid",
+    181: 'the funding instrument is already verified',
     900: 'the command could not be written to the log and was not applied',
     901: 'the engine is not accepting writes',
 }

@@ -313,6 +313,7 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
     }
 
     split_risk(&ledger, &mut ledgers, &directory);
+    split_instruments(&ledger, &mut ledgers);
 
     Split {
         config,
@@ -456,7 +457,27 @@ pub(super) fn merge(
         merged.records.order.push_back(id);
     }
     merge_risk(&mut merged, &shards);
+    // Instruments: each customer's on its shard, so the lists are disjoint.
+    for shard in &shards {
+        for (owner, list) in &shard.books.instruments.by_owner {
+            for instrument in list {
+                let inserted = merged.books.instruments.insert(*owner, *instrument);
+                debug_assert!(inserted, "a customer's instruments live on one shard");
+            }
+        }
+    }
     merged
+}
+
+/// Each customer's instruments go to the customer's shard.
+fn split_instruments(ledger: &Ledger, ledgers: &mut [Ledger]) {
+    let shards = ledgers.len();
+    for (owner, list) in &ledger.books.instruments.by_owner {
+        let shard = shard_of_owner(*owner, shards);
+        for instrument in list {
+            ledgers[shard].books.instruments.insert(*owner, *instrument);
+        }
+    }
 }
 
 /// Risk state is per customer: the policy goes to every shard; each

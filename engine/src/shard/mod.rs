@@ -722,7 +722,9 @@ impl ShardedLedger {
             // A customer's risk state, audit and budgets live on its shard
             // (an unknown account or a house id: shard 0, which answers
             // as a lone ledger does).
-            Query::RiskAudit { account, .. } | Query::Spending { account, .. } => {
+            Query::RiskAudit { account, .. }
+            | Query::Spending { account, .. }
+            | Query::Instrument { account, .. } => {
                 let shard = self.shard_of(*account).unwrap_or(0) as usize;
                 match self.ask_query(shard, query) {
                     Ok(reply) => reply,

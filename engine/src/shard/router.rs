@@ -452,6 +452,7 @@ impl ShardedLedger {
                 keeps: matches!(
                     command.kind,
                     CommandKind::WithdrawHold { .. }
+                        | CommandKind::WithdrawHoldTo { .. }
                         | CommandKind::PayMerchantQr { .. }
                         | CommandKind::ChargePaymentCode { .. }
                 ),
@@ -516,17 +517,34 @@ impl ShardedLedger {
                 (shard, Fact::None, None)
             }
             CommandKind::Deposit { account, .. }
+            | CommandKind::DepositFrom { account, .. }
             | CommandKind::Freeze { account }
             | CommandKind::Unfreeze { account }
             | CommandKind::Close { account }
             | CommandKind::SetKycTier { account, .. }
             // A budget lives with its customer account.
-            | CommandKind::SetBudget { account, .. } => {
+            | CommandKind::SetBudget { account, .. }
+            // Instruments live with their customer's accounts.
+            | CommandKind::BindInstrument(crate::command::InstrumentBind {
+                customer: account,
+                ..
+            }) => {
                 let shard = self.shard_of(account).unwrap_or(0);
                 self.push(shard, plain);
                 (shard, Fact::None, None)
             }
+            CommandKind::VerifyInstrument { instrument, .. }
+            | CommandKind::UnbindInstrument { instrument } => {
+                let shard = shard_of_owner(instrument.owner, self.shards) as u32;
+                self.push(shard, plain);
+                (shard, Fact::None, None)
+            }
             CommandKind::WithdrawHold {
+                account,
+                timeout_ms,
+                ..
+            }
+            | CommandKind::WithdrawHoldTo {
                 account,
                 timeout_ms,
                 ..

@@ -409,6 +409,7 @@ impl Worker {
         if !matches!(
             command.kind,
             crate::command::CommandKind::WithdrawHold { .. }
+                | crate::command::CommandKind::WithdrawHoldTo { .. }
         ) {
             return;
         }

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! magic           8  b"prstate\0"
-//! version         4  u32 = 3
+//! version         4  u32 = 4
 //! sequence        8  u64, last batch applied
 //! timestamp       8  u64
 //! accounts        8  count u64, then accounts in slot order            (56 bytes each)
@@ -25,12 +25,15 @@
 //! fx quotes       8  count u64, then quotes sorted by id               (74 bytes each)   (version 3)
 //! quote expiries  8  count u64, then (time, quote id) sorted           (24 bytes each)   (version 3)
 //! fx payments     8  count u64, then (payment id, legs) sorted         (64 bytes each)   (version 3)
+//! instruments     8  count u64, then (owner, Instrument) by owner, number (92 bytes each)   (version 4)
 //! ```
 //!
 //! Version 1 (before the risk engine) is still read: it ends after the
 //! records, and loads with the disabled policy and no risk state or budgets.
 //! Version 2 (before FX) is still read too: it ends after the budgets, and
-//! loads with no rates, floors, quotes or FX legs.
+//! loads with no rates, floors, quotes or FX legs. Version 3 (before funding
+//! instruments) is still read: it ends after the FX payments, and loads with
+//! no instruments.
 //!
 //! The `LedgerConfig` is not stored: it is configuration and is passed in.
 //! The id-to-slot index is rebuilt. The two expiry queues are stored as they
@@ -56,8 +59,8 @@ use crate::command::{AccountId, AccountKind, CommandId, Detail, MerchantKey};
 use crate::currency::Currency;
 use crate::fx::{FxPaymentLegs, FxQuoteRecord, FxQuoteState, FxRate, FxState};
 use crate::ledger::{
-    Account, Books, Hold, HoldState, IdempotencyRecord, Ledger, LedgerConfig, OwnerCaps, Payment,
-    PaymentCode, PaymentCodeState, Records,
+    Account, Books, Hold, HoldState, IdempotencyRecord, Instrument, Instruments, Ledger,
+    LedgerConfig, OwnerCaps, Payment, PaymentCode, PaymentCodeState, Records,
 };
 use crate::limits;
 use crate::risk::bounds::POLICY_ENCODED_BYTES_MAX;
@@ -67,11 +70,13 @@ use crate::storage::record::{decode_value, encode_value};
 use crate::storage::StorageError;
 
 const STATE_MAGIC: [u8; 8] = *b"prstate\0";
-const STATE_VERSION: u32 = 3;
+const STATE_VERSION: u32 = 4;
 /// The version before the risk sections, still read.
 const STATE_VERSION_NO_RISK: u32 = 1;
 /// The version before the FX sections, still read.
 const STATE_VERSION_NO_FX: u32 = 2;
+/// The version before the instruments section, still read.
+const STATE_VERSION_NO_INSTRUMENTS: u32 = 3;
 
 /// Encoded sizes of one item of each section (checked by a test).
 const ACCOUNT_BYTES: usize = 56;
@@ -87,6 +92,7 @@ const FX_FLOOR_BYTES: usize = 10;
 const FX_QUOTE_BYTES: usize = 74;
 const FX_QUOTE_EXPIRY_BYTES: usize = 24;
 const FX_PAYMENT_BYTES: usize = 64;
+const INSTRUMENT_BYTES: usize = 92;
 
 /// Appends the encoded state of `ledger` to `out` (layout in the module docs).
 pub fn encode_state(ledger: &Ledger, out: &mut Vec<u8>) {
@@ -175,6 +181,40 @@ pub fn encode_state(ledger: &Ledger, out: &mut Vec<u8>) {
 
     encode_risk(&books.risk, out);
     encode_fx(&books.fx, out);
+    encode_instruments(&books.instruments, out);
+}
+
+/// The instruments section (version 4), in (owner, number) order.
+fn encode_instruments(instruments: &Instruments, out: &mut Vec<u8>) {
+    let all = instruments.sorted();
+    put_count(out, all.len());
+    for entry in &all {
+        encode_value(entry, out);
+    }
+}
+
+/// Reads the instruments section: valid fields, no number twice for one
+/// customer. A customer over today's cap is not corrupt (the cap may have
+/// been lowered after a clean stop); binds are refused until under it.
+fn decode_instruments(reader: &mut Reader<'_>) -> Result<Instruments, StorageError> {
+    let mut instruments = Instruments::default();
+    let len = reader.count(INSTRUMENT_BYTES, usize::MAX, "instruments")?;
+    for _ in 0..len {
+        let (owner, instrument): (u64, Instrument) = reader.item(INSTRUMENT_BYTES, "instrument")?;
+        let id = format!("{owner}/{}", instrument.number);
+        let fields = instrument.token.is_valid()
+            && instrument.bank.is_valid()
+            && instrument.currency.is_valid()
+            && instrument.country.iter().all(u8::is_ascii_uppercase)
+            && instrument.last_four.iter().all(u8::is_ascii_digit);
+        if !fields {
+            return Err(corrupt(format!("instrument {id} has invalid fields")));
+        }
+        if !instruments.insert(owner, instrument) {
+            return Err(corrupt(format!("instrument {id} appears twice")));
+        }
+    }
+    Ok(instruments)
 }
 
 /// The four risk sections (version 2), each in key order.
@@ -477,6 +517,7 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
     if version != STATE_VERSION
         && version != STATE_VERSION_NO_RISK
         && version != STATE_VERSION_NO_FX
+        && version != STATE_VERSION_NO_INSTRUMENTS
     {
         return Err(corrupt(format!(
             "state format version {version} is not supported (this build reads {STATE_VERSION})"
@@ -665,10 +706,16 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
         decode_risk(&mut reader, &index, &accounts)?
     };
     // 10. FX (version 3).
-    let fx = if version == STATE_VERSION {
+    let fx = if version >= STATE_VERSION_NO_INSTRUMENTS {
         decode_fx(&mut reader, accounts_len, &payments)?
     } else {
         FxState::default()
+    };
+    // 11. Instruments (version 4).
+    let instruments = if version == STATE_VERSION {
+        decode_instruments(&mut reader)?
+    } else {
+        Instruments::default()
     };
 
     if !reader.bytes.is_empty() {
@@ -691,6 +738,7 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
             risk,
             detail: Detail::None,
             fx,
+            instruments,
             caps: OwnerCaps::of(&config),
             ..Books::default()
         },
@@ -863,6 +911,26 @@ mod tests {
         out.clear();
         encode_value(&(CommandId(1), FxPaymentLegs::default()), &mut out);
         assert_eq!(out.len(), FX_PAYMENT_BYTES);
+        out.clear();
+        encode_value(
+            &(
+                7u64,
+                Instrument {
+                    number: 1,
+                    kind: crate::instrument::InstrumentKind::BankAccount,
+                    token: crate::instrument::InstrumentText([b'x'; 32]),
+                    bank: crate::instrument::InstrumentText([b'y'; 16]),
+                    country: *b"CN",
+                    last_four: *b"1234",
+                    currency: Currency::CNY,
+                    state: crate::instrument::InstrumentState::Unbound,
+                    bound_at: 1,
+                    changed_at: 2,
+                },
+            ),
+            &mut out,
+        );
+        assert_eq!(out.len(), INSTRUMENT_BYTES);
     }
 
     #[test]
@@ -870,7 +938,10 @@ mod tests {
         let ledger = Ledger::default();
         let mut bytes = Vec::new();
         encode_state(&ledger, &mut bytes);
-        assert_eq!(bytes.len(), 8 + 4 + 8 + 8 + 8 * 8 + 8 + 10 + 3 * 8 + 5 * 8);
+        assert_eq!(
+            bytes.len(),
+            8 + 4 + 8 + 8 + 8 * 8 + 8 + 10 + 3 * 8 + 5 * 8 + 8
+        );
         let decoded = decode_state(&bytes, LedgerConfig::default()).unwrap();
         assert_eq!(decoded.digest(), ledger.digest());
     }

@@ -166,6 +166,30 @@ public enum Status {
     FX_TOO_MANY_RATES(155, "fx_too_many_rates", "the FX rate table is full"),
     /** the FX rate source must be 1 to 8 printable ASCII characters */
     FX_INVALID_SOURCE(156, "fx_invalid_source", "the FX rate source must be 1 to 8 printable ASCII characters"),
+    /** the customer has no funding instrument with this number */
+    UNKNOWN_INSTRUMENT(170, "unknown_instrument", "the customer has no funding instrument with this number"),
+    /** the funding instrument is not verified */
+    INSTRUMENT_UNVERIFIED(171, "instrument_unverified", "the funding instrument is not verified"),
+    /** the funding instrument belongs to another customer */
+    INSTRUMENT_NOT_YOURS(172, "instrument_not_yours", "the funding instrument belongs to another customer"),
+    /** the funding instrument was unbound */
+    INSTRUMENT_UNBOUND(173, "instrument_unbound", "the funding instrument was unbound"),
+    /** the funding instrument's currency differs from the account's */
+    INSTRUMENT_CURRENCY_MISMATCH(174, "instrument_currency_mismatch", "the funding instrument's currency differs from the account's"),
+    /** the ledger holds as many funding instruments as it may */
+    INSTRUMENTS_FULL(175, "instruments_full", "the ledger holds as many funding instruments as it may"),
+    /** the customer has too many bound funding instruments */
+    TOO_MANY_INSTRUMENTS(176, "too_many_instruments", "the customer has too many bound funding instruments"),
+    /** a field looks like a full card number; send the gateway's token instead */
+    LOOKS_LIKE_CARD_NUMBER(177, "looks_like_card_number", "a field looks like a full card number; send the gateway's token instead"),
+    /** the customer already has a funding instrument with this number */
+    INSTRUMENT_EXISTS(178, "instrument_exists", "the customer already has a funding instrument with this number"),
+    /** the customer has bound funding instruments; name one */
+    INSTRUMENT_REQUIRED(179, "instrument_required", "the customer has bound funding instruments; name one"),
+    /** the instrument's token, bank, country or last four digits are invalid */
+    INVALID_INSTRUMENT(180, "invalid_instrument", "the instrument's token, bank, country or last four digits are invalid"),
+    /** the funding instrument is already verified */
+    INSTRUMENT_ALREADY_VERIFIED(181, "instrument_already_verified", "the funding instrument is already verified"),
     /** the command could not be written to the log and was not applied */
     STORAGE_FAILED(900, "storage_failed", "the command could not be written to the log and was not applied"),
     /** the engine is not accepting writes */
