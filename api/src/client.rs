@@ -35,9 +35,13 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use payrail_engine::budget::Category;
 use payrail_engine::history::{HistoryPage, Movement};
+use payrail_engine::instrument::InstrumentView;
 use payrail_engine::risk::bounds::AUDIT_ENTRIES_MAX;
 use payrail_engine::risk::{AuditEntry, RiskPolicy, RuleSet};
-use payrail_engine::{AccountId, Command, CommandId, CommandResult, Query, QueryReply, Status};
+use payrail_engine::{
+    AccountId, Command, CommandId, CommandKind, CommandResult, InstrumentBind, InstrumentId, Query,
+    QueryReply, Status,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
@@ -585,6 +589,63 @@ impl Client {
             }
         }
         Ok(Ok((answered, lines)))
+    }
+
+    /// The funding instruments of the customer holding `account`, in
+    /// number order (one query per place, in one request), or why not.
+    pub async fn instruments(
+        &self,
+        account: AccountId,
+    ) -> Result<Result<Vec<InstrumentView>, Status>, ClientError> {
+        let queries = (0..payrail_engine::limits::CUSTOMER_INSTRUMENTS_MAX_LIMIT)
+            .map(|index| Query::Instrument { account, index })
+            .collect();
+        let mut views = Vec::new();
+        for reply in self.query(queries).await? {
+            match reply {
+                QueryReply::Instrument(view) => views.push(view),
+                // Past the customer's last instrument.
+                QueryReply::Refused(Status::UnknownInstrument) => break,
+                QueryReply::Refused(status) => return Ok(Err(status)),
+                other => {
+                    return Err(self
+                        .core
+                        .protocol(format!("{other:?} as the answer to an instrument query")))
+                }
+            }
+        }
+        Ok(Ok(views))
+    }
+
+    /// Binds a funding instrument (docs/instruments.md) with command id `id`.
+    pub async fn bind_instrument(
+        &self,
+        id: u128,
+        bind: InstrumentBind,
+    ) -> Result<CommandResult, ClientError> {
+        self.execute(Command::new(id, CommandKind::BindInstrument(bind)))
+            .await
+    }
+
+    /// Reports the gateway's check of an instrument.
+    pub async fn verify_instrument(
+        &self,
+        id: u128,
+        instrument: InstrumentId,
+        passed: bool,
+    ) -> Result<CommandResult, ClientError> {
+        let kind = CommandKind::VerifyInstrument { instrument, passed };
+        self.execute(Command::new(id, kind)).await
+    }
+
+    /// Unbinds an instrument.
+    pub async fn unbind_instrument(
+        &self,
+        id: u128,
+        instrument: InstrumentId,
+    ) -> Result<CommandResult, ClientError> {
+        let kind = CommandKind::UnbindInstrument { instrument };
+        self.execute(Command::new(id, kind)).await
     }
 
     /// What became of one command: its status, where that comes from, and

@@ -9,6 +9,7 @@
 //! - [`risk`]: `risk` and `budget` subcommands, the payment risk flags,
 //!   printing a result's risk decision or budget warning.
 //! - [`fx`]: FX rates, floors, quotes and conversions.
+//! - [`card`]: bank cards and bank accounts bound to a customer.
 //! - [`parse`]: decimal amounts, command ids, durations and payment codes.
 
 /// `println!` that ignores a closed stdout (`payrail status | head`) instead
@@ -28,6 +29,7 @@ macro_rules! errln {
     }};
 }
 
+pub mod card;
 pub mod fx;
 pub mod ops;
 pub mod parse;
@@ -85,6 +87,10 @@ pub enum Command {
     /// FX: set, load and list rates, set liquidity floors, quote and convert.
     #[command(subcommand)]
     Fx(fx::FxCommand),
+    /// Bank cards and bank accounts bound to a customer: bind, verify,
+    /// unbind, list.
+    #[command(subcommand)]
+    Card(card::CardCommand),
     /// An account's movements, newest first, a page at a time.
     History(HistoryArgs),
     /// Commands: what became of one.
@@ -357,6 +363,10 @@ pub struct DepositArgs {
     pub amount: String,
     /// ISO 4217 currency (code or number).
     pub currency: Currency,
+    /// The customer's verified card or bank account the money comes from,
+    /// OWNER/NUMBER (required once the customer has bound one).
+    #[arg(long, value_name = "INSTRUMENT")]
+    pub from: Option<payrail_engine::InstrumentId>,
     #[command(flatten)]
     pub id: IdArgs,
     #[command(flatten)]
@@ -402,6 +412,11 @@ pub struct HoldArgs {
     /// The hold is released if not posted within this long (like 90s, 15m, 2h, 1d).
     #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse::duration_ms)]
     pub timeout: u64,
+    /// The customer's verified card or bank account (of the account's
+    /// currency) the money goes to, OWNER/NUMBER (required once the
+    /// customer has bound one).
+    #[arg(long, value_name = "INSTRUMENT")]
+    pub to: Option<payrail_engine::InstrumentId>,
     #[command(flatten)]
     pub risk: RiskArgs,
     #[command(flatten)]

@@ -89,6 +89,7 @@ pub(super) fn kind_currency(kind: &CommandKind) -> Option<Currency> {
     match kind {
         CommandKind::Transfer { currency, .. }
         | CommandKind::WithdrawHold { currency, .. }
+        | CommandKind::WithdrawHoldTo { currency, .. }
         | CommandKind::PayMerchantQr { currency, .. }
         | CommandKind::ChargePaymentCode { currency, .. } => Some(*currency),
         _ => None,
@@ -391,7 +392,7 @@ pub fn audit(args: &RiskAuditArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn refused(connect: &ConnectArgs, what: &str, status: Status) -> ExitCode {
+pub(super) fn refused(connect: &ConnectArgs, what: &str, status: Status) -> ExitCode {
     if connect.json {
         let object = json!({
             "ok": false,

@@ -133,10 +133,25 @@ pub fn main(cli: Cli) -> ExitCode {
             );
             let mut details = fields([("account", json!(args.account))]);
             add_amount(&mut details, amount, args.currency);
-            let kind = CommandKind::Deposit {
-                account: AccountId(args.account),
-                amount,
-                currency: args.currency,
+            let kind = match args.from {
+                None => CommandKind::Deposit {
+                    account: AccountId(args.account),
+                    amount,
+                    currency: args.currency,
+                },
+                Some(instrument) => {
+                    details.insert("from".into(), json!(instrument.to_string()));
+                    CommandKind::DepositFrom {
+                        account: AccountId(args.account),
+                        amount,
+                        currency: args.currency,
+                        instrument,
+                    }
+                }
+            };
+            let what = match args.from {
+                Some(instrument) => format!("{what} from {instrument}"),
+                None => what,
             };
             execute(&args.connect, args.id, what, kind, details)
         }
@@ -183,12 +198,29 @@ pub fn main(cli: Cli) -> ExitCode {
                 Ok(context) => context,
                 Err(message) => return fail(&args.connect, &message, None),
             };
-            let kind = CommandKind::WithdrawHold {
-                account: AccountId(args.account),
-                amount,
-                currency: args.currency,
-                timeout_ms: args.timeout,
-                context,
+            let kind = match args.to {
+                None => CommandKind::WithdrawHold {
+                    account: AccountId(args.account),
+                    amount,
+                    currency: args.currency,
+                    timeout_ms: args.timeout,
+                    context,
+                },
+                Some(instrument) => {
+                    details.insert("to".into(), json!(instrument.to_string()));
+                    CommandKind::WithdrawHoldTo {
+                        account: AccountId(args.account),
+                        amount,
+                        currency: args.currency,
+                        timeout_ms: args.timeout,
+                        context,
+                        instrument,
+                    }
+                }
+            };
+            let what = match args.to {
+                Some(instrument) => format!("{what} to {instrument}"),
+                None => what,
             };
             execute(&args.connect, args.id, what, kind, details)
         }
@@ -230,6 +262,12 @@ pub fn main(cli: Cli) -> ExitCode {
             FxCommand::Quote(args) => fx::quote(args),
             FxCommand::Convert(args) => fx::convert(args),
             FxCommand::Floor(args) => fx::floor(args),
+        },
+        Command::Card(command) => match command {
+            super::card::CardCommand::Bind(args) => super::card::bind(args),
+            super::card::CardCommand::Verify(args) => super::card::verify(args),
+            super::card::CardCommand::Unbind(args) => super::card::unbind(args),
+            super::card::CardCommand::List(args) => super::card::list(args),
         },
         Command::History(args) => ops::history(&args),
         Command::Tx(TxCommand::Show(args)) => ops::tx_show(&args),
@@ -304,7 +342,10 @@ pub(super) fn execute(
     };
     let status = result.status;
     let id_text = format_command_id(command_id);
-    let is_hold = matches!(kind, CommandKind::WithdrawHold { .. });
+    let is_hold = matches!(
+        kind,
+        CommandKind::WithdrawHold { .. } | CommandKind::WithdrawHoldTo { .. }
+    );
     let is_payment = matches!(kind, CommandKind::ChargePaymentCode { .. });
     if connect.json {
         let mut object = Map::new();
