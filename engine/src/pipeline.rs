@@ -48,10 +48,11 @@ use crate::ledger::memory::{TableUse, TABLES, TABLE_ENTRIES_FIELDS, TABLE_NAMES}
 use crate::ledger::LedgerConfig;
 use crate::limits;
 use crate::risk::{RiskCounters, RiskPolicy, RuleId, Verdict as RiskVerdict};
-use crate::shard::{ShardError, ShardedLedger, ShardedState};
+use crate::shard::{ShardError, ShardedLedger};
 use crate::status::Status;
 use crate::storage::{
-    self, Checkpoint, LogEntry, LogRecord, RecoveryReport, Storage, StorageError,
+    self, Checkpoint, Followed, LogEntry, LogFollower, LogRecord, RecoveryReport, Storage,
+    StorageError,
 };
 
 /// A callback that receives a request's answer, called exactly once from an
@@ -156,6 +157,14 @@ pub struct EngineStats {
     pub checkpoint_sequence: AtomicU64,
     pub checkpoint_pause_ns_last: AtomicU64,
     pub checkpoint_write_ns_last: AtomicU64,
+    /// The checkpointer's copy of the state holds every log record up to
+    /// this sequence (it follows the log a little behind the sequencer).
+    pub checkpoint_follower_sequence: AtomicU64,
+    /// What recovery did at start: its time, the commands it replayed and
+    /// their rate.
+    pub recovery_ns: AtomicU64,
+    pub recovery_commands: AtomicU64,
+    pub recovery_commands_per_second: AtomicU64,
     pub queries: AtomicU64,
     /// Set once a log write failed; writes are refused from then on.
     pub write_failed: AtomicBool,
@@ -288,6 +297,16 @@ impl EngineStats {
                 "checkpoint_write_ns_last",
                 get(&self.checkpoint_write_ns_last),
             ),
+            (
+                "checkpoint_follower_sequence",
+                get(&self.checkpoint_follower_sequence),
+            ),
+            ("recovery_ns", get(&self.recovery_ns)),
+            ("recovery_commands", get(&self.recovery_commands)),
+            (
+                "recovery_commands_per_second",
+                get(&self.recovery_commands_per_second),
+            ),
             ("queries", get(&self.queries)),
             ("shards", get(&self.shards)),
             ("pairs_split", get(&self.pairs_split)),
@@ -362,7 +381,8 @@ enum Request {
         policy: Box<RiskPolicy>,
         reply: Reply<Result<[u8; 32], Status>>,
     },
-    /// Stop after everything queued before it; with a final checkpoint or not.
+    /// Stop after everything queued before it; with a final checkpoint or not
+    /// (`Engine::shutdown_with_checkpoint`).
     Shutdown { checkpoint: bool },
 }
 
@@ -380,7 +400,6 @@ enum Execute {
     },
     Checkpoint {
         sequence: u64,
-        timestamp: u64,
         reply: Option<Reply<Result<u64, String>>>,
     },
     RiskPolicy {
@@ -392,12 +411,19 @@ enum Execute {
     Shutdown,
 }
 
+/// A checkpoint marker the router passed, for the checkpointer: the
+/// history writer has been sent every batch before it.
 struct CheckpointJob {
     sequence: u64,
-    timestamp: u64,
-    state: ShardedState,
     reply: Option<Reply<Result<u64, String>>>,
 }
+
+/// Checkpoint jobs waiting for the checkpointer. A marker comes every
+/// `checkpoint_commands` commands or `checkpoint_interval`, so a full queue
+/// means the checkpointer is far behind: the router then answers the
+/// marker's reply with an error instead of waiting, and the checkpointer
+/// passes that marker (a later one trims the log).
+const CHECKPOINT_QUEUE_JOBS: usize = 16;
 
 /// A cheap, clonable handle for submitting work to a running engine.
 #[derive(Clone)]
@@ -515,12 +541,14 @@ impl EngineHandle {
     }
 }
 
-/// A running engine. Dropping it without `shutdown` stops the threads too,
-/// but skips the final checkpoint.
+/// A running engine. Dropping it stops the threads as `shutdown` does.
 pub struct Engine {
     handle: EngineHandle,
     threads: Vec<JoinHandle<()>>,
     recovery: RecoveryReport,
+    /// Tells the checkpointer to stop following the log at once (a stop
+    /// without a final checkpoint).
+    stopping: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -542,6 +570,15 @@ impl Engine {
             storage::recover_with_history(&mut storage, config.ledger, config.history)?;
         let tables = ledger.tables();
         let keeps_history = config.history && storage.keeps_history();
+        // The checkpointer keeps its own copy of the state and follows the
+        // log with it (see `Checkpointer`): the shards never stop for a
+        // checkpoint. The copy doubles the ledger's memory
+        // (docs/operations.md, "Memory budget").
+        let follower = LogFollower::new(
+            ledger.clone(),
+            recovery.last_sequence,
+            recovery.last_timestamp,
+        );
         // The recovered state is one lone ledger's; split it over the shards
         // (whatever their number was before the restart).
         let shards = config.shards_resolved();
@@ -572,6 +609,19 @@ impl Engine {
         stats
             .checkpoint_sequence
             .store(recovery.checkpoint_sequence, Ordering::Relaxed);
+        stats
+            .checkpoint_follower_sequence
+            .store(recovery.last_sequence, Ordering::Relaxed);
+        stats.recovery_ns.store(
+            u64::try_from(recovery.elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        stats
+            .recovery_commands
+            .store(recovery.commands_replayed, Ordering::Relaxed);
+        stats
+            .recovery_commands_per_second
+            .store(recovery.commands_per_second(), Ordering::Relaxed);
         stats.shards.store(shards as u64, Ordering::Relaxed);
         stats
             .idempotency_records_capacity
@@ -593,7 +643,9 @@ impl Engine {
         // The router's queue holds whole groups' worth of batches; it is
         // bounded so a slow router pushes back on the sequencer.
         let (execute_sender, execute_receiver) = channel::bounded(config.queue_depth.max(1));
-        let (checkpoint_sender, checkpoint_receiver) = channel::bounded::<CheckpointJob>(1);
+        let (checkpoint_sender, checkpoint_receiver) =
+            channel::bounded::<CheckpointJob>(CHECKPOINT_QUEUE_JOBS);
+        let stopping = Arc::new(AtomicBool::new(false));
 
         let sequencer = Sequencer {
             storage,
@@ -619,12 +671,16 @@ impl Engine {
             gathered_sequence: 0,
             gathered_since: Instant::now(),
             tally: Vec::new(),
+            marks: std::collections::VecDeque::new(),
         };
         let checkpointer = Checkpointer {
             storage: checkpoint_storage,
             jobs: checkpoint_receiver,
             stats: Arc::clone(&stats),
             wait_for_history: keeps_history,
+            follower,
+            next_job: None,
+            stopping: Arc::clone(&stopping),
         };
         let history_writer = HistoryWriter {
             storage: history_storage,
@@ -654,6 +710,7 @@ impl Engine {
             },
             threads,
             recovery,
+            stopping,
         })
     }
 
@@ -666,12 +723,26 @@ impl Engine {
         &self.recovery
     }
 
-    /// Finishes everything queued, takes a final checkpoint, and stops.
+    /// Finishes everything queued (every command logged before it is
+    /// durable and answered, its movements handed to the history writer)
+    /// and stops, without a final checkpoint: the next start replays the
+    /// log after the last checkpoint (docs/operations.md, "Stopping").
     pub fn shutdown(mut self) {
+        self.stop(false);
+    }
+
+    /// [`Engine::shutdown`], then a final checkpoint, so that the next start
+    /// replays nothing: the checkpointer catches up with the log and writes
+    /// the whole state, which takes as long as a checkpoint does.
+    pub fn shutdown_with_checkpoint(mut self) {
         self.stop(true);
     }
 
     fn stop(&mut self, checkpoint: bool) {
+        if !checkpoint {
+            // A checkpoint being made is abandoned (the log is kept).
+            self.stopping.store(true, Ordering::Relaxed);
+        }
         // The queue may be full; keep trying while the sequencer drains it.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -853,7 +924,6 @@ impl<S: Storage> Sequencer<S> {
                     self.last_checkpoint = Instant::now();
                     forward.push(Grouped::Logged(Execute::Checkpoint {
                         sequence: self.sequence,
-                        timestamp,
                         reply: Some(reply),
                     }));
                 }
@@ -1006,6 +1076,21 @@ struct RouterStage {
     gathered_since: Instant,
     /// Commands per (kind, status) in the current batch, for metrics.
     tally: Vec<(&'static str, Status, u64)>,
+    /// Checkpoint markers passed while batches before them were in flight,
+    /// oldest first (at most one per batch in flight).
+    marks: std::collections::VecDeque<PendingMark>,
+}
+
+/// A checkpoint marker the router has passed, waiting for the batches
+/// routed before it to complete: then their movements and the marker go to
+/// the history writer, and the marker to the checkpointer.
+struct PendingMark {
+    sequence: u64,
+    reply: Option<Reply<Result<u64, String>>>,
+    /// Batches in flight that were routed before the marker.
+    batches_before: usize,
+    /// Router time the marker has taken so far.
+    pause_ns: u64,
 }
 
 /// Batches routed to the shards and not yet answered, at most: the router
@@ -1041,6 +1126,7 @@ impl RouterStage {
             self.gathered_sequence = sequence;
             self.offer_history();
         }
+        self.batch_completed_before_marks();
         true
     }
 
@@ -1115,43 +1201,23 @@ impl RouterStage {
                         while self.complete(false) {}
                     }
                 }
-                Execute::Checkpoint {
-                    sequence,
-                    timestamp,
-                    reply,
-                } => {
-                    self.complete_all();
-                    // Every batch before the marker is complete: its
-                    // movements go to the writer, then the marker.
-                    self.flush_history();
-                    self.send_history_job(HistoryJob::Mark { sequence });
-                    // The pause: every shard copies its state (in parallel).
-                    // Merging, encoding, hashing and writing happen on the
-                    // checkpoint thread.
+                Execute::Checkpoint { sequence, reply } => {
+                    // The checkpointer builds the state at the marker from
+                    // the log on its own copy; the router only passes the
+                    // marker on, once the batches before it are complete
+                    // (without waiting for them).
                     let started = Instant::now();
-                    let state = match self.ledger.snapshot() {
-                        Ok(state) => state,
-                        Err(error) => {
-                            if let Some(reply) = reply {
-                                reply(Err(error.to_string()));
-                            }
-                            continue;
-                        }
-                    };
-                    let job = CheckpointJob {
+                    let mark = PendingMark {
                         sequence,
-                        timestamp,
-                        state,
                         reply,
+                        batches_before: self.ledger.in_flight(),
+                        pause_ns: 0,
                     };
-                    self.stats
-                        .checkpoint_pause_ns_last
-                        .store(elapsed_ns(started), Ordering::Relaxed);
-                    if let Err(channel::SendError(job)) = self.checkpoints.send(job) {
-                        if let Some(reply) = job.reply {
-                            reply(Err("the checkpoint thread stopped".to_owned()));
-                        }
+                    self.marks.push_back(mark);
+                    if let Some(mark) = self.marks.back_mut() {
+                        mark.pause_ns = elapsed_ns(started);
                     }
+                    self.release_marks();
                 }
                 Execute::RiskPolicy {
                     sequence,
@@ -1166,10 +1232,67 @@ impl RouterStage {
             }
         }
         self.complete_all();
+        self.release_marks();
+        debug_assert!(self.marks.is_empty(), "no batch is in flight");
         self.flush_history();
         // Dropping the senders lets the checkpoint and history threads
         // finish and stop.
         self.ledger.stop();
+    }
+
+    /// A batch completed: it was routed before every marker waiting.
+    fn batch_completed_before_marks(&mut self) {
+        for mark in &mut self.marks {
+            debug_assert!(mark.batches_before > 0, "released once zero");
+            mark.batches_before = mark.batches_before.saturating_sub(1);
+        }
+        self.release_marks();
+    }
+
+    /// Hands on the markers whose batches before them are all complete:
+    /// their movements and the marker to the history writer (a checkpoint
+    /// at S waits for the history to hold everything up to S), then the
+    /// marker to the checkpointer. Never waits: if the checkpointer is so
+    /// far behind that its queue is full, this marker is skipped.
+    fn release_marks(&mut self) {
+        while self
+            .marks
+            .front()
+            .is_some_and(|mark| mark.batches_before == 0)
+        {
+            let Some(mark) = self.marks.pop_front() else {
+                break;
+            };
+            let started = Instant::now();
+            self.flush_history();
+            self.send_history_job(HistoryJob::Mark {
+                sequence: mark.sequence,
+            });
+            let job = CheckpointJob {
+                sequence: mark.sequence,
+                reply: mark.reply,
+            };
+            let refused = match self.checkpoints.try_send(job) {
+                Ok(()) => None,
+                Err(TrySendError::Full(job)) => Some((
+                    job,
+                    "the checkpointer is behind (its queue is full); no checkpoint at this marker",
+                )),
+                Err(TrySendError::Disconnected(job)) => {
+                    Some((job, "the checkpoint thread stopped"))
+                }
+            };
+            if let Some((job, message)) = refused {
+                tracing::warn!(sequence = job.sequence, message);
+                if let Some(reply) = job.reply {
+                    reply(Err(message.to_owned()));
+                }
+            }
+            self.stats.checkpoint_pause_ns_last.store(
+                mark.pause_ns.saturating_add(elapsed_ns(started)),
+                Ordering::Relaxed,
+            );
+        }
     }
 
     fn publish_shard_stats(&self) {
@@ -1274,7 +1397,17 @@ impl RouterStage {
     }
 }
 
-/// Stage 3: writes checkpoints and trims the log behind them.
+/// Stage 3: follows the log on its own copy of the state, writes
+/// checkpoints at the markers and trims the log behind them.
+///
+/// It replays the records the sequencer made durable onto a lone ledger
+/// (as recovery does: one rule set, so its state at a marker is the
+/// shards' state there), a slice at a time at a low scheduling priority, so
+/// it trails the sequencer by a moment and never takes the shards' cores in
+/// bursts. At a marker it waits for the router's job for that marker (the
+/// history writer has then been sent every batch before it), encodes its
+/// state, saves it and trims the log up to the marker. Neither the shards
+/// nor the router stop for it.
 struct Checkpointer<S: Storage> {
     storage: S,
     jobs: Receiver<CheckpointJob>,
@@ -1282,57 +1415,162 @@ struct Checkpointer<S: Storage> {
     /// A checkpoint at S lets the log up to S go, so the history must hold
     /// every batch up to S first (it is rebuilt only from the log).
     wait_for_history: bool,
+    /// The copy of the state and how far in the log it is.
+    follower: LogFollower,
+    /// A job taken from the queue for a marker not reached yet.
+    next_job: Option<CheckpointJob>,
+    /// The engine stops without a final checkpoint: stop following now.
+    stopping: Arc<AtomicBool>,
 }
 
 /// Longest a checkpoint waits for the history writer to reach its marker.
 const CHECKPOINT_HISTORY_WAIT: Duration = Duration::from_secs(60);
+/// How often the checkpointer looks for new log records when it has caught
+/// up.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(20);
+/// Log records the checkpointer replays between looks at its queue and the
+/// stop flag (at most 64 full batches: some milliseconds).
+const FOLLOW_SLICE_RECORDS: usize = 64;
+/// The checkpointer's nice value (Linux: 0 normal, 19 lowest). At 10 it
+/// gets about a tenth of a core another thread also wants, which is more
+/// than it needs to keep up (it replays several times faster than the
+/// shards execute), and the shards and the router keep the rest.
+const CHECKPOINTER_NICE: i32 = 10;
 
 impl<S: Storage> Checkpointer<S> {
     fn run(mut self) {
-        while let Ok(mut job) = self.jobs.recv() {
-            let started = Instant::now();
-            let reply = job.reply.take();
-            let outcome = self.save(job);
+        lower_priority(CHECKPOINTER_NICE);
+        while !self.stopping.load(Ordering::Relaxed) {
+            let target = self.stats.last_sequence.load(Ordering::Acquire);
+            let followed = self
+                .follower
+                .follow(&self.storage, target, FOLLOW_SLICE_RECORDS);
             self.stats
-                .checkpoint_write_ns_last
-                .store(elapsed_ns(started), Ordering::Relaxed);
-            match &outcome {
-                Ok(sequence) => {
-                    self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .checkpoint_sequence
-                        .store(*sequence, Ordering::Relaxed);
-                    let now_ns = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |since| {
-                            u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
-                        });
-                    self.stats
-                        .checkpoint_unix_ns
-                        .store(now_ns, Ordering::Relaxed);
-                    metrics::histogram!("payrail_checkpoint_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                    tracing::debug!(
-                        sequence,
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "checkpoint saved"
-                    );
+                .checkpoint_follower_sequence
+                .store(self.follower.sequence(), Ordering::Relaxed);
+            let keep_going = match followed {
+                Ok(Followed::Slice) => true,
+                Ok(Followed::Reached) => self.wait_for_work(),
+                Ok(Followed::Marker {
+                    sequence,
+                    timestamp,
+                }) => self.at_marker(sequence, timestamp),
+                Err(error) => {
+                    tracing::error!(%error, "the checkpointer cannot follow the log; no more checkpoints, the log is kept in full");
+                    false
                 }
-                Err(error) => tracing::error!(%error, "checkpoint failed; the log is kept in full"),
+            };
+            if !keep_going {
+                break;
             }
-            if let Some(reply) = reply {
-                reply(outcome);
+        }
+        // Answer what is left (a stop, or the follower failed).
+        let jobs = self.next_job.take().into_iter().chain(self.jobs.try_iter());
+        for job in jobs {
+            if let Some(reply) = job.reply {
+                reply(Err("the engine stopped before this checkpoint".to_owned()));
             }
         }
     }
 
-    fn save(&mut self, job: CheckpointJob) -> Result<u64, String> {
+    /// Caught up: waits a moment for a job or more log. False once the
+    /// router is gone and the log is replayed up to its end.
+    fn wait_for_work(&mut self) -> bool {
+        if self.next_job.is_some() {
+            std::thread::sleep(FOLLOW_INTERVAL);
+            return true;
+        }
+        match self.jobs.recv_timeout(FOLLOW_INTERVAL) {
+            Ok(job) => {
+                self.next_job = Some(job);
+                true
+            }
+            Err(channel::RecvTimeoutError::Timeout) => true,
+            Err(channel::RecvTimeoutError::Disconnected) => false,
+        }
+    }
+
+    /// The follower's state is the state at the marker `sequence`: waits
+    /// for the router's job for it, checkpoints, and passes the marker. A
+    /// marker whose job was skipped (the queue was full) is passed as it is.
+    /// False if the engine stops first.
+    fn at_marker(&mut self, sequence: u64, timestamp: u64) -> bool {
+        let job = loop {
+            if self.stopping.load(Ordering::Relaxed) {
+                return false;
+            }
+            let job = match self.next_job.take() {
+                Some(job) => job,
+                None => match self.jobs.recv_timeout(FOLLOW_INTERVAL) {
+                    Ok(job) => job,
+                    Err(channel::RecvTimeoutError::Timeout) => continue,
+                    Err(channel::RecvTimeoutError::Disconnected) => return false,
+                },
+            };
+            if job.sequence < sequence {
+                // Jobs come in marker order and each marker stops the
+                // follower, so this does not happen; answer it anyway.
+                if let Some(reply) = job.reply {
+                    reply(Err(format!(
+                        "the checkpointer is past marker {}",
+                        job.sequence
+                    )));
+                }
+                continue;
+            }
+            break job;
+        };
+        if job.sequence > sequence {
+            // This marker's job was skipped: keep the job for its marker.
+            self.next_job = Some(job);
+            self.follower.pass_marker(sequence, timestamp);
+            return true;
+        }
+        let started = Instant::now();
+        let outcome = self.save(sequence, timestamp);
+        self.stats
+            .checkpoint_write_ns_last
+            .store(elapsed_ns(started), Ordering::Relaxed);
+        match &outcome {
+            Ok(sequence) => {
+                self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .checkpoint_sequence
+                    .store(*sequence, Ordering::Relaxed);
+                let now_ns = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |since| {
+                        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+                    });
+                self.stats
+                    .checkpoint_unix_ns
+                    .store(now_ns, Ordering::Relaxed);
+                metrics::histogram!("payrail_checkpoint_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                tracing::debug!(
+                    sequence,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "checkpoint saved"
+                );
+            }
+            Err(error) => tracing::error!(%error, "checkpoint failed; the log is kept in full"),
+        }
+        if let Some(reply) = job.reply {
+            reply(outcome);
+        }
+        self.follower.pass_marker(sequence, timestamp);
+        true
+    }
+
+    /// Saves the follower's state as the checkpoint at the marker
+    /// (`sequence`, `timestamp`) and trims the log behind it.
+    fn save(&mut self, sequence: u64, timestamp: u64) -> Result<u64, String> {
         if self.wait_for_history
-            && !wait_for_history(&self.stats, job.sequence, CHECKPOINT_HISTORY_WAIT)
+            && !wait_for_history(&self.stats, sequence, CHECKPOINT_HISTORY_WAIT)
         {
             return Err(format!(
                 "the history writer has not reached sequence {} (it is at {}); no checkpoint taken",
-                job.sequence,
+                sequence,
                 self.stats.history_watermark.load(Ordering::Relaxed)
             ));
         }
@@ -1343,13 +1581,16 @@ impl<S: Storage> Checkpointer<S> {
                 .sync_history()
                 .map_err(|error| error.to_string())?;
         }
-        let ledger = job.state.merge();
-        self.stats.publish_tables(&ledger.tables(), job.sequence);
+        let ledger = self.follower.ledger();
+        self.stats.publish_tables(&ledger.tables(), sequence);
         let mut state = Vec::new();
-        storage::encode_state(&ledger, &mut state);
+        storage::encode_state(ledger, &mut state);
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err("the engine is stopping; checkpoint abandoned".to_owned());
+        }
         let checkpoint = Checkpoint {
-            sequence: job.sequence,
-            timestamp: job.timestamp,
+            sequence,
+            timestamp,
             digest: ledger.digest(),
             state,
         };
@@ -1357,10 +1598,33 @@ impl<S: Storage> Checkpointer<S> {
             .save_checkpoint(&checkpoint)
             .map_err(|error| error.to_string())?;
         self.storage
-            .trim_log(job.sequence)
+            .trim_log(sequence)
             .map_err(|error| error.to_string())?;
-        Ok(job.sequence)
+        Ok(sequence)
     }
+}
+
+/// Lowers the calling thread's scheduling priority to `nice` (Linux; a
+/// no-op elsewhere). A failure only costs fairness: logged, not fatal.
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        // Safety: gettid has no preconditions; setpriority with
+        // PRIO_PROCESS and a thread id of this process changes only that
+        // thread's nice value (Linux keeps it per thread) and touches no
+        // memory of ours.
+        #[allow(unsafe_code)]
+        let result =
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
+        if result != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "could not lower the checkpointer's priority"
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 #[cfg(test)]

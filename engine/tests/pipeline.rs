@@ -189,7 +189,7 @@ fn checkpoints_trim_the_log_and_restarts_recover_the_same_state() {
     assert_eq!(recovered, before);
     // Retries after the restart get the first results back.
     assert_eq!(handle.submit_blocking(after).unwrap(), after_results);
-    engine.shutdown(); // clean: final checkpoint, nothing to replay next time
+    engine.shutdown_with_checkpoint(); // a final checkpoint: nothing to replay next time
 
     let engine = Engine::start(storage, config).unwrap();
     assert_eq!(engine.recovery().commands_replayed, 0);

@@ -953,7 +953,7 @@ fn risk_ledger_policy_through_the_engine_is_durable_and_recovered() {
         .unwrap();
     assert_eq!(results[0].status, Status::RiskDeclined);
     // With a checkpoint, too.
-    engine.shutdown();
+    engine.shutdown_with_checkpoint();
     let engine = Engine::start(storage.clone(), shards(1)).unwrap();
     assert_eq!(engine.recovery().records_replayed, 0);
     let audit = Query::RiskAudit {

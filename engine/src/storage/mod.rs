@@ -26,7 +26,7 @@ pub mod snapshot;
 
 pub use memory::MemoryStorage;
 pub use record::{LogEntry, LogRecord, RecordError};
-pub use recovery::{recover, recover_with_history, RecoveryReport};
+pub use recovery::{recover, recover_with_history, Followed, LogFollower, RecoveryReport};
 pub use rocks::RocksStorage;
 pub use segments::{HistoryConfig, HistoryOpenReport, HistoryStats, HistoryStore};
 pub use snapshot::{decode_state, encode_state};

@@ -46,8 +46,63 @@ pub struct RecoveryReport {
     pub history_rebuilt: u64,
 }
 
+impl RecoveryReport {
+    /// Commands replayed per second of the whole recovery (0 when none).
+    pub fn commands_per_second(&self) -> u64 {
+        let seconds = self.elapsed.as_secs_f64();
+        if self.commands_replayed == 0 || seconds <= 0.0 {
+            return 0;
+        }
+        (self.commands_replayed as f64 / seconds) as u64
+    }
+}
+
 fn corrupt(sequence: u64, reason: String) -> StorageError {
     StorageError::Corrupt { sequence, reason }
+}
+
+/// The next record must be numbered `previous + 1`.
+fn check_next(sequence: u64, previous: u64) -> Result<(), StorageError> {
+    // Cannot overflow in practice; if it did, no record could follow.
+    let expected = previous.saturating_add(1);
+    if sequence != expected {
+        return Err(corrupt(
+            sequence,
+            format!("expected record {expected} next: records are missing"),
+        ));
+    }
+    Ok(())
+}
+
+/// A decoded record stored under `sequence` may follow the record
+/// (`previous`, `previous_timestamp`): numbered next, stored under its own
+/// number, its timestamp not going back. `Ledger::apply` asserts the same,
+/// so a record that passes cannot trip it.
+fn check_record(
+    sequence: u64,
+    record: &LogRecord,
+    previous: u64,
+    previous_timestamp: u64,
+) -> Result<(), StorageError> {
+    check_next(sequence, previous)?;
+    if record.sequence != sequence {
+        return Err(corrupt(
+            sequence,
+            format!("it is stored under {sequence} but says {}", record.sequence),
+        ));
+    }
+    // `ledger.timestamp() <= previous_timestamp` always holds, so this also
+    // keeps `Ledger::apply`'s assertion.
+    if record.timestamp < previous_timestamp {
+        return Err(corrupt(
+            sequence,
+            format!(
+                "its timestamp {} is before the previous record's {}",
+                record.timestamp, previous_timestamp
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The ledger in the checkpoint, checked against its digest; an empty
@@ -171,17 +226,10 @@ pub fn recover_with_history(
             break;
         }
         for (index, (sequence, bytes)) in page.into_iter().enumerate() {
-            // Cannot overflow in practice; if it did, no record could follow.
-            let expected = report.last_sequence.saturating_add(1);
-            if sequence != expected {
-                return Err(corrupt(
-                    sequence,
-                    format!("expected record {expected} next: records are missing"),
-                ));
-            }
             let record = match LogRecord::decode(&bytes) {
                 Ok(record) => record,
                 Err(error) => {
+                    check_next(sequence, report.last_sequence)?;
                     let is_last =
                         index + 1 == page_len && storage.read_log(sequence, 1)?.is_empty();
                     if !is_last {
@@ -197,23 +245,12 @@ pub fn recover_with_history(
                     break 'pages;
                 }
             };
-            if record.sequence != sequence {
-                return Err(corrupt(
-                    sequence,
-                    format!("it is stored under {sequence} but says {}", record.sequence),
-                ));
-            }
-            // `ledger.timestamp() <= report.last_timestamp` always holds, so
-            // this also keeps `Ledger::apply`'s assertion.
-            if record.timestamp < report.last_timestamp {
-                return Err(corrupt(
-                    sequence,
-                    format!(
-                        "its timestamp {} is before the previous record's {}",
-                        record.timestamp, report.last_timestamp
-                    ),
-                ));
-            }
+            check_record(
+                sequence,
+                &record,
+                report.last_sequence,
+                report.last_timestamp,
+            )?;
             if let LogEntry::Batch(commands) = &record.entry {
                 let rebuild = keeps_history && record.sequence > watermark;
                 ledger.record_history(rebuild);
@@ -262,6 +299,7 @@ pub fn recover_with_history(
         commands = report.commands_replayed,
         last_sequence = report.last_sequence,
         elapsed_ms = report.elapsed.as_millis() as u64,
+        commands_per_second = report.commands_per_second(),
         digest_ms = report.digest_elapsed.as_millis() as u64,
         digest = %hex32(&report.digest),
         history_watermark = report.history_watermark,
@@ -269,4 +307,129 @@ pub fn recover_with_history(
         "recovered"
     );
     Ok((ledger, report))
+}
+
+/// A lone ledger kept in step with the log by replaying it, as recovery
+/// does: the checkpointer's own copy of the state (docs/architecture.md,
+/// "Checkpoints"). It starts from the recovered state and replays the
+/// records the sequencer made durable, with the same checks as recovery
+/// (a record that fails them is corruption: the live log has no torn tail).
+/// The lone ledger and the shards run one rule set, so its state at a
+/// checkpoint marker is the state the shards have there.
+#[derive(Debug)]
+pub struct LogFollower {
+    ledger: Ledger,
+    /// Sequence and timestamp of the last record replayed (checkpoint
+    /// markers included; `ledger.sequence()` counts batches only).
+    sequence: u64,
+    timestamp: u64,
+    /// Commands replayed since the start.
+    commands: u64,
+    results: Vec<CommandResult>,
+}
+
+/// Where [`LogFollower::follow`] stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Followed {
+    /// Every record up to the target is replayed.
+    Reached,
+    /// The next record is a checkpoint marker, not passed yet: the state is
+    /// the state at the marker (checkpoint it, then
+    /// [`LogFollower::pass_marker`]).
+    Marker { sequence: u64, timestamp: u64 },
+    /// The slice's record count is used up; call again.
+    Slice,
+}
+
+impl LogFollower {
+    /// A follower whose state `ledger` holds every record up to `sequence`
+    /// (with `timestamp`): what recovery returned.
+    pub fn new(ledger: Ledger, sequence: u64, timestamp: u64) -> LogFollower {
+        LogFollower {
+            ledger,
+            sequence,
+            timestamp,
+            commands: 0,
+            results: Vec::new(),
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Sequence of the last record replayed or passed.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// Commands replayed since the start.
+    pub fn commands(&self) -> u64 {
+        self.commands
+    }
+
+    /// Replays the records after [`LogFollower::sequence`] up to `target`,
+    /// at most `records_max` of them, stopping before a checkpoint marker.
+    pub fn follow(
+        &mut self,
+        storage: &dyn Storage,
+        target: u64,
+        records_max: usize,
+    ) -> Result<Followed, StorageError> {
+        let mut left = records_max;
+        while self.sequence < target {
+            if left == 0 {
+                return Ok(Followed::Slice);
+            }
+            let wanted = usize::try_from(target - self.sequence)
+                .unwrap_or(usize::MAX)
+                .min(left)
+                .min(RECOVERY_PAGE_RECORDS);
+            let page = storage.read_log(self.sequence, wanted)?;
+            if page.is_empty() {
+                // The target is past the log's end: nothing more to read.
+                return Ok(Followed::Reached);
+            }
+            for (sequence, bytes) in page {
+                let record = LogRecord::decode(&bytes)
+                    .map_err(|error| corrupt(sequence, error.to_string()))?;
+                check_record(sequence, &record, self.sequence, self.timestamp)?;
+                match record.entry {
+                    LogEntry::Checkpoint => {
+                        return Ok(Followed::Marker {
+                            sequence,
+                            timestamp: record.timestamp,
+                        })
+                    }
+                    LogEntry::Batch(commands) => {
+                        // check_record: apply's assertions hold.
+                        self.results.clear();
+                        self.ledger.apply(
+                            record.sequence,
+                            record.timestamp,
+                            &commands,
+                            &mut self.results,
+                        );
+                        self.commands += commands.len() as u64;
+                    }
+                    LogEntry::RiskPolicy(policy) => {
+                        self.ledger
+                            .set_risk_policy(record.sequence, record.timestamp, *policy);
+                    }
+                }
+                self.sequence = sequence;
+                self.timestamp = record.timestamp;
+                left -= 1;
+            }
+        }
+        Ok(Followed::Reached)
+    }
+
+    /// Steps over the checkpoint marker [`LogFollower::follow`] stopped at.
+    pub fn pass_marker(&mut self, sequence: u64, timestamp: u64) {
+        assert_eq!(sequence, self.sequence + 1, "the marker is the next record");
+        assert!(timestamp >= self.timestamp, "time never goes back");
+        self.sequence = sequence;
+        self.timestamp = timestamp;
+    }
 }

@@ -1,0 +1,193 @@
+//! Checkpoints made by the checkpointer's follower (its own lone ledger,
+//! replaying the log) hold exactly the live sharded state at their marker:
+//! the same digest as a sharded twin fed the same log, and idempotency
+//! records that answer retries after a restart (on another shard count)
+//! as the live engine would have, evictions included. And a stop is quick:
+//! no final checkpoint, the next start replays the tail.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use payrail_engine::pipeline::{Engine, EngineConfig};
+use payrail_engine::shard::ShardedLedger;
+use payrail_engine::storage::{decode_state, LogEntry, LogRecord, MemoryStorage, Storage};
+use payrail_engine::{Command, CommandResult, LedgerConfig, Status};
+
+use common::{deposit, open, transfer};
+
+const ACCOUNTS: u64 = 40;
+/// Small, so that records are evicted by the cap well before the checkpoint.
+const RECORDS_MAX: usize = 300;
+
+fn config(shards: usize) -> EngineConfig {
+    EngineConfig {
+        ledger: LedgerConfig {
+            idempotency_records_max: RECORDS_MAX,
+            ..LedgerConfig::default()
+        },
+        shards,
+        // Checkpoints only when asked.
+        checkpoint_commands: u64::MAX,
+        checkpoint_interval: std::time::Duration::from_secs(3_600),
+        ..EngineConfig::default()
+    }
+}
+
+/// Seeded batches of transfers (some overdrawing, some to unknown
+/// accounts), with retries of earlier ids, some with changed fields.
+fn batches(seed: u64, first_id: u128, count: usize) -> Vec<Vec<Command>> {
+    let mut state = seed;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        state >> 33
+    };
+    let mut id = first_id;
+    let mut sent: Vec<Command> = Vec::new();
+    (0..count)
+        .map(|_| {
+            (0..25)
+                .map(|_| {
+                    let roll = next() % 100;
+                    if roll < 15 && !sent.is_empty() {
+                        // A retry of an id sent earlier (evicted or not).
+                        let old = sent[(next() as usize) % sent.len()];
+                        if roll < 3 {
+                            // The same id with other fields.
+                            return transfer(old.id.0, 1, 2, 1 + next() % 7);
+                        }
+                        return old;
+                    }
+                    id += 1;
+                    let from = 1 + next() % (ACCOUNTS + 2);
+                    let to = 1 + next() % ACCOUNTS;
+                    let command = transfer(id, from, to, 1 + next() % 300);
+                    sent.push(command);
+                    command
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn opening() -> Vec<Command> {
+    let mut commands: Vec<Command> = (1..=ACCOUNTS)
+        .map(|account| open(u128::from(account), account))
+        .collect();
+    commands
+        .extend((1..=ACCOUNTS).map(|account| deposit(1_000 + u128::from(account), account, 2_000)));
+    commands
+}
+
+/// Every logged batch (sequence, timestamp, commands), in order.
+fn logged(storage: &MemoryStorage) -> Vec<(u64, u64, Vec<Command>)> {
+    let mut batches = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = storage.read_log(after, 1_000).unwrap();
+        let Some(&(last, _)) = page.last() else {
+            return batches;
+        };
+        for (_, bytes) in page {
+            let record = LogRecord::decode(&bytes).unwrap();
+            if let LogEntry::Batch(commands) = record.entry {
+                batches.push((record.sequence, record.timestamp, commands));
+            }
+        }
+        after = last;
+    }
+}
+
+#[test]
+fn a_checkpoint_holds_the_live_state_at_its_marker() {
+    for (shards, restart_shards) in [(1, 3), (3, 1)] {
+        let storage = MemoryStorage::new();
+        let engine = Engine::start(storage.clone(), config(shards)).unwrap();
+        let handle = engine.handle();
+        let mut live: Vec<CommandResult> = handle.submit_blocking(opening()).unwrap();
+        for batch in batches(7 + shards as u64, 10_000, 60) {
+            live.extend(handle.submit_blocking(batch).unwrap());
+        }
+        // Some retries were refused as changed and some transfers failed:
+        // the records hold more than one status.
+        assert!(live
+            .iter()
+            .any(|result| result.status == Status::IdReusedWithDifferentFields));
+        assert!(live
+            .iter()
+            .any(|result| result.status == Status::InsufficientFunds));
+        let log = logged(&storage);
+        let sequence = handle.checkpoint_blocking().unwrap().unwrap();
+        let checkpoint = storage.load_checkpoint().unwrap().unwrap();
+        assert_eq!(checkpoint.sequence, sequence);
+        // The log is trimmed up to the marker.
+        assert!(storage.read_log(0, 1).unwrap().is_empty());
+
+        // A sharded twin fed the same log gives the live results and, merged,
+        // the checkpoint's state.
+        let mut twin = ShardedLedger::new(config(shards).ledger, shards).unwrap();
+        let mut twin_results = Vec::new();
+        for (sequence, timestamp, commands) in &log {
+            twin.apply(*sequence, *timestamp, commands, &mut twin_results);
+        }
+        assert_eq!(twin_results, live, "{shards} shards");
+        let twin_state = twin.to_ledger().unwrap();
+        assert_eq!(twin_state.digest(), checkpoint.digest, "{shards} shards");
+        let loaded = decode_state(&checkpoint.state, config(shards).ledger).unwrap();
+        assert_eq!(loaded.digest(), checkpoint.digest, "{shards} shards");
+        assert_eq!(loaded.totals(), twin_state.totals());
+
+        // After a crash and a restart on another shard count from that
+        // checkpoint, retries and new commands (which evict the oldest
+        // records in arrival order) are answered as by the twin.
+        drop(engine);
+        let engine = Engine::start(storage.clone(), config(restart_shards)).unwrap();
+        assert_eq!(engine.recovery().checkpoint_sequence, sequence);
+        assert_eq!(engine.recovery().commands_replayed, 0);
+        let handle = engine.handle();
+        let mut got = Vec::new();
+        for batch in batches(7 + shards as u64, 10_000, 90).into_iter().skip(50) {
+            got.extend(handle.submit_blocking(batch).unwrap());
+        }
+        let mut want = Vec::new();
+        for (sequence, timestamp, commands) in logged(&storage) {
+            twin.apply(sequence, timestamp, &commands, &mut want);
+        }
+        assert_eq!(got, want, "{shards} then {restart_shards} shards");
+        assert!(got
+            .iter()
+            .any(|result| result.status == Status::IdReusedWithDifferentFields));
+        engine.shutdown();
+    }
+}
+
+#[test]
+fn a_stop_leaves_the_tail_to_replay_and_a_stop_with_checkpoint_does_not() {
+    let storage = MemoryStorage::new();
+    let engine = Engine::start(storage.clone(), config(3)).unwrap();
+    let handle = engine.handle();
+    handle.submit_blocking(opening()).unwrap();
+    let checkpoint = handle.checkpoint_blocking().unwrap().unwrap();
+    let mut commands = 0;
+    for batch in batches(3, 50_000, 20) {
+        commands += batch.len() as u64;
+        handle.submit_blocking(batch).unwrap();
+    }
+    engine.shutdown();
+
+    let engine = Engine::start(storage.clone(), config(1)).unwrap();
+    let recovery = engine.recovery().clone();
+    assert_eq!(recovery.checkpoint_sequence, checkpoint);
+    assert_eq!(recovery.commands_replayed, commands);
+    let stats = engine.handle().stats().snapshot();
+    let field = |name: &str| stats.iter().find(|(field, _)| *field == name).unwrap().1;
+    assert_eq!(field("recovery_commands"), commands);
+    assert!(field("recovery_ns") > 0);
+    engine.shutdown_with_checkpoint();
+
+    let engine = Engine::start(storage.clone(), config(2)).unwrap();
+    assert_eq!(engine.recovery().commands_replayed, 0);
+    assert_eq!(engine.recovery().digest, recovery.digest);
+    engine.shutdown();
+}
