@@ -118,15 +118,16 @@ impl RunningServer {
         &self.engine
     }
 
-    /// Stops accepting, finishes what is in flight, takes a final checkpoint
-    /// and closes the data directory.
+    /// Stops accepting, finishes what is in flight (durable in the log and
+    /// answered) and closes the data directory; no final checkpoint: the
+    /// next start replays the log after the last one.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
             if let Ok(engine) = task.await {
-                // The final checkpoint may take a while: off the async threads.
+                // Joining the engine's threads blocks: off the async threads.
                 let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
             }
         }
@@ -162,11 +163,20 @@ fn log_memory_budget(engine: &Engine, accounts: u64) {
         .iter()
         .map(|table| table.budget_bytes(accounts))
         .fold(0, u64::saturating_add);
+    // The checkpointer's copy of the state: every table again, and the
+    // idempotency records in a lone ledger's map.
+    let checkpoint_copy_bytes = tables_budget_bytes.saturating_add(
+        stats_of(engine, |stats| &stats.idempotency_records_capacity)
+            .saturating_mul(payrail_engine::pipeline::CHECKPOINT_FOLLOWER_RECORD_BYTES),
+    );
     tracing::info!(
         accounts,
         idempotency_table_bytes,
         tables_budget_bytes,
-        total_budget_bytes = idempotency_table_bytes.saturating_add(tables_budget_bytes),
+        checkpoint_copy_bytes,
+        total_budget_bytes = idempotency_table_bytes
+            .saturating_add(tables_budget_bytes)
+            .saturating_add(checkpoint_copy_bytes),
         "memory budget total"
     );
 }
@@ -219,6 +229,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
         commands_replayed = recovery.commands_replayed,
         dropped_tail = ?recovery.dropped_tail,
         recovery_ms = recovery.elapsed.as_millis() as u64,
+        recovery_commands_per_second = recovery.commands_per_second(),
         history_watermark = recovery.history_watermark,
         history_rebuilt = recovery.history_rebuilt,
         shards = engine
@@ -374,9 +385,13 @@ pub fn serve_blocking(options: &ServeOptions) -> Result<(), ServeError> {
         if let Some(upkeep) = upkeep {
             upkeep.abort();
         }
-        tracing::info!("shutting down: finishing requests in flight and taking a checkpoint");
+        tracing::info!("shutting down: finishing requests in flight");
+        let stopping = Instant::now();
         server.stop().await;
-        tracing::info!("stopped");
+        tracing::info!(
+            stop_ms = stopping.elapsed().as_millis() as u64,
+            "stopped"
+        );
         Ok(())
     })
 }
@@ -421,6 +436,13 @@ async fn publish_stats(
         metrics::gauge!("payrail_checkpoint_sequence").set(get(&stats.checkpoint_sequence) as f64);
         metrics::gauge!("payrail_checkpoint_pause_seconds")
             .set(get(&stats.checkpoint_pause_ns_last) as f64 / 1e9);
+        metrics::gauge!("payrail_checkpoint_follower_lag_records").set(
+            get(&stats.last_sequence).saturating_sub(get(&stats.checkpoint_follower_sequence))
+                as f64,
+        );
+        metrics::gauge!("payrail_recovery_seconds").set(get(&stats.recovery_ns) as f64 / 1e9);
+        metrics::gauge!("payrail_recovery_commands_per_second")
+            .set(get(&stats.recovery_commands_per_second) as f64);
         let checkpoint_at = get(&stats.checkpoint_unix_ns);
         if checkpoint_at > 0 {
             let now = std::time::SystemTime::now()

@@ -8,7 +8,11 @@
 //!   conserved (customer balances plus the house settlement account sum to 0).
 //!
 //! The server runs sharded (2 or 3 shards, changing at every restart, so
-//! recovery re-partitions the accounts each time).
+//! recovery re-partitions the accounts each time). It checkpoints every few
+//! thousand commands, and every other kill is aimed at a checkpoint in
+//! progress (its start logged, its end not yet): at least one must land
+//! there. The run ends with a clean stop (SIGTERM), which takes no final
+//! checkpoint: the next start replays the tail and must find the same state.
 //!
 //! Seeded from the clock; set PAYRAIL_CRASH_SEED to replay a run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -33,7 +37,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ACCOUNTS: u64 = 200;
 const FIRST_ACCOUNT: u64 = 1_000;
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 6;
+/// How long an aimed kill waits for a checkpoint to be in progress.
+const AIM_WAIT: Duration = Duration::from_secs(3);
 const INFLIGHT_MAX: usize = 4;
 
 /// `payrail serve` on `addr` over `data_dir` with `config` and `shards`.
@@ -52,6 +58,32 @@ fn serve(
         log,
         &["--config", config, "--shards", &shards],
     )
+}
+
+/// The server log written since byte `from` (this process's part).
+fn log_since(log: &Path, from: usize) -> String {
+    let bytes = std::fs::read(log).unwrap_or_default();
+    String::from_utf8_lossy(bytes.get(from..).unwrap_or_default()).into_owned()
+}
+
+fn log_len(log: &Path) -> usize {
+    std::fs::metadata(log).map_or(0, |metadata| metadata.len() as usize)
+}
+
+/// Whether the log shows a checkpoint started and not yet saved or failed.
+fn checkpoint_in_progress(log: &str) -> bool {
+    let started = log.rfind("checkpoint started");
+    let ended = [
+        log.rfind("checkpoint saved"),
+        log.rfind("checkpoint failed"),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    match (started, ended) {
+        (Some(started), Some(ended)) => started > ended,
+        (started, _) => started.is_some(),
+    }
 }
 
 /// A batch as the test sent it, and what the server acknowledged.
@@ -309,7 +341,7 @@ fn crash_kill_restart_loses_nothing_acknowledged() {
     // Small checkpoint threshold so kills land before, during and after checkpoints.
     std::fs::write(
         &config,
-        "[engine]\ncheckpoint_commands = 20000\ncheckpoint_interval_s = 1\n\n[metrics]\nenabled = false\n",
+        "[engine]\ncheckpoint_commands = 5000\ncheckpoint_interval_s = 1\n\n[metrics]\nenabled = false\n",
     )
     .unwrap();
     let addr = free_addr();
@@ -321,6 +353,7 @@ fn crash_kill_restart_loses_nothing_acknowledged() {
         .build()
         .unwrap();
     let started = Instant::now();
+    let mut log_from = log_len(&log);
     let mut server = serve(&data_dir, &config, addr, &log, 2);
     let gateway = read_local_gateway(&data_dir).unwrap();
     let world = Arc::new(Mutex::new(World {
@@ -351,17 +384,31 @@ fn crash_kill_restart_loses_nothing_acknowledged() {
     });
 
     let mut totals = (0, 0);
+    let mut killed_in_checkpoints = 0;
     for round in 0..ROUNDS {
         let traffic = Duration::from_millis(rng.gen_range(150..=900));
+        let aimed = round % 2 == 1;
         runtime.block_on(async {
-            let deadline = Instant::now() + traffic + Duration::from_secs(5);
+            let deadline = Instant::now() + traffic + AIM_WAIT + Duration::from_secs(5);
             let drive_future = drive(addr, &gateway, &world, &mut rng, deadline);
+            let kill_moment = async {
+                tokio::time::sleep(traffic).await;
+                let until = Instant::now() + AIM_WAIT;
+                while aimed
+                    && Instant::now() < until
+                    && !checkpoint_in_progress(&log_since(&log, log_from))
+                {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            };
             tokio::select! {
                 () = drive_future => panic!("traffic stopped before the kill"),
-                () = tokio::time::sleep(traffic) => {}
+                () = kill_moment => {}
             }
         });
         server.kill();
+        let in_checkpoint = checkpoint_in_progress(&log_since(&log, log_from));
+        killed_in_checkpoints += usize::from(in_checkpoint);
         let acknowledged = world
             .lock()
             .unwrap()
@@ -369,6 +416,7 @@ fn crash_kill_restart_loses_nothing_acknowledged() {
             .iter()
             .filter(|sent| sent.acknowledged.is_some())
             .count();
+        log_from = log_len(&log);
         server = serve(&data_dir, &config, addr, &log, 2 + (round + 1) % 2);
         let (applied, missing) = runtime.block_on(async {
             tokio::time::timeout(WAIT * 4, verify(addr, &gateway, &world))
@@ -383,25 +431,43 @@ fn crash_kill_restart_loses_nothing_acknowledged() {
             .unwrap_or("?")
             .to_owned();
         eprintln!(
-            "round {round}: killed after {traffic:?}; {acknowledged} batches acknowledged, {applied} applied, {missing} lost in flight (never acknowledged); {rebuilt} history movements rebuilt from the log"
+            "round {round}: killed after {traffic:?}{}{}; {acknowledged} batches acknowledged, {applied} applied, {missing} lost in flight (never acknowledged); {rebuilt} history movements rebuilt from the log",
+            if aimed { " (aimed at a checkpoint)" } else { "" },
+            if in_checkpoint { ", during a checkpoint" } else { "" },
         );
         totals.0 += applied;
         totals.1 += missing;
     }
 
-    // A clean shutdown (SIGTERM) takes a final checkpoint; the next start
-    // must find the same state.
+    // Some traffic, then a clean stop (SIGTERM): no final checkpoint, so the
+    // next start replays the tail and must find the same state.
+    runtime.block_on(async {
+        let traffic = Duration::from_millis(300);
+        let deadline = Instant::now() + traffic + Duration::from_secs(5);
+        tokio::select! {
+            () = drive(addr, &gateway, &world, &mut rng, deadline) => panic!("traffic stopped before the stop"),
+            () = tokio::time::sleep(traffic) => {}
+        }
+    });
+    let stopping = Instant::now();
     server.terminate();
+    let stop_time = stopping.elapsed();
+    log_from = log_len(&log);
     let mut server = serve(&data_dir, &config, addr, &log, 3);
     runtime.block_on(verify(addr, &gateway, &world));
-    let text = server.log_text();
+    let text = log_since(&log, log_from);
     assert!(text.contains("payrail started"), "server log:\n{text}");
     server.kill();
     eprintln!(
-        "crash test: {} batches applied, {} lost in flight, {:?}",
+        "crash test: {} batches applied, {} lost in flight, {killed_in_checkpoints} of {ROUNDS} kills during a checkpoint, clean stop in {stop_time:?}, {:?}",
         totals.0,
         totals.1,
         started.elapsed()
     );
     assert!(totals.0 > ROUNDS, "the test drove real traffic");
+    assert!(
+        killed_in_checkpoints >= 1,
+        "no kill landed during a checkpoint (aimed {} times)",
+        ROUNDS / 2
+    );
 }

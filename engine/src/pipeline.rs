@@ -1423,6 +1423,17 @@ struct Checkpointer<S: Storage> {
     stopping: Arc<AtomicBool>,
 }
 
+/// Bytes one idempotency record takes in the checkpointer's copy of the
+/// state (a lone ledger's hash map entry at its 7/8 load, plus its place in
+/// the arrival queue), for the memory budget. The rest of the copy takes
+/// what the ledger's tables take.
+pub const CHECKPOINT_FOLLOWER_RECORD_BYTES: u64 =
+    ((std::mem::size_of::<(crate::command::CommandId, crate::ledger::IdempotencyRecord)>() as u64
+        + 1)
+        * 8)
+    .div_ceil(7)
+        + std::mem::size_of::<crate::command::CommandId>() as u64;
+
 /// Longest a checkpoint waits for the history writer to reach its marker.
 const CHECKPOINT_HISTORY_WAIT: Duration = Duration::from_secs(60);
 /// How often the checkpointer looks for new log records when it has caught
@@ -1527,6 +1538,7 @@ impl<S: Storage> Checkpointer<S> {
             return true;
         }
         let started = Instant::now();
+        tracing::info!(sequence, "checkpoint started");
         let outcome = self.save(sequence, timestamp);
         self.stats
             .checkpoint_write_ns_last
@@ -1547,7 +1559,7 @@ impl<S: Storage> Checkpointer<S> {
                     .store(now_ns, Ordering::Relaxed);
                 metrics::histogram!("payrail_checkpoint_seconds")
                     .record(started.elapsed().as_secs_f64());
-                tracing::debug!(
+                tracing::info!(
                     sequence,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "checkpoint saved"
