@@ -329,9 +329,32 @@ fn a_damaged_segment_is_found_by_verify_and_rebuilt_from_the_log() {
     let got = runtime.block_on(all_pages(&server, &gateway));
     assert_pages_equal(&got, &expected, "after the rebuild");
 
-    // Once a clean stop's checkpoint trimmed the log, damage can no longer
-    // be rebuilt: verify reports the segment's movements as lost, and the
-    // newer history is kept.
+    // Once a checkpoint trimmed the log, damage can no longer be rebuilt:
+    // verify reports the segment's movements as lost, and the newer history
+    // is kept. A clean stop takes no checkpoint; a start with checkpoints
+    // every second checkpoints the tail it replayed.
+    server.terminate();
+    let log = dir.path().join("serve.log");
+    let log_from = std::fs::metadata(&log).map_or(0, |metadata| metadata.len() as usize);
+    std::fs::write(
+        &config,
+        format!("{CONFIG}\n").replace("[engine]\n", "[engine]\ncheckpoint_interval_s = 1\n"),
+    )
+    .unwrap();
+    let mut server = ServerProcess::spawn(
+        &data_dir,
+        free_addr(),
+        &log,
+        &["--config", config.to_str().unwrap()],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !server.log_text()[log_from..].contains("checkpoint saved") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     server.terminate();
     let paths = segments(&data_dir);
     let mut bytes = std::fs::read(&paths[0]).unwrap();
