@@ -8,6 +8,11 @@
 //!   and times pages: the newest 50 of random accounts, the hot account's
 //!   newest 50, 50 at a cursor 90 % of the way back, a time range, and
 //!   `tx show` look-ups.
+//! - `append`: the history writer's CPU cost alone: `--movements` movements
+//!   of transfers (two legs, `--accounts` accounts at random) built in jobs
+//!   of 65,536 in memory first (so they are not in the cache, as the
+//!   shards' vectors are not when the writer reads them), then appended,
+//!   timing the appending thread's CPU (user and system) per movement.
 //! - `rebuild`: logs `--transfers` transfers (default 2 million, so 4
 //!   million movements) to a RocksDB data directory, then recovers it
 //!   from the log twice: history off, and history on (every movement
@@ -313,12 +318,85 @@ fn rebuild_run(args: &Args) {
     }
 }
 
+/// CPU time (user and system) the calling thread used so far.
+fn thread_cpu() -> Duration {
+    let mut time = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec that we own.
+    #[allow(unsafe_code)]
+    let result = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut time) };
+    assert_eq!(result, 0);
+    Duration::new(time.tv_sec as u64, time.tv_nsec as u32)
+}
+
+fn append_run(args: &Args) {
+    let dir = args.dir.join("append");
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = HistoryConfig {
+        accounts_max: (args.accounts as usize + 1).max(1 << 20),
+        ..HistoryConfig::default()
+    };
+    let (store, _) = HistoryStore::open(&dir, config, 0).unwrap();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut jobs: Vec<Vec<Vec<Movement>>> = Vec::new();
+    let mut index = 0;
+    while index < args.movements {
+        let mut job = Vec::new();
+        let mut filled = 0;
+        // Parts of 512 movements, as the shards hand over one batch each.
+        while filled < JOB_MOVEMENTS && index < args.movements {
+            let batch = index / 512;
+            let mut part = Vec::with_capacity(512);
+            for _ in 0..256 {
+                let from = AccountId(1_000 + rng.next() % args.accounts);
+                let to = AccountId(1_000 + rng.next() % args.accounts);
+                let mut debit = movement(index, from, batch);
+                debit.counterparty = to;
+                let mut credit = movement(index, to, batch);
+                credit.counterparty = from;
+                credit.position += 1;
+                part.push(debit);
+                part.push(credit);
+                index += 2;
+            }
+            filled += part.len();
+            job.push(part);
+        }
+        jobs.push(job);
+    }
+    let cpu = thread_cpu();
+    let started = Instant::now();
+    let mut appended = 0u64;
+    for job in &jobs {
+        let watermark = job.last().and_then(|part| part.last()).unwrap().sequence;
+        store.append_parts(job, watermark).unwrap();
+        appended += job.iter().map(|part| part.len() as u64).sum::<u64>();
+    }
+    let cpu = thread_cpu() - cpu;
+    let wall = started.elapsed();
+    let stats = store.stats();
+    println!(
+        "append: {appended} movements, {} accounts, {} segments: thread CPU {:.3} s = {:.3} µs per movement ({:.2} M movements per CPU second); wall {:.2} s",
+        stats.accounts,
+        stats.segments,
+        cpu.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / appended as f64,
+        appended as f64 / cpu.as_secs_f64() / 1e6,
+        wall.as_secs_f64(),
+    );
+}
+
 fn main() {
     let args = parse_args();
     std::fs::create_dir_all(&args.dir).unwrap();
     let _ = Path::new(&args.dir);
     if args.only.iter().any(|only| only == "store") {
         store_run(&args);
+    }
+    if args.only.iter().any(|only| only == "append") {
+        append_run(&args);
     }
     if args.only.iter().any(|only| only == "rebuild") {
         rebuild_run(&args);

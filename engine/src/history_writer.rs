@@ -69,20 +69,21 @@ pub(crate) struct HistoryWriter<S: Storage> {
 
 impl<S: Storage> HistoryWriter<S> {
     pub fn run(mut self) {
-        let mut pending: Vec<Movement> = Vec::new();
+        // The shards' vectors of the jobs drained, as they came: written in
+        // place when they are in log order (always with one shard), else
+        // merged into `sorted` first.
+        let mut parts: Vec<Vec<Movement>> = Vec::new();
+        let mut sorted: Vec<Movement> = Vec::new();
         while let Ok(first) = self.jobs.recv() {
             let mut watermark = first.sequence();
-            pending.clear();
-            if let HistoryJob::Batch { chunks, .. } = first {
-                pending.extend(chunks.into_iter().flatten());
-            }
-            while pending.len() < HISTORY_WRITE_MOVEMENTS_MAX {
+            let mut movements = 0;
+            parts.clear();
+            movements += take_parts(first, &mut parts);
+            while movements < HISTORY_WRITE_MOVEMENTS_MAX {
                 match self.jobs.try_recv() {
                     Ok(job) => {
                         watermark = job.sequence();
-                        if let HistoryJob::Batch { chunks, .. } = job {
-                            pending.extend(chunks.into_iter().flatten());
-                        }
+                        movements += take_parts(job, &mut parts);
                     }
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
@@ -91,15 +92,27 @@ impl<S: Storage> HistoryWriter<S> {
             // index wants them), whatever shard each came from. Each
             // shard's vector is in that order already; with one shard, or
             // halves only on one, nothing moves.
-            if !pending.is_sorted_by_key(Movement::order_key) {
-                pending.sort_unstable_by_key(Movement::order_key);
+            let in_order = parts.iter().flatten().is_sorted_by_key(Movement::order_key);
+            if !in_order {
+                sorted.clear();
+                sorted.extend(parts.drain(..).flatten());
+                sorted.sort_unstable_by_key(Movement::order_key);
+                parts.push(std::mem::take(&mut sorted));
             }
             let started = Instant::now();
-            match self.storage.write_history(&pending, watermark) {
+            let written = self.storage.write_history_parts(&parts, watermark);
+            if !in_order {
+                // Keep the merge buffer's capacity for the next time.
+                if let Some(mut merged) = parts.pop() {
+                    merged.clear();
+                    sorted = merged;
+                }
+            }
+            match written {
                 Ok(()) => {
                     self.stats
                         .history_movements
-                        .fetch_add(pending.len() as u64, Ordering::Relaxed);
+                        .fetch_add(movements as u64, Ordering::Relaxed);
                     self.stats
                         .history_watermark
                         .store(watermark, Ordering::Release);
@@ -116,6 +129,18 @@ impl<S: Storage> HistoryWriter<S> {
             }
         }
     }
+}
+
+/// Moves a job's non-empty vectors to `parts`; returns their movements.
+fn take_parts(job: HistoryJob, parts: &mut Vec<Vec<Movement>>) -> usize {
+    let mut movements = 0;
+    if let HistoryJob::Batch { chunks, .. } = job {
+        for chunk in chunks.into_iter().filter(|chunk| !chunk.is_empty()) {
+            movements += chunk.len();
+            parts.push(chunk);
+        }
+    }
+    movements
 }
 
 /// Waits until the history writer has covered `sequence`, at most

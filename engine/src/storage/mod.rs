@@ -149,6 +149,17 @@ pub trait Storage: Send + 'static {
         Ok(())
     }
 
+    /// [`Storage::write_history`] of the movements of `parts` one after the
+    /// other (the history writer's jobs as the shards handed them over).
+    fn write_history_parts(
+        &mut self,
+        parts: &[Vec<crate::history::Movement>],
+        watermark: u64,
+    ) -> Result<(), StorageError> {
+        let movements: Vec<_> = parts.iter().flatten().cloned().collect();
+        self.write_history(&movements, watermark)
+    }
+
     /// Makes every history write so far durable (a checkpoint calls it
     /// before it lets the log behind it go).
     fn sync_history(&self) -> Result<(), StorageError> {

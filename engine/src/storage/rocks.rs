@@ -708,6 +708,14 @@ impl Storage for RocksStorage {
         self.history.append(movements, watermark)
     }
 
+    fn write_history_parts(
+        &mut self,
+        parts: &[Vec<Movement>],
+        watermark: u64,
+    ) -> Result<(), StorageError> {
+        self.history.append_parts(parts, watermark)
+    }
+
     fn sync_history(&self) -> Result<(), StorageError> {
         self.history.sync()
     }
