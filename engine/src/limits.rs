@@ -95,9 +95,5 @@ pub const SHARDS_MAX: usize = 64;
 pub const ENGINE_THREADS_BESIDE_SHARDS: usize = 2;
 /// Segments queued for one shard before the router waits.
 pub const SHARD_QUEUE_DEPTH: usize = 64;
-/// Verdicts in flight from one shard to another. Shards walk the same global
-/// order and each waits for its peer's verdict after sending its own, so at
-/// most two are ever queued; the rest is headroom.
-pub const VERDICTS_IN_FLIGHT_MAX: usize = 64;
 
 const _: () = assert!(SHARDS_MAX <= u16::MAX as usize);

@@ -261,18 +261,20 @@ impl ShardedLedger {
         // made to wait on the router): per shard, at most one segment per
         // batch in flight plus one per wait, and one state or account reply.
         let (output_sender, outputs) = channel::bounded(shards * limits::SHARD_QUEUE_DEPTH);
-        let mut verdict_senders: Vec<Vec<Option<Sender<worker::VerdictMessage>>>> = (0..shards)
+        // One channel each way between every two shards (verdict batches;
+        // see `worker.rs` for why they need no bound of their own).
+        let mut peers: Vec<Vec<Option<worker::Peer>>> = (0..shards)
             .map(|_| (0..shards).map(|_| None).collect())
             .collect();
-        let mut verdict_receivers: Vec<Vec<Option<Receiver<worker::VerdictMessage>>>> = (0..shards)
-            .map(|_| (0..shards).map(|_| None).collect())
-            .collect();
-        for from in 0..shards {
-            for to in 0..shards {
-                if from != to {
-                    let (sender, receiver) = channel::bounded(limits::VERDICTS_IN_FLIGHT_MAX);
-                    verdict_senders[from][to] = Some(sender);
-                    verdict_receivers[to][from] = Some(receiver);
+        for low in 0..shards {
+            for high in low + 1..shards {
+                let (low_to_high, high_from_low) = channel::unbounded();
+                let (high_to_low, low_from_high) = channel::unbounded();
+                if let Some(slot) = peers.get_mut(low).and_then(|row| row.get_mut(high)) {
+                    *slot = Some(worker::Peer::new(low_to_high, low_from_high));
+                }
+                if let Some(slot) = peers.get_mut(high).and_then(|row| row.get_mut(low)) {
+                    *slot = Some(worker::Peer::new(high_to_low, high_from_low));
                 }
             }
         }
@@ -301,19 +303,16 @@ impl ShardedLedger {
             },
             risk_policy,
         };
-        let mut verdict_senders = verdict_senders.into_iter();
-        let mut verdict_receivers = verdict_receivers.into_iter();
+        let mut peers = peers.into_iter();
         for (shard, ledger) in split.ledgers.into_iter().enumerate() {
             let (input_sender, inputs) = channel::bounded(limits::SHARD_QUEUE_DEPTH);
-            let worker = Worker {
+            let worker = Worker::new(
                 ledger,
                 inputs,
-                outputs: output_sender.clone(),
-                shard: shard as u32,
-                verdicts_out: verdict_senders.next().unwrap_or_default(),
-                verdicts_in: verdict_receivers.next().unwrap_or_default(),
-                risk_reported: None,
-            };
+                output_sender.clone(),
+                shard as u32,
+                peers.next().unwrap_or_default(),
+            );
             let thread = std::thread::Builder::new()
                 .name(format!("payrail-shard-{shard}"))
                 .spawn(move || worker.run())?;

@@ -2,19 +2,42 @@
 //!
 //! A shard applies the segments the router sends it strictly in order. A
 //! two-party command whose other account lives on another shard is decided
-//! by exchanging verdicts with that shard over a dedicated bounded channel:
-//! send mine, receive theirs, apply only if both said yes. Every shard walks
-//! the same global order, so the peer always reaches the same command and
-//! the exchange never deadlocks.
+//! by exchanging verdicts with that shard: each half sends its verdict and
+//! receives the peer's, and is applied only if both said yes.
+//!
+//! Verdicts travel in batches, not one message per command. A shard decides
+//! a split half, queues its verdict for the peer and goes on (the half is
+//! *deferred*); it settles its deferred halves (sends what it queued,
+//! receives the peers' verdicts, applies in log order) only when it must:
+//! - a later step touches an owner with a deferred half (its accounts, its
+//!   risk and budget state, its payment codes): that step needs the outcome;
+//! - a step that is not characterised by its owners (a one-account command,
+//!   a setting, a refund, a cross-currency payment, a payer half that waits
+//!   for the merchant's MCC): settle first, then decide it as before;
+//! - the end of the segment (its results go back whole).
+//!
+//! Steps on other owners run in between: they commute with the deferred
+//! halves, so the state after the segment is the lone ledger's. A shard
+//! sends everything it queued before it waits for anything, and every shard
+//! walks the same global order, so the shard furthest behind always has what
+//! it waits for: the exchange never deadlocks.
 
-use crossbeam::channel::{Receiver, Sender};
+use std::collections::VecDeque;
 
-use crate::command::{AccountId, Command, CommandId, CommandResult, Detail, Query, QueryReply};
+use crossbeam::channel::{Receiver, Sender, TryRecvError};
+use rustc_hash::FxHashSet;
+
+use crate::command::{
+    AccountId, Command, CommandId, CommandKind, CommandResult, Detail, Query, QueryReply,
+};
 use crate::history::Movement;
-use crate::ledger::halves::{combine, with_risk, FxPlan, MccFacts, Parties, Plan, RiskOutcome};
+use crate::ledger::halves::{
+    combine, with_risk, Check, FxPlan, MccFacts, Parties, Plan, RiskOutcome,
+};
 use crate::ledger::{
     Account, Elsewhere, Half, IdempotencyRecord, Ledger, Verdict, WARM_FAR, WARM_NEAR,
 };
+use crate::limits;
 use crate::risk::{RiskCounters, RiskPolicy};
 use crate::status::Status;
 
@@ -132,19 +155,142 @@ pub(crate) enum Output {
 /// movement history.
 pub(crate) type VerdictMessage = (u64, u32, Verdict, u16, MccFacts);
 
+/// What one message between two shards carries: the verdicts queued since
+/// the last one, in log order.
+pub(crate) type VerdictBatch = Vec<VerdictMessage>;
+
+/// Verdicts queued for one peer before they go without waiting for a
+/// reason (a shard also sends before it waits, and at a segment's end).
+const VERDICTS_SEND_AT: usize = 256;
+
+/// Verdict batches that can be on their way from one shard to another. A
+/// shard cannot finish a segment before it has its peers' verdicts for it,
+/// so it runs at most one segment it shares with a peer ahead of that peer:
+/// at most two segments' verdicts are queued, and a batch holds at least
+/// one. The channels are unbounded for that reason and checked against it.
+const VERDICT_BATCHES_QUEUED_MAX: usize = 2 * limits::BATCH_COMMANDS_MAX;
+
+/// The exchange with one peer shard.
+pub(crate) struct Peer {
+    pub(crate) sender: Sender<VerdictBatch>,
+    pub(crate) receiver: Receiver<VerdictBatch>,
+    /// Verdicts queued for the peer, not sent yet.
+    outbox: Vec<VerdictMessage>,
+    /// Verdicts received from the peer, not used yet (log order).
+    inbox: VecDeque<VerdictMessage>,
+}
+
+impl Peer {
+    pub(crate) fn new(sender: Sender<VerdictBatch>, receiver: Receiver<VerdictBatch>) -> Peer {
+        Peer {
+            sender,
+            receiver,
+            outbox: Vec::with_capacity(VERDICTS_SEND_AT),
+            inbox: VecDeque::with_capacity(VERDICTS_SEND_AT),
+        }
+    }
+
+    /// Sends what is queued; `None` if the peer is gone.
+    fn send(&mut self) -> Option<()> {
+        if self.outbox.is_empty() {
+            return Some(());
+        }
+        let batch = std::mem::replace(&mut self.outbox, Vec::with_capacity(VERDICTS_SEND_AT));
+        self.sender.send(batch).ok()
+    }
+
+    /// The peer's next verdict: spin briefly (it is usually microseconds
+    /// behind), then yield, then block. Parking on every verdict cost more
+    /// than applying.
+    fn receive(&mut self, sequence: u64, index: u32) -> Option<(Verdict, u16, MccFacts)> {
+        if self.inbox.is_empty() {
+            assert!(
+                self.receiver.len() <= VERDICT_BATCHES_QUEUED_MAX,
+                "a shard runs at most one shared segment ahead of its peer"
+            );
+            let backoff = crossbeam::utils::Backoff::new();
+            let batch = loop {
+                match self.receiver.try_recv() {
+                    Ok(batch) => break batch,
+                    Err(TryRecvError::Disconnected) => return None,
+                    Err(TryRecvError::Empty) => {
+                        if backoff.is_completed() {
+                            break self.receiver.recv().ok()?;
+                        }
+                        backoff.snooze();
+                    }
+                }
+            };
+            assert!(!batch.is_empty(), "only queued verdicts are sent");
+            self.inbox.extend(batch);
+        }
+        let (their_sequence, their_index, theirs, fact, facts) = self.inbox.pop_front()?;
+        assert_eq!(
+            (their_sequence, their_index),
+            (sequence, index),
+            "shards walk the same global order"
+        );
+        Some((theirs, fact, facts))
+    }
+}
+
+/// A split half decided here, its verdict queued for the peer, waiting for
+/// the peer's verdict to be applied (or not).
+#[derive(Clone, Copy)]
+struct Deferred {
+    sequence: u64,
+    timestamp: u64,
+    index: u32,
+    command: Command,
+    fingerprint: u64,
+    parties: Parties,
+    half: Half,
+    peer: u32,
+    mine: Result<Plan, (Check, Status)>,
+    /// Mine, with the risk step's answer (payer half).
+    verdict: Verdict,
+    risk: RiskOutcome,
+    /// The payer's risk step runs again with the merchant's MCC once both
+    /// said yes (no policy in force: the MCC only names the category).
+    rerun_risk: bool,
+    facts: MccFacts,
+}
+
 pub(crate) struct Worker {
     pub(crate) ledger: Ledger,
     pub(crate) inputs: Receiver<Input>,
     pub(crate) outputs: Sender<(u32, Output)>,
     pub(crate) shard: u32,
     /// Indexed by peer shard; `None` for this shard itself.
-    pub(crate) verdicts_out: Vec<Option<Sender<VerdictMessage>>>,
-    pub(crate) verdicts_in: Vec<Option<Receiver<VerdictMessage>>>,
+    pub(crate) peers: Vec<Option<Peer>>,
+    /// Split halves sent and not settled, in log order.
+    deferred: Vec<Deferred>,
+    /// The owners the deferred halves touch.
+    pending: FxHashSet<u64>,
     /// Payments evaluated as of the risk counters last sent (None: never).
     pub(crate) risk_reported: Option<u64>,
 }
 
 impl Worker {
+    pub(crate) fn new(
+        ledger: Ledger,
+        inputs: Receiver<Input>,
+        outputs: Sender<(u32, Output)>,
+        shard: u32,
+        peers: Vec<Option<Peer>>,
+    ) -> Worker {
+        Worker {
+            ledger,
+            inputs,
+            outputs,
+            shard,
+            peers,
+            deferred: Vec::new(),
+            pending: FxHashSet::default(),
+            risk_reported: None,
+        }
+    }
+
     pub(crate) fn run(mut self) {
         while let Ok(input) = self.inputs.recv() {
             let output = match input {
@@ -202,6 +348,7 @@ impl Worker {
     }
 
     fn apply(&mut self, segment: &Segment) -> Option<Vec<(u32, CommandResult)>> {
+        assert!(self.deferred.is_empty() && self.pending.is_empty());
         let timestamp = segment.timestamp;
         if let Some(sink) = &mut self.ledger.books.history {
             // About two legs per step: one allocation per segment, none per
@@ -244,6 +391,7 @@ impl Worker {
                     fingerprint,
                     elsewhere,
                 } => {
+                    self.settle(&mut results)?;
                     if self.ledger.books.history.is_some() {
                         self.ledger.books.set_movement_context(&command, index);
                     }
@@ -259,6 +407,7 @@ impl Worker {
                     command,
                     report,
                 } => {
+                    self.settle(&mut results)?;
                     let result =
                         self.ledger
                             .books
@@ -274,124 +423,307 @@ impl Worker {
                     parties,
                     role,
                 } => {
-                    if let Some((result, home)) =
-                        self.pair(segment.sequence, index, &command, parties, role, timestamp)?
-                    {
-                        if home {
-                            self.record(&command, fingerprint, result, timestamp);
+                    let (half, peer) = match role {
+                        Role::Both => {
+                            self.pair_here(
+                                index,
+                                &command,
+                                fingerprint,
+                                parties,
+                                timestamp,
+                                &mut results,
+                            )?;
+                            continue;
                         }
-                        results.push((index, result));
-                    }
+                        Role::Debit { peer } => (Half::Debit, peer),
+                        Role::Credit { peer } => (Half::Credit, peer),
+                    };
+                    let deferred = Deferred {
+                        sequence: segment.sequence,
+                        timestamp,
+                        index,
+                        command,
+                        fingerprint,
+                        parties,
+                        half,
+                        peer,
+                        mine: Err((Check::Fields, Status::Unavailable)),
+                        verdict: Ok(()),
+                        risk: Ok(None),
+                        rerun_risk: false,
+                        facts: MccFacts::default(),
+                    };
+                    self.pair_split(deferred, &mut results)?;
                 }
             }
+        }
+        self.settle(&mut results)?;
+        // A verdict queued after the last wait (a payer half that received
+        // first sends after) goes before the shard goes idle.
+        for peer in self.peers.iter_mut().flatten() {
+            peer.send()?;
         }
         Some(results)
     }
 
-    /// Decides and applies this shard's share of a two-party command; its
-    /// result and whether this shard is the command's home (a payer half
-    /// away from home answers only to carry its detail: a risk decision,
-    /// a budget crossing). `None` if a peer is gone.
-    fn pair(
-        &mut self,
-        sequence: u64,
-        index: u32,
+    /// The owner whose state a split half touches on this shard, if the
+    /// half can be deferred (`Some(None)`: its account is unknown here, so
+    /// it fails whatever happens before it); `None` if it must be settled
+    /// on the spot (it touches more than its owner: a refund, a
+    /// cross-currency payment, anything else).
+    fn deferrable_owner(
+        &self,
         command: &Command,
         parties: Parties,
-        role: Role,
+        half: Half,
+    ) -> Option<Option<u64>> {
+        let books = &self.ledger.books;
+        let account = match (command.kind, half) {
+            (CommandKind::Transfer { from, .. }, Half::Debit) => Some(from),
+            (CommandKind::Transfer { to, .. }, Half::Credit) => Some(to),
+            (
+                CommandKind::PayMerchantQr {
+                    payer, currency, ..
+                },
+                Half::Debit,
+            ) => {
+                if books
+                    .find(payer)
+                    .is_some_and(|account| account.currency != currency)
+                {
+                    return None;
+                }
+                Some(payer)
+            }
+            (CommandKind::PayMerchantQr { currency, .. }, Half::Credit) => {
+                if parties
+                    .payer_currency
+                    .is_some_and(|payer| payer != currency)
+                {
+                    return None;
+                }
+                parties.credit
+            }
+            (CommandKind::ChargePaymentCode { .. }, Half::Debit) => parties.debit,
+            (CommandKind::ChargePaymentCode { merchant, .. }, Half::Credit) => Some(merchant),
+            _ => return None,
+        };
+        Some(
+            account
+                .and_then(|id| books.find(id))
+                .map(|account| account.owner),
+        )
+    }
+
+    /// Whether an owner of `parties` has a deferred half.
+    fn touches_pending(&self, parties: Parties) -> bool {
+        if self.pending.is_empty() {
+            return false;
+        }
+        let books = &self.ledger.books;
+        [parties.debit, parties.credit]
+            .into_iter()
+            .flatten()
+            .filter_map(|id| books.find(id))
+            .any(|account| self.pending.contains(&account.owner))
+    }
+
+    /// A two-party command with both halves here: the lone ledger's way.
+    fn pair_here(
+        &mut self,
+        index: u32,
+        command: &Command,
+        fingerprint: u64,
+        parties: Parties,
         timestamp: u64,
-    ) -> Option<Option<(CommandResult, bool)>> {
+        results: &mut Vec<(u32, CommandResult)>,
+    ) -> Option<()> {
+        if self.touches_pending(parties) {
+            self.settle(results)?;
+        }
+        let books = &mut self.ledger.books;
+        if books.history.is_some() {
+            books.set_movement_context(command, index);
+        }
+        let result = books.apply_pair_local(command, parties, timestamp);
+        self.record(command, fingerprint, result, timestamp);
+        results.push((index, result));
+        Some(())
+    }
+
+    /// This shard's half of a split two-party command: decide it, queue the
+    /// verdict for the peer, and defer it, or settle it on the spot.
+    /// `None` if a peer is gone.
+    fn pair_split(
+        &mut self,
+        mut half: Deferred,
+        results: &mut Vec<(u32, CommandResult)>,
+    ) -> Option<()> {
+        let owner = self.deferrable_owner(&half.command, half.parties, half.half);
+        let free = matches!(owner, Some(owner) if !owner.is_some_and(|owner| self.pending.contains(&owner)));
+        if !free {
+            self.settle(results)?;
+        }
+        let books = &self.ledger.books;
+        let (command, parties, timestamp) = (half.command, half.parties, half.timestamp);
+        let command = &command;
+        half.mine = books.evaluate_half(command, parties, half.half, timestamp);
+        half.verdict = half.mine.map(|_| ());
+        if books.history.is_some() {
+            half.facts = books.mcc_facts(command, half.mine.ok().map(|plan| plan.slot));
+        }
+        // The payer's risk step needs the merchant's MCC from the payee
+        // half. With a policy in force the rules may decide on it, so the
+        // payer receives first (the payee half never waits for the payer's
+        // verdict before sending its own); with none they decide nothing,
+        // and the MCC only names the spending category, so the step runs
+        // again with it once both said yes.
+        let needs_fact = half.half == Half::Debit && books.needs_payee_fact(command, half.mine);
+        if needs_fact && books.risk.enabled() {
+            self.settle(results)?;
+            let peer = half.peer;
+            let (theirs, fact, their_facts) = self.receive(peer, half.sequence, half.index)?;
+            let books = &self.ledger.books;
+            if let (Ok(plan), Ok(())) = (half.mine, theirs) {
+                half.risk = books.risk_half(command, parties, plan, fact, timestamp);
+                half.verdict = with_risk(half.verdict, &half.risk);
+            }
+            self.post(
+                peer,
+                (half.sequence, half.index, half.verdict, 0, half.facts),
+            )?;
+            self.finish(&half, theirs, fact, their_facts, results);
+            return Some(());
+        }
+        if let (Half::Debit, Ok(plan)) = (half.half, half.mine) {
+            half.risk = books.risk_half(command, parties, plan, 0, timestamp);
+            half.verdict = with_risk(half.verdict, &half.risk);
+        }
+        half.rerun_risk = needs_fact;
+        let fact = books.half_fact(command, half.half, half.mine);
+        self.post(
+            half.peer,
+            (half.sequence, half.index, half.verdict, fact, half.facts),
+        )?;
+        match owner {
+            Some(owner) => {
+                if let Some(owner) = owner {
+                    self.pending.insert(owner);
+                }
+                self.deferred.push(half);
+            }
+            None => {
+                let (theirs, fact, their_facts) =
+                    self.receive(half.peer, half.sequence, half.index)?;
+                self.finish(&half, theirs, fact, their_facts, results);
+            }
+        }
+        Some(())
+    }
+
+    /// Queues a verdict for `peer`; sends the queue once it is long.
+    fn post(&mut self, peer: u32, message: VerdictMessage) -> Option<()> {
+        let peer = self.peers.get_mut(peer as usize)?.as_mut()?;
+        peer.outbox.push(message);
+        if peer.outbox.len() >= VERDICTS_SEND_AT {
+            peer.send()?;
+        }
+        Some(())
+    }
+
+    /// `peer`'s verdict on the command at (`sequence`, `index`), after
+    /// sending everything queued for every peer (so no peer can be waiting
+    /// for this shard while it waits).
+    fn receive(
+        &mut self,
+        peer: u32,
+        sequence: u64,
+        index: u32,
+    ) -> Option<(Verdict, u16, MccFacts)> {
+        for other in self.peers.iter_mut().flatten() {
+            other.send()?;
+        }
+        self.peers
+            .get_mut(peer as usize)?
+            .as_mut()?
+            .receive(sequence, index)
+    }
+
+    /// Settles every deferred half, in log order.
+    fn settle(&mut self, results: &mut Vec<(u32, CommandResult)>) -> Option<()> {
+        if self.deferred.is_empty() {
+            return Some(());
+        }
+        let mut deferred = std::mem::take(&mut self.deferred);
+        for half in &deferred {
+            let (theirs, fact, their_facts) = self.receive(half.peer, half.sequence, half.index)?;
+            self.finish(half, theirs, fact, their_facts, results);
+        }
+        deferred.clear();
+        self.deferred = deferred;
+        self.pending.clear();
+        Some(())
+    }
+
+    /// Applies a split half once the peer's verdict is in (if both said
+    /// yes), and gives its result if this shard reports one (a payer half
+    /// away from home answers only to carry its detail: a risk decision, a
+    /// budget crossing).
+    fn finish(
+        &mut self,
+        half: &Deferred,
+        theirs: Verdict,
+        fact: u16,
+        their_facts: MccFacts,
+        results: &mut Vec<(u32, CommandResult)>,
+    ) {
+        let command = &half.command;
+        let (parties, timestamp) = (half.parties, half.timestamp);
         let books = &mut self.ledger.books;
         let history = books.history.is_some();
         if history {
-            books.set_movement_context(command, index);
+            books.set_movement_context(command, half.index);
         }
-        match role {
-            Role::Both => Some(Some((
-                books.apply_pair_local(command, parties, timestamp),
-                true,
-            ))),
-            Role::Debit { peer } | Role::Credit { peer } => {
-                let half = if matches!(role, Role::Debit { .. }) {
-                    Half::Debit
-                } else {
-                    Half::Credit
-                };
-                let mine = books.evaluate_half(command, parties, half, timestamp);
-                let peer = peer as usize;
-                let sender = self.verdicts_out.get(peer)?.as_ref()?;
-                let receiver = self.verdicts_in.get(peer)?.as_ref()?;
-                let mut risk: RiskOutcome = Ok(None);
-                let mut verdict = mine.map(|_| ());
-                // The payer's risk step needs the merchant's MCC from the
-                // payee half. With a policy in force the rules may decide on
-                // it, so the payer receives first (the payee half always
-                // sends before it receives, so this cannot deadlock); with
-                // none they decide nothing, and the MCC only names the
-                // spending category, so the step runs again with it below.
-                let needs_fact = half == Half::Debit && books.needs_payee_fact(command, mine);
-                let receive_first = needs_fact && books.risk.enabled();
-                let my_facts = if history {
-                    books.mcc_facts(command, mine.ok().map(|plan| plan.slot))
-                } else {
-                    MccFacts::default()
-                };
-                let (theirs, fact, their_facts) = if receive_first {
-                    let (theirs, fact, their_facts) = receive_verdict(receiver, sequence, index)?;
-                    if let (Ok(plan), Ok(())) = (mine, theirs) {
-                        risk = books.risk_half(command, parties, plan, fact, timestamp);
-                        verdict = with_risk(verdict, &risk);
-                    }
-                    sender.send((sequence, index, verdict, 0, my_facts)).ok()?;
-                    (theirs, fact, their_facts)
-                } else {
-                    if let (Half::Debit, Ok(plan)) = (half, mine) {
-                        risk = books.risk_half(command, parties, plan, 0, timestamp);
-                        verdict = with_risk(verdict, &risk);
-                    }
-                    let my_fact = books.half_fact(command, half, mine);
-                    sender
-                        .send((sequence, index, verdict, my_fact, my_facts))
-                        .ok()?;
-                    receive_verdict(receiver, sequence, index)?
-                };
-                let outcome = match half {
-                    Half::Debit => combine(verdict, theirs),
-                    Half::Credit => combine(theirs, verdict),
-                };
-                match (outcome, mine) {
-                    (Ok(()), Ok(plan)) => {
-                        if needs_fact && !receive_first {
-                            risk = books.risk_half(command, parties, plan, fact, timestamp);
-                        }
-                        if history {
-                            let mcc = match half {
-                                Half::Debit => MccFacts::combine(my_facts, their_facts),
-                                Half::Credit => MccFacts::combine(their_facts, my_facts),
-                            };
-                            books.set_half_context(half, parties, mcc);
-                        }
-                        books.apply_half(command, parties, half, plan, None, timestamp);
-                        books.note_half(half, plan);
-                        books.after_half(command, half, plan, risk, fact, timestamp);
-                    }
-                    (Err(_), Ok(plan)) if half == Half::Debit && theirs.is_ok() => {
-                        // Stopped at the rules, the lone ledger's last check.
-                        if let Err(stop) = &risk {
-                            books.risk_refuse(command.id, plan.slot, stop);
-                        }
-                    }
-                    _ => {}
+        let outcome = match half.half {
+            Half::Debit => combine(half.verdict, theirs),
+            Half::Credit => combine(theirs, half.verdict),
+        };
+        let mut risk = half.risk;
+        match (outcome, half.mine) {
+            (Ok(()), Ok(plan)) => {
+                if half.rerun_risk {
+                    risk = books.risk_half(command, parties, plan, fact, timestamp);
                 }
-                let mut detail = std::mem::take(&mut books.detail);
-                if half == Half::Credit {
-                    detail = fx_detail(outcome, detail, mine.ok());
+                if history {
+                    let mcc = match half.half {
+                        Half::Debit => MccFacts::combine(half.facts, their_facts),
+                        Half::Credit => MccFacts::combine(their_facts, half.facts),
+                    };
+                    books.set_half_context(half.half, parties, mcc);
                 }
-                match half {
-                    Half::Debit if detail == Detail::None => Some(None),
-                    Half::Debit => Some(Some((result(outcome, detail), false))),
-                    Half::Credit => Some(Some((result(outcome, detail), true))),
+                books.apply_half(command, parties, half.half, plan, None, timestamp);
+                books.note_half(half.half, plan);
+                books.after_half(command, half.half, plan, risk, fact, timestamp);
+            }
+            (Err(_), Ok(plan)) if half.half == Half::Debit && theirs.is_ok() => {
+                // Stopped at the rules, the lone ledger's last check.
+                if let Err(stop) = &risk {
+                    books.risk_refuse(command.id, plan.slot, stop);
                 }
+            }
+            _ => {}
+        }
+        let mut detail = std::mem::take(&mut books.detail);
+        if half.half == Half::Credit {
+            detail = fx_detail(outcome, detail, half.mine.ok());
+        }
+        match half.half {
+            Half::Debit if detail == Detail::None => {}
+            Half::Debit => results.push((half.index, result(outcome, detail))),
+            Half::Credit => {
+                let result = result(outcome, detail);
+                self.record(command, half.fingerprint, result, timestamp);
+                results.push((half.index, result));
             }
         }
     }
@@ -423,35 +755,6 @@ impl Worker {
             },
         );
     }
-}
-
-/// The peer's verdict on the command at (`sequence`, `index`) and its fact:
-/// spin briefly (it is usually microseconds behind), then yield, then block.
-/// Parking on every verdict cost more than applying.
-fn receive_verdict(
-    receiver: &Receiver<VerdictMessage>,
-    sequence: u64,
-    index: u32,
-) -> Option<(Verdict, u16, MccFacts)> {
-    let backoff = crossbeam::utils::Backoff::new();
-    let (their_sequence, their_index, theirs, fact, facts) = loop {
-        match receiver.try_recv() {
-            Ok(message) => break message,
-            Err(crossbeam::channel::TryRecvError::Disconnected) => return None,
-            Err(crossbeam::channel::TryRecvError::Empty) => {
-                if backoff.is_completed() {
-                    break receiver.recv().ok()?;
-                }
-                backoff.snooze();
-            }
-        }
-    };
-    assert_eq!(
-        (their_sequence, their_index),
-        (sequence, index),
-        "shards walk the same global order"
-    );
-    Some((theirs, fact, facts))
 }
 
 fn result(outcome: Result<(), crate::status::Status>, detail: Detail) -> CommandResult {
