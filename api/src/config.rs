@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use payrail_engine::limits::{BATCH_COMMANDS_MAX, SHARDS_MAX};
+use payrail_engine::limits::{BATCH_COMMANDS_MAX, LANES_MAX, LANE_SHARE_MAX, SHARDS_MAX};
 use payrail_engine::pipeline::EngineConfig;
 use payrail_engine::storage::HistoryConfig;
 use payrail_engine::LedgerConfig;
@@ -82,6 +82,26 @@ fn default_roles() -> Vec<Role> {
     vec![Role::Payments]
 }
 
+/// A gateway's share of the engine when gateways compete (`share = N`).
+pub const GATEWAY_SHARE_DEFAULT: u32 = 1;
+/// Connections one gateway may have open at once, by default.
+pub const GATEWAY_CONNECTIONS_MAX_DEFAULT: u32 = 256;
+/// Commands (and queries) one gateway may have in flight over all its
+/// connections, by default: 64 full batches.
+pub const GATEWAY_IN_FLIGHT_COMMANDS_MAX_DEFAULT: u64 = 64 * BATCH_COMMANDS_MAX as u64;
+
+fn default_share() -> u32 {
+    GATEWAY_SHARE_DEFAULT
+}
+
+fn default_max_connections() -> u32 {
+    GATEWAY_CONNECTIONS_MAX_DEFAULT
+}
+
+fn default_max_in_flight_commands() -> u64 {
+    GATEWAY_IN_FLIGHT_COMMANDS_MAX_DEFAULT
+}
+
 /// A gateway allowed to connect, its shared secret and what it may do.
 #[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -93,6 +113,21 @@ pub struct GatewayConfig {
     /// local gateway has every role, whatever its file says.
     #[serde(default = "default_roles")]
     pub roles: Vec<Role>,
+    /// Its weight when gateways compete for the engine (1 to 1,000): the
+    /// sequencer takes from each busy gateway's queue in turn, `share` times
+    /// 1,024 commands per turn (docs/operations.md, "Gateways under load").
+    #[serde(default = "default_share")]
+    pub share: u32,
+    /// Connections it may have open at once; one more is refused with
+    /// `gateway_too_many_connections` after the handshake.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Commands and queries it may have in flight over all its connections
+    /// (at least `limits.batch_commands_max`); a request that would go past
+    /// it is refused with `gateway_too_many_in_flight` and the connection
+    /// stays open.
+    #[serde(default = "default_max_in_flight_commands")]
+    pub max_in_flight_commands: u64,
 }
 
 impl fmt::Debug for GatewayConfig {
@@ -102,11 +137,35 @@ impl fmt::Debug for GatewayConfig {
             .field("name", &self.name)
             .field("secret", &"<redacted>")
             .field("roles", &self.roles)
+            .field("share", &self.share)
+            .field("max_connections", &self.max_connections)
+            .field("max_in_flight_commands", &self.max_in_flight_commands)
             .finish()
     }
 }
 
 impl GatewayConfig {
+    /// A gateway with these roles and the default share and bounds.
+    pub fn new(name: impl Into<String>, secret: impl Into<String>, roles: &[Role]) -> Self {
+        GatewayConfig {
+            name: name.into(),
+            secret: secret.into(),
+            roles: roles.to_vec(),
+            share: GATEWAY_SHARE_DEFAULT,
+            max_connections: GATEWAY_CONNECTIONS_MAX_DEFAULT,
+            max_in_flight_commands: GATEWAY_IN_FLIGHT_COMMANDS_MAX_DEFAULT,
+        }
+    }
+
+    /// Requests its engine lane holds at most: no more than it can have in
+    /// flight (each request has at least one command; each connection at
+    /// most `inflight_max` requests).
+    pub fn lane_requests_max(&self, limits: &LimitsConfig) -> usize {
+        let by_connections = u64::from(self.max_connections) * u64::from(limits.inflight_max);
+        let requests = by_connections.min(self.max_in_flight_commands);
+        usize::try_from(requests).unwrap_or(usize::MAX)
+    }
+
     /// The secret's bytes, if it is valid hex of at least 16 bytes.
     pub fn secret_bytes(&self) -> Option<Vec<u8>> {
         let bytes = hex::decode(self.secret.trim()).ok()?;
@@ -126,6 +185,24 @@ impl GatewayConfig {
         if self.secret_bytes().is_none() {
             return Err(invalid(format!(
                 "gateway '{}': secret must be hex, at least 16 bytes",
+                self.name
+            )));
+        }
+        if self.share == 0 || self.share > LANE_SHARE_MAX {
+            return Err(invalid(format!(
+                "gateway '{}': share must be 1 to {LANE_SHARE_MAX}",
+                self.name
+            )));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid(format!(
+                "gateway '{}': max_connections must be at least 1",
+                self.name
+            )));
+        }
+        if self.max_in_flight_commands < BATCH_COMMANDS_MAX as u64 {
+            return Err(invalid(format!(
+                "gateway '{}': max_in_flight_commands must be at least {BATCH_COMMANDS_MAX} (one full batch)",
                 self.name
             )));
         }
@@ -223,6 +300,9 @@ impl LimitsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct EngineSection {
     pub queue_depth: u32,
+    /// Commands taken from the gateways' queues and not answered yet, at
+    /// most (docs/operations.md, "Gateways under load").
+    pub in_flight_commands_max: u32,
     pub group_commands_max: u32,
     pub checkpoint_commands: u64,
     pub checkpoint_interval_s: u64,
@@ -262,6 +342,7 @@ impl Default for EngineSection {
         let engine = EngineConfig::default();
         EngineSection {
             queue_depth: engine.queue_depth as u32,
+            in_flight_commands_max: engine.in_flight_commands_max as u32,
             group_commands_max: engine.group_commands_max as u32,
             checkpoint_commands: engine.checkpoint_commands,
             checkpoint_interval_s: engine.checkpoint_interval.as_secs(),
@@ -309,6 +390,7 @@ impl EngineSection {
                 instruments_max: usize::try_from(self.instruments_max).unwrap_or(usize::MAX),
             },
             queue_depth: self.queue_depth as usize,
+            in_flight_commands_max: self.in_flight_commands_max as usize,
             group_commands_max: self.group_commands_max as usize,
             checkpoint_commands: self.checkpoint_commands,
             checkpoint_interval: Duration::from_secs(self.checkpoint_interval_s),
@@ -327,6 +409,9 @@ impl EngineSection {
             return Err(invalid(
                 "engine.queue_depth and engine.group_commands_max must be at least 1",
             ));
+        }
+        if self.in_flight_commands_max == 0 {
+            return Err(invalid("engine.in_flight_commands_max must be at least 1"));
         }
         if self.checkpoint_commands == 0 || self.checkpoint_interval_s == 0 {
             return Err(invalid(
@@ -476,6 +561,13 @@ impl ServerConfig {
         for gateway in &self.gateways {
             gateway.validate(path)?;
         }
+        // One engine lane per gateway, beside the engine's own.
+        if self.gateways.len() >= LANES_MAX {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                message: format!("at most {} gateways", LANES_MAX - 1),
+            });
+        }
         if self.tls.enabled && (self.tls.certificate.is_none() || self.tls.private_key.is_none()) {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
@@ -547,11 +639,7 @@ pub fn ensure_local_gateway(data_dir: &Path) -> Result<GatewayConfig, ConfigErro
     })?;
     let mut secret = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
-    let gateway = GatewayConfig {
-        name: LOCAL_GATEWAY_NAME.to_owned(),
-        secret: hex::encode(secret),
-        roles: Role::ALL.to_vec(),
-    };
+    let gateway = GatewayConfig::new(LOCAL_GATEWAY_NAME, hex::encode(secret), &Role::ALL);
     // The roles are not written: the local gateway has them all.
     let text = format!(
         "{LOCAL_GATEWAY_HEADER}name = \"{}\"\nsecret = \"{}\"\n",
@@ -613,11 +701,7 @@ mod tests {
 
     #[test]
     fn debug_output_hides_secrets() {
-        let gateway = GatewayConfig {
-            name: "g".into(),
-            secret: "00112233445566778899aabbccddeeff".into(),
-            roles: default_roles(),
-        };
+        let gateway = GatewayConfig::new("g", "00112233445566778899aabbccddeeff", &default_roles());
         assert!(!format!("{gateway:?}").contains("0011"));
     }
 

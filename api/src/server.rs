@@ -11,11 +11,16 @@
 //! the replies back in request order. A frame that breaks the framing (bad
 //! magic, checksum, length, kind or body) gets an `Error` frame and closes
 //! that connection only; nothing it carried is applied.
+//!
+//! Each gateway has its own queue into the engine (an engine lane, weighted
+//! by its `share`), so one gateway's flood waits in its own queue, and its
+//! own bounds: connections open (`max_connections`) and commands in flight
+//! over all its connections (`max_in_flight_commands`).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +52,12 @@ pub struct ServerStats {
     /// Requests refused because the gateway's roles do not allow them (also
     /// counted in `requests_refused`).
     pub requests_not_permitted: AtomicU64,
+    /// Connections refused because their gateway had `max_connections` open
+    /// (also counted in `handshakes_failed`).
+    pub gateway_connections_refused: AtomicU64,
+    /// Requests refused because their gateway had `max_in_flight_commands`
+    /// in flight (also counted in `requests_refused`).
+    pub gateway_in_flight_refused: AtomicU64,
 }
 
 impl ServerStats {
@@ -61,6 +72,14 @@ impl ServerStats {
             ("requests", get(&self.requests)),
             ("requests_refused", get(&self.requests_refused)),
             ("requests_not_permitted", get(&self.requests_not_permitted)),
+            (
+                "gateway_connections_refused",
+                get(&self.gateway_connections_refused),
+            ),
+            (
+                "gateway_in_flight_refused",
+                get(&self.gateway_in_flight_refused),
+            ),
         ]
     }
 }
@@ -97,11 +116,79 @@ struct Context {
     store: Option<Store>,
     limits: LimitsConfig,
     wire_limits: WireLimits,
-    /// Gateway name to secret bytes and roles.
-    gateways: HashMap<String, (Vec<u8>, Roles)>,
+    /// Gateway name to what the server knows and counts of it.
+    gateways: HashMap<String, Arc<GatewayEntry>>,
     stats: Arc<ServerStats>,
     guesses: GuessThrottle,
     tls: Option<TlsAcceptor>,
+}
+
+/// One configured gateway: its secret, roles, engine lane and bounds, and
+/// what it has open and in flight now.
+struct GatewayEntry {
+    secret: Vec<u8>,
+    roles: Roles,
+    /// A handle on the gateway's own engine lane.
+    engine: EngineHandle,
+    connections: AtomicU32,
+    connections_max: u32,
+    in_flight_commands: AtomicU64,
+    in_flight_commands_max: u64,
+}
+
+impl GatewayEntry {
+    /// Takes one of the gateway's connections, if it has one left; the
+    /// slot gives it back when dropped.
+    fn open_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let taken = self
+            .connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < self.connections_max).then_some(open + 1)
+            });
+        taken.is_ok().then(|| ConnectionSlot(Arc::clone(self)))
+    }
+
+    /// Counts `commands` more in flight, if that stays within the bound.
+    fn reserve(self: &Arc<Self>, commands: u64) -> Option<Reservation> {
+        self.in_flight_commands
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |in_flight| {
+                in_flight
+                    .checked_add(commands)
+                    .filter(|&total| total <= self.in_flight_commands_max)
+            })
+            .ok()?;
+        Some(Reservation {
+            gateway: Arc::clone(self),
+            commands,
+        })
+    }
+}
+
+/// Commands counted in a gateway's commands in flight, given back when
+/// dropped: once the request is answered, or if it never reaches the engine
+/// or its reply is never written (the connection ended).
+struct Reservation {
+    gateway: Arc<GatewayEntry>,
+    commands: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let before = self
+            .gateway
+            .in_flight_commands
+            .fetch_sub(self.commands, Ordering::AcqRel);
+        debug_assert!(before >= self.commands, "released more than reserved");
+    }
+}
+
+/// One open connection of a gateway, counted while it lives.
+struct ConnectionSlot(Arc<GatewayEntry>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Per gateway: how many unknown payment codes it charged in the current
@@ -196,17 +283,34 @@ pub async fn run(
         gateways,
         tls,
     } = settings;
+    let gateways = gateways
+        .iter()
+        .filter_map(|gateway| {
+            let lane = engine
+                .open_lane(gateway.share, gateway.lane_requests_max(&limits))
+                .unwrap_or_else(|error| {
+                    // The config allows fewer gateways than lanes; an engine
+                    // served many times over may still run out.
+                    tracing::warn!(gateway = gateway.name, %error, "the gateway shares the engine's own queue");
+                    engine.clone()
+                });
+            let entry = GatewayEntry {
+                secret: gateway.secret_bytes()?,
+                roles: Roles::new(&gateway.roles),
+                engine: lane,
+                connections: AtomicU32::new(0),
+                connections_max: gateway.max_connections,
+                in_flight_commands: AtomicU64::new(0),
+                in_flight_commands_max: gateway.max_in_flight_commands,
+            };
+            Some((gateway.name.clone(), Arc::new(entry)))
+        })
+        .collect();
     let context = Arc::new(Context {
         engine,
         store,
         wire_limits: limits.wire(),
-        gateways: gateways
-            .iter()
-            .filter_map(|gateway| {
-                let roles = Roles::new(&gateway.roles);
-                Some((gateway.name.clone(), (gateway.secret_bytes()?, roles)))
-            })
-            .collect(),
+        gateways,
         limits,
         stats,
         guesses: GuessThrottle::default(),
@@ -311,11 +415,14 @@ enum Pending {
         request_id: u64,
         results: oneshot::Receiver<Vec<CommandResult>>,
         started: Instant,
+        /// Its place in the gateway's commands in flight, until answered.
+        reservation: Reservation,
     },
     Queries {
         request_id: u64,
         replies: oneshot::Receiver<Vec<QueryReply>>,
         started: Instant,
+        reservation: Reservation,
     },
     PolicySet {
         request_id: u64,
@@ -337,6 +444,7 @@ enum Pending {
 struct Gateway {
     name: Arc<str>,
     roles: Roles,
+    entry: Arc<GatewayEntry>,
 }
 
 struct Connection {
@@ -437,8 +545,9 @@ impl Connection {
             }
         };
 
-        if let Some((gateway, roles)) = authenticated {
-            tracing::debug!(?peer, gateway, ?roles, "gateway connected");
+        if let Some((gateway, slot)) = authenticated {
+            let entry = Arc::clone(&slot.0);
+            tracing::debug!(?peer, gateway, roles = ?entry.roles, "gateway connected");
             let capacity = self.context.limits.inflight_max as usize * 2 + 8;
             let (pending_sender, pending_receiver) = mpsc::channel::<Pending>(capacity);
             let inflight = Arc::new(AtomicU64::new(0));
@@ -450,7 +559,8 @@ impl Connection {
             ));
             let gateway = Gateway {
                 name: Arc::from(gateway),
-                roles,
+                roles: entry.roles,
+                entry,
             };
             self.read_requests(
                 &gateway,
@@ -464,17 +574,19 @@ impl Connection {
             drop(pending_sender);
             // The writer finishes every reply already promised, then closes.
             let _ = writer_task.await;
+            drop(slot);
         }
     }
 
-    /// Challenge, Hello, Welcome. Returns the gateway's name and roles, or
-    /// the code to refuse it with.
+    /// Challenge, Hello, Welcome. Returns the gateway's name and the
+    /// connection's place among its `max_connections`, or the code to
+    /// refuse it with.
     async fn handshake(
         &self,
         reader: &mut Reader,
         writer: &mut BufWriter<Writer>,
         buffer: &mut BytesMut,
-    ) -> Result<(String, Roles), ErrorCode> {
+    ) -> Result<(String, ConnectionSlot), ErrorCode> {
         let nonce = auth::nonce();
         let mut frame = Vec::new();
         wire::encode(0, &Message::Challenge { nonce }, &mut frame).map_err(|error| error.code())?;
@@ -506,13 +618,19 @@ impl Connection {
         let Message::Hello { gateway, proof } = hello.message else {
             return Err(ErrorCode::HandshakeRequired);
         };
-        let Some((secret, roles)) = self.context.gateways.get(&gateway) else {
+        let Some(entry) = self.context.gateways.get(&gateway) else {
             return Err(ErrorCode::UnknownGateway);
         };
-        let roles = *roles;
-        if !auth::verify(secret, &nonce, &gateway, &proof) {
+        if !auth::verify(&entry.secret, &nonce, &gateway, &proof) {
             return Err(ErrorCode::BadProof);
         }
+        let Some(slot) = entry.open_connection() else {
+            self.context
+                .stats
+                .gateway_connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(ErrorCode::GatewayTooManyConnections);
+        };
         let welcome = Message::Welcome {
             frame_bytes_max: self.context.limits.frame_bytes_max,
             batch_commands_max: self.context.limits.batch_commands_max,
@@ -525,7 +643,7 @@ impl Connection {
             .await
             .map_err(|_| ErrorCode::Internal)?;
         writer.flush().await.map_err(|_| ErrorCode::Internal)?;
-        Ok((gateway, roles))
+        Ok((gateway, slot))
     }
 
     /// Reads frames until the peer closes, a frame breaks the framing, a
@@ -648,6 +766,7 @@ impl Connection {
     /// it charges count towards the throttle.
     fn submit_charges(
         &self,
+        engine: &EngineHandle,
         gateway: &Arc<str>,
         commands: Vec<Command>,
         sender: oneshot::Sender<Vec<CommandResult>>,
@@ -683,7 +802,29 @@ impl Connection {
                     .record_misses(&gateway, misses, &context.limits);
             }
         };
-        submit_planned(&self.context.engine, planned, sender, count_misses)
+        submit_planned(engine, planned, sender, count_misses)
+    }
+
+    /// Whether a request of `commands` commands (or queries) may go to the
+    /// engine: within the connection's requests in flight, then within the
+    /// gateway's commands in flight, which it then counts (released when
+    /// its reply is sent).
+    fn admit(
+        &self,
+        gateway: &Gateway,
+        inflight: &AtomicU64,
+        commands: u64,
+    ) -> Result<Reservation, ErrorCode> {
+        if inflight.load(Ordering::Relaxed) >= u64::from(self.context.limits.inflight_max) {
+            return Err(ErrorCode::TooManyInFlight);
+        }
+        gateway.entry.reserve(commands).ok_or_else(|| {
+            self.context
+                .stats
+                .gateway_in_flight_refused
+                .fetch_add(1, Ordering::Relaxed);
+            ErrorCode::GatewayTooManyInFlight
+        })
     }
 
     /// Hands one request to the engine. Returns false to close the connection.
@@ -722,75 +863,83 @@ impl Connection {
                 .await
                 .is_ok();
         }
+        let engine = &gateway.entry.engine;
         let item = match frame.message {
             Message::Submit { commands } => {
-                if inflight.load(Ordering::Relaxed) >= u64::from(self.context.limits.inflight_max) {
-                    refused(stats, request_id, ErrorCode::TooManyInFlight)
-                } else {
-                    let (sender, receiver) = oneshot::channel();
-                    let charges = commands.iter().filter(|command| is_charge(command)).count();
-                    let card_numbers = commands.iter().any(carries_card_number);
-                    let submitted = if charges == 0 && !card_numbers {
-                        self.context.engine.submit(
-                            commands,
-                            Box::new(move |results| drop(sender.send(results))),
-                        )
-                    } else {
-                        self.submit_charges(&gateway.name, commands, sender)
-                    };
-                    match submitted {
-                        Ok(()) => {
-                            inflight.fetch_add(1, Ordering::Relaxed);
-                            Pending::Results {
-                                request_id,
-                                results: receiver,
-                                started,
+                let count = commands.len() as u64;
+                match self.admit(gateway, inflight, count) {
+                    Err(code) => refused(stats, request_id, code),
+                    Ok(reservation) => {
+                        let (sender, receiver) = oneshot::channel();
+                        let charges = commands.iter().filter(|command| is_charge(command)).count();
+                        let card_numbers = commands.iter().any(carries_card_number);
+                        let submitted = if charges == 0 && !card_numbers {
+                            engine.submit(
+                                commands,
+                                Box::new(move |results| drop(sender.send(results))),
+                            )
+                        } else {
+                            self.submit_charges(engine, &gateway.name, commands, sender)
+                        };
+                        match submitted {
+                            Ok(()) => {
+                                inflight.fetch_add(1, Ordering::Relaxed);
+                                Pending::Results {
+                                    request_id,
+                                    results: receiver,
+                                    started,
+                                    reservation,
+                                }
                             }
+                            Err(error) => refused(stats, request_id, submit_error_code(error)),
                         }
-                        Err(error) => refused(stats, request_id, submit_error_code(error)),
                     }
                 }
             }
             Message::Query { queries } => {
-                if inflight.load(Ordering::Relaxed) >= u64::from(self.context.limits.inflight_max) {
-                    refused(stats, request_id, ErrorCode::TooManyInFlight)
-                } else {
-                    let (sender, receiver) = oneshot::channel();
-                    match self
-                        .context
-                        .engine
-                        .query(queries, Box::new(move |replies| drop(sender.send(replies))))
-                    {
-                        Ok(()) => {
-                            inflight.fetch_add(1, Ordering::Relaxed);
-                            Pending::Queries {
-                                request_id,
-                                replies: receiver,
-                                started,
+                let count = queries.len() as u64;
+                match self.admit(gateway, inflight, count) {
+                    Err(code) => refused(stats, request_id, code),
+                    Ok(reservation) => {
+                        let (sender, receiver) = oneshot::channel();
+                        match engine
+                            .query(queries, Box::new(move |replies| drop(sender.send(replies))))
+                        {
+                            Ok(()) => {
+                                inflight.fetch_add(1, Ordering::Relaxed);
+                                Pending::Queries {
+                                    request_id,
+                                    replies: receiver,
+                                    started,
+                                    reservation,
+                                }
                             }
+                            Err(error) => refused(stats, request_id, submit_error_code(error)),
                         }
-                        Err(error) => refused(stats, request_id, submit_error_code(error)),
                     }
                 }
             }
             Message::SubmitQr { payments } => {
-                if inflight.load(Ordering::Relaxed) >= u64::from(self.context.limits.inflight_max) {
-                    refused(stats, request_id, ErrorCode::TooManyInFlight)
-                } else {
-                    // Parse at the edge: refused payloads get their status
-                    // here; the rest go to the ledger as one batch.
-                    let planned = payments.iter().map(qr_pay::command).collect();
-                    let (sender, receiver) = oneshot::channel();
-                    match submit_planned(&self.context.engine, planned, sender, |_, _| {}) {
-                        Ok(()) => {
-                            inflight.fetch_add(1, Ordering::Relaxed);
-                            Pending::Results {
-                                request_id,
-                                results: receiver,
-                                started,
+                let count = payments.len() as u64;
+                match self.admit(gateway, inflight, count) {
+                    Err(code) => refused(stats, request_id, code),
+                    Ok(reservation) => {
+                        // Parse at the edge: refused payloads get their status
+                        // here; the rest go to the ledger as one batch.
+                        let planned = payments.iter().map(qr_pay::command).collect();
+                        let (sender, receiver) = oneshot::channel();
+                        match submit_planned(engine, planned, sender, |_, _| {}) {
+                            Ok(()) => {
+                                inflight.fetch_add(1, Ordering::Relaxed);
+                                Pending::Results {
+                                    request_id,
+                                    results: receiver,
+                                    started,
+                                    reservation,
+                                }
                             }
+                            Err(error) => refused(stats, request_id, submit_error_code(error)),
                         }
-                        Err(error) => refused(stats, request_id, submit_error_code(error)),
                     }
                 }
             }
@@ -799,7 +948,7 @@ impl Connection {
                     refused(stats, request_id, ErrorCode::TooManyInFlight)
                 } else {
                     let (sender, receiver) = oneshot::channel();
-                    match self.context.engine.set_risk_policy(
+                    match engine.set_risk_policy(
                         *policy,
                         Box::new(move |outcome| {
                             let _ = sender.send(outcome);
@@ -822,11 +971,13 @@ impl Connection {
                 } else {
                     let (sender, reply) = oneshot::channel();
                     let context = Arc::clone(&self.context);
+                    // The gateway's lane: a tx lookup sees the batches the
+                    // connection submitted before it.
+                    let engine = engine.clone();
                     let message = frame.message;
                     tokio::spawn(async move {
                         let answer =
-                            operations::answer(&context.engine, context.store.as_ref(), message)
-                                .await;
+                            operations::answer(&engine, context.store.as_ref(), message).await;
                         drop(sender.send(answer));
                     });
                     inflight.fetch_add(1, Ordering::Relaxed);
@@ -1006,9 +1157,11 @@ async fn write_replies(
                 request_id,
                 results,
                 started,
+                reservation,
             } => {
                 let message = engine_reply(results, |results| Message::Results { results }).await;
                 inflight.fetch_sub(1, Ordering::Relaxed);
+                drop(reservation);
                 record_latency("submit", started);
                 (request_id, message)
             }
@@ -1016,10 +1169,12 @@ async fn write_replies(
                 request_id,
                 replies,
                 started,
+                reservation,
             } => {
                 let message =
                     engine_reply(replies, |replies| Message::QueryResults { replies }).await;
                 inflight.fetch_sub(1, Ordering::Relaxed);
+                drop(reservation);
                 record_latency("query", started);
                 (request_id, message)
             }

@@ -21,11 +21,11 @@ use payrail_engine::{AccountId, Currency, Query, QueryReply};
 
 /// The gateway's secret: 32 bytes 00..1f, configured as 64 hex digits.
 fn gateway() -> GatewayConfig {
-    GatewayConfig {
-        name: "doc".to_owned(),
-        secret: hex::encode((0u8..32).collect::<Vec<u8>>()),
-        roles: Role::ALL.to_vec(),
-    }
+    GatewayConfig::new(
+        "doc",
+        hex::encode((0u8..32).collect::<Vec<u8>>()),
+        &Role::ALL,
+    )
 }
 
 async fn start(limits: LimitsConfig) -> (RunningServer, tempfile::TempDir) {

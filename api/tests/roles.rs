@@ -26,11 +26,7 @@ use payrail_engine::{
 const TEST_TIME_MAX: Duration = Duration::from_secs(60);
 
 fn gateway(name: &str, byte: u8, roles: &[Role]) -> GatewayConfig {
-    GatewayConfig {
-        name: name.to_owned(),
-        secret: hex::encode([byte; 32]),
-        roles: roles.to_vec(),
-    }
+    GatewayConfig::new(name, hex::encode([byte; 32]), roles)
 }
 
 fn gateways() -> Vec<GatewayConfig> {

@@ -20,6 +20,7 @@ pub mod fx;
 pub mod history;
 mod history_writer;
 pub mod instrument;
+mod intake;
 pub mod ledger;
 pub mod limits;
 pub mod pipeline;

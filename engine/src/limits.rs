@@ -97,3 +97,14 @@ pub const ENGINE_THREADS_BESIDE_SHARDS: usize = 2;
 pub const SHARD_QUEUE_DEPTH: usize = 64;
 
 const _: () = assert!(SHARDS_MAX <= u16::MAX as usize);
+
+/// Most intake lanes (one per gateway, plus the engine's own) an engine
+/// keeps (engine/src/intake.rs).
+pub const LANES_MAX: usize = 1_024;
+/// Largest share of one lane.
+pub const LANE_SHARE_MAX: u32 = 1_000;
+/// Commands a lane of share 1 may send per turn of the sequencer's deficit
+/// round robin (a larger request goes once the lane saved enough turns).
+/// Small, so that another lane's turn comes after at most about this much
+/// (or one request) of a busy lane's work.
+pub const LANE_QUANTUM_COMMANDS: u64 = 1_024;

@@ -2,8 +2,11 @@
 //! one place.
 //!
 //! ```text
-//! EngineHandle::submit ──bounded queue──▶ (1) sequencer thread
-//!                                           group: drain everything queued (group commit)
+//! EngineHandle::submit ──its lane (one bounded queue per gateway)──▶ (1) sequencer thread
+//!                                           group: take from the lanes in turn (deficit round
+//!                                           robin by commands, weighted by share), while the
+//!                                           commands taken and not answered stay below a
+//!                                           budget (engine/src/intake.rs)
 //!                                           number: sequence + strictly increasing timestamp
 //!                                           journal: one synced RocksDB write for the group
 //!                                        ──queue──▶ (2) router thread (stage 2: `RouterStage` driving the `ShardedLedger`)
@@ -38,12 +41,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam::channel::{self, Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam::sync::Parker;
 
 use crate::command::{Command, CommandResult, Query, QueryReply};
 use crate::history::Movement;
 use crate::history_writer::{
     wait_for_history, HistoryJob, HistoryWriter, HISTORY_JOB_MOVEMENTS_MIN, HISTORY_QUEUE_JOBS,
 };
+pub use crate::intake::LaneError;
+use crate::intake::{Intake, LaneHandle, PushError, Scheduler};
 use crate::ledger::memory::{TableUse, TABLES, TABLE_ENTRIES_FIELDS, TABLE_NAMES};
 use crate::ledger::LedgerConfig;
 use crate::limits;
@@ -63,8 +69,18 @@ pub type Reply<T> = Box<dyn FnOnce(T) + Send>;
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     pub ledger: LedgerConfig,
-    /// Requests waiting for the sequencer; past it, `submit` says `Overloaded`.
+    /// Requests waiting for the sequencer in the engine's own lane (the
+    /// handle `Engine::handle` gives); past it, `submit` says `Overloaded`.
+    /// Other lanes have their own bound ([`EngineHandle::open_lane`]).
     pub queue_depth: usize,
+    /// Commands the sequencer took from the lanes and that are not answered
+    /// yet (being logged, routed or executed), at most: it takes more only
+    /// below this (the last request taken may go past it). What waits beyond
+    /// it waits in the lanes, where the turns are fair; what is within it
+    /// is first come, first served. Small: another gateway's request waits
+    /// behind up to this much work; large enough to keep the log and the
+    /// shards busy at once.
+    pub in_flight_commands_max: usize,
     /// Most commands in one group commit (one synced write).
     pub group_commands_max: usize,
     /// Checkpoint after this many commands were logged since the last one ...
@@ -111,6 +127,7 @@ impl Default for EngineConfig {
         EngineConfig {
             ledger: LedgerConfig::default(),
             queue_depth: 65_536,
+            in_flight_commands_max: 16_384,
             group_commands_max: 131_072,
             checkpoint_commands: 20_000_000,
             checkpoint_interval: Duration::from_secs(300),
@@ -141,6 +158,8 @@ pub enum EngineError {
     Thread(#[from] std::io::Error),
     #[error("could not start the shards: {0}")]
     Shards(#[from] ShardError),
+    #[error("could not open the engine's lane: {0}")]
+    Lane(#[from] LaneError),
 }
 
 /// Counters a running engine keeps, for `payrail status` and metrics.
@@ -381,9 +400,8 @@ enum Request {
         policy: Box<RiskPolicy>,
         reply: Reply<Result<[u8; 32], Status>>,
     },
-    /// Stop after everything queued before it; with a final checkpoint or not
-    /// (`Engine::shutdown_with_checkpoint`).
-    Shutdown { checkpoint: bool },
+    /// Stop (the sequencer puts it last in its final group).
+    Shutdown,
 }
 
 enum Execute {
@@ -425,10 +443,12 @@ struct CheckpointJob {
 /// passes that marker (a later one trims the log).
 const CHECKPOINT_QUEUE_JOBS: usize = 16;
 
-/// A cheap, clonable handle for submitting work to a running engine.
+/// A cheap, clonable handle for submitting work to a running engine. Its
+/// requests wait in its lane, in order; the sequencer takes them in turn
+/// with other lanes' ([`EngineHandle::open_lane`]).
 #[derive(Clone)]
 pub struct EngineHandle {
-    requests: Sender<Request>,
+    lane: LaneHandle<Request>,
     stats: Arc<EngineStats>,
 }
 
@@ -440,12 +460,32 @@ impl std::fmt::Debug for EngineHandle {
 
 impl EngineHandle {
     fn send(&self, request: Request) -> Result<(), SubmitError> {
-        self.requests
-            .try_send(request)
-            .map_err(|error| match error {
-                TrySendError::Full(_) => SubmitError::Overloaded,
-                TrySendError::Disconnected(_) => SubmitError::ShuttingDown,
-            })
+        self.lane.push(request).map_err(|error| match error {
+            PushError::Full(_) => SubmitError::Overloaded,
+            PushError::Closed(_) => SubmitError::ShuttingDown,
+        })
+    }
+
+    /// A handle on a lane of its own (one per gateway): its requests wait
+    /// there, in order, up to `requests_max` of them (past it,
+    /// `Overloaded`), and the sequencer takes from each busy lane in turn,
+    /// `share` times [`limits::LANE_QUANTUM_COMMANDS`] commands per turn.
+    /// Lanes are never closed; an engine has at most [`limits::LANES_MAX`].
+    pub fn open_lane(&self, share: u32, requests_max: usize) -> Result<EngineHandle, LaneError> {
+        Ok(EngineHandle {
+            lane: self.lane.open_lane(share, requests_max)?,
+            stats: Arc::clone(&self.stats),
+        })
+    }
+
+    /// `reply`, then the commands it answers go back to the budget of
+    /// commands in flight (`EngineConfig::in_flight_commands_max`).
+    fn releasing<T: 'static>(&self, commands: usize, reply: Reply<T>) -> Reply<T> {
+        let intake = Arc::clone(self.lane.intake());
+        Box::new(move |answer| {
+            reply(answer);
+            intake.release(commands as u64);
+        })
     }
 
     /// Queues a batch; `reply` gets one result per command, in order, once the
@@ -458,6 +498,7 @@ impl EngineHandle {
         // Work that needs no log order is done here, on the caller's
         // thread (a connection task), not on the sequencer or router.
         let fingerprints = commands.iter().map(Command::fingerprint).collect();
+        let reply = self.releasing(commands.len(), reply);
         self.send(Request::Batch {
             commands,
             fingerprints,
@@ -471,6 +512,7 @@ impl EngineHandle {
         queries: Vec<Query>,
         reply: Reply<Vec<QueryReply>>,
     ) -> Result<(), SubmitError> {
+        let reply = self.releasing(queries.len(), reply);
         self.send(Request::Query { queries, reply })
     }
 
@@ -639,7 +681,8 @@ impl Engine {
             .store(recovery.last_sequence, Ordering::Relaxed);
         let (history_sender, history_receiver) = channel::bounded::<HistoryJob>(HISTORY_QUEUE_JOBS);
 
-        let (request_sender, request_receiver) = channel::bounded(config.queue_depth.max(1));
+        let (intake, parker) = Intake::new();
+        let lane = intake.open_lane(1, config.queue_depth.max(1))?;
         // The router's queue holds whole groups' worth of batches; it is
         // bounded so a slow router pushes back on the sequencer.
         let (execute_sender, execute_receiver) = channel::bounded(config.queue_depth.max(1));
@@ -649,7 +692,9 @@ impl Engine {
 
         let sequencer = Sequencer {
             storage,
-            requests: request_receiver,
+            intake,
+            parker,
+            lanes: Scheduler::default(),
             execute: execute_sender,
             stats: Arc::clone(&stats),
             sequence: recovery.last_sequence,
@@ -704,10 +749,7 @@ impl Engine {
                 .spawn(move || history_writer.run())?,
         ];
         Ok(Engine {
-            handle: EngineHandle {
-                requests: request_sender,
-                stats,
-            },
+            handle: EngineHandle { lane, stats },
             threads,
             recovery,
             stopping,
@@ -743,21 +785,9 @@ impl Engine {
             // A checkpoint being made is abandoned (the log is kept).
             self.stopping.store(true, Ordering::Relaxed);
         }
-        // The queue may be full; keep trying while the sequencer drains it.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match self
-                .handle
-                .requests
-                .try_send(Request::Shutdown { checkpoint })
-            {
-                Ok(()) | Err(TrySendError::Disconnected(_)) => break,
-                Err(TrySendError::Full(_)) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(TrySendError::Full(_)) => break,
-            }
-        }
+        // New requests are refused from now on; the sequencer takes what
+        // the lanes hold, then stops.
+        self.handle.lane.intake().request_stop(checkpoint);
         for thread in self.threads.drain(..) {
             if thread.join().is_err() {
                 tracing::error!("an engine thread panicked");
@@ -774,10 +804,15 @@ impl Drop for Engine {
     }
 }
 
-/// Stage 1: numbers, logs and forwards. Owns the sequence counter.
+/// Stage 1: takes from the lanes, numbers, logs and forwards. Owns the
+/// sequence counter.
 struct Sequencer<S: Storage> {
     storage: S,
-    requests: Receiver<Request>,
+    intake: Arc<Intake<Request>>,
+    /// Where the sequencer waits for requests or room; pushes and releases
+    /// unpark it.
+    parker: Parker,
+    lanes: Scheduler<Request>,
     execute: Sender<Execute>,
     stats: Arc<EngineStats>,
     sequence: u64,
@@ -794,57 +829,91 @@ enum Grouped {
     Unlogged(Execute),
 }
 
+/// Most requests in one group commit (each is at least one record or one
+/// query batch; the group's commands are bounded by `group_commands_max`).
+const GROUP_REQUESTS_MAX: usize = 65_536;
+/// Longest the sequencer sleeps with nothing to do, so a due checkpoint is
+/// taken on time.
+const SEQUENCER_IDLE_WAKE: Duration = Duration::from_millis(100);
+
 impl<S: Storage> Sequencer<S> {
     fn run(mut self) {
         let mut group: Vec<Request> = Vec::new();
+        let budget = (self.config.in_flight_commands_max as u64).max(1);
+        let group_commands_max = (self.config.group_commands_max as u64).max(1);
         loop {
-            // Wait for the first request, then take everything that queued up
-            // meanwhile (group commit), up to the group limit.
-            let first = match self.requests.recv_timeout(Duration::from_millis(100)) {
-                Ok(request) => request,
-                Err(channel::RecvTimeoutError::Timeout) => {
-                    if self.checkpoint_due() {
-                        group.push(Request::Checkpoint {
-                            reply: Box::new(|_| {}),
-                        });
-                        self.commit(&mut group);
-                    }
+            self.lanes.refresh(&self.intake);
+            if let Some(checkpoint) = self.intake.stop_requested() {
+                self.finish(&mut group, checkpoint);
+                return;
+            }
+            // Take from the lanes in turn, within the room the budget of
+            // commands in flight leaves (group commit: everything taken
+            // goes in one synced write).
+            let room = budget
+                .saturating_sub(self.intake.in_flight_commands())
+                .min(group_commands_max);
+            let taken = if room > 0 {
+                self.lanes
+                    .take(room, GROUP_REQUESTS_MAX, request_commands, &mut group)
+            } else {
+                0
+            };
+            if group.is_empty() {
+                if self.checkpoint_due() {
+                    group.push(Request::Checkpoint {
+                        reply: Box::new(|_| {}),
+                    });
+                    self.commit(&mut group);
                     continue;
                 }
-                Err(channel::RecvTimeoutError::Disconnected) => break,
-            };
-            let mut shutdown = matches!(first, Request::Shutdown { .. });
-            let mut commands = request_commands(&first);
-            group.push(first);
-            while !shutdown && commands < self.config.group_commands_max {
-                match self.requests.try_recv() {
-                    Ok(request) => {
-                        shutdown = matches!(request, Request::Shutdown { .. });
-                        commands += request_commands(&request);
-                        group.push(request);
-                    }
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                }
+                let intake = Arc::clone(&self.intake);
+                self.intake.wait(
+                    &self.parker,
+                    room == 0,
+                    || intake.in_flight_commands() < budget,
+                    SEQUENCER_IDLE_WAKE,
+                );
+                continue;
             }
+            // Released by each request's reply (EngineHandle::releasing).
+            self.intake.take_budget(taken);
             if self.checkpoint_due() {
                 group.push(Request::Checkpoint {
                     reply: Box::new(|_| {}),
                 });
             }
-            if let Some(Request::Shutdown { checkpoint: true }) = group.last() {
-                // A final checkpoint, so the next start replays nothing.
-                group.pop();
-                group.push(Request::Checkpoint {
-                    reply: Box::new(|_| {}),
-                });
-                group.push(Request::Shutdown { checkpoint: true });
-            }
             self.commit(&mut group);
-            if shutdown {
-                return;
-            }
         }
-        let _ = self.execute.send(Execute::Shutdown);
+    }
+
+    /// Stops: takes every request the lanes still hold (no more come in:
+    /// the intake is closed), then the final checkpoint if asked, then tells
+    /// the router to stop after all of it.
+    fn finish(&mut self, group: &mut Vec<Request>, checkpoint: bool) {
+        loop {
+            self.lanes.refresh(&self.intake);
+            self.lanes.take(
+                self.config.group_commands_max.max(1) as u64,
+                GROUP_REQUESTS_MAX,
+                request_commands,
+                group,
+            );
+            if group.is_empty() {
+                break;
+            }
+            let taken = group.iter().map(request_commands).sum();
+            self.intake.take_budget(taken);
+            self.commit(group);
+        }
+        if checkpoint {
+            // A final checkpoint, so the next start replays nothing.
+            group.push(Request::Checkpoint {
+                reply: Box::new(|_| {}),
+            });
+        }
+        group.push(Request::Shutdown);
+        self.commit(group);
     }
 
     fn checkpoint_due(&self) -> bool {
@@ -955,7 +1024,7 @@ impl<S: Storage> Sequencer<S> {
                 Request::Query { queries, reply } => {
                     forward.push(Grouped::Unlogged(Execute::Query { queries, reply }));
                 }
-                Request::Shutdown { .. } => forward.push(Grouped::Unlogged(Execute::Shutdown)),
+                Request::Shutdown => forward.push(Grouped::Unlogged(Execute::Shutdown)),
             }
         }
 
@@ -983,7 +1052,7 @@ impl<S: Storage> Sequencer<S> {
                     metrics::histogram!("payrail_log_write_seconds").record(write_ns as f64 / 1e9);
                     metrics::histogram!("payrail_group_commands").record(commands_logged as f64);
                     metrics::gauge!("payrail_sequencer_queue_depth")
-                        .set(self.requests.len() as f64);
+                        .set(self.lanes.queued() as f64);
                     stats.last_sequence.store(self.sequence, Ordering::Relaxed);
                     self.commands_since_checkpoint += commands_logged;
                 }
@@ -1012,11 +1081,14 @@ impl<S: Storage> Sequencer<S> {
     }
 }
 
-fn request_commands(request: &Request) -> usize {
+/// What a request costs in the lanes' turns and the budget of commands in
+/// flight: its commands or queries (the replies of these release them);
+/// checkpoints and policies cost nothing.
+fn request_commands(request: &Request) -> u64 {
     match request {
-        Request::Batch { commands, .. } => commands.len(),
-        Request::Query { queries, .. } => queries.len(),
-        Request::Checkpoint { .. } | Request::RiskPolicy { .. } | Request::Shutdown { .. } => 0,
+        Request::Batch { commands, .. } => commands.len() as u64,
+        Request::Query { queries, .. } => queries.len() as u64,
+        Request::Checkpoint { .. } | Request::RiskPolicy { .. } | Request::Shutdown => 0,
     }
 }
 

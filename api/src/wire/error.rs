@@ -93,6 +93,13 @@ error_codes! {
     Overloaded = 34, "overloaded", "The server is overloaded; retry later.";
     /// The server is shutting down.
     ShuttingDown = 35, "shutting_down", "The server is shutting down.";
+    /// The gateway has as many connections open as it may (its
+    /// `max_connections`); sent instead of `Welcome`, then the server closes.
+    GatewayTooManyConnections = 36, "gateway_too_many_connections", "The gateway has as many connections as it may open.";
+    /// The request would take the gateway past the commands it may have in
+    /// flight over all its connections (its `max_in_flight_commands`);
+    /// nothing of it was applied and the connection stays open.
+    GatewayTooManyInFlight = 37, "gateway_too_many_in_flight", "The gateway has as many commands in flight as it may.";
 
     /// A backup could not be written (the directory exists, the disk is
     /// full, ...); the message says why.
@@ -246,6 +253,6 @@ mod tests {
         }
         assert_eq!(ErrorCode::from_code(0), None);
         assert_eq!(ErrorCode::from_code(12), None);
-        assert_eq!(ErrorCode::ALL.len(), 24);
+        assert_eq!(ErrorCode::ALL.len(), 26);
     }
 }

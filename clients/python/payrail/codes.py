@@ -31,6 +31,8 @@ class ErrorCode(enum.IntEnum):
     idle_timeout = 33
     overloaded = 34
     shutting_down = 35
+    gateway_too_many_connections = 36
+    gateway_too_many_in_flight = 37
     backup_failed = 40
     not_available = 41
     internal = 99
@@ -153,6 +155,8 @@ _ERROR_DESCRIPTIONS = {
     33: 'The connection was idle for too long.',
     34: 'The server is overloaded; retry later.',
     35: 'The server is shutting down.',
+    36: 'The gateway has as many connections as it may open.',
+    37: 'The gateway has as many commands in flight as it may.',
     40: 'The backup could not be written.',
     41: 'The server cannot answer this request.',
     99: 'The server failed internally.',

@@ -47,6 +47,10 @@ public enum ErrorCode {
     OVERLOADED(34, "overloaded", "The server is overloaded; retry later."),
     /** The server is shutting down. */
     SHUTTING_DOWN(35, "shutting_down", "The server is shutting down."),
+    /** The gateway has as many connections as it may open. */
+    GATEWAY_TOO_MANY_CONNECTIONS(36, "gateway_too_many_connections", "The gateway has as many connections as it may open."),
+    /** The gateway has as many commands in flight as it may. */
+    GATEWAY_TOO_MANY_IN_FLIGHT(37, "gateway_too_many_in_flight", "The gateway has as many commands in flight as it may."),
     /** The backup could not be written. */
     BACKUP_FAILED(40, "backup_failed", "The backup could not be written."),
     /** The server cannot answer this request. */
