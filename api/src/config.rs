@@ -374,6 +374,7 @@ impl EngineSection {
                 .history_retention_days
                 .saturating_mul(86_400)
                 .saturating_mul(1_000_000_000),
+            check_all_segments: false,
         }
     }
 

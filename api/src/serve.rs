@@ -199,6 +199,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
         tokio::task::spawn_blocking(move || -> Result<(Engine, RocksStorage), ServeError> {
             let storage = RocksStorage::open_with(&data_dir, history_config)?;
             let report = storage.history_report();
+            tracing::info!(
+                segments_read = report.segments,
+                segments_from_snapshot = report.segments_from_snapshot,
+                movements_read = report.movements,
+                "history opened"
+            );
             for damaged in &report.damaged {
                 tracing::error!(
                     segment = damaged.number,

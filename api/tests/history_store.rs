@@ -17,7 +17,7 @@ use common::{deposit, open_customer, transfer, RawConnection};
 use payrail_api::config::{read_local_gateway, GatewayConfig};
 use payrail_api::wire::Message;
 use payrail_engine::history::Movement;
-use payrail_engine::storage::{LogEntry, LogRecord, RocksStorage, Storage};
+use payrail_engine::storage::{LogEntry, LogRecord, RocksStorage, Storage, HEADS_FILE};
 use payrail_engine::{AccountId, CommandResult, Currency, Ledger, LedgerConfig, Status};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -266,11 +266,44 @@ fn pages_equal_the_log_on_3_and_1_shards_across_kills() {
     let expected = reference(&data_dir);
     assert_pages_equal(&after_first, &expected, "3 shards, kill, 1 shard");
 
-    // After a second kill, on 3 shards again.
+    // After a second kill, on 3 shards again: the start takes the sealed
+    // segments from the head-index snapshot and reads only the rest.
+    assert!(data_dir.join("history").join(HEADS_FILE).exists());
+    let log = dir.path().join("serve.log");
+    let starts_before = history_starts(&log).len();
     let server = serve(dir.path(), 3);
     let after_second = runtime.block_on(all_pages(&server, &gateway));
     assert_pages_equal(&after_second, &expected, "after the second kill, 3 shards");
+    let starts = history_starts(&log);
+    assert_eq!(starts.len(), starts_before + 1, "{starts:?}");
+    let (read, from_snapshot) = starts[starts.len() - 1];
+    assert!(
+        from_snapshot >= 2 && read < from_snapshot,
+        "segments read {read}, from the snapshot {from_snapshot}"
+    );
     drop(server);
+}
+
+/// (segments read, segments from the snapshot) of each start in the log.
+fn history_starts(log: &Path) -> Vec<(u64, u64)> {
+    let text = std::fs::read_to_string(log).unwrap();
+    let field = |line: &str, name: &str| -> u64 {
+        let start = line.find(name).unwrap() + name.len();
+        let digits: String = line[start..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().unwrap()
+    };
+    text.lines()
+        .filter(|line| line.contains("history opened"))
+        .map(|line| {
+            (
+                field(line, "segments_read="),
+                field(line, "segments_from_snapshot="),
+            )
+        })
+        .collect()
 }
 
 #[test]

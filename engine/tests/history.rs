@@ -395,6 +395,7 @@ fn retention_cuts_whole_segments_and_pages_equal_the_newest_part_of_the_log() {
         segment_bytes: 64 * 1024,
         accounts_max: 1_000,
         retention_ns,
+        check_all_segments: false,
     };
     let accounts = 30u64;
     let shards = |shards| EngineConfig {

@@ -255,6 +255,12 @@ pub fn verify(args: &VerifyArgs) -> ExitCode {
         },
         None => (LedgerConfig::default(), HistoryConfig::default()),
     };
+    // Every history segment read and checked, not only those after the
+    // head-index snapshot as a start does.
+    let history_config = HistoryConfig {
+        check_all_segments: true,
+        ..history_config
+    };
     if !args.data_dir.join("CURRENT").exists() {
         return refuse(format!(
             "{} is not a data directory (no RocksDB in it)",

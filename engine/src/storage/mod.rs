@@ -28,7 +28,7 @@ pub use memory::MemoryStorage;
 pub use record::{LogEntry, LogRecord, RecordError};
 pub use recovery::{recover, recover_with_history, Followed, LogFollower, RecoveryReport};
 pub use rocks::RocksStorage;
-pub use segments::{HistoryConfig, HistoryOpenReport, HistoryStats, HistoryStore};
+pub use segments::{HistoryConfig, HistoryOpenReport, HistoryStats, HistoryStore, HEADS_FILE};
 pub use snapshot::{decode_state, encode_state};
 
 /// Why a storage operation failed. Every variant is fatal for the writer:

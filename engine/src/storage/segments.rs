@@ -52,6 +52,23 @@ pub const PAGE_SCAN_RECORDS_MAX: usize = 100_000;
 
 /// The history directory inside the data directory.
 pub const HISTORY_DIR: &str = "history";
+/// The head-index snapshot's file in the history directory.
+pub const HEADS_FILE: &str = "heads";
+
+const HEADS_MAGIC: [u8; 8] = *b"prhhead\0";
+const HEADS_VERSION: u32 = 1;
+const HEADS_HEADER_BYTES: usize = 64;
+/// number u32, seal checksum u32, bytes u64, movements u64, first and last
+/// timestamp u64, command-index entries u64.
+const HEADS_SEGMENT_BYTES: usize = 48;
+/// account u64, latest address u64, skip address u64.
+const HEADS_ENTRY_BYTES: usize = 24;
+/// A seal writes a head-index snapshot once the segments sealed since the
+/// last one hold this many times the snapshot's bytes: the snapshots then
+/// add at most 1/16 to the history's writes, and a start reads at most the
+/// segments that many snapshot sizes hold (a few segments at 1M accounts)
+/// plus the active one.
+const HEADS_SNAPSHOT_RATIO: u64 = 16;
 
 const SEGMENT_MAGIC: [u8; 8] = *b"prhseg\0\0";
 const COMMANDS_MAGIC: [u8; 8] = *b"prhcmd\0\0";
@@ -114,6 +131,10 @@ pub struct HistoryConfig {
     /// Sealed segments whose newest movement is this much older (log time,
     /// ns) than the newest movement written are deleted; 0 keeps everything.
     pub retention_ns: u64,
+    /// Open reads and checks every segment, ignoring the head-index
+    /// snapshot (`payrail verify`); otherwise it reads only the segments
+    /// after the snapshot's.
+    pub check_all_segments: bool,
 }
 
 impl Default for HistoryConfig {
@@ -122,6 +143,7 @@ impl Default for HistoryConfig {
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             accounts_max: HISTORY_ACCOUNTS_MAX_DEFAULT,
             retention_ns: 0,
+            check_all_segments: false,
         }
     }
 }
@@ -201,6 +223,8 @@ pub struct HistoryOpenReport {
     pub damaged: Vec<DamagedSegment>,
     /// Command-index files rewritten (missing or damaged).
     pub command_indexes_rebuilt: u64,
+    /// Sealed segments taken from the head-index snapshot, not read.
+    pub segments_from_snapshot: u64,
 }
 
 /// One slot of the head index: 32 bytes, two to a cache line, so the
@@ -311,6 +335,18 @@ impl HeadIndex {
         links
     }
 
+    /// At open: `account`'s latest record and skip address, from a
+    /// snapshot. False when the index is full.
+    fn restore(&self, account: u64, latest: u64, skip: u64) -> bool {
+        let Some(slot) = self.find_or_insert(account) else {
+            return false;
+        };
+        let slot = &self.slots[slot];
+        slot.latest.store(latest, Ordering::Relaxed);
+        slot.skip.store(skip, Ordering::Relaxed);
+        true
+    }
+
     /// Writer only: readers may now follow the slot's latest record.
     fn publish(&self, slot: usize) {
         let slot = &self.slots[slot];
@@ -365,6 +401,9 @@ struct Writer {
     movements_buffered: u64,
     first_timestamp_buffered: u64,
     last_timestamp: u64,
+    /// Bytes of the segments sealed since the last head-index snapshot
+    /// (`u64::MAX` when there is none that a start could use).
+    sealed_since_snapshot: u64,
 }
 
 struct Shared {
@@ -702,9 +741,260 @@ fn latest_commands(commands: impl IntoIterator<Item = (u128, u64)>) -> Vec<(u128
     map.into_iter().collect()
 }
 
+/// A sealed segment as the head-index snapshot describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SnapshotSegment {
+    number: u32,
+    /// The seal record's checksum (the file's last 4 bytes).
+    seal_checksum: u32,
+    bytes: u64,
+    movements: u64,
+    first_timestamp: u64,
+    last_timestamp: u64,
+    /// Entries of its command index.
+    commands: u64,
+}
+
+/// The head index as it stood when segment `last_sealed` was sealed, and
+/// the sealed segments up to it: a start takes these instead of reading
+/// those segments (docs/persistence.md, "Head-index snapshot").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct HeadsSnapshot {
+    last_sealed: u32,
+    /// The last watermark record in the segments up to `last_sealed`.
+    watermark: u64,
+    last_timestamp: u64,
+    refused: u64,
+    segments: Vec<SnapshotSegment>,
+    /// (account, latest address, skip address).
+    heads: Vec<(u64, u64, u64)>,
+}
+
+impl HeadsSnapshot {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            HEADS_HEADER_BYTES
+                + self.segments.len() * HEADS_SEGMENT_BYTES
+                + self.heads.len() * HEADS_ENTRY_BYTES
+                + CHECKSUM_BYTES,
+        );
+        out.extend_from_slice(&HEADS_MAGIC);
+        out.extend_from_slice(&HEADS_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.last_sealed.to_le_bytes());
+        for value in [
+            self.watermark,
+            self.last_timestamp,
+            self.refused,
+            self.segments.len() as u64,
+            self.heads.len() as u64,
+            0,
+        ] {
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+        debug_assert_eq!(out.len(), HEADS_HEADER_BYTES);
+        for segment in &self.segments {
+            out.extend_from_slice(&segment.number.to_le_bytes());
+            out.extend_from_slice(&segment.seal_checksum.to_le_bytes());
+            for value in [
+                segment.bytes,
+                segment.movements,
+                segment.first_timestamp,
+                segment.last_timestamp,
+                segment.commands,
+            ] {
+                out.extend_from_slice(&value.to_le_bytes());
+            }
+        }
+        for &(account, latest, skip) in &self.heads {
+            out.extend_from_slice(&account.to_le_bytes());
+            out.extend_from_slice(&latest.to_le_bytes());
+            out.extend_from_slice(&skip.to_le_bytes());
+        }
+        let checksum = crc32c::crc32c(&out);
+        out.extend_from_slice(&checksum.to_le_bytes());
+        out
+    }
+
+    /// Decodes a snapshot file; `None` if it is not a whole, well-formed
+    /// snapshot of this version.
+    fn decode(bytes: &[u8]) -> Option<HeadsSnapshot> {
+        if bytes.len() < HEADS_HEADER_BYTES + CHECKSUM_BYTES || bytes[0..8] != HEADS_MAGIC {
+            return None;
+        }
+        let body = bytes.len() - CHECKSUM_BYTES;
+        if crc32c::crc32c(&bytes[..body]) != u32_at(bytes, body)
+            || u32_at(bytes, 8) != HEADS_VERSION
+        {
+            return None;
+        }
+        let segments = usize::try_from(u64_at(bytes, 40)).ok()?;
+        let heads = usize::try_from(u64_at(bytes, 48)).ok()?;
+        let expected = segments
+            .checked_mul(HEADS_SEGMENT_BYTES)?
+            .checked_add(heads.checked_mul(HEADS_ENTRY_BYTES)?)?
+            .checked_add(HEADS_HEADER_BYTES)?;
+        if expected != body {
+            return None;
+        }
+        let mut snapshot = HeadsSnapshot {
+            last_sealed: u32_at(bytes, 12),
+            watermark: u64_at(bytes, 16),
+            last_timestamp: u64_at(bytes, 24),
+            refused: u64_at(bytes, 32),
+            segments: Vec::with_capacity(segments),
+            heads: Vec::with_capacity(heads),
+        };
+        let mut at = HEADS_HEADER_BYTES;
+        for _ in 0..segments {
+            snapshot.segments.push(SnapshotSegment {
+                number: u32_at(bytes, at),
+                seal_checksum: u32_at(bytes, at + 4),
+                bytes: u64_at(bytes, at + 8),
+                movements: u64_at(bytes, at + 16),
+                first_timestamp: u64_at(bytes, at + 24),
+                last_timestamp: u64_at(bytes, at + 32),
+                commands: u64_at(bytes, at + 40),
+            });
+            at += HEADS_SEGMENT_BYTES;
+        }
+        for _ in 0..heads {
+            snapshot.heads.push((
+                u64_at(bytes, at),
+                u64_at(bytes, at + 8),
+                u64_at(bytes, at + 16),
+            ));
+            at += HEADS_ENTRY_BYTES;
+        }
+        Some(snapshot)
+    }
+
+    /// The snapshot in `dir`, if there is a well-formed one.
+    fn read(dir: &Path) -> Option<HeadsSnapshot> {
+        let bytes = fs::read(dir.join(HEADS_FILE)).ok()?;
+        let snapshot = HeadsSnapshot::decode(&bytes);
+        if snapshot.is_none() {
+            tracing::warn!("the history's head-index snapshot is damaged: reading every segment");
+        }
+        snapshot
+    }
+
+    /// Puts the snapshot's sealed segments into `segments` and its heads
+    /// into `heads`, after checking it against the segment files present
+    /// (`numbers`, sorted). False if it does not fit them: a segment it
+    /// names differs (size, seal, command index), a segment up to
+    /// `last_sealed` is there that it does not name, one it names is
+    /// missing but a later one is there (only the retention deletes
+    /// segments, oldest first), or the index is too small for its heads.
+    fn restore(
+        &self,
+        dir: &Path,
+        numbers: &[u32],
+        heads: &HeadIndex,
+        segments: &mut BTreeMap<u32, SegmentEntry>,
+    ) -> Result<bool, StorageError> {
+        if self.heads.len() > heads.capacity {
+            return Ok(false);
+        }
+        let present_up_to_last = numbers
+            .iter()
+            .filter(|&&number| number <= self.last_sealed)
+            .count();
+        let mut gone_before = true;
+        let mut present = 0;
+        for segment in &self.segments {
+            if numbers.binary_search(&segment.number).is_err() {
+                if !gone_before {
+                    return Ok(false);
+                }
+                continue;
+            }
+            gone_before = false;
+            present += 1;
+            let Some(entry) = open_snapshot_segment(dir, segment)? else {
+                return Ok(false);
+            };
+            segments.insert(segment.number, entry);
+        }
+        if present != present_up_to_last {
+            return Ok(false);
+        }
+        let first_kept = segments.keys().next().copied().unwrap_or(u32::MAX);
+        for &(account, latest, skip) in &self.heads {
+            if split_address(latest).0 < first_kept {
+                // Every movement of the account was deleted by the retention.
+                continue;
+            }
+            if account == EMPTY_KEY || !heads.restore(account, latest, skip) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The entry of a sealed segment the snapshot names, if its files are
+/// as the snapshot says.
+fn open_snapshot_segment(
+    dir: &Path,
+    segment: &SnapshotSegment,
+) -> Result<Option<SegmentEntry>, StorageError> {
+    let path = segment_path(dir, segment.number);
+    let file =
+        File::open(&path).map_err(|error| io(&format!("cannot open {}", path.display()), error))?;
+    let len = file
+        .metadata()
+        .map_err(|error| io(&format!("cannot read {}", path.display()), error))?
+        .len();
+    if len != segment.bytes || len < (HEADER_BYTES + SEAL_RECORD_BYTES) as u64 {
+        return Ok(None);
+    }
+    let mut seal = [0u8; SEAL_RECORD_BYTES];
+    let read = read_full_at(&file, &mut seal, len - SEAL_RECORD_BYTES as u64)
+        .map_err(|error| io(&format!("cannot read {}", path.display()), error))?;
+    if read != SEAL_RECORD_BYTES
+        || seal[4] != KIND_SEAL
+        || u32_at(&seal, SEAL_RECORD_BYTES - CHECKSUM_BYTES) != segment.seal_checksum
+    {
+        return Ok(None);
+    }
+    let commands_file = commands_path(dir, segment.number);
+    let Ok(commands) = File::open(&commands_file) else {
+        return Ok(None);
+    };
+    let expected = segment
+        .commands
+        .checked_mul(COMMAND_ENTRY_BYTES as u64)
+        .and_then(|bytes| bytes.checked_add((COMMANDS_HEADER_BYTES + CHECKSUM_BYTES) as u64));
+    if commands.metadata().ok().map(|metadata| metadata.len()) != expected {
+        return Ok(None);
+    }
+    Ok(Some(SegmentEntry {
+        file: Arc::new(file),
+        bytes: len,
+        sealed: true,
+        movements: segment.movements,
+        first_timestamp: segment.first_timestamp,
+        last_timestamp: segment.last_timestamp,
+        commands: Some((Arc::new(commands), segment.commands)),
+    }))
+}
+
+/// Deletes the head-index snapshot, durably, if there is one.
+fn remove_heads_snapshot(dir: &Path) -> Result<(), StorageError> {
+    match fs::remove_file(dir.join(HEADS_FILE)) {
+        Ok(()) => sync_dir(dir),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(io("cannot delete the history's head-index snapshot", error)),
+    }
+}
+
 impl HistoryStore {
-    /// Opens (creating if needed) the store in `dir`, reading and checking
-    /// every segment. `log_start` is the sequence of the checkpoint in
+    /// Opens (creating if needed) the store in `dir`. The head index and
+    /// the sealed segments up to the head-index snapshot's come from the
+    /// snapshot ([`HEADS_FILE`]) when it matches the files; the segments
+    /// after it are read and checked. Without a usable snapshot, or with
+    /// [`HistoryConfig::check_all_segments`], every segment is read and
+    /// checked. `log_start` is the sequence of the checkpoint in
     /// force: the log holds every batch after it, so history past a
     /// watermark at or after it can be rebuilt. A torn tail is cut back to
     /// its last watermark; a damaged segment is cut (rebuilt from the log
@@ -717,6 +1007,34 @@ impl HistoryStore {
         config.validate().map_err(StorageError::Io)?;
         fs::create_dir_all(dir)
             .map_err(|error| io(&format!("cannot create {}", dir.display()), error))?;
+        if !config.check_all_segments {
+            if let Some(snapshot) = HeadsSnapshot::read(dir) {
+                if let Some(opened) = Self::open_from(dir, config, log_start, Some(&snapshot))? {
+                    return Ok(opened);
+                }
+                tracing::info!(
+                    "the history's head-index snapshot does not fit its segments: reading every segment"
+                );
+            }
+        }
+        let (store, report) = Self::open_from(dir, config, log_start, None)?
+            .ok_or_else(|| StorageError::Io("the history could not be opened".to_owned()))?;
+        if !report.damaged.is_empty() || report.torn_bytes > 0 {
+            // Segments were cut: numbers the snapshot names may be used
+            // again by other contents. The next seal writes a new one.
+            remove_heads_snapshot(dir)?;
+        }
+        Ok((store, report))
+    }
+
+    /// [`HistoryStore::open`] from `snapshot` and the segments after it,
+    /// or from every segment; `None` when the snapshot does not fit.
+    fn open_from(
+        dir: &Path,
+        config: HistoryConfig,
+        log_start: u64,
+        snapshot: Option<&HeadsSnapshot>,
+    ) -> Result<Option<(HistoryStore, HistoryOpenReport)>, StorageError> {
         let mut numbers = Vec::new();
         let entries = fs::read_dir(dir)
             .map_err(|error| io(&format!("cannot list {}", dir.display()), error))?;
@@ -738,6 +1056,27 @@ impl HistoryStore {
 
         let mut report = HistoryOpenReport::default();
         let heads = HeadIndex::new(config.accounts_max);
+        let mut segments = BTreeMap::new();
+        let mut watermark = 0;
+        let mut last_timestamp = 0;
+        let mut refused = 0u64;
+        let mut sealed_since_snapshot = u64::MAX;
+        if let Some(snapshot) = snapshot {
+            if !snapshot.restore(dir, &numbers, &heads, &mut segments)? {
+                return Ok(None);
+            }
+            numbers.retain(|&number| number > snapshot.last_sealed);
+            if numbers.is_empty() {
+                // The crash came right after the seal: whether the
+                // snapshot's last segment ends a batch only a read tells.
+                return Ok(None);
+            }
+            report.segments_from_snapshot = segments.len() as u64;
+            watermark = snapshot.watermark;
+            last_timestamp = snapshot.last_timestamp;
+            refused = snapshot.refused;
+            sealed_since_snapshot = 0;
+        }
         let mut kept: Vec<(u32, Scanned)> = Vec::new();
         let mut index = 0;
         while index < numbers.len() {
@@ -775,7 +1114,7 @@ impl HistoryStore {
                 .iter()
                 .rev()
                 .find_map(|(_, scanned)| scanned.last_watermark.map(|(_, watermark, _)| watermark))
-                .unwrap_or(0);
+                .unwrap_or(watermark);
             if watermark_before >= log_start {
                 // Cut here: this segment and every later one go, the kept
                 // tail is cut back to its last watermark (below), and
@@ -827,15 +1166,16 @@ impl HistoryStore {
             }
         }
         sync_dir(dir)?;
+        if snapshot.is_some() && kept.is_empty() {
+            // Nothing after the snapshot ends with a watermark: the cut
+            // may reach into the snapshot's last segment.
+            return Ok(None);
+        }
 
         // The kept segments, oldest first: heads, command indexes, entries.
-        let mut segments = BTreeMap::new();
-        let mut watermark = 0;
-        let mut last_timestamp = 0;
         let mut active = None;
         let mut active_commands =
             Vec::with_capacity(commands_per_segment_max(config.segment_bytes));
-        let mut refused = 0u64;
         let kept_count = kept.len();
         for (position, (number, scanned)) in kept.into_iter().enumerate() {
             let path = segment_path(dir, number);
@@ -844,7 +1184,13 @@ impl HistoryStore {
                 .write(true)
                 .open(&path)
                 .map_err(|error| io(&format!("cannot open {}", path.display()), error))?;
-            for &(account, offset, _) in &scanned.movements {
+            if scanned.sealed && sealed_since_snapshot != u64::MAX {
+                sealed_since_snapshot += scanned.valid_end as u64;
+            }
+            for (index, &(account, offset, _)) in scanned.movements.iter().enumerate() {
+                if let Some(&(later, ..)) = scanned.movements.get(index + HEAD_PREFETCH_DISTANCE) {
+                    heads.prefetch(later);
+                }
                 match heads.find_or_insert(account) {
                     Some(slot) => {
                         heads.append(slot, address_of(number, offset));
@@ -935,10 +1281,11 @@ impl HistoryStore {
                     movements_buffered: 0,
                     first_timestamp_buffered: 0,
                     last_timestamp,
+                    sealed_since_snapshot,
                 }),
             }),
         };
-        Ok((store, report))
+        Ok(Some((store, report)))
     }
 
     fn writer(&self) -> MutexGuard<'_, Writer> {
@@ -1177,7 +1524,90 @@ impl HistoryStore {
         }
         self.active_commands().clear();
         self.expire(writer.last_timestamp)?;
+        let sealed_bytes = u64::from(active.offset) + seal.len() as u64;
+        writer.sealed_since_snapshot = writer.sealed_since_snapshot.saturating_add(sealed_bytes);
+        let snapshot_bytes = (HEADS_HEADER_BYTES
+            + self.segments().len() * HEADS_SEGMENT_BYTES
+            + self.shared.heads.used.load(Ordering::Relaxed) * HEADS_ENTRY_BYTES)
+            as u64;
+        if writer.sealed_since_snapshot >= snapshot_bytes.saturating_mul(HEADS_SNAPSHOT_RATIO) {
+            match self.write_heads_snapshot(active.number, writer.last_timestamp) {
+                Ok(()) => writer.sealed_since_snapshot = 0,
+                // The snapshot before it (if any) still holds: the
+                // segments it names have not changed.
+                Err(error) => {
+                    tracing::warn!(%error, "cannot write the history's head-index snapshot")
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Writes the head-index snapshot right after segment `last_sealed`
+    /// was sealed (every record appended is in it or before it):
+    /// crash-safely, a temporary file fsynced, renamed over the last one,
+    /// and the directory fsynced.
+    fn write_heads_snapshot(
+        &self,
+        last_sealed: u32,
+        last_timestamp: u64,
+    ) -> Result<(), StorageError> {
+        let mut snapshot = HeadsSnapshot {
+            last_sealed,
+            watermark: self.shared.watermark.load(Ordering::Acquire),
+            last_timestamp,
+            refused: self.shared.movements_refused.load(Ordering::Relaxed),
+            segments: Vec::new(),
+            heads: Vec::with_capacity(self.shared.heads.used.load(Ordering::Relaxed)),
+        };
+        for (&number, entry) in self.segments().iter() {
+            if !entry.sealed || number > last_sealed {
+                continue;
+            }
+            let mut checksum = [0u8; CHECKSUM_BYTES];
+            let read = read_full_at(
+                &entry.file,
+                &mut checksum,
+                entry.bytes - CHECKSUM_BYTES as u64,
+            )
+            .map_err(|error| io("cannot read the history", error))?;
+            if read != CHECKSUM_BYTES {
+                return Err(StorageError::Io(format!(
+                    "history segment {number} is cut off"
+                )));
+            }
+            snapshot.segments.push(SnapshotSegment {
+                number,
+                seal_checksum: u32::from_le_bytes(checksum),
+                bytes: entry.bytes,
+                movements: entry.movements,
+                first_timestamp: entry.first_timestamp,
+                last_timestamp: entry.last_timestamp,
+                commands: entry.commands.as_ref().map_or(0, |(_, count)| *count),
+            });
+        }
+        for slot in self.shared.heads.slots.iter() {
+            let account = slot.account.load(Ordering::Relaxed);
+            if account != EMPTY_KEY {
+                snapshot.heads.push((
+                    account,
+                    slot.latest.load(Ordering::Relaxed),
+                    slot.skip.load(Ordering::Relaxed),
+                ));
+            }
+        }
+        let bytes = snapshot.encode();
+        let dir = &self.shared.dir;
+        let path = dir.join(HEADS_FILE);
+        let temporary = dir.join(format!("{HEADS_FILE}.tmp"));
+        let written = (|| -> std::io::Result<()> {
+            let file = File::create(&temporary)?;
+            file.write_all_at(&bytes, 0)?;
+            file.sync_all()?;
+            fs::rename(&temporary, &path)
+        })();
+        written.map_err(|error| io(&format!("cannot write {}", path.display()), error))?;
+        sync_dir(dir)
     }
 
     fn create_segment(&self, writer: &mut Writer) -> Result<(), StorageError> {
@@ -1523,6 +1953,12 @@ impl HistoryStore {
                     .map_err(|error| io("cannot sync a history backup", error))?;
             }
         }
+        // The sealed segments it names are in the backup (or were
+        // deleted by the retention, as it allows).
+        let heads = self.shared.dir.join(HEADS_FILE);
+        if heads.exists() {
+            link_or_copy(&heads, &dir.join(HEADS_FILE))?;
+        }
         sync_dir(dir)
     }
 
@@ -1654,6 +2090,7 @@ mod tests {
             segment_bytes,
             accounts_max: 1_000,
             retention_ns: 0,
+            check_all_segments: false,
         }
     }
 
@@ -1747,7 +2184,8 @@ mod tests {
                 .is_empty());
             store.sync().unwrap();
         }
-        let (store, report) = HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
+        let (store, report) =
+            HistoryStore::open(dir.path(), check_all(SEGMENT_BYTES_MIN), 0).unwrap();
         assert_eq!(report.movements, all.len() as u64);
         assert!(
             report.damaged.is_empty() && report.torn_bytes == 0,
@@ -1858,6 +2296,116 @@ mod tests {
         }
     }
 
+    fn check_all(segment_bytes: u32) -> HistoryConfig {
+        HistoryConfig {
+            check_all_segments: true,
+            ..config(segment_bytes)
+        }
+    }
+
+    #[test]
+    fn a_start_takes_the_sealed_segments_from_the_head_snapshot_and_reads_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let batches = movements(400);
+        let all: Vec<Movement> = batches.iter().flatten().cloned().collect();
+        let written = {
+            let (store, _) = HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
+            write(&store, &batches[..300], 1);
+            store.stats()
+        };
+        assert!(written.segments >= 4, "{written:?}");
+        assert!(dir.path().join(HEADS_FILE).exists());
+        let (store, report) = HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
+        // The snapshot is written at each seal here (40 accounts): only
+        // the active segment is read.
+        assert_eq!(
+            report.segments_from_snapshot,
+            written.segments - 1,
+            "{report:?}"
+        );
+        assert_eq!(report.segments, 1, "{report:?}");
+        assert!(report.damaged.is_empty() && report.torn_bytes == 0);
+        assert_eq!(store.stats(), written);
+        assert_eq!(store.watermark(), 300);
+        let first_300: Vec<Movement> = batches[..300].iter().flatten().cloned().collect();
+        check_every_account(&store, &first_300);
+        assert_eq!(store.command_movements(CommandId(5)).unwrap().len(), 2);
+        // Appends go on from the snapshot's heads; a full read agrees.
+        write(&store, &batches[300..], 301);
+        check_every_account(&store, &all);
+        let stats = store.stats();
+        drop(store);
+        let (full, report) =
+            HistoryStore::open(dir.path(), check_all(SEGMENT_BYTES_MIN), 0).unwrap();
+        assert_eq!(report.segments_from_snapshot, 0);
+        assert_eq!(report.segments, stats.segments);
+        assert_eq!(full.stats(), stats);
+        check_every_account(&full, &all);
+    }
+
+    #[test]
+    fn a_snapshot_that_does_not_fit_the_segments_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let batches = movements(300);
+        let all: Vec<Movement> = batches.iter().flatten().cloned().collect();
+        let paths = {
+            let (store, _) = HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
+            write(&store, &batches, 1);
+            store.segment_paths()
+        };
+        assert!(paths.len() >= 4);
+        let heads = dir.path().join(HEADS_FILE);
+
+        // A damaged snapshot: every segment is read.
+        let good = fs::read(&heads).unwrap();
+        flip(&heads, 70);
+        let (store, report) = HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
+        assert_eq!(report.segments_from_snapshot, 0, "{report:?}");
+        assert_eq!(report.segments, paths.len() as u64);
+        check_every_account(&store, &all);
+        drop(store);
+
+        // A sealed segment it names differs (here: its seal): not used.
+        fs::write(&heads, &good).unwrap();
+        let len = fs::metadata(&paths[1]).unwrap().len();
+        flip(&paths[1], len - 1);
+        let (_, report) = HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
+        assert_eq!(report.segments_from_snapshot, 0, "{report:?}");
+        assert_eq!(report.damaged.len(), 1, "{report:?}");
+        assert!(report.damaged[0].rebuilt);
+    }
+
+    #[test]
+    fn damage_in_a_segment_the_snapshot_covers_is_found_by_a_full_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let batches = movements(300);
+        let paths = {
+            let (store, _) = HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
+            write(&store, &batches, 1);
+            store.segment_paths()
+        };
+        flip(&paths[1], 5_000);
+        // A start does not read it (that is what makes it fast) ...
+        let (_, report) = HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
+        assert!(report.segments_from_snapshot > 0 && report.damaged.is_empty());
+        // ... a full check (`payrail verify`) does, and cuts it for a rebuild.
+        let (store, report) =
+            HistoryStore::open(dir.path(), check_all(SEGMENT_BYTES_MIN), 0).unwrap();
+        assert_eq!(report.damaged.len(), 1, "{report:?}");
+        assert_eq!(report.damaged[0].number, 2);
+        assert!(report.damaged[0].rebuilt);
+        let watermark = store.watermark();
+        write(&store, &batches[watermark as usize..], watermark + 1);
+        let all: Vec<Movement> = batches.iter().flatten().cloned().collect();
+        check_every_account(&store, &all);
+        drop(store);
+        // The cut removed the snapshot; the seals since wrote a new one
+        // that a start uses.
+        let (store, report) = HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
+        assert!(report.segments_from_snapshot > 0, "{report:?}");
+        check_every_account(&store, &all);
+    }
+
     fn flip(path: &Path, at: u64) {
         let mut bytes = fs::read(path).unwrap();
         bytes[at as usize] ^= 0x10;
@@ -1877,7 +2425,8 @@ mod tests {
         assert!(paths.len() >= 5);
         flip(&paths[2], 5_000);
         // The log holds everything (no checkpoint yet).
-        let (store, report) = HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
+        let (store, report) =
+            HistoryStore::open(dir.path(), check_all(SEGMENT_BYTES_MIN), 0).unwrap();
         assert_eq!(report.damaged.len(), 1, "{report:?}");
         assert!(report.damaged[0].rebuilt);
         assert!(
@@ -1904,7 +2453,7 @@ mod tests {
         flip(&paths[1], 3_000);
         // A checkpoint at 300: the log holds nothing before it.
         let (store, report) =
-            HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 300).unwrap();
+            HistoryStore::open(dir.path(), check_all(SEGMENT_BYTES_MIN), 300).unwrap();
         assert_eq!(report.damaged.len(), 1);
         assert!(!report.damaged[0].rebuilt);
         assert_eq!(store.watermark(), 300);
