@@ -30,6 +30,7 @@ mod processes;
 mod report;
 mod sample;
 mod stats;
+mod tls;
 mod verify;
 
 use std::net::SocketAddr;
@@ -129,7 +130,12 @@ type Leftovers = Option<(tempfile::TempDir, Option<tempfile::NamedTempFile>)>;
 async fn run(options: Options) -> (anyhow::Result<bool>, Leftovers) {
     match &options.addr {
         Some(addr) => {
-            let outcome = match ClientConfig::local(addr.clone(), &options.data_dir) {
+            let config = ClientConfig::local(addr.clone(), &options.data_dir)
+                .map_err(|error| {
+                    anyhow::Error::new(error).context("cannot use the server's gateway secret")
+                })
+                .and_then(|config| tls::client(config, &options, addr));
+            let outcome = match config {
                 Ok(config) => {
                     let port = addr
                         .rsplit_once(':')
@@ -143,9 +149,7 @@ async fn run(options: Options) -> (anyhow::Result<bool>, Leftovers) {
                     let target = format!("the server at {addr}");
                     run_against(&options, config, target, probe).await
                 }
-                Err(error) => {
-                    Err(anyhow::Error::new(error).context("cannot use the server's gateway secret"))
-                }
+                Err(error) => Err(error),
             };
             (outcome, None)
         }
@@ -233,6 +237,13 @@ async fn run_embedded(
     if let Some(prefault) = options.prefault {
         config.engine.prefault = prefault;
     }
+    let embedded_tls = if options.tls {
+        let made = tls::embedded(dir).context("cannot make the embedded server's certificate")?;
+        config.tls = made.section.clone();
+        Some(made)
+    } else {
+        None
+    };
     let server = serve::start(config)
         .await
         .context("cannot start the embedded server")?;
@@ -242,9 +253,16 @@ async fn run_embedded(
     let Some(secret) = gateway.secret_bytes() else {
         bail!("the embedded server's gateway secret is not valid");
     };
-    let client_config = ClientConfig::new(server.addr.to_string(), gateway.name.clone(), secret);
+    let mut client_config =
+        ClientConfig::new(server.addr.to_string(), gateway.name.clone(), secret);
+    if let Some(made) = &embedded_tls {
+        let client = payrail_api::tls::ClientTls::new(&made.server_ca, "127.0.0.1", None)
+            .context("cannot trust the embedded server's certificate")?;
+        client_config = client_config.with_tls(client);
+    }
     let target = format!(
-        "an embedded server (durable: RocksDB log, fsync on) on {}",
+        "an embedded server (durable: RocksDB log, fsync on{}) on {}",
+        if embedded_tls.is_some() { ", TLS" } else { "" },
         dir.display()
     );
     let probe = ServerProbe {

@@ -208,6 +208,28 @@ pub struct Options {
     #[arg(long, default_value_t = 1)]
     pub processes: usize,
 
+    /// Speak TLS to the embedded server (rustls, as the server), which
+    /// serves it with a certificate made for the run. With --addr, give
+    /// --tls-ca instead.
+    #[arg(long, conflicts_with = "addr")]
+    pub tls: bool,
+
+    /// With --addr: speak TLS, trusting the CA certificates (PEM) in FILE
+    /// for the server's certificate.
+    #[arg(long, value_name = "FILE", requires = "addr")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// The server's name in its certificate [default: the host of --addr].
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
+
+    /// A client certificate (PEM) and its key, for a server that asks for
+    /// one (`tls.client_ca`).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Internal (--processes): run as generator process I, load only.
     #[arg(long, hide = true, value_name = "I")]
     pub worker_index: Option<usize>,

@@ -227,6 +227,24 @@ fn worker_args(
         Some(accounts) => args.extend(["--accounts".to_owned(), accounts.to_string()]),
         None => args.extend(["--customers".to_owned(), options.customers.to_string()]),
     }
+    // The connection as the parent's: TLS with the same files.
+    for (flag, value) in [
+        ("--tls-ca", &options.tls_ca),
+        ("--tls-cert", &options.tls_cert),
+        ("--tls-key", &options.tls_key),
+    ] {
+        if let Some(path) = value {
+            args.extend([flag.to_owned(), path.display().to_string()]);
+        }
+    }
+    if let Some(name) = &options.tls_server_name {
+        args.extend(["--tls-server-name".to_owned(), name.clone()]);
+    }
+    if options.tls {
+        // The embedded server's CA, written into its data directory.
+        let ca = context.probe.data_dir.join(crate::tls::EMBEDDED_CA_FILE);
+        args.extend(["--tls-ca".to_owned(), ca.display().to_string()]);
+    }
     if let Loop::Open { rate, .. } = spec.run_loop {
         // The remainder goes to the first processes.
         let share = rate / count + u64::from((index as u64) < rate % count);
@@ -256,8 +274,9 @@ pub async fn worker(options: Options) -> anyhow::Result<()> {
         options.merchants,
         seed,
     ));
-    let config = ClientConfig::local(addr, &options.data_dir)
+    let config = ClientConfig::local(addr.clone(), &options.data_dir)
         .context("cannot use the server's gateway secret")?;
+    let config = crate::tls::client(config, &options, &addr)?;
     let mut clients = Vec::with_capacity(options.connections);
     for _ in 0..options.connections {
         clients.push(

@@ -177,6 +177,36 @@ fn an_open_loop_transfers_run_passes() {
     assert!(!output.contains("report: "), "{output}");
 }
 
+/// `--tls`: the embedded server serves only TLS (a plain connection would
+/// get no Challenge), so a passing run, its generator processes included,
+/// spoke TLS throughout.
+#[test]
+fn a_transfers_run_over_tls_in_two_processes_passes() {
+    let (status, output) = run(&[
+        "--mix",
+        "transfers",
+        "--accounts",
+        "300",
+        "--merchants",
+        "0",
+        "--processes",
+        "2",
+        "--duration",
+        "2s",
+        "--warmup",
+        "1s",
+        "--quiet",
+        "--no-report",
+        "--tls",
+    ]);
+    assert!(status.success(), "exit {status:?}\n{output}");
+    assert!(output.contains("fsync on, TLS)"), "{output}");
+    assert!(
+        output.contains("money conserved per currency: yes"),
+        "{output}"
+    );
+}
+
 #[test]
 fn a_tiny_sweep_draws_latency_against_rate() {
     let dir = tempfile::tempdir().unwrap();
