@@ -460,6 +460,11 @@ impl Ledger {
                 prefetch(account, 1);
             }
         }
+        if let CommandKind::DepositFrom { instrument, .. }
+        | CommandKind::WithdrawHoldTo { instrument, .. } = command.kind
+        {
+            self.books.instruments.warm(instrument);
+        }
     }
 
     /// Prefetches the paying customer's risk state and budget (see

@@ -67,58 +67,104 @@ impl Instrument {
     }
 }
 
-/// Every customer's instruments.
+/// Every customer's instruments: the whole records by id, each customer's
+/// numbers in order (for binds and lists, which are rare), and apart what a
+/// top-up or a withdrawal checks (state and currency, 24 bytes an entry
+/// with its key), so that its one probe touches one small entry.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Instruments {
-    /// Per owner, sorted by number; never more than the per-customer cap
-    /// plus nothing: bound ones are at most the cap and unbound ones are
-    /// replaced once the list is at the cap.
-    pub(crate) by_owner: FxHashMap<u64, Vec<Instrument>>,
-    /// Instruments in all the lists.
-    pub(crate) len: usize,
+    by_id: FxHashMap<InstrumentId, Instrument>,
+    usable: FxHashMap<InstrumentId, (InstrumentState, Currency)>,
+    /// Per owner, the numbers of the instruments kept, ascending.
+    numbers: FxHashMap<u64, Vec<u32>>,
 }
 
 impl Instruments {
     pub(crate) fn get(&self, id: InstrumentId) -> Option<&Instrument> {
-        let list = self.by_owner.get(&id.owner)?;
-        list.iter()
-            .find(|instrument| instrument.number == id.number)
+        self.by_id.get(&id)
     }
 
-    fn get_mut(&mut self, id: InstrumentId) -> Option<&mut Instrument> {
-        let list = self.by_owner.get_mut(&id.owner)?;
-        list.iter_mut()
-            .find(|instrument| instrument.number == id.number)
+    /// The state and currency of an instrument (what funding checks).
+    fn usable(&self, id: InstrumentId) -> Option<(InstrumentState, Currency)> {
+        self.usable.get(&id).copied()
+    }
+
+    /// Moves an instrument to `state` at `timestamp` (it exists).
+    fn set_state(&mut self, id: InstrumentId, state: InstrumentState, timestamp: u64) {
+        if let Some(instrument) = self.by_id.get_mut(&id) {
+            instrument.state = state;
+            instrument.changed_at = timestamp;
+        }
+        if let Some(usable) = self.usable.get_mut(&id) {
+            usable.0 = state;
+        }
+    }
+
+    /// Instruments kept, unbound ones included.
+    pub(crate) fn len(&self) -> usize {
+        self.by_id.len()
     }
 
     /// Whether the customer has ever bound an instrument that is still
     /// remembered (then commands must name one).
     pub(crate) fn has_any(&self, owner: u64) -> bool {
-        !self.by_owner.is_empty() && self.by_owner.contains_key(&owner)
+        !self.numbers.is_empty() && self.numbers.contains_key(&owner)
+    }
+
+    /// The customer's instruments, in number order.
+    pub(crate) fn of_owner(&self, owner: u64) -> impl Iterator<Item = &Instrument> + '_ {
+        self.numbers
+            .get(&owner)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .filter_map(move |&number| self.by_id.get(&InstrumentId { owner, number }))
     }
 
     /// Every (owner, instrument), sorted by owner then number.
     pub(crate) fn sorted(&self) -> Vec<(u64, Instrument)> {
         let mut all: Vec<(u64, Instrument)> = self
-            .by_owner
+            .by_id
             .iter()
-            .flat_map(|(owner, list)| list.iter().map(move |instrument| (*owner, *instrument)))
+            .map(|(id, instrument)| (id.owner, *instrument))
             .collect();
         all.sort_unstable_by_key(|(owner, instrument)| (*owner, instrument.number));
         all
     }
 
-    /// Adds one decoded or split instrument (kept sorted by number). False
-    /// if the customer already has that number.
+    /// Adds one instrument. False if the customer already has that number.
     pub(crate) fn insert(&mut self, owner: u64, instrument: Instrument) -> bool {
-        let list = self.by_owner.entry(owner).or_default();
-        match list.binary_search_by_key(&instrument.number, |known| known.number) {
-            Ok(_) => false,
-            Err(position) => {
-                list.insert(position, instrument);
-                self.len += 1;
-                true
-            }
+        let id = InstrumentId {
+            owner,
+            number: instrument.number,
+        };
+        if self.by_id.contains_key(&id) {
+            return false;
+        }
+        let numbers = self.numbers.entry(owner).or_default();
+        if let Err(position) = numbers.binary_search(&instrument.number) {
+            numbers.insert(position, instrument.number);
+        }
+        self.usable
+            .insert(id, (instrument.state, instrument.currency));
+        self.by_id.insert(id, instrument);
+        true
+    }
+
+    /// Forgets one instrument (its customer keeps having bound one: the
+    /// owner's entry stays, possibly empty).
+    fn remove(&mut self, id: InstrumentId) {
+        self.by_id.remove(&id);
+        self.usable.remove(&id);
+        if let Some(numbers) = self.numbers.get_mut(&id.owner) {
+            numbers.retain(|&number| number != id.number);
+        }
+    }
+
+    /// Prefetches the instrument a command names (see `Ledger::warm_ahead`).
+    #[inline]
+    pub(crate) fn warm(&self, id: InstrumentId) {
+        if let Some(usable) = self.usable.get(&id) {
+            crate::prefetch::prefetch(usable, 1);
         }
     }
 
@@ -158,38 +204,45 @@ impl Books {
         account.check_movable()?;
         let owner = account.owner;
         let cap = usize::from(self.caps.instruments);
-        let mut replace: Option<usize> = None;
-        if let Some(list) = self.instruments.by_owner.get(&owner) {
-            if list.iter().any(|known| known.number == bind.number) {
-                return Err(Status::InstrumentExists);
-            }
-            if list.iter().filter(|known| known.is_bound()).count() >= cap {
-                return Err(Status::TooManyInstruments);
-            }
-            if list.len() >= cap {
-                // The list is at the cap with fewer bound: an unbound one
-                // gives its place, the one unbound longest ago (then the
-                // lowest number).
-                replace = list
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, known)| !known.is_bound())
-                    .min_by_key(|(_, known)| (known.changed_at, known.number))
-                    .map(|(position, _)| position);
+        let id = InstrumentId {
+            owner,
+            number: bind.number,
+        };
+        if self.instruments.get(id).is_some() {
+            return Err(Status::InstrumentExists);
+        }
+        let mut kept = 0usize;
+        let mut bound = 0usize;
+        // The unbound one that gives its place when the customer's list is
+        // at the cap: the one unbound longest ago (then the lowest number).
+        let mut oldest_unbound: Option<(u64, u32)> = None;
+        for known in self.instruments.of_owner(owner) {
+            kept += 1;
+            if known.is_bound() {
+                bound += 1;
+            } else if oldest_unbound.is_none_or(|oldest| (known.changed_at, known.number) < oldest)
+            {
+                oldest_unbound = Some((known.changed_at, known.number));
             }
         }
-        if replace.is_none() && self.instruments.len >= self.caps.instruments_total {
+        if bound >= cap {
+            return Err(Status::TooManyInstruments);
+        }
+        let replace = if kept >= cap {
+            oldest_unbound.map(|(_, number)| InstrumentId { owner, number })
+        } else {
+            None
+        };
+        if replace.is_none() && self.instruments.len() >= self.caps.instruments_total {
             return Err(Status::InstrumentsFull);
         }
         // Point of no return.
-        let instrument = Instrument::new(bind, timestamp);
-        if let Some(position) = replace {
-            if let Some(list) = self.instruments.by_owner.get_mut(&owner) {
-                list.remove(position);
-                self.instruments.len -= 1;
-            }
+        if let Some(replaced) = replace {
+            self.instruments.remove(replaced);
         }
-        let inserted = self.instruments.insert(owner, instrument);
+        let inserted = self
+            .instruments
+            .insert(owner, Instrument::new(bind, timestamp));
         debug_assert!(inserted);
         Ok(())
     }
@@ -201,22 +254,22 @@ impl Books {
         passed: bool,
         timestamp: u64,
     ) -> Result<(), Status> {
-        let instrument = self
+        let (state, _) = self
             .instruments
-            .get_mut(id)
+            .usable(id)
             .ok_or(Status::UnknownInstrument)?;
-        match instrument.state {
+        match state {
             InstrumentState::Unverified | InstrumentState::Failed => {}
             InstrumentState::Verified => return Err(Status::InstrumentAlreadyVerified),
             InstrumentState::Unbound => return Err(Status::InstrumentUnbound),
         }
         // Point of no return.
-        instrument.state = if passed {
+        let state = if passed {
             InstrumentState::Verified
         } else {
             InstrumentState::Failed
         };
-        instrument.changed_at = timestamp;
+        self.instruments.set_state(id, state, timestamp);
         Ok(())
     }
 
@@ -227,16 +280,16 @@ impl Books {
         id: InstrumentId,
         timestamp: u64,
     ) -> Result<(), Status> {
-        let instrument = self
+        let (state, _) = self
             .instruments
-            .get_mut(id)
+            .usable(id)
             .ok_or(Status::UnknownInstrument)?;
-        if instrument.state == InstrumentState::Unbound {
+        if state == InstrumentState::Unbound {
             return Err(Status::InstrumentUnbound);
         }
         // Point of no return.
-        instrument.state = InstrumentState::Unbound;
-        instrument.changed_at = timestamp;
+        self.instruments
+            .set_state(id, InstrumentState::Unbound, timestamp);
         Ok(())
     }
 
@@ -262,15 +315,18 @@ impl Books {
         if id.owner != account.owner {
             return Err(Status::InstrumentNotYours);
         }
-        let instrument = self.instruments.get(id).ok_or(Status::UnknownInstrument)?;
-        match instrument.state {
+        let (state, currency) = self
+            .instruments
+            .usable(id)
+            .ok_or(Status::UnknownInstrument)?;
+        match state {
             InstrumentState::Verified => {}
             InstrumentState::Unverified | InstrumentState::Failed => {
                 return Err(Status::InstrumentUnverified)
             }
             InstrumentState::Unbound => return Err(Status::InstrumentUnbound),
         }
-        if withdrawal_currency.is_some_and(|currency| currency != instrument.currency) {
+        if withdrawal_currency.is_some_and(|wanted| wanted != currency) {
             return Err(Status::InstrumentCurrencyMismatch);
         }
         Ok(())
@@ -282,15 +338,12 @@ impl Books {
         if account.kind != AccountKind::Customer {
             return QueryReply::Refused(Status::NotACustomer);
         }
-        let list = self
-            .instruments
-            .by_owner
-            .get(&account.owner)
-            .map_or(&[][..], Vec::as_slice);
-        match list.get(usize::from(index)) {
+        let owner = account.owner;
+        let total = self.instruments.of_owner(owner).count();
+        match self.instruments.of_owner(owner).nth(usize::from(index)) {
             Some(instrument) => QueryReply::Instrument(InstrumentView {
                 instrument: InstrumentId {
-                    owner: account.owner,
+                    owner,
                     number: instrument.number,
                 },
                 kind: instrument.kind,
@@ -302,7 +355,7 @@ impl Books {
                 state: instrument.state,
                 bound_at: instrument.bound_at,
                 changed_at: instrument.changed_at,
-                instruments_total: list.len().min(usize::from(u8::MAX)) as u8,
+                instruments_total: total.min(usize::from(u8::MAX)) as u8,
             }),
             None => QueryReply::Refused(Status::UnknownInstrument),
         }

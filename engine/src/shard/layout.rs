@@ -459,11 +459,9 @@ pub(super) fn merge(
     merge_risk(&mut merged, &shards);
     // Instruments: each customer's on its shard, so the lists are disjoint.
     for shard in &shards {
-        for (owner, list) in &shard.books.instruments.by_owner {
-            for instrument in list {
-                let inserted = merged.books.instruments.insert(*owner, *instrument);
-                debug_assert!(inserted, "a customer's instruments live on one shard");
-            }
+        for (owner, instrument) in shard.books.instruments.sorted() {
+            let inserted = merged.books.instruments.insert(owner, instrument);
+            debug_assert!(inserted, "a customer's instruments live on one shard");
         }
     }
     merged
@@ -472,11 +470,9 @@ pub(super) fn merge(
 /// Each customer's instruments go to the customer's shard.
 fn split_instruments(ledger: &Ledger, ledgers: &mut [Ledger]) {
     let shards = ledgers.len();
-    for (owner, list) in &ledger.books.instruments.by_owner {
-        let shard = shard_of_owner(*owner, shards);
-        for instrument in list {
-            ledgers[shard].books.instruments.insert(*owner, *instrument);
-        }
+    for (owner, instrument) in ledger.books.instruments.sorted() {
+        let shard = shard_of_owner(owner, shards);
+        ledgers[shard].books.instruments.insert(owner, instrument);
     }
 }
 
