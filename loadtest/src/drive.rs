@@ -32,6 +32,8 @@ pub struct SeedReport {
     pub accounts_opened: u64,
     pub deposits: u64,
     pub merchant_keys: u64,
+    /// Cards bound and verified (wallet mix: one per customer account).
+    pub instruments: u64,
     /// FX rates and liquidity floors set (the wallet mix converts).
     pub fx_settings: u64,
     pub elapsed: Duration,
@@ -39,27 +41,35 @@ pub struct SeedReport {
 
 impl SeedReport {
     pub fn commands(&self) -> u64 {
-        self.accounts_opened + self.deposits + self.merchant_keys + self.fx_settings
+        self.accounts_opened
+            + self.deposits
+            + self.merchant_keys
+            + 2 * self.instruments
+            + self.fx_settings
     }
 }
 
 /// Opens every account, then tops up every customer account and registers
 /// every merchant's QR key, through the protocol, in full batches over all
-/// connections; with `fx`, then sets the FX rates of every pair of the
-/// run's currencies and their liquidity floors.
+/// connections; with `wallet`, then binds a card to every customer account
+/// (in its currency) and verifies it, and sets the FX rates of every pair
+/// of the run's currencies and their liquidity floors.
 pub async fn seed(
     clients: &[Client],
     population: &Arc<Population>,
     nonce: u64,
     batch: usize,
-    fx: bool,
+    wallet: bool,
     live_acknowledged: Arc<std::sync::atomic::AtomicU64>,
 ) -> anyhow::Result<SeedReport> {
     let started = Instant::now();
     let deadline = started + SEEDING_TIME_MAX;
     let accounts = population.accounts.len();
-    // Phase 0: open. Phase 1: top up customers, register merchants' keys.
-    for phase in 0..2 {
+    // Phase 0: open. Phase 1: top up customers (before they have a card:
+    // after, a top-up must name one), register merchants' keys. Wallet
+    // mix: phase 2 binds every customer account's card, phase 3 verifies it.
+    let phases = if wallet { 4 } else { 2 };
+    for phase in 0..phases {
         let chunks = accounts.div_ceil(batch);
         let next = Arc::new(AtomicUsize::new(0));
         let mut tasks = JoinSet::new();
@@ -82,15 +92,22 @@ pub async fn seed(
                     let commands: Vec<Command> = population.accounts[range.clone()]
                         .iter()
                         .zip(range.clone())
-                        .map(|(account, index)| {
+                        .filter_map(|(account, index)| {
                             let counter = (phase * accounts + index) as u64;
                             let id = command_id(nonce, SEED_STREAM, counter);
                             match (phase, account.kind) {
-                                (0, _) => Population::open_command(account, id, index as u64),
-                                (_, AccountKind::Customer) => {
-                                    Population::opening_deposit(account, id)
+                                (0, _) => Some(Population::open_command(account, id, index as u64)),
+                                (1, AccountKind::Customer) => {
+                                    Some(Population::opening_deposit(account, id))
                                 }
-                                _ => Population::register_key(account, id),
+                                (1, _) => Some(Population::register_key(account, id)),
+                                (2, AccountKind::Customer) => {
+                                    Some(Population::bind_instrument(account, id))
+                                }
+                                (3, AccountKind::Customer) => {
+                                    Some(Population::verify_instrument(account, id))
+                                }
+                                _ => None,
                             }
                         })
                         .collect();
@@ -103,10 +120,11 @@ pub async fn seed(
                         .context("a seeding request failed")?;
                     acknowledged.fetch_add(results.len() as u64, Ordering::Relaxed);
                     if let Some(bad) = results.iter().find(|result| !result.status.is_ok()) {
-                        let what = if phase == 0 {
-                            "opening"
-                        } else {
-                            "top-up or merchant key registration"
+                        let what = match phase {
+                            0 => "opening",
+                            1 => "top-up or merchant key registration",
+                            2 => "card binding",
+                            _ => "card verification",
                         };
                         bail!(
                             "an account {what} was refused: {} ({}); with --addr, the server may \
@@ -126,7 +144,7 @@ pub async fn seed(
         }
     }
     let mut fx_settings = 0;
-    if fx {
+    if wallet {
         let Some(client) = clients.first() else {
             bail!("no connection to seed through");
         };
@@ -134,7 +152,7 @@ pub async fn seed(
             .into_iter()
             .enumerate()
             .map(|(index, kind)| {
-                let counter = (2 * accounts + index) as u64;
+                let counter = (4 * accounts + index) as u64;
                 Command::new(command_id(nonce, SEED_STREAM, counter), kind)
             })
             .collect();
@@ -159,6 +177,11 @@ pub async fn seed(
         accounts_opened: accounts as u64,
         deposits: population.customer_accounts(),
         merchant_keys: population.merchants,
+        instruments: if wallet {
+            population.customer_accounts()
+        } else {
+            0
+        },
         fx_settings,
         elapsed: started.elapsed(),
     })

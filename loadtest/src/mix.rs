@@ -97,13 +97,13 @@ pub const WALLET_MIX: &[MixEntry] = &[
         label: "top-ups",
         per_mille: 80,
         op: Op::TopUp,
-        why: "a top-up funds several payments",
+        why: "a top-up funds several payments; from the customer's own card (bound and verified at seeding)",
     },
     MixEntry {
         label: "withdrawals (hold, then post)",
         per_mille: 60,
         op: Op::Withdrawal,
-        why: "cash-out to a bank, less often than top-ups; each takes two slots (hold, post)",
+        why: "cash-out to the customer's own card, less often than top-ups; each takes two slots (hold, post)",
     },
     MixEntry {
         label: "refunds (half of an earlier same-currency QR payment)",
@@ -241,8 +241,9 @@ impl Kind {
             Kind::IssuePaymentCode => "issue_payment_code",
             Kind::ChargePaymentCode => "charge_payment_code",
             Kind::Transfer => "transfer",
-            Kind::Deposit => "deposit",
-            Kind::WithdrawHold => "withdraw_hold",
+            // Top-ups and holds name the customer's card.
+            Kind::Deposit => "deposit_from",
+            Kind::WithdrawHold => "withdraw_hold_to",
             Kind::WithdrawPost => "withdraw_post",
             Kind::Refund => "refund",
             Kind::RefundCrossCurrency => "refund_fx",
@@ -681,32 +682,36 @@ impl Generator {
                     }
                 }
                 Op::P2p => self.p2p(),
+                // From and to the customer's own card in the account's
+                // currency, bound and verified at seeding.
                 Op::TopUp => {
-                    let (account, pool) = self.account();
+                    let (pool, index) = self.pick_account();
                     (
                         Kind::Deposit,
-                        CommandKind::Deposit {
-                            account,
+                        CommandKind::DepositFrom {
+                            account: self.population.pool_account(pool, index),
                             amount: self.amount(pool),
                             currency: CURRENCIES[pool].currency,
+                            instrument: self.population.instrument(pool, index),
                         },
                     )
                 }
                 Op::Withdrawal => match self.pending_posts.pop_front() {
                     Some(hold) => (Kind::WithdrawPost, CommandKind::WithdrawPost { hold }),
                     None => {
-                        let (account, pool, context) = self.paying_account();
+                        let (pool, account_index) = self.pick_account();
                         batch
                             .follow_ups
                             .push((index, FollowUp::Post(CommandId(id))));
                         (
                             Kind::WithdrawHold,
-                            CommandKind::WithdrawHold {
-                                account,
+                            CommandKind::WithdrawHoldTo {
+                                account: self.population.pool_account(pool, account_index),
                                 amount: self.amount(pool),
                                 currency: CURRENCIES[pool].currency,
                                 timeout_ms: HOLD_TIMEOUT_MS,
-                                context,
+                                context: self.population.risk_context(pool, account_index),
+                                instrument: self.population.instrument(pool, account_index),
                             },
                         )
                     }
@@ -978,11 +983,26 @@ mod tests {
                         assert_eq!(currency_of(to), Some(currency));
                         check_context(from, context);
                     }
-                    CommandKind::WithdrawHold {
+                    CommandKind::WithdrawHoldTo {
                         account: payer,
                         context,
+                        instrument,
+                        currency,
                         ..
-                    } => check_context(payer, context),
+                    } => {
+                        check_context(payer, context);
+                        // The customer's own card, in the account's currency.
+                        assert_eq!(owner_of(payer), Some(instrument.owner));
+                        assert_eq!(currency_of(payer), Some(currency));
+                    }
+                    CommandKind::DepositFrom {
+                        account,
+                        instrument,
+                        ..
+                    } => assert_eq!(owner_of(account), Some(instrument.owner)),
+                    CommandKind::Deposit { .. } | CommandKind::WithdrawHold { .. } => {
+                        panic!("the wallet mix names an instrument: {:?}", command.kind)
+                    }
                     _ => {}
                 }
             }
@@ -1003,7 +1023,7 @@ mod tests {
             for (index, follow_up) in &batch.follow_ups {
                 let command = batch.commands[*index as usize];
                 match (follow_up, command.kind) {
-                    (FollowUp::Post(hold), CommandKind::WithdrawHold { .. }) => {
+                    (FollowUp::Post(hold), CommandKind::WithdrawHoldTo { .. }) => {
                         assert_eq!(*hold, command.id)
                     }
                     (

@@ -11,8 +11,10 @@
 //! rest of generating.
 
 use payrail_engine::command::{FxMid, FxRateSet, FxSource};
+use payrail_engine::instrument::{BankName, InstrumentKind, InstrumentToken};
 use payrail_engine::{
-    AccountId, AccountKind, Command, CommandKind, Currency, MerchantKey, OpenAccount, RiskContext,
+    AccountId, AccountKind, Command, CommandKind, Currency, InstrumentBind, InstrumentId,
+    MerchantKey, OpenAccount, RiskContext,
 };
 
 use crate::sample::Rng;
@@ -341,6 +343,65 @@ impl Population {
             CommandKind::RegisterMerchantKey {
                 merchant: account.id,
                 key: merchant_key(account.id),
+            },
+        )
+    }
+
+    /// The funding instrument of a customer account: a card in the
+    /// account's currency, number `currency index + 1` of its owner.
+    pub fn instrument_of(account: &SeedAccount) -> InstrumentId {
+        InstrumentId {
+            owner: account.owner,
+            number: u32::from(account.currency_index) + 1,
+        }
+    }
+
+    /// The card of the customer account at `index` of pool `pool`.
+    pub fn instrument(&self, pool: usize, index: u64) -> InstrumentId {
+        let owner = self
+            .pool_owners
+            .get(pool)
+            .and_then(|owners| owners.get(index as usize))
+            .copied()
+            .unwrap_or(0);
+        InstrumentId {
+            owner,
+            number: pool as u32 + 1,
+        }
+    }
+
+    /// Binds a customer account's card (wallet mix seeding). The token
+    /// spells the owner in letters, so it holds no run of digits that could
+    /// look like a card number.
+    pub fn bind_instrument(account: &SeedAccount, command_id: u128) -> Command {
+        let spec = CURRENCIES[account.currency_index as usize];
+        let letters: String = (0..16)
+            .rev()
+            .map(|nibble| char::from(b'a' + ((account.owner >> (nibble * 4)) & 0xF) as u8))
+            .collect();
+        let token = format!("lt{letters}{}", char::from(b'a' + account.currency_index));
+        Command::new(
+            command_id,
+            CommandKind::BindInstrument(InstrumentBind {
+                customer: account.id,
+                number: Population::instrument_of(account).number,
+                kind: InstrumentKind::Card,
+                token: InstrumentToken::new(&token).unwrap_or_default(),
+                bank: BankName::new("LOADTEST BANK").unwrap_or_default(),
+                country: *b"CN",
+                last_four: *b"4242",
+                currency: spec.currency,
+            }),
+        )
+    }
+
+    /// The gateway's check of a customer account's card: passed.
+    pub fn verify_instrument(account: &SeedAccount, command_id: u128) -> Command {
+        Command::new(
+            command_id,
+            CommandKind::VerifyInstrument {
+                instrument: Population::instrument_of(account),
+                passed: true,
             },
         )
     }

@@ -254,10 +254,11 @@ impl Summary {
             self.seeding.commands() as f64 / self.seeding.elapsed.as_secs_f64().max(1e-9);
         let _ = writeln!(
             out,
-            "seeding (not in the figures): {} accounts opened, {} top-ups, {} merchant QR keys registered and {} FX rates and floors set in {:.1} s ({} commands/s)",
+            "seeding (not in the figures): {} accounts opened, {} top-ups, {} merchant QR keys registered, {} cards bound and verified and {} FX rates and floors set in {:.1} s ({} commands/s)",
             group_digits(self.seeding.accounts_opened),
             group_digits(self.seeding.deposits),
             group_digits(self.seeding.merchant_keys),
+            group_digits(self.seeding.instruments),
             self.seeding.fx_settings,
             self.seeding.elapsed.as_secs_f64(),
             group_digits(seeding_rate as u64),

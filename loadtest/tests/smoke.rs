@@ -45,8 +45,8 @@ const WALLET_KINDS: [&str; 16] = [
     "issue_payment_code",
     "charge_payment_code",
     "transfer",
-    "deposit",
-    "withdraw_hold",
+    "deposit_from",
+    "withdraw_hold_to",
     "withdraw_post",
     "refund",
     "refund_fx",
@@ -100,6 +100,13 @@ fn a_tiny_wallet_run_acknowledges_every_kind_and_writes_its_report() {
         );
     }
     assert_eq!(json["kinds_missing"], serde_json::json!([]));
+    // Top-ups from and withdrawals to the customers' own cards, bound and
+    // verified at seeding, go through.
+    for kind in ["deposit_from", "withdraw_hold_to", "withdraw_post"] {
+        let ok = json["commands_by_kind"][kind]["ok"].as_u64();
+        assert!(ok.is_some_and(|ok| ok > 0), "no {kind} went through\n{output}");
+    }
+    assert!(output.contains("cards bound and verified"), "{output}");
     // FX moved money, and conservation held with the FX house accounts.
     assert!(
         json["commands_by_kind"]["fx_convert"]["ok"]
