@@ -20,6 +20,15 @@ if ! python3 -c 'import pytest' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check pytest
 fi
 
+# The Python client's TLS test makes its certificates with the openssl command.
+if ! command -v openssl >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "dev-deps: installing openssl (one time)..." >&2
+  if [ "$(id -u)" -ne 0 ]; then openssl_sudo=sudo; else openssl_sudo=""; fi
+  $openssl_sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $openssl_sudo apt-get install -y -qq --no-install-recommends \
+    openssl >/dev/null
+fi
+
 # clients/java builds and runs its tests with a JDK (17 or newer) alone.
 if ! command -v javac >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   echo "dev-deps: installing default-jdk-headless (one time)..." >&2

@@ -12,6 +12,7 @@ results), ``codes`` (statuses and error codes), ``errors``, ``client``
 (blocking), ``aio`` (asyncio); ``_core`` holds what the two clients share.
 """
 
+from ._core import tls_context
 from .aio import AsyncClient
 from .client import Client
 from .codes import ErrorCode, Status
@@ -47,4 +48,5 @@ __all__ = [
     "RequestTimeout",
     "ServerError",
     "Status",
+    "tls_context",
 ] + list(_types_all)

@@ -4,6 +4,7 @@ read."""
 
 import os
 import re
+import ssl
 from dataclasses import dataclass
 
 from . import types as t
@@ -44,6 +45,11 @@ class Config:
     auto_batch_max: int = AUTO_BATCH_MAX_DEFAULT
     auto_batch_delay: float = AUTO_BATCH_DELAY_DEFAULT
     connect_attempts: int = CONNECT_ATTEMPTS_DEFAULT
+    # TLS (an ssl.SSLContext, see tls_context), for a server with [tls] on;
+    # None: plain TCP. The asyncio client only.
+    tls: object = None
+    # The server's name in its certificate; None: the host of addr.
+    tls_server_name: str = None
 
     def __repr__(self):
         # Secrets never appear in logs.
@@ -55,6 +61,18 @@ class Config:
         if not host or not port.isdigit():
             raise ConnectError(f"{self.addr!r} is not host:port")
         return host.strip("[]"), int(port)
+
+
+def tls_context(ca_file, cert_file=None, key_file=None):
+    """An ``ssl.SSLContext`` for ``tls=``: trusts the CA certificates (PEM)
+    in ``ca_file`` for the server's certificate and checks its name; with
+    ``cert_file`` and ``key_file`` (PEM), presents that client certificate
+    to a server that asks for one (``tls.client_ca``)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=os.fspath(ca_file))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert_file is not None:
+        context.load_cert_chain(os.fspath(cert_file), None if key_file is None else os.fspath(key_file))
+    return context
 
 
 def make_config(addr, gateway, secret, options):

@@ -14,6 +14,7 @@ The next request reconnects by itself.
 """
 
 import asyncio
+import ssl
 
 from . import _core
 from . import types as t
@@ -61,7 +62,19 @@ class _Connection:
 
         async def connect():
             try:
-                reader, writer = await asyncio.open_connection(host, port)
+                if config.tls is None:
+                    reader, writer = await asyncio.open_connection(host, port)
+                else:
+                    reader, writer = await asyncio.open_connection(
+                        host,
+                        port,
+                        ssl=config.tls,
+                        server_hostname=config.tls_server_name or host,
+                    )
+            except ssl.SSLError as error:
+                raise ConnectError(
+                    f"TLS with payrail at {config.addr} failed: {_reason(error)}"
+                ) from None
             except OSError as error:
                 raise ConnectError(
                     f"cannot reach payrail at {config.addr}: {_reason(error)} "

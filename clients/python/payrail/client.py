@@ -78,6 +78,12 @@ class _Connection:
     def __init__(self, config):
         self.addr = config.addr
         host, port = config.host_port
+        if config.tls is not None:
+            # One ssl socket may not be read by the reader thread while
+            # another thread writes to it; the asyncio client has TLS.
+            raise ConnectError(
+                "the blocking Client speaks plain TCP only: use payrail.aio.AsyncClient for TLS"
+            )
         try:
             sock = socket.create_connection((host, port), timeout=config.connect_timeout)
         except OSError as error:

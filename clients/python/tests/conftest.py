@@ -46,8 +46,9 @@ def payrail_binary():
 class Server:
     """`payrail serve` as a child process; `addr` is where it listens."""
 
-    def __init__(self, directory, listen="127.0.0.1:0"):
+    def __init__(self, directory, listen="127.0.0.1:0", extra_args=()):
         self.directory = Path(directory)
+        self.extra_args = list(extra_args)
         self.data_dir = self.directory / "data"
         self.log_path = self.directory / "serve.log"
         self.listen = listen
@@ -73,7 +74,8 @@ class Server:
                 # Backups go under the tests' temporary directory.
                 "--backup-root",
                 str(self.directory.parent),
-            ],
+            ]
+            + self.extra_args,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,
