@@ -104,7 +104,10 @@ fn a_tiny_wallet_run_acknowledges_every_kind_and_writes_its_report() {
     // verified at seeding, go through.
     for kind in ["deposit_from", "withdraw_hold_to", "withdraw_post"] {
         let ok = json["commands_by_kind"][kind]["ok"].as_u64();
-        assert!(ok.is_some_and(|ok| ok > 0), "no {kind} went through\n{output}");
+        assert!(
+            ok.is_some_and(|ok| ok > 0),
+            "no {kind} went through\n{output}"
+        );
     }
     assert!(output.contains("cards bound and verified"), "{output}");
     // FX moved money, and conservation held with the FX house accounts.
