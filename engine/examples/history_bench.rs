@@ -210,7 +210,7 @@ fn store_run(args: &Args) {
     time_samples("newest 50, random account", 10_000, |_| {
         let account = AccountId(1_000 + rng.next() % args.accounts);
         let page = store.page(account, 0, u64::MAX, 0, 50).unwrap();
-        assert!(!page.entries.is_empty() || args.movements < args.accounts * 10);
+        assert!(!page.entries.is_empty() || args.movements < args.accounts * 100);
     });
     time_samples("newest 50, hot account", 1_000, |_| {
         let page = store.page(HOT, 0, u64::MAX, 0, 50).unwrap();
