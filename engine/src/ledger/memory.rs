@@ -9,6 +9,7 @@
 //! | payments kept for refunds | kept with their command's idempotency record (at most `idempotency_records_max`) | the oldest go with their record (a refund of it gets `payment_not_found`) |
 //! | FX quotes | open: accounts x `account_fx_quotes_open_max` | `fx_too_many_quotes`; used and expired ones are forgotten 600 s after their expiry |
 //! | risk and budget state | one fixed-size state per customer (and budget per account) | grows only with accounts |
+//! | funding instruments | `customer_instruments_max` bound per customer (unbound ones remembered until a bind needs the place); `instruments_max` per ledger | `too_many_instruments`; `instruments_full` |
 //!
 //! The per-owner caps are checked on the shard that owns the account, so the
 //! bound is the same on any shard count. Codes and quotes finished in the
@@ -23,14 +24,16 @@
 
 use std::mem::size_of;
 
-use super::{Account, AccountId, CommandId, Hold, Ledger, Payment, PaymentCode};
+use super::{Account, AccountId, CommandId, Hold, Instrument, Ledger, Payment, PaymentCode};
 use crate::budget::BudgetState;
+use crate::currency::Currency;
 use crate::fx::FxQuoteRecord;
+use crate::instrument::{InstrumentId, InstrumentState};
 use crate::risk::audit::AuditRing;
 use crate::risk::state::CustomerRiskState;
 
 /// The tables [`Ledger::tables`] reports, in this order.
-pub const TABLES: usize = 6;
+pub const TABLES: usize = 7;
 
 /// Names of the tables, as in metrics labels and status fields.
 pub const TABLE_NAMES: [&str; TABLES] = [
@@ -40,6 +43,7 @@ pub const TABLE_NAMES: [&str; TABLES] = [
     "payments",
     "fx_quotes",
     "risk_customers",
+    "instruments",
 ];
 
 /// Status fields of each table: its entries and its entries at the bound.
@@ -50,6 +54,7 @@ pub const TABLE_ENTRIES_FIELDS: [[&str; 2]; TABLES] = [
     ["table_payments", "table_payments_max"],
     ["table_fx_quotes", "table_fx_quotes_max"],
     ["table_risk_customers", "table_risk_customers_max"],
+    ["table_instruments", "table_instruments_max"],
 ];
 
 /// One table: entries now, its bound (`entries_per_account` x accounts +
@@ -169,6 +174,19 @@ impl Ledger {
                     + hashed::<AccountId, usize>()
                     + boxed::<BudgetState>(),
             ),
+            // Per customer account at most the per-customer cap (an owner
+            // with several currency accounts is counted once per account:
+            // an over-estimate); the record, the funding check's entry and
+            // the number in the owner's list.
+            table(
+                6,
+                books.instruments.len(),
+                u64::from(config.customer_instruments_max),
+                0,
+                hashed::<InstrumentId, Instrument>()
+                    + hashed::<InstrumentId, (InstrumentState, Currency)>()
+                    + size_of::<u32>() as u64,
+            ),
         ]
     }
 }
@@ -201,6 +219,7 @@ mod tests {
         assert_eq!(tables[2].entries_max(1_000_000), 3_000_000);
         assert_eq!(tables[4].entries_max(1_000_000), 4_000_000);
         assert_eq!(tables[5].entries_max(1_000_000), 1_000_000);
+        assert_eq!(tables[6].entries_max(1_000_000), 8_000_000);
         assert!(tables.iter().all(|table| table.entries == 0));
         assert!(tables.iter().all(|table| table.entry_bytes > 0));
     }
