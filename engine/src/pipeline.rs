@@ -616,15 +616,26 @@ impl Engine {
         // log with it (see `Checkpointer`): the shards never stop for a
         // checkpoint. The copy doubles the ledger's memory
         // (docs/operations.md, "Memory budget").
+        let copying = Instant::now();
         let follower = LogFollower::new(
             ledger.clone(),
             recovery.last_sequence,
             recovery.last_timestamp,
         );
+        tracing::info!(
+            ms = copying.elapsed().as_millis() as u64,
+            "state copied for the checkpointer"
+        );
         // The recovered state is one lone ledger's; split it over the shards
         // (whatever their number was before the restart).
         let shards = config.shards_resolved();
+        let splitting = Instant::now();
         let mut ledger = ShardedLedger::from_ledger(ledger, shards)?;
+        tracing::info!(
+            shards,
+            ms = splitting.elapsed().as_millis() as u64,
+            "state split over the shards"
+        );
         ledger.record_history(keeps_history)?;
         if config.prefault {
             let started = Instant::now();

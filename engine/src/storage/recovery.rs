@@ -34,7 +34,13 @@ pub struct RecoveryReport {
     pub last_sequence: u64,
     pub last_timestamp: u64,
     pub elapsed: Duration,
-    /// Part of `elapsed` spent on the final digest of the whole state (it
+    /// Part of `elapsed` spent loading the checkpoint (reading, decoding,
+    /// checking its digest) ...
+    pub load_elapsed: Duration,
+    /// ... replaying the log after it (reading, decoding, applying, and
+    /// rebuilding the history past its watermark) ...
+    pub replay_elapsed: Duration,
+    /// ... and on the final digest of the whole state (it
     /// dominates when many idempotency records are kept).
     pub digest_elapsed: Duration,
     /// `Ledger::digest` of the recovered state.
@@ -47,14 +53,24 @@ pub struct RecoveryReport {
 }
 
 impl RecoveryReport {
-    /// Commands replayed per second of the whole recovery (0 when none).
+    /// Commands replayed per second of the whole recovery, checkpoint load
+    /// and digest included (0 when none).
     pub fn commands_per_second(&self) -> u64 {
-        let seconds = self.elapsed.as_secs_f64();
-        if self.commands_replayed == 0 || seconds <= 0.0 {
-            return 0;
-        }
-        (self.commands_replayed as f64 / seconds) as u64
+        per_second(self.commands_replayed, self.elapsed)
     }
+
+    /// Commands replayed per second of the replay alone.
+    pub fn replay_commands_per_second(&self) -> u64 {
+        per_second(self.commands_replayed, self.replay_elapsed)
+    }
+}
+
+fn per_second(count: u64, elapsed: Duration) -> u64 {
+    let seconds = elapsed.as_secs_f64();
+    if count == 0 || seconds <= 0.0 {
+        return 0;
+    }
+    (count as f64 / seconds) as u64
 }
 
 fn corrupt(sequence: u64, reason: String) -> StorageError {
@@ -191,6 +207,8 @@ pub fn recover_with_history(
         last_sequence: checkpoint_sequence,
         last_timestamp: checkpoint_timestamp,
         elapsed: Duration::ZERO,
+        load_elapsed: started.elapsed(),
+        replay_elapsed: Duration::ZERO,
         digest_elapsed: Duration::ZERO,
         digest: [0; 32],
         history_watermark: 0,
@@ -214,6 +232,12 @@ pub fn recover_with_history(
             "history misses the movements of the records before the checkpoint"
         );
     }
+    tracing::info!(
+        checkpoint = report.checkpoint_sequence,
+        ms = report.load_elapsed.as_millis() as u64,
+        "checkpoint loaded; replaying the log after it"
+    );
+    let replay_started = Instant::now();
     let mut movements = Vec::new();
     let mut results: Vec<CommandResult> = Vec::new();
     // Even an empty batch changes the state (sequence, time, expiries).
@@ -284,6 +308,7 @@ pub fn recover_with_history(
         storage.sync_history()?;
     }
 
+    report.replay_elapsed = replay_started.elapsed();
     // The digest covers every account: skip recomputing it if nothing changed.
     let digest_started = Instant::now();
     report.digest = if batches_applied {
@@ -300,6 +325,9 @@ pub fn recover_with_history(
         last_sequence = report.last_sequence,
         elapsed_ms = report.elapsed.as_millis() as u64,
         commands_per_second = report.commands_per_second(),
+        load_ms = report.load_elapsed.as_millis() as u64,
+        replay_ms = report.replay_elapsed.as_millis() as u64,
+        replay_commands_per_second = report.replay_commands_per_second(),
         digest_ms = report.digest_elapsed.as_millis() as u64,
         digest = %hex32(&report.digest),
         history_watermark = report.history_watermark,
