@@ -1565,6 +1565,7 @@ impl<S: Storage> Checkpointer<S> {
                 reply(Err("the engine stopped before this checkpoint".to_owned()));
             }
         }
+        crate::prefetch::drop_in_background(self.follower);
     }
 
     /// Caught up: waits a moment for a job or more log. False once the
@@ -1678,23 +1679,40 @@ impl<S: Storage> Checkpointer<S> {
         }
         let ledger = self.follower.ledger();
         self.stats.publish_tables(&ledger.tables(), sequence);
+        let phase = Instant::now();
         let mut state = Vec::new();
         storage::encode_state(ledger, &mut state);
+        let encode_ms = phase.elapsed().as_millis() as u64;
         if self.stopping.load(Ordering::Relaxed) {
             return Err("the engine is stopping; checkpoint abandoned".to_owned());
         }
+        let phase = Instant::now();
+        let digest = ledger.digest();
+        let digest_ms = phase.elapsed().as_millis() as u64;
         let checkpoint = Checkpoint {
             sequence,
             timestamp,
-            digest: ledger.digest(),
+            digest,
             state,
         };
+        let phase = Instant::now();
         self.storage
             .save_checkpoint(&checkpoint)
             .map_err(|error| error.to_string())?;
+        let write_ms = phase.elapsed().as_millis() as u64;
+        let phase = Instant::now();
         self.storage
             .trim_log(sequence)
             .map_err(|error| error.to_string())?;
+        tracing::info!(
+            sequence,
+            state_bytes = checkpoint.state.len() as u64,
+            encode_ms,
+            digest_ms,
+            write_ms,
+            trim_ms = phase.elapsed().as_millis() as u64,
+            "checkpoint written"
+        );
         Ok(sequence)
     }
 }

@@ -319,7 +319,12 @@ impl Worker {
                     continue;
                 }
                 Input::Query(query) => Output::Query(self.ledger.query(&query)),
-                Input::Stop => return,
+                Input::Stop => {
+                    // A stop does not wait while the allocator takes the
+                    // state back (seconds at 2M accounts).
+                    crate::prefetch::drop_in_background(self.ledger);
+                    return;
+                }
             };
             if self.outputs.send((self.shard, output)).is_err() {
                 return;
