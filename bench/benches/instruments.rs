@@ -122,6 +122,19 @@ impl World {
                     })
                     .collect();
                 world.apply(verifies);
+            } else {
+                // As many commands as the binds and verifications, so that
+                // both worlds keep as many idempotency records.
+                for _ in 0..2 {
+                    let tiers = chunk
+                        .iter()
+                        .map(|&c| CommandKind::SetKycTier {
+                            account: AccountId(c),
+                            tier: 1,
+                        })
+                        .collect();
+                    world.apply(tiers);
+                }
             }
         }
         world
