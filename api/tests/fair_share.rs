@@ -164,16 +164,16 @@ async fn flood(
 /// B's payments under the flood (p99 of 40 is their largest).
 const PAYMENTS_UNDER_FLOOD: usize = 40;
 /// Commands the engine takes beyond those in flight in the flood test; A's
-/// backlog is 32 times this.
+/// backlog is 64 times this.
 const FLOOD_BUDGET: u32 = 2_048;
 /// A's batches, and how many each of its 4 connections keeps in flight.
 const FLOOD_BATCH: usize = 512;
-const FLOOD_PIPELINE: usize = 32;
+const FLOOD_PIPELINE: usize = 64;
 
 /// Gateway B's single payments, one at a time, under gateway A's flood of
 /// full pipelines of batches from four connections, wait behind at most
 /// about the engine's in-flight budget of A's work, not behind A's whole
-/// backlog (32 times that budget here): on a server whose gateways share
+/// backlog (64 times that budget here): on a server whose gateways share
 /// one first-come-first-served queue, each of B's payments waits for all
 /// of it and this test fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,7 +191,7 @@ async fn a_flood_from_one_gateway_does_not_stall_another() {
     let alone = pay_one_at_a_time(&mut shop, 2 << 100, 100, deadline).await;
     assert_eq!(alone.len(), 100, "B alone is too slow to measure");
 
-    // A floods: 4 connections x 32 batches of 512 transfers in flight.
+    // A floods: 4 connections x 64 batches of 512 transfers in flight.
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
     let mut floods = Vec::new();
@@ -236,12 +236,14 @@ async fn a_flood_from_one_gateway_does_not_stall_another() {
         "B's payments waited behind A's flood: {} in 15 s",
         under_flood.len()
     );
-    // A's backlog (4 x 32 x 512 = 65,536 commands) takes about a second
-    // in a debug build; B's payment waits behind at most the budget (2,048
-    // commands), one of A's batches and one turn of A's (1,024 commands).
-    // Generous: B may be 5 times slower than alone, or take the time A
-    // needs for 8 budgets (16,384 commands, a quarter of its backlog).
-    let budget_us = (8.0 * f64::from(FLOOD_BUDGET) / flood_rate.max(1.0) * 1e6) as u64;
+    // A's backlog (4 x 64 x 512 = 131,072 commands) takes seconds in a
+    // debug build; B's payment waits in the engine behind at most the
+    // budget (2,048 commands), one of A's batches and one turn of A's
+    // (1,024 commands), and for the server's and this test's tasks, which
+    // share 2 cores with A's decoding and encoding. Generous: B may be 5
+    // times slower than alone, or take the time A needs for 16 budgets
+    // (32,768 commands, a quarter of its backlog).
+    let budget_us = (16.0 * f64::from(FLOOD_BUDGET) / flood_rate.max(1.0) * 1e6) as u64;
     let bound = (5 * p99_alone).max(budget_us);
     assert!(
         p99_flood <= bound,
