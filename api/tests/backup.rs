@@ -113,10 +113,21 @@ fn a_backup_taken_under_load_restores_every_acknowledged_command() {
             }));
         }
         // Let the load run, back up in the middle of it, let it run on.
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        // The wait is for acknowledged batches, not a fixed time, so that a
+        // slow machine (a debug build on 2 busy cores) still backs up under
+        // load; both waits are bounded by the loaders' own time limit.
+        let acknowledged_count = || acknowledged.lock().unwrap().len();
+        let waited = Instant::now();
+        while acknowledged_count() < 8 && waited.elapsed() < LOAD_MAX / 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let backup_began = Instant::now();
         let backup_sequence = client.backup(backup_dir.to_str().unwrap()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after_backup = acknowledged_count();
+        let waited = Instant::now();
+        while acknowledged_count() < after_backup + 8 && waited.elapsed() < LOAD_MAX / 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for loader in loaders {
             loader.await.unwrap();
