@@ -989,38 +989,12 @@ impl Connection {
                 }
             }
             Message::Status => {
-                let mut fields: Vec<(String, u64)> = Vec::new();
-                let engine = self.context.engine.stats();
-                for (name, value) in engine.snapshot() {
-                    fields.push((format!("engine.{name}"), value));
-                }
-                // One field per shard: `engine.shard_steps.0`, ... (at most
-                // 3 x SHARDS_MAX, within STATUS_FIELDS_MAX with the rest).
-                for (name, values) in engine.per_shard() {
-                    for (shard, value) in values.into_iter().enumerate() {
-                        fields.push((format!("engine.{name}.{shard}"), value));
-                    }
-                }
-                for (name, value) in stats.snapshot() {
-                    fields.push((format!("server.{name}"), value));
-                }
-                if let Some(store) = &self.context.store {
-                    let history = store.storage.history_stats();
-                    for (name, value) in [
-                        ("segments", history.segments),
-                        ("bytes", history.bytes),
-                        ("movements_kept", history.movements),
-                        ("oldest_timestamp_ns", history.oldest_timestamp),
-                        ("newest_timestamp_ns", history.newest_timestamp),
-                        ("retention_s", history.retention_ns / 1_000_000_000),
-                        ("accounts", history.accounts),
-                        ("accounts_max", history.accounts_max),
-                        ("movements_refused", history.movements_refused),
-                        ("segments_expired", history.segments_expired),
-                    ] {
-                        fields.push((format!("history.{name}"), value));
-                    }
-                }
+                let history = self
+                    .context
+                    .store
+                    .as_ref()
+                    .map(|store| store.storage.history_stats());
+                let fields = status_fields(self.context.engine.stats(), stats, history);
                 Pending::Ready {
                     request_id,
                     message: Message::StatusReply { fields },
@@ -1244,4 +1218,78 @@ async fn write_replies(
         let _ = writer.shutdown().await;
     })
     .await;
+}
+
+/// Every counter of a `StatusReply`: the engine's (with one per shard and
+/// per-shard counter), the server's, and the history store's when there is
+/// one. `status_fields_fit_a_reply` checks the count at `SHARDS_MAX`.
+pub(crate) fn status_fields(
+    engine: &payrail_engine::pipeline::EngineStats,
+    server: &ServerStats,
+    history: Option<payrail_engine::storage::HistoryStats>,
+) -> Vec<(String, u64)> {
+    let mut fields: Vec<(String, u64)> = Vec::new();
+    for (name, value) in engine.snapshot() {
+        fields.push((format!("engine.{name}"), value));
+    }
+    // One field per shard: `engine.shard_steps.0`, ...
+    for (name, values) in engine.per_shard() {
+        for (shard, value) in values.into_iter().enumerate() {
+            fields.push((format!("engine.{name}.{shard}"), value));
+        }
+    }
+    for (name, value) in server.snapshot() {
+        fields.push((format!("server.{name}"), value));
+    }
+    if let Some(history) = history {
+        for (name, value) in [
+            ("segments", history.segments),
+            ("bytes", history.bytes),
+            ("movements_kept", history.movements),
+            ("oldest_timestamp_ns", history.oldest_timestamp),
+            ("newest_timestamp_ns", history.newest_timestamp),
+            ("retention_s", history.retention_ns / 1_000_000_000),
+            ("accounts", history.accounts),
+            ("accounts_max", history.accounts_max),
+            ("movements_refused", history.movements_refused),
+            ("segments_expired", history.segments_expired),
+        ] {
+            fields.push((format!("history.{name}"), value));
+        }
+    }
+    debug_assert!(fields.len() <= wire::STATUS_FIELDS_MAX);
+    fields
+}
+
+#[cfg(test)]
+mod status_tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+
+    /// A server with the most shards still answers `Status` in one reply.
+    #[test]
+    fn status_fields_fit_a_reply() {
+        let shards = payrail_engine::limits::SHARDS_MAX;
+        let per_shard = || (0..shards).map(|_| AtomicU64::new(0)).collect();
+        let engine = payrail_engine::pipeline::EngineStats {
+            shard_steps: per_shard(),
+            shard_queue_depths: per_shard(),
+            shard_movements: per_shard(),
+            ..payrail_engine::pipeline::EngineStats::default()
+        };
+        let fields = status_fields(
+            &engine,
+            &ServerStats::default(),
+            Some(payrail_engine::storage::HistoryStats::default()),
+        );
+        assert!(fields.len() > 3 * shards);
+        assert!(
+            fields.len() <= wire::STATUS_FIELDS_MAX,
+            "{} fields",
+            fields.len()
+        );
+        let mut out = Vec::new();
+        assert!(wire::encode(1, &Message::StatusReply { fields }, &mut out).is_ok());
+    }
 }

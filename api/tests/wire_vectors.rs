@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use hmac::{Hmac, Mac};
 use payrail_api::wire::{
     self, kinds, Check, ErrorCode, Frame, Message, QrPaymentRequest, TxSource, WireError,
-    WireLimits, HEADER_LEN,
+    WireLimits, HEADER_LEN, STATUS_FIELDS_MAX,
 };
 use payrail_engine::history::Movement;
 use payrail_engine::limits::BATCH_COMMANDS_MAX;
@@ -1070,12 +1070,12 @@ fn fields_over_their_maximum() {
         decode_error(&raw(kinds::HELLO, &lying)),
         WireError::FieldTooLong { len: u64::MAX, .. }
     ));
-    let too_many_fields = bincode_body(vec![(String::new(), 0u64); 257]);
+    let too_many_fields = bincode_body(vec![(String::new(), 0u64); STATUS_FIELDS_MAX + 1]);
     assert!(matches!(
         decode_error(&raw(kinds::STATUS_REPLY, &too_many_fields)),
         WireError::FieldTooLong {
             field: "status_reply.fields",
-            len: 257,
+            len: 513,
             ..
         }
     ));

@@ -32,7 +32,7 @@ public sealed interface Message {
 
     int GATEWAY_NAME_BYTES_MAX = 64;
     int ERROR_MESSAGE_BYTES_MAX = 256;
-    int STATUS_FIELDS_MAX = 256;
+    int STATUS_FIELDS_MAX = 512;
     int STATUS_FIELD_NAME_BYTES_MAX = 64;
     int BACKUP_DIR_BYTES_MAX = 1_024;
     int HISTORY_ENTRIES_MAX = 1_000;
