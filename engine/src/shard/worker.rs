@@ -465,9 +465,7 @@ impl Worker {
         self.settle(&mut results)?;
         // A verdict queued after the last wait (a payer half that received
         // first sends after) goes before the shard goes idle.
-        for peer in self.peers.iter_mut().flatten() {
-            peer.send()?;
-        }
+        self.send_all()?;
         Some(results)
     }
 
@@ -636,18 +634,34 @@ impl Worker {
         Some(())
     }
 
+    /// Sends what is queued for every peer. A shard does this before it
+    /// waits for anything, so no peer can be waiting for it meanwhile.
+    fn send_all(&mut self) -> Option<()> {
+        for peer in self.peers.iter_mut().flatten() {
+            peer.send()?;
+        }
+        Some(())
+    }
+
     /// `peer`'s verdict on the command at (`sequence`, `index`), after
-    /// sending everything queued for every peer (so no peer can be waiting
-    /// for this shard while it waits).
+    /// sending everything queued.
     fn receive(
         &mut self,
         peer: u32,
         sequence: u64,
         index: u32,
     ) -> Option<(Verdict, u16, MccFacts)> {
-        for other in self.peers.iter_mut().flatten() {
-            other.send()?;
-        }
+        self.send_all()?;
+        self.received(peer, sequence, index)
+    }
+
+    /// `peer`'s verdict, once this shard has sent everything queued.
+    fn received(
+        &mut self,
+        peer: u32,
+        sequence: u64,
+        index: u32,
+    ) -> Option<(Verdict, u16, MccFacts)> {
         self.peers
             .get_mut(peer as usize)?
             .as_mut()?
@@ -659,9 +673,12 @@ impl Worker {
         if self.deferred.is_empty() {
             return Some(());
         }
+        // Settling queues nothing new: one send covers every wait below.
+        self.send_all()?;
         let mut deferred = std::mem::take(&mut self.deferred);
         for half in &deferred {
-            let (theirs, fact, their_facts) = self.receive(half.peer, half.sequence, half.index)?;
+            let (theirs, fact, their_facts) =
+                self.received(half.peer, half.sequence, half.index)?;
             self.finish(half, theirs, fact, their_facts, results);
         }
         deferred.clear();
