@@ -71,6 +71,7 @@ fn payment(customer: u64, timestamp: u64, amount: u64, random: &mut SplitMix64) 
         device: Some(customer * 16 + random.below(8)),
         location: Some(near_shanghai(random)),
         step_up_verified: false,
+        instrument: None,
     }
 }
 

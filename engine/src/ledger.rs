@@ -71,7 +71,7 @@ fn warm_parties(kind: &CommandKind) -> ([Option<AccountId>; 2], bool) {
 }
 pub(crate) use halves::{Half, Verdict};
 pub use instruments::Instrument;
-pub(crate) use instruments::Instruments;
+pub(crate) use instruments::{Instruments, Kept};
 pub use payments::{Payment, PaymentCode, PaymentCodeState};
 use risk_gate::Payee;
 
@@ -957,7 +957,7 @@ impl Books {
                 elsewhere.hold_id_taken,
                 Some(instrument),
             ),
-            CommandKind::BindInstrument(bind) => self.bind_instrument(&bind, timestamp),
+            CommandKind::BindInstrument(bind) => self.bind_instrument(command.id, &bind, timestamp),
             CommandKind::VerifyInstrument { instrument, passed } => {
                 self.verify_instrument(instrument, passed, timestamp)
             }
@@ -1305,7 +1305,7 @@ impl Books {
         if account.currency != currency {
             return Err(Status::CurrencyMismatch);
         }
-        self.check_funding(account, instrument, Some(currency))?;
+        let destination = self.check_funding(account, instrument, Some(currency))?;
         if account.holds_pending >= self.caps.holds_pending {
             return Err(Status::TooManyHolds);
         }
@@ -1329,7 +1329,7 @@ impl Books {
             slot,
             amount,
             currency,
-            Payee::WITHDRAWAL,
+            Payee::withdrawal(destination),
             context,
         )?;
         // Point of no return. debits_pending + amount <= balance, so no overflow.
@@ -1350,6 +1350,13 @@ impl Books {
             },
         );
         self.hold_expiries.push(Reverse((expires_at, id)));
+        if let (Some(_), Some(instrument)) = (gate, instrument) {
+            // Under a policy (a gate), the instrument rules remember it.
+            if self.risk.enabled() {
+                self.instruments
+                    .record_withdrawal(instrument, amount, timestamp);
+            }
+        }
         self.risk_commit(id, gate);
         Ok(())
     }

@@ -759,10 +759,35 @@ action = "flag"
 multiplier = "8"
 history = 20
 history_min = 5
+
+[new_instrument]
+action = "step_up"
+hours = 24
+
+[new_instrument.max]
+CNY = ["150.00", "150.00", "300.00", "unlimited"]
+USD = ["150.00", "150.00", "300.00", "unlimited"]
+
+[instrument_daily]
+action = "decline"
+
+[instrument_daily.max]
+CNY = ["250.00", "250.00", "250.00", "250.00"]
+
+[instrument_binds]
+action = "flag"
+binds_max = 1
+window_seconds = 3
 "#;
 
 /// Other rules, other responses: flags, declines, an untrusted first device.
 const POLICY_OTHER: &str = r#"
+[instrument_binds]
+action = "decline"
+freeze = true
+binds_max = 2
+window_seconds = 5
+
 [blocked_mccs]
 action = "flag"
 mccs = [5413, 5812]

@@ -104,6 +104,8 @@ fn figures_are_amounts(rule: RuleId) -> bool {
             | RuleId::DailyOutflow
             | RuleId::MonthlyOutflow
             | RuleId::AmountAnomaly
+            | RuleId::NewInstrument
+            | RuleId::InstrumentDaily
     )
 }
 
@@ -608,5 +610,10 @@ mod tests {
         );
         assert_eq!(figure(RuleId::ImpossibleTravel, 9_100, cny), "9100 km/h");
         assert_eq!(figure(RuleId::Velocity, 11, cny), "11");
+        assert_eq!(
+            figure(RuleId::NewInstrument, 50_001, cny),
+            money(50_001, Currency::CNY)
+        );
+        assert_eq!(figure(RuleId::InstrumentBinds, 3, cny), "3");
     }
 }

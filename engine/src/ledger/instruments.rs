@@ -14,6 +14,13 @@
 //! included (`instruments_full`; per shard when sharded, like the account
 //! table's bound).
 //!
+//! Risk state of the instrument rules (docs/risk.md) lives here too, with
+//! the instruments: per instrument what was withdrawn to it
+//! ([`InstrumentRisk`], in the funding check's entry, so a withdrawal's
+//! check and its record touch one entry), per customer the times of the
+//! newest binds ([`BindRing`]). Both are kept only under a policy with a
+//! rule on, like the customers' risk state.
+//!
 //! Commands without an instrument (`Deposit`, `WithdrawHold`) are still
 //! taken for customers who never bound one, so gateways that predate
 //! instruments keep working; once a customer has bound any instrument (even
@@ -21,10 +28,12 @@
 
 use rustc_hash::FxHashMap;
 
+use crate::command::CommandId;
 use crate::command::{AccountKind, QueryReply};
 use crate::currency::Currency;
 use crate::instrument::{InstrumentBind, InstrumentId, InstrumentState, InstrumentView};
 use crate::ledger::{Account, Books};
+use crate::risk::{BindRing, InstrumentFacts, InstrumentRisk};
 use crate::status::Status;
 
 /// One bound (or unbound, remembered) instrument of a customer.
@@ -67,16 +76,49 @@ impl Instrument {
     }
 }
 
+/// What a top-up or a withdrawal reads of its instrument, and what the
+/// instrument rules remember of it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Usable {
+    pub state: InstrumentState,
+    pub currency: Currency,
+    pub bound_at: u64,
+    pub risk: InstrumentRisk,
+}
+
+/// One kept instrument with its risk state, as [`Instruments::sorted`] lists
+/// them and [`Instruments::insert`] takes them (checkpoints, splitting and
+/// merging shards). A customer's bind times ride with the customer's first
+/// instrument in number order, so moving every entry moves them too.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Kept {
+    pub instrument: Instrument,
+    pub risk: InstrumentRisk,
+    pub binds: Option<BindRing>,
+}
+
+impl From<Instrument> for Kept {
+    fn from(instrument: Instrument) -> Kept {
+        Kept {
+            instrument,
+            risk: InstrumentRisk::default(),
+            binds: None,
+        }
+    }
+}
+
 /// Every customer's instruments: the whole records by id, each customer's
 /// numbers in order (for binds and lists, which are rare), and apart what a
-/// top-up or a withdrawal checks (state and currency, 24 bytes an entry
-/// with its key), so that its one probe touches one small entry.
+/// top-up or a withdrawal checks and the instrument rules update (state,
+/// currency, bind time, withdrawn), so that its probe touches one entry.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Instruments {
     by_id: FxHashMap<InstrumentId, Instrument>,
-    usable: FxHashMap<InstrumentId, (InstrumentState, Currency)>,
+    usable: FxHashMap<InstrumentId, Usable>,
     /// Per owner, the numbers of the instruments kept, ascending.
     numbers: FxHashMap<u64, Vec<u32>>,
+    /// Per owner who bound under a policy, the newest binds' times.
+    binds: FxHashMap<u64, BindRing>,
 }
 
 impl Instruments {
@@ -86,7 +128,44 @@ impl Instruments {
 
     /// The state and currency of an instrument (what funding checks).
     fn usable(&self, id: InstrumentId) -> Option<(InstrumentState, Currency)> {
-        self.usable.get(&id).copied()
+        self.usable
+            .get(&id)
+            .map(|usable| (usable.state, usable.currency))
+    }
+
+    /// Remembers a withdrawal hold to `id` that committed (instrument rules).
+    pub(crate) fn record_withdrawal(&mut self, id: InstrumentId, amount: u64, timestamp: u64) {
+        if let Some(usable) = self.usable.get_mut(&id) {
+            usable.risk.record(amount, timestamp);
+        }
+    }
+
+    /// A customer's newest binds (empty if none under a policy).
+    pub(crate) fn binds(&self, owner: u64) -> BindRing {
+        self.binds.get(&owner).copied().unwrap_or_default()
+    }
+
+    /// Puts back an instrument's risk state read from a checkpoint: false if
+    /// the instrument is not kept or already has some.
+    pub(crate) fn set_risk(&mut self, id: InstrumentId, risk: InstrumentRisk) -> bool {
+        match self.usable.get_mut(&id) {
+            Some(usable) if usable.risk.is_empty() && !risk.is_empty() => {
+                usable.risk = risk;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Puts back a customer's bind times read from a checkpoint: false if
+    /// the customer has no instrument or already has them.
+    pub(crate) fn set_binds(&mut self, owner: u64, binds: BindRing) -> bool {
+        if binds.is_empty() || !self.numbers.contains_key(&owner) || self.binds.contains_key(&owner)
+        {
+            return false;
+        }
+        self.binds.insert(owner, binds);
+        true
     }
 
     /// Moves an instrument to `state` at `timestamp` (it exists).
@@ -96,7 +175,7 @@ impl Instruments {
             instrument.changed_at = timestamp;
         }
         if let Some(usable) = self.usable.get_mut(&id) {
-            usable.0 = state;
+            usable.state = state;
         }
     }
 
@@ -120,19 +199,41 @@ impl Instruments {
             .filter_map(move |&number| self.by_id.get(&InstrumentId { owner, number }))
     }
 
-    /// Every (owner, instrument), sorted by owner then number.
-    pub(crate) fn sorted(&self) -> Vec<(u64, Instrument)> {
-        let mut all: Vec<(u64, Instrument)> = self
+    /// Every (owner, instrument with its risk state), sorted by owner then
+    /// number; each owner's bind times with the owner's first.
+    pub(crate) fn sorted(&self) -> Vec<(u64, Kept)> {
+        let mut all: Vec<(u64, Kept)> = self
             .by_id
             .iter()
-            .map(|(id, instrument)| (id.owner, *instrument))
+            .map(|(id, instrument)| {
+                let risk = self.usable.get(id).map(|usable| usable.risk);
+                let kept = Kept {
+                    instrument: *instrument,
+                    risk: risk.unwrap_or_default(),
+                    binds: None,
+                };
+                (id.owner, kept)
+            })
             .collect();
-        all.sort_unstable_by_key(|(owner, instrument)| (*owner, instrument.number));
+        all.sort_unstable_by_key(|(owner, kept)| (*owner, kept.instrument.number));
+        let mut previous = None;
+        for (owner, kept) in &mut all {
+            if previous != Some(*owner) {
+                kept.binds = self.binds.get(owner).copied();
+                previous = Some(*owner);
+            }
+        }
         all
     }
 
-    /// Adds one instrument. False if the customer already has that number.
-    pub(crate) fn insert(&mut self, owner: u64, instrument: Instrument) -> bool {
+    /// Adds one instrument (and its owner's bind times, if the entry carries
+    /// them). False if the customer already has that number.
+    pub(crate) fn insert(&mut self, owner: u64, kept: impl Into<Kept>) -> bool {
+        let Kept {
+            instrument,
+            risk,
+            binds,
+        } = kept.into();
         let id = InstrumentId {
             owner,
             number: instrument.number,
@@ -144,9 +245,19 @@ impl Instruments {
         if let Err(position) = numbers.binary_search(&instrument.number) {
             numbers.insert(position, instrument.number);
         }
-        self.usable
-            .insert(id, (instrument.state, instrument.currency));
+        self.usable.insert(
+            id,
+            Usable {
+                state: instrument.state,
+                currency: instrument.currency,
+                bound_at: instrument.bound_at,
+                risk,
+            },
+        );
         self.by_id.insert(id, instrument);
+        if let Some(binds) = binds.filter(|binds| !binds.is_empty()) {
+            self.binds.insert(owner, binds);
+        }
         true
     }
 
@@ -168,12 +279,16 @@ impl Instruments {
         }
     }
 
-    /// The digest's part: every instrument in (owner, number) order.
+    /// The digest's part: every instrument in (owner, number) order, then
+    /// (only when there is any, so a state without it digests as before the
+    /// instrument rules) the instrument rules' state: the instruments with
+    /// withdrawals recorded and their figures, and the customers' bind times,
+    /// in (owner, number) and owner order.
     pub(crate) fn digest_into(&self, hasher: &mut blake3::Hasher) {
         hasher.update(b"instruments");
         let all = self.sorted();
         hasher.update(&(all.len() as u64).to_le_bytes());
-        for (owner, instrument) in &all {
+        for (owner, Kept { instrument, .. }) in &all {
             hasher.update(&owner.to_le_bytes());
             hasher.update(&instrument.number.to_le_bytes());
             hasher.update(&[instrument.kind as u8, instrument.state as u8]);
@@ -185,6 +300,25 @@ impl Instruments {
             hasher.update(&instrument.bound_at.to_le_bytes());
             hasher.update(&instrument.changed_at.to_le_bytes());
         }
+        let withdrawn = all.iter().filter(|(_, kept)| !kept.risk.is_empty()).count();
+        let with_binds = all.iter().filter(|(_, kept)| kept.binds.is_some()).count();
+        if withdrawn == 0 && with_binds == 0 {
+            return;
+        }
+        hasher.update(b"instrument-risk");
+        hasher.update(&(withdrawn as u64).to_le_bytes());
+        for (owner, kept) in all.iter().filter(|(_, kept)| !kept.risk.is_empty()) {
+            hasher.update(&owner.to_le_bytes());
+            hasher.update(&kept.instrument.number.to_le_bytes());
+            kept.risk.digest_into(hasher);
+        }
+        hasher.update(&(with_binds as u64).to_le_bytes());
+        for (owner, kept) in &all {
+            if let Some(binds) = &kept.binds {
+                hasher.update(&owner.to_le_bytes());
+                binds.digest_into(hasher);
+            }
+        }
     }
 }
 
@@ -192,6 +326,7 @@ impl Books {
     /// `BindInstrument`.
     pub(crate) fn bind_instrument(
         &mut self,
+        command: CommandId,
         bind: &InstrumentBind,
         timestamp: u64,
     ) -> Result<(), Status> {
@@ -203,6 +338,7 @@ impl Books {
         }
         account.check_movable()?;
         let owner = account.owner;
+        let kyc_tier = account.kyc_tier;
         let cap = usize::from(self.caps.instruments);
         let id = InstrumentId {
             owner,
@@ -236,6 +372,17 @@ impl Books {
         if replace.is_none() && self.instruments.len() >= self.caps.instruments_total {
             return Err(Status::InstrumentsFull);
         }
+        let binds = self.instruments.binds(owner);
+        let gate = match self
+            .risk
+            .evaluate_bind(timestamp, owner, kyc_tier, bind.currency, &binds)
+        {
+            Ok(gate) => gate,
+            Err(refusal) => {
+                self.risk_refuse(command, slot, &super::risk_gate::RiskStop::Refused(refusal));
+                return Err(refusal.status);
+            }
+        };
         // Point of no return.
         if let Some(replaced) = replace {
             self.instruments.remove(replaced);
@@ -244,6 +391,12 @@ impl Books {
             .instruments
             .insert(owner, Instrument::new(bind, timestamp));
         debug_assert!(inserted);
+        if let Some(gate) = gate {
+            let mut binds = binds;
+            binds.record(timestamp);
+            self.instruments.binds.insert(owner, binds);
+            self.detail = self.risk.commit_bind(command, &gate);
+        }
         Ok(())
     }
 
@@ -297,17 +450,18 @@ impl Books {
     /// hold (the account's currency) of `account`: with an instrument, a
     /// verified one of the account's customer (and of that currency for a
     /// withdrawal); without one, allowed unless the customer has bound any.
+    /// Ok: what the instrument rules see of the instrument named, if any.
     pub(crate) fn check_funding(
         &self,
         account: &Account,
         instrument: Option<InstrumentId>,
         withdrawal_currency: Option<Currency>,
-    ) -> Result<(), Status> {
+    ) -> Result<Option<InstrumentFacts>, Status> {
         let Some(id) = instrument else {
             if account.kind == AccountKind::Customer && self.instruments.has_any(account.owner) {
                 return Err(Status::InstrumentRequired);
             }
-            return Ok(());
+            return Ok(None);
         };
         if account.kind != AccountKind::Customer {
             return Err(Status::NotACustomer);
@@ -315,21 +469,25 @@ impl Books {
         if id.owner != account.owner {
             return Err(Status::InstrumentNotYours);
         }
-        let (state, currency) = self
+        let usable = self
             .instruments
-            .usable(id)
+            .usable
+            .get(&id)
             .ok_or(Status::UnknownInstrument)?;
-        match state {
+        match usable.state {
             InstrumentState::Verified => {}
             InstrumentState::Unverified | InstrumentState::Failed => {
                 return Err(Status::InstrumentUnverified)
             }
             InstrumentState::Unbound => return Err(Status::InstrumentUnbound),
         }
-        if withdrawal_currency.is_some_and(|wanted| wanted != currency) {
+        if withdrawal_currency.is_some_and(|wanted| wanted != usable.currency) {
             return Err(Status::InstrumentCurrencyMismatch);
         }
-        Ok(())
+        Ok(Some(InstrumentFacts {
+            bound_at: usable.bound_at,
+            risk: usable.risk,
+        }))
     }
 
     /// `Query::Instrument`: the `index`-th instrument (in number order) of

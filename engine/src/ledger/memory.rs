@@ -26,11 +26,12 @@ use std::mem::size_of;
 
 use super::{Account, AccountId, CommandId, Hold, Instrument, Ledger, Payment, PaymentCode};
 use crate::budget::BudgetState;
-use crate::currency::Currency;
 use crate::fx::FxQuoteRecord;
-use crate::instrument::{InstrumentId, InstrumentState};
+use crate::instrument::InstrumentId;
+use crate::ledger::instruments::Usable;
 use crate::risk::audit::AuditRing;
 use crate::risk::state::CustomerRiskState;
+use crate::risk::BindRing;
 
 /// The tables [`Ledger::tables`] reports, in this order.
 pub const TABLES: usize = 7;
@@ -176,16 +177,19 @@ impl Ledger {
             ),
             // Per customer account at most the per-customer cap (an owner
             // with several currency accounts is counted once per account:
-            // an over-estimate); the record, the funding check's entry and
-            // the number in the owner's list.
+            // an over-estimate); the record, the funding check's entry (with
+            // the instrument rules' state), the number in the owner's list,
+            // and the owner's bind times (one per customer who bound: at
+            // most one per instrument, so counted per instrument).
             table(
                 6,
                 books.instruments.len(),
                 u64::from(config.customer_instruments_max),
                 0,
                 hashed::<InstrumentId, Instrument>()
-                    + hashed::<InstrumentId, (InstrumentState, Currency)>()
-                    + size_of::<u32>() as u64,
+                    + hashed::<InstrumentId, Usable>()
+                    + size_of::<u32>() as u64
+                    + hashed::<u64, BindRing>(),
             ),
         ]
     }

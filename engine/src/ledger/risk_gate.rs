@@ -8,6 +8,7 @@ use crate::budget::Category;
 use crate::command::{AccountId, AccountKind, CommandId, RiskContext};
 use crate::ledger::Books;
 use crate::risk::books::{Gate, Outflow, Refusal};
+use crate::risk::InstrumentFacts;
 use crate::status::Status;
 
 /// Who receives a customer's payment, as far as the rules care.
@@ -17,6 +18,8 @@ pub(crate) struct Payee {
     pub mcc: Option<u16>,
     /// None: not spending (a withdrawal to the customer's own bank).
     pub category: Option<Category>,
+    /// A withdrawal hold's instrument (the instrument rules).
+    pub instrument: Option<InstrumentFacts>,
 }
 
 impl Payee {
@@ -25,25 +28,40 @@ impl Payee {
         merchant: None,
         mcc: None,
         category: Some(Category::CashAndTransfers),
+        instrument: None,
     };
     /// A withdrawal to the customer's bank.
     pub const WITHDRAWAL: Payee = Payee {
         merchant: None,
         mcc: None,
         category: None,
+        instrument: None,
     };
+
+    /// A withdrawal to the customer's bank, naming the instrument if the
+    /// command did.
+    pub fn withdrawal(instrument: Option<InstrumentFacts>) -> Payee {
+        Payee {
+            instrument,
+            ..Payee::WITHDRAWAL
+        }
+    }
 
     pub fn merchant(merchant: AccountId, mcc: u16) -> Payee {
         Payee {
             merchant: Some(merchant),
             mcc: Some(mcc),
             category: Some(Category::from_mcc(mcc)),
+            instrument: None,
         }
     }
 }
 
 /// Why a payment stopped at the risk step.
 #[derive(Clone, Copy, Debug)]
+// A short-lived value on the stack, as large as the gate a pass returns
+// (see `risk_evaluate`): boxing the refusal would allocate on every refusal.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum RiskStop {
     /// The payment's risk context is malformed.
     InvalidContext,
@@ -114,6 +132,7 @@ impl Books {
             mcc: payee.mcc,
             category: payee.category,
             context,
+            instrument: payee.instrument,
         };
         self.risk
             .evaluate(timestamp, outflow)

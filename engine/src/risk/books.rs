@@ -26,8 +26,9 @@ use rustc_hash::FxHashMap;
 use super::audit::AuditLog;
 use super::codes::{RuleId, Verdict};
 use super::geo::GeoPoint;
+use super::instruments::{BindRing, InstrumentFacts};
 use super::policy::RiskPolicy;
-use super::rules::{evaluate, Decision};
+use super::rules::{evaluate, evaluate_bind, Decision};
 use super::state::CustomerRiskState;
 use super::{AuditEntry, PaymentContext};
 use crate::budget::{BudgetState, Category};
@@ -50,12 +51,22 @@ pub(crate) struct Outflow {
     /// (a withdrawal to the customer's own bank).
     pub category: Option<Category>,
     pub context: RiskContext,
+    /// The instrument a withdrawal hold goes to.
+    pub instrument: Option<InstrumentFacts>,
 }
 
 /// A payment the rules allowed, to be committed with [`RiskBooks::commit`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Gate {
     outflow: Outflow,
+    payment: PaymentContext,
+    decision: Decision,
+}
+
+/// A bind the rules allowed, to be committed with [`RiskBooks::commit_bind`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BindGate {
+    owner: u64,
     payment: PaymentContext,
     decision: Decision,
 }
@@ -238,6 +249,7 @@ impl RiskBooks {
                 .location_microdegrees()
                 .and_then(|(latitude, longitude)| GeoPoint::new(latitude, longitude)),
             step_up_verified: context.step_up_verified,
+            instrument: outflow.instrument,
         }
     }
 
@@ -324,6 +336,57 @@ impl RiskBooks {
             (None, Some(budget)) => Detail::BudgetCrossed(budget),
             (Some(flag), Some(budget)) => Detail::FlaggedOverBudget(flag, budget),
         }
+    }
+
+    /// The `instrument_binds` rule on a bind of customer `owner` (an
+    /// account of KYC tier `kyc_tier`) of an instrument in `currency`,
+    /// given the customer's earlier binds. Changes nothing; Ok(None) when no
+    /// rule is on (nothing is evaluated or remembered then).
+    #[allow(clippy::result_large_err)] // as `evaluate`
+    pub(crate) fn evaluate_bind(
+        &self,
+        timestamp: u64,
+        owner: u64,
+        kyc_tier: u8,
+        currency: Currency,
+        binds: &BindRing,
+    ) -> Result<Option<BindGate>, Refusal> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let payment = PaymentContext::new(timestamp, kyc_tier, currency, 0);
+        let decision = evaluate_bind(&self.policy, binds, timestamp);
+        if decision.allows_payment() {
+            return Ok(Some(BindGate {
+                owner,
+                payment,
+                decision,
+            }));
+        }
+        Err(Refusal {
+            status: if decision.freeze {
+                Status::RiskFrozen
+            } else {
+                Status::RiskDeclined
+            },
+            detail: to_risk_detail(&decision).map_or(Detail::None, Detail::Risk),
+            freeze: decision.freeze,
+            owner,
+            payment,
+            decision,
+        })
+    }
+
+    /// The bind committed: counted, audited if flagged; the detail for the
+    /// reply.
+    pub(crate) fn commit_bind(&mut self, command: CommandId, gate: &BindGate) -> Detail {
+        self.counters.count(&gate.decision);
+        self.audit
+            .record(gate.owner, command, &gate.payment, &gate.decision);
+        if gate.decision.verdict == Verdict::Flag {
+            return to_risk_detail(&gate.decision).map_or(Detail::None, Detail::Risk);
+        }
+        Detail::None
     }
 
     /// A refund back to a customer account takes it off the spending of the

@@ -46,6 +46,18 @@ pub const TRAVEL_DISTANCE_M_MAX: u32 = 20_015_115;
 pub const ANOMALY_MULTIPLIER_MILLI_MIN: u32 = 1_000;
 pub const ANOMALY_MULTIPLIER_MILLI_MAX: u32 = 1_000_000;
 
+/// Binds remembered per customer for the `instrument_binds` rule (its
+/// `binds_max` is below this: the rule looks at the `binds_max`-th newest).
+pub const BINDS_REMEMBERED_MAX: usize = 16;
+
+/// Window of the `instrument_binds` rule: 1 second to 31 days.
+pub const BIND_WINDOW_NS_MIN: u64 = 1_000_000_000;
+pub const BIND_WINDOW_NS_MAX: u64 = 31 * 86_400 * 1_000_000_000;
+
+/// "First hours" of the `new_instrument` rule: 1 hour to 31 days.
+pub const NEW_INSTRUMENT_PERIOD_NS_MIN: u64 = 3_600 * 1_000_000_000;
+pub const NEW_INSTRUMENT_PERIOD_NS_MAX: u64 = 31 * 86_400 * 1_000_000_000;
+
 /// Non-approve decisions kept per customer for audit; the oldest go first.
 pub const AUDIT_ENTRIES_MAX: usize = 32;
 
@@ -63,13 +75,17 @@ pub const BUDGET_MONTHS_KEPT: usize = 6;
 const _: () = assert!(RECENT_PAYMENTS_MAX <= u8::MAX as usize);
 const _: () = assert!(DEVICES_MAX <= u8::MAX as usize);
 const _: () = assert!(AUDIT_ENTRIES_MAX <= u8::MAX as usize);
+const _: () = assert!(BINDS_REMEMBERED_MAX <= u8::MAX as usize);
+const _: () = assert!(BIND_WINDOW_NS_MIN < BIND_WINDOW_NS_MAX);
+const _: () = assert!(NEW_INSTRUMENT_PERIOD_NS_MIN < NEW_INSTRUMENT_PERIOD_NS_MAX);
 const _: () = assert!(BUDGET_MONTHS_KEPT >= 2 && BUDGET_MONTHS_KEPT <= 24);
 const _: () = assert!(VELOCITY_WINDOW_NS_MIN < VELOCITY_WINDOW_NS_MAX);
 const _: () = assert!(ANOMALY_MULTIPLIER_MILLI_MIN < ANOMALY_MULTIPLIER_MILLI_MAX);
 // Lists and tables of the largest policy, fixed-int encoding: 8 bytes a
 // merchant, 2 an MCC, 2 a country, (2 + 8 × tiers) a currency row in each of
-// three limit tables, plus headers.
+// five limit tables (single payment, daily, monthly, new instrument,
+// instrument daily), plus headers.
 const _: () = assert!(
-    POLICY_LIST_ENTRIES_MAX * (8 + 2 + 2) + 3 * POLICY_CURRENCIES_MAX * (2 + 8 * KYC_TIERS) + 512
+    POLICY_LIST_ENTRIES_MAX * (8 + 2 + 2) + 5 * POLICY_CURRENCIES_MAX * (2 + 8 * KYC_TIERS) + 512
         <= POLICY_ENCODED_BYTES_MAX
 );

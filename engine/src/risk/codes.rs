@@ -107,6 +107,13 @@ coded_enum! {
         ImpossibleTravel = 10, "impossible_travel";
         /// The amount is far above the customer's recent average.
         AmountAnomaly = 11, "amount_anomaly";
+        /// A withdrawal to an instrument still in its first hours after the
+        /// bind would take more than the limit since the bind.
+        NewInstrument = 12, "new_instrument";
+        /// Withdrawals to one instrument today (UTC) would go above the limit.
+        InstrumentDaily = 13, "instrument_daily";
+        /// A bind: the customer bound too many instruments in the window.
+        InstrumentBinds = 14, "instrument_binds";
     }
 }
 
@@ -159,7 +166,7 @@ impl Verdict {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, bincode::Encode, bincode::Decode)]
 pub struct RuleSet(pub u16);
 
-const _: () = assert!(RuleId::AmountAnomaly as u8 <= 15, "RuleSet has 16 bits");
+const _: () = assert!(RuleId::InstrumentBinds as u8 <= 15, "RuleSet has 16 bits");
 
 impl RuleSet {
     pub const EMPTY: RuleSet = RuleSet(0);
@@ -218,6 +225,9 @@ mod tests {
                 (9, "new_device"),
                 (10, "impossible_travel"),
                 (11, "amount_anomaly"),
+                (12, "new_instrument"),
+                (13, "instrument_daily"),
+                (14, "instrument_binds"),
             ]
         );
         for &rule in RuleId::ALL {
@@ -225,7 +235,7 @@ mod tests {
             assert_eq!(RuleId::from_name(rule.name()), Some(rule));
         }
         assert_eq!(RuleId::from_code(0), None);
-        assert_eq!(RuleId::from_code(12), None);
+        assert_eq!(RuleId::from_code(15), None);
         assert!(Verdict::Decline > Verdict::StepUp);
         assert!(Verdict::StepUp > Verdict::Flag);
         assert!(Verdict::Flag > Verdict::Approve);

@@ -13,6 +13,8 @@
 //! - [`bounds`]: every bound (state sizes, policy list lengths).
 //! - [`policy`]: [`RiskPolicy`] and its rules; `policy_toml` reads TOML.
 //! - [`state`]: [`CustomerRiskState`], what the rules remember per customer.
+//! - [`instruments`]: what the instrument rules remember per instrument
+//!   ([`InstrumentRisk`]) and per customer's binds ([`BindRing`]).
 //! - [`rules`]: [`evaluate`] and [`Decision`].
 //! - [`audit`]: the per-customer audit trail of non-approve decisions.
 //! - [`books`]: [`RiskBooks`], the risk and budget state inside the ledger
@@ -27,6 +29,7 @@ pub mod bounds;
 pub mod calendar;
 pub mod codes;
 pub mod geo;
+pub mod instruments;
 pub mod policy;
 mod policy_toml;
 pub mod rules;
@@ -40,8 +43,9 @@ pub use books::{RiskBooks, RiskCounters};
 pub use calendar::{Day, Month};
 pub use codes::{Action, RuleId, RuleSet, Verdict};
 pub use geo::GeoPoint;
+pub use instruments::{BindRing, InstrumentFacts, InstrumentRisk};
 pub use policy::{PolicyError, Response, RiskPolicy, UNLIMITED};
-pub use rules::{evaluate, Decision, RuleFigures};
+pub use rules::{evaluate, evaluate_bind, Decision, RuleFigures};
 pub use state::CustomerRiskState;
 
 use crate::command::AccountId;
@@ -74,6 +78,9 @@ pub struct PaymentContext {
     /// The gateway verified a second factor for this payment (a re-submission
     /// after a step-up verdict).
     pub step_up_verified: bool,
+    /// For a withdrawal hold to an instrument: the instrument's bind time
+    /// and what was withdrawn to it (the instrument rules).
+    pub instrument: Option<InstrumentFacts>,
 }
 
 impl PaymentContext {
@@ -90,6 +97,7 @@ impl PaymentContext {
             device: None,
             location: None,
             step_up_verified: false,
+            instrument: None,
         }
     }
 }

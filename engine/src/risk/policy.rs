@@ -139,8 +139,43 @@ pub struct AmountAnomalyRule {
     pub history_min: u8,
 }
 
+/// Fires on a withdrawal hold to an instrument bound less than `period_ns`
+/// ago when the withdrawals to it since the bind, this one included, would
+/// go above the limit of the customer's KYC tier in the currency.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Encode, Decode)]
+pub struct NewInstrumentRule {
+    /// The limits (and the response) per currency and tier.
+    pub limit: LimitRule,
+    /// NEW_INSTRUMENT_PERIOD_NS_MIN..=NEW_INSTRUMENT_PERIOD_NS_MAX, whole hours.
+    pub period_ns: u64,
+}
+
+/// Fires on a bind when the customer already bound `binds_max` instruments
+/// in the last `window_ns` (this bind would be one more).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Encode, Decode)]
+pub struct InstrumentBindsRule {
+    /// `decline` or `flag`: a bind carries no step-up proof.
+    pub response: Response,
+    /// 1..=BINDS_REMEMBERED_MAX.
+    pub binds_max: u8,
+    /// BIND_WINDOW_NS_MIN..=BIND_WINDOW_NS_MAX.
+    pub window_ns: u64,
+}
+
+/// The first byte of a policy's encoding in version 2 (with the instrument
+/// rules). Version 1, the encoding before them, has no version byte: it
+/// starts with the option tag of `blocked_countries`, 0 or 1, so the first
+/// byte tells the versions apart.
+pub const POLICY_ENCODING_V2: u8 = 2;
+
 /// The whole policy. A rule that is `None` is off.
-#[derive(Clone, PartialEq, Eq, Hash, Debug, Encode)]
+///
+/// Encoding (bincode, fields in declaration order): a policy without
+/// instrument rules is written in version 1, the first ten options and
+/// nothing else, exactly as before the instrument rules existed (so its bytes
+/// and digest did not change); a policy with any is written in version 2,
+/// [`POLICY_ENCODING_V2`] then all thirteen options. Decoding reads both.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct RiskPolicy {
     pub blocked_countries: Option<BlockList<[u8; 2]>>,
     pub blocked_merchants: Option<BlockList<AccountId>>,
@@ -152,6 +187,10 @@ pub struct RiskPolicy {
     pub new_device: Option<NewDeviceRule>,
     pub impossible_travel: Option<ImpossibleTravelRule>,
     pub amount_anomaly: Option<AmountAnomalyRule>,
+    /// Version 2 on.
+    pub new_instrument: Option<NewInstrumentRule>,
+    pub instrument_daily: Option<LimitRule>,
+    pub instrument_binds: Option<InstrumentBindsRule>,
 }
 
 /// Why a policy was refused.
@@ -192,7 +231,18 @@ impl RiskPolicy {
             new_device: None,
             impossible_travel: None,
             amount_anomaly: None,
+            new_instrument: None,
+            instrument_daily: None,
+            instrument_binds: None,
         }
+    }
+
+    /// Whether a rule of version 2 is on (then the policy is written in
+    /// version 2).
+    pub fn has_instrument_rules(&self) -> bool {
+        self.new_instrument.is_some()
+            || self.instrument_daily.is_some()
+            || self.instrument_binds.is_some()
     }
 
     /// The documented example policy (docs/risk-policy.example.toml).
@@ -230,6 +280,9 @@ impl RiskPolicy {
             (RuleId::NewDevice, self.new_device.is_some()),
             (RuleId::ImpossibleTravel, self.impossible_travel.is_some()),
             (RuleId::AmountAnomaly, self.amount_anomaly.is_some()),
+            (RuleId::NewInstrument, self.new_instrument.is_some()),
+            (RuleId::InstrumentDaily, self.instrument_daily.is_some()),
+            (RuleId::InstrumentBinds, self.instrument_binds.is_some()),
         ];
         for (rule, is_on) in on {
             if is_on {
@@ -320,6 +373,45 @@ impl RiskPolicy {
                 u64::from(rule.history_min),
                 1,
                 u64::from(rule.history),
+            )?;
+        }
+        if let Some(rule) = &self.new_instrument {
+            validate_limits("new_instrument", &rule.limit)?;
+            validate_range(
+                "new_instrument.period",
+                rule.period_ns,
+                bounds::NEW_INSTRUMENT_PERIOD_NS_MIN,
+                bounds::NEW_INSTRUMENT_PERIOD_NS_MAX,
+            )?;
+            if rule.period_ns % (3_600 * 1_000_000_000) != 0 {
+                return Err(PolicyError::invalid(
+                    "new_instrument.period",
+                    "must be whole hours",
+                ));
+            }
+        }
+        if let Some(rule) = &self.instrument_daily {
+            validate_limits("instrument_daily", rule)?;
+        }
+        if let Some(rule) = &self.instrument_binds {
+            validate_response("instrument_binds", rule.response)?;
+            if rule.response.action == Action::StepUp {
+                return Err(PolicyError::invalid(
+                    "instrument_binds.action",
+                    "a bind carries no second factor: \"decline\" or \"flag\"",
+                ));
+            }
+            validate_range(
+                "instrument_binds.binds_max",
+                u64::from(rule.binds_max),
+                1,
+                bounds::BINDS_REMEMBERED_MAX as u64,
+            )?;
+            validate_range(
+                "instrument_binds.window",
+                rule.window_ns,
+                bounds::BIND_WINDOW_NS_MIN,
+                bounds::BIND_WINDOW_NS_MAX,
             )?;
         }
         Ok(())
@@ -498,13 +590,54 @@ impl<'de, Context, T: Decode<Context>> bincode::BorrowDecode<'de, Context> for B
     }
 }
 
-/// Decoding validates: a policy read from the log or a checkpoint is held to
-/// the same rules as one parsed from TOML.
+impl Encode for RiskPolicy {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        let version_2 = self.has_instrument_rules();
+        if version_2 {
+            POLICY_ENCODING_V2.encode(encoder)?;
+        }
+        // Version 1: the ten rules before the instrument rules, in order.
+        self.blocked_countries.encode(encoder)?;
+        self.blocked_merchants.encode(encoder)?;
+        self.blocked_mccs.encode(encoder)?;
+        self.single_payment.encode(encoder)?;
+        self.daily_outflow.encode(encoder)?;
+        self.monthly_outflow.encode(encoder)?;
+        self.velocity.encode(encoder)?;
+        self.new_device.encode(encoder)?;
+        self.impossible_travel.encode(encoder)?;
+        self.amount_anomaly.encode(encoder)?;
+        if version_2 {
+            self.new_instrument.encode(encoder)?;
+            self.instrument_daily.encode(encoder)?;
+            self.instrument_binds.encode(encoder)?;
+        }
+        Ok(())
+    }
+}
+
+/// Decoding reads version 1 (no version byte) and version 2, and validates:
+/// a policy read from the log or a checkpoint is held to the same rules as
+/// one parsed from TOML.
 impl<Context> Decode<Context> for RiskPolicy {
     fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
-        // Field order: as declared (the derived Encode's order).
-        let policy = RiskPolicy {
-            blocked_countries: Decode::decode(decoder)?,
+        // Version 1 starts with blocked_countries' option tag (0 or 1).
+        let first = u8::decode(decoder)?;
+        let (version_2, blocked_countries) = match first {
+            0 => (false, None),
+            1 => (false, Some(BlockList::decode(decoder)?)),
+            POLICY_ENCODING_V2 => (true, Decode::decode(decoder)?),
+            other => {
+                return Err(DecodeError::OtherString(format!(
+                    "risk policy: unknown encoding version byte {other}"
+                )))
+            }
+        };
+        let mut policy = RiskPolicy {
+            blocked_countries,
             blocked_merchants: Decode::decode(decoder)?,
             blocked_mccs: Decode::decode(decoder)?,
             single_payment: Decode::decode(decoder)?,
@@ -514,7 +647,21 @@ impl<Context> Decode<Context> for RiskPolicy {
             new_device: Decode::decode(decoder)?,
             impossible_travel: Decode::decode(decoder)?,
             amount_anomaly: Decode::decode(decoder)?,
+            new_instrument: None,
+            instrument_daily: None,
+            instrument_binds: None,
         };
+        if version_2 {
+            policy.new_instrument = Decode::decode(decoder)?;
+            policy.instrument_daily = Decode::decode(decoder)?;
+            policy.instrument_binds = Decode::decode(decoder)?;
+            // One policy, one encoding: version 2 only with a rule of its own.
+            if !policy.has_instrument_rules() {
+                return Err(DecodeError::OtherString(
+                    "risk policy: version 2 encoding without instrument rules".into(),
+                ));
+            }
+        }
         policy
             .validate()
             .map_err(|error| DecodeError::OtherString(error.to_string()))?;

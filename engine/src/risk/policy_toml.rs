@@ -13,8 +13,9 @@ use serde::Deserialize;
 use super::bounds;
 use super::codes::Action;
 use super::policy::{
-    AmountAnomalyRule, BlockList, ImpossibleTravelRule, LimitRule, NewDeviceRule, PolicyError,
-    Response, RiskPolicy, TierLimits, VelocityRule, UNLIMITED,
+    AmountAnomalyRule, BlockList, ImpossibleTravelRule, InstrumentBindsRule, LimitRule,
+    NewDeviceRule, NewInstrumentRule, PolicyError, Response, RiskPolicy, TierLimits, VelocityRule,
+    UNLIMITED,
 };
 use crate::command::AccountId;
 use crate::currency::Currency;
@@ -33,6 +34,30 @@ struct RawPolicy {
     new_device: Option<RawNewDevice>,
     impossible_travel: Option<RawImpossibleTravel>,
     amount_anomaly: Option<RawAmountAnomaly>,
+    new_instrument: Option<RawNewInstrument>,
+    instrument_daily: Option<RawLimit>,
+    instrument_binds: Option<RawInstrumentBinds>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNewInstrument {
+    action: String,
+    #[serde(default)]
+    freeze: bool,
+    /// The "first hours" after the bind.
+    hours: i64,
+    max: BTreeMap<String, Vec<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInstrumentBinds {
+    action: String,
+    #[serde(default)]
+    freeze: bool,
+    binds_max: i64,
+    window_seconds: i64,
 }
 
 #[derive(Deserialize)]
@@ -140,6 +165,9 @@ pub(super) fn parse(text: &str) -> Result<RiskPolicy, PolicyError> {
             .transpose()?,
         impossible_travel: raw.impossible_travel.map(convert_travel).transpose()?,
         amount_anomaly: raw.amount_anomaly.map(convert_anomaly).transpose()?,
+        new_instrument: raw.new_instrument.map(convert_new_instrument).transpose()?,
+        instrument_daily: convert_limit("instrument_daily", raw.instrument_daily)?,
+        instrument_binds: raw.instrument_binds.map(convert_binds).transpose()?,
     };
     // Ranges and freeze-with-decline are checked in one place for TOML and
     // bincode alike.
@@ -372,6 +400,51 @@ fn convert_limit(name: &str, raw: Option<RawLimit>) -> Result<Option<LimitRule>,
         response: response(name, &raw.action, raw.freeze)?,
         limits,
     }))
+}
+
+fn convert_new_instrument(raw: RawNewInstrument) -> Result<NewInstrumentRule, PolicyError> {
+    let hours_ns = 3_600 * 1_000_000_000;
+    let hours = integer_in(
+        "new_instrument.hours",
+        raw.hours,
+        (bounds::NEW_INSTRUMENT_PERIOD_NS_MIN / hours_ns) as i64,
+        (bounds::NEW_INSTRUMENT_PERIOD_NS_MAX / hours_ns) as i64,
+    )?;
+    let limit = convert_limit(
+        "new_instrument",
+        Some(RawLimit {
+            action: raw.action,
+            freeze: raw.freeze,
+            max: raw.max,
+        }),
+    )?;
+    let limit = limit.ok_or_else(|| PolicyError::invalid("new_instrument", "no limits"))?;
+    Ok(NewInstrumentRule {
+        limit,
+        // Range checked above: the cast is exact and the product fits.
+        period_ns: hours as u64 * hours_ns,
+    })
+}
+
+fn convert_binds(raw: RawInstrumentBinds) -> Result<InstrumentBindsRule, PolicyError> {
+    let binds_max = integer_in(
+        "instrument_binds.binds_max",
+        raw.binds_max,
+        1,
+        bounds::BINDS_REMEMBERED_MAX as i64,
+    )?;
+    let window_seconds = integer_in(
+        "instrument_binds.window_seconds",
+        raw.window_seconds,
+        (bounds::BIND_WINDOW_NS_MIN / 1_000_000_000) as i64,
+        (bounds::BIND_WINDOW_NS_MAX / 1_000_000_000) as i64,
+    )?;
+    Ok(InstrumentBindsRule {
+        response: response("instrument_binds", &raw.action, raw.freeze)?,
+        // Ranges checked above: the casts are exact and the product fits.
+        binds_max: binds_max as u8,
+        window_ns: window_seconds as u64 * 1_000_000_000,
+    })
 }
 
 fn convert_velocity(raw: RawVelocity) -> Result<VelocityRule, PolicyError> {

@@ -6,6 +6,7 @@ use super::bounds::{OUTFLOW_CURRENCIES_MAX, RECENT_PAYMENTS_MAX};
 use super::calendar::Day;
 use super::codes::{Action, RuleId, RuleSet, Verdict};
 use super::geo;
+use super::instruments::BindRing;
 use super::policy::{LimitRule, Response, RiskPolicy, UNLIMITED};
 use super::state::CustomerRiskState;
 use super::PaymentContext;
@@ -25,6 +26,9 @@ use super::PaymentContext;
 /// | new_device | devices on record | the device id |
 /// | impossible_travel | speed_kmh_max | speed needed, km/h (u64::MAX for no time at all) |
 /// | amount_anomaly | multiplier × recent average, rounded down | the amount |
+/// | new_instrument | the tier's limit | withdrawn to the instrument since its bind, this one included |
+/// | instrument_daily | the tier's limit | withdrawn to the instrument today, this one included |
+/// | instrument_binds | binds_max | binds in the window, this one included |
 ///
 /// Amounts are in minor units of the payment's currency.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, bincode::Encode, bincode::Decode)]
@@ -247,7 +251,59 @@ pub fn evaluate(
         }
     }
 
+    // 7. Instruments: the withdrawal's destination.
+    if let Some(instrument) = payment.instrument {
+        if let Some(rule) = &policy.new_instrument {
+            let new = payment.timestamp.saturating_sub(instrument.bound_at) < rule.period_ns;
+            if let (true, Some(limit)) = (new, limit_of_rule(&rule.limit, payment)) {
+                let observed = instrument
+                    .risk
+                    .withdrawn_total
+                    .saturating_add(payment.amount);
+                if observed > limit {
+                    let figures = RuleFigures { limit, observed };
+                    let response = rule.limit.response;
+                    decision.fire(RuleId::NewInstrument, response, figures, step_up);
+                }
+            }
+        }
+        if let Some(rule) = &policy.instrument_daily {
+            if let Some(limit) = limit_of_rule(rule, payment) {
+                let day = Day::from_timestamp(payment.timestamp);
+                let observed = instrument
+                    .risk
+                    .day_total_on(day)
+                    .saturating_add(payment.amount);
+                if observed > limit {
+                    let figures = RuleFigures { limit, observed };
+                    decision.fire(RuleId::InstrumentDaily, rule.response, figures, step_up);
+                }
+            }
+        }
+    }
+
     decision
+}
+
+/// Evaluates the `instrument_binds` rule on a bind at `timestamp`, given the
+/// customer's earlier binds. Pure, like [`evaluate`].
+pub fn evaluate_bind(policy: &RiskPolicy, binds: &BindRing, timestamp: u64) -> Decision {
+    let mut decision = Decision::APPROVE;
+    if let Some(rule) = &policy.instrument_binds {
+        let earlier = binds.in_window(timestamp, rule.window_ns);
+        if earlier >= usize::from(rule.binds_max) {
+            let figures = RuleFigures {
+                limit: u64::from(rule.binds_max),
+                observed: earlier as u64 + 1,
+            };
+            decision.fire(RuleId::InstrumentBinds, rule.response, figures, false);
+        }
+    }
+    decision
+}
+
+fn limit_of_rule(rule: &LimitRule, payment: &PaymentContext) -> Option<u64> {
+    rule.limit(payment.currency, payment.kyc_tier)
 }
 
 fn limit_of(rule: &Option<LimitRule>, payment: &PaymentContext) -> Option<u64> {

@@ -1340,6 +1340,7 @@ impl Workload {
                 ((random >> 7) % 360_000_000) as i32 - 180_000_000,
             ),
             step_up_verified: random % 7 == 0,
+            instrument: None,
         }
     }
 }
@@ -1469,4 +1470,372 @@ fn risk_decoded_garbage_state_never_panics() {
     let mut garbage = garbage;
     garbage.record(&pay(t0(), 5));
     let _ = state_digest(&garbage);
+}
+
+// ---------------------------------------------------------------- instruments
+
+use super::policy::{InstrumentBindsRule, NewInstrumentRule, POLICY_ENCODING_V2};
+
+fn instrument(bound_at: u64, withdrawn_total: u64, day: Day, day_total: u64) -> InstrumentFacts {
+    InstrumentFacts {
+        bound_at,
+        risk: InstrumentRisk {
+            withdrawn_total,
+            day,
+            day_total,
+        },
+    }
+}
+
+fn withdraw(timestamp: u64, amount: u64, facts: InstrumentFacts) -> PaymentContext {
+    PaymentContext {
+        instrument: Some(facts),
+        ..pay(timestamp, amount)
+    }
+}
+
+fn instrument_policy() -> RiskPolicy {
+    policy(|p| {
+        // CNY tier 1: 1,000.00 in the first 24 hours.
+        p.new_instrument = Some(NewInstrumentRule {
+            limit: limit_rule(
+                STEP_UP,
+                &[(Currency::CNY, [50_000, 100_000, 200_000, UNLIMITED])],
+            )
+            .unwrap(),
+            period_ns: 24 * HOUR,
+        });
+        // CNY: 3,000.00 a day per instrument.
+        p.instrument_daily = limit_rule(DECLINE, &[(Currency::CNY, [300_000; 4])]);
+        // A third bind within an hour flags the customer.
+        p.instrument_binds = Some(InstrumentBindsRule {
+            response: FLAG,
+            binds_max: 2,
+            window_ns: HOUR,
+        });
+    })
+}
+
+#[test]
+fn risk_policy_old_encoding_still_decodes() {
+    // A policy written before the instrument rules (version 1: no version
+    // byte), canonical config: velocity only, step-up, 10 payments in 600 s.
+    let mut old = vec![0u8; 6]; // no lists, no amount limits
+    old.extend([1, 2, 0, 10]); // Some(velocity): step_up, no freeze, payments_max
+    old.extend(600_000_000_000u64.to_le_bytes());
+    old.extend([0, 0, 0]); // no new_device, impossible_travel, amount_anomaly
+    let (decoded, used) =
+        bincode::decode_from_slice::<RiskPolicy, _>(&old, policy::canonical_config()).unwrap();
+    assert_eq!(used, old.len());
+    let want = policy(|p| {
+        p.velocity = Some(VelocityRule {
+            response: STEP_UP,
+            payments_max: 10,
+            window_ns: 600 * SECOND,
+        })
+    });
+    assert_eq!(decoded, want);
+    // Written again, it is the same bytes: a policy without instrument rules
+    // keeps its version 1 encoding, hence its digest.
+    assert_eq!(decoded.encode_canonical(), old);
+    let example = RiskPolicy::example();
+    assert!(!example.has_instrument_rules());
+    assert!(matches!(example.encode_canonical()[0], 0 | 1));
+}
+
+#[test]
+fn risk_policy_version_2_round_trips() {
+    let policy = instrument_policy();
+    let varint = bincode::config::standard();
+    let bytes = bincode::encode_to_vec(&policy, varint).unwrap();
+    assert_eq!(bytes[0], POLICY_ENCODING_V2);
+    let (decoded, used): (RiskPolicy, usize) = bincode::decode_from_slice(&bytes, varint).unwrap();
+    assert_eq!((used, &decoded), (bytes.len(), &policy));
+    let bytes = policy.encode_canonical();
+    assert_eq!(bytes[0], POLICY_ENCODING_V2);
+    let (decoded, used): (RiskPolicy, usize) =
+        bincode::decode_from_slice(&bytes, policy::canonical_config()).unwrap();
+    assert_eq!((used, &decoded), (bytes.len(), &policy));
+    assert_ne!(policy.digest(), RiskPolicy::disabled().digest());
+    let rules: Vec<RuleId> = policy.rules_on().iter().collect();
+    assert_eq!(
+        rules,
+        [
+            RuleId::NewInstrument,
+            RuleId::InstrumentDaily,
+            RuleId::InstrumentBinds
+        ]
+    );
+    // The same policy from TOML.
+    let parsed = RiskPolicy::from_toml(
+        r#"
+        [new_instrument]
+        action = "step_up"
+        hours = 24
+        [new_instrument.max]
+        CNY = ["500.00", "1000.00", "2000.00", "unlimited"]
+
+        [instrument_daily]
+        action = "decline"
+        [instrument_daily.max]
+        CNY = [3000, 3000, 3000, 3000]
+
+        [instrument_binds]
+        action = "flag"
+        binds_max = 2
+        window_seconds = 3600
+        "#,
+    )
+    .unwrap();
+    assert_eq!(parsed, policy);
+
+    let config = policy::canonical_config();
+    // Version 2 without a rule of its own is not how any policy is written.
+    let mut bare = vec![POLICY_ENCODING_V2];
+    bare.extend(RiskPolicy::disabled().encode_canonical());
+    bare.extend([0, 0, 0]);
+    let error = bincode::decode_from_slice::<RiskPolicy, _>(&bare, config).unwrap_err();
+    assert!(error.to_string().contains("version 2"), "{error}");
+    // A version byte from the future.
+    let error = bincode::decode_from_slice::<RiskPolicy, _>(&[3u8; 16], config).unwrap_err();
+    assert!(error.to_string().contains("version byte 3"), "{error}");
+}
+
+#[test]
+fn risk_policy_instrument_rules_are_validated() {
+    let table = [
+        (
+            "[instrument_binds]\naction = \"step_up\"\nbinds_max = 2\nwindow_seconds = 60",
+            "a bind carries no second factor",
+        ),
+        (
+            "[instrument_binds]\naction = \"flag\"\nbinds_max = 17\nwindow_seconds = 60",
+            "instrument_binds.binds_max: 17 is out of range 1..=16",
+        ),
+        (
+            "[instrument_binds]\naction = \"flag\"\nbinds_max = 2\nwindow_seconds = 0",
+            "instrument_binds.window_seconds: 0 is out of range",
+        ),
+        (
+            "[new_instrument]\naction = \"decline\"\nhours = 0\n[new_instrument.max]\nCNY = [1, 1, 1, 1]",
+            "new_instrument.hours: 0 is out of range 1..=744",
+        ),
+        (
+            "[new_instrument]\naction = \"decline\"\nhours = 2\n[new_instrument.max]\nCNY = [1, 1, 1]",
+            "new_instrument.max.CNY: 3 amounts",
+        ),
+        (
+            "[instrument_daily]\naction = \"flag\"\nfreeze = true\n[instrument_daily.max]\nCNY = [1, 1, 1, 1]",
+            "instrument_daily.freeze",
+        ),
+    ];
+    for (text, message) in table {
+        let error = RiskPolicy::from_toml(text).unwrap_err().to_string();
+        assert!(error.contains(message), "{text}: {error}");
+    }
+    // Built in code: a period that is not whole hours.
+    let mut odd = instrument_policy();
+    if let Some(rule) = odd.new_instrument.as_mut() {
+        rule.period_ns = 90 * 60 * SECOND;
+    }
+    assert!(odd.validate().is_err());
+}
+
+#[test]
+fn risk_new_instrument_edges() {
+    let policy = instrument_policy();
+    let state = CustomerRiskState::new();
+    let bound = t0();
+    let today = Day::from_timestamp(bound);
+    // (ns after the bind, withdrawn since, amount, tier, outcome)
+    let none = (Verdict::Approve, None);
+    let step_up = (Verdict::StepUp, Some(RuleId::NewInstrument));
+    let table = [
+        (HOUR, 0, 100_000, 1, none),
+        (HOUR, 0, 100_001, 1, step_up),
+        (HOUR, 60_000, 40_000, 1, none),
+        (HOUR, 60_000, 40_001, 1, step_up),
+        // Tier 0 has a lower limit, tier 3 none.
+        (HOUR, 0, 50_001, 0, step_up),
+        (HOUR, 0, 250_000, 3, none),
+        // The first 24 hours are half-open: at exactly 24 h it is no longer new.
+        (24 * HOUR - 1, 0, 100_001, 1, step_up),
+        (24 * HOUR, 0, 100_001, 1, none),
+        // At the bind's own timestamp (the same batch).
+        (0, 0, 100_001, 1, step_up),
+    ];
+    for (after, withdrawn, amount, tier, want) in table {
+        let payment = PaymentContext {
+            kyc_tier: tier,
+            ..withdraw(
+                bound + after,
+                amount,
+                instrument(bound, withdrawn, today, 0),
+            )
+        };
+        let got = outcome(&policy, &state, &payment);
+        assert_eq!(
+            got, want,
+            "after {after} ns, withdrawn {withdrawn}, amount {amount}, tier {tier}"
+        );
+    }
+    // Figures: the limit, and what was withdrawn since the bind with this one.
+    let decision = evaluate(
+        &policy,
+        &state,
+        &withdraw(bound + HOUR, 70_000, instrument(bound, 60_000, today, 0)),
+    );
+    assert_eq!(
+        decision.figures,
+        RuleFigures {
+            limit: 100_000,
+            observed: 130_000
+        }
+    );
+    // A verified step-up passes it; another currency has no limit; a
+    // withdrawal without an instrument is not checked.
+    let facts = instrument(bound, 0, today, 0);
+    let verified = PaymentContext {
+        step_up_verified: true,
+        ..withdraw(bound + HOUR, 100_001, facts)
+    };
+    assert_eq!(outcome(&policy, &state, &verified), none);
+    let usd = PaymentContext {
+        currency: Currency::USD,
+        ..withdraw(bound + HOUR, 100_001, facts)
+    };
+    assert_eq!(outcome(&policy, &state, &usd), none);
+    assert_eq!(outcome(&policy, &state, &pay(bound + HOUR, 100_001)), none);
+}
+
+#[test]
+fn risk_instrument_daily_edges_and_midnight() {
+    let policy = instrument_policy();
+    let state = CustomerRiskState::new();
+    // Bound long ago: only the daily limit applies.
+    let bound = t0() - 30 * 24 * HOUR;
+    let now = t0();
+    let today = Day::from_timestamp(now);
+    let yesterday = Day(today.0 - 1);
+    let none = (Verdict::Approve, None);
+    let decline = (Verdict::Decline, Some(RuleId::InstrumentDaily));
+    // (withdrawn on that day, that day, amount, outcome)
+    let table = [
+        (0, today, 300_000, none),
+        (0, today, 300_001, decline),
+        (299_999, today, 1, none),
+        (299_999, today, 2, decline),
+        // Yesterday's withdrawals do not count today.
+        (300_000, yesterday, 300_000, none),
+    ];
+    for (day_total, day, amount, want) in table {
+        let payment = withdraw(now, amount, instrument(bound, 900_000, day, day_total));
+        assert_eq!(
+            outcome(&policy, &state, &payment),
+            want,
+            "{day_total} on {day:?} + {amount}"
+        );
+    }
+    // What the instrument remembers rolls over at midnight UTC.
+    let mut risk = InstrumentRisk::default();
+    let midnight = midnight(2026, 11, 11);
+    risk.record(200_000, midnight - 1);
+    risk.record(100_000, midnight - 1);
+    assert_eq!(
+        risk.day_total_on(Day::from_timestamp(midnight - 1)),
+        300_000
+    );
+    assert_eq!(risk.day_total_on(Day::from_timestamp(midnight)), 0);
+    risk.record(5, midnight);
+    assert_eq!(
+        risk,
+        InstrumentRisk {
+            withdrawn_total: 300_005,
+            day: Day::from_timestamp(midnight),
+            day_total: 5,
+        }
+    );
+    // The figures: the limit, today's withdrawals with this one.
+    let decision = evaluate(
+        &policy,
+        &state,
+        &withdraw(now, 1_000, instrument(bound, 0, today, 299_500)),
+    );
+    assert_eq!(
+        decision.figures,
+        RuleFigures {
+            limit: 300_000,
+            observed: 300_500
+        }
+    );
+}
+
+#[test]
+fn risk_instrument_binds_window_edges() {
+    let policy = instrument_policy();
+    let mut binds = BindRing::default();
+    let now = t0();
+    // (earlier binds, outcome of one more at `now`)
+    assert_eq!(evaluate_bind(&policy, &binds, now), Decision::APPROVE);
+    binds.record(now - HOUR); // exactly one window ago: outside (half-open)
+    binds.record(now - HOUR + 1);
+    assert_eq!(evaluate_bind(&policy, &binds, now), Decision::APPROVE);
+    binds.record(now - 1);
+    let decision = evaluate_bind(&policy, &binds, now);
+    assert_eq!(
+        (decision.verdict, decision.rule, decision.figures),
+        (
+            Verdict::Flag,
+            Some(RuleId::InstrumentBinds),
+            RuleFigures {
+                limit: 2,
+                observed: 3
+            }
+        )
+    );
+    assert!(decision.flags.contains(RuleId::InstrumentBinds));
+    // An hour later only the last bind is in the window.
+    assert_eq!(
+        evaluate_bind(&policy, &binds, now + HOUR - 1),
+        Decision::APPROVE
+    );
+    // A decline rule refuses the bind (and may freeze).
+    let mut strict = policy.clone();
+    strict.instrument_binds = Some(InstrumentBindsRule {
+        response: Response {
+            action: Action::Decline,
+            freeze: true,
+        },
+        binds_max: 2,
+        window_ns: HOUR,
+    });
+    let decision = evaluate_bind(&strict, &binds, now);
+    assert_eq!(decision.verdict, Verdict::Decline);
+    assert!(decision.freeze);
+    // The ring keeps the newest 16 binds, newest first.
+    let mut ring = BindRing::default();
+    for i in 0..40u64 {
+        ring.record(now + i);
+    }
+    assert_eq!(ring.len(), super::bounds::BINDS_REMEMBERED_MAX);
+    let kept: Vec<u64> = ring.iter().collect();
+    assert_eq!(kept.first(), Some(&(now + 39)));
+    assert_eq!(kept.last(), Some(&(now + 24)));
+    let mut full = strict.clone();
+    if let Some(rule) = full.instrument_binds.as_mut() {
+        rule.binds_max = 16;
+    }
+    assert_eq!(
+        evaluate_bind(&full, &ring, now + 40).verdict,
+        Verdict::Decline
+    );
+    assert_eq!(
+        evaluate_bind(&full, &ring, now + HOUR + 24).verdict,
+        Verdict::Approve
+    );
+    // No rule on: nothing fires.
+    assert_eq!(
+        evaluate_bind(&RiskPolicy::disabled(), &ring, now + 40),
+        Decision::APPROVE
+    );
 }

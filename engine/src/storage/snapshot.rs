@@ -26,6 +26,8 @@
 //! quote expiries  8  count u64, then (time, quote id) sorted           (24 bytes each)   (version 3)
 //! fx payments     8  count u64, then (payment id, legs) sorted         (64 bytes each)   (version 3)
 //! instruments     8  count u64, then (owner, Instrument) by owner, number (92 bytes each)   (version 4)
+//! instrument risk 8  count u64, then (owner u64, number u32, InstrumentRisk) by owner, number (32 bytes each)   (version 5)
+//! bind times      8  count u64, then (owner u64, BindRing) by owner            (138 bytes each)   (version 5)
 //! ```
 //!
 //! Version 1 (before the risk engine) is still read: it ends after the
@@ -33,7 +35,8 @@
 //! Version 2 (before FX) is still read too: it ends after the budgets, and
 //! loads with no rates, floors, quotes or FX legs. Version 3 (before funding
 //! instruments) is still read: it ends after the FX payments, and loads with
-//! no instruments.
+//! no instruments. Version 4 (before the instrument rules) is still read: it
+//! ends after the instruments, and loads with no instrument risk state.
 //!
 //! The `LedgerConfig` is not stored: it is configuration and is passed in.
 //! The id-to-slot index is rebuilt. The two expiry queues are stored as they
@@ -58,25 +61,28 @@ use crate::budget::BudgetState;
 use crate::command::{AccountId, AccountKind, CommandId, Detail, MerchantKey};
 use crate::currency::Currency;
 use crate::fx::{FxPaymentLegs, FxQuoteRecord, FxQuoteState, FxRate, FxState};
+use crate::instrument::InstrumentId;
 use crate::ledger::{
-    Account, Books, Hold, HoldState, IdempotencyRecord, Instrument, Instruments, Ledger,
+    Account, Books, Hold, HoldState, IdempotencyRecord, Instrument, Instruments, Kept, Ledger,
     LedgerConfig, OwnerCaps, Payment, PaymentCode, PaymentCodeState, Records,
 };
 use crate::limits;
 use crate::risk::bounds::POLICY_ENCODED_BYTES_MAX;
 use crate::risk::policy::canonical_config;
-use crate::risk::{AuditRing, CustomerRiskState, RiskBooks, RiskPolicy};
+use crate::risk::{AuditRing, BindRing, CustomerRiskState, InstrumentRisk, RiskBooks, RiskPolicy};
 use crate::storage::record::{decode_value, encode_value};
 use crate::storage::StorageError;
 
 const STATE_MAGIC: [u8; 8] = *b"prstate\0";
-const STATE_VERSION: u32 = 4;
+const STATE_VERSION: u32 = 5;
 /// The version before the risk sections, still read.
 const STATE_VERSION_NO_RISK: u32 = 1;
 /// The version before the FX sections, still read.
 const STATE_VERSION_NO_FX: u32 = 2;
 /// The version before the instruments section, still read.
 const STATE_VERSION_NO_INSTRUMENTS: u32 = 3;
+/// The version before the instrument rules' sections, still read.
+const STATE_VERSION_NO_INSTRUMENT_RISK: u32 = 4;
 
 /// Encoded sizes of one item of each section (checked by a test).
 const ACCOUNT_BYTES: usize = 56;
@@ -93,6 +99,8 @@ const FX_QUOTE_BYTES: usize = 74;
 const FX_QUOTE_EXPIRY_BYTES: usize = 24;
 const FX_PAYMENT_BYTES: usize = 64;
 const INSTRUMENT_BYTES: usize = 92;
+const INSTRUMENT_RISK_BYTES: usize = 32;
+const BIND_RING_BYTES: usize = 138;
 
 /// Appends the encoded state of `ledger` to `out` (layout in the module docs).
 pub fn encode_state(ledger: &Ledger, out: &mut Vec<u8>) {
@@ -184,13 +192,60 @@ pub fn encode_state(ledger: &Ledger, out: &mut Vec<u8>) {
     encode_instruments(&books.instruments, out);
 }
 
-/// The instruments section (version 4), in (owner, number) order.
+/// The instruments section (version 4), in (owner, number) order, then the
+/// instrument rules' sections (version 5): the instruments with withdrawals
+/// recorded, and the customers' bind times.
 fn encode_instruments(instruments: &Instruments, out: &mut Vec<u8>) {
     let all = instruments.sorted();
     put_count(out, all.len());
-    for entry in &all {
+    for (owner, kept) in &all {
+        encode_value(&(*owner, kept.instrument), out);
+    }
+    let withdrawn: Vec<(u64, u32, InstrumentRisk)> = all
+        .iter()
+        .filter(|(_, kept)| !kept.risk.is_empty())
+        .map(|(owner, kept)| (*owner, kept.instrument.number, kept.risk))
+        .collect();
+    put_count(out, withdrawn.len());
+    for entry in &withdrawn {
         encode_value(entry, out);
     }
+    let binds: Vec<(u64, BindRing)> = all
+        .iter()
+        .filter_map(|(owner, kept)| kept.binds.map(|binds| (*owner, binds)))
+        .collect();
+    put_count(out, binds.len());
+    for entry in &binds {
+        encode_value(entry, out);
+    }
+}
+
+/// Reads the instrument rules' sections (version 5) into `instruments`:
+/// each names a kept instrument (a customer with one), once.
+fn decode_instrument_risk(
+    reader: &mut Reader<'_>,
+    instruments: &mut Instruments,
+) -> Result<(), StorageError> {
+    let len = reader.count(INSTRUMENT_RISK_BYTES, usize::MAX, "instrument risk")?;
+    for _ in 0..len {
+        let (owner, number, risk): (u64, u32, InstrumentRisk) =
+            reader.item(INSTRUMENT_RISK_BYTES, "instrument risk")?;
+        if !instruments.set_risk(InstrumentId { owner, number }, risk) {
+            return Err(corrupt(format!(
+                "instrument risk of {owner}/{number}: no such instrument, or twice"
+            )));
+        }
+    }
+    let len = reader.count(BIND_RING_BYTES, usize::MAX, "bind times")?;
+    for _ in 0..len {
+        let (owner, binds): (u64, BindRing) = reader.item(BIND_RING_BYTES, "bind times")?;
+        if !instruments.set_binds(owner, binds) {
+            return Err(corrupt(format!(
+                "bind times of {owner}: no instrument of the customer, or twice"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the instruments section: valid fields, no number twice for one
@@ -210,7 +265,7 @@ fn decode_instruments(reader: &mut Reader<'_>) -> Result<Instruments, StorageErr
         if !fields {
             return Err(corrupt(format!("instrument {id} has invalid fields")));
         }
-        if !instruments.insert(owner, instrument) {
+        if !instruments.insert(owner, Kept::from(instrument)) {
             return Err(corrupt(format!("instrument {id} appears twice")));
         }
     }
@@ -518,6 +573,7 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
         && version != STATE_VERSION_NO_RISK
         && version != STATE_VERSION_NO_FX
         && version != STATE_VERSION_NO_INSTRUMENTS
+        && version != STATE_VERSION_NO_INSTRUMENT_RISK
     {
         return Err(corrupt(format!(
             "state format version {version} is not supported (this build reads {STATE_VERSION})"
@@ -711,12 +767,15 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
     } else {
         FxState::default()
     };
-    // 11. Instruments (version 4).
-    let instruments = if version == STATE_VERSION {
+    // 11. Instruments (version 4), and the instrument rules' state (version 5).
+    let mut instruments = if version >= STATE_VERSION_NO_INSTRUMENT_RISK {
         decode_instruments(&mut reader)?
     } else {
         Instruments::default()
     };
+    if version == STATE_VERSION {
+        decode_instrument_risk(&mut reader, &mut instruments)?;
+    }
 
     if !reader.bytes.is_empty() {
         return Err(corrupt(format!(
@@ -931,6 +990,12 @@ mod tests {
             &mut out,
         );
         assert_eq!(out.len(), INSTRUMENT_BYTES);
+        out.clear();
+        encode_value(&(7u64, 1u32, InstrumentRisk::default()), &mut out);
+        assert_eq!(out.len(), INSTRUMENT_RISK_BYTES);
+        out.clear();
+        encode_value(&(7u64, BindRing::default()), &mut out);
+        assert_eq!(out.len(), BIND_RING_BYTES);
     }
 
     #[test]
@@ -940,7 +1005,7 @@ mod tests {
         encode_state(&ledger, &mut bytes);
         assert_eq!(
             bytes.len(),
-            8 + 4 + 8 + 8 + 8 * 8 + 8 + 10 + 3 * 8 + 5 * 8 + 8
+            8 + 4 + 8 + 8 + 8 * 8 + 8 + 10 + 3 * 8 + 5 * 8 + 8 + 2 * 8
         );
         let decoded = decode_state(&bytes, LedgerConfig::default()).unwrap();
         assert_eq!(decoded.digest(), ledger.digest());
