@@ -164,10 +164,11 @@ fn log_memory_budget(engine: &Engine, accounts: u64) {
         .map(|table| table.budget_bytes(accounts))
         .fold(0, u64::saturating_add);
     // The checkpointer's copy of the state: every table again, and the
-    // idempotency records in a lone ledger's map.
+    // idempotency records in a lone ledger's table.
     let checkpoint_copy_bytes = tables_budget_bytes.saturating_add(
-        stats_of(engine, |stats| &stats.idempotency_records_capacity)
-            .saturating_mul(payrail_engine::pipeline::CHECKPOINT_FOLLOWER_RECORD_BYTES),
+        payrail_engine::pipeline::checkpoint_follower_records_bytes(stats_of(engine, |stats| {
+            &stats.idempotency_records_capacity
+        })),
     );
     tracing::info!(
         accounts,

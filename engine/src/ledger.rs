@@ -13,8 +13,7 @@
 //! the checks have proven cannot fail.
 
 use std::cmp::Reverse;
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap};
 
 use rustc_hash::FxHashMap;
 
@@ -36,6 +35,7 @@ use crate::fx::FxState;
 use crate::history::{HistorySink, Movement, MovementContext};
 use crate::limits;
 use crate::prefetch::prefetch;
+use crate::record_ring::{self, Ring};
 use crate::risk::{RiskBooks, RiskPolicy};
 use crate::status::Status;
 
@@ -330,11 +330,131 @@ pub(crate) struct Books {
     pub(crate) caps: OwnerCaps,
 }
 
-/// Idempotency records in arrival order, for retention.
-#[derive(Debug, Default, Clone)]
+/// Bytes a lone ledger's idempotency record table takes when allocated for
+/// `records_max` records (see `Records::lone`).
+pub fn lone_records_bytes(records_max: usize) -> usize {
+    Ring::<5>::bytes_for(records_max.max(limits::BATCH_COMMANDS_MAX))
+}
+
+/// How far ahead of an eviction its index bucket is prefetched.
+const EVICT_AHEAD: u64 = 8;
+
+/// Idempotency records. The lone ledger (recovery, the checkpointer's
+/// follower, tools and tests) keeps every command's, oldest first, in a
+/// ring allocated once for `idempotency_records_max` (`record_ring.rs`: 40
+/// bytes a record in the ring, 16 to 32 in its index). A shard keeps only
+/// the records of its withdrawal holds, by id: its router keeps every
+/// record in arrival order and says when one goes.
+#[derive(Debug, Clone)]
 pub(crate) struct Records {
-    pub(crate) by_id: FxHashMap<CommandId, IdempotencyRecord>,
-    pub(crate) order: VecDeque<CommandId>,
+    /// The lone ledger's, oldest first: id (2 words), fingerprint,
+    /// timestamp, status code.
+    ring: Ring<5>,
+    /// A shard's: its withdrawal holds' records.
+    pub(crate) held: FxHashMap<CommandId, IdempotencyRecord>,
+}
+
+impl Records {
+    /// A lone ledger's records: room for `records_max`, and for at least a
+    /// batch (which is kept whole even past a smaller cap).
+    pub(crate) fn lone(records_max: usize) -> Records {
+        Records {
+            ring: Ring::new(records_max.max(limits::BATCH_COMMANDS_MAX), 0),
+            held: FxHashMap::default(),
+        }
+    }
+
+    /// A shard's records: its holds' only.
+    pub(crate) fn shard() -> Records {
+        Records {
+            ring: Ring::new(1, 0),
+            held: FxHashMap::default(),
+        }
+    }
+
+    fn pack(id: CommandId, record: &IdempotencyRecord) -> [u64; 5] {
+        let mut slot = record_ring::slot_for(id);
+        slot[2] = record.fingerprint;
+        slot[3] = record.timestamp;
+        slot[4] = u64::from(record.status.code());
+        slot
+    }
+
+    fn unpack(slot: &[u64; 5]) -> IdempotencyRecord {
+        let status = match Status::from_code(slot[4] as u16) {
+            Some(status) => status,
+            None => unreachable!("a record holds a status code this build wrote"),
+        };
+        IdempotencyRecord {
+            fingerprint: slot[2],
+            status,
+            timestamp: slot[3],
+        }
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, id: CommandId) -> Option<IdempotencyRecord> {
+        match self.ring.get(id) {
+            Some((_, slot)) => Some(Records::unpack(slot)),
+            None if self.held.is_empty() => None,
+            None => self.held.get(&id).copied(),
+        }
+    }
+
+    pub(crate) fn contains(&self, id: CommandId) -> bool {
+        self.ring.contains(id) || self.held.contains_key(&id)
+    }
+
+    /// How many records are kept.
+    pub(crate) fn len(&self) -> usize {
+        self.ring.len() + self.held.len()
+    }
+
+    /// Keeps the record of a command not kept, as the newest.
+    pub(crate) fn push(&mut self, id: CommandId, record: &IdempotencyRecord) {
+        self.ring.push(Records::pack(id, record));
+    }
+
+    /// The oldest record in arrival order.
+    #[inline]
+    pub(crate) fn front(&self) -> Option<(CommandId, IdempotencyRecord)> {
+        let slot = self.ring.front()?;
+        Some((record_ring::slot_id(slot), Records::unpack(slot)))
+    }
+
+    /// Drops the oldest record in arrival order and says whose it was.
+    pub(crate) fn pop_front(&mut self) -> Option<CommandId> {
+        self.ring
+            .pop_front()
+            .map(|slot| record_ring::slot_id(&slot))
+    }
+
+    /// Every record in arrival order, oldest first (a shard's held ones are
+    /// not in it).
+    pub(crate) fn in_order(&self) -> impl Iterator<Item = (CommandId, IdempotencyRecord)> + '_ {
+        self.ring
+            .iter()
+            .map(|slot| (record_ring::slot_id(slot), Records::unpack(slot)))
+    }
+
+    /// Asks the CPU for what looking `id` up will read first.
+    #[inline]
+    pub(crate) fn prefetch(&self, id: CommandId) {
+        self.ring.prefetch(id);
+    }
+
+    /// Asks the CPU for the index bucket the eviction `ahead` places after
+    /// the next will clear.
+    #[inline]
+    fn prefetch_eviction(&self, ahead: u64) {
+        self.ring.prefetch_eviction(ahead);
+    }
+
+    /// Marks the ring for huge pages, and its copies (a table kept for the
+    /// process's life: a huge page is zeroed whole on first touch).
+    pub(crate) fn advise_huge_pages(&mut self) {
+        self.ring.advise_huge_pages();
+    }
 }
 
 /// The ledger state machine. See the module documentation.
@@ -362,7 +482,7 @@ impl Ledger {
                 caps: OwnerCaps::of(&config),
                 ..Books::default()
             },
-            records: Records::default(),
+            records: Records::lone(config.idempotency_records_max),
             sequence: 0,
             timestamp: 0,
         }
@@ -451,9 +571,7 @@ impl Ledger {
     /// need (see `warm_ahead`).
     #[inline]
     fn warm_accounts(&self, command: &Command) {
-        if let Some(record) = self.records.by_id.get(&command.id) {
-            prefetch(record, 1);
-        }
+        self.records.prefetch(command.id);
         let (accounts, _) = warm_parties(&command.kind);
         for id in accounts.into_iter().flatten() {
             if let Some(account) = self.books.find(id) {
@@ -517,63 +635,66 @@ impl Ledger {
 
     fn apply_command(&mut self, index: u32, command: &Command, timestamp: u64) -> CommandResult {
         let fingerprint = command.fingerprint();
-        match self.records.by_id.entry(command.id) {
-            Entry::Occupied(entry) => {
-                let record = entry.get();
-                if record.fingerprint == fingerprint {
-                    let detail = match command.kind {
-                        CommandKind::FxQuote { .. } => self.books.fx.retry_detail(command.id),
-                        _ => Detail::None,
-                    };
-                    CommandResult::with_detail(record.status, detail)
-                } else {
-                    CommandResult::new(Status::IdReusedWithDifferentFields)
-                }
-            }
-            Entry::Vacant(entry) => {
-                if self.books.history.is_some() {
-                    self.books.set_movement_context(command, index);
-                }
-                let result = self.books.execute(command, timestamp);
-                entry.insert(IdempotencyRecord {
-                    fingerprint,
-                    status: result.status,
-                    timestamp,
-                });
-                self.records.order.push_back(command.id);
-                result
-            }
+        if let Some(record) = self.records.get(command.id) {
+            return if record.fingerprint == fingerprint {
+                let detail = match command.kind {
+                    CommandKind::FxQuote { .. } => self.books.fx.retry_detail(command.id),
+                    _ => Detail::None,
+                };
+                CommandResult::with_detail(record.status, detail)
+            } else {
+                CommandResult::new(Status::IdReusedWithDifferentFields)
+            };
         }
+        if self.books.history.is_some() {
+            self.books.set_movement_context(command, index);
+        }
+        let result = self.books.execute(command, timestamp);
+        self.records.push(
+            command.id,
+            &IdempotencyRecord {
+                fingerprint,
+                status: result.status,
+                timestamp,
+            },
+        );
+        result
     }
 
     /// Drops the records that are past the retention window, and the oldest
     /// beyond the cap (leaving room for the incoming batch).
     fn evict_records(&mut self, timestamp: u64, incoming: usize) {
         let keep_max = self.config.idempotency_records_max.saturating_sub(incoming);
-        while let Some(&oldest) = self.records.order.front() {
-            // Over the cap the oldest goes whatever its age, without reading
-            // it first (one table probe per eviction, not two); under it,
-            // only age can evict.
-            if self.records.order.len() <= keep_max {
-                let expired = self.records.by_id.get(&oldest).is_none_or(|record| {
-                    record
-                        .timestamp
-                        .saturating_add(self.config.idempotency_window_ns)
-                        <= timestamp
-                });
-                if !expired {
-                    break;
-                }
+        while let Some((_, oldest)) = self.records.front() {
+            // Over the cap the oldest goes whatever its age; under it, only
+            // age can evict.
+            if self.records.len() <= keep_max
+                && oldest
+                    .timestamp
+                    .saturating_add(self.config.idempotency_window_ns)
+                    > timestamp
+            {
+                break;
             }
-            self.records.order.pop_front();
-            self.forget_record(oldest);
+            // Evictions come in runs (a batch's worth at the cap): the
+            // index bucket of a later one is asked for now.
+            self.records.prefetch_eviction(EVICT_AHEAD);
+            if let Some(id) = self.records.pop_front() {
+                self.forget_with_record(id);
+            }
         }
     }
 
     /// Drops one command's idempotency record and what lives as long as it.
     /// The caller has taken the id off `records.order`.
     pub(crate) fn forget_record(&mut self, id: CommandId) {
-        self.records.by_id.remove(&id);
+        self.records.held.remove(&id);
+        self.forget_with_record(id);
+    }
+
+    /// Drops what lives as long as a command's idempotency record, which
+    /// has gone.
+    fn forget_with_record(&mut self, id: CommandId) {
         // A payment is refundable as long as its command's record is kept.
         if !self.books.payments.is_empty() {
             self.books.payments.remove(&id);
@@ -593,7 +714,7 @@ impl Ledger {
                 Some(&slot) => QueryReply::Balance(self.books.accounts[slot as usize].view()),
                 None => QueryReply::Refused(Status::UnknownAccount),
             },
-            Query::Command { id } => match self.records.by_id.get(id) {
+            Query::Command { id } => match self.records.get(*id) {
                 Some(record) => QueryReply::Command(record.status),
                 None => QueryReply::Refused(Status::UnknownCommand),
             },
@@ -690,12 +811,12 @@ impl Ledger {
     }
 
     /// The first result recorded for this command id, while it is remembered.
-    pub fn record(&self, id: CommandId) -> Option<&IdempotencyRecord> {
-        self.records.by_id.get(&id)
+    pub fn record(&self, id: CommandId) -> Option<IdempotencyRecord> {
+        self.records.get(id)
     }
 
     pub fn records_len(&self) -> usize {
-        self.records.order.len()
+        self.records.len()
     }
 
     /// Sums per currency over all accounts (see [`CurrencyTotals`]).
@@ -770,14 +891,15 @@ impl Ledger {
         // someone crafting collisions.)
         let mut sum: u128 = 0;
         let mut bytes = [0u8; 34];
-        for (id, record) in &self.records.by_id {
+        let held = self.records.held.iter().map(|(&id, &record)| (id, record));
+        for (id, record) in self.records.in_order().chain(held) {
             bytes[..16].copy_from_slice(&id.0.to_le_bytes());
             bytes[16..24].copy_from_slice(&record.fingerprint.to_le_bytes());
             bytes[24..26].copy_from_slice(&record.status.code().to_le_bytes());
             bytes[26..34].copy_from_slice(&record.timestamp.to_le_bytes());
             sum = sum.wrapping_add(xxhash_rust::xxh3::xxh3_128(&bytes));
         }
-        hasher.update(&(self.records.by_id.len() as u64).to_le_bytes());
+        hasher.update(&(self.records.len() as u64).to_le_bytes());
         hasher.update(&sum.to_le_bytes());
         self.books.digest_payments(&mut hasher);
         self.books.risk.digest_into(&mut hasher);
@@ -1434,7 +1556,7 @@ impl Books {
             if hold.state == HoldState::Pending {
                 self.release_hold(&hold, HoldState::Expired);
             }
-            if records.is_some_and(|records| !records.by_id.contains_key(&id)) {
+            if records.is_some_and(|records| !records.contains(id)) {
                 self.holds.remove(&id);
             }
         }

@@ -25,6 +25,7 @@ pub mod ledger;
 pub mod limits;
 pub mod pipeline;
 mod prefetch;
+mod record_ring;
 pub mod risk;
 pub mod shard;
 pub mod status;

@@ -608,8 +608,10 @@ impl Engine {
         mut storage: S,
         config: EngineConfig,
     ) -> Result<Engine, EngineError> {
-        let (ledger, recovery) =
+        let (mut ledger, recovery) =
             storage::recover_with_history(&mut storage, config.ledger, config.history)?;
+        // The follower's copy keeps its records for the process's life.
+        ledger.records.advise_huge_pages();
         let tables = ledger.tables();
         let keeps_history = config.history && storage.keeps_history();
         // The checkpointer keeps its own copy of the state and follows the
@@ -1506,16 +1508,14 @@ struct Checkpointer<S: Storage> {
     stopping: Arc<AtomicBool>,
 }
 
-/// Bytes one idempotency record takes in the checkpointer's copy of the
-/// state (a lone ledger's hash map entry at its 7/8 load, plus its place in
-/// the arrival queue), for the memory budget. The rest of the copy takes
-/// what the ledger's tables take.
-pub const CHECKPOINT_FOLLOWER_RECORD_BYTES: u64 =
-    ((std::mem::size_of::<(crate::command::CommandId, crate::ledger::IdempotencyRecord)>() as u64
-        + 1)
-        * 8)
-    .div_ceil(7)
-        + std::mem::size_of::<crate::command::CommandId>() as u64;
+/// Bytes the checkpointer's copy of the state takes for its idempotency
+/// records, for the memory budget: a lone ledger's table allocated for
+/// `records_max` (40-byte ring slots and an index of at least two 8-byte
+/// buckets a record, see `Records::lone`). The rest of the copy takes what
+/// the ledger's tables take.
+pub fn checkpoint_follower_records_bytes(records_max: u64) -> u64 {
+    crate::ledger::lone_records_bytes(usize::try_from(records_max).unwrap_or(usize::MAX)) as u64
+}
 
 /// Longest a checkpoint waits for the history writer to reach its marker.
 const CHECKPOINT_HISTORY_WAIT: Duration = Duration::from_secs(60);

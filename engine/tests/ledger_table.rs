@@ -896,7 +896,7 @@ fn idempotency_records_expire_after_the_window() {
     harness.at(T0 + window).tick();
     assert!(harness.ledger.record(CommandId(1)).is_none());
     assert!(harness.ledger.record(CommandId(2)).is_none());
-    let record = *harness.ledger.record(CommandId(3)).unwrap();
+    let record = harness.ledger.record(CommandId(3)).unwrap();
     assert_eq!((record.status, record.timestamp), (S::Ok, T0 + 5 * SECOND));
     assert_eq!(harness.ledger.records_len(), 1);
     harness.run(&[

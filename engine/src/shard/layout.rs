@@ -18,7 +18,7 @@ use super::records::{RecordRing, RouterRecord};
 use super::router::{CodeEntry, HoldEntry, HoldKnown, KeyEntry, QuoteEntry, RouterTables};
 use super::{shard_of_owner, Placement};
 use crate::command::{AccountId, AccountKind, CommandId, HouseRole};
-use crate::ledger::{Account, IdempotencyRecord, Ledger, LedgerConfig};
+use crate::ledger::{Account, IdempotencyRecord, Ledger, LedgerConfig, Records};
 use crate::limits;
 
 /// A lone ledger's state split over shards, with the router's tables.
@@ -43,6 +43,7 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
     let mut ledgers: Vec<Ledger> = (0..shards)
         .map(|shard| {
             let mut part = Ledger::new(config);
+            part.records = Records::shard();
             part.sequence = ledger.sequence;
             part.timestamp = ledger.timestamp;
             part.books.house_part = shard as u32;
@@ -285,22 +286,19 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
     // less than what the checkpoint holds, or than a few batches).
     let capacity = config
         .idempotency_records_max
-        .max(ledger.records.order.len())
+        .max(ledger.records.len())
         .max(limits::BATCH_COMMANDS_MAX * 8);
     let mut records = RecordRing::new(capacity, 0);
-    for id in &ledger.records.order {
-        let Some(record) = ledger.records.by_id.get(id) else {
-            continue;
-        };
-        let (home, parties) = match payment_parties.get(id) {
+    for (id, record) in ledger.records.in_order() {
+        let (home, parties) = match payment_parties.get(&id) {
             Some(&(shard, parties)) => (shard, Some(parties)),
-            None => (hold_homes.get(id).copied().unwrap_or(0), None),
+            None => (hold_homes.get(&id).copied().unwrap_or(0), None),
         };
-        if hold_homes.contains_key(id) {
-            ledgers[home as usize].records.by_id.insert(*id, *record);
+        if hold_homes.contains_key(&id) {
+            ledgers[home as usize].records.held.insert(id, record);
         }
         records.push(
-            *id,
+            id,
             &RouterRecord {
                 fingerprint: record.fingerprint,
                 status: Some(record.status),
@@ -452,9 +450,9 @@ pub(super) fn merge(
             merged.books.payments.insert(payment.id, moved);
         }
     }
+    merged.records = Records::lone(config.idempotency_records_max.max(records.len()));
     for (id, record) in records {
-        merged.records.by_id.insert(id, record);
-        merged.records.order.push_back(id);
+        merged.records.push(id, &record);
     }
     merge_risk(&mut merged, &shards);
     // Instruments: each customer's on its shard, so the lists are disjoint.

@@ -1,33 +1,12 @@
-//! The router's idempotency records: one table allocated once, at start,
-//! for `idempotency_records_max` records, that never grows or rehashes.
-//!
-//! ```text
-//! ring   [ slot 0 | slot 1 | ... | slot C-1 ]   C = capacity, 64 bytes a slot
-//!          records in arrival order: arrival a lives in slot a % C;
-//!          the live ones are arrivals head..tail (oldest first)
-//! index  [ bucket 0 | ... | bucket 2^k - 1 ]     2^k >= 2 C, 8 bytes a bucket
-//!          open addressing, linear probing: 0 = empty, else
-//!          (hash tag: 32 bits) << 32 | (slot + 1)
-//! ```
-//!
-//! Eviction is a ring: the oldest record goes first (the lone ledger's
-//! rule: past the retention window, or past the cap), so removing is always
-//! at `head`, and the index entry goes by backward shift (no tombstones,
-//! probe chains never lengthen with churn). A record is 64 bytes in the
-//! ring plus at least 16 in the index: 80 bytes (at most 96) per record.
-//!
-//! The memory is taken zeroed from the allocator, so the kernel maps it
-//! lazily, and marked for transparent huge pages (a look-up at random in
-//! gigabytes would otherwise pay a TLB miss and a page walk);
-//! [`RecordRing::prefault`] touches every page once at start so the first
-//! minutes of traffic do not pay page faults (the server calls it).
-//!
-//! Ids are client-chosen, so the index hashes them with a key drawn at
-//! start (xxh3 with a random seed): a gateway cannot aim ids at one probe
-//! chain. The key only decides where an id sits in the index, never an
-//! outcome (invariant 2).
+//! The router's idempotency records: a [`Ring`] of 64-byte slots allocated
+//! once, at start, for `idempotency_records_max` records, that never grows
+//! or rehashes (the layout, eviction and hashing are `record_ring.rs`'s).
+//! A record is 64 bytes in the ring plus at least 16 in the index: 80 bytes
+//! (at most 96) per record. The server marks the table for huge pages and
+//! touches it once at start ([`RecordRing::prefault`]).
 
 use crate::command::{AccountId, CommandId};
+use crate::record_ring::{slot_id, Ring};
 use crate::status::Status;
 
 /// The router's copy of one command's idempotency record.
@@ -82,10 +61,6 @@ fn pack(id: CommandId, record: &RouterRecord) -> Slot {
     ]
 }
 
-fn slot_id(slot: &Slot) -> CommandId {
-    CommandId(u128::from(slot[0]) | u128::from(slot[1]) << 64)
-}
-
 fn unpack(slot: &Slot) -> RouterRecord {
     let meta = slot[4];
     RouterRecord {
@@ -104,260 +79,89 @@ fn unpack(slot: &Slot) -> RouterRecord {
 }
 
 /// See the module documentation.
-pub(crate) struct RecordRing {
-    slots: Box<[Slot]>,
-    index: Box<[u64]>,
-    /// `index.len() - 1`.
-    mask: usize,
-    /// log2 of `index.len()`.
-    bits: u32,
-    seed: u64,
-    /// Arrival number of the oldest record kept.
-    head: u64,
-    /// Arrival number the next record gets.
-    tail: u64,
-}
-
-impl std::fmt::Debug for RecordRing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RecordRing")
-            .field("capacity", &self.slots.len())
-            .field("len", &self.len())
-            .finish_non_exhaustive()
-    }
-}
+#[derive(Debug)]
+pub(crate) struct RecordRing(Ring<8>);
 
 impl RecordRing {
     /// A ring for `capacity` records (at least one), arrivals numbered from
-    /// `first_arrival`.
+    /// `first_arrival`, marked for huge pages.
     pub(crate) fn new(capacity: usize, first_arrival: u64) -> RecordRing {
-        let capacity = capacity.clamp(1, u32::MAX as usize - 1);
-        let buckets = (capacity * 2).next_power_of_two().max(16);
-        let bits = buckets.trailing_zeros();
-        assert!(bits <= 32, "the hash tag holds the bucket bits");
-        // Zeroed allocations (calloc): no page is touched until used.
-        let mut slots = vec![[0u64; 8]; capacity].into_boxed_slice();
-        let mut index = vec![0u64; buckets].into_boxed_slice();
-        // Read at random: on huge pages an access costs no page walk.
-        crate::prefetch::advise_huge_pages(&mut slots);
-        crate::prefetch::advise_huge_pages(&mut index);
-        let seed = {
-            use std::hash::{BuildHasher, Hasher};
-            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-            hasher.write_u64(0x7061_7972_6169_6c00);
-            hasher.finish()
-        };
-        RecordRing {
-            slots,
-            index,
-            mask: buckets - 1,
-            bits,
-            seed,
-            head: first_arrival,
-            tail: first_arrival,
-        }
+        let mut ring = Ring::new(capacity, first_arrival);
+        ring.advise_huge_pages();
+        RecordRing(ring)
     }
 
-    /// Touches every page of the table once (the kernel maps zeroed
-    /// memory lazily): 3.4 s for 2.5 GiB on the 2-core reference machine,
-    /// the kernel zeroing the pages.
+    /// Touches every page of the table once (see `Ring::prefault`).
     pub(crate) fn prefault(&mut self) {
-        const PAGE: usize = 4096;
-        for slot in self
-            .slots
-            .iter_mut()
-            .step_by(PAGE / std::mem::size_of::<Slot>())
-        {
-            slot[7] = 0;
-        }
-        for bucket in self
-            .index
-            .iter_mut()
-            .step_by(PAGE / std::mem::size_of::<u64>())
-        {
-            // Read-modify-write of a zero: the bucket keeps its value.
-            *bucket = std::hint::black_box(*bucket);
-        }
+        self.0.prefault();
     }
 
     pub(crate) fn capacity(&self) -> usize {
-        self.slots.len()
+        self.0.capacity()
     }
 
     pub(crate) fn len(&self) -> usize {
-        (self.tail - self.head) as usize
+        self.0.len()
     }
 
     /// Bytes allocated, ring and index.
     pub(crate) fn bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.slots) + std::mem::size_of_val(&*self.index)
+        self.0.bytes()
     }
 
     /// The arrival number the next record gets.
     pub(crate) fn next_arrival(&self) -> u64 {
-        self.tail
+        self.0.next_arrival()
     }
 
-    #[inline]
-    fn hash(&self, id: CommandId) -> u64 {
-        xxhash_rust::xxh3::xxh3_64_with_seed(&id.0.to_le_bytes(), self.seed)
-    }
-
-    #[inline]
-    fn home_bucket(&self, tag: u32) -> usize {
-        (tag >> (32 - self.bits)) as usize
-    }
-
-    #[inline]
-    fn slot_of(&self, arrival: u64) -> usize {
-        (arrival % self.slots.len() as u64) as usize
-    }
-
-    /// The bucket holding `id`, and its arrival.
-    #[inline]
-    fn find(&self, id: CommandId) -> Option<(usize, u64)> {
-        let tag = (self.hash(id) >> 32) as u32;
-        let mut bucket = self.home_bucket(tag);
-        loop {
-            let entry = self.index[bucket];
-            if entry == 0 {
-                return None;
-            }
-            if (entry >> 32) as u32 == tag {
-                let slot = (entry as u32 - 1) as usize;
-                if slot_id(&self.slots[slot]) == id {
-                    return Some((bucket, self.arrival_of_slot(slot)));
-                }
-            }
-            bucket = (bucket + 1) & self.mask;
-        }
-    }
-
-    /// The arrival number of a live slot.
-    fn arrival_of_slot(&self, slot: usize) -> u64 {
-        let capacity = self.slots.len() as u64;
-        let head_slot = self.head % capacity;
-        let offset = (slot as u64 + capacity - head_slot) % capacity;
-        self.head + offset
-    }
-
-    /// Asks the CPU for the index bucket where `id`'s look-up starts (a
-    /// hint: the table is far larger than the cache, so each look-up is a
-    /// miss unless asked for a few commands ahead).
+    /// Asks the CPU for the index bucket where `id`'s look-up starts.
     #[inline]
     pub(crate) fn prefetch(&self, id: CommandId) {
-        let tag = (self.hash(id) >> 32) as u32;
-        crate::prefetch::prefetch(&self.index[self.home_bucket(tag)], 1);
+        self.0.prefetch(id);
     }
 
     /// The record of `id` and its arrival number.
     #[inline]
     pub(crate) fn get(&self, id: CommandId) -> Option<(u64, RouterRecord)> {
-        let (_, arrival) = self.find(id)?;
-        Some((arrival, unpack(&self.slots[self.slot_of(arrival)])))
+        self.0
+            .get(id)
+            .map(|(arrival, slot)| (arrival, unpack(slot)))
     }
 
     pub(crate) fn contains(&self, id: CommandId) -> bool {
-        self.find(id).is_some()
-    }
-
-    fn live(&self, arrival: u64) -> bool {
-        (self.head..self.tail).contains(&arrival)
+        self.0.contains(id)
     }
 
     /// Sets the status of the record that arrived as `arrival`, if it is
     /// still kept (no hash: the arrival names the slot).
     #[inline]
     pub(crate) fn set_status(&mut self, arrival: u64, status: Status) {
-        if !self.live(arrival) {
-            return;
+        if let Some(slot) = self.0.slot_mut(arrival) {
+            slot[4] = (slot[4] & !0xFFFF) | u64::from(status.code()) | META_HAS_STATUS;
         }
-        let slot = self.slot_of(arrival);
-        let meta = &mut self.slots[slot][4];
-        *meta = (*meta & !0xFFFF) | u64::from(status.code()) | META_HAS_STATUS;
     }
 
     /// Appends a record for an id not kept; returns its arrival number.
     /// The caller makes room first (the table never grows).
     pub(crate) fn push(&mut self, id: CommandId, record: &RouterRecord) -> u64 {
-        assert!(
-            self.len() < self.slots.len(),
-            "record ring full: evict first"
-        );
-        debug_assert!(!self.contains(id), "an id is kept once");
-        let arrival = self.tail;
-        let slot = self.slot_of(arrival);
-        self.slots[slot] = pack(id, record);
-        let tag = (self.hash(id) >> 32) as u32;
-        let mut bucket = self.home_bucket(tag);
-        while self.index[bucket] != 0 {
-            bucket = (bucket + 1) & self.mask;
-        }
-        self.index[bucket] = u64::from(tag) << 32 | (slot as u64 + 1);
-        self.tail += 1;
-        arrival
+        self.0.push(pack(id, record))
     }
 
     /// The oldest record kept.
     pub(crate) fn front(&self) -> Option<(CommandId, RouterRecord)> {
-        if self.head == self.tail {
-            return None;
-        }
-        let slot = &self.slots[self.slot_of(self.head)];
-        Some((slot_id(slot), unpack(slot)))
+        self.0.front().map(|slot| (slot_id(slot), unpack(slot)))
     }
 
     /// Drops the oldest record.
     pub(crate) fn pop_front(&mut self) -> Option<(CommandId, RouterRecord)> {
-        let (id, record) = self.front()?;
-        let slot = self.slot_of(self.head) as u64 + 1;
-        let tag = (self.hash(id) >> 32) as u32;
-        let mut bucket = self.home_bucket(tag);
-        while self.index[bucket] as u32 as u64 != slot {
-            assert_ne!(self.index[bucket], 0, "every record kept is indexed");
-            bucket = (bucket + 1) & self.mask;
-        }
-        self.remove_bucket(bucket);
-        self.slots[(slot - 1) as usize] = [0; 8];
-        self.head += 1;
-        Some((id, record))
-    }
-
-    /// Backward-shift deletion: entries after the hole that may live in it
-    /// move back, so every probe chain stays unbroken.
-    fn remove_bucket(&mut self, mut hole: usize) {
-        let mut next = hole;
-        loop {
-            self.index[hole] = 0;
-            loop {
-                next = (next + 1) & self.mask;
-                let entry = self.index[next];
-                if entry == 0 {
-                    return;
-                }
-                let home = self.home_bucket((entry >> 32) as u32);
-                // The entry may move to `hole` unless its home lies
-                // cyclically in (hole, next].
-                let stays = if hole <= next {
-                    hole < home && home <= next
-                } else {
-                    hole < home || home <= next
-                };
-                if !stays {
-                    self.index[hole] = entry;
-                    hole = next;
-                    break;
-                }
-            }
-        }
+        self.0
+            .pop_front()
+            .map(|slot| (slot_id(&slot), unpack(&slot)))
     }
 
     /// Every record kept, oldest first.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (CommandId, RouterRecord)> + '_ {
-        (self.head..self.tail).map(|arrival| {
-            let slot = &self.slots[self.slot_of(arrival)];
-            (slot_id(slot), unpack(slot))
-        })
+        self.0.iter().map(|slot| (slot_id(slot), unpack(slot)))
     }
 }
 

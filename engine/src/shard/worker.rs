@@ -768,7 +768,7 @@ impl Worker {
             return;
         }
         let records = &mut self.ledger.records;
-        records.by_id.insert(
+        records.held.insert(
             command.id,
             IdempotencyRecord {
                 fingerprint,

@@ -53,7 +53,7 @@
 //! `Ledger::apply`.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -114,7 +114,7 @@ pub fn encode_state(ledger: &Ledger, out: &mut Vec<u8>) {
             + books.payment_codes.len() * PAYMENT_CODE_BYTES
             + books.code_expiries.len() * CODE_EXPIRY_BYTES
             + books.payments.len() * PAYMENT_BYTES
-            + records.order.len() * RECORD_BYTES,
+            + records.len() * RECORD_BYTES,
     );
     out.extend_from_slice(&STATE_MAGIC);
     out.extend_from_slice(&STATE_VERSION.to_le_bytes());
@@ -174,18 +174,12 @@ pub fn encode_state(ledger: &Ledger, out: &mut Vec<u8>) {
         encode_value(payment, out);
     }
 
-    // `order` and `by_id` change together in the ledger; should they ever
-    // disagree, the count written is the number of records actually written.
-    let count_at = out.len();
-    put_count(out, 0);
-    let mut written = 0usize;
-    for id in &records.order {
-        if let Some(record) = records.by_id.get(id) {
-            encode_value(&(*id, *record), out);
-            written += 1;
-        }
+    // A lone ledger's records, oldest first (a shard's are its router's).
+    assert!(records.held.is_empty(), "a checkpoint is a lone ledger's");
+    put_count(out, records.len());
+    for (id, record) in records.in_order() {
+        encode_value(&(id, record), out);
     }
-    out[count_at..count_at + 8].copy_from_slice(&(written as u64).to_le_bytes());
 
     encode_risk(&books.risk, out);
     encode_fx(&books.fx, out);
@@ -744,15 +738,15 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
 
     // 8. Idempotency records, in arrival order.
     let records_len = reader.count(RECORD_BYTES, usize::MAX, "records")?;
-    let mut by_id: FxHashMap<CommandId, IdempotencyRecord> =
-        FxHashMap::with_capacity_and_hasher(records_len, Default::default());
-    let mut order: VecDeque<CommandId> = VecDeque::with_capacity(records_len);
+    // Room for the configured cap, or for what the checkpoint holds if a
+    // larger cap wrote it (the oldest go at the next batch).
+    let mut records = Records::lone(config.idempotency_records_max.max(records_len));
     for _ in 0..records_len {
         let (id, record): (CommandId, IdempotencyRecord) = reader.item(RECORD_BYTES, "record")?;
-        if by_id.insert(id, record).is_some() {
+        if records.contains(id) {
             return Err(corrupt(format!("record {} appears twice", id.0)));
         }
-        order.push_back(id);
+        records.push(id, &record);
     }
 
     // 9. Risk policy, risk state, audit and budgets (version 2).
@@ -801,7 +795,7 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
             caps: OwnerCaps::of(&config),
             ..Books::default()
         },
-        records: Records { by_id, order },
+        records,
         sequence,
         timestamp,
     })
