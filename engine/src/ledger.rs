@@ -450,6 +450,11 @@ impl Records {
         self.ring.prefetch_eviction(ahead);
     }
 
+    /// Touches every page of the ring once (see `Ring::prefault`).
+    pub(crate) fn prefault(&mut self) {
+        self.ring.prefault();
+    }
+
     /// Marks the ring for huge pages, and its copies (a table kept for the
     /// process's life: a huge page is zeroed whole on first touch).
     pub(crate) fn advise_huge_pages(&mut self) {

@@ -619,11 +619,12 @@ impl Engine {
         // checkpoint. The copy doubles the ledger's memory
         // (docs/operations.md, "Memory budget").
         let copying = Instant::now();
-        let follower = LogFollower::new(
-            ledger.clone(),
-            recovery.last_sequence,
-            recovery.last_timestamp,
-        );
+        let mut copy = ledger.clone();
+        if config.prefault {
+            // Its record table too: memory flat from the start.
+            copy.records.prefault();
+        }
+        let follower = LogFollower::new(copy, recovery.last_sequence, recovery.last_timestamp);
         tracing::info!(
             ms = copying.elapsed().as_millis() as u64,
             "state copied for the checkpointer"
