@@ -336,9 +336,6 @@ pub fn lone_records_bytes(records_max: usize) -> usize {
     Ring::<5>::bytes_for(records_max.max(limits::BATCH_COMMANDS_MAX))
 }
 
-/// How far ahead of an eviction its index bucket is prefetched.
-const EVICT_AHEAD: u64 = 8;
-
 /// Idempotency records. The lone ledger (recovery, the checkpointer's
 /// follower, tools and tests) keeps every command's, oldest first, in a
 /// ring allocated once for `idempotency_records_max` (`record_ring.rs`: 40
@@ -683,7 +680,7 @@ impl Ledger {
             }
             // Evictions come in runs (a batch's worth at the cap): the
             // index bucket of a later one is asked for now.
-            self.records.prefetch_eviction(EVICT_AHEAD);
+            self.records.prefetch_eviction(record_ring::EVICT_AHEAD);
             if let Some(id) = self.records.pop_front() {
                 self.forget_with_record(id);
             }

@@ -35,6 +35,10 @@
 
 use crate::command::CommandId;
 
+/// How many evictions ahead a run of them asks for the index bucket it
+/// will clear ([`Ring::prefetch_eviction`]).
+pub(crate) const EVICT_AHEAD: u64 = 8;
+
 /// See the module documentation.
 pub(crate) struct Ring<const W: usize> {
     slots: Box<[[u64; W]]>,

@@ -152,6 +152,13 @@ impl RecordRing {
         self.0.front().map(|slot| (slot_id(slot), unpack(slot)))
     }
 
+    /// Asks the CPU for the index bucket the eviction `ahead` places after
+    /// the next will clear (evictions come in runs of up to a batch).
+    #[inline]
+    pub(crate) fn prefetch_eviction(&self, ahead: u64) {
+        self.0.prefetch_eviction(ahead);
+    }
+
     /// Drops the oldest record.
     pub(crate) fn pop_front(&mut self) -> Option<(CommandId, RouterRecord)> {
         self.0
