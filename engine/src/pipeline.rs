@@ -608,27 +608,21 @@ impl Engine {
         mut storage: S,
         config: EngineConfig,
     ) -> Result<Engine, EngineError> {
-        let (mut ledger, recovery) =
-            storage::recover_with_history(&mut storage, config.ledger, config.history)?;
-        // The follower's copy keeps its records for the process's life.
-        ledger.records.advise_huge_pages();
-        let tables = ledger.tables();
-        let keeps_history = config.history && storage.keeps_history();
-        // The checkpointer keeps its own copy of the state and follows the
-        // log with it (see `Checkpointer`): the shards never stop for a
+        // Recovery hands over the state twice: to split over the shards
+        // here, and (copied as soon as the checkpoint is decoded, checked
+        // and brought up to the log's end on another thread meanwhile) to
+        // the checkpointer, which keeps its own copy and follows the log
+        // with it (see `Checkpointer`): the shards never stop for a
         // checkpoint. The copy doubles the ledger's memory
         // (docs/operations.md, "Memory budget").
-        let copying = Instant::now();
-        let mut copy = ledger.clone();
-        if config.prefault {
-            // Its record table too: memory flat from the start.
-            copy.records.prefault();
-        }
-        let follower = LogFollower::new(copy, recovery.last_sequence, recovery.last_timestamp);
-        tracing::info!(
-            ms = copying.elapsed().as_millis() as u64,
-            "state copied for the checkpointer"
-        );
+        let (ledger, copy) = storage::recover_with_copy(
+            &mut storage,
+            config.ledger,
+            config.history,
+            config.prefault,
+        )?;
+        let tables = ledger.tables();
+        let keeps_history = config.history && storage.keeps_history();
         // The recovered state is one lone ledger's; split it over the shards
         // (whatever their number was before the restart).
         let shards = config.shards_resolved();
@@ -648,6 +642,9 @@ impl Engine {
                 "idempotency record table touched"
             );
         }
+        // A checkpoint that fails its digest stops the start here (the
+        // shards are stopped as `ledger` drops).
+        let (follower, recovery) = copy.finish()?;
         let (records_capacity, records_bytes, records_kept) = ledger.record_table();
         let history_storage = storage.clone();
         // The checkpoint thread gets its own handle on the same storage, so a

@@ -10,7 +10,7 @@ mod common;
 
 use payrail_engine::pipeline::{Engine, EngineConfig};
 use payrail_engine::shard::ShardedLedger;
-use payrail_engine::storage::{decode_state, LogEntry, LogRecord, MemoryStorage, Storage};
+use payrail_engine::storage::{decode_state, recover, LogEntry, LogRecord, MemoryStorage, Storage};
 use payrail_engine::{Command, CommandResult, LedgerConfig, Status};
 
 use common::{deposit, open, transfer};
@@ -175,11 +175,18 @@ fn a_stop_leaves_the_tail_to_replay_and_a_stop_with_checkpoint_does_not() {
         handle.submit_blocking(batch).unwrap();
     }
     engine.shutdown();
+    // The state a restart reaches, digested offline as `payrail verify` does.
+    let (_, offline) = recover(&mut storage.clone(), config(1).ledger).unwrap();
 
     let engine = Engine::start(storage.clone(), config(1)).unwrap();
     let recovery = engine.recovery().clone();
     assert_eq!(recovery.checkpoint_sequence, checkpoint);
     assert_eq!(recovery.commands_replayed, commands);
+    // A start digests the checkpoint it loads, not the state after the
+    // replay (it does not wait for that).
+    assert_eq!(recovery.digest_sequence, checkpoint);
+    assert_ne!(recovery.digest, offline.digest);
+    assert_eq!(offline.digest_sequence, recovery.last_sequence);
     let stats = engine.handle().stats().snapshot();
     let field = |name: &str| stats.iter().find(|(field, _)| *field == name).unwrap().1;
     assert_eq!(field("recovery_commands"), commands);
@@ -188,6 +195,6 @@ fn a_stop_leaves_the_tail_to_replay_and_a_stop_with_checkpoint_does_not() {
 
     let engine = Engine::start(storage.clone(), config(2)).unwrap();
     assert_eq!(engine.recovery().commands_replayed, 0);
-    assert_eq!(engine.recovery().digest, recovery.digest);
+    assert_eq!(engine.recovery().digest, offline.digest);
     engine.shutdown();
 }

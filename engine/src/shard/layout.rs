@@ -38,8 +38,14 @@ pub(super) fn add_house_part(total: &mut Account, part: &Account) {
     total.holds_pending = total.holds_pending.saturating_add(part.holds_pending);
 }
 
-pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
+pub(super) fn split(mut ledger: Ledger, shards: usize) -> Split {
     let config = ledger.config;
+    // Moved out, not copied: the risk states are the largest table.
+    let risk = std::mem::take(&mut ledger.books.risk);
+    // Each part gets its share of every table up front (owners hash evenly
+    // over the shards), so that no table rehashes while it fills.
+    let share = |len: usize| len / shards + len / (shards * 8) + 64;
+    let source = &ledger.books;
     let mut ledgers: Vec<Ledger> = (0..shards)
         .map(|shard| {
             let mut part = Ledger::new(config);
@@ -50,11 +56,19 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
             // Global settings: every shard has the whole table.
             part.books.fx.rates = ledger.books.fx.rates.clone();
             part.books.fx.floors = ledger.books.fx.floors.clone();
+            part.books.accounts.reserve(share(source.accounts.len()));
+            part.books.index.reserve(share(source.accounts.len()));
+            part.books.holds.reserve(share(source.holds.len()));
+            part.books.payments.reserve(share(source.payments.len()));
+            part.books
+                .payment_codes
+                .reserve(share(source.payment_codes.len()));
             part
         })
         .collect();
     let books = &ledger.books;
-    let directory: DashMap<AccountId, Placement, FxBuildHasher> = DashMap::default();
+    let directory: DashMap<AccountId, Placement, FxBuildHasher> =
+        DashMap::with_capacity_and_hasher(books.accounts.len(), FxBuildHasher);
     // Old slot → (shard, new slot).
     let mut place: Vec<(u32, u32)> = Vec::with_capacity(books.accounts.len());
     for account in &books.accounts {
@@ -104,8 +118,9 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
         }
     }
 
-    let mut holds = FxHashMap::default();
-    let mut hold_homes: FxHashMap<CommandId, u32> = FxHashMap::default();
+    let mut holds = FxHashMap::with_capacity_and_hasher(books.holds.len(), FxBuildHasher);
+    let mut hold_homes: FxHashMap<CommandId, u32> =
+        FxHashMap::with_capacity_and_hasher(books.holds.len(), FxBuildHasher);
     for hold in books.holds.values() {
         let (shard, account_slot) = place[hold.account_slot as usize];
         let public = books.accounts[hold.house_slot as usize];
@@ -165,8 +180,8 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
         );
     }
 
-    let mut codes = FxHashMap::default();
-    let mut code_forgets = BinaryHeap::new();
+    let mut codes = FxHashMap::with_capacity_and_hasher(books.payment_codes.len(), FxBuildHasher);
+    let mut code_forgets = BinaryHeap::with_capacity(books.payment_codes.len());
     for code in books.payment_codes.values() {
         let (shard, slot) = place[code.customer_slot as usize];
         let mut moved = *code;
@@ -200,7 +215,7 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
     }
 
     let mut payment_parties: FxHashMap<CommandId, (u32, (AccountId, AccountId))> =
-        FxHashMap::default();
+        FxHashMap::with_capacity_and_hasher(books.payments.len(), FxBuildHasher);
     for payment in books.payments.values() {
         let (merchant_shard, merchant_slot) = place[payment.merchant_slot as usize];
         let (payer_shard, payer_slot) = place[payment.payer_slot as usize];
@@ -310,7 +325,7 @@ pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
         );
     }
 
-    split_risk(&ledger, &mut ledgers, &directory);
+    split_risk(risk, &mut ledgers, &directory);
     split_instruments(&ledger, &mut ledgers);
 
     Split {
@@ -479,22 +494,20 @@ fn split_instruments(ledger: &Ledger, ledgers: &mut [Ledger]) {
 /// budget to its account's shard. The decision counters (not state) stay
 /// whole on shard 0 so that a merge adds up to the same figures.
 fn split_risk(
-    ledger: &Ledger,
+    mut risk: crate::risk::RiskBooks,
     ledgers: &mut [Ledger],
     directory: &DashMap<AccountId, Placement, FxBuildHasher>,
 ) {
-    let risk = &ledger.books.risk;
     let shards = ledgers.len();
+    let customers_share = risk.customers.len() / shards + risk.customers.len() / (shards * 8);
     for part in ledgers.iter_mut() {
         part.books.risk.set_policy(risk.policy().clone());
+        part.books.risk.customers.reserve(customers_share);
     }
-    for (owner, state) in &risk.customers {
-        let shard = shard_of_owner(*owner, shards);
-        ledgers[shard]
-            .books
-            .risk
-            .customers
-            .insert(*owner, state.clone());
+    // Each state moves (its box, not a copy of its 5.5 KB).
+    for (owner, state) in risk.customers.drain() {
+        let shard = shard_of_owner(owner, shards);
+        ledgers[shard].books.risk.customers.insert(owner, state);
     }
     for (owner, ring) in risk.audit.rings() {
         let shard = shard_of_owner(owner, shards);
@@ -504,13 +517,9 @@ fn split_risk(
             .audit
             .insert_ring(owner, ring.clone());
     }
-    for (account, budget) in &risk.budgets {
-        let shard = directory.get(account).map_or(0, |entry| entry.shard) as usize;
-        ledgers[shard]
-            .books
-            .risk
-            .budgets
-            .insert(*account, budget.clone());
+    for (account, budget) in risk.budgets.drain() {
+        let shard = directory.get(&account).map_or(0, |entry| entry.shard) as usize;
+        ledgers[shard].books.risk.budgets.insert(account, budget);
     }
     if let Some(first) = ledgers.first_mut() {
         first.books.risk.counters_mut().add(risk.counters());

@@ -8,6 +8,8 @@
 
 use std::time::{Duration, Instant};
 
+use crossbeam::channel;
+
 use crate::command::CommandResult;
 use crate::ledger::{Ledger, LedgerConfig};
 use crate::storage::record::{LogEntry, LogRecord};
@@ -43,8 +45,13 @@ pub struct RecoveryReport {
     /// ... and on the final digest of the whole state (it
     /// dominates when many idempotency records are kept).
     pub digest_elapsed: Duration,
-    /// `Ledger::digest` of the recovered state.
+    /// `Ledger::digest` of the state at record `digest_sequence`: the
+    /// recovered state for [`recover`]; the checkpoint's state (checked
+    /// against its stored digest) for [`recover_with_copy`], which skips
+    /// digesting the end state (a start does not wait for it; `payrail
+    /// verify` computes it).
     pub digest: [u8; 32],
+    pub digest_sequence: u64,
     /// History watermark found (every batch up to it was in the history).
     pub history_watermark: u64,
     /// Movements written to the history for the records replayed past the
@@ -124,6 +131,15 @@ fn check_record(
 /// The ledger in the checkpoint, checked against its digest; an empty
 /// ledger if there is none.
 fn load(storage: &dyn Storage, config: LedgerConfig) -> Result<Loaded, StorageError> {
+    let loaded = load_unchecked(storage, config)?;
+    check_digest(&loaded.ledger, loaded.sequence, &loaded.digest)?;
+    Ok(loaded)
+}
+
+/// The ledger in the checkpoint, decoded (every structural check of
+/// `decode_state`) but not yet checked against its digest: `digest` is the
+/// stored one, for [`check_digest`]. An empty ledger if there is none.
+fn load_unchecked(storage: &dyn Storage, config: LedgerConfig) -> Result<Loaded, StorageError> {
     let Some(checkpoint) = storage.load_checkpoint()? else {
         let ledger = Ledger::new(config);
         let digest = ledger.digest();
@@ -140,14 +156,6 @@ fn load(storage: &dyn Storage, config: LedgerConfig) -> Result<Loaded, StorageEr
         StorageError::StateCorrupt(reason) => checkpoint_corrupt(reason),
         other => other,
     })?;
-    let digest = ledger.digest();
-    if digest != checkpoint.digest {
-        return Err(checkpoint_corrupt(format!(
-            "the decoded state's digest {} differs from the stored digest {}",
-            hex32(&digest),
-            hex32(&checkpoint.digest)
-        )));
-    }
     if ledger.sequence() > checkpoint.sequence || ledger.timestamp() > checkpoint.timestamp {
         return Err(checkpoint_corrupt(format!(
             "the state is at sequence {} timestamp {}, after its own marker (timestamp {})",
@@ -160,8 +168,25 @@ fn load(storage: &dyn Storage, config: LedgerConfig) -> Result<Loaded, StorageEr
         ledger,
         sequence: checkpoint.sequence,
         timestamp: checkpoint.timestamp,
-        digest,
+        digest: checkpoint.digest,
     })
+}
+
+/// The decoded checkpoint `ledger` (at marker `sequence`) must have the
+/// digest stored with it.
+fn check_digest(ledger: &Ledger, sequence: u64, stored: &[u8; 32]) -> Result<(), StorageError> {
+    let digest = ledger.digest();
+    if digest != *stored {
+        return Err(StorageError::CheckpointCorrupt {
+            sequence,
+            reason: format!(
+                "the decoded state's digest {} differs from the stored digest {}",
+                hex32(&digest),
+                hex32(stored)
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The starting point of a replay.
@@ -169,7 +194,7 @@ struct Loaded {
     ledger: Ledger,
     sequence: u64,
     timestamp: u64,
-    /// `ledger.digest()`, already computed.
+    /// The checkpoint's digest (after [`load`]: also `ledger.digest()`).
     digest: [u8; 32],
 }
 
@@ -193,27 +218,77 @@ pub fn recover_with_history(
     history: bool,
 ) -> Result<(Ledger, RecoveryReport), StorageError> {
     let started = Instant::now();
-    let Loaded {
-        mut ledger,
-        sequence: checkpoint_sequence,
-        timestamp: checkpoint_timestamp,
-        digest: checkpoint_digest,
-    } = load(storage, config)?;
-    let mut report = RecoveryReport {
-        checkpoint_sequence,
+    let loaded = load(storage, config)?;
+    let checkpoint_digest = loaded.digest;
+    let (mut ledger, mut report) = begin(loaded, started);
+    let batches_applied = replay(storage, &mut ledger, &mut report, history)?;
+    // The digest covers every account: skip recomputing it if nothing changed.
+    let digest_started = Instant::now();
+    report.digest = if batches_applied {
+        ledger.digest()
+    } else {
+        checkpoint_digest
+    };
+    report.digest_elapsed = digest_started.elapsed();
+    report.digest_sequence = report.last_sequence;
+    report.elapsed = started.elapsed();
+    log_recovered(&report);
+    Ok((ledger, report))
+}
+
+/// The report of a recovery that starts from `loaded` (its load took
+/// since `started`).
+fn begin(loaded: Loaded, started: Instant) -> (Ledger, RecoveryReport) {
+    let report = RecoveryReport {
+        checkpoint_sequence: loaded.sequence,
         records_replayed: 0,
         commands_replayed: 0,
         dropped_tail: None,
-        last_sequence: checkpoint_sequence,
-        last_timestamp: checkpoint_timestamp,
+        last_sequence: loaded.sequence,
+        last_timestamp: loaded.timestamp,
         elapsed: Duration::ZERO,
         load_elapsed: started.elapsed(),
         replay_elapsed: Duration::ZERO,
         digest_elapsed: Duration::ZERO,
         digest: [0; 32],
+        digest_sequence: 0,
         history_watermark: 0,
         history_rebuilt: 0,
     };
+    (loaded.ledger, report)
+}
+
+fn log_recovered(report: &RecoveryReport) {
+    tracing::info!(
+        checkpoint = report.checkpoint_sequence,
+        records = report.records_replayed,
+        commands = report.commands_replayed,
+        last_sequence = report.last_sequence,
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        commands_per_second = report.commands_per_second(),
+        load_ms = report.load_elapsed.as_millis() as u64,
+        replay_ms = report.replay_elapsed.as_millis() as u64,
+        replay_commands_per_second = report.replay_commands_per_second(),
+        digest_ms = report.digest_elapsed.as_millis() as u64,
+        digest = %hex32(&report.digest),
+        digest_sequence = report.digest_sequence,
+        history_watermark = report.history_watermark,
+        history_rebuilt = report.history_rebuilt,
+        "recovered"
+    );
+}
+
+/// Replays every log record after `report.last_sequence` onto `ledger`
+/// (see [`recover`]), rebuilding the history past its watermark if
+/// `history`, and fills in the report's replay figures. True if any batch
+/// or risk policy was applied (the state changed).
+fn replay(
+    storage: &mut dyn Storage,
+    ledger: &mut Ledger,
+    report: &mut RecoveryReport,
+    history: bool,
+) -> Result<bool, StorageError> {
+    let checkpoint_sequence = report.checkpoint_sequence;
     // History is derived from the log: whatever the history writer had not
     // written before the stop is rebuilt here from the records replayed.
     let keeps_history = history && storage.keeps_history();
@@ -307,34 +382,170 @@ pub fn recover_with_history(
         storage.write_history(&[], report.last_sequence)?;
         storage.sync_history()?;
     }
-
     report.replay_elapsed = replay_started.elapsed();
-    // The digest covers every account: skip recomputing it if nothing changed.
+    Ok(batches_applied)
+}
+
+/// Recovery for a starting engine, which needs the state twice: for the
+/// shards and for the checkpointer's [`LogFollower`]. The copy is taken
+/// as soon as the checkpoint is decoded, and a second thread checks the
+/// checkpoint's digest on it and then replays the log tail onto it and
+/// digests the result, while this thread replays the tail (rebuilding the
+/// history) onto the original, which the caller then splits over the
+/// shards. [`RecoveryCopy::finish`] waits for the second thread. The
+/// checkpoint is checked as [`recover_with_history`] checks it, on the
+/// machine's other core; the end state is not digested (the replay is
+/// deterministic, and a digest of gigabytes of state would hold up the
+/// start for seconds): the report's digest is the checkpoint's.
+/// With `prefault`, the copy's idempotency record table is touched there
+/// too (memory flat from the start, no page zeroing on the follower's
+/// path).
+pub fn recover_with_copy<S: Storage + Clone>(
+    storage: &mut S,
+    config: LedgerConfig,
+    history: bool,
+    prefault: bool,
+) -> Result<(Ledger, RecoveryCopy), StorageError> {
+    let started = Instant::now();
+    let loaded = load_unchecked(storage, config)?;
+    let checkpoint = (loaded.sequence, loaded.timestamp, loaded.digest);
+    let has_checkpoint = loaded.sequence > 0;
+    let (mut ledger, mut report) = begin(loaded, started);
+    // The follower's copy keeps its records for the process's life (the
+    // mark is copied with the table).
+    ledger.records.advise_huge_pages();
+    let copying = Instant::now();
+    let copy = ledger.clone();
+    let copy_elapsed = copying.elapsed();
+    let (replayed_sender, replayed) = channel::bounded::<Replayed>(1);
+    let copy_storage = storage.clone();
+    let thread = std::thread::Builder::new()
+        .name("payrail-recovery".into())
+        .spawn(move || {
+            follow_copy(
+                copy,
+                prefault,
+                &copy_storage,
+                has_checkpoint.then_some(checkpoint),
+                &replayed,
+            )
+        })
+        .map_err(|error| StorageError::Io(format!("cannot start the recovery thread: {error}")))?;
+    replay(storage, &mut ledger, &mut report, history)?;
+    // The copy replays up to where this replay ended (a torn tail dropped).
+    let _ = replayed_sender.send(Replayed {
+        sequence: report.last_sequence,
+    });
+    Ok((
+        ledger,
+        RecoveryCopy {
+            started,
+            checkpoint_digest: checkpoint.2,
+            copy_elapsed,
+            report,
+            thread,
+        },
+    ))
+}
+
+/// Where the main replay of [`recover_with_copy`] ended.
+struct Replayed {
+    sequence: u64,
+}
+
+/// What the copy's thread did.
+struct CopyDone {
+    follower: LogFollower,
+    /// Time spent on the checkpoint's digest.
+    digest_elapsed: Duration,
+}
+
+/// Checks `copy` against the checkpoint's digest (if there is a checkpoint:
+/// its sequence, timestamp and digest), then replays the log onto it up to
+/// where the main replay ended.
+fn follow_copy(
+    mut copy: Ledger,
+    prefault: bool,
+    storage: &dyn Storage,
+    checkpoint: Option<(u64, u64, [u8; 32])>,
+    replayed: &channel::Receiver<Replayed>,
+) -> Result<CopyDone, StorageError> {
     let digest_started = Instant::now();
-    report.digest = if batches_applied {
-        ledger.digest()
-    } else {
-        checkpoint_digest
+    let (sequence, timestamp) = match checkpoint {
+        Some((sequence, timestamp, digest)) => {
+            check_digest(&copy, sequence, &digest)?;
+            (sequence, timestamp)
+        }
+        None => (0, 0),
     };
-    report.digest_elapsed = digest_started.elapsed();
-    report.elapsed = started.elapsed();
-    tracing::info!(
-        checkpoint = report.checkpoint_sequence,
-        records = report.records_replayed,
-        commands = report.commands_replayed,
-        last_sequence = report.last_sequence,
-        elapsed_ms = report.elapsed.as_millis() as u64,
-        commands_per_second = report.commands_per_second(),
-        load_ms = report.load_elapsed.as_millis() as u64,
-        replay_ms = report.replay_elapsed.as_millis() as u64,
-        replay_commands_per_second = report.replay_commands_per_second(),
-        digest_ms = report.digest_elapsed.as_millis() as u64,
-        digest = %hex32(&report.digest),
-        history_watermark = report.history_watermark,
-        history_rebuilt = report.history_rebuilt,
-        "recovered"
-    );
-    Ok((ledger, report))
+    let digest_elapsed = digest_started.elapsed();
+    if prefault {
+        copy.records.prefault();
+    }
+    let Ok(end) = replayed.recv() else {
+        // The main replay failed; its error is the one reported.
+        return Err(StorageError::Io("recovery stopped".to_owned()));
+    };
+    let mut follower = LogFollower::new(copy, sequence, timestamp);
+    loop {
+        match follower.follow(storage, end.sequence, usize::MAX)? {
+            Followed::Reached => break,
+            Followed::Slice => {}
+            Followed::Marker {
+                sequence,
+                timestamp,
+            } => follower.pass_marker(sequence, timestamp),
+        }
+    }
+    if follower.sequence() != end.sequence {
+        return Err(corrupt(
+            end.sequence,
+            format!(
+                "the checkpointer's copy of the state reached record {} only",
+                follower.sequence()
+            ),
+        ));
+    }
+    Ok(CopyDone {
+        follower,
+        digest_elapsed,
+    })
+}
+
+/// The second half of [`recover_with_copy`]: the copy's thread.
+#[derive(Debug)]
+pub struct RecoveryCopy {
+    started: Instant,
+    checkpoint_digest: [u8; 32],
+    copy_elapsed: Duration,
+    /// The main replay's report; `digest` and the times are filled in by
+    /// [`RecoveryCopy::finish`].
+    report: RecoveryReport,
+    thread: std::thread::JoinHandle<Result<CopyDone, StorageError>>,
+}
+
+impl RecoveryCopy {
+    /// Waits for the copy: its digest check of the checkpoint (an error if
+    /// it fails) and its replay. Returns the checkpointer's follower, at
+    /// the same record as the main replay, and the whole report (its
+    /// `elapsed` runs to now).
+    pub fn finish(self) -> Result<(LogFollower, RecoveryReport), StorageError> {
+        let done = self
+            .thread
+            .join()
+            .map_err(|_| StorageError::Io("the recovery thread panicked".to_owned()))??;
+        let mut report = self.report;
+        report.digest = self.checkpoint_digest;
+        report.digest_sequence = report.checkpoint_sequence;
+        report.digest_elapsed = done.digest_elapsed;
+        report.elapsed = self.started.elapsed();
+        tracing::info!(
+            ms = self.copy_elapsed.as_millis() as u64,
+            "state copied for the checkpointer"
+        );
+        log_recovered(&report);
+        Ok((done.follower, report))
+    }
 }
 
 /// A lone ledger kept in step with the log by replaying it, as recovery

@@ -315,6 +315,7 @@ fn decode_risk(
 
     // Every item is at least its key (8 bytes) plus a few bytes of state.
     let customers_len = reader.count(8 + 1, usize::MAX, "risk customers")?;
+    risk.customers.reserve(customers_len);
     for _ in 0..customers_len {
         let owner: u64 = reader.item_var("risk customer")?;
         let state: CustomerRiskState = reader.item_var("risk customer state")?;
@@ -335,6 +336,7 @@ fn decode_risk(
     }
 
     let budgets_len = reader.count(8 + 1, usize::MAX, "budgets")?;
+    risk.budgets.reserve(budgets_len);
     for _ in 0..budgets_len {
         let account: AccountId = reader.item_var("budget account")?;
         let state: BudgetState = reader.item_var("budget")?;
@@ -597,7 +599,8 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
     let holds_len = reader.count(HOLD_BYTES, usize::MAX, "holds")?;
     let mut holds: FxHashMap<CommandId, Hold> =
         FxHashMap::with_capacity_and_hasher(holds_len, Default::default());
-    let mut pending: FxHashMap<u32, Pending> = FxHashMap::default();
+    // Indexed by slot: a dense array, not a map of millions of entries.
+    let mut pending: Vec<Pending> = vec![Pending::default(); accounts_len];
     for _ in 0..holds_len {
         let hold: Hold = reader.item(HOLD_BYTES, "hold")?;
         if hold.account_slot as usize >= accounts_len || hold.house_slot as usize >= accounts_len {
@@ -607,14 +610,9 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
             )));
         }
         if hold.state == HoldState::Pending {
-            pending
-                .entry(hold.account_slot)
-                .or_default()
-                .add_debit(hold.amount)?;
-            pending
-                .entry(hold.house_slot)
-                .or_default()
-                .add_credit(hold.amount)?;
+            // Both slots were checked against accounts_len above.
+            pending[hold.account_slot as usize].add_debit(hold.amount)?;
+            pending[hold.house_slot as usize].add_credit(hold.amount)?;
         }
         if holds.insert(hold.id, hold).is_some() {
             return Err(corrupt(format!("hold {} appears twice", hold.id.0)));
@@ -669,7 +667,7 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
             )));
         }
         if code.state == PaymentCodeState::Live {
-            pending.entry(code.customer_slot).or_default().codes += 1;
+            pending[code.customer_slot as usize].codes += 1;
         }
         if payment_codes.insert(code.code, code).is_some() {
             return Err(corrupt(format!("payment code {} appears twice", code.code)));
@@ -695,8 +693,7 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
     let code_expiries = BinaryHeap::from(code_expiries);
 
     // Every account's pending amounts and live codes match its holds and codes.
-    for (slot, account) in accounts.iter().enumerate() {
-        let expected = pending.get(&(slot as u32)).copied().unwrap_or_default();
+    for (account, &expected) in accounts.iter().zip(&pending) {
         let found = Pending {
             debits: account.debits_pending,
             credits: account.credits_pending,
