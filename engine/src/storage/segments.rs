@@ -102,6 +102,9 @@ const EMPTY_KEY: u64 = u64::MAX;
 /// cover a memory access (~100 ns) with the work of the movements between
 /// (~20 ns each), few enough that the lines are still cached when used.
 const HEAD_PREFETCH_DISTANCE: usize = 16;
+/// An append writes its buffer to the file whenever it holds this much
+/// (at a command's end), so the kernel copies bytes still in cache.
+const WRITE_CHUNK_BYTES: usize = 128 * 1024;
 
 const _: () = assert!(
     HEADER_BYTES
@@ -253,15 +256,20 @@ struct HeadIndex {
 impl HeadIndex {
     fn new(capacity: usize) -> HeadIndex {
         let slots = head_slots(capacity);
+        // Huge pages before the slots are first written: the writer looks
+        // up an account at random in tens of MB, and on 4 KiB pages each
+        // look-up also missed the TLB (the largest part of the append's
+        // own time in a perf profile of the server, docs/benchmarks.md).
+        let mut table = Vec::with_capacity(slots);
+        crate::prefetch::advise_huge_pages(table.spare_capacity_mut());
+        table.extend((0..slots).map(|_| HeadSlot {
+            account: AtomicU64::new(EMPTY_KEY),
+            published: AtomicU64::new(0),
+            latest: AtomicU64::new(0),
+            skip: AtomicU64::new(0),
+        }));
         HeadIndex {
-            slots: (0..slots)
-                .map(|_| HeadSlot {
-                    account: AtomicU64::new(EMPTY_KEY),
-                    published: AtomicU64::new(0),
-                    latest: AtomicU64::new(0),
-                    skip: AtomicU64::new(0),
-                })
-                .collect(),
+            slots: table.into_boxed_slice(),
             mask: slots - 1,
             used: AtomicUsize::new(0),
             capacity,
@@ -1401,6 +1409,9 @@ impl HistoryStore {
             if let Some(address) = first_leg {
                 writer.commands.push((first.command.0, address));
             }
+            if writer.buffer.len() >= WRITE_CHUNK_BYTES {
+                self.write_buffer(writer)?;
+            }
         }
         self.make_room(writer, WATERMARK_RECORD_BYTES)?;
         let last_timestamp = writer.last_timestamp;
@@ -1429,29 +1440,44 @@ impl HistoryStore {
         self.create_segment(writer)
     }
 
-    /// Writes the buffer to the active segment and publishes what it holds.
-    fn flush(&self, writer: &mut Writer) -> Result<(), StorageError> {
+    /// Writes the buffer to the active segment, without publishing what it
+    /// holds: readers see it at the next [`HistoryStore::flush`]. An
+    /// append writes every [`WRITE_CHUNK_BYTES`] so that the kernel copies
+    /// bytes still in the CPU's cache (a whole job's buffer, several MB,
+    /// is not), and the buffer stays that small.
+    fn write_buffer(&self, writer: &mut Writer) -> Result<(), StorageError> {
         let Some(active) = writer.active.as_mut() else {
             return Ok(());
         };
-        if !writer.buffer.is_empty() {
-            // One pass of the checksum over the new bytes: a buffer that
-            // ends with a watermark gets the file's checksum up to it.
-            let buffer = &mut writer.buffer;
-            let checksum_at = buffer.len().saturating_sub(CHECKSUM_BYTES);
-            if std::mem::take(&mut writer.ends_with_watermark) {
-                let crc = crc32c::crc32c_append(active.crc, &buffer[..checksum_at]);
-                buffer[checksum_at..].copy_from_slice(&crc.to_le_bytes());
-                active.crc = crc32c::crc32c_append(crc, &buffer[checksum_at..]);
-            } else {
-                active.crc = crc32c::crc32c_append(active.crc, buffer);
-            }
-            active
-                .file
-                .write_all_at(buffer, u64::from(active.offset))
-                .map_err(|error| io("cannot write history", error))?;
-            active.offset += buffer.len() as u32;
+        if writer.buffer.is_empty() {
+            return Ok(());
         }
+        // One pass of the checksum over the new bytes: a buffer that ends
+        // with a watermark gets the file's checksum up to it.
+        let buffer = &mut writer.buffer;
+        let checksum_at = buffer.len().saturating_sub(CHECKSUM_BYTES);
+        if std::mem::take(&mut writer.ends_with_watermark) {
+            let crc = crc32c::crc32c_append(active.crc, &buffer[..checksum_at]);
+            buffer[checksum_at..].copy_from_slice(&crc.to_le_bytes());
+            active.crc = crc32c::crc32c_append(crc, &buffer[checksum_at..]);
+        } else {
+            active.crc = crc32c::crc32c_append(active.crc, buffer);
+        }
+        active
+            .file
+            .write_all_at(buffer, u64::from(active.offset))
+            .map_err(|error| io("cannot write history", error))?;
+        active.offset += buffer.len() as u32;
+        buffer.clear();
+        Ok(())
+    }
+
+    /// Writes the buffer to the active segment and publishes what it holds.
+    fn flush(&self, writer: &mut Writer) -> Result<(), StorageError> {
+        self.write_buffer(writer)?;
+        let Some(active) = writer.active.as_mut() else {
+            return Ok(());
+        };
         {
             let mut segments = self.segments_mut();
             if let Some(entry) = segments.get_mut(&active.number) {
@@ -1475,7 +1501,6 @@ impl HistoryStore {
             heads.publish(slot as usize);
         }
         writer.dirty.clear();
-        writer.buffer.clear();
         writer.movements_buffered = 0;
         Ok(())
     }
@@ -2198,6 +2223,44 @@ mod tests {
         let more = movements(320);
         write(&store, &more[300..], 301);
         let all: Vec<Movement> = more.iter().flatten().cloned().collect();
+        check_every_account(&store, &all);
+    }
+
+    #[test]
+    fn a_job_larger_than_a_write_chunk_and_a_crash_between_its_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let batches = movements(1_200);
+        let all: Vec<Movement> = batches.iter().flatten().cloned().collect();
+        let (first, second) = all.split_at(all.len() / 2);
+        let end_of_first;
+        {
+            let (store, _) =
+                HistoryStore::open(dir.path(), config(SEGMENT_BYTES_DEFAULT), 0).unwrap();
+            store.append(first, 600).unwrap();
+            let path = store.segment_paths().pop().unwrap();
+            end_of_first = fs::metadata(&path).unwrap().len();
+            // One job of several write chunks: written in pieces, pages
+            // see all of it once the append returns.
+            store.append(second, 1_200).unwrap();
+            let written = fs::metadata(&path).unwrap().len() - end_of_first;
+            assert!(written > 2 * WRITE_CHUNK_BYTES as u64, "{written} bytes");
+            check_every_account(&store, &all);
+            store.sync().unwrap();
+            // A crash after the second job's first chunk reached the file,
+            // before its watermark did.
+            let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.set_len(end_of_first + WRITE_CHUNK_BYTES as u64 + 10)
+                .unwrap();
+        }
+        let (store, report) =
+            HistoryStore::open(dir.path(), check_all(SEGMENT_BYTES_DEFAULT), 0).unwrap();
+        assert!(report.torn_bytes > 0, "{report:?}");
+        assert_eq!(store.watermark(), 600);
+        check_every_account(&store, first);
+        let path = store.segment_paths().pop().unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), end_of_first);
+        // The rebuild appends the second job again.
+        store.append(second, 1_200).unwrap();
         check_every_account(&store, &all);
     }
 
