@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::process::{expect_code, stderr, stdout, ServerProcess};
+use std::time::{Duration, Instant};
+
+use common::process::{expect_code, metric_value, metrics_text, stderr, stdout, ServerProcess};
 use payrail_api::client::{Client, ClientConfig};
 use payrail_api::config::ServerConfig;
 use payrail_api::serve;
@@ -146,6 +148,174 @@ fn the_readme_card_example_works_end_to_end() {
         "{}",
         stdout(&output)
     );
+}
+
+/// History and `tx show` name the card or bank account of a top-up and of a
+/// posted withdrawal, as it was then: after an unbind and a restart too. The
+/// instrument rules of the policy decide through the CLI, into the audit
+/// and the metrics.
+#[test]
+fn history_and_tx_show_name_the_instrument_even_after_an_unbind() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(dir.path(), &[]);
+    let ok = |server: &ServerProcess, args: &[&str]| {
+        let output = server.run(args);
+        expect_code(&output, 0);
+        stdout(&output)
+    };
+    let bind = |server: &ServerProcess, number: &str, bank: &str, last_four: &str| {
+        ok(
+            server,
+            &[
+                "card",
+                "bind",
+                "1003",
+                "--number",
+                number,
+                "--token",
+                &format!("tok_{number}"),
+                "--bank",
+                bank,
+                "--country",
+                "CN",
+                "--last-four",
+                last_four,
+                "--currency",
+                "CNY",
+            ],
+        )
+    };
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[instrument_binds]\naction = \"flag\"\nbinds_max = 2\nwindow_seconds = 3600\n\n\
+         [new_instrument]\naction = \"decline\"\nhours = 24\n\n\
+         [new_instrument.max]\nCNY = [\"30.00\", \"30.00\", \"30.00\", \"30.00\"]\n",
+    )
+    .unwrap();
+    ok(&server, &["risk", "set-policy", policy.to_str().unwrap()]);
+    ok(
+        &server,
+        &[
+            "account",
+            "open",
+            "1003",
+            "--owner",
+            "3",
+            "--customer",
+            "--currency",
+            "CNY",
+        ],
+    );
+    bind(&server, "1", "ICBC", "4242");
+    bind(&server, "2", "Bank of China", "1234");
+    // A third card within the hour: bound, and flagged.
+    let text = bind(&server, "3", "CMB", "9999");
+    assert!(
+        text.contains("risk: flag by rule instrument_binds (limit 2, observed 3)"),
+        "{text}"
+    );
+    ok(&server, &["card", "verify", "3/1"]);
+    ok(&server, &["card", "verify", "3/2"]);
+    ok(
+        &server,
+        &["deposit", "1003", "50.00", "CNY", "--from", "3/1"],
+    );
+    // A new card takes at most 30.00 in its first 24 hours.
+    let refused = server.json(
+        &["withdraw", "hold", "1003", "30.01", "CNY", "--to", "3/2"],
+        1,
+    );
+    assert_eq!(refused["status"], "risk_declined");
+    assert_eq!(refused["risk"]["rule"], "new_instrument");
+    let hold = server.json(
+        &["withdraw", "hold", "1003", "20.00", "CNY", "--to", "3/2"],
+        0,
+    );
+    let hold_id = hold["hold_id"].as_str().unwrap().to_owned();
+    // The customer unbinds the card while the money is on its way, and the
+    // server restarts before the withdrawal is posted.
+    ok(&server, &["card", "unbind", "3/2"]);
+    server.terminate();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let post = server.json(&["withdraw", "post", &hold_id], 0);
+    let post_id = post["command_id"].as_str().unwrap().to_owned();
+
+    // History is written just after the acknowledgement: wait for it (bounded).
+    let started = Instant::now();
+    let page = loop {
+        let page = server.json(&["history", "1003"], 0);
+        if page["entries"].as_array().unwrap().len() == 2 {
+            break page;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{page}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let entries = page["entries"].as_array().unwrap();
+    assert_eq!(entries[0]["kind"], "withdraw_post");
+    assert_eq!(entries[0]["amount_decimal"], "-20.00");
+    assert_eq!(entries[0]["instrument"]["bank"], "Bank of China");
+    assert_eq!(entries[0]["instrument"]["last_four"], "1234");
+    assert_eq!(entries[0]["instrument"]["number"], 2);
+    assert_eq!(entries[1]["kind"], "deposit_from");
+    assert_eq!(entries[1]["instrument"]["bank"], "ICBC");
+    assert_eq!(entries[1]["instrument"]["last_four"], "4242");
+    let text = ok(&server, &["history", "1003"]);
+    let line = |kind: &str| {
+        text.lines()
+            .find(|line| line.contains(kind))
+            .unwrap_or_else(|| panic!("no {kind} in {text}"))
+            .to_owned()
+    };
+    assert!(
+        line("withdraw_post").contains("Bank of China ****1234 (instrument 2)"),
+        "{text}"
+    );
+    assert!(
+        line("deposit_from").contains("ICBC ****4242 (instrument 1)"),
+        "{text}"
+    );
+    let tx = server.json(&["tx", "show", &post_id], 0);
+    assert_eq!(tx["legs"][0]["instrument"]["bank"], "Bank of China");
+    let text = ok(&server, &["tx", "show", &post_id]);
+    assert!(text.contains("Bank of China ****1234"), "{text}");
+    // The card is unbound, and still shown as it was.
+    let list = server.json(&["card", "list", "1003"], 0);
+    assert_eq!(list["instruments"][1]["state"], "unbound");
+
+    // The rules' decisions are audited (they survived the restart: the
+    // audit is state) and counted (counters restart with the process, and
+    // the replay at start counts again).
+    let audit = server.json(&["risk", "audit", "1003"], 0);
+    let rules: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["new_instrument", "instrument_binds"]);
+    let metrics_addr = server.metrics_addr.unwrap();
+    let started = Instant::now();
+    loop {
+        let text = metrics_text(metrics_addr);
+        let decided = |rule: &str, decision: &str| {
+            metric_value(
+                &text,
+                "payrail_risk_decisions_total",
+                &[
+                    &format!("rule=\"{rule}\""),
+                    &format!("decision=\"{decision}\""),
+                ],
+            )
+        };
+        if decided("instrument_binds", "flag") == Some(1.0)
+            && decided("new_instrument", "decline") == Some(1.0)
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A gateway that sends a card number in a bind gets `looks_like_card_number`

@@ -391,12 +391,14 @@ fn movement() -> impl Strategy<Value = Movement> {
             any::<u16>(),
         ),
         text(payrail_engine::history::MOVEMENT_KIND_BYTES_MAX),
+        proptest::option::of((any::<u32>(), "[A-Z][A-Za-z ]{0,14}[a-z]", "[0-9]{4}")),
     )
         .prop_map(
             |(
                 (account, counterparty, command, sequence, timestamp),
                 (position, amount, balance, currency, mcc),
                 kind,
+                instrument,
             )| Movement {
                 account,
                 counterparty,
@@ -409,6 +411,15 @@ fn movement() -> impl Strategy<Value = Movement> {
                 balance,
                 currency,
                 mcc,
+                instrument: instrument.map(|(number, bank, digits): (u32, String, String)| {
+                    let mut last_four = [0u8; 4];
+                    last_four.copy_from_slice(digits.as_bytes());
+                    payrail_engine::history::MovementInstrument {
+                        number,
+                        bank: payrail_engine::instrument::BankName::new(&bank).unwrap(),
+                        last_four,
+                    }
+                }),
             },
         )
 }

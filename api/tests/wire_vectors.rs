@@ -145,6 +145,7 @@ fn movement() -> Movement {
         balance: 48_750,
         currency: Currency::CNY,
         mcc: 0,
+        instrument: None,
     }
 }
 
@@ -159,7 +160,53 @@ fn movement_body(at: &str) -> Body {
         .i64(-1_250, "amount")
         .i64(48_750, "balance");
     body.0.extend(cny().0);
-    body.u16(0, "mcc").string("transfer", "kind")
+    body.u16(0, "mcc")
+        .string("transfer", "kind")
+        .u8(0, "instrument: None")
+}
+
+/// A withdrawal to a bank card, posted after the transfer: its movement
+/// shows the card.
+fn withdrawal_movement() -> Movement {
+    Movement {
+        counterparty: AccountId(0xFF01_0000_0000_009C),
+        command: CommandId(3),
+        sequence: 10,
+        timestamp: 1_795_336_206_000_000_000,
+        kind: "withdraw_post".into(),
+        amount: -20_000,
+        balance: 28_750,
+        instrument: Some(payrail_engine::history::MovementInstrument {
+            number: 1,
+            bank: payrail_engine::instrument::BankName::new("ICBC").unwrap(),
+            last_four: *b"4242",
+        }),
+        ..movement()
+    }
+}
+
+fn withdrawal_movement_body(at: &str) -> Body {
+    let mut bank = [0u8; 16];
+    bank[..4].copy_from_slice(b"ICBC");
+    let mut body = Body::default()
+        .u64(1001, &format!("{at}.account"))
+        .u64(
+            0xFF01_0000_0000_009C,
+            "counterparty (house settlement, CNY)",
+        )
+        .u128(3, "command")
+        .u64(10, "sequence")
+        .u64(1_795_336_206_000_000_000, "timestamp (ns)")
+        .u32(0, "position")
+        .i64(-20_000, "amount")
+        .i64(28_750, "balance");
+    body.0.extend(cny().0);
+    body.u16(0, "mcc")
+        .string("withdraw_post", "kind")
+        .u8(1, "instrument: Some")
+        .u32(1, "instrument.number")
+        .field(bank, "instrument.bank: \"ICBC\" (16 bytes, zero padded)")
+        .field(*b"4242", "instrument.last_four: \"4242\"")
 }
 
 fn vectors() -> Vec<Vector> {
@@ -458,12 +505,13 @@ fn vectors() -> Vec<Vector> {
             name: "history_page",
             request_id: 6,
             message: Message::HistoryPage {
-                entries: vec![movement()],
+                entries: vec![withdrawal_movement(), movement()],
                 next_cursor: 0,
             },
             body: {
-                let mut body = Body::default().len(1, "entries");
-                body.0.extend(movement_body("[0]").0);
+                let mut body = Body::default().len(2, "entries");
+                body.0.extend(withdrawal_movement_body("[0]").0);
+                body.0.extend(movement_body("[1]").0);
                 body.u128(0, "next_cursor: 0 = last page").0
             },
         },

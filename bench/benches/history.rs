@@ -36,6 +36,7 @@ fn movement(index: u64) -> Movement {
         balance: 1_000_000 + index as i64,
         currency: Currency::CNY,
         mcc: 0,
+        instrument: None,
     }
 }
 

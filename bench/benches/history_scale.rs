@@ -73,6 +73,7 @@ fn movement(index: u64, account: AccountId) -> Movement {
         balance: index as i64,
         currency: Currency::CNY,
         mcc: 0,
+        instrument: None,
     }
 }
 

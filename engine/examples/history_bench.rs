@@ -131,6 +131,7 @@ fn movement(index: u64, account: AccountId, batch: u64) -> Movement {
         balance: index as i64,
         currency: Currency::CNY,
         mcc: 0,
+        instrument: None,
     }
 }
 

@@ -27,6 +27,7 @@ use std::borrow::Cow;
 
 use crate::command::{AccountId, CommandId};
 use crate::currency::Currency;
+use crate::instrument::BankName;
 
 /// Most entries in one history page.
 pub const HISTORY_PAGE_MAX: u32 = 1_000;
@@ -72,6 +73,69 @@ pub struct Movement {
     /// Merchant category of a payment (the command's, else the merchant
     /// account's); 0 when no merchant is involved.
     pub mcc: u16,
+    /// The funding instrument of a top-up that named one (`DepositFrom`)
+    /// or of a posted withdrawal whose hold named one (`WithdrawHoldTo`),
+    /// as it was then: kept with the movement, so it shows after an unbind.
+    pub instrument: Option<MovementInstrument>,
+}
+
+/// What a movement keeps of its funding instrument (docs/instruments.md):
+/// enough for a person to recognise it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, bincode::Encode, bincode::Decode)]
+pub struct MovementInstrument {
+    /// The instrument's number (its holder is the account's owner).
+    pub number: u32,
+    pub bank: BankName,
+    pub last_four: [u8; 4],
+}
+
+impl std::fmt::Display for MovementInstrument {
+    /// `ICBC ****4242 (instrument 2)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ****{} (instrument {})",
+            self.bank.as_str(),
+            String::from_utf8_lossy(&self.last_four),
+            self.number
+        )
+    }
+}
+
+/// Bytes a [`MovementInstrument`] takes in an encoded movement: number u32,
+/// bank 16, last four 4.
+pub const MOVEMENT_INSTRUMENT_BYTES: usize = 4 + crate::instrument::INSTRUMENT_BANK_BYTES + 4;
+
+impl MovementInstrument {
+    /// Appends the fixed bytes (layout in [`MOVEMENT_INSTRUMENT_BYTES`]).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.number.to_le_bytes());
+        out.extend_from_slice(&self.bank.0);
+        out.extend_from_slice(&self.last_four);
+    }
+
+    /// Reads what `encode` wrote (`bytes` is exactly that long); `Err` for
+    /// a bank or digits that are not what a bind accepts.
+    pub fn decode(bytes: &[u8]) -> Result<MovementInstrument, String> {
+        if bytes.len() != MOVEMENT_INSTRUMENT_BYTES {
+            return Err(format!("an instrument has {} bytes", bytes.len()));
+        }
+        let mut number = [0u8; 4];
+        number.copy_from_slice(&bytes[..4]);
+        let mut bank = [0u8; crate::instrument::INSTRUMENT_BANK_BYTES];
+        bank.copy_from_slice(&bytes[4..4 + crate::instrument::INSTRUMENT_BANK_BYTES]);
+        let mut last_four = [0u8; 4];
+        last_four.copy_from_slice(&bytes[bytes.len() - 4..]);
+        let instrument = MovementInstrument {
+            number: u32::from_le_bytes(number),
+            bank: crate::instrument::InstrumentText(bank),
+            last_four,
+        };
+        if !instrument.bank.is_valid() || !last_four.iter().all(u8::is_ascii_digit) {
+            return Err("an instrument's bank or last four digits are malformed".to_owned());
+        }
+        Ok(instrument)
+    }
 }
 
 impl Movement {
@@ -83,25 +147,42 @@ impl Movement {
     }
 }
 
+/// A movement without an instrument.
 const VALUE_VERSION: u8 = 1;
-/// Fixed part of an encoded movement (everything but the kind's bytes).
+/// A movement with an instrument: its bytes follow the mcc.
+const VALUE_VERSION_INSTRUMENT: u8 = 2;
+/// Fixed part of an encoded movement without an instrument (everything but
+/// the kind's bytes).
 pub const VALUE_FIXED_BYTES: usize = 1 + 8 + 8 + 16 + 8 + 8 + 4 + 8 + 8 + 2 + 2 + 1;
 /// Longest encoded movement.
-pub const VALUE_BYTES_MAX: usize = VALUE_FIXED_BYTES + MOVEMENT_KIND_BYTES_MAX;
+pub const VALUE_BYTES_MAX: usize =
+    VALUE_FIXED_BYTES + MOVEMENT_INSTRUMENT_BYTES + MOVEMENT_KIND_BYTES_MAX;
 
 /// Bytes [`encode_movement`] writes for `movement`.
 pub fn encoded_movement_len(movement: &Movement) -> usize {
-    VALUE_FIXED_BYTES + movement.kind.len().min(MOVEMENT_KIND_BYTES_MAX)
+    let instrument = if movement.instrument.is_some() {
+        MOVEMENT_INSTRUMENT_BYTES
+    } else {
+        0
+    };
+    VALUE_FIXED_BYTES + instrument + movement.kind.len().min(MOVEMENT_KIND_BYTES_MAX)
 }
 
 /// Layout (little-endian): version 1, account 8, counterparty 8, command 16,
 /// sequence 8, timestamp 8, position 4, amount 8, balance 8, currency
-/// (ISO numeric) 2, mcc 2, kind length 1, kind bytes.
+/// (ISO numeric) 2, mcc 2, kind length 1, kind bytes. A movement with an
+/// instrument is version 2: the same, with the instrument (number 4, bank
+/// 16, last four 4) between the mcc and the kind's length. Movements
+/// without one are written in version 1, as before version 2 existed.
 pub fn encode_movement(movement: &Movement, out: &mut Vec<u8>) {
     let kind = movement.kind.as_bytes();
     let kind = &kind[..kind.len().min(MOVEMENT_KIND_BYTES_MAX)];
-    out.reserve(VALUE_FIXED_BYTES + kind.len());
-    out.push(VALUE_VERSION);
+    out.reserve(encoded_movement_len(movement));
+    out.push(if movement.instrument.is_some() {
+        VALUE_VERSION_INSTRUMENT
+    } else {
+        VALUE_VERSION
+    });
     out.extend_from_slice(&movement.account.0.to_le_bytes());
     out.extend_from_slice(&movement.counterparty.0.to_le_bytes());
     out.extend_from_slice(&movement.command.0.to_le_bytes());
@@ -112,6 +193,9 @@ pub fn encode_movement(movement: &Movement, out: &mut Vec<u8>) {
     out.extend_from_slice(&movement.balance.to_le_bytes());
     out.extend_from_slice(&movement.currency.numeric().to_le_bytes());
     out.extend_from_slice(&movement.mcc.to_le_bytes());
+    if let Some(instrument) = &movement.instrument {
+        instrument.encode(out);
+    }
     out.push(kind.len() as u8);
     out.extend_from_slice(kind);
 }
@@ -122,8 +206,13 @@ pub fn decode_movement(bytes: &[u8]) -> Result<Movement, String> {
     if bytes.len() < VALUE_FIXED_BYTES {
         return Err(format!("a movement has {} bytes", bytes.len()));
     }
-    if bytes[0] != VALUE_VERSION {
-        return Err(format!("unknown movement version {}", bytes[0]));
+    let instrument_bytes = match bytes[0] {
+        VALUE_VERSION => 0,
+        VALUE_VERSION_INSTRUMENT => MOVEMENT_INSTRUMENT_BYTES,
+        version => return Err(format!("unknown movement version {version}")),
+    };
+    if bytes.len() < VALUE_FIXED_BYTES + instrument_bytes {
+        return Err(format!("a movement has {} bytes", bytes.len()));
     }
     let mut at = 1;
     let mut take = |n: usize| {
@@ -150,8 +239,13 @@ pub fn decode_movement(bytes: &[u8]) -> Result<Movement, String> {
     let numeric = u16::from_le_bytes([currency_bytes[0], currency_bytes[1]]);
     let mcc_bytes = take(2);
     let mcc = u16::from_le_bytes([mcc_bytes[0], mcc_bytes[1]]);
+    let instrument = if instrument_bytes > 0 {
+        Some(MovementInstrument::decode(take(instrument_bytes))?)
+    } else {
+        None
+    };
     let kind_len = take(1)[0] as usize;
-    let rest = &bytes[VALUE_FIXED_BYTES..];
+    let rest = &bytes[VALUE_FIXED_BYTES + instrument_bytes..];
     if rest.len() != kind_len {
         return Err(format!(
             "a movement's kind has {} bytes, not {kind_len}",
@@ -175,6 +269,7 @@ pub fn decode_movement(bytes: &[u8]) -> Result<Movement, String> {
         balance,
         currency,
         mcc,
+        instrument,
     })
 }
 
@@ -184,7 +279,8 @@ pub fn movement_keys(bytes: &[u8]) -> Result<(AccountId, CommandId, u64), String
     if bytes.len() < VALUE_FIXED_BYTES {
         return Err(format!("a movement has {} bytes", bytes.len()));
     }
-    if bytes[0] != VALUE_VERSION {
+    // The fields read here are at the same places in both versions.
+    if bytes[0] != VALUE_VERSION && bytes[0] != VALUE_VERSION_INSTRUMENT {
         return Err(format!("unknown movement version {}", bytes[0]));
     }
     let mut account = [0u8; 8];
@@ -217,6 +313,9 @@ pub(crate) struct MovementContext {
     pub counterparty: Option<AccountId>,
     /// Legs the command has numbered so far.
     pub legs: u32,
+    /// The funding instrument the next movements carry (a top-up from one,
+    /// a withdrawal posted to one).
+    pub instrument: Option<MovementInstrument>,
 }
 
 impl Default for MovementContext {
@@ -230,6 +329,7 @@ impl Default for MovementContext {
             index: 0,
             counterparty: None,
             legs: 0,
+            instrument: None,
         }
     }
 }
@@ -267,7 +367,45 @@ mod tests {
             balance: 8750,
             currency: Currency::CNY,
             mcc: 5812,
+            instrument: None,
         }
+    }
+
+    #[test]
+    fn movements_with_an_instrument_are_version_2() {
+        let plain = movement();
+        let mut bytes = Vec::new();
+        encode_movement(&plain, &mut bytes);
+        assert_eq!(bytes[0], 1);
+        assert_eq!(bytes.len(), encoded_movement_len(&plain));
+        let with = Movement {
+            kind: Cow::Borrowed("deposit_from"),
+            instrument: Some(MovementInstrument {
+                number: 2,
+                bank: BankName::new("ICBC").unwrap(),
+                last_four: *b"4242",
+            }),
+            ..movement()
+        };
+        let mut bytes = Vec::new();
+        encode_movement(&with, &mut bytes);
+        assert_eq!(bytes[0], 2);
+        assert_eq!(bytes.len(), encoded_movement_len(&with));
+        assert_eq!(decode_movement(&bytes), Ok(with.clone()));
+        assert_eq!(
+            movement_keys(&bytes),
+            Ok((with.account, with.command, with.timestamp))
+        );
+        assert_eq!(
+            with.instrument.map(|i| i.to_string()).as_deref(),
+            Some("ICBC ****4242 (instrument 2)")
+        );
+        // Digits that are not digits, a bank that is not text: damage.
+        let digits_at = VALUE_FIXED_BYTES - 1 + MOVEMENT_INSTRUMENT_BYTES - 4;
+        let mut wrong = bytes.clone();
+        wrong[digits_at] = b'x';
+        assert!(decode_movement(&wrong).is_err());
+        assert!(decode_movement(&bytes[..VALUE_FIXED_BYTES + 3]).is_err());
     }
 
     #[test]

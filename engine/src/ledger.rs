@@ -32,7 +32,7 @@ pub(crate) mod risk_gate;
 use crate::budget::Category;
 use crate::currency::Currency;
 use crate::fx::FxState;
-use crate::history::{HistorySink, Movement, MovementContext};
+use crate::history::{HistorySink, Movement, MovementContext, MovementInstrument};
 use crate::limits;
 use crate::prefetch::prefetch;
 use crate::record_ring::{self, Ring};
@@ -1202,6 +1202,7 @@ impl Books {
             sink.context.index = index;
             sink.context.counterparty = None;
             sink.context.legs = 0;
+            sink.context.instrument = None;
         }
     }
 
@@ -1289,7 +1290,16 @@ impl Books {
             balance: account.balance,
             currency: account.currency,
             mcc,
+            instrument: context.instrument,
         });
+    }
+
+    /// The funding instrument the current command's next movements carry
+    /// (history on only).
+    pub(crate) fn set_movement_instrument(&mut self, instrument: Option<MovementInstrument>) {
+        if let Some(sink) = &mut self.history {
+            sink.context.instrument = instrument;
+        }
     }
 
     /// Slot of a customer or merchant account.
@@ -1402,6 +1412,10 @@ impl Books {
         let house = self.house_settlement(currency);
         self.account_mut(slot).balance = balance;
         self.account_mut(house).balance = house_balance;
+        if let (Some(instrument), true) = (instrument, self.history.is_some()) {
+            let shown = self.instruments.shown(instrument);
+            self.set_movement_instrument(shown);
+        }
         self.note_movement(house, slot, amount);
         Ok(())
     }
@@ -1474,9 +1488,11 @@ impl Books {
             },
         );
         self.hold_expiries.push(Reverse((expires_at, id)));
-        if let (Some(_), Some(instrument)) = (gate, instrument) {
+        if let Some(instrument) = instrument {
+            // What its posted movement will show, as it is now.
+            self.instruments.hold_to(id, instrument);
             // Under a policy (a gate), the instrument rules remember it.
-            if self.risk.enabled() {
+            if gate.is_some() && self.risk.enabled() {
                 self.instruments
                     .record_withdrawal(instrument, amount, timestamp);
             }
@@ -1532,7 +1548,9 @@ impl Books {
         if let Some(stored) = self.holds.get_mut(&hold.id) {
             stored.state = outcome;
         }
+        let instrument = self.instruments.end_hold(hold.id);
         if outcome == HoldState::Posted {
+            self.set_movement_instrument(instrument);
             self.note_movement(hold.account_slot, hold.house_slot, amount);
         }
     }

@@ -296,6 +296,7 @@ fn legs(index: u64, timestamp: u64, first_position: u32) -> [Movement; 2] {
         balance: amount * 3,
         currency: Currency::CNY,
         mcc: 0,
+        instrument: None,
     };
     [
         leg(from, to, -(index as i64) - 1, first_position),

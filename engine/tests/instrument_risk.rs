@@ -424,9 +424,10 @@ fn instrument_risk_state_is_checkpointed_and_in_the_digest() {
 
     // What was withdrawn to an instrument is in the digest: the same
     // checkpoint with another figure (the section's one entry, then the bind
-    // times' one entry, end the state) decodes to another digest, so recovery
-    // would refuse it.
-    let withdrawn_at = bytes.len() - 138 - 8 - 32 + 12;
+    // times' one entry and the pending hold's instrument end the state)
+    // decodes to another digest, so recovery would refuse it.
+    let hold_section = 8 + 48;
+    let withdrawn_at = bytes.len() - hold_section - 138 - 8 - 32 + 12;
     assert_eq!(
         bytes[withdrawn_at..withdrawn_at + 8],
         40_000u64.to_le_bytes()
@@ -450,6 +451,128 @@ fn instrument_risk_state_is_checkpointed_and_in_the_digest() {
     }
     let mut bytes = Vec::new();
     encode_state(&plain, &mut bytes);
-    // Both instrument rules' sections are empty (two zero counts).
-    assert_eq!(bytes[bytes.len() - 16..], [0u8; 16]);
+    // Both instrument rules' sections are empty (two zero counts), before
+    // the pending hold's instrument (kept with or without a policy).
+    let rules_end = bytes.len() - hold_section;
+    assert_eq!(bytes[rules_end - 16..rules_end], [0u8; 16]);
+    assert_eq!(bytes[rules_end..rules_end + 8], 1u64.to_le_bytes());
+}
+
+/// The posted movement of a withdrawal shows the instrument its hold named,
+/// as it was when the hold was made: after the instrument was unbound and
+/// forgotten (its place taken by a new bind), across a checkpoint, and the
+/// same on shards as on a lone ledger.
+#[test]
+fn a_posted_withdrawal_shows_its_instrument_after_it_is_forgotten() {
+    use payrail_engine::history::Movement;
+    let config = LedgerConfig {
+        customer_instruments_max: 1,
+        ..LedgerConfig::default()
+    };
+    let hold_id = 9_000u128;
+    let before: Vec<(u64, CommandKind)> = vec![
+        (0, open(ALICE)),
+        (0, bind(ALICE, 1)),
+        (0, verify(ALICE, 1)),
+        (SECOND, top_up_from(ALICE, 1, 5_000)),
+        (2 * SECOND, withdraw_to(ALICE, 1, 2_000, false)),
+        (3 * SECOND, unbind_kind(ALICE, 1)),
+        // The cap is 1: this bind forgets card 1.
+        (4 * SECOND, bind(ALICE, 2)),
+    ];
+    let post = CommandKind::WithdrawPost {
+        hold: payrail_engine::CommandId(hold_id),
+    };
+    let id_of = |index: usize, kind: &CommandKind| -> u128 {
+        if matches!(kind, CommandKind::WithdrawHoldTo { .. }) {
+            hold_id
+        } else {
+            index as u128 + 1
+        }
+    };
+    // A lone ledger with a checkpoint round trip before the post.
+    let mut lone = Ledger::new(config);
+    let mut movements: Vec<Movement> = Vec::new();
+    let mut all: Vec<Movement> = Vec::new();
+    lone.record_history(true);
+    for (index, (at, kind)) in before.iter().enumerate() {
+        let command = Command::new(id_of(index, kind), *kind);
+        let result = lone.apply_batch(index as u64 + 1, T0 + at, &[command]);
+        assert_eq!(result[0].status, S::Ok, "{kind:?}");
+        lone.take_movements(&mut movements);
+        all.append(&mut movements);
+    }
+    // Card 1 is forgotten: card 2 is the customer's only instrument.
+    let first = lone.query(&Query::Instrument {
+        account: AccountId(ALICE),
+        index: 0,
+    });
+    assert!(
+        matches!(first, QueryReply::Instrument(view) if view.instrument.number == 2),
+        "{first:?}"
+    );
+    let mut bytes = Vec::new();
+    encode_state(&lone, &mut bytes);
+    let mut restored = decode_state(&bytes, config).unwrap();
+    assert_eq!(restored.digest(), lone.digest());
+    restored.record_history(true);
+    let sequence = before.len() as u64 + 1;
+    let result = restored.apply_batch(sequence, T0 + 5 * SECOND, &[Command::new(77, post)]);
+    assert_eq!(result[0].status, S::Ok);
+    restored.take_movements(&mut movements);
+    all.append(&mut movements);
+    let shown: Vec<(String, Option<String>)> = all
+        .iter()
+        .map(|movement| {
+            (
+                movement.kind.to_string(),
+                movement.instrument.map(|instrument| instrument.to_string()),
+            )
+        })
+        .collect();
+    let card = Some("ICBC ****4242 (instrument 1)".to_owned());
+    assert_eq!(
+        shown,
+        [
+            ("deposit_from".to_owned(), card.clone()),
+            ("withdraw_post".to_owned(), card),
+        ]
+    );
+
+    // Two shards, the same movements.
+    let mut sharded = ShardedLedger::new(config, 2).unwrap();
+    sharded.record_history(true).unwrap();
+    for (index, (at, kind)) in before.iter().enumerate() {
+        let command = Command::new(id_of(index, kind), *kind);
+        sharded.submit(index as u64 + 1, T0 + at, &[command]);
+        assert_eq!(sharded.complete_wait().unwrap()[0].status, S::Ok);
+    }
+    sharded.submit(sequence, T0 + 5 * SECOND, &[Command::new(77, post)]);
+    assert_eq!(sharded.complete_wait().unwrap()[0].status, S::Ok);
+    let mut chunks = Vec::new();
+    sharded.take_history(&mut chunks);
+    let got: Vec<Movement> = chunks.into_iter().flatten().collect();
+    assert_eq!(got, all);
+    sharded.stop();
+}
+
+fn top_up_from(account: u64, number: u32, amount: u64) -> CommandKind {
+    CommandKind::DepositFrom {
+        account: AccountId(account),
+        amount,
+        currency: CNY,
+        instrument: InstrumentId {
+            owner: account / 100,
+            number,
+        },
+    }
+}
+
+fn unbind_kind(account: u64, number: u32) -> CommandKind {
+    CommandKind::UnbindInstrument {
+        instrument: InstrumentId {
+            owner: account / 100,
+            number,
+        },
+    }
 }

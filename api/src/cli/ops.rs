@@ -28,6 +28,12 @@ fn movement_json(movement: &Movement) -> Value {
         "balance_decimal": decimal_minor(i128::from(movement.balance), movement.currency),
         "currency": movement.currency.code(),
         "mcc": movement.mcc,
+        "instrument": movement.instrument.map(|instrument| json!({
+            "number": instrument.number,
+            "bank": instrument.bank.as_str(),
+            "last_four": String::from_utf8_lossy(&instrument.last_four),
+            "label": instrument.to_string(),
+        })),
         "sequence": movement.sequence,
         "timestamp_ns": movement.timestamp,
         "time": format_time(movement.timestamp),
@@ -54,7 +60,12 @@ fn print_movements(movements: &[Movement], with_account: bool) {
                 },
                 amount,
                 money(i128::from(movement.balance), movement.currency),
-                account_label(movement.counterparty),
+                // A top-up's or a withdrawal's other side is the customer's
+                // card or bank account (the house account is bookkeeping).
+                match &movement.instrument {
+                    Some(instrument) => instrument.to_string(),
+                    None => account_label(movement.counterparty),
+                },
                 if movement.mcc == 0 {
                     "-".to_owned()
                 } else {

@@ -13,7 +13,7 @@ use bincode::enc::write::Writer;
 use bincode::enc::{Encode, Encoder, EncoderImpl};
 use bincode::error::{DecodeError, EncodeError};
 use payrail_engine::history::{
-    Movement, COMMAND_LEGS_MAX, HISTORY_PAGE_MAX, MOVEMENT_KIND_BYTES_MAX,
+    Movement, MovementInstrument, COMMAND_LEGS_MAX, HISTORY_PAGE_MAX, MOVEMENT_KIND_BYTES_MAX,
 };
 use payrail_engine::risk::bounds::POLICY_ENCODED_BYTES_MAX;
 use payrail_engine::risk::RiskPolicy;
@@ -218,10 +218,11 @@ fn kind_name(kind: u16) -> &'static str {
 
 /// Longest backup directory path in `Backup`, in bytes.
 pub const BACKUP_DIR_BYTES_MAX: usize = 1_024;
-/// Bytes of a movement on the wire with an empty kind: account 8,
-/// counterparty 8, command 16, sequence 8, timestamp 8, position 4, amount 8,
-/// balance 8, currency 2, mcc 2, kind length 8.
-pub const MOVEMENT_WIRE_BYTES_MIN: usize = 80;
+/// Bytes of a movement on the wire with an empty kind and no instrument:
+/// account 8, counterparty 8, command 16, sequence 8, timestamp 8, position
+/// 4, amount 8, balance 8, currency 2, mcc 2, kind length 8, instrument
+/// option 1.
+pub const MOVEMENT_WIRE_BYTES_MIN: usize = 81;
 
 /// Where the status in a `TxReply` comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -602,6 +603,7 @@ fn put_movements(
             &movement.kind,
             MOVEMENT_KIND_BYTES_MAX,
         )?;
+        put(encoder, &movement.instrument)?;
     }
     Ok(())
 }
@@ -905,9 +907,24 @@ impl BodyDecoder<'_> {
                 kind: std::borrow::Cow::Owned(
                     self.string("movement.kind", MOVEMENT_KIND_BYTES_MAX)?,
                 ),
+                instrument: self.movement_instrument()?,
             });
         }
         Ok(movements)
+    }
+
+    /// A movement's instrument: an option, and a valid bank and digits.
+    fn movement_instrument(&mut self) -> Result<Option<MovementInstrument>, WireError> {
+        let instrument: Option<MovementInstrument> = self.value()?;
+        match instrument {
+            Some(shown)
+                if !shown.bank.is_valid() || !shown.last_four.iter().all(u8::is_ascii_digit) =>
+            {
+                Err(self
+                    .malformed("movement.instrument: bank or last four digits malformed".into()))
+            }
+            _ => Ok(instrument),
+        }
     }
 
     fn batch<T: Element>(

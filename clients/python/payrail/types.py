@@ -590,6 +590,19 @@ class FxRateView:
 
 
 @dataclass(frozen=True)
+class MovementInstrument:
+    """The funding instrument a top-up came from or a posted withdrawal went
+    to, as it was then (docs/instruments.md)."""
+
+    number: int
+    bank: str
+    last_four: str
+
+    def __str__(self):
+        return f"{self.bank} ****{self.last_four} (instrument {self.number})"
+
+
+@dataclass(frozen=True)
 class Movement:
     account: int
     counterparty: int
@@ -602,6 +615,7 @@ class Movement:
     currency: int
     mcc: int
     kind: str
+    instrument: Optional[MovementInstrument] = None
 
 
 @dataclass(frozen=True)

@@ -727,8 +727,30 @@ def _query_reply(body):
     raise body.fail(f"unknown QueryReply variant {variant}")
 
 
+def _movement_instrument(body):
+    """A movement's instrument: an option; a valid bank and digits."""
+    tag = body.u8()
+    if tag == 0:
+        return None
+    if tag != 1:
+        raise body.fail(f"movement.instrument: option tag {tag}")
+    number = body.u32()
+    bank_bytes = body.raw(16).rstrip(b"\0")
+    digits = body.raw(4)
+    bank = bank_bytes.decode("ascii", "replace")
+    valid_bank = (
+        0 < len(bank_bytes)
+        and all(0x20 <= b < 0x7F for b in bank_bytes)
+        and bank == bank.strip()
+        and b"\0" not in bank_bytes
+    )
+    if not valid_bank or not digits.isdigit():
+        raise body.fail("movement.instrument: bank or last four digits malformed")
+    return t.MovementInstrument(number, bank, digits.decode("ascii"))
+
+
 def _movements(body, field, maximum):
-    count = body.length(field, maximum, 80)
+    count = body.length(field, maximum, 81)
     movements = []
     for _ in range(count):
         (
@@ -745,6 +767,7 @@ def _movements(body, field, maximum):
             mcc,
         ) = body.take(_MOVEMENT)
         kind = body.string("movement.kind", MOVEMENT_KIND_BYTES_MAX)
+        instrument = _movement_instrument(body)
         movements.append(
             t.Movement(
                 account,
@@ -758,6 +781,7 @@ def _movements(body, field, maximum):
                 currency,
                 mcc,
                 kind,
+                instrument,
             )
         )
     return movements

@@ -64,6 +64,24 @@ def movement():
     )
 
 
+def withdrawal_movement():
+    """A withdrawal to a bank card, posted after the transfer."""
+    return p.Movement(
+        account=1001,
+        counterparty=0xFF01_0000_0000_009C,
+        command=3,
+        sequence=10,
+        timestamp=1_795_336_206_000_000_000,
+        position=0,
+        amount=-20_000,
+        balance=28_750,
+        currency=p.CNY,
+        mcc=0,
+        kind="withdraw_post",
+        instrument=p.MovementInstrument(number=1, bank="ICBC", last_four="4242"),
+    )
+
+
 # What a gateway sends: (request id, kind, body) built by the client's encoders.
 SENT = {
     "hello": lambda: (
@@ -155,7 +173,7 @@ RECEIVED = {
             bytes.fromhex("2fce7a6453112b41103d265aa31e1ecf4f1d35ab992ac354875f22525fbe44c4"),
         ),
     ),
-    "history_page": (6, p.HistoryPage([movement()], 0)),
+    "history_page": (6, p.HistoryPage([withdrawal_movement(), movement()], 0)),
     "tx_reply": (7, p.TxReply(p.TxSource.record, p.Status.ok, [movement()])),
     "backup_reply": (8, p.BackupReply(42)),
     "error": (

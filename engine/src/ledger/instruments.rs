@@ -31,6 +31,7 @@ use rustc_hash::FxHashMap;
 use crate::command::CommandId;
 use crate::command::{AccountKind, QueryReply};
 use crate::currency::Currency;
+use crate::history::MovementInstrument;
 use crate::instrument::{InstrumentBind, InstrumentId, InstrumentState, InstrumentView};
 use crate::ledger::{Account, Books};
 use crate::risk::{BindRing, InstrumentFacts, InstrumentRisk};
@@ -88,13 +89,16 @@ pub(crate) struct Usable {
 
 /// One kept instrument with its risk state, as [`Instruments::sorted`] lists
 /// them and [`Instruments::insert`] takes them (checkpoints, splitting and
-/// merging shards). A customer's bind times ride with the customer's first
-/// instrument in number order, so moving every entry moves them too.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// merging shards). What is per customer (bind times, the pending holds'
+/// instruments) rides with the customer's first instrument in number
+/// order, so moving every entry moves it too.
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub(crate) struct Kept {
     pub instrument: Instrument,
     pub risk: InstrumentRisk,
     pub binds: Option<BindRing>,
+    /// The customer's pending withdrawal holds to an instrument, by hold id.
+    pub holds: Vec<(CommandId, MovementInstrument)>,
 }
 
 impl From<Instrument> for Kept {
@@ -103,6 +107,7 @@ impl From<Instrument> for Kept {
             instrument,
             risk: InstrumentRisk::default(),
             binds: None,
+            holds: Vec::new(),
         }
     }
 }
@@ -119,6 +124,11 @@ pub(crate) struct Instruments {
     numbers: FxHashMap<u64, Vec<u32>>,
     /// Per owner who bound under a policy, the newest binds' times.
     binds: FxHashMap<u64, BindRing>,
+    /// Per pending withdrawal hold to an instrument: its customer (owner)
+    /// and what the posted movement shows of the instrument, taken when
+    /// the hold was made (the instrument may be unbound and forgotten by
+    /// the time the hold is posted). Bounded by the pending holds.
+    holds: FxHashMap<CommandId, (u64, MovementInstrument)>,
 }
 
 impl Instruments {
@@ -131,6 +141,47 @@ impl Instruments {
         self.usable
             .get(&id)
             .map(|usable| (usable.state, usable.currency))
+    }
+
+    /// What a movement shows of an instrument (None if it is not kept).
+    pub(crate) fn shown(&self, id: InstrumentId) -> Option<MovementInstrument> {
+        self.by_id.get(&id).map(|instrument| MovementInstrument {
+            number: instrument.number,
+            bank: instrument.bank,
+            last_four: instrument.last_four,
+        })
+    }
+
+    /// A withdrawal hold `hold` to `instrument` was made: its posting will
+    /// show the instrument as it is now.
+    pub(crate) fn hold_to(&mut self, hold: CommandId, instrument: InstrumentId) {
+        if let Some(shown) = self.shown(instrument) {
+            self.holds.insert(hold, (instrument.owner, shown));
+        }
+    }
+
+    /// A hold ended (posted, voided, expired): what its posting shows of its
+    /// instrument, if it named one.
+    pub(crate) fn end_hold(&mut self, hold: CommandId) -> Option<MovementInstrument> {
+        if self.holds.is_empty() {
+            return None;
+        }
+        self.holds.remove(&hold).map(|(_, shown)| shown)
+    }
+
+    /// Puts back a pending hold's instrument read from a checkpoint: false
+    /// if the customer has no instrument or the hold is there already.
+    pub(crate) fn set_hold(
+        &mut self,
+        hold: CommandId,
+        owner: u64,
+        shown: MovementInstrument,
+    ) -> bool {
+        if !self.numbers.contains_key(&owner) || self.holds.contains_key(&hold) {
+            return false;
+        }
+        self.holds.insert(hold, (owner, shown));
+        true
     }
 
     /// Remembers a withdrawal hold to `id` that committed (instrument rules).
@@ -211,18 +262,29 @@ impl Instruments {
                     instrument: *instrument,
                     risk: risk.unwrap_or_default(),
                     binds: None,
+                    holds: Vec::new(),
                 };
                 (id.owner, kept)
             })
             .collect();
         all.sort_unstable_by_key(|(owner, kept)| (*owner, kept.instrument.number));
+        let mut holds: std::collections::BTreeMap<u64, Vec<(CommandId, MovementInstrument)>> =
+            std::collections::BTreeMap::new();
+        for (hold, (owner, shown)) in &self.holds {
+            holds.entry(*owner).or_default().push((*hold, *shown));
+        }
         let mut previous = None;
         for (owner, kept) in &mut all {
             if previous != Some(*owner) {
                 kept.binds = self.binds.get(owner).copied();
+                if let Some(mut owned) = holds.remove(owner) {
+                    owned.sort_unstable_by_key(|(hold, _)| *hold);
+                    kept.holds = owned;
+                }
                 previous = Some(*owner);
             }
         }
+        debug_assert!(holds.is_empty(), "a hold's customer has an instrument");
         all
     }
 
@@ -233,6 +295,7 @@ impl Instruments {
             instrument,
             risk,
             binds,
+            holds,
         } = kept.into();
         let id = InstrumentId {
             owner,
@@ -258,6 +321,9 @@ impl Instruments {
         if let Some(binds) = binds.filter(|binds| !binds.is_empty()) {
             self.binds.insert(owner, binds);
         }
+        for (hold, shown) in holds {
+            self.holds.insert(hold, (owner, shown));
+        }
         true
     }
 
@@ -276,6 +342,25 @@ impl Instruments {
     pub(crate) fn warm(&self, id: InstrumentId) {
         if let Some(usable) = self.usable.get(&id) {
             crate::prefetch::prefetch(usable, 1);
+        }
+    }
+
+    /// The pending holds' instruments (only when there is any, so a state
+    /// without them digests as before they existed), by owner then hold id.
+    fn digest_holds_into(&self, all: &[(u64, Kept)], hasher: &mut blake3::Hasher) {
+        if self.holds.is_empty() {
+            return;
+        }
+        hasher.update(b"instrument-holds");
+        hasher.update(&(self.holds.len() as u64).to_le_bytes());
+        for (owner, kept) in all {
+            for (hold, shown) in &kept.holds {
+                hasher.update(&owner.to_le_bytes());
+                hasher.update(&hold.0.to_le_bytes());
+                let mut bytes = Vec::with_capacity(crate::history::MOVEMENT_INSTRUMENT_BYTES);
+                shown.encode(&mut bytes);
+                hasher.update(&bytes);
+            }
         }
     }
 
@@ -300,6 +385,7 @@ impl Instruments {
             hasher.update(&instrument.bound_at.to_le_bytes());
             hasher.update(&instrument.changed_at.to_le_bytes());
         }
+        self.digest_holds_into(&all, hasher);
         let withdrawn = all.iter().filter(|(_, kept)| !kept.risk.is_empty()).count();
         let with_binds = all.iter().filter(|(_, kept)| kept.binds.is_some()).count();
         if withdrawn == 0 && with_binds == 0 {

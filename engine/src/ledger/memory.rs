@@ -27,6 +27,7 @@ use std::mem::size_of;
 use super::{Account, AccountId, CommandId, Hold, Instrument, Ledger, Payment, PaymentCode};
 use crate::budget::BudgetState;
 use crate::fx::FxQuoteRecord;
+use crate::history::MovementInstrument;
 use crate::instrument::InstrumentId;
 use crate::ledger::instruments::Usable;
 use crate::risk::audit::AuditRing;
@@ -134,12 +135,16 @@ impl Ledger {
                 size_of::<Account>() as u64 + hashed::<AccountId, u32>(),
             ),
             // Pending per account; finished ones live with their record.
+            // A pending hold to an instrument also has the instrument its
+            // posting shows (counted for every hold: an over-estimate).
             table(
                 1,
                 books.holds.len(),
                 u64::from(config.account_holds_pending_max),
                 records_max,
-                hashed::<CommandId, Hold>() + EXPIRY_BYTES,
+                hashed::<CommandId, Hold>()
+                    + EXPIRY_BYTES
+                    + hashed::<CommandId, (u64, MovementInstrument)>(),
             ),
             table(
                 2,

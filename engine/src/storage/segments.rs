@@ -74,8 +74,13 @@ const SEGMENT_MAGIC: [u8; 8] = *b"prhseg\0\0";
 const COMMANDS_MAGIC: [u8; 8] = *b"prhcmd\0\0";
 /// Version 2: records carry no checksum of their own; each watermark and
 /// the seal end with the CRC-32C of the file up to them (version 1 had one
-/// per record).
-const SEGMENT_VERSION: u32 = 2;
+/// per record). Version 3: the same records; a movement's value may be
+/// version 2 (with its funding instrument, `history::encode_movement`).
+const SEGMENT_VERSION: u32 = 3;
+/// Still read: its movements are all value version 1, which version 3
+/// reads as they are (one being written at an upgrade goes on in version 2
+/// and may get value version 2 movements: values say their own version).
+const SEGMENT_VERSION_NO_INSTRUMENTS: u32 = 2;
 const HEADER_BYTES: usize = 32;
 /// len u32, kind u8.
 const RECORD_HEADER_BYTES: usize = 5;
@@ -473,7 +478,7 @@ fn check_header(bytes: &[u8], number: u32) -> Result<(), String> {
         return Err("the segment header fails its checksum".to_owned());
     }
     let version = u32_at(bytes, 8);
-    if version != SEGMENT_VERSION {
+    if version != SEGMENT_VERSION && version != SEGMENT_VERSION_NO_INSTRUMENTS {
         return Err(format!("unknown segment version {version}"));
     }
     if u32_at(bytes, 12) != number {
@@ -2102,6 +2107,7 @@ mod tests {
                         balance: balance[account as usize],
                         currency: Currency::CNY,
                         mcc: 5812,
+                        instrument: None,
                     });
                 }
             }

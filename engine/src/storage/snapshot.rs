@@ -28,6 +28,7 @@
 //! instruments     8  count u64, then (owner, Instrument) by owner, number (92 bytes each)   (version 4)
 //! instrument risk 8  count u64, then (owner u64, number u32, InstrumentRisk) by owner, number (32 bytes each)   (version 5)
 //! bind times      8  count u64, then (owner u64, BindRing) by owner            (138 bytes each)   (version 5)
+//! hold instruments 8 count u64, then (hold id, owner u64, MovementInstrument) by owner, hold id (48 bytes each)   (version 6)
 //! ```
 //!
 //! Version 1 (before the risk engine) is still read: it ends after the
@@ -37,6 +38,9 @@
 //! instruments) is still read: it ends after the FX payments, and loads with
 //! no instruments. Version 4 (before the instrument rules) is still read: it
 //! ends after the instruments, and loads with no instrument risk state.
+//! Version 5 (before the pending holds' instruments) is still read: it ends
+//! after the bind times, and loads with no instrument for pending holds (a
+//! hold made before the upgrade shows none when posted).
 //!
 //! The `LedgerConfig` is not stored: it is configuration and is passed in.
 //! The id-to-slot index is rebuilt. The two expiry queues are stored as they
@@ -61,6 +65,7 @@ use crate::budget::BudgetState;
 use crate::command::{AccountId, AccountKind, CommandId, Detail, MerchantKey};
 use crate::currency::Currency;
 use crate::fx::{FxPaymentLegs, FxQuoteRecord, FxQuoteState, FxRate, FxState};
+use crate::history::MovementInstrument;
 use crate::instrument::InstrumentId;
 use crate::ledger::{
     Account, Books, Hold, HoldState, IdempotencyRecord, Instrument, Instruments, Kept, Ledger,
@@ -74,7 +79,7 @@ use crate::storage::record::{decode_value, encode_value};
 use crate::storage::StorageError;
 
 const STATE_MAGIC: [u8; 8] = *b"prstate\0";
-const STATE_VERSION: u32 = 5;
+const STATE_VERSION: u32 = 6;
 /// The version before the risk sections, still read.
 const STATE_VERSION_NO_RISK: u32 = 1;
 /// The version before the FX sections, still read.
@@ -83,6 +88,8 @@ const STATE_VERSION_NO_FX: u32 = 2;
 const STATE_VERSION_NO_INSTRUMENTS: u32 = 3;
 /// The version before the instrument rules' sections, still read.
 const STATE_VERSION_NO_INSTRUMENT_RISK: u32 = 4;
+/// The version before the pending holds' instruments, still read.
+const STATE_VERSION_NO_HOLD_INSTRUMENTS: u32 = 5;
 
 /// Encoded sizes of one item of each section (checked by a test).
 const ACCOUNT_BYTES: usize = 56;
@@ -101,6 +108,7 @@ const FX_PAYMENT_BYTES: usize = 64;
 const INSTRUMENT_BYTES: usize = 92;
 const INSTRUMENT_RISK_BYTES: usize = 32;
 const BIND_RING_BYTES: usize = 138;
+const HOLD_INSTRUMENT_BYTES: usize = 48;
 
 /// Appends the encoded state of `ledger` to `out` (layout in the module docs).
 pub fn encode_state(ledger: &Ledger, out: &mut Vec<u8>) {
@@ -212,6 +220,43 @@ fn encode_instruments(instruments: &Instruments, out: &mut Vec<u8>) {
     for entry in &binds {
         encode_value(entry, out);
     }
+    let holds: Vec<(CommandId, u64, MovementInstrument)> = all
+        .iter()
+        .flat_map(|(owner, kept)| {
+            kept.holds
+                .iter()
+                .map(move |(hold, shown)| (*hold, *owner, *shown))
+        })
+        .collect();
+    put_count(out, holds.len());
+    for entry in &holds {
+        encode_value(entry, out);
+    }
+}
+
+/// Reads the pending holds' instruments (version 6): each of a pending
+/// hold of the state, of a customer with an instrument, once.
+fn decode_hold_instruments(
+    reader: &mut Reader<'_>,
+    instruments: &mut Instruments,
+    holds: &FxHashMap<CommandId, Hold>,
+) -> Result<(), StorageError> {
+    let len = reader.count(HOLD_INSTRUMENT_BYTES, usize::MAX, "hold instruments")?;
+    for _ in 0..len {
+        let (hold, owner, shown): (CommandId, u64, MovementInstrument) =
+            reader.item(HOLD_INSTRUMENT_BYTES, "hold instrument")?;
+        let pending = holds
+            .get(&hold)
+            .is_some_and(|hold| hold.state == HoldState::Pending);
+        let valid = shown.bank.is_valid() && shown.last_four.iter().all(u8::is_ascii_digit);
+        if !pending || !valid || !instruments.set_hold(hold, owner, shown) {
+            return Err(corrupt(format!(
+                "hold instrument of {}: no such pending hold, invalid, or twice",
+                hold.0
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the instrument rules' sections (version 5) into `instruments`:
@@ -570,6 +615,7 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
         && version != STATE_VERSION_NO_FX
         && version != STATE_VERSION_NO_INSTRUMENTS
         && version != STATE_VERSION_NO_INSTRUMENT_RISK
+        && version != STATE_VERSION_NO_HOLD_INSTRUMENTS
     {
         return Err(corrupt(format!(
             "state format version {version} is not supported (this build reads {STATE_VERSION})"
@@ -764,8 +810,11 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
     } else {
         Instruments::default()
     };
-    if version == STATE_VERSION {
+    if version >= STATE_VERSION_NO_HOLD_INSTRUMENTS {
         decode_instrument_risk(&mut reader, &mut instruments)?;
+    }
+    if version == STATE_VERSION {
+        decode_hold_instruments(&mut reader, &mut instruments, &holds)?;
     }
 
     if !reader.bytes.is_empty() {
@@ -987,6 +1036,12 @@ mod tests {
         out.clear();
         encode_value(&(7u64, BindRing::default()), &mut out);
         assert_eq!(out.len(), BIND_RING_BYTES);
+        out.clear();
+        encode_value(
+            &(CommandId(1), 7u64, MovementInstrument::default()),
+            &mut out,
+        );
+        assert_eq!(out.len(), HOLD_INSTRUMENT_BYTES);
     }
 
     #[test]
@@ -996,7 +1051,7 @@ mod tests {
         encode_state(&ledger, &mut bytes);
         assert_eq!(
             bytes.len(),
-            8 + 4 + 8 + 8 + 8 * 8 + 8 + 10 + 3 * 8 + 5 * 8 + 8 + 2 * 8
+            8 + 4 + 8 + 8 + 8 * 8 + 8 + 10 + 3 * 8 + 5 * 8 + 8 + 3 * 8
         );
         let decoded = decode_state(&bytes, LedgerConfig::default()).unwrap();
         assert_eq!(decoded.digest(), ledger.digest());

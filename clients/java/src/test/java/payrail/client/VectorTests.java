@@ -73,6 +73,12 @@ final class VectorTests {
                 Currency.CNY, 0, "transfer");
     }
 
+    /** A withdrawal to a bank card, posted after the transfer. */
+    static Movement withdrawalMovement() {
+        return new Movement(1001, 0xFF01_0000_0000_009CL, CommandId.of(3), 10, 1_795_336_206_000_000_000L, 0,
+                -20_000, 28_750, Currency.CNY, 0, "withdraw_post", new MovementInstrument(1, "ICBC", "4242"));
+    }
+
     static RiskPolicy examplePolicy() {
         return RiskPolicy.EMPTY
                 .withBlockedCountries(new RiskPolicy.Response(RiskPolicy.Action.DECLINE, false), "KP")
@@ -130,7 +136,8 @@ final class VectorTests {
         expected.put("history_query", bytes -> sends(bytes, 6,
                 new Message.HistoryQuery(1001, 0, -1L, CommandId.of(0), 50)));
         expected.put("history_page", bytes -> Check.equal(
-                new Message.HistoryPageReply(new HistoryPage(List.of(movement()), CommandId.of(0))),
+                new Message.HistoryPageReply(
+                        new HistoryPage(List.of(withdrawalMovement(), movement()), CommandId.of(0))),
                 decoded(bytes, 6), "history page"));
         expected.put("tx_query", bytes -> sends(bytes, 7, new Message.TxQuery(CommandId.of(2))));
         expected.put("tx_reply", bytes -> Check.equal(
