@@ -8,9 +8,11 @@
 
 mod common;
 
-use payrail_engine::pipeline::{Engine, EngineConfig};
+use payrail_engine::pipeline::{Engine, EngineConfig, EngineError};
 use payrail_engine::shard::ShardedLedger;
-use payrail_engine::storage::{decode_state, recover, LogEntry, LogRecord, MemoryStorage, Storage};
+use payrail_engine::storage::{
+    decode_state, recover, LogEntry, LogRecord, MemoryStorage, Storage, StorageError,
+};
 use payrail_engine::{Command, CommandResult, LedgerConfig, Status};
 
 use common::{deposit, open, transfer};
@@ -196,5 +198,82 @@ fn a_stop_leaves_the_tail_to_replay_and_a_stop_with_checkpoint_does_not() {
     let engine = Engine::start(storage.clone(), config(2)).unwrap();
     assert_eq!(engine.recovery().commands_replayed, 0);
     assert_eq!(engine.recovery().digest, offline.digest);
+    engine.shutdown();
+}
+
+/// The settings that decide commands are stored with each checkpoint: a
+/// start with other values is refused while the log after the checkpoint
+/// holds records (they were decided with the stored values), and accepted
+/// when nothing is left to replay, in which case the checkpoint is saved
+/// again with the new values so that a later replay uses them.
+#[test]
+fn a_changed_config_is_refused_while_there_is_a_log_to_replay() {
+    let with_holds = |holds: u16| EngineConfig {
+        ledger: LedgerConfig {
+            account_holds_pending_max: holds,
+            ..config(2).ledger
+        },
+        ..config(2)
+    };
+    let storage = MemoryStorage::new();
+    let engine = Engine::start(storage.clone(), with_holds(64)).unwrap();
+    let handle = engine.handle();
+    handle.submit_blocking(opening()).unwrap();
+    let checkpoint = handle.checkpoint_blocking().unwrap().unwrap();
+    for batch in batches(11, 70_000, 4) {
+        handle.submit_blocking(batch).unwrap();
+    }
+    engine.shutdown();
+
+    // A tail after the checkpoint: other values are refused, by name.
+    let refused = Engine::start(storage.clone(), with_holds(8)).unwrap_err();
+    match refused {
+        EngineError::Recovery(StorageError::ConfigChanged {
+            sequence,
+            first_record,
+            changes,
+        }) => {
+            assert_eq!(sequence, checkpoint);
+            assert_eq!(first_record, checkpoint + 1);
+            assert_eq!(
+                changes,
+                "engine.account_holds_pending_max = 64 (configured: 8)"
+            );
+        }
+        other => panic!("expected ConfigChanged, got {other:?}"),
+    }
+    // `payrail verify` refuses the same way.
+    assert!(matches!(
+        recover(&mut storage.clone(), with_holds(8).ledger),
+        Err(StorageError::ConfigChanged { .. })
+    ));
+
+    // The checkpoint's values replay the tail; a stop with a checkpoint
+    // leaves nothing to replay ...
+    let engine = Engine::start(storage.clone(), with_holds(64)).unwrap();
+    assert!(engine.recovery().commands_replayed > 0);
+    engine.shutdown_with_checkpoint();
+    let (_, before) = recover(&mut storage.clone(), with_holds(64).ledger).unwrap();
+
+    // ... so the new value is taken: the same state (digest), saved again
+    // at a marker of its own.
+    let engine = Engine::start(storage.clone(), with_holds(8)).unwrap();
+    let recovery = engine.recovery().clone();
+    assert_eq!(recovery.checkpoint_sequence, before.last_sequence + 1);
+    assert_eq!(recovery.digest, before.digest);
+    let handle = engine.handle();
+    for batch in batches(12, 80_000, 3) {
+        handle.submit_blocking(batch).unwrap();
+    }
+    engine.shutdown();
+
+    // The log after that checkpoint was written with 8: a start with 8
+    // replays it, one with the old 64 is refused.
+    assert!(matches!(
+        Engine::start(storage.clone(), with_holds(64)).map(|_| ()),
+        Err(EngineError::Recovery(StorageError::ConfigChanged { .. }))
+    ));
+    let engine = Engine::start(storage.clone(), with_holds(8)).unwrap();
+    assert_eq!(engine.recovery().commands_replayed, 3 * 25);
     engine.shutdown();
 }

@@ -424,9 +424,10 @@ fn instrument_risk_state_is_checkpointed_and_in_the_digest() {
 
     // What was withdrawn to an instrument is in the digest: the same
     // checkpoint with another figure (the section's one entry, then the bind
-    // times' one entry and the pending hold's instrument end the state)
-    // decodes to another digest, so recovery would refuse it.
-    let hold_section = 8 + 48;
+    // times' one entry, the pending hold's instrument and the 29-byte
+    // config section end the state) decodes to another digest, so recovery
+    // would refuse it.
+    let hold_section = 8 + 48 + 29;
     let withdrawn_at = bytes.len() - hold_section - 138 - 8 - 32 + 12;
     assert_eq!(
         bytes[withdrawn_at..withdrawn_at + 8],

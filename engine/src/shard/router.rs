@@ -209,7 +209,9 @@ impl ShardedLedger {
                     break;
                 }
             }
-            self.tables.records.prefetch_eviction(crate::record_ring::EVICT_AHEAD);
+            self.tables
+                .records
+                .prefetch_eviction(crate::record_ring::EVICT_AHEAD);
             self.tables.records.pop_front();
             if record.keeps {
                 if let Some(segment) = self.segments.get_mut(record.home as usize) {

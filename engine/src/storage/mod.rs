@@ -32,7 +32,7 @@ pub use recovery::{
 };
 pub use rocks::RocksStorage;
 pub use segments::{HistoryConfig, HistoryOpenReport, HistoryStats, HistoryStore, HEADS_FILE};
-pub use snapshot::{decode_state, encode_state};
+pub use snapshot::{decode_state, decode_state_and_config, encode_state};
 
 /// Why a storage operation failed. Every variant is fatal for the writer:
 /// the engine stops accepting writes (see docs/persistence.md).
@@ -63,6 +63,21 @@ pub enum StorageError {
     /// The data directory is not one payrail can use.
     #[error("the data directory is not a payrail data directory: {0}")]
     NotPayrailData(String),
+    /// Settings that decide commands differ from the ones the checkpoint
+    /// was taken with, and the log after it holds records written with
+    /// those: a replay with other values could decide them differently.
+    #[error(
+        "the checkpoint at sequence {sequence} was taken with {changes}; the log after it \
+         (from record {first_record}) was written with those values and a replay must \
+         decide its commands as they were decided: start with the checkpoint's values, \
+         and change them only after a stop that leaves nothing to replay \
+         (docs/operations.md, \"Checkpoints and stopping\")"
+    )]
+    ConfigChanged {
+        sequence: u64,
+        first_record: u64,
+        changes: String,
+    },
 }
 
 /// A checkpoint: the encoded ledger state (see [`encode_state`]) as of the

@@ -13,7 +13,9 @@ use crossbeam::channel;
 use crate::command::CommandResult;
 use crate::ledger::{Ledger, LedgerConfig};
 use crate::storage::record::{LogEntry, LogRecord};
-use crate::storage::{decode_state, hex32, Storage, StorageError};
+use crate::storage::{
+    decode_state_and_config, encode_state, hex32, Checkpoint, Storage, StorageError,
+};
 
 /// Records read per `read_log` call: at most 128 x 377 KiB = 47 MiB of
 /// full-size batches in memory at once.
@@ -148,14 +150,16 @@ fn load_unchecked(storage: &dyn Storage, config: LedgerConfig) -> Result<Loaded,
             sequence: 0,
             timestamp: 0,
             digest,
+            stored_config: None,
         });
     };
     let sequence = checkpoint.sequence;
     let checkpoint_corrupt = |reason: String| StorageError::CheckpointCorrupt { sequence, reason };
-    let ledger = decode_state(&checkpoint.state, config).map_err(|error| match error {
-        StorageError::StateCorrupt(reason) => checkpoint_corrupt(reason),
-        other => other,
-    })?;
+    let (ledger, stored_config) =
+        decode_state_and_config(&checkpoint.state, config).map_err(|error| match error {
+            StorageError::StateCorrupt(reason) => checkpoint_corrupt(reason),
+            other => other,
+        })?;
     if ledger.sequence() > checkpoint.sequence || ledger.timestamp() > checkpoint.timestamp {
         return Err(checkpoint_corrupt(format!(
             "the state is at sequence {} timestamp {}, after its own marker (timestamp {})",
@@ -169,7 +173,103 @@ fn load_unchecked(storage: &dyn Storage, config: LedgerConfig) -> Result<Loaded,
         sequence: checkpoint.sequence,
         timestamp: checkpoint.timestamp,
         digest: checkpoint.digest,
+        stored_config,
     })
+}
+
+/// The settings that differ between the config a checkpoint was taken with
+/// (`stored`) and the one passed in, as `engine.NAME = stored (configured:
+/// value)`; empty if none.
+fn config_changes(stored: &LedgerConfig, config: &LedgerConfig) -> String {
+    let fields: [(&str, u64, u64); 7] = [
+        (
+            "idempotency_window_s",
+            stored.idempotency_window_ns / 1_000_000_000,
+            config.idempotency_window_ns / 1_000_000_000,
+        ),
+        (
+            "idempotency_records_max",
+            stored.idempotency_records_max as u64,
+            config.idempotency_records_max as u64,
+        ),
+        (
+            "account_holds_pending_max",
+            u64::from(stored.account_holds_pending_max),
+            u64::from(config.account_holds_pending_max),
+        ),
+        (
+            "customer_payment_codes_live_max",
+            u64::from(stored.customer_payment_codes_live_max),
+            u64::from(config.customer_payment_codes_live_max),
+        ),
+        (
+            "account_fx_quotes_open_max",
+            u64::from(stored.account_fx_quotes_open_max),
+            u64::from(config.account_fx_quotes_open_max),
+        ),
+        (
+            "customer_instruments_max",
+            u64::from(stored.customer_instruments_max),
+            u64::from(config.customer_instruments_max),
+        ),
+        (
+            "instruments_max",
+            stored.instruments_max as u64,
+            config.instruments_max as u64,
+        ),
+    ];
+    let mut changes = Vec::new();
+    for (name, was, now) in fields {
+        if was != now {
+            changes.push(format!("engine.{name} = {was} (configured: {now})"));
+        }
+    }
+    // The window is compared in whole seconds above, as configured; a
+    // difference below a second still counts.
+    if changes.is_empty() && stored != config {
+        changes.push(format!(
+            "an idempotency window of {} ns (configured: {} ns)",
+            stored.idempotency_window_ns, config.idempotency_window_ns
+        ));
+    }
+    changes.join(", ")
+}
+
+/// Compares the config the checkpoint was taken with against `config`.
+/// Records after the checkpoint were written with the checkpoint's values
+/// (a start with other values is refused while there are any, and a start
+/// that changes them with none saves a checkpoint with the new values at
+/// once: [`recover_with_copy`]), so a difference with records to replay is
+/// refused: [`StorageError::ConfigChanged`]. Otherwise returns the
+/// differences (empty if none), which apply from the checkpoint on.
+fn check_config(
+    storage: &dyn Storage,
+    loaded: &Loaded,
+    config: &LedgerConfig,
+) -> Result<String, StorageError> {
+    let Some(stored) = &loaded.stored_config else {
+        if loaded.sequence > 0 {
+            tracing::warn!(
+                checkpoint = loaded.sequence,
+                "the checkpoint does not say which config it was taken with (an older format): \
+                 the configured values are used for the replay unchecked; the next checkpoint \
+                 records them"
+            );
+        }
+        return Ok(String::new());
+    };
+    let changes = config_changes(stored, config);
+    if changes.is_empty() {
+        return Ok(changes);
+    }
+    if let Some((first_record, _)) = storage.read_log(loaded.sequence, 1)?.first() {
+        return Err(StorageError::ConfigChanged {
+            sequence: loaded.sequence,
+            first_record: *first_record,
+            changes,
+        });
+    }
+    Ok(changes)
 }
 
 /// The decoded checkpoint `ledger` (at marker `sequence`) must have the
@@ -196,6 +296,9 @@ struct Loaded {
     timestamp: u64,
     /// The checkpoint's digest (after [`load`]: also `ledger.digest()`).
     digest: [u8; 32],
+    /// The config the checkpoint was taken with (`None`: no checkpoint, or
+    /// an older format that did not store it).
+    stored_config: Option<LedgerConfig>,
 }
 
 /// Rebuilds the ledger: loads the newest checkpoint (its digest must match),
@@ -219,6 +322,15 @@ pub fn recover_with_history(
 ) -> Result<(Ledger, RecoveryReport), StorageError> {
     let started = Instant::now();
     let loaded = load(storage, config)?;
+    let changes = check_config(storage, &loaded, &config)?;
+    if !changes.is_empty() {
+        tracing::warn!(
+            checkpoint = loaded.sequence,
+            %changes,
+            "the config differs from the checkpoint's; nothing is logged after it, so the \
+             configured values apply from there"
+        );
+    }
     let checkpoint_digest = loaded.digest;
     let (mut ledger, mut report) = begin(loaded, started);
     let batches_applied = replay(storage, &mut ledger, &mut report, history)?;
@@ -407,7 +519,13 @@ pub fn recover_with_copy<S: Storage + Clone>(
     prefault: bool,
 ) -> Result<(Ledger, RecoveryCopy), StorageError> {
     let started = Instant::now();
-    let loaded = load_unchecked(storage, config)?;
+    let mut loaded = load_unchecked(storage, config)?;
+    let changes = check_config(storage, &loaded, &config)?;
+    if !changes.is_empty() {
+        // Checked against its digest first: it is saved again.
+        check_digest(&loaded.ledger, loaded.sequence, &loaded.digest)?;
+        resave_with_config(storage, &mut loaded, &changes)?;
+    }
     let checkpoint = (loaded.sequence, loaded.timestamp, loaded.digest);
     let has_checkpoint = loaded.sequence > 0;
     let (mut ledger, mut report) = begin(loaded, started);
@@ -446,6 +564,48 @@ pub fn recover_with_copy<S: Storage + Clone>(
             thread,
         },
     ))
+}
+
+/// A start that changes the config with nothing logged after the
+/// checkpoint: logs a checkpoint marker right after it and saves the same
+/// state there with the configured values (`loaded.ledger` holds them), so
+/// that the log from then on, written with them, follows a checkpoint that
+/// says so. `loaded` moves to the new checkpoint.
+fn resave_with_config(
+    storage: &mut dyn Storage,
+    loaded: &mut Loaded,
+    changes: &str,
+) -> Result<(), StorageError> {
+    let started = Instant::now();
+    let sequence = loaded.sequence + 1;
+    let mut marker = Vec::new();
+    LogRecord {
+        sequence,
+        timestamp: loaded.timestamp,
+        entry: LogEntry::Checkpoint,
+    }
+    .encode(&mut marker);
+    storage.append(&[(sequence, marker)])?;
+    let mut state = Vec::new();
+    encode_state(&loaded.ledger, &mut state);
+    storage.save_checkpoint(&Checkpoint {
+        sequence,
+        timestamp: loaded.timestamp,
+        digest: loaded.digest,
+        state,
+    })?;
+    storage.trim_log(sequence)?;
+    tracing::warn!(
+        previous_checkpoint = loaded.sequence,
+        checkpoint = sequence,
+        changes,
+        ms = started.elapsed().as_millis() as u64,
+        "the config differs from the checkpoint's and nothing is logged after it: \
+         checkpoint saved again with the configured values, which apply from here"
+    );
+    loaded.sequence = sequence;
+    loaded.stored_config = Some(loaded.ledger.config);
+    Ok(())
 }
 
 /// Where the main replay of [`recover_with_copy`] ended.

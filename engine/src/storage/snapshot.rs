@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! magic           8  b"prstate\0"
-//! version         4  u32 = 4
+//! version         4  u32 = 7
 //! sequence        8  u64, last batch applied
 //! timestamp       8  u64
 //! accounts        8  count u64, then accounts in slot order            (56 bytes each)
@@ -29,6 +29,10 @@
 //! instrument risk 8  count u64, then (owner u64, number u32, InstrumentRisk) by owner, number (32 bytes each)   (version 5)
 //! bind times      8  count u64, then (owner u64, BindRing) by owner            (138 bytes each)   (version 5)
 //! hold instruments 8 count u64, then (hold id, owner u64, MovementInstrument) by owner, hold id (48 bytes each)   (version 6)
+//! config         29  the LedgerConfig the state was made with: idempotency window ns u64,
+//!                    records max u64, holds pending max u16, payment codes live max u8,
+//!                    FX quotes open max u8, instruments per customer max u8,
+//!                    instruments max u64                                                   (version 7)
 //! ```
 //!
 //! Version 1 (before the risk engine) is still read: it ends after the
@@ -41,8 +45,14 @@
 //! Version 5 (before the pending holds' instruments) is still read: it ends
 //! after the bind times, and loads with no instrument for pending holds (a
 //! hold made before the upgrade shows none when posted).
+//! Version 6 (before the stored config) is still read: it ends after the
+//! pending holds' instruments, and says nothing of the config it was made
+//! with.
 //!
-//! The `LedgerConfig` is not stored: it is configuration and is passed in.
+//! The `LedgerConfig` is passed in and used; the one stored (version 7) is
+//! only returned by [`decode_state_and_config`], for recovery to compare
+//! (the values decide commands: a replay must use the ones the log was
+//! written with).
 //! The id-to-slot index is rebuilt. The two expiry queues are stored as they
 //! are (not rebuilt from the holds and codes) because they also hold entries
 //! for holds and codes that finished early, and those entries still act when
@@ -79,7 +89,11 @@ use crate::storage::record::{decode_value, encode_value};
 use crate::storage::StorageError;
 
 const STATE_MAGIC: [u8; 8] = *b"prstate\0";
-const STATE_VERSION: u32 = 6;
+const STATE_VERSION: u32 = 7;
+/// The version before the stored config, still read.
+const STATE_VERSION_NO_CONFIG: u32 = 6;
+/// Bytes of the config section (version 7).
+const CONFIG_BYTES: usize = 8 + 8 + 2 + 1 + 1 + 1 + 8;
 /// The version before the risk sections, still read.
 const STATE_VERSION_NO_RISK: u32 = 1;
 /// The version before the FX sections, still read.
@@ -192,6 +206,38 @@ pub fn encode_state(ledger: &Ledger, out: &mut Vec<u8>) {
     encode_risk(&books.risk, out);
     encode_fx(&books.fx, out);
     encode_instruments(&books.instruments, out);
+    encode_config(&ledger.config, out);
+}
+
+/// The config section (version 7).
+fn encode_config(config: &LedgerConfig, out: &mut Vec<u8>) {
+    out.extend_from_slice(&config.idempotency_window_ns.to_le_bytes());
+    out.extend_from_slice(&(config.idempotency_records_max as u64).to_le_bytes());
+    out.extend_from_slice(&config.account_holds_pending_max.to_le_bytes());
+    out.push(config.customer_payment_codes_live_max);
+    out.push(config.account_fx_quotes_open_max);
+    out.push(config.customer_instruments_max);
+    out.extend_from_slice(&(config.instruments_max as u64).to_le_bytes());
+}
+
+/// Reads the config section. The values are compared, not used, so any
+/// value is accepted (one past what this machine can address saturates).
+fn decode_config(reader: &mut Reader<'_>) -> Result<LedgerConfig, StorageError> {
+    let bytes = reader.take(CONFIG_BYTES, "config")?;
+    let u64_at = |at: usize| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(word)
+    };
+    Ok(LedgerConfig {
+        idempotency_window_ns: u64_at(0),
+        idempotency_records_max: usize::try_from(u64_at(8)).unwrap_or(usize::MAX),
+        account_holds_pending_max: u16::from_le_bytes([bytes[16], bytes[17]]),
+        customer_payment_codes_live_max: bytes[18],
+        account_fx_quotes_open_max: bytes[19],
+        customer_instruments_max: bytes[20],
+        instruments_max: usize::try_from(u64_at(21)).unwrap_or(usize::MAX),
+    })
 }
 
 /// The instruments section (version 4), in (owner, number) order, then the
@@ -605,6 +651,15 @@ impl<'a> Reader<'a> {
 /// Rebuilds a ledger from [`encode_state`] bytes; the result has the same
 /// digest and behaves the same on every further command.
 pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, StorageError> {
+    decode_state_and_config(bytes, config).map(|(ledger, _)| ledger)
+}
+
+/// [`decode_state`], also returning the config the state was made with
+/// (`None` before version 6, which did not store it).
+pub fn decode_state_and_config(
+    bytes: &[u8],
+    config: LedgerConfig,
+) -> Result<(Ledger, Option<LedgerConfig>), StorageError> {
     let mut reader = Reader { bytes };
     if reader.take(8, "magic")? != STATE_MAGIC {
         return Err(corrupt("it does not start with the state magic"));
@@ -616,6 +671,7 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
         && version != STATE_VERSION_NO_INSTRUMENTS
         && version != STATE_VERSION_NO_INSTRUMENT_RISK
         && version != STATE_VERSION_NO_HOLD_INSTRUMENTS
+        && version != STATE_VERSION_NO_CONFIG
     {
         return Err(corrupt(format!(
             "state format version {version} is not supported (this build reads {STATE_VERSION})"
@@ -813,9 +869,15 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
     if version >= STATE_VERSION_NO_HOLD_INSTRUMENTS {
         decode_instrument_risk(&mut reader, &mut instruments)?;
     }
-    if version == STATE_VERSION {
+    if version >= STATE_VERSION_NO_CONFIG {
         decode_hold_instruments(&mut reader, &mut instruments, &holds)?;
     }
+    // 13. The config it was made with (version 7).
+    let stored_config = if version == STATE_VERSION {
+        Some(decode_config(&mut reader)?)
+    } else {
+        None
+    };
 
     if !reader.bytes.is_empty() {
         return Err(corrupt(format!(
@@ -823,7 +885,7 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
             reader.bytes.len()
         )));
     }
-    Ok(Ledger {
+    let ledger = Ledger {
         config,
         books: Books {
             accounts,
@@ -844,7 +906,8 @@ pub fn decode_state(bytes: &[u8], config: LedgerConfig) -> Result<Ledger, Storag
         records,
         sequence,
         timestamp,
-    })
+    };
+    Ok((ledger, stored_config))
 }
 
 /// What an account's pending holds and live payment codes add up to.
@@ -1051,9 +1114,34 @@ mod tests {
         encode_state(&ledger, &mut bytes);
         assert_eq!(
             bytes.len(),
-            8 + 4 + 8 + 8 + 8 * 8 + 8 + 10 + 3 * 8 + 5 * 8 + 8 + 3 * 8
+            8 + 4 + 8 + 8 + 8 * 8 + 8 + 10 + 3 * 8 + 5 * 8 + 8 + 3 * 8 + CONFIG_BYTES
         );
         let decoded = decode_state(&bytes, LedgerConfig::default()).unwrap();
         assert_eq!(decoded.digest(), ledger.digest());
+    }
+
+    #[test]
+    fn the_config_is_stored_with_the_state() {
+        let config = LedgerConfig {
+            idempotency_window_ns: 123_456_789_012,
+            idempotency_records_max: 70_000,
+            account_holds_pending_max: 513,
+            customer_payment_codes_live_max: 3,
+            account_fx_quotes_open_max: 250,
+            customer_instruments_max: 7,
+            instruments_max: 1 << 40,
+        };
+        let mut bytes = Vec::new();
+        encode_state(&Ledger::new(config), &mut bytes);
+        // Decoded with other values: those are used, the stored ones returned.
+        let (ledger, stored) = decode_state_and_config(&bytes, LedgerConfig::default()).unwrap();
+        assert_eq!(stored, Some(config));
+        assert_eq!(ledger.config, LedgerConfig::default());
+        // A cut config section is corruption, not a default.
+        let cut = &bytes[..bytes.len() - 1];
+        assert!(matches!(
+            decode_state_and_config(cut, config),
+            Err(StorageError::StateCorrupt(_))
+        ));
     }
 }
