@@ -407,6 +407,11 @@ impl Records {
         self.ring.len() + self.held.len()
     }
 
+    /// The ring holds as many as it can.
+    fn is_full(&self) -> bool {
+        self.ring.len() == self.ring.capacity()
+    }
+
     /// Keeps the record of a command not kept, as the newest.
     pub(crate) fn push(&mut self, id: CommandId, record: &IdempotencyRecord) {
         self.ring.push(Records::pack(id, record));
@@ -652,6 +657,14 @@ impl Ledger {
             self.books.set_movement_context(command, index);
         }
         let result = self.books.execute(command, timestamp);
+        if self.records.is_full() {
+            // Only a batch longer than the table (a ledger applied directly
+            // with more than `BATCH_COMMANDS_MAX` commands and a smaller
+            // cap): the oldest goes first, as at the cap.
+            if let Some(id) = self.records.pop_front() {
+                self.forget_with_record(id);
+            }
+        }
         self.records.push(
             command.id,
             &IdempotencyRecord {

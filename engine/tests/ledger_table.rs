@@ -945,6 +945,18 @@ fn idempotency_records_cap_evicts_the_oldest() {
     let batch: Vec<Command> = (10..16).map(|id| deposit(id, A, 1, CNY)).collect();
     harness.apply(&batch);
     assert_eq!(harness.ledger.records_len(), 6);
+    // Up to the longest batch a gateway can send; past that (a ledger
+    // applied directly) the table keeps the newest it has room for, the
+    // oldest going first, and every command still applies once.
+    let longest = payrail_engine::limits::BATCH_COMMANDS_MAX as u128;
+    let batch: Vec<Command> = (100..100 + longest + 5)
+        .map(|id| deposit(id, A, 1, CNY))
+        .collect();
+    assert!(harness.apply(&batch).iter().all(|status| *status == S::Ok));
+    assert_eq!(harness.ledger.records_len(), longest as usize);
+    assert!(harness.ledger.record(CommandId(104)).is_none());
+    assert!(harness.ledger.record(CommandId(105)).is_some());
+    harness.expect_balances(&[(A, 606 + longest as i64 + 5, 0)], "after the long batch");
 }
 
 #[test]
