@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from . import types as t
 from . import wire
-from .codes import ErrorCode
+from .codes import ErrorCode, Status
 from .errors import (
     BatchTooLarge,
     ConnectError,
@@ -286,6 +286,29 @@ def risk_audit_entries(replies):
         if index < reply.entries:
             entries.append(reply.entry)
     return entries
+
+
+INSTRUMENTS_LISTED_MAX = 64
+
+
+def instrument_queries(account):
+    return [t.InstrumentQuery(account, index) for index in range(INSTRUMENTS_LISTED_MAX)]
+
+
+def instrument_list(replies):
+    """The customer's instruments in number order (a customer has at most
+    64); a refusal (unknown account, not a customer) returns its ``Refused``."""
+    views = []
+    for reply in replies:
+        if isinstance(reply, t.InstrumentView):
+            views.append(reply)
+        elif reply == t.Refused(Status.unknown_instrument):
+            return views
+        elif isinstance(reply, t.Refused):
+            return reply
+        else:
+            raise ProtocolError(f"{reply!r} as the answer to an instrument query")
+    return views
 
 
 def spending_queries(account, month):

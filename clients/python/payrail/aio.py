@@ -392,6 +392,9 @@ class AsyncClient:
     async def spending(self, account, month=0):
         return _core.spending_lines(await self.query(_core.spending_queries(account, month)))
 
+    async def instruments(self, account):
+        return _core.instrument_list(await self.query(_core.instrument_queries(account)))
+
     # ------------------------------------------------------------- batcher
 
     async def _run_batcher(self):

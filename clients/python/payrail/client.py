@@ -455,6 +455,14 @@ class Client:
         """One ``SpendingReply`` per category, or the ``Refused`` reply."""
         return _core.spending_lines(self.query(_core.spending_queries(account, month)))
 
+    def instruments(self, account):
+        """The funding instruments (``InstrumentView``, number order, unbound
+        ones still remembered included) of the customer holding ``account``,
+        or the ``Refused`` reply. Bind, verify and unbind them, top up from
+        and withdraw to them with ``BindInstrument``, ``VerifyInstrument``,
+        ``UnbindInstrument``, ``DepositFrom`` and ``WithdrawHoldTo``."""
+        return _core.instrument_list(self.query(_core.instrument_queries(account)))
+
     # ------------------------------------------------------------- batcher
 
     def _batcher_queue(self):

@@ -92,6 +92,9 @@ class RuleId(enum.IntEnum):
     new_device = 9
     impossible_travel = 10
     amount_anomaly = 11
+    new_instrument = 12
+    instrument_daily = 13
+    instrument_binds = 14
 
     def __str__(self):
         return self.name
@@ -215,6 +218,109 @@ class WithdrawHold:
     amount: int
     currency: int
     timeout_ms: int
+    context: RiskContext = RiskContext.NONE
+
+
+class InstrumentKind(enum.IntEnum):
+    """What a funding instrument is (docs/instruments.md)."""
+
+    card = 0
+    bank_account = 1
+
+    def __str__(self):
+        return self.name
+
+
+class InstrumentState(enum.IntEnum):
+    """Where a funding instrument is in its life."""
+
+    unverified = 0
+    verified = 1
+    failed = 2
+    unbound = 3
+
+    def __str__(self):
+        return self.name
+
+
+@dataclass(frozen=True)
+class InstrumentId:
+    """A customer's funding instrument: the customer's owner id (as in
+    ``OpenAccount.owner``) and the gateway's number for it. Prints and
+    parses as ``owner/number``."""
+
+    owner: int
+    number: int
+
+    def __str__(self):
+        return f"{self.owner}/{self.number}"
+
+    @classmethod
+    def parse(cls, text):
+        owner, _, number = text.partition("/")
+        if not _ or not owner.strip().isdigit() or not number.strip().isdigit():
+            raise ValueError(f"an instrument is owner/number, not {text!r}")
+        return cls(int(owner), int(number))
+
+
+@dataclass
+class BindInstrument:
+    """Binds a bank card or bank account to the customer holding
+    ``customer`` (any of their accounts), unverified until
+    ``VerifyInstrument``. Never a card number: ``token`` is the gateway's
+    token for it (printable ASCII, at most 32), ``bank`` the issuing bank
+    (at most 16), ``country`` ISO 3166 alpha-2, ``last_four`` four digits.
+    The client refuses a token or bank that looks like a card number before
+    sending it (``EncodeError``)."""
+
+    id: int
+    customer: int
+    number: int
+    kind: InstrumentKind
+    token: str
+    bank: str
+    country: str
+    last_four: str
+    currency: int
+
+
+@dataclass
+class VerifyInstrument:
+    """The outcome of the gateway's check of an instrument."""
+
+    id: int
+    instrument: InstrumentId
+    passed: bool = True
+
+
+@dataclass
+class UnbindInstrument:
+    id: int
+    instrument: InstrumentId
+
+
+@dataclass
+class DepositFrom:
+    """A top-up from a verified instrument of the account's customer."""
+
+    id: int
+    account: int
+    amount: int
+    currency: int
+    instrument: InstrumentId
+
+
+@dataclass
+class WithdrawHoldTo:
+    """A withdrawal hold to a verified instrument of the account's customer,
+    in the account's currency; posted or voided like ``WithdrawHold``."""
+
+    id: int
+    account: int
+    amount: int
+    currency: int
+    timeout_ms: int
+    instrument: InstrumentId
     context: RiskContext = RiskContext.NONE
 
 
@@ -500,6 +606,30 @@ QUERY_KINDS = (
     SpendingQuery,
     FxRateQuery,
 )
+
+
+@dataclass(frozen=True)
+class InstrumentQuery:
+    """The ``index``-th instrument (in number order) of the customer holding
+    ``account``; ``Refused(unknown_instrument)`` past the end."""
+
+    account: int
+    index: int
+
+
+@dataclass(frozen=True)
+class InstrumentView:
+    instrument: InstrumentId
+    kind: InstrumentKind
+    token: str
+    bank: str
+    country: str
+    last_four: str
+    currency: int
+    state: InstrumentState
+    bound_at: int
+    changed_at: int
+    instruments_total: int
 
 
 @dataclass(frozen=True)

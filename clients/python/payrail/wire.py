@@ -153,6 +153,11 @@ _FX_ORDER = "QQQI"
 _FX_QUOTE = struct.Struct("<" + _ID + _FX_ORDER + "Q")
 _FX_CONVERT_QUOTE = struct.Struct("<" + _ID + "QQQ")
 _FX_CONVERT = struct.Struct("<" + _ID + _FX_ORDER)
+_BIND_INSTRUMENT = struct.Struct("<" + _ID + "QII32s16s2s4sH")
+_VERIFY_INSTRUMENT = struct.Struct("<" + _ID + "QIB")
+_UNBIND_INSTRUMENT = struct.Struct("<" + _ID + "QI")
+_DEPOSIT_FROM = struct.Struct("<" + _ID + "QQHQI")
+_WITHDRAW_HOLD_TO = struct.Struct("<" + _ID + "QQHQ" + _CONTEXT + "QI")
 
 
 def _split(value):
@@ -320,7 +325,129 @@ def _encode_command(command):
         return _pack(
             _FX_CONVERT, low, high, 20, order.from_, order.to, order.amount, int(order.side)
         )
+    if kind is t.BindInstrument:
+        return _pack(
+            _BIND_INSTRUMENT,
+            low,
+            high,
+            21,
+            command.customer,
+            command.number,
+            int(command.kind),
+            _instrument_text(command.token, "token", 32),
+            _instrument_text(command.bank, "bank", 16),
+            _instrument_country(command.country),
+            _last_four(command.last_four),
+            command.currency,
+        )
+    if kind is t.VerifyInstrument:
+        i = command.instrument
+        passed = 1 if command.passed else 0
+        return _pack(_VERIFY_INSTRUMENT, low, high, 22, i.owner, i.number, passed)
+    if kind is t.UnbindInstrument:
+        i = command.instrument
+        return _pack(_UNBIND_INSTRUMENT, low, high, 23, i.owner, i.number)
+    if kind is t.DepositFrom:
+        i = command.instrument
+        return _pack(
+            _DEPOSIT_FROM,
+            low,
+            high,
+            24,
+            command.account,
+            command.amount,
+            command.currency,
+            i.owner,
+            i.number,
+        )
+    if kind is t.WithdrawHoldTo:
+        i = command.instrument
+        return _pack(
+            _WITHDRAW_HOLD_TO,
+            low,
+            high,
+            25,
+            command.account,
+            command.amount,
+            command.currency,
+            command.timeout_ms,
+            *_context(command.context),
+            i.owner,
+            i.number,
+        )
     raise EncodeError(f"{command!r} is not a command")
+
+
+def looks_like_card_number(text):
+    """Whether ``text`` holds 13 to 19 consecutive digits (single spaces or
+    dashes between them allowed) that pass the Luhn check, in any window of
+    a run of digits: the server's check (docs/instruments.md), so a card
+    number is refused before it leaves the gateway."""
+    runs, run, after_separator = [], [], False
+    data = text.encode("ascii", "replace")
+    for position, byte in enumerate(data):
+        if 0x30 <= byte <= 0x39:
+            run.append(byte - 0x30)
+            after_separator = False
+            continue
+        following = data[position + 1 : position + 2]
+        if byte in b" -" and run and not after_separator and following.isdigit():
+            after_separator = True
+            continue
+        runs.append(run)
+        run, after_separator = [], False
+    runs.append(run)
+    return any(
+        _passes_luhn(run[start : start + length])
+        for run in runs
+        for length in range(13, min(19, len(run)) + 1)
+        for start in range(len(run) - length + 1)
+    )
+
+
+def _passes_luhn(digits):
+    total = 0
+    for index, digit in enumerate(reversed(digits)):
+        if index % 2 == 1:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return total % 10 == 0
+
+
+def _instrument_text(text, field, maximum):
+    """A token or bank: 1 to ``maximum`` printable ASCII characters, no
+    space at either end, never something that looks like a card number."""
+    data = text.encode("ascii", "replace")
+    valid = (
+        0 < len(data) <= maximum
+        and all(0x20 <= byte < 0x7F for byte in data)
+        and data == data.strip(b" ")
+    )
+    if not valid:
+        raise EncodeError(
+            f"an instrument's {field} is 1 to {maximum} printable ASCII characters, not {text!r}"
+        )
+    if looks_like_card_number(text):
+        raise EncodeError(
+            f"an instrument's {field} looks like a full card number: send the gateway's token"
+        )
+    return data
+
+
+def _instrument_country(country):
+    data = country.encode("ascii", "replace")
+    if len(data) != 2 or not data.isalpha() or not data.isupper():
+        raise EncodeError(f"an instrument's country is two capital letters, not {country!r}")
+    return data
+
+
+def _last_four(digits):
+    data = digits.encode("ascii", "replace")
+    if len(data) != 4 or not data.isdigit():
+        raise EncodeError(f"last four digits, not {digits!r}")
+    return data
 
 
 _COUNT = struct.Struct("<Q")
@@ -353,6 +480,8 @@ def _encode_query(query):
         return _pack(_QUERY_SPENDING, 4, query.account, query.month, query.category)
     if kind is t.FxRateQuery:
         return _pack(_QUERY_ACCOUNT, 5, query.index)
+    if kind is t.InstrumentQuery:
+        return _pack(_QUERY_AUDIT, 6, query.account, query.index)
     raise EncodeError(f"{query!r} is not a query")
 
 
@@ -592,6 +721,7 @@ _AUDIT_END = struct.Struct("<QQBHHH")
 _SPENDING = struct.Struct("<IBQ")
 _FX_RATE_VIEW = struct.Struct("<HHQBH8sQQI")
 _MOVEMENT = struct.Struct("<QQQQQQIqqHH")
+_INSTRUMENT_VIEW = struct.Struct("<QII32s16s2s4sHIQQB")
 _WELCOME = struct.Struct("<III")
 
 _PLAIN_RESULTS = {int(status): t.CommandResult(status) for status in Status}
@@ -722,6 +852,34 @@ def _query_reply(body):
             _source_text(source),
             set_at,
             valid_until,
+            total,
+        )
+    if variant == 7:
+        (
+            owner,
+            number,
+            kind,
+            token,
+            bank,
+            country,
+            last_four,
+            currency,
+            state,
+            bound_at,
+            changed_at,
+            total,
+        ) = body.take(_INSTRUMENT_VIEW)
+        return t.InstrumentView(
+            t.InstrumentId(owner, number),
+            body.code(t.InstrumentKind, kind),
+            _source_text(token),
+            _source_text(bank),
+            country.decode("ascii", "replace"),
+            last_four.decode("ascii", "replace"),
+            currency,
+            body.code(t.InstrumentState, state),
+            bound_at,
+            changed_at,
             total,
         )
     raise body.fail(f"unknown QueryReply variant {variant}")

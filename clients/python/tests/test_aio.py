@@ -37,6 +37,14 @@ def test_submit_query_and_status(server, new_account):
             assert await client.balance(new_account()) is None
             assert (await client.status())["server.connections_open"] >= 1
             assert len(await client.spending(payer)) == len(p.Category)
+            card = p.InstrumentId(payer, 1)
+            bind = p.BindInstrument(
+                p.new_id(), payer, 1, p.InstrumentKind.card, "tok_1", "ICBC", "CN", "4242", p.CNY
+            )
+            assert (await client.execute(bind)).ok
+            (view,) = await client.instruments(payer)
+            assert (view.instrument, view.state) == (card, p.InstrumentState.unverified)
+            assert await client.instruments(new_account()) == p.Refused(p.Status.unknown_account)
 
     run(scenario())
 

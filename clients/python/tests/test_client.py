@@ -1,5 +1,6 @@
 """The blocking client against a real `payrail serve`."""
 
+import dataclasses
 import os
 import random
 import threading
@@ -114,6 +115,110 @@ def test_every_command_kind(server, new_account):
     assert isinstance(rates[0], p.FxRateView) and rates[0].source == "ECB"
     assert rates[1] == p.Refused(p.Status.fx_rate_unknown)
     client.close()
+
+
+def test_bank_cards_bind_verify_top_up_withdraw_and_show_in_history(server, new_account):
+    with server.client() as client:
+        account, other = new_account(), new_account()
+        owner = account
+        open_customer(client, account, owner)
+        open_customer(client, other, other)
+        ok = p.Status.ok
+
+        def run(command, expected=ok):
+            result = client.execute(command)
+            assert result.status == expected, (command, result)
+            return result
+
+        card = p.InstrumentId(owner, 1)
+        bank = p.InstrumentId(owner, 2)
+        assert str(card) == f"{owner}/1" and p.InstrumentId.parse(f"{owner}/1") == card
+        assert client.instruments(account) == []
+        bind = p.BindInstrument(
+            p.new_id(), account, 1, p.InstrumentKind.card, "tok_8f2k1", "ICBC", "CN", "4242", p.CNY
+        )
+        run(bind)
+        run(
+            p.BindInstrument(
+                p.new_id(),
+                account,
+                2,
+                p.InstrumentKind.bank_account,
+                "tok_acct_77",
+                "Bank of China",
+                "CN",
+                "1234",
+                p.CNY,
+            )
+        )
+        # Not usable before the gateway's check passed; the number is taken.
+        run(p.DepositFrom(p.new_id(), account, 5_000, p.CNY, card), p.Status.instrument_unverified)
+        again = dataclasses.replace(bind, id=p.new_id(), token="tok_other")
+        run(again, p.Status.instrument_exists)
+        run(p.VerifyInstrument(p.new_id(), card))
+        run(p.VerifyInstrument(p.new_id(), bank, passed=False))
+        run(p.VerifyInstrument(p.new_id(), bank))
+        run(p.VerifyInstrument(p.new_id(), bank), p.Status.instrument_already_verified)
+
+        run(p.DepositFrom(p.new_id(), account, 5_000, p.CNY, card))
+        # Once a card is bound, a top-up names one.
+        run(p.Deposit(p.new_id(), account, 100, p.CNY), p.Status.instrument_required)
+        run(p.DepositFrom(p.new_id(), other, 100, p.CNY, card), p.Status.instrument_not_yours)
+        hold = p.new_id()
+        run(p.WithdrawHoldTo(hold, account, 2_000, p.CNY, 60_000, bank))
+        assert client.balance(account).debits_pending == 2_000
+        # Unbound while the money is on its way: the withdrawal goes on.
+        run(p.UnbindInstrument(p.new_id(), bank))
+        run(p.WithdrawPost(p.new_id(), hold))
+        run(
+            p.WithdrawHoldTo(p.new_id(), account, 1, p.CNY, 60_000, bank),
+            p.Status.instrument_unbound,
+        )
+        assert client.balance(account).balance == 3_000
+
+        views = client.instruments(account)
+        assert [(v.instrument, v.kind, v.state) for v in views] == [
+            (card, p.InstrumentKind.card, p.InstrumentState.verified),
+            (bank, p.InstrumentKind.bank_account, p.InstrumentState.unbound),
+        ]
+        first = views[0]
+        assert (first.token, first.bank, first.country, first.last_four) == (
+            "tok_8f2k1",
+            "ICBC",
+            "CN",
+            "4242",
+        )
+        assert first.currency == p.CNY and first.instruments_total == 2
+        assert first.bound_at > 0 and first.changed_at >= first.bound_at
+        assert client.instruments(new_account()) == p.Refused(p.Status.unknown_account)
+
+        # The history names the instruments, as they were (one is unbound).
+        for _ in range(200):
+            page = client.history(account)
+            if len(page.entries) == 2:
+                break
+            threading.Event().wait(0.02)
+        assert [(e.kind, str(e.instrument)) for e in page.entries] == [
+            ("withdraw_post", "Bank of China ****1234 (instrument 2)"),
+            ("deposit_from", "ICBC ****4242 (instrument 1)"),
+        ]
+
+        # A card number never leaves the client.
+        with pytest.raises(p.EncodeError):
+            client.execute(
+                p.BindInstrument(
+                    p.new_id(),
+                    account,
+                    3,
+                    p.InstrumentKind.card,
+                    "4111 1111 1111 1111",
+                    "ICBC",
+                    "CN",
+                    "1111",
+                    p.CNY,
+                )
+            )
+        assert len(client.instruments(account)) == 2
 
 
 def test_queries(server, new_account):

@@ -396,3 +396,101 @@ def test_values_out_of_range_are_refused_before_sending():
         wire.encode_hello("g" * 65, bytes(32))
     with pytest.raises(EncodeError):
         wire.encode_submit_qr([p.QrPayment(1, 2, "0" * 2049)])
+
+
+def test_instrument_commands_have_the_documented_sizes():
+    card = p.InstrumentId(7, 1)
+    sizes = [
+        (p.BindInstrument(1, 1001, 1, p.InstrumentKind.card, "tok", "ICBC", "CN", "4242", p.CNY), 92),
+        (p.VerifyInstrument(1, card, True), 33),
+        (p.UnbindInstrument(1, card), 32),
+        (p.DepositFrom(1, 1001, 5, p.CNY, card), 50),
+        (p.WithdrawHoldTo(1, 1001, 5, p.CNY, 60_000, card), 73),
+    ]
+    for command, size in sizes:
+        body = wire.encode_submit([command])
+        assert len(body) == 8 + size, command
+    # The kind's variant, then the instrument at the end (owner u64, number u32).
+    body = wire.encode_submit([p.WithdrawHoldTo(1, 1001, 5, p.CNY, 60_000, card)])
+    assert body[8 + 16 : 8 + 20] == (25).to_bytes(4, "little")
+    assert body[-12:] == (7).to_bytes(8, "little") + (1).to_bytes(4, "little")
+
+
+def test_card_numbers_are_refused_before_sending():
+    # The engine's table (engine/src/instrument.rs).
+    for text in [
+        "4111111111111111",
+        "4111 1111 1111 1111",
+        "4111-1111-1111-1111",
+        "pan=378282246310005;",
+        "99411111111111111199",
+        "4222222222222",
+        "6011000990139424000",
+    ]:
+        assert wire.looks_like_card_number(text), text
+    for text in [
+        "tok_9f8e7d6c5b4a",
+        "2026120709081234",
+        "1111111111111111",
+        "411111111113",
+        "4111  1111 1111 1111",
+        "ICBC",
+        "",
+    ]:
+        assert not wire.looks_like_card_number(text), text
+    bad = [
+        dict(token="tok_4111111111111111"),
+        dict(bank="4111 1111 1111 1111"),
+        dict(token=""),
+        dict(token="x" * 33),
+        dict(bank=" ICBC"),
+        dict(country="cn"),
+        dict(last_four="42a2"),
+    ]
+    for change in bad:
+        fields = dict(token="tok", bank="ICBC", country="CN", last_four="4242")
+        fields.update(change)
+        command = p.BindInstrument(1, 1001, 1, p.InstrumentKind.card, currency=p.CNY, **fields)
+        with pytest.raises(p.EncodeError):
+            wire.encode_submit([command])
+
+
+def test_instrument_views_and_movement_instruments_decode():
+    view = (
+        (7).to_bytes(4, "little")
+        + (9).to_bytes(8, "little")
+        + (2).to_bytes(4, "little")
+        + (1).to_bytes(4, "little")
+        + b"tok_1".ljust(32, b"\0")
+        + b"ICBC".ljust(16, b"\0")
+        + b"CN"
+        + b"4242"
+        + (156).to_bytes(2, "little")
+        + (1).to_bytes(4, "little")
+        + (10).to_bytes(8, "little")
+        + (11).to_bytes(8, "little")
+        + bytes([2])
+    )
+    body = (1).to_bytes(8, "little") + view
+    (reply,) = wire.decode_body(wire.Kind.QUERY_RESULTS, body).replies
+    assert reply == p.InstrumentView(
+        p.InstrumentId(9, 2),
+        p.InstrumentKind.bank_account,
+        "tok_1",
+        "ICBC",
+        "CN",
+        "4242",
+        p.CNY,
+        p.InstrumentState.verified,
+        10,
+        11,
+        2,
+    )
+    # A movement whose instrument's digits are not digits is malformed.
+    good = VECTORS["history_page"][32:]  # the body, after the 32-byte header
+    page = wire.decode_body(wire.Kind.HISTORY_PAGE, good)
+    assert str(page.entries[0].instrument) == "ICBC ****4242 (instrument 1)"
+    assert page.entries[1].instrument is None
+    broken = good.replace(b"4242", b"42x2", 1)
+    with pytest.raises(p.ProtocolError):
+        wire.decode_body(wire.Kind.HISTORY_PAGE, broken)

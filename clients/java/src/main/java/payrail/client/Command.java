@@ -22,7 +22,8 @@ public record Command(CommandId id, Kind kind) {
     public sealed interface Kind
             permits OpenAccount, Deposit, Transfer, WithdrawHold, WithdrawPost, WithdrawVoid, Freeze, Unfreeze,
                     Close, SetKycTier, RegisterMerchantKey, PayMerchantQr, IssuePaymentCode, ChargePaymentCode,
-                    Refund, SetBudget, SetFxRate, SetFxFloor, FxQuote, FxConvertQuote, FxConvert {
+                    Refund, SetBudget, SetFxRate, SetFxFloor, FxQuote, FxConvertQuote, FxConvert, BindInstrument,
+                    VerifyInstrument, UnbindInstrument, DepositFrom, WithdrawHoldTo {
         /** The variant index on the wire. */
         int variant();
 
@@ -297,6 +298,103 @@ public record Command(CommandId id, Kind kind) {
 
         public void encodeFields(BodyWriter out) {
             order.encode(out);
+        }
+    }
+
+    /**
+     * Binds a bank card or bank account to the customer holding {@code customer} (any of their
+     * accounts), unverified until {@link VerifyInstrument}. Never a card number: {@code token} is the
+     * gateway's token (1 to 32 printable ASCII characters), {@code bank} the issuing bank (1 to 16),
+     * {@code country} ISO 3166 alpha-2 in capitals, {@code lastFour} four digits. A token or bank that
+     * looks like a card number is refused here ({@link CardNumbers}), before anything is sent.
+     */
+    public record BindInstrument(long customer, int number, InstrumentKind instrumentKind, String token, String bank,
+            String country, String lastFour, int currency) implements Kind {
+        public BindInstrument {
+            text(token, "token", 32);
+            text(bank, "bank", 16);
+            if (!country.matches("[A-Z]{2}")) {
+                throw new IllegalArgumentException("an instrument's country is two capital letters, not " + country);
+            }
+            if (!lastFour.matches("[0-9]{4}")) {
+                throw new IllegalArgumentException("last four digits, not " + lastFour);
+            }
+        }
+
+        private static void text(String text, String field, int max) {
+            boolean printable = !text.isEmpty() && text.length() <= max && text.equals(text.strip())
+                    && text.chars().allMatch(c -> c >= 0x20 && c < 0x7f);
+            if (!printable) {
+                throw new IllegalArgumentException(
+                        "an instrument's " + field + " is 1 to " + max + " printable ASCII characters");
+            }
+            if (CardNumbers.looksLikeCardNumber(text)) {
+                throw new IllegalArgumentException(
+                        "an instrument's " + field + " looks like a full card number: send the gateway's token");
+            }
+        }
+
+        public int variant() {
+            return 21;
+        }
+
+        public void encodeFields(BodyWriter out) {
+            out.u64(customer).u32(number).variant(instrumentKind.ordinal())
+                    .raw(Arrays.copyOf(token.getBytes(StandardCharsets.US_ASCII), 32))
+                    .raw(Arrays.copyOf(bank.getBytes(StandardCharsets.US_ASCII), 16))
+                    .raw(country.getBytes(StandardCharsets.US_ASCII)).raw(lastFour.getBytes(StandardCharsets.US_ASCII))
+                    .u16(currency);
+        }
+    }
+
+    /** The outcome of the gateway's check of an instrument (card verification, micro-deposit). */
+    public record VerifyInstrument(InstrumentId instrument, boolean passed) implements Kind {
+        public int variant() {
+            return 22;
+        }
+
+        public void encodeFields(BodyWriter out) {
+            instrument.encode(out);
+            out.u8(passed ? 1 : 0);
+        }
+    }
+
+    public record UnbindInstrument(InstrumentId instrument) implements Kind {
+        public int variant() {
+            return 23;
+        }
+
+        public void encodeFields(BodyWriter out) {
+            instrument.encode(out);
+        }
+    }
+
+    /** A top-up from a verified instrument of the account's customer. */
+    public record DepositFrom(long account, long amount, int currency, InstrumentId instrument) implements Kind {
+        public int variant() {
+            return 24;
+        }
+
+        public void encodeFields(BodyWriter out) {
+            out.u64(account).u64(amount).u16(currency);
+            instrument.encode(out);
+        }
+    }
+
+    /**
+     * A withdrawal hold to a verified instrument of the account's customer in the account's currency;
+     * posted or voided like {@link WithdrawHold}.
+     */
+    public record WithdrawHoldTo(long account, long amount, int currency, long timeoutMs, RiskContext context,
+            InstrumentId instrument) implements Kind {
+        public int variant() {
+            return 25;
+        }
+
+        public void encodeFields(BodyWriter out) {
+            out.u64(account).u64(amount).u16(currency).u64(timeoutMs);
+            context.encode(out);
+            instrument.encode(out);
         }
     }
 

@@ -187,6 +187,35 @@ public final class PayrailClient implements AutoCloseable {
         throw new PayrailException(PayrailException.Kind.PROTOCOL, "a balance query answered with " + reply);
     }
 
+    /**
+     * The funding instruments of the customer holding {@code account}, in number order (unbound ones
+     * still remembered included), or empty if the server refuses the list (no such account, or not a
+     * customer's). Bind, verify and unbind them, top up from and withdraw to them with the commands
+     * {@link Command.BindInstrument}, {@link Command.VerifyInstrument}, {@link Command.UnbindInstrument},
+     * {@link Command.DepositFrom} and {@link Command.WithdrawHoldTo}.
+     */
+    public Optional<List<QueryReply.InstrumentView>> instruments(long account) {
+        List<Query> queries = new java.util.ArrayList<>(INSTRUMENTS_LISTED_MAX);
+        for (int index = 0; index < INSTRUMENTS_LISTED_MAX; index++) {
+            queries.add(new Query.Instrument(account, index));
+        }
+        List<QueryReply.InstrumentView> views = new java.util.ArrayList<>();
+        for (QueryReply reply : query(queries)) {
+            if (reply instanceof QueryReply.Instrument instrument) {
+                views.add(instrument.instrument());
+            } else if (reply instanceof QueryReply.Refused refused) {
+                return refused.status() == Status.UNKNOWN_INSTRUMENT ? Optional.of(views) : Optional.empty();
+            } else {
+                throw new PayrailException(PayrailException.Kind.PROTOCOL,
+                        "an instrument query answered with " + reply);
+            }
+        }
+        return Optional.of(views);
+    }
+
+    /** Instruments one customer may have at most (engine.customer_instruments_max is at most 64). */
+    static final int INSTRUMENTS_LISTED_MAX = 64;
+
     /** The server's counters (name, value), in the order it sent them. */
     public CompletableFuture<Map<String, Long>> statusAsync() {
         return request(new Message.StatusRequest(), reply -> {

@@ -2,7 +2,7 @@ package payrail.client;
 
 /** A read-only question for the ledger (a u32 variant index, then its fields). */
 public sealed interface Query permits Query.Balance, Query.CommandStatus, Query.RiskPolicy, Query.RiskAudit,
-        Query.Spending, Query.FxRate {
+        Query.Spending, Query.FxRate, Query.Instrument {
     int variant();
 
     void encodeFields(BodyWriter out);
@@ -71,6 +71,20 @@ public sealed interface Query permits Query.Balance, Query.CommandStatus, Query.
 
         public void encodeFields(BodyWriter out) {
             out.u64(index);
+        }
+    }
+
+    /**
+     * The {@code index}-th funding instrument (in number order) of the customer holding {@code account}:
+     * answered by {@link QueryReply.Instrument}, or Refused(unknown_instrument) past the end.
+     */
+    record Instrument(long account, int index) implements Query {
+        public int variant() {
+            return 6;
+        }
+
+        public void encodeFields(BodyWriter out) {
+            out.u64(account).u8(index);
         }
     }
 

@@ -4,7 +4,7 @@ import java.util.Set;
 
 /** The answer to one {@link Query}. */
 public sealed interface QueryReply permits QueryReply.Balance, QueryReply.CommandStatus, QueryReply.Refused,
-        QueryReply.RiskPolicy, QueryReply.RiskAudit, QueryReply.Spending, QueryReply.FxRate {
+        QueryReply.RiskPolicy, QueryReply.RiskAudit, QueryReply.Spending, QueryReply.FxRate, QueryReply.Instrument {
     /** Bytes of the smallest reply on the wire. */
     int WIRE_BYTES_MIN = 6;
 
@@ -79,6 +79,39 @@ public sealed interface QueryReply permits QueryReply.Balance, QueryReply.Comman
         }
     }
 
+    /** A customer's funding instrument, as {@code payrail card list} shows it. */
+    record Instrument(InstrumentView instrument) implements QueryReply {}
+
+    /**
+     * One funding instrument: {@code boundAt} and {@code changedAt} in command time (ns; 0: not changed
+     * since the bind), {@code instrumentsTotal} how many the customer has (unbound ones remembered
+     * included).
+     */
+    record InstrumentView(InstrumentId instrument, InstrumentKind kind, String token, String bank, String country,
+            String lastFour, int currency, InstrumentState state, long boundAt, long changedAt,
+            int instrumentsTotal) {
+        static InstrumentView decode(BodyReader in) {
+            InstrumentId id = InstrumentId.decode(in);
+            InstrumentKind kind = InstrumentKind.fromVariant(in.variant("kind"));
+            String token = text(in.raw(32, "token"));
+            String bank = text(in.raw(16, "bank"));
+            String country = text(in.raw(2, "country"));
+            String lastFour = text(in.raw(4, "last_four"));
+            int currency = in.u16("currency");
+            InstrumentState state = InstrumentState.fromVariant(in.variant("state"));
+            return new InstrumentView(id, kind, token, bank, country, lastFour, currency, state, in.u64("bound_at"),
+                    in.u64("changed_at"), in.u8("instruments_total"));
+        }
+
+        private static String text(byte[] bytes) {
+            int length = 0;
+            while (length < bytes.length && bytes[length] != 0) {
+                length++;
+            }
+            return new String(bytes, 0, length, java.nio.charset.StandardCharsets.US_ASCII);
+        }
+    }
+
     static QueryReply decode(BodyReader in) {
         int variant = in.variant("query reply");
         switch (variant) {
@@ -96,6 +129,8 @@ public sealed interface QueryReply permits QueryReply.Balance, QueryReply.Comman
                 return new Spending(in.u32("month"), in.u8("category"), in.u64("spent"), in.optionU64("budget"));
             case 6:
                 return new FxRate(FxRateView.decode(in));
+            case 7:
+                return new Instrument(InstrumentView.decode(in));
             default:
                 throw BodyReader.malformed("unknown query reply variant " + variant);
         }

@@ -15,7 +15,10 @@ public enum RiskRule {
     VELOCITY(8, "velocity"),
     NEW_DEVICE(9, "new_device"),
     IMPOSSIBLE_TRAVEL(10, "impossible_travel"),
-    AMOUNT_ANOMALY(11, "amount_anomaly");
+    AMOUNT_ANOMALY(11, "amount_anomaly"),
+    NEW_INSTRUMENT(12, "new_instrument"),
+    INSTRUMENT_DAILY(13, "instrument_daily"),
+    INSTRUMENT_BINDS(14, "instrument_binds");
 
     private final int code;
     private final String wireName;

@@ -6,6 +6,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.atomic.AtomicLong;
 
@@ -223,6 +224,11 @@ final class ServerTests {
                 everyCommandKind(client);
             }
         }));
+        cases.add(new TestMain.Case("server: bank cards are bound, verified, topped up from and withdrawn to", () -> {
+            try (PayrailClient client = connect()) {
+                bankCards(client);
+            }
+        }));
         cases.add(new TestMain.Case("server: history, tx, status and backups", () -> {
             try (PayrailClient client = connect()) {
                 historyTxStatusBackup(client);
@@ -346,6 +352,80 @@ final class ServerTests {
         QueryReply.RiskAudit audit = (QueryReply.RiskAudit) client.query(new Query.RiskAudit(payer, 0));
         Check.equal(0, audit.entries(), "no decision audited without rules");
         Check.equal(new QueryReply.Refused(Status.NOT_A_CUSTOMER), client.query(new Query.RiskAudit(merchant, 0)), "merchant");
+    }
+
+    static void bankCards(PayrailClient client) throws Exception {
+        long account = 9001;
+        long other = 9002;
+        customer(client, account, 90, 0);
+        customer(client, other, 91, 0);
+        InstrumentId card = new InstrumentId(90, 1);
+        InstrumentId bank = InstrumentId.parse("90/2");
+        Check.equal("90/2", bank.toString(), "an instrument prints as owner/number");
+        Check.equal(Optional.of(List.of()), client.instruments(account), "nothing bound yet");
+        ok(client, new Command(id(), new Command.BindInstrument(account, 1, InstrumentKind.CARD, "tok_8f2k1", "ICBC",
+                "CN", "4242", Currency.CNY)));
+        ok(client, new Command(id(), new Command.BindInstrument(account, 2, InstrumentKind.BANK_ACCOUNT,
+                "tok_acct_77", "Bank of China", "CN", "1234", Currency.CNY)));
+        Check.equal(Status.INSTRUMENT_UNVERIFIED, client.execute(new Command(id(),
+                new Command.DepositFrom(account, 5_000, Currency.CNY, card))).status(), "not verified yet");
+        ok(client, new Command(id(), new Command.VerifyInstrument(card, true)));
+        ok(client, new Command(id(), new Command.VerifyInstrument(bank, true)));
+        ok(client, new Command(id(), new Command.DepositFrom(account, 5_000, Currency.CNY, card)));
+        Check.equal(Status.INSTRUMENT_REQUIRED, client.execute(Command.deposit(id(), account, 1, Currency.CNY)).status(),
+                "a top-up names an instrument once one is bound");
+        Check.equal(Status.INSTRUMENT_NOT_YOURS, client.execute(new Command(id(),
+                new Command.DepositFrom(other, 1, Currency.CNY, card))).status(), "another customer's card");
+        CommandId hold = id();
+        ok(client, new Command(hold, new Command.WithdrawHoldTo(account, 2_000, Currency.CNY, 60_000, RiskContext.NONE,
+                bank)));
+        // Unbound while the money is on its way: the withdrawal goes on.
+        ok(client, new Command(id(), new Command.UnbindInstrument(bank)));
+        ok(client, new Command(id(), new Command.WithdrawPost(hold)));
+        Check.equal(Status.INSTRUMENT_UNBOUND, client.execute(new Command(id(), new Command.WithdrawHoldTo(account, 1,
+                Currency.CNY, 60_000, RiskContext.NONE, bank))).status(), "an unbound account");
+        Check.equal(3_000L, account(client, account).balance(), "balance");
+
+        List<QueryReply.InstrumentView> views = client.instruments(account).orElseThrow();
+        Check.equal(2, views.size(), "two instruments");
+        QueryReply.InstrumentView first = views.get(0);
+        Check.equal(card, first.instrument(), "number order");
+        Check.equal(InstrumentKind.CARD, first.kind(), "kind");
+        Check.equal(InstrumentState.VERIFIED, first.state(), "state");
+        Check.equal("tok_8f2k1", first.token(), "token");
+        Check.equal("ICBC", first.bank(), "bank");
+        Check.equal("CN", first.country(), "country");
+        Check.equal("4242", first.lastFour(), "last four");
+        Check.equal(Currency.CNY, first.currency(), "currency");
+        Check.equal(2, first.instrumentsTotal(), "total");
+        Check.equal(InstrumentState.UNBOUND, views.get(1).state(), "unbound, remembered");
+        Check.equal(Optional.empty(), client.instruments(9_999_999), "an unknown account");
+
+        // The history names the instruments as they were.
+        HistoryPage page = client.history(account, 10);
+        long deadline = System.nanoTime() + 10_000_000_000L;
+        while (page.entries().size() < 2 && System.nanoTime() < deadline) {
+            Thread.sleep(50);
+            page = client.history(account, 10);
+        }
+        Check.equal(2, page.entries().size(), "a top-up and a withdrawal");
+        Check.equal("Bank of China ****1234 (instrument 2)", String.valueOf(page.entries().get(0).instrument()),
+                "the posted withdrawal's account");
+        Check.equal(new MovementInstrument(1, "ICBC", "4242"), page.entries().get(1).instrument(),
+                "the top-up's card");
+
+        // A card number never leaves the client.
+        Check.isTrue(CardNumbers.looksLikeCardNumber("4111-1111-1111-1111"), "a card number");
+        Check.isTrue(!CardNumbers.looksLikeCardNumber("tok_9f8e7d6c5b4a"), "a token");
+        Check.isTrue(!CardNumbers.looksLikeCardNumber("4111  1111 1111 1111"), "two spaces break a run");
+        Check.isTrue(CardNumbers.looksLikeCardNumber("99411111111111111199"), "inside a longer run");
+        try {
+            new Command.BindInstrument(account, 3, InstrumentKind.CARD, "4111 1111 1111 1111", "ICBC", "CN", "1111",
+                    Currency.CNY);
+            throw new AssertionError("a card number as a token was accepted");
+        } catch (IllegalArgumentException expected) {
+            Check.isTrue(expected.getMessage().contains("looks like a full card number"), expected.getMessage());
+        }
     }
 
     static void historyTxStatusBackup(PayrailClient client) throws Exception {
