@@ -574,8 +574,10 @@ pub async fn open_loop(
 }
 
 /// Prints one line per second until `end` (plus the drain), from the live
-/// counters: the second that just finished.
-pub async fn progress(live: Arc<Live>, stop: Arc<tokio::sync::Notify>) {
+/// counters: the second that just finished, with the resident memory of
+/// the server's process `server_pid` if it was found (on the console as it
+/// happens, so a run whose server dies still shows its memory up to then).
+pub async fn progress(live: Arc<Live>, stop: Arc<tokio::sync::Notify>, server_pid: Option<u32>) {
     let window = live.window;
     let mut second = 1u64;
     loop {
@@ -601,8 +603,12 @@ pub async fn progress(live: Arc<Live>, stop: Arc<tokio::sync::Notify>) {
         } else {
             ""
         };
+        let resident = server_pid
+            .and_then(crate::machine::resident_bytes)
+            .map(|bytes| format!("  rss {:>6} MiB", bytes >> 20))
+            .unwrap_or_default();
         println!(
-            "{:>4} s  committed {:>10}/s  queries {:>9}/s  offered {:>10}/s  rejected {:>8}  errors {:>6}  latency mean {:>8.2} ms  max {:>8.2} ms{phase}",
+            "{:>4} s  committed {:>10}/s  queries {:>9}/s  offered {:>10}/s  rejected {:>8}  errors {:>6}  latency mean {:>8.2} ms  max {:>8.2} ms{resident}{phase}",
             second,
             group_digits(load(&slot.committed)),
             group_digits(load(&slot.queries)),

@@ -216,6 +216,7 @@ pub async fn run(context: &RunContext, spec: &PhaseSpec) -> anyhow::Result<Phase
         tokio::spawn(drive::progress(
             Arc::clone(&live),
             Arc::clone(&stop_progress),
+            context.probe.pid,
         ))
     });
     let snapshots = spawn_snapshots(context.control.clone(), window);
