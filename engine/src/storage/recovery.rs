@@ -37,9 +37,12 @@ pub struct RecoveryReport {
     /// the sequencer continues after them.
     pub last_sequence: u64,
     pub last_timestamp: u64,
+    /// The whole recovery; for [`recover_with_copy`], up to
+    /// [`RecoveryCopy::finish`] (the split over the shards, which the
+    /// start does meanwhile, included).
     pub elapsed: Duration,
     /// Part of `elapsed` spent loading the checkpoint (reading, decoding,
-    /// checking its digest) ...
+    /// and for [`recover`] checking its digest) ...
     pub load_elapsed: Duration,
     /// ... replaying the log after it (reading, decoding, applying, and
     /// rebuilding the history past its watermark) ...
