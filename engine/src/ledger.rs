@@ -330,6 +330,21 @@ pub(crate) struct Books {
     pub(crate) caps: OwnerCaps,
 }
 
+/// The parts of the state `Ledger::digest` covers that older state formats
+/// did not have (see `Ledger::older_digests`).
+#[derive(Clone, Copy, Debug)]
+struct DigestSections {
+    fx: bool,
+    instruments: bool,
+}
+
+impl DigestSections {
+    const ALL: DigestSections = DigestSections {
+        fx: true,
+        instruments: true,
+    };
+}
+
 /// Bytes a lone ledger's idempotency record table takes when allocated for
 /// `records_max` records (see `Records::lone`).
 pub fn lone_records_bytes(records_max: usize) -> usize {
@@ -856,6 +871,38 @@ impl Ledger {
     /// idempotency records as an order-free sum of their xxh3 hashes), so two
     /// ledgers can be compared cheaply however they were built.
     pub fn digest(&self) -> [u8; 32] {
+        self.digest_of(DigestSections::ALL)
+    }
+
+    /// The digests an older build would have stored for this state, newest
+    /// definition first, for a checkpoint written by it: a section the
+    /// digest gained later is left out, and only while this state holds
+    /// nothing in it (what an older checkpoint decodes to), so every part
+    /// of the state stays covered. State format 3 (before instruments) and
+    /// 2 (before FX).
+    pub fn older_digests(&self) -> Vec<[u8; 32]> {
+        let mut digests = Vec::new();
+        if self.books.instruments.len() == 0 {
+            digests.push(self.digest_of(DigestSections {
+                fx: true,
+                instruments: false,
+            }));
+            let fx = &self.books.fx;
+            if fx.rates.is_empty()
+                && fx.floors.is_empty()
+                && fx.quotes.is_empty()
+                && fx.payments.is_empty()
+            {
+                digests.push(self.digest_of(DigestSections {
+                    fx: false,
+                    instruments: false,
+                }));
+            }
+        }
+        digests
+    }
+
+    fn digest_of(&self, sections: DigestSections) -> [u8; 32] {
         let mut hasher = blake3::Hasher::new();
         hasher.update(b"payrail-ledger-digest-v1");
         hasher.update(&self.sequence.to_le_bytes());
@@ -918,8 +965,12 @@ impl Ledger {
         hasher.update(&sum.to_le_bytes());
         self.books.digest_payments(&mut hasher);
         self.books.risk.digest_into(&mut hasher);
-        self.books.digest_fx(&mut hasher);
-        self.books.instruments.digest_into(&mut hasher);
+        if sections.fx {
+            self.books.digest_fx(&mut hasher);
+        }
+        if sections.instruments {
+            self.books.instruments.digest_into(&mut hasher);
+        }
         *hasher.finalize().as_bytes()
     }
 }
