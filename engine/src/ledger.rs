@@ -498,13 +498,20 @@ impl Default for Ledger {
 
 impl Ledger {
     pub fn new(config: LedgerConfig) -> Ledger {
+        Ledger::with_records(config, Records::lone(config.idempotency_records_max))
+    }
+
+    /// An empty ledger keeping its idempotency records in `records` (a
+    /// shard's, or a lone table sized for more than the cap): the table is
+    /// allocated once, by the caller.
+    pub(crate) fn with_records(config: LedgerConfig, records: Records) -> Ledger {
         Ledger {
             config,
             books: Books {
                 caps: OwnerCaps::of(&config),
                 ..Books::default()
             },
-            records: Records::lone(config.idempotency_records_max),
+            records,
             sequence: 0,
             timestamp: 0,
         }

@@ -48,8 +48,7 @@ pub(super) fn split(mut ledger: Ledger, shards: usize) -> Split {
     let source = &ledger.books;
     let mut ledgers: Vec<Ledger> = (0..shards)
         .map(|shard| {
-            let mut part = Ledger::new(config);
-            part.records = Records::shard();
+            let mut part = Ledger::with_records(config, Records::shard());
             part.sequence = ledger.sequence;
             part.timestamp = ledger.timestamp;
             part.books.house_part = shard as u32;
@@ -365,7 +364,10 @@ pub(super) fn merge(
     shards: Vec<Ledger>,
     records: Vec<(CommandId, IdempotencyRecord)>,
 ) -> Ledger {
-    let mut merged = Ledger::new(config);
+    let mut merged = Ledger::with_records(
+        config,
+        Records::lone(config.idempotency_records_max.max(records.len())),
+    );
     merged.sequence = sequence;
     merged.timestamp = timestamp;
     // Per shard: old slot → merged slot.
@@ -465,7 +467,6 @@ pub(super) fn merge(
             merged.books.payments.insert(payment.id, moved);
         }
     }
-    merged.records = Records::lone(config.idempotency_records_max.max(records.len()));
     for (id, record) in records {
         merged.records.push(id, &record);
     }
