@@ -68,3 +68,89 @@ fn a_state_format_3_data_directory_starts_with_its_balances_and_records() {
         7_500
     );
 }
+
+/// `(kind, amount_decimal, balance)` of each entry of `account`'s history,
+/// newest first, once it holds `entries` entries (history is written just
+/// after the acknowledgement: waited for, bounded).
+fn history_of(server: &ServerProcess, account: &str, entries: usize) -> Vec<(String, String, i64)> {
+    let started = std::time::Instant::now();
+    loop {
+        let page = server.json(&["history", account], 0);
+        let list = page["entries"].as_array().unwrap();
+        if list.len() == entries {
+            return list
+                .iter()
+                .map(|entry| {
+                    (
+                        entry["kind"].as_str().unwrap().to_owned(),
+                        entry["amount_decimal"].as_str().unwrap().to_owned(),
+                        entry["balance"].as_i64().unwrap(),
+                    )
+                })
+                .collect();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{account}: {page}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn entry(kind: &str, amount: &str, balance: i64) -> (String, String, i64) {
+    (kind.to_owned(), amount.to_owned(), balance)
+}
+
+/// The fixture's history is a version-1 segment (every record with its own
+/// checksum), written before segment version 2; the log behind its
+/// checkpoint is trimmed, so nothing could rebuild it. The upgraded server
+/// reads it as it is, goes on in a segment of its own version, and a
+/// restart and `payrail verify` read both.
+#[test]
+fn a_state_format_3_data_directory_keeps_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/state-v3");
+    let data = dir.path().join("data");
+    copy_dir(&fixture, &data);
+    let mut server = ServerProcess::start(dir.path(), &[]);
+    assert!(
+        !server.log_text().contains("damaged"),
+        "{}",
+        server.log_text()
+    );
+    let payer = [
+        entry("transfer", "-25.00", 7_500),
+        entry("deposit", "100.00", 10_000),
+    ];
+    assert_eq!(history_of(&server, "1001", 2), payer);
+    assert_eq!(
+        history_of(&server, "1002", 1),
+        [entry("transfer", "25.00", 2_500)]
+    );
+    let legs = server.json(&["tx", "show", "4"], 0);
+    assert_eq!(legs["legs"].as_array().map(Vec::len), Some(2), "{legs}");
+
+    let deposit = server.run(&["deposit", "1002", "1.00", "CNY", "--id", "5"]);
+    assert!(deposit.status.success(), "{deposit:?}");
+    let payee = [
+        entry("deposit", "1.00", 2_600),
+        entry("transfer", "25.00", 2_500),
+    ];
+    assert_eq!(history_of(&server, "1002", 2), payee);
+    server.terminate();
+
+    let mut server = ServerProcess::start(dir.path(), &[]);
+    assert_eq!(history_of(&server, "1001", 2), payer);
+    assert_eq!(history_of(&server, "1002", 2), payee);
+    server.terminate();
+
+    let verify = common::process::cli(&["verify", data.to_str().unwrap(), "--json"]);
+    common::process::expect_code(&verify, 0);
+    let report = common::process::json(&verify);
+    assert_eq!(
+        report["history"]["damaged"],
+        serde_json::json!([]),
+        "{report}"
+    );
+    assert_eq!(report["history"]["movements"], 4, "{report}");
+}

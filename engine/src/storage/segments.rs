@@ -81,9 +81,24 @@ const SEGMENT_VERSION: u32 = 3;
 /// reads as they are (one being written at an upgrade goes on in version 2
 /// and may get value version 2 movements: values say their own version).
 const SEGMENT_VERSION_NO_INSTRUMENTS: u32 = 2;
+/// Still read (written before 2026-12-07 09:37): every record has its own
+/// CRC-32C, watermarks carry none ([`Format::RecordChecksums`]).
+const SEGMENT_VERSION_RECORD_CHECKSUMS: u32 = 1;
 const HEADER_BYTES: usize = 32;
 /// len u32, kind u8.
 const RECORD_HEADER_BYTES: usize = 5;
+/// Version 1: len u32, crc32c u32, kind u8.
+const RECORD_HEADER_BYTES_V1: usize = 9;
+/// Version 1 movement links: previous and skip address (written from
+/// 2026-12-07 07:29), or the previous address alone (before; the version
+/// number did not change, so each record says which by its length).
+const MOVEMENT_LINKS_BYTES_V1_PREVIOUS_ONLY: usize = 8;
+/// Version 1: watermark u64, its timestamp u64 (no block checksum).
+const WATERMARK_BODY_BYTES_V1: usize = 16;
+/// Version 1: movements u64, last timestamp u64, crc32c u32 of the
+/// segment before the seal record.
+const SEAL_BODY_BYTES_V1: usize = 20;
+const SEAL_RECORD_BYTES_V1: usize = RECORD_HEADER_BYTES_V1 + SEAL_BODY_BYTES_V1;
 /// The checksum that ends a watermark or seal record.
 const CHECKSUM_BYTES: usize = 4;
 const KIND_MOVEMENT: u8 = 1;
@@ -93,6 +108,17 @@ const KIND_SEAL: u8 = 3;
 const MOVEMENT_LINKS_BYTES: usize = 16;
 const MOVEMENT_RECORD_BYTES_MAX: usize =
     RECORD_HEADER_BYTES + MOVEMENT_LINKS_BYTES + history::VALUE_BYTES_MAX;
+/// The longest movement record of any version read (version 1's values
+/// had no instrument, so its records are shorter despite the longer header).
+const RECORD_BYTES_MAX: usize = MOVEMENT_RECORD_BYTES_MAX;
+const _: () = assert!(
+    RECORD_HEADER_BYTES_V1
+        + MOVEMENT_LINKS_BYTES
+        + history::VALUE_FIXED_BYTES
+        + history::MOVEMENT_KIND_BYTES_MAX
+        <= RECORD_BYTES_MAX,
+    "a version-1 movement record fits the read buffer"
+);
 /// Watermark u64, its timestamp u64, checksum.
 const WATERMARK_BODY_BYTES: usize = 16 + CHECKSUM_BYTES;
 const WATERMARK_RECORD_BYTES: usize = RECORD_HEADER_BYTES + WATERMARK_BODY_BYTES;
@@ -126,6 +152,46 @@ const _: () = assert!(
 
 fn io(context: &str, error: impl std::fmt::Display) -> StorageError {
     StorageError::Io(format!("{context}: {error}"))
+}
+
+/// How a segment's records are framed, from its header's version. Every
+/// version is read; only the newest is written (docs/persistence.md,
+/// "History layout").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    /// Version 1: each record has its own CRC-32C; a watermark has none,
+    /// the seal holds the CRC-32C of the segment before it.
+    RecordChecksums,
+    /// Versions 2 and 3: no checksum per record; each watermark and the
+    /// seal end with the CRC-32C of the file up to them.
+    BlockChecksums,
+}
+
+impl Format {
+    fn of_version(version: u32) -> Option<Format> {
+        match version {
+            SEGMENT_VERSION_RECORD_CHECKSUMS => Some(Format::RecordChecksums),
+            SEGMENT_VERSION_NO_INSTRUMENTS | SEGMENT_VERSION => Some(Format::BlockChecksums),
+            _ => None,
+        }
+    }
+
+    /// The format this build appends in.
+    const CURRENT: Format = Format::BlockChecksums;
+
+    fn record_header_bytes(self) -> usize {
+        match self {
+            Format::RecordChecksums => RECORD_HEADER_BYTES_V1,
+            Format::BlockChecksums => RECORD_HEADER_BYTES,
+        }
+    }
+
+    fn seal_record_bytes(self) -> usize {
+        match self {
+            Format::RecordChecksums => SEAL_RECORD_BYTES_V1,
+            Format::BlockChecksums => SEAL_RECORD_BYTES,
+        }
+    }
 }
 
 /// How the history store is shaped.
@@ -378,6 +444,8 @@ fn split_address(address: u64) -> (u32, u32) {
 
 /// One kept segment, as readers see it.
 struct SegmentEntry {
+    /// How its records are framed (older segments keep their version).
+    format: Format,
     file: Arc<File>,
     /// Bytes written and readable.
     bytes: u64,
@@ -467,7 +535,7 @@ fn segment_header(number: u32, segment_bytes: u32) -> [u8; HEADER_BYTES] {
     header
 }
 
-fn check_header(bytes: &[u8], number: u32) -> Result<(), String> {
+fn check_header(bytes: &[u8], number: u32) -> Result<Format, String> {
     if bytes.len() < HEADER_BYTES {
         return Err(format!("the segment has {} bytes, no header", bytes.len()));
     }
@@ -478,16 +546,16 @@ fn check_header(bytes: &[u8], number: u32) -> Result<(), String> {
         return Err("the segment header fails its checksum".to_owned());
     }
     let version = u32_at(bytes, 8);
-    if version != SEGMENT_VERSION && version != SEGMENT_VERSION_NO_INSTRUMENTS {
+    let Some(format) = Format::of_version(version) else {
         return Err(format!("unknown segment version {version}"));
-    }
+    };
     if u32_at(bytes, 12) != number {
         return Err(format!(
             "the header says segment {}, the file name {number}",
             u32_at(bytes, 12)
         ));
     }
-    Ok(())
+    Ok(format)
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -515,14 +583,16 @@ fn push_record(out: &mut Vec<u8>, kind: u8, body: impl FnOnce(&mut Vec<u8>)) {
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
 }
 
-/// The record at the start of `bytes`: (kind, body, length). Only its
-/// framing is checked: the checksums are per block (`scan_segment`).
-fn parse_record(bytes: &[u8]) -> Result<(u8, &[u8], usize), String> {
-    if bytes.len() < RECORD_HEADER_BYTES {
+/// The record at the start of `bytes`: (kind, body, length). In the
+/// current format only its framing is checked: the checksums are per block
+/// (`scan_segment`); a version-1 record's own checksum is checked too.
+fn parse_record(format: Format, bytes: &[u8]) -> Result<(u8, &[u8], usize), String> {
+    let header = format.record_header_bytes();
+    if bytes.len() < header {
         return Err(format!("a record is cut off after {} bytes", bytes.len()));
     }
     let len = u32_at(bytes, 0) as usize;
-    if !(RECORD_HEADER_BYTES..=MOVEMENT_RECORD_BYTES_MAX).contains(&len) {
+    if !(header..=RECORD_BYTES_MAX).contains(&len) {
         return Err(format!("a record claims {len} bytes"));
     }
     if len > bytes.len() {
@@ -531,7 +601,17 @@ fn parse_record(bytes: &[u8]) -> Result<(u8, &[u8], usize), String> {
             bytes.len()
         ));
     }
-    Ok((bytes[4], &bytes[RECORD_HEADER_BYTES..len], len))
+    match format {
+        Format::BlockChecksums => Ok((bytes[4], &bytes[header..len], len)),
+        Format::RecordChecksums => {
+            let record = &bytes[..len];
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&record[0..4]), &record[8..]);
+            if crc != u32_at(record, 4) {
+                return Err("a record fails its checksum".to_owned());
+            }
+            Ok((record[8], &record[header..], len))
+        }
+    }
 }
 
 fn movement_record_len(movement: &Movement) -> usize {
@@ -562,7 +642,10 @@ impl Links {
 }
 
 /// A movement record's body: (links, movement).
-fn decode_movement_body(body: &[u8]) -> Result<(Links, Movement), String> {
+fn decode_movement_body(format: Format, body: &[u8]) -> Result<(Links, Movement), String> {
+    if format == Format::RecordChecksums {
+        return decode_movement_body_v1(body);
+    }
     if body.len() < MOVEMENT_LINKS_BYTES {
         return Err("a movement record has no links".to_owned());
     }
@@ -576,9 +659,45 @@ fn decode_movement_body(body: &[u8]) -> Result<(Links, Movement), String> {
     ))
 }
 
+/// A version-1 movement record's body, with 16 bytes of links or (the
+/// earliest records) 8: whichever leaves a whole movement. A record with
+/// the previous address alone gets that address as its skip address too:
+/// following it instead of a skip reads more records, never fewer.
+fn decode_movement_body_v1(body: &[u8]) -> Result<(Links, Movement), String> {
+    let value_after = |links: usize| {
+        body.get(links..)
+            .ok_or_else(|| "a movement record has no links".to_owned())
+            .and_then(history::decode_movement)
+    };
+    match value_after(MOVEMENT_LINKS_BYTES) {
+        Ok(movement) => {
+            let links = Links {
+                previous: u64_at(body, 0),
+                skip: u64_at(body, 8),
+            };
+            Ok((links, movement))
+        }
+        // Most records have both links: say what is wrong with that.
+        Err(reason) => match value_after(MOVEMENT_LINKS_BYTES_V1_PREVIOUS_ONLY) {
+            Ok(movement) => {
+                let previous = u64_at(body, 0);
+                let links = Links {
+                    previous,
+                    skip: previous,
+                };
+                Ok((links, movement))
+            }
+            Err(_) => Err(reason),
+        },
+    }
+}
+
 /// What reading one segment file found.
 #[derive(Default)]
 struct Scanned {
+    /// How its records are framed (from its header; `None` if the header
+    /// is damaged).
+    format: Option<Format>,
     /// Bytes of well-formed records from the start (header included).
     valid_end: usize,
     /// After the last watermark record: (offset past it, watermark, its timestamp).
@@ -594,9 +713,13 @@ struct Scanned {
 
 fn scan_segment(bytes: &[u8], number: u32) -> Scanned {
     let mut scanned = Scanned::default();
-    if let Err(reason) = check_header(bytes, number) {
-        scanned.error = Some(reason);
-        return scanned;
+    match check_header(bytes, number) {
+        Ok(Format::RecordChecksums) => return scan_segment_v1(bytes),
+        Ok(format) => scanned.format = Some(format),
+        Err(reason) => {
+            scanned.error = Some(reason);
+            return scanned;
+        }
     }
     let mut at = HEADER_BYTES;
     // CRC-32C of `bytes[..checked]`; everything up to `verified` was
@@ -606,7 +729,7 @@ fn scan_segment(bytes: &[u8], number: u32) -> Scanned {
     let mut verified = HEADER_BYTES;
     let mut last_command: Option<u128> = None;
     while at < bytes.len() {
-        let (kind, body, len) = match parse_record(&bytes[at..]) {
+        let (kind, body, len) = match parse_record(Format::BlockChecksums, &bytes[at..]) {
             Ok(record) => record,
             Err(reason) => {
                 scanned.error = Some(format!("at offset {at}: {reason}"));
@@ -687,6 +810,89 @@ fn scan_segment(bytes: &[u8], number: u32) -> Scanned {
             .retain(|&(_, offset)| (offset as usize) < verified);
     }
     scanned
+}
+
+/// [`scan_segment`] of a version-1 segment (its header checked): every
+/// record checked against its own checksum, so everything up to the first
+/// record that fails is whole; the seal checked against the segment
+/// before it.
+fn scan_segment_v1(bytes: &[u8]) -> Scanned {
+    let mut scanned = Scanned {
+        format: Some(Format::RecordChecksums),
+        valid_end: HEADER_BYTES,
+        ..Scanned::default()
+    };
+    let mut at = HEADER_BYTES;
+    let mut last_command: Option<u128> = None;
+    while at < bytes.len() {
+        let (kind, body, len) = match parse_record(Format::RecordChecksums, &bytes[at..]) {
+            Ok(record) => record,
+            Err(reason) => {
+                scanned.error = Some(format!("at offset {at}: {reason}"));
+                break;
+            }
+        };
+        match kind {
+            KIND_MOVEMENT => match decode_movement_body_v1(body) {
+                Ok((_, movement)) => {
+                    scanned
+                        .movements
+                        .push((movement.account.0, at as u32, movement.timestamp));
+                    if last_command != Some(movement.command.0) {
+                        scanned.commands.push((movement.command.0, at as u32));
+                        last_command = Some(movement.command.0);
+                    }
+                }
+                Err(reason) => {
+                    scanned.error = Some(format!("at offset {at}: {reason}"));
+                    break;
+                }
+            },
+            KIND_WATERMARK if body.len() == WATERMARK_BODY_BYTES_V1 => {
+                last_command = None;
+                scanned.last_watermark = Some((at + len, u64_at(body, 0), u64_at(body, 8)));
+            }
+            KIND_SEAL if body.len() == SEAL_BODY_BYTES_V1 => {
+                if crc32c::crc32c(&bytes[..at]) != u32_at(body, 16) {
+                    scanned.error = Some("the segment fails its seal's checksum".to_owned());
+                    break;
+                }
+                if at + len != bytes.len() {
+                    scanned.error = Some(format!(
+                        "{} bytes follow the seal",
+                        bytes.len() - (at + len)
+                    ));
+                    break;
+                }
+                scanned.valid_end = at + len;
+                scanned.sealed = true;
+                return scanned;
+            }
+            _ => {
+                scanned.error = Some(format!("at offset {at}: unknown record kind {kind}"));
+                break;
+            }
+        }
+        at += len;
+        scanned.valid_end = at;
+    }
+    scanned
+}
+
+/// The seal record of a version-1 segment whose first `end` bytes are
+/// `bytes` (all whole records): its movement count, newest timestamp and
+/// the CRC-32C of those bytes, framed with the record's own checksum.
+fn seal_record_v1(bytes: &[u8], movements: u64, last_timestamp: u64) -> Vec<u8> {
+    let mut record = Vec::with_capacity(SEAL_RECORD_BYTES_V1);
+    record.extend_from_slice(&(SEAL_RECORD_BYTES_V1 as u32).to_le_bytes());
+    record.extend_from_slice(&[0u8; 4]);
+    record.push(KIND_SEAL);
+    record.extend_from_slice(&movements.to_le_bytes());
+    record.extend_from_slice(&last_timestamp.to_le_bytes());
+    record.extend_from_slice(&crc32c::crc32c(bytes).to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&record[0..4]), &record[8..]);
+    record[4..8].copy_from_slice(&crc.to_le_bytes());
+    record
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
@@ -958,15 +1164,23 @@ fn open_snapshot_segment(
         .metadata()
         .map_err(|error| io(&format!("cannot read {}", path.display()), error))?
         .len();
-    if len != segment.bytes || len < (HEADER_BYTES + SEAL_RECORD_BYTES) as u64 {
+    let mut header = [0u8; HEADER_BYTES];
+    let read = read_full_at(&file, &mut header, 0)
+        .map_err(|error| io(&format!("cannot read {}", path.display()), error))?;
+    let Ok(format) = check_header(&header[..read], segment.number) else {
+        return Ok(None);
+    };
+    let seal_bytes = format.seal_record_bytes();
+    if len != segment.bytes || len < (HEADER_BYTES + seal_bytes) as u64 {
         return Ok(None);
     }
-    let mut seal = [0u8; SEAL_RECORD_BYTES];
-    let read = read_full_at(&file, &mut seal, len - SEAL_RECORD_BYTES as u64)
+    let mut seal = [0u8; SEAL_RECORD_BYTES_V1];
+    let seal = &mut seal[..seal_bytes];
+    let read = read_full_at(&file, seal, len - seal_bytes as u64)
         .map_err(|error| io(&format!("cannot read {}", path.display()), error))?;
-    if read != SEAL_RECORD_BYTES
-        || seal[4] != KIND_SEAL
-        || u32_at(&seal, SEAL_RECORD_BYTES - CHECKSUM_BYTES) != segment.seal_checksum
+    if read != seal_bytes
+        || seal[format.record_header_bytes() - 1] != KIND_SEAL
+        || u32_at(seal, seal_bytes - CHECKSUM_BYTES) != segment.seal_checksum
     {
         return Ok(None);
     }
@@ -982,6 +1196,7 @@ fn open_snapshot_segment(
         return Ok(None);
     }
     Ok(Some(SegmentEntry {
+        format,
         file: Arc::new(file),
         bytes: len,
         sealed: true,
@@ -1178,6 +1393,14 @@ impl HistoryStore {
                 }
             }
         }
+        // The writer appends only in the current format: an unfinished
+        // segment of an older version is sealed in its own (an upgrade
+        // then goes on in a new segment).
+        if let Some((last, scanned)) = kept.last_mut() {
+            if !scanned.sealed && scanned.format != Some(Format::CURRENT) {
+                seal_older_segment(dir, *last, scanned)?;
+            }
+        }
         sync_dir(dir)?;
         if snapshot.is_some() && kept.is_empty() {
             // Nothing after the snapshot ends with a watermark: the cut
@@ -1224,6 +1447,7 @@ impl HistoryStore {
             );
             let is_last = position + 1 == kept_count;
             let mut entry = SegmentEntry {
+                format: scanned.format.unwrap_or(Format::CURRENT),
                 file: Arc::new(file),
                 bytes: scanned.valid_end as u64,
                 sealed: scanned.sealed,
@@ -1660,6 +1884,7 @@ impl HistoryStore {
         self.segments_mut().insert(
             number,
             SegmentEntry {
+                format: Format::CURRENT,
                 file: Arc::clone(&file),
                 bytes: HEADER_BYTES as u64,
                 sealed: false,
@@ -1733,21 +1958,21 @@ impl HistoryStore {
     /// its segment is no longer kept.
     fn read_movement(&self, address: u64) -> Result<Option<(Links, Movement)>, StorageError> {
         let (number, offset) = split_address(address);
-        let file = {
+        let (format, file) = {
             let segments = self.segments();
             let Some(entry) = segments.get(&number) else {
                 return Ok(None);
             };
-            if u64::from(offset) + RECORD_HEADER_BYTES as u64 > entry.bytes
+            if u64::from(offset) + entry.format.record_header_bytes() as u64 > entry.bytes
                 || (offset as usize) < HEADER_BYTES
             {
                 return Err(StorageError::Io(format!(
                     "history address {number}:{offset} is outside its segment"
                 )));
             }
-            Arc::clone(&entry.file)
+            (entry.format, Arc::clone(&entry.file))
         };
-        let mut buffer = [0u8; MOVEMENT_RECORD_BYTES_MAX];
+        let mut buffer = [0u8; RECORD_BYTES_MAX];
         let read = read_full_at(&file, &mut buffer, u64::from(offset))
             .map_err(|error| io("cannot read history", error))?;
         let corrupt = |reason: String| {
@@ -1755,11 +1980,13 @@ impl HistoryStore {
                 "the history record at {number}:{offset} is corrupt: {reason}"
             ))
         };
-        let (kind, body, _) = parse_record(&buffer[..read]).map_err(corrupt)?;
+        let (kind, body, _) = parse_record(format, &buffer[..read]).map_err(corrupt)?;
         if kind != KIND_MOVEMENT {
             return Err(corrupt(format!("it is of kind {kind}, not a movement")));
         }
-        decode_movement_body(body).map(Some).map_err(corrupt)
+        decode_movement_body(format, body)
+            .map(Some)
+            .map_err(corrupt)
     }
 
     /// A page of `account`'s movements with timestamps in `from_ns..=to_ns`,
@@ -1857,48 +2084,45 @@ impl HistoryStore {
         };
         let mut legs = Vec::new();
         while legs.len() < history::COMMAND_LEGS_MAX {
-            let (number, offset) = split_address(address);
-            let bytes = self.segments().get(&number).map_or(0, |entry| entry.bytes);
-            if u64::from(offset) + RECORD_HEADER_BYTES as u64 > bytes {
-                break;
-            }
-            let Some((_, movement)) = self.read_next_movement(address)? else {
+            let Some((movement, len)) = self.read_next_movement(address)? else {
                 break;
             };
             if movement.command != command {
                 break;
             }
-            let len = movement_record_len(&movement) as u64;
             legs.push(movement);
-            address += len;
+            address += len as u64;
         }
         Ok(legs)
     }
 
-    /// The movement record at `address`, or `None` if the record there is
-    /// not a movement (a watermark or the seal ends a command's legs).
-    fn read_next_movement(&self, address: u64) -> Result<Option<(Links, Movement)>, StorageError> {
+    /// The movement record at `address` and its length, or `None` if the
+    /// segment ends there or the record there is not a movement (a
+    /// watermark or the seal ends a command's legs).
+    fn read_next_movement(&self, address: u64) -> Result<Option<(Movement, usize)>, StorageError> {
         let (number, offset) = split_address(address);
-        let file = match self.segments().get(&number) {
-            Some(entry) => Arc::clone(&entry.file),
-            None => return Ok(None),
+        let (format, file) = match self.segments().get(&number) {
+            Some(entry)
+                if u64::from(offset) + entry.format.record_header_bytes() as u64 <= entry.bytes =>
+            {
+                (entry.format, Arc::clone(&entry.file))
+            }
+            _ => return Ok(None),
         };
-        let mut buffer = [0u8; MOVEMENT_RECORD_BYTES_MAX];
+        let mut buffer = [0u8; RECORD_BYTES_MAX];
         let read = read_full_at(&file, &mut buffer, u64::from(offset))
             .map_err(|error| io("cannot read history", error))?;
-        let (kind, body, _) = parse_record(&buffer[..read]).map_err(|reason| {
+        let corrupt = |reason: String| {
             StorageError::Io(format!(
                 "the history record at {number}:{offset} is corrupt: {reason}"
             ))
-        })?;
+        };
+        let (kind, body, len) = parse_record(format, &buffer[..read]).map_err(corrupt)?;
         if kind != KIND_MOVEMENT {
             return Ok(None);
         }
-        decode_movement_body(body).map(Some).map_err(|reason| {
-            StorageError::Io(format!(
-                "the history record at {number}:{offset} is corrupt: {reason}"
-            ))
-        })
+        let (_, movement) = decode_movement_body(format, body).map_err(corrupt)?;
+        Ok(Some((movement, len)))
     }
 
     /// Binary search of the sealed segments' command indexes, newest first.
@@ -2008,6 +2232,49 @@ fn link_or_copy(source: &Path, target: &Path) -> Result<(), StorageError> {
     fs::copy(source, target)
         .map(|_| ())
         .map_err(|error| io(&format!("cannot copy {}", source.display()), error))
+}
+
+/// Seals the unfinished segment `number` of an older format in that
+/// format, so that it can be read as it is and appends go on in a new
+/// segment of the current one. `scanned` ends at a watermark.
+fn seal_older_segment(dir: &Path, number: u32, scanned: &mut Scanned) -> Result<(), StorageError> {
+    let path = segment_path(dir, number);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|error| io(&format!("cannot open {}", path.display()), error))?;
+    let mut bytes = vec![0u8; scanned.valid_end];
+    read_full_at(&file, &mut bytes, 0)
+        .map_err(|error| io(&format!("cannot read {}", path.display()), error))?;
+    let movements = scanned.movements.len() as u64;
+    let last_timestamp = scanned
+        .movements
+        .iter()
+        .map(|&(_, _, timestamp)| timestamp)
+        .max()
+        .unwrap_or(0);
+    let seal = match scanned.format {
+        Some(Format::RecordChecksums) => seal_record_v1(&bytes, movements, last_timestamp),
+        _ => {
+            let mut seal = Vec::with_capacity(SEAL_RECORD_BYTES);
+            push_record(&mut seal, KIND_SEAL, |out| {
+                out.extend_from_slice(&movements.to_le_bytes());
+                out.extend_from_slice(&last_timestamp.to_le_bytes());
+                out.extend_from_slice(&[0u8; CHECKSUM_BYTES]);
+            });
+            let checksum_at = seal.len() - CHECKSUM_BYTES;
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes), &seal[..checksum_at]);
+            seal[checksum_at..].copy_from_slice(&crc.to_le_bytes());
+            seal
+        }
+    };
+    file.write_all_at(&seal, scanned.valid_end as u64)
+        .and_then(|()| file.sync_data())
+        .map_err(|error| io(&format!("cannot seal {}", path.display()), error))?;
+    scanned.valid_end += seal.len();
+    scanned.sealed = true;
+    Ok(())
 }
 
 fn truncate_scanned(scanned: &mut Scanned, end: usize) {
@@ -2633,5 +2900,198 @@ mod tests {
             store.page(AccountId(1), 0, u64::MAX, u128::MAX, 1).unwrap(),
             HistoryPage::default()
         );
+    }
+
+    /// Writes `batches` (batch `i` has sequence `first_sequence + i`) as a
+    /// build before segment version 2 wrote them: version-1 segments of at
+    /// most `segment_bytes`, every record with its own CRC-32C, a watermark
+    /// after each batch, a full segment sealed. The first
+    /// `previous_only_batches` batches have records with the previous
+    /// address alone (the builds before the skip address), the rest both
+    /// links. The last segment is left unsealed, as a stop leaves it.
+    fn write_version_1(
+        dir: &Path,
+        batches: &[Vec<Movement>],
+        first_sequence: u64,
+        segment_bytes: usize,
+        previous_only_batches: usize,
+    ) {
+        fn record(out: &mut Vec<u8>, kind: u8, body: &[u8]) {
+            let start = out.len();
+            out.extend_from_slice(&((RECORD_HEADER_BYTES_V1 + body.len()) as u32).to_le_bytes());
+            out.extend_from_slice(&[0u8; 4]);
+            out.push(kind);
+            out.extend_from_slice(body);
+            let crc =
+                crc32c::crc32c_append(crc32c::crc32c(&out[start..start + 4]), &out[start + 8..]);
+            out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        }
+        fn header(number: u32, segment_bytes: usize) -> Vec<u8> {
+            let mut header = segment_header(number, segment_bytes as u32).to_vec();
+            header[8..12].copy_from_slice(&1u32.to_le_bytes());
+            let crc = crc32c::crc32c(&header[0..28]);
+            header[28..32].copy_from_slice(&crc.to_le_bytes());
+            header
+        }
+        fs::create_dir_all(dir).unwrap();
+        // account -> (latest address, skip address)
+        let mut heads: FxHashMap<u64, (u64, u64)> = FxHashMap::default();
+        let mut number = 1u32;
+        let mut file = header(number, segment_bytes);
+        let mut movements_in = 0u64;
+        let mut newest = 0u64;
+        for (index, batch) in batches.iter().enumerate() {
+            let mut block = Vec::new();
+            let mut block_heads = heads.clone();
+            let previous_only = index < previous_only_batches;
+            let base = loop {
+                // Records with links need the block's place: build it at
+                // the segment's end, or seal and start a new one.
+                block.clear();
+                block_heads.clone_from(&heads);
+                let base = file.len();
+                for movement in batch {
+                    let address = address_of(number, (base + block.len()) as u32);
+                    let (latest, skip) = block_heads
+                        .get(&movement.account.0)
+                        .copied()
+                        .unwrap_or((0, 0));
+                    let links = Links::after(address, latest, skip);
+                    block_heads.insert(movement.account.0, (address, links.skip));
+                    let mut body = links.previous.to_le_bytes().to_vec();
+                    if !previous_only {
+                        body.extend_from_slice(&links.skip.to_le_bytes());
+                    }
+                    history::encode_movement(movement, &mut body);
+                    record(&mut block, KIND_MOVEMENT, &body);
+                }
+                let mut mark = (first_sequence + index as u64).to_le_bytes().to_vec();
+                let batch_newest = batch.iter().map(|m| m.timestamp).max().unwrap_or(0);
+                mark.extend_from_slice(&newest.max(batch_newest).to_le_bytes());
+                record(&mut block, KIND_WATERMARK, &mark);
+                if base + block.len() + SEAL_RECORD_BYTES_V1 <= segment_bytes {
+                    break base;
+                }
+                file.extend_from_slice(&seal_record_v1(&file, movements_in, newest));
+                fs::write(segment_path(dir, number), &file).unwrap();
+                number += 1;
+                file = header(number, segment_bytes);
+                movements_in = 0;
+            };
+            assert_eq!(base, file.len());
+            file.extend_from_slice(&block);
+            heads = block_heads;
+            movements_in += batch.len() as u64;
+            newest = newest.max(batch.iter().map(|m| m.timestamp).max().unwrap_or(0));
+        }
+        fs::write(segment_path(dir, number), &file).unwrap();
+    }
+
+    fn all_of(batches: &[Vec<Movement>]) -> Vec<Movement> {
+        batches.iter().flatten().cloned().collect()
+    }
+
+    fn check_ranges_and_commands(store: &HistoryStore, all: &[Movement]) {
+        for (from, to) in [(50_000, 90_000), (0, 1_000), (120_000, u64::MAX)] {
+            for account in [3, 17] {
+                assert_eq!(
+                    all_pages(store, account, from, to, 3),
+                    reference(all, account, from, to),
+                    "account {account}, {from}..={to}"
+                );
+            }
+        }
+        for number in [1u128, 17, 1_000, 1_499] {
+            let expected: Vec<Movement> = all
+                .iter()
+                .filter(|movement| movement.command.0 == number)
+                .cloned()
+                .collect();
+            assert_eq!(
+                store.command_movements(CommandId(number)).unwrap(),
+                expected,
+                "command {number}"
+            );
+        }
+    }
+
+    #[test]
+    fn version_1_segments_are_read_as_they_are_after_an_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let batches = movements(300);
+        // What an older build left: 150 batches in version-1 segments,
+        // the earliest records without skip addresses, and a checkpoint
+        // at 150 that trimmed the log (nothing to rebuild from).
+        write_version_1(dir.path(), &batches[..150], 1, 16 * 1024, 40);
+        let old_segments = fs::read_dir(dir.path()).unwrap().count();
+        assert!(old_segments >= 4, "{old_segments}");
+        let old = all_of(&batches[..150]);
+        {
+            let (store, report) =
+                HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 150).unwrap();
+            assert!(report.damaged.is_empty(), "{report:?}");
+            assert_eq!(report.torn_bytes, 0);
+            assert_eq!(report.movements, old.len() as u64);
+            assert_eq!(store.watermark(), 150);
+            assert_eq!(store.stats().movements, old.len() as u64);
+            check_every_account(&store, &old);
+            check_ranges_and_commands(&store, &old);
+            // This build goes on in a segment of its own version, after
+            // the old unfinished one (sealed in its format).
+            write(&store, &batches[150..], 151);
+            let all = all_of(&batches);
+            check_every_account(&store, &all);
+            check_ranges_and_commands(&store, &all);
+            let paths = store.segment_paths();
+            let version = |path: &PathBuf| u32_at(&fs::read(path).unwrap(), 8);
+            assert_eq!(version(&paths[old_segments - 1]), 1);
+            assert_eq!(version(&paths[old_segments]), SEGMENT_VERSION);
+            store.sync().unwrap();
+        }
+        // A restart reads both (every segment checked, then from the
+        // head-index snapshot the seals wrote).
+        let all = all_of(&batches);
+        for config in [check_all(SEGMENT_BYTES_MIN), config(SEGMENT_BYTES_MIN)] {
+            let (store, report) = HistoryStore::open(dir.path(), config, 300).unwrap();
+            assert!(report.damaged.is_empty(), "{report:?}");
+            assert_eq!(store.watermark(), 300);
+            assert_eq!(store.stats().movements, all.len() as u64);
+            check_every_account(&store, &all);
+            check_ranges_and_commands(&store, &all);
+        }
+    }
+
+    #[test]
+    fn a_damaged_version_1_segment_is_found_and_cut_or_deleted() {
+        let batches = movements(150);
+        for (log_start, rebuilt) in [(0, true), (150, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            write_version_1(dir.path(), &batches, 1, 16 * 1024, 0);
+            flip(&segment_path(dir.path(), 2), 3_000);
+            let (store, report) =
+                HistoryStore::open(dir.path(), check_all(SEGMENT_BYTES_MIN), log_start).unwrap();
+            assert_eq!(report.damaged.len(), 1, "{report:?}");
+            assert_eq!(report.damaged[0].number, 2);
+            assert_eq!(report.damaged[0].rebuilt, rebuilt);
+            assert!(
+                report.damaged[0].reason.ends_with("fails its checksum"),
+                "{report:?}"
+            );
+            let all = all_of(&batches);
+            if rebuilt {
+                // Cut after segment 1: recovery appends the rest again.
+                let watermark = store.watermark();
+                assert!(watermark > 0 && watermark < 150, "{watermark}");
+                write(&store, &batches[watermark as usize..], watermark + 1);
+                check_every_account(&store, &all);
+            } else {
+                // Segment 2's movements are gone; the others read.
+                assert_eq!(store.watermark(), 150);
+                let kept: u64 = (1..=ACCOUNTS)
+                    .map(|account| all_pages(&store, account, 0, u64::MAX, 50).len() as u64)
+                    .sum();
+                assert!(kept < all.len() as u64 && kept > 0, "{kept}");
+            }
+        }
     }
 }
