@@ -372,7 +372,7 @@ impl BudgetState {
     /// Canonical bytes, little-endian: per category in code order a flag
     /// byte and the budget u64 (0 when none); then the kept months in month
     /// order, each as month u32 and per category its spending u64.
-    pub fn digest_into(&self, hasher: &mut blake3::Hasher) {
+    pub fn digest_into(&self, hasher: &mut crate::digest::DigestHasher) {
         for budget in &self.budgets {
             hasher.update(&[u8::from(budget.is_some())]);
             hasher.update(&budget.unwrap_or(0).to_le_bytes());
@@ -638,7 +638,7 @@ mod tests {
         let (a, b) = (build(), build());
         assert_eq!(a, b);
         let digest = |state: &BudgetState| {
-            let mut hasher = blake3::Hasher::new();
+            let mut hasher = crate::digest::DigestHasher::new();
             state.digest_into(&mut hasher);
             hasher.finalize()
         };

@@ -31,6 +31,7 @@ pub(crate) mod risk_gate;
 
 use crate::budget::Category;
 use crate::currency::Currency;
+use crate::digest::DigestHasher;
 use crate::fx::FxState;
 use crate::history::{HistorySink, Movement, MovementContext, MovementInstrument};
 use crate::limits;
@@ -909,16 +910,43 @@ impl Ledger {
         digests
     }
 
+    /// [`Ledger::digest`] computed with `hasher` (a fresh one): for
+    /// checking that the hasher's buffering changes nothing
+    /// ([`DigestHasher::with_buffer`] of 0 passes every write straight on).
+    pub fn digest_with(&self, hasher: DigestHasher) -> [u8; 32] {
+        self.digest_of_with(DigestSections::ALL, hasher)
+    }
+
     fn digest_of(&self, sections: DigestSections) -> [u8; 32] {
-        let mut hasher = blake3::Hasher::new();
+        self.digest_of_with(sections, DigestHasher::new())
+    }
+
+    fn digest_of_with(&self, sections: DigestSections, mut hasher: DigestHasher) -> [u8; 32] {
         hasher.update(b"payrail-ledger-digest-v1");
         hasher.update(&self.sequence.to_le_bytes());
         hasher.update(&self.timestamp.to_le_bytes());
 
-        let mut accounts: Vec<&Account> = self.books.accounts.iter().collect();
-        accounts.sort_unstable_by_key(|account| account.id);
+        // Accounts by id: slot order when that is id order (accounts opened
+        // in id order), else the slots sorted by a copy of the id.
+        let accounts = &self.books.accounts;
+        let by_id: Vec<(AccountId, u32)> = if accounts.is_sorted_by_key(|account| account.id) {
+            Vec::new()
+        } else {
+            let mut by_id: Vec<(AccountId, u32)> = accounts
+                .iter()
+                .enumerate()
+                .map(|(slot, account)| (account.id, slot as u32))
+                .collect();
+            by_id.sort_unstable();
+            by_id
+        };
+        let in_order: Box<dyn Iterator<Item = &Account>> = if by_id.is_empty() {
+            Box::new(accounts.iter())
+        } else {
+            Box::new(by_id.iter().map(|&(_, slot)| &accounts[slot as usize]))
+        };
         hasher.update(&(accounts.len() as u64).to_le_bytes());
-        for account in accounts {
+        for account in in_order {
             hasher.update(&account.id.0.to_le_bytes());
             hasher.update(&account.owner.to_le_bytes());
             hasher.update(&account.balance.to_le_bytes());
@@ -931,10 +959,15 @@ impl Ledger {
             hasher.update(&[account.codes_live]);
         }
 
-        let mut holds: Vec<&Hold> = self.books.holds.values().collect();
-        holds.sort_unstable_by_key(|hold| hold.id);
+        let mut holds: Vec<([u64; 2], &Hold)> = self
+            .books
+            .holds
+            .values()
+            .map(|hold| (crate::digest::id_key(hold.id.0), hold))
+            .collect();
+        holds.sort_unstable_by_key(|(key, _)| *key);
         hasher.update(&(holds.len() as u64).to_le_bytes());
-        for hold in holds {
+        for (_, hold) in holds {
             hasher.update(&hold.id.0.to_le_bytes());
             hasher.update(
                 &self.books.accounts[hold.account_slot as usize]

@@ -10,12 +10,14 @@
 //! - [`fx`]: FX rates, quotes, conversions and cross-currency payments.
 //! - [`instrument`]: funding instruments (bank cards, bank accounts) and the card-number check.
 //! - [`history`]: per-account movements the ledger emits, and their keys.
+//! - [`digest`]: the buffered BLAKE3 hasher behind `Ledger::digest`.
 //! - [`pipeline`]: sequencer, log, executor, history writer, checkpoints.
 //! - [`storage`]: the durable log, checkpoints, history segment files, recovery.
 
 pub mod budget;
 pub mod command;
 pub mod currency;
+pub mod digest;
 pub mod fx;
 pub mod history;
 mod history_writer;

@@ -643,11 +643,11 @@ impl Books {
     }
 
     /// Adds the FX state to a digest, in key order.
-    pub(crate) fn digest_fx(&self, hasher: &mut blake3::Hasher) {
+    pub(crate) fn digest_fx(&self, hasher: &mut crate::digest::DigestHasher) {
         let fx = &self.fx;
         // One buffer for the fixed-width encodings of the items.
         let mut bytes = Vec::with_capacity(128);
-        let mut put = |hasher: &mut blake3::Hasher, value: &dyn Fn(&mut Vec<u8>)| {
+        let mut put = |hasher: &mut crate::digest::DigestHasher, value: &dyn Fn(&mut Vec<u8>)| {
             bytes.clear();
             value(&mut bytes);
             hasher.update(&bytes);

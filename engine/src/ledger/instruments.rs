@@ -345,22 +345,47 @@ impl Instruments {
         }
     }
 
+    /// Every instrument as (its key, itself), by owner then number: the
+    /// keys are sorted, not the instruments (what the digest walks; 24
+    /// bytes an entry, where [`Instruments::sorted`] copies each instrument
+    /// with its risk state and binds).
+    fn in_order(&self) -> Vec<(InstrumentId, &Instrument)> {
+        let mut all: Vec<(InstrumentId, &Instrument)> = self
+            .by_id
+            .iter()
+            .map(|(id, instrument)| (*id, instrument))
+            .collect();
+        all.sort_unstable_by_key(|(id, instrument)| (id.owner, instrument.number));
+        all
+    }
+
     /// The pending holds' instruments (only when there is any, so a state
-    /// without them digests as before they existed), by owner then hold id.
-    fn digest_holds_into(&self, all: &[(u64, Kept)], hasher: &mut blake3::Hasher) {
+    /// without them digests as before they existed), by owner then hold id,
+    /// of the owners with an instrument.
+    fn digest_holds_into(
+        &self,
+        all: &[(InstrumentId, &Instrument)],
+        hasher: &mut crate::digest::DigestHasher,
+    ) {
         if self.holds.is_empty() {
             return;
         }
+        let mut holds: Vec<(u64, CommandId, &MovementInstrument)> = self
+            .holds
+            .iter()
+            .filter(|(_, (owner, _))| all.binary_search_by_key(owner, |(id, _)| id.owner).is_ok())
+            .map(|(hold, (owner, shown))| (*owner, *hold, shown))
+            .collect();
+        holds.sort_unstable_by_key(|(owner, hold, _)| (*owner, *hold));
         hasher.update(b"instrument-holds");
         hasher.update(&(self.holds.len() as u64).to_le_bytes());
-        for (owner, kept) in all {
-            for (hold, shown) in &kept.holds {
-                hasher.update(&owner.to_le_bytes());
-                hasher.update(&hold.0.to_le_bytes());
-                let mut bytes = Vec::with_capacity(crate::history::MOVEMENT_INSTRUMENT_BYTES);
-                shown.encode(&mut bytes);
-                hasher.update(&bytes);
-            }
+        let mut bytes = Vec::with_capacity(crate::history::MOVEMENT_INSTRUMENT_BYTES);
+        for (owner, hold, shown) in holds {
+            hasher.update(&owner.to_le_bytes());
+            hasher.update(&hold.0.to_le_bytes());
+            bytes.clear();
+            shown.encode(&mut bytes);
+            hasher.update(&bytes);
         }
     }
 
@@ -369,12 +394,12 @@ impl Instruments {
     /// instrument rules) the instrument rules' state: the instruments with
     /// withdrawals recorded and their figures, and the customers' bind times,
     /// in (owner, number) and owner order.
-    pub(crate) fn digest_into(&self, hasher: &mut blake3::Hasher) {
+    pub(crate) fn digest_into(&self, hasher: &mut crate::digest::DigestHasher) {
         hasher.update(b"instruments");
-        let all = self.sorted();
+        let all = self.in_order();
         hasher.update(&(all.len() as u64).to_le_bytes());
-        for (owner, Kept { instrument, .. }) in &all {
-            hasher.update(&owner.to_le_bytes());
+        for (id, instrument) in &all {
+            hasher.update(&id.owner.to_le_bytes());
             hasher.update(&instrument.number.to_le_bytes());
             hasher.update(&[instrument.kind as u8, instrument.state as u8]);
             hasher.update(&instrument.token.0);
@@ -386,24 +411,38 @@ impl Instruments {
             hasher.update(&instrument.changed_at.to_le_bytes());
         }
         self.digest_holds_into(&all, hasher);
-        let withdrawn = all.iter().filter(|(_, kept)| !kept.risk.is_empty()).count();
-        let with_binds = all.iter().filter(|(_, kept)| kept.binds.is_some()).count();
-        if withdrawn == 0 && with_binds == 0 {
+        // One pass finds the entries of both sections (their counts go first).
+        let mut withdrawn: Vec<(InstrumentId, u32, InstrumentRisk)> = Vec::new();
+        let mut binds: Vec<(u64, &BindRing)> = Vec::new();
+        let mut previous = None;
+        for (id, instrument) in &all {
+            if let Some(usable) = self.usable.get(id) {
+                if !usable.risk.is_empty() {
+                    withdrawn.push((*id, instrument.number, usable.risk));
+                }
+            }
+            // Each owner's bind times go with the owner's first instrument.
+            if previous != Some(id.owner) {
+                previous = Some(id.owner);
+                if let Some(ring) = self.binds.get(&id.owner) {
+                    binds.push((id.owner, ring));
+                }
+            }
+        }
+        if withdrawn.is_empty() && binds.is_empty() {
             return;
         }
         hasher.update(b"instrument-risk");
-        hasher.update(&(withdrawn as u64).to_le_bytes());
-        for (owner, kept) in all.iter().filter(|(_, kept)| !kept.risk.is_empty()) {
-            hasher.update(&owner.to_le_bytes());
-            hasher.update(&kept.instrument.number.to_le_bytes());
-            kept.risk.digest_into(hasher);
+        hasher.update(&(withdrawn.len() as u64).to_le_bytes());
+        for (id, number, risk) in &withdrawn {
+            hasher.update(&id.owner.to_le_bytes());
+            hasher.update(&number.to_le_bytes());
+            risk.digest_into(hasher);
         }
-        hasher.update(&(with_binds as u64).to_le_bytes());
-        for (owner, kept) in &all {
-            if let Some(binds) = &kept.binds {
-                hasher.update(&owner.to_le_bytes());
-                binds.digest_into(hasher);
-            }
+        hasher.update(&(binds.len() as u64).to_le_bytes());
+        for (owner, ring) in binds {
+            hasher.update(&owner.to_le_bytes());
+            ring.digest_into(hasher);
         }
     }
 }

@@ -69,7 +69,7 @@ impl AuditEntry {
         }
     }
 
-    fn digest_into(&self, hasher: &mut blake3::Hasher) {
+    fn digest_into(&self, hasher: &mut crate::digest::DigestHasher) {
         hasher.update(&self.timestamp.to_le_bytes());
         hasher.update(&self.command.0.to_le_bytes());
         hasher.update(&self.currency.numeric().to_le_bytes());
@@ -130,7 +130,7 @@ impl AuditRing {
     }
 
     /// Canonical bytes: count u8, then each entry newest first.
-    pub fn digest_into(&self, hasher: &mut blake3::Hasher) {
+    pub fn digest_into(&self, hasher: &mut crate::digest::DigestHasher) {
         hasher.update(&[self.len() as u8]);
         for entry in self.iter() {
             entry.digest_into(hasher);
@@ -205,7 +205,7 @@ impl AuditLog {
 
     /// Canonical bytes: customer count u64, then per customer in id order:
     /// id u64 and its ring ([`AuditRing::digest_into`]).
-    pub fn digest_into(&self, hasher: &mut blake3::Hasher) {
+    pub fn digest_into(&self, hasher: &mut crate::digest::DigestHasher) {
         hasher.update(&(self.customers.len() as u64).to_le_bytes());
         for (customer, ring) in &self.customers {
             hasher.update(&customer.to_le_bytes());

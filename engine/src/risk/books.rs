@@ -399,19 +399,27 @@ impl RiskBooks {
 
     /// Feeds the policy, every customer's risk state, the audit log and every
     /// account's budgets to `hasher`, each in key order.
-    pub(crate) fn digest_into(&self, hasher: &mut blake3::Hasher) {
+    pub(crate) fn digest_into(&self, hasher: &mut crate::digest::DigestHasher) {
         hasher.update(b"payrail-risk-books-v1");
         self.policy.digest_into(hasher);
-        let mut owners: Vec<(&u64, &Box<CustomerRiskState>)> = self.customers.iter().collect();
-        owners.sort_unstable_by_key(|(owner, _)| **owner);
+        let mut owners: Vec<(u64, &Box<CustomerRiskState>)> = self
+            .customers
+            .iter()
+            .map(|(owner, state)| (*owner, state))
+            .collect();
+        owners.sort_unstable_by_key(|(owner, _)| *owner);
         hasher.update(&(owners.len() as u64).to_le_bytes());
         for (owner, state) in owners {
             hasher.update(&owner.to_le_bytes());
             state.digest_into(hasher);
         }
         self.audit.digest_into(hasher);
-        let mut budgets: Vec<(&AccountId, &Box<BudgetState>)> = self.budgets.iter().collect();
-        budgets.sort_unstable_by_key(|(account, _)| **account);
+        let mut budgets: Vec<(AccountId, &Box<BudgetState>)> = self
+            .budgets
+            .iter()
+            .map(|(account, state)| (*account, state))
+            .collect();
+        budgets.sort_unstable_by_key(|(account, _)| *account);
         hasher.update(&(budgets.len() as u64).to_le_bytes());
         for (account, state) in budgets {
             hasher.update(&account.0.to_le_bytes());

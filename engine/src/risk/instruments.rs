@@ -56,7 +56,7 @@ impl InstrumentRisk {
     }
 
     /// Canonical bytes: withdrawn_total u64, day u32, day_total u64, little-endian.
-    pub fn digest_into(&self, hasher: &mut blake3::Hasher) {
+    pub fn digest_into(&self, hasher: &mut crate::digest::DigestHasher) {
         hasher.update(&self.withdrawn_total.to_le_bytes());
         hasher.update(&self.day.0.to_le_bytes());
         hasher.update(&self.day_total.to_le_bytes());
@@ -114,7 +114,7 @@ impl BindRing {
     }
 
     /// Canonical bytes: len u8, then each time u64 newest first.
-    pub fn digest_into(&self, hasher: &mut blake3::Hasher) {
+    pub fn digest_into(&self, hasher: &mut crate::digest::DigestHasher) {
         hasher.update(&[self.len() as u8]);
         for at in self.iter() {
             hasher.update(&at.to_le_bytes());

@@ -421,7 +421,7 @@ impl RiskPolicy {
     /// digest): a tag, then the bincode encoding with fixed-width
     /// little-endian integers, length first. Validated policies have sorted
     /// lists, so equal policies hash equally.
-    pub fn digest_into(&self, hasher: &mut blake3::Hasher) {
+    pub fn digest_into(&self, hasher: &mut crate::digest::DigestHasher) {
         hasher.update(b"payrail-risk-policy-v1");
         let bytes = self.encode_canonical();
         hasher.update(&(bytes.len() as u64).to_le_bytes());
@@ -431,7 +431,7 @@ impl RiskPolicy {
     /// BLAKE3 of [`Self::digest_into`]: names the policy in force, for
     /// operators and audit.
     pub fn digest(&self) -> [u8; 32] {
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = crate::digest::DigestHasher::new();
         self.digest_into(&mut hasher);
         *hasher.finalize().as_bytes()
     }

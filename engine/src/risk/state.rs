@@ -305,7 +305,7 @@ impl CustomerRiskState {
     /// 0u8, or 1u8 + latitude i32 + longitude i32 + timestamp u64
     /// ```
     /// All integers little-endian.
-    pub fn digest_into(&self, hasher: &mut blake3::Hasher) {
+    pub fn digest_into(&self, hasher: &mut crate::digest::DigestHasher) {
         hasher.update(&[self.recent_len() as u8]);
         for payment in self.recent() {
             hasher.update(&payment.timestamp.to_le_bytes());

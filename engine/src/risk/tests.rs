@@ -1288,7 +1288,7 @@ fn risk_audit_ring_is_bounded_newest_first() {
     let (decoded, _): (AuditLog, usize) = bincode::decode_from_slice(&bytes, config).unwrap();
     assert_eq!(decoded, audit);
     let digest = |log: &AuditLog| {
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = crate::digest::DigestHasher::new();
         log.digest_into(&mut hasher);
         hasher.finalize()
     };
@@ -1346,7 +1346,7 @@ impl Workload {
 }
 
 fn state_digest(state: &CustomerRiskState) -> blake3::Hash {
-    let mut hasher = blake3::Hasher::new();
+    let mut hasher = crate::digest::DigestHasher::new();
     state.digest_into(&mut hasher);
     hasher.finalize()
 }

@@ -1,0 +1,176 @@
+//! The checkpointer's work on a real state: recovers the state of a data
+//! directory (a server's, after a load test), then times what a checkpoint
+//! does with it: the digest (with the buffered hasher, and with
+//! `unbuffered` also as before it), the encoding, the save into a fresh RocksDB, and the
+//! process's peak resident size during each.
+//!
+//! ```text
+//! cargo run --release -p payrail-engine --example checkpoint_bench -- \
+//!     --data DIR/data --out /tmp/checkpoint-bench [--only unbuffered,digest,encode,save] [--rounds 2]
+//! ```
+//!
+//! `--out` is deleted and recreated. The data directory is opened and its
+//! log tail replayed (not changed otherwise: no history is rebuilt).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use payrail_engine::digest::DigestHasher;
+use payrail_engine::storage::{
+    decode_state_and_config, encode_state, recover_with_history, Checkpoint, RocksStorage, Storage,
+};
+use payrail_engine::LedgerConfig;
+
+struct Args {
+    data: PathBuf,
+    out: PathBuf,
+    only: Vec<String>,
+    rounds: usize,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        data: PathBuf::from("payrail-data"),
+        out: PathBuf::from("target/checkpoint-bench"),
+        only: vec![
+            "unbuffered".into(),
+            "digest".into(),
+            "encode".into(),
+            "save".into(),
+        ],
+        rounds: 2,
+    };
+    let mut iter = std::env::args().skip(1);
+    while let Some(flag) = iter.next() {
+        let value = iter
+            .next()
+            .unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--data" => args.data = PathBuf::from(value),
+            "--out" => args.out = PathBuf::from(value),
+            "--only" => args.only = value.split(',').map(String::from).collect(),
+            "--rounds" => args.rounds = value.parse().unwrap(),
+            _ => panic!("unknown flag {flag}"),
+        }
+    }
+    args
+}
+
+/// A field of /proc/self/status in MiB (Linux; 0 elsewhere).
+fn status_mib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024)
+}
+
+/// Resets the peak resident size (VmHWM) to the current one (Linux).
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Runs `work`, printing its time and how far the resident size rose
+/// above where it was.
+fn measured<T>(what: &str, work: impl FnOnce() -> T) -> T {
+    reset_peak();
+    let before = status_mib("VmRSS:");
+    let started = Instant::now();
+    let value = work();
+    let elapsed = started.elapsed();
+    println!(
+        "| {what} | {:.2} s | {} MiB | +{} MiB |",
+        elapsed.as_secs_f64(),
+        status_mib("VmHWM:"),
+        status_mib("VmHWM:").saturating_sub(before),
+    );
+    value
+}
+
+fn main() {
+    let args = parse_args();
+    let mut storage = RocksStorage::open(&args.data).unwrap();
+    let config = match storage.load_checkpoint().unwrap() {
+        Some(checkpoint) => {
+            let (_, stored) = decode_state_and_config(&checkpoint.state, LedgerConfig::default())
+                .expect("the checkpoint decodes");
+            stored.unwrap_or_default()
+        }
+        None => LedgerConfig::default(),
+    };
+    let started = Instant::now();
+    let (ledger, report) = recover_with_history(&mut storage, config, false).unwrap();
+    drop(storage);
+    println!(
+        "recovered {} accounts, {} records at sequence {} in {:.1} s; resident {} MiB",
+        ledger.accounts().len(),
+        ledger.records_len(),
+        report.last_sequence,
+        started.elapsed().as_secs_f64(),
+        status_mib("VmRSS:"),
+    );
+    let tables: Vec<String> = ledger
+        .tables()
+        .iter()
+        .map(|table| format!("{} {}", table.name, table.entries))
+        .collect();
+    println!("tables: {}", tables.join(", "));
+    println!("| step | time | peak resident | above the start |");
+    println!("|---|---:|---:|---:|");
+    let mut digest = [0u8; 32];
+    for _ in 0..args.rounds {
+        if args.only.iter().any(|only| only == "unbuffered") {
+            let unbuffered = measured("digest, unbuffered hasher", || {
+                ledger.digest_with(DigestHasher::with_buffer(0))
+            });
+            digest = measured("digest", || ledger.digest());
+            assert_eq!(digest, unbuffered);
+        } else if args.only.iter().any(|only| only == "digest") {
+            digest = measured("digest", || ledger.digest());
+        }
+    }
+    if digest == [0u8; 32] {
+        digest = ledger.digest();
+    }
+    let mut state = Vec::new();
+    for _ in 0..args.rounds {
+        if args.only.iter().any(|only| only == "encode") {
+            state = measured("encode", || {
+                let mut state = Vec::new();
+                encode_state(&ledger, &mut state);
+                state
+            });
+        }
+    }
+    println!(
+        "state {} bytes, digest {}",
+        state.len(),
+        payrail_engine::storage::hex32(&digest)
+    );
+    if args.only.iter().any(|only| only == "save") {
+        let _ = std::fs::remove_dir_all(&args.out);
+        let mut out = RocksStorage::open(&args.out).unwrap();
+        if state.is_empty() {
+            encode_state(&ledger, &mut state);
+        }
+        let checkpoint = Checkpoint {
+            sequence: ledger.sequence().max(1),
+            timestamp: ledger.timestamp(),
+            digest,
+            state,
+        };
+        measured("save (chunks to a table file, ingest)", || {
+            out.save_checkpoint(&checkpoint).unwrap()
+        });
+        drop(checkpoint);
+        let loaded = measured("load and decode", || {
+            let checkpoint = out.load_checkpoint().unwrap().unwrap();
+            payrail_engine::storage::decode_state(&checkpoint.state, config).unwrap()
+        });
+        assert_eq!(loaded.digest(), digest);
+    }
+}
