@@ -395,9 +395,10 @@ fn append_run(args: &Args) {
     let wall = started.elapsed();
     let stats = store.stats();
     println!(
-        "append: {appended} movements, {} accounts, {} segments: thread CPU {:.3} s = {:.3} µs per movement ({:.2} M movements per CPU second); wall {:.2} s",
+        "append: {appended} movements, {} accounts, {} segments, {:.1} bytes per movement: thread CPU {:.3} s = {:.3} µs per movement ({:.2} M movements per CPU second); wall {:.2} s",
         stats.accounts,
         stats.segments,
+        stats.bytes as f64 / appended as f64,
         cpu.as_secs_f64(),
         cpu.as_secs_f64() * 1e6 / appended as f64,
         appended as f64 / cpu.as_secs_f64() / 1e6,

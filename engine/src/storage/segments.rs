@@ -72,14 +72,19 @@ const HEADS_SNAPSHOT_RATIO: u64 = 16;
 
 const SEGMENT_MAGIC: [u8; 8] = *b"prhseg\0\0";
 const COMMANDS_MAGIC: [u8; 8] = *b"prhcmd\0\0";
-/// Version 2: records carry no checksum of their own; each watermark and
-/// the seal end with the CRC-32C of the file up to them (version 1 had one
-/// per record). Version 3: the same records; a movement's value may be
-/// version 2 (with its funding instrument, `history::encode_movement`).
-const SEGMENT_VERSION: u32 = 3;
+/// Version 4: compact records ([`Format::Compact`]): a one-byte length,
+/// links as varints relative to the record, the movement in
+/// `history::encode_movement_compact`; the header holds the segment's base
+/// timestamp.
+const SEGMENT_VERSION: u32 = 4;
+/// Still read. Version 2: records carry no checksum of their own; each
+/// watermark and the seal end with the CRC-32C of the file up to them
+/// (version 1 had one per record). Version 3: the same records; a
+/// movement's value may be version 2 (with its funding instrument,
+/// `history::encode_movement`).
+const SEGMENT_VERSION_BLOCK_CHECKSUMS: u32 = 3;
 /// Still read: its movements are all value version 1, which version 3
-/// reads as they are (one being written at an upgrade goes on in version 2
-/// and may get value version 2 movements: values say their own version).
+/// reads as they are (values say their own version).
 const SEGMENT_VERSION_NO_INSTRUMENTS: u32 = 2;
 /// Still read (written before 2026-12-07 09:37): every record has its own
 /// CRC-32C, watermarks carry none ([`Format::RecordChecksums`]).
@@ -87,6 +92,18 @@ const SEGMENT_VERSION_RECORD_CHECKSUMS: u32 = 1;
 const HEADER_BYTES: usize = 32;
 /// len u32, kind u8.
 const RECORD_HEADER_BYTES: usize = 5;
+/// Version 4: len u8, kind u8.
+const RECORD_HEADER_BYTES_COMPACT: usize = 2;
+/// Version 4 links: previous (a varint, and a varint offset when in an
+/// older segment) and skip (likewise): at most 5 + 5 bytes each.
+const LINKS_BYTES_MAX_COMPACT: usize = 20;
+/// The longest version-4 movement record; its length fits its u8.
+const MOVEMENT_RECORD_BYTES_MAX_COMPACT: usize =
+    RECORD_HEADER_BYTES_COMPACT + LINKS_BYTES_MAX_COMPACT + history::COMPACT_VALUE_BYTES_MAX;
+const _: () = assert!(MOVEMENT_RECORD_BYTES_MAX_COMPACT <= u8::MAX as usize);
+/// The shortest version-4 movement record (one byte per link).
+const MOVEMENT_RECORD_BYTES_MIN_COMPACT: usize =
+    RECORD_HEADER_BYTES_COMPACT + 2 + history::COMPACT_VALUE_BYTES_MIN;
 /// Version 1: len u32, crc32c u32, kind u8.
 const RECORD_HEADER_BYTES_V1: usize = 9;
 /// Version 1 movement links: previous and skip address (written from
@@ -110,7 +127,11 @@ const MOVEMENT_RECORD_BYTES_MAX: usize =
     RECORD_HEADER_BYTES + MOVEMENT_LINKS_BYTES + history::VALUE_BYTES_MAX;
 /// The longest movement record of any version read (version 1's values
 /// had no instrument, so its records are shorter despite the longer header).
-const RECORD_BYTES_MAX: usize = MOVEMENT_RECORD_BYTES_MAX;
+const RECORD_BYTES_MAX: usize = if MOVEMENT_RECORD_BYTES_MAX > MOVEMENT_RECORD_BYTES_MAX_COMPACT {
+    MOVEMENT_RECORD_BYTES_MAX
+} else {
+    MOVEMENT_RECORD_BYTES_MAX_COMPACT
+};
 const _: () = assert!(
     RECORD_HEADER_BYTES_V1
         + MOVEMENT_LINKS_BYTES
@@ -139,7 +160,7 @@ const WRITE_CHUNK_BYTES: usize = 128 * 1024;
 
 const _: () = assert!(
     HEADER_BYTES
-        + history::MOVEMENT_LEGS_MAX as usize * MOVEMENT_RECORD_BYTES_MAX
+        + history::MOVEMENT_LEGS_MAX as usize * RECORD_BYTES_MAX
         + WATERMARK_RECORD_BYTES
         + SEAL_RECORD_BYTES
         <= SEGMENT_BYTES_MIN as usize,
@@ -165,31 +186,74 @@ enum Format {
     /// Versions 2 and 3: no checksum per record; each watermark and the
     /// seal end with the CRC-32C of the file up to them.
     BlockChecksums,
+    /// Version 4: checksums per block as versions 2 and 3; a record's
+    /// length is one byte, its links and movement are compact.
+    Compact,
 }
 
 impl Format {
     fn of_version(version: u32) -> Option<Format> {
         match version {
             SEGMENT_VERSION_RECORD_CHECKSUMS => Some(Format::RecordChecksums),
-            SEGMENT_VERSION_NO_INSTRUMENTS | SEGMENT_VERSION => Some(Format::BlockChecksums),
+            SEGMENT_VERSION_NO_INSTRUMENTS | SEGMENT_VERSION_BLOCK_CHECKSUMS => {
+                Some(Format::BlockChecksums)
+            }
+            SEGMENT_VERSION => Some(Format::Compact),
             _ => None,
         }
     }
 
+    /// The version a segment this build creates in the format says.
+    fn version(self) -> u32 {
+        match self {
+            Format::RecordChecksums => SEGMENT_VERSION_RECORD_CHECKSUMS,
+            Format::BlockChecksums => SEGMENT_VERSION_BLOCK_CHECKSUMS,
+            Format::Compact => SEGMENT_VERSION,
+        }
+    }
+
     /// The format this build appends in.
-    const CURRENT: Format = Format::BlockChecksums;
+    const CURRENT: Format = Format::Compact;
 
     fn record_header_bytes(self) -> usize {
         match self {
             Format::RecordChecksums => RECORD_HEADER_BYTES_V1,
             Format::BlockChecksums => RECORD_HEADER_BYTES,
+            Format::Compact => RECORD_HEADER_BYTES_COMPACT,
+        }
+    }
+
+    fn watermark_record_bytes(self) -> usize {
+        match self {
+            Format::RecordChecksums => RECORD_HEADER_BYTES_V1 + WATERMARK_BODY_BYTES_V1,
+            Format::BlockChecksums | Format::Compact => {
+                self.record_header_bytes() + WATERMARK_BODY_BYTES
+            }
         }
     }
 
     fn seal_record_bytes(self) -> usize {
         match self {
             Format::RecordChecksums => SEAL_RECORD_BYTES_V1,
-            Format::BlockChecksums => SEAL_RECORD_BYTES,
+            Format::BlockChecksums | Format::Compact => {
+                self.record_header_bytes() + SEAL_BODY_BYTES
+            }
+        }
+    }
+
+    /// At least the bytes of `movement`'s record (a compact record's
+    /// length depends on its place, so the longest is assumed).
+    fn movement_record_bytes_bound(self, movement: &Movement) -> usize {
+        match self {
+            Format::RecordChecksums => {
+                RECORD_HEADER_BYTES_V1
+                    + MOVEMENT_LINKS_BYTES
+                    + history::encoded_movement_len(movement)
+            }
+            Format::BlockChecksums => {
+                RECORD_HEADER_BYTES + MOVEMENT_LINKS_BYTES + history::encoded_movement_len(movement)
+            }
+            Format::Compact => MOVEMENT_RECORD_BYTES_MAX_COMPACT,
         }
     }
 }
@@ -245,10 +309,10 @@ impl HistoryConfig {
     }
 }
 
-/// Most movement records (so commands) one segment can hold.
+/// Most movement records (so commands) one segment can hold, in the
+/// format with the shortest records.
 fn commands_per_segment_max(segment_bytes: u32) -> usize {
-    segment_bytes as usize
-        / (RECORD_HEADER_BYTES + MOVEMENT_LINKS_BYTES + history::VALUE_FIXED_BYTES)
+    segment_bytes as usize / MOVEMENT_RECORD_BYTES_MIN_COMPACT
 }
 
 fn head_slots(accounts_max: usize) -> usize {
@@ -446,6 +510,8 @@ fn split_address(address: u64) -> (u32, u32) {
 struct SegmentEntry {
     /// How its records are framed (older segments keep their version).
     format: Format,
+    /// Version 4: the timestamp its movements' timestamps are relative to.
+    base_timestamp: u64,
     file: Arc<File>,
     /// Bytes written and readable.
     bytes: u64,
@@ -460,6 +526,8 @@ struct SegmentEntry {
 /// The segment being appended to, as the writer sees it.
 struct Active {
     number: u32,
+    format: Format,
+    base_timestamp: u64,
     file: Arc<File>,
     /// Bytes in the file.
     offset: u32,
@@ -468,6 +536,9 @@ struct Active {
 }
 
 struct Writer {
+    /// The format of the segments it creates: [`Format::CURRENT`] (tests
+    /// write older ones as the builds before did).
+    format: Format,
     active: Option<Active>,
     /// The next segment number to create.
     next_number: u32,
@@ -524,18 +595,29 @@ fn commands_path(dir: &Path, number: u32) -> PathBuf {
     dir.join(format!("{number:010}.cmd"))
 }
 
-fn segment_header(number: u32, segment_bytes: u32) -> [u8; HEADER_BYTES] {
+/// A segment's header; `base_timestamp` goes in the bytes versions before
+/// 4 reserved (zero).
+fn segment_header(
+    number: u32,
+    segment_bytes: u32,
+    format: Format,
+    base_timestamp: u64,
+) -> [u8; HEADER_BYTES] {
     let mut header = [0u8; HEADER_BYTES];
     header[0..8].copy_from_slice(&SEGMENT_MAGIC);
-    header[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    header[8..12].copy_from_slice(&format.version().to_le_bytes());
     header[12..16].copy_from_slice(&number.to_le_bytes());
     header[16..20].copy_from_slice(&segment_bytes.to_le_bytes());
+    if format == Format::Compact {
+        header[20..28].copy_from_slice(&base_timestamp.to_le_bytes());
+    }
     let crc = crc32c::crc32c(&header[0..28]);
     header[28..32].copy_from_slice(&crc.to_le_bytes());
     header
 }
 
-fn check_header(bytes: &[u8], number: u32) -> Result<Format, String> {
+/// The segment's format and base timestamp (0 before version 4).
+fn check_header(bytes: &[u8], number: u32) -> Result<(Format, u64), String> {
     if bytes.len() < HEADER_BYTES {
         return Err(format!("the segment has {} bytes, no header", bytes.len()));
     }
@@ -555,7 +637,11 @@ fn check_header(bytes: &[u8], number: u32) -> Result<Format, String> {
             u32_at(bytes, 12)
         ));
     }
-    Ok(format)
+    let base_timestamp = match format {
+        Format::Compact => u64_at(bytes, 20),
+        Format::RecordChecksums | Format::BlockChecksums => 0,
+    };
+    Ok((format, base_timestamp))
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -570,17 +656,33 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(buffer)
 }
 
-/// Appends a record of `kind` whose body `body` writes; fills in its
-/// length. A watermark's or seal's body ends with a checksum the caller
-/// fills in when the bytes before it are known ([`HistoryStore::flush`],
-/// [`HistoryStore::seal`]).
-fn push_record(out: &mut Vec<u8>, kind: u8, body: impl FnOnce(&mut Vec<u8>)) {
+/// Appends a record of `kind` in `format` (versions 2 to 4) whose body
+/// `body` writes; fills in its length. A watermark's or seal's body ends
+/// with a checksum the caller fills in when the bytes before it are known
+/// ([`HistoryStore::flush`], [`HistoryStore::seal`]).
+fn push_record(format: Format, out: &mut Vec<u8>, kind: u8, body: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
-    out.extend_from_slice(&[0u8; 4]);
-    out.push(kind);
-    body(out);
-    let len = (out.len() - start) as u32;
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    match format {
+        Format::Compact => {
+            out.extend_from_slice(&[0, kind]);
+            body(out);
+            let len = out.len() - start;
+            // Every record's longest form fits (MOVEMENT_RECORD_BYTES_MAX_COMPACT).
+            assert!(
+                len <= usize::from(u8::MAX),
+                "a compact record of {len} bytes"
+            );
+            out[start] = len as u8;
+        }
+        Format::BlockChecksums | Format::RecordChecksums => {
+            debug_assert_eq!(format, Format::BlockChecksums, "version 1 is never written");
+            out.extend_from_slice(&[0u8; 4]);
+            out.push(kind);
+            body(out);
+            let len = (out.len() - start) as u32;
+            out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        }
+    }
 }
 
 /// The record at the start of `bytes`: (kind, body, length). In the
@@ -591,7 +693,10 @@ fn parse_record(format: Format, bytes: &[u8]) -> Result<(u8, &[u8], usize), Stri
     if bytes.len() < header {
         return Err(format!("a record is cut off after {} bytes", bytes.len()));
     }
-    let len = u32_at(bytes, 0) as usize;
+    let len = match format {
+        Format::Compact => usize::from(bytes[0]),
+        Format::RecordChecksums | Format::BlockChecksums => u32_at(bytes, 0) as usize,
+    };
     if !(header..=RECORD_BYTES_MAX).contains(&len) {
         return Err(format!("a record claims {len} bytes"));
     }
@@ -602,6 +707,7 @@ fn parse_record(format: Format, bytes: &[u8]) -> Result<(u8, &[u8], usize), Stri
         ));
     }
     match format {
+        Format::Compact => Ok((bytes[1], &bytes[header..len], len)),
         Format::BlockChecksums => Ok((bytes[4], &bytes[header..len], len)),
         Format::RecordChecksums => {
             let record = &bytes[..len];
@@ -612,10 +718,6 @@ fn parse_record(format: Format, bytes: &[u8]) -> Result<(u8, &[u8], usize), Stri
             Ok((record[8], &record[header..], len))
         }
     }
-}
-
-fn movement_record_len(movement: &Movement) -> usize {
-    RECORD_HEADER_BYTES + MOVEMENT_LINKS_BYTES + history::encoded_movement_len(movement)
 }
 
 /// The links of a movement record.
@@ -641,10 +743,137 @@ impl Links {
     }
 }
 
-/// A movement record's body: (links, movement).
-fn decode_movement_body(format: Format, body: &[u8]) -> Result<(Links, Movement), String> {
+/// Appends the links of a compact record at `number:offset`. Previous:
+/// a varint, 0 for none, `distance << 1 | 1` back in the same segment, or
+/// `segments_back << 1` and then the offset (a varint) in an older one.
+/// Skip: a varint, 0 for none, 1 for "the previous address" (what it is
+/// whenever the previous record is in an older segment), else
+/// `segments_back + 2` and then the offset.
+fn encode_links_compact(out: &mut Vec<u8>, number: u32, offset: u32, links: Links) {
+    let (previous_number, previous_offset) = split_address(links.previous);
+    if links.previous == 0 {
+        history::put_varint(out, 0);
+    } else if previous_number == number {
+        debug_assert!(previous_offset < offset);
+        history::put_varint(out, u64::from(offset - previous_offset) << 1 | 1);
+    } else {
+        debug_assert!(previous_number < number);
+        history::put_varint(out, u64::from(number - previous_number) << 1);
+        history::put_varint(out, u64::from(previous_offset));
+    }
+    let (skip_number, skip_offset) = split_address(links.skip);
+    if links.skip == 0 {
+        history::put_varint(out, 0);
+    } else if links.skip == links.previous && previous_number != number {
+        history::put_varint(out, 1);
+    } else {
+        debug_assert!(skip_number <= number);
+        history::put_varint(out, u64::from(number - skip_number) + 2);
+        history::put_varint(out, u64::from(skip_offset));
+    }
+}
+
+/// Reads what [`encode_links_compact`] wrote at `*at` of a record at
+/// `number:offset`, and moves past it.
+fn decode_links_compact(
+    body: &[u8],
+    at: &mut usize,
+    number: u32,
+    offset: u32,
+) -> Result<Links, String> {
+    let out_of_range = || "a movement record's link is out of range".to_owned();
+    let older = |segments_back: u64, at: &mut usize| -> Result<u64, String> {
+        let number = u32::try_from(segments_back)
+            .ok()
+            .and_then(|back| number.checked_sub(back))
+            .filter(|&number| number > 0)
+            .ok_or_else(out_of_range)?;
+        let offset = u32::try_from(history::get_varint(body, at)?).map_err(|_| out_of_range())?;
+        Ok(address_of(number, offset))
+    };
+    let previous = match history::get_varint(body, at)? {
+        0 => 0,
+        value if value & 1 == 1 => {
+            let distance = u32::try_from(value >> 1).map_err(|_| out_of_range())?;
+            let previous = offset.checked_sub(distance).ok_or_else(out_of_range)?;
+            address_of(number, previous)
+        }
+        value => older(value >> 1, at)?,
+    };
+    let skip = match history::get_varint(body, at)? {
+        0 => 0,
+        1 => previous,
+        value => older(value - 2, at)?,
+    };
+    Ok(Links { previous, skip })
+}
+
+/// Appends a movement record at `number:offset` of a segment in `format`
+/// whose base timestamp is `base_timestamp`.
+fn push_movement(
+    format: Format,
+    out: &mut Vec<u8>,
+    (number, offset): (u32, u32),
+    base_timestamp: u64,
+    links: Links,
+    movement: &Movement,
+) {
+    push_record(format, out, KIND_MOVEMENT, |out| match format {
+        Format::Compact => {
+            encode_links_compact(out, number, offset, links);
+            history::encode_movement_compact(movement, base_timestamp, out);
+        }
+        Format::BlockChecksums | Format::RecordChecksums => {
+            out.extend_from_slice(&links.previous.to_le_bytes());
+            out.extend_from_slice(&links.skip.to_le_bytes());
+            history::encode_movement(movement, out);
+        }
+    });
+}
+
+/// Where a movement record is and what its segment says about it: the
+/// segment's number and base timestamp, the record's offset.
+#[derive(Clone, Copy)]
+struct Place {
+    number: u32,
+    offset: u32,
+    base_timestamp: u64,
+}
+
+/// The account, command and timestamp of the movement record body `body`
+/// at `place`, read without decoding the rest (blocks of versions 2 to 4).
+fn movement_keys(
+    format: Format,
+    body: &[u8],
+    place: Place,
+) -> Result<(AccountId, CommandId, u64), String> {
+    match format {
+        Format::Compact => {
+            let mut at = 0;
+            decode_links_compact(body, &mut at, place.number, place.offset)?;
+            history::movement_keys_compact(&body[at..], place.base_timestamp)
+        }
+        Format::BlockChecksums | Format::RecordChecksums => body
+            .get(MOVEMENT_LINKS_BYTES..)
+            .ok_or_else(|| "a movement record has no links".to_owned())
+            .and_then(history::movement_keys),
+    }
+}
+
+/// A movement record's body at `place`: (links, movement).
+fn decode_movement_body(
+    format: Format,
+    body: &[u8],
+    place: Place,
+) -> Result<(Links, Movement), String> {
     if format == Format::RecordChecksums {
         return decode_movement_body_v1(body);
+    }
+    if format == Format::Compact {
+        let mut at = 0;
+        let links = decode_links_compact(body, &mut at, place.number, place.offset)?;
+        let movement = history::decode_movement_compact(&body[at..], place.base_timestamp)?;
+        return Ok((links, movement));
     }
     if body.len() < MOVEMENT_LINKS_BYTES {
         return Err("a movement record has no links".to_owned());
@@ -698,6 +927,8 @@ struct Scanned {
     /// How its records are framed (from its header; `None` if the header
     /// is damaged).
     format: Option<Format>,
+    /// Version 4: the header's base timestamp.
+    base_timestamp: u64,
     /// Bytes of well-formed records from the start (header included).
     valid_end: usize,
     /// After the last watermark record: (offset past it, watermark, its timestamp).
@@ -713,14 +944,18 @@ struct Scanned {
 
 fn scan_segment(bytes: &[u8], number: u32) -> Scanned {
     let mut scanned = Scanned::default();
-    match check_header(bytes, number) {
-        Ok(Format::RecordChecksums) => return scan_segment_v1(bytes),
-        Ok(format) => scanned.format = Some(format),
+    let format = match check_header(bytes, number) {
+        Ok((Format::RecordChecksums, _)) => return scan_segment_v1(bytes),
+        Ok((format, base_timestamp)) => {
+            scanned.format = Some(format);
+            scanned.base_timestamp = base_timestamp;
+            format
+        }
         Err(reason) => {
             scanned.error = Some(reason);
             return scanned;
         }
-    }
+    };
     let mut at = HEADER_BYTES;
     // CRC-32C of `bytes[..checked]`; everything up to `verified` was
     // checked against a watermark's or the seal's checksum.
@@ -729,7 +964,7 @@ fn scan_segment(bytes: &[u8], number: u32) -> Scanned {
     let mut verified = HEADER_BYTES;
     let mut last_command: Option<u128> = None;
     while at < bytes.len() {
-        let (kind, body, len) = match parse_record(Format::BlockChecksums, &bytes[at..]) {
+        let (kind, body, len) = match parse_record(format, &bytes[at..]) {
             Ok(record) => record,
             Err(reason) => {
                 scanned.error = Some(format!("at offset {at}: {reason}"));
@@ -747,11 +982,15 @@ fn scan_segment(bytes: &[u8], number: u32) -> Scanned {
             matches
         };
         match kind {
-            KIND_MOVEMENT => match body
-                .get(MOVEMENT_LINKS_BYTES..)
-                .ok_or_else(|| "a movement record has no links".to_owned())
-                .and_then(history::movement_keys)
-            {
+            KIND_MOVEMENT => match movement_keys(
+                format,
+                body,
+                Place {
+                    number,
+                    offset: at as u32,
+                    base_timestamp: scanned.base_timestamp,
+                },
+            ) {
                 Ok((account, command, timestamp)) => {
                     scanned.movements.push((account.0, at as u32, timestamp));
                     if last_command != Some(command.0) {
@@ -1167,7 +1406,7 @@ fn open_snapshot_segment(
     let mut header = [0u8; HEADER_BYTES];
     let read = read_full_at(&file, &mut header, 0)
         .map_err(|error| io(&format!("cannot read {}", path.display()), error))?;
-    let Ok(format) = check_header(&header[..read], segment.number) else {
+    let Ok((format, base_timestamp)) = check_header(&header[..read], segment.number) else {
         return Ok(None);
     };
     let seal_bytes = format.seal_record_bytes();
@@ -1197,6 +1436,7 @@ fn open_snapshot_segment(
     }
     Ok(Some(SegmentEntry {
         format,
+        base_timestamp,
         file: Arc::new(file),
         bytes: len,
         sealed: true,
@@ -1446,8 +1686,10 @@ impl HistoryStore {
                     .map(|&(command, offset)| (command, address_of(number, offset))),
             );
             let is_last = position + 1 == kept_count;
+            let format = scanned.format.unwrap_or(Format::CURRENT);
             let mut entry = SegmentEntry {
-                format: scanned.format.unwrap_or(Format::CURRENT),
+                format,
+                base_timestamp: scanned.base_timestamp,
                 file: Arc::new(file),
                 bytes: scanned.valid_end as u64,
                 sealed: scanned.sealed,
@@ -1482,6 +1724,8 @@ impl HistoryStore {
                 };
                 active = Some(Active {
                     number,
+                    format,
+                    base_timestamp: scanned.base_timestamp,
                     file: Arc::clone(&entry.file),
                     offset: scanned.valid_end as u32,
                     crc,
@@ -1509,6 +1753,7 @@ impl HistoryStore {
                 movements_refused: AtomicU64::new(refused),
                 segments_expired: AtomicU64::new(0),
                 writer: Mutex::new(Writer {
+                    format: Format::CURRENT,
                     active,
                     next_number,
                     buffer: Vec::new(),
@@ -1593,21 +1838,28 @@ impl HistoryStore {
         }
         while let Some(first) = movements.next() {
             // The command's legs: `first` and the ones after it with its id.
+            let format = writer.format;
             let mut legs = 1;
-            let mut bytes = movement_record_len(first);
+            let mut bytes = format.movement_record_bytes_bound(first);
             for next in movements.clone() {
                 if next.command != first.command || next.sequence != first.sequence {
                     break;
                 }
-                bytes += movement_record_len(next);
+                bytes += format.movement_record_bytes_bound(next);
                 legs += 1;
             }
-            self.make_room(writer, bytes + WATERMARK_RECORD_BYTES)?;
+            self.make_room(
+                writer,
+                bytes + format.watermark_record_bytes(),
+                first.timestamp,
+            )?;
             let Some(active) = writer.active.as_ref() else {
                 return Err(StorageError::Io("no active history segment".to_owned()));
             };
             let number = active.number;
             let base = active.offset as usize;
+            let base_timestamp = active.base_timestamp;
+            let format = active.format;
             let mut first_leg = None;
             let group = std::iter::once(first).chain(movements.by_ref().take(legs - 1));
             for movement in group {
@@ -1620,15 +1872,19 @@ impl HistoryStore {
                         .fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
-                let address = address_of(number, (base + writer.buffer.len()) as u32);
+                let offset = (base + writer.buffer.len()) as u32;
+                let address = address_of(number, offset);
                 let links = self.shared.heads.append(slot, address);
                 writer.dirty.push(slot as u32);
                 first_leg.get_or_insert(address);
-                push_record(&mut writer.buffer, KIND_MOVEMENT, |out| {
-                    out.extend_from_slice(&links.previous.to_le_bytes());
-                    out.extend_from_slice(&links.skip.to_le_bytes());
-                    history::encode_movement(movement, out);
-                });
+                push_movement(
+                    format,
+                    &mut writer.buffer,
+                    (number, offset),
+                    base_timestamp,
+                    links,
+                    movement,
+                );
                 if writer.movements_buffered == 0 {
                     writer.first_timestamp_buffered = movement.timestamp;
                 }
@@ -1642,9 +1898,17 @@ impl HistoryStore {
                 self.write_buffer(writer)?;
             }
         }
-        self.make_room(writer, WATERMARK_RECORD_BYTES)?;
         let last_timestamp = writer.last_timestamp;
-        push_record(&mut writer.buffer, KIND_WATERMARK, |out| {
+        self.make_room(
+            writer,
+            writer.format.watermark_record_bytes(),
+            last_timestamp,
+        )?;
+        let format = writer
+            .active
+            .as_ref()
+            .map_or(writer.format, |active| active.format);
+        push_record(format, &mut writer.buffer, KIND_WATERMARK, |out| {
             out.extend_from_slice(&watermark.to_le_bytes());
             out.extend_from_slice(&last_timestamp.to_le_bytes());
             out.extend_from_slice(&[0u8; CHECKSUM_BYTES]);
@@ -1657,16 +1921,23 @@ impl HistoryStore {
 
     /// Makes sure the active segment has `bytes` free besides the seal's
     /// reserve: creates the first segment, or seals a full one and starts
-    /// the next.
-    fn make_room(&self, writer: &mut Writer, bytes: usize) -> Result<(), StorageError> {
-        let limit = self.shared.config.segment_bytes as usize - SEAL_RECORD_BYTES;
+    /// the next, whose base timestamp is `base_timestamp` (the next
+    /// movement's).
+    fn make_room(
+        &self,
+        writer: &mut Writer,
+        bytes: usize,
+        base_timestamp: u64,
+    ) -> Result<(), StorageError> {
         if let Some(active) = &writer.active {
+            let limit =
+                self.shared.config.segment_bytes as usize - active.format.seal_record_bytes();
             if active.offset as usize + writer.buffer.len() + bytes <= limit {
                 return Ok(());
             }
             self.seal(writer)?;
         }
-        self.create_segment(writer)
+        self.create_segment(writer, base_timestamp)
     }
 
     /// Writes the buffer to the active segment, without publishing what it
@@ -1747,7 +2018,7 @@ impl HistoryStore {
             .get(&active.number)
             .map_or(0, |e| e.movements);
         let crc = active.crc;
-        push_record(&mut seal, KIND_SEAL, |out| {
+        push_record(active.format, &mut seal, KIND_SEAL, |out| {
             out.extend_from_slice(&movements.to_le_bytes());
             out.extend_from_slice(&writer.last_timestamp.to_le_bytes());
             out.extend_from_slice(&[0u8; CHECKSUM_BYTES]);
@@ -1864,7 +2135,7 @@ impl HistoryStore {
         sync_dir(dir)
     }
 
-    fn create_segment(&self, writer: &mut Writer) -> Result<(), StorageError> {
+    fn create_segment(&self, writer: &mut Writer, base_timestamp: u64) -> Result<(), StorageError> {
         let number = writer.next_number;
         let path = segment_path(&self.shared.dir, number);
         let file = OpenOptions::new()
@@ -1874,7 +2145,13 @@ impl HistoryStore {
             .truncate(true)
             .open(&path)
             .map_err(|error| io(&format!("cannot create {}", path.display()), error))?;
-        let header = segment_header(number, self.shared.config.segment_bytes);
+        let format = writer.format;
+        let header = segment_header(
+            number,
+            self.shared.config.segment_bytes,
+            format,
+            base_timestamp,
+        );
         file.write_all_at(&header, 0)
             .map_err(|error| io("cannot write a history segment header", error))?;
         file.sync_data()
@@ -1884,7 +2161,8 @@ impl HistoryStore {
         self.segments_mut().insert(
             number,
             SegmentEntry {
-                format: Format::CURRENT,
+                format,
+                base_timestamp,
                 file: Arc::clone(&file),
                 bytes: HEADER_BYTES as u64,
                 sealed: false,
@@ -1896,6 +2174,8 @@ impl HistoryStore {
         );
         writer.active = Some(Active {
             number,
+            format,
+            base_timestamp,
             file,
             offset: HEADER_BYTES as u32,
             crc: crc32c::crc32c(&header),
@@ -1958,7 +2238,7 @@ impl HistoryStore {
     /// its segment is no longer kept.
     fn read_movement(&self, address: u64) -> Result<Option<(Links, Movement)>, StorageError> {
         let (number, offset) = split_address(address);
-        let (format, file) = {
+        let (format, base_timestamp, file) = {
             let segments = self.segments();
             let Some(entry) = segments.get(&number) else {
                 return Ok(None);
@@ -1970,7 +2250,7 @@ impl HistoryStore {
                     "history address {number}:{offset} is outside its segment"
                 )));
             }
-            (entry.format, Arc::clone(&entry.file))
+            (entry.format, entry.base_timestamp, Arc::clone(&entry.file))
         };
         let mut buffer = [0u8; RECORD_BYTES_MAX];
         let read = read_full_at(&file, &mut buffer, u64::from(offset))
@@ -1984,7 +2264,12 @@ impl HistoryStore {
         if kind != KIND_MOVEMENT {
             return Err(corrupt(format!("it is of kind {kind}, not a movement")));
         }
-        decode_movement_body(format, body)
+        let place = Place {
+            number,
+            offset,
+            base_timestamp,
+        };
+        decode_movement_body(format, body, place)
             .map(Some)
             .map_err(corrupt)
     }
@@ -2101,11 +2386,11 @@ impl HistoryStore {
     /// watermark or the seal ends a command's legs).
     fn read_next_movement(&self, address: u64) -> Result<Option<(Movement, usize)>, StorageError> {
         let (number, offset) = split_address(address);
-        let (format, file) = match self.segments().get(&number) {
+        let (format, base_timestamp, file) = match self.segments().get(&number) {
             Some(entry)
                 if u64::from(offset) + entry.format.record_header_bytes() as u64 <= entry.bytes =>
             {
-                (entry.format, Arc::clone(&entry.file))
+                (entry.format, entry.base_timestamp, Arc::clone(&entry.file))
             }
             _ => return Ok(None),
         };
@@ -2121,7 +2406,12 @@ impl HistoryStore {
         if kind != KIND_MOVEMENT {
             return Ok(None);
         }
-        let (_, movement) = decode_movement_body(format, body).map_err(corrupt)?;
+        let place = Place {
+            number,
+            offset,
+            base_timestamp,
+        };
+        let (_, movement) = decode_movement_body(format, body, place).map_err(corrupt)?;
         Ok(Some((movement, len)))
     }
 
@@ -2257,8 +2547,9 @@ fn seal_older_segment(dir: &Path, number: u32, scanned: &mut Scanned) -> Result<
     let seal = match scanned.format {
         Some(Format::RecordChecksums) => seal_record_v1(&bytes, movements, last_timestamp),
         _ => {
+            let format = scanned.format.unwrap_or(Format::BlockChecksums);
             let mut seal = Vec::with_capacity(SEAL_RECORD_BYTES);
-            push_record(&mut seal, KIND_SEAL, |out| {
+            push_record(format, &mut seal, KIND_SEAL, |out| {
                 out.extend_from_slice(&movements.to_le_bytes());
                 out.extend_from_slice(&last_timestamp.to_le_bytes());
                 out.extend_from_slice(&[0u8; CHECKSUM_BYTES]);
@@ -2539,7 +2830,7 @@ mod tests {
 
     #[test]
     fn parts_split_anywhere_write_what_one_slice_writes() {
-        let batches = movements(120);
+        let batches = movements(300);
         let all: Vec<Movement> = batches.iter().flatten().cloned().collect();
         let whole = tempfile::tempdir().unwrap();
         let split = tempfile::tempdir().unwrap();
@@ -2927,11 +3218,7 @@ mod tests {
             out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
         }
         fn header(number: u32, segment_bytes: usize) -> Vec<u8> {
-            let mut header = segment_header(number, segment_bytes as u32).to_vec();
-            header[8..12].copy_from_slice(&1u32.to_le_bytes());
-            let crc = crc32c::crc32c(&header[0..28]);
-            header[28..32].copy_from_slice(&crc.to_le_bytes());
-            header
+            segment_header(number, segment_bytes as u32, Format::RecordChecksums, 0).to_vec()
         }
         fs::create_dir_all(dir).unwrap();
         // account -> (latest address, skip address)
@@ -3093,5 +3380,98 @@ mod tests {
                 assert!(kept < all.len() as u64 && kept > 0, "{kept}");
             }
         }
+    }
+
+    #[test]
+    fn version_3_segments_are_read_after_an_upgrade_to_version_4() {
+        let dir = tempfile::tempdir().unwrap();
+        let batches = movements(300);
+        // What the build before version 4 wrote: version-3 segments (the
+        // same writer, in that format), the last one unfinished.
+        let old_segments = {
+            let (store, _) = HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
+            store.writer().format = Format::BlockChecksums;
+            write(&store, &batches[..150], 1);
+            store.sync().unwrap();
+            store.segment_paths().len()
+        };
+        assert!(old_segments >= 3, "{old_segments}");
+        let old = all_of(&batches[..150]);
+        {
+            let (store, report) =
+                HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 150).unwrap();
+            assert!(report.damaged.is_empty(), "{report:?}");
+            assert_eq!(store.watermark(), 150);
+            check_every_account(&store, &old);
+            check_ranges_and_commands(&store, &old);
+            write(&store, &batches[150..], 151);
+            let all = all_of(&batches);
+            check_every_account(&store, &all);
+            check_ranges_and_commands(&store, &all);
+            let paths = store.segment_paths();
+            let version = |path: &PathBuf| u32_at(&fs::read(path).unwrap(), 8);
+            assert_eq!(version(&paths[old_segments - 1]), 3);
+            assert_eq!(version(&paths[old_segments]), 4);
+            // Version 4 takes fewer bytes for the same movements.
+            let bytes = |paths: &[PathBuf]| -> u64 {
+                paths
+                    .iter()
+                    .map(|path| fs::metadata(path).unwrap().len())
+                    .sum()
+            };
+            let old_bytes = bytes(&paths[..old_segments]);
+            let new_bytes = bytes(&paths[old_segments..]);
+            assert!(new_bytes * 2 < old_bytes, "{new_bytes} {old_bytes}");
+            store.sync().unwrap();
+        }
+        let all = all_of(&batches);
+        for config in [check_all(SEGMENT_BYTES_MIN), config(SEGMENT_BYTES_MIN)] {
+            let (store, report) = HistoryStore::open(dir.path(), config, 300).unwrap();
+            assert!(report.damaged.is_empty(), "{report:?}");
+            assert_eq!(store.stats().movements, all.len() as u64);
+            check_every_account(&store, &all);
+            check_ranges_and_commands(&store, &all);
+        }
+    }
+
+    #[test]
+    fn compact_links_round_trip_wherever_they_point() {
+        // docs/persistence.md gives these sizes.
+        assert_eq!(MOVEMENT_RECORD_BYTES_MAX_COMPACT, 165);
+        assert_eq!(RECORD_BYTES_MAX, 165);
+        assert_eq!(Format::Compact.watermark_record_bytes(), 22);
+        assert_eq!(Format::Compact.seal_record_bytes(), 22);
+        let number = 7;
+        let offset = 40_000;
+        let cases = [
+            (0, 0),
+            (address_of(7, 39_000), 0),
+            (address_of(7, HEADER_BYTES as u32), address_of(3, 1 << 29)),
+            (address_of(6, 64), address_of(6, 64)),
+            (address_of(1, 5_000), address_of(1, 5_000)),
+            (address_of(6, 64), address_of(2, 100)),
+        ];
+        for (previous, skip) in cases {
+            let links = Links { previous, skip };
+            let mut bytes = Vec::new();
+            encode_links_compact(&mut bytes, number, offset, links);
+            assert!(bytes.len() <= LINKS_BYTES_MAX_COMPACT);
+            let mut at = 0;
+            assert_eq!(
+                decode_links_compact(&bytes, &mut at, number, offset),
+                Ok(links)
+            );
+            assert_eq!(at, bytes.len());
+        }
+        // A link back past the segment's start or to segment 0: damage.
+        let mut at = 0;
+        let mut bytes = Vec::new();
+        history::put_varint(&mut bytes, u64::from(offset + 1) << 1 | 1);
+        assert!(decode_links_compact(&bytes, &mut at, number, offset).is_err());
+        bytes.clear();
+        history::put_varint(&mut bytes, 7 << 1);
+        history::put_varint(&mut bytes, 100);
+        at = 0;
+        assert!(decode_links_compact(&bytes, &mut at, number, offset).is_err());
     }
 }
