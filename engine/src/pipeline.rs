@@ -57,8 +57,7 @@ use crate::risk::{RiskCounters, RiskPolicy, RuleId, Verdict as RiskVerdict};
 use crate::shard::{ShardError, ShardedLedger};
 use crate::status::Status;
 use crate::storage::{
-    self, Checkpoint, Followed, LogEntry, LogFollower, LogRecord, RecoveryReport, Storage,
-    StorageError,
+    self, Followed, LogEntry, LogFollower, LogRecord, RecoveryReport, Storage, StorageError,
 };
 
 /// A callback that receives a request's answer, called exactly once from an
@@ -1678,36 +1677,32 @@ impl<S: Storage> Checkpointer<S> {
         let ledger = self.follower.ledger();
         self.stats.publish_tables(&ledger.tables(), sequence);
         let phase = Instant::now();
-        let mut state = Vec::new();
-        storage::encode_state(ledger, &mut state);
-        let encode_ms = phase.elapsed().as_millis() as u64;
+        let digest = ledger.digest();
+        let digest_ms = phase.elapsed().as_millis() as u64;
         if self.stopping.load(Ordering::Relaxed) {
             return Err("the engine is stopping; checkpoint abandoned".to_owned());
         }
-        let phase = Instant::now();
-        let digest = ledger.digest();
-        let digest_ms = phase.elapsed().as_millis() as u64;
-        let checkpoint = Checkpoint {
-            sequence,
-            timestamp,
-            digest,
-            state,
-        };
+        // Encoded as it is written, chunk by chunk: the whole image is
+        // never in memory beside the state.
+        let checkpoint = storage::LedgerCheckpoint::new(ledger, sequence, timestamp, digest);
         let phase = Instant::now();
         self.storage
-            .save_checkpoint(&checkpoint)
+            .save_checkpoint_from(&checkpoint)
             .map_err(|error| error.to_string())?;
-        let write_ms = phase.elapsed().as_millis() as u64;
+        let save = phase.elapsed();
+        let (encode, chunks) = checkpoint.times();
         let phase = Instant::now();
         self.storage
             .trim_log(sequence)
             .map_err(|error| error.to_string())?;
         tracing::info!(
             sequence,
-            state_bytes = checkpoint.state.len() as u64,
-            encode_ms,
+            state_bytes = checkpoint.state_len(),
             digest_ms,
-            write_ms,
+            encode_ms = encode.as_millis() as u64,
+            // Chunks into the table file, its ingestion and the manifest.
+            write_ms = save.saturating_sub(encode).as_millis() as u64,
+            chunks_ms = chunks.as_millis() as u64,
             trim_ms = phase.elapsed().as_millis() as u64,
             "checkpoint written"
         );

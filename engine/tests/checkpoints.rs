@@ -462,3 +462,85 @@ fn the_buffered_digest_is_the_digest_of_every_write_passed_on_at_once() {
     let decoded = decode_state(&bytes, LedgerConfig::default()).unwrap();
     assert_eq!(decoded.digest(), unbuffered);
 }
+
+#[test]
+fn the_state_in_chunks_is_the_encoded_state_cut_into_pieces() {
+    use payrail_engine::storage::encode_state_chunks;
+    let ledger = busy_ledger();
+    let mut whole = Vec::new();
+    payrail_engine::storage::encode_state(&ledger, &mut whole);
+    assert!(whole.len() > 100_000);
+    for chunk_bytes in [1, 7, 4_096, 65_536, whole.len() - 1, whole.len(), 1 << 30] {
+        let mut pieces: Vec<Vec<u8>> = Vec::new();
+        encode_state_chunks(&ledger, chunk_bytes, &mut |piece: &[u8]| {
+            pieces.push(piece.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        let (last, full) = pieces.split_last().unwrap();
+        assert!(full.iter().all(|piece| piece.len() == chunk_bytes));
+        assert!(!last.is_empty() && last.len() <= chunk_bytes);
+        assert_eq!(pieces.concat(), whole, "chunks of {chunk_bytes}");
+    }
+    // The first error ends the handing on and is returned.
+    let mut calls = 0;
+    let failed = encode_state_chunks(&ledger, 4_096, &mut |_: &[u8]| {
+        calls += 1;
+        if calls == 3 {
+            return Err(StorageError::Io("disk full".to_owned()));
+        }
+        Ok(())
+    });
+    assert_eq!(failed, Err(StorageError::Io("disk full".to_owned())));
+    assert_eq!(calls, 3);
+}
+
+#[test]
+fn a_checkpoint_written_as_it_is_encoded_loads_as_the_encoded_state() {
+    use payrail_engine::storage::{Checkpoint, LedgerCheckpoint, RocksStorage};
+    let ledger = busy_ledger();
+    let digest = ledger.digest();
+    let mut whole = Vec::new();
+    payrail_engine::storage::encode_state(&ledger, &mut whole);
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = RocksStorage::open(dir.path()).unwrap();
+    let source = LedgerCheckpoint::new(&ledger, 5, 77, digest);
+    storage.save_checkpoint_from(&source).unwrap();
+    assert_eq!(source.state_len(), whole.len() as u64);
+    drop(storage);
+    let storage = RocksStorage::open(dir.path()).unwrap();
+    let loaded = storage.load_checkpoint().unwrap().unwrap();
+    // The same manifest and bytes as the whole image saved at once.
+    assert!(
+        loaded
+            == Checkpoint {
+                sequence: 5,
+                timestamp: 77,
+                digest,
+                state: whole.clone(),
+            }
+    );
+    assert_eq!(
+        decode_state(&loaded.state, LedgerConfig::default())
+            .unwrap()
+            .digest(),
+        digest
+    );
+    // The next one, saved whole, replaces it as before.
+    let mut storage = storage;
+    storage
+        .save_checkpoint(&Checkpoint {
+            sequence: 6,
+            timestamp: 78,
+            digest,
+            state: whole.clone(),
+        })
+        .unwrap();
+    assert_eq!(storage.load_checkpoint().unwrap().unwrap().sequence, 6);
+    // The memory storage gathers the chunks.
+    let mut memory = MemoryStorage::new();
+    memory
+        .save_checkpoint_from(&LedgerCheckpoint::new(&ledger, 5, 77, digest))
+        .unwrap();
+    assert_eq!(memory.load_checkpoint().unwrap().unwrap().state, whole);
+}

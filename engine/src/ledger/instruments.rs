@@ -345,30 +345,33 @@ impl Instruments {
         }
     }
 
-    /// Every instrument as (its key, itself), by owner then number: the
-    /// keys are sorted, not the instruments (what the digest walks; 24
-    /// bytes an entry, where [`Instruments::sorted`] copies each instrument
-    /// with its risk state and binds).
-    fn in_order(&self) -> Vec<(InstrumentId, &Instrument)> {
+    /// Every instrument and the state kept beside it, each part in the
+    /// order the digest and the checkpoint give it. The keys are sorted, not
+    /// the instruments (24 bytes an entry, where [`Instruments::sorted`]
+    /// copies each instrument with its risk state and bind times).
+    pub(crate) fn in_order(&self) -> InstrumentsInOrder<'_> {
         let mut all: Vec<(InstrumentId, &Instrument)> = self
             .by_id
             .iter()
             .map(|(id, instrument)| (*id, instrument))
             .collect();
         all.sort_unstable_by_key(|(id, instrument)| (id.owner, instrument.number));
-        all
-    }
-
-    /// The pending holds' instruments (only when there is any, so a state
-    /// without them digests as before they existed), by owner then hold id,
-    /// of the owners with an instrument.
-    fn digest_holds_into(
-        &self,
-        all: &[(InstrumentId, &Instrument)],
-        hasher: &mut crate::digest::DigestHasher,
-    ) {
-        if self.holds.is_empty() {
-            return;
+        let mut withdrawn = Vec::new();
+        let mut binds = Vec::new();
+        let mut previous = None;
+        for (id, instrument) in &all {
+            if let Some(usable) = self.usable.get(id) {
+                if !usable.risk.is_empty() {
+                    withdrawn.push((id.owner, instrument.number, usable.risk));
+                }
+            }
+            // Each owner's bind times go with the owner's first instrument.
+            if previous != Some(id.owner) {
+                previous = Some(id.owner);
+                if let Some(ring) = self.binds.get(&id.owner) {
+                    binds.push((id.owner, ring));
+                }
+            }
         }
         let mut holds: Vec<(u64, CommandId, &MovementInstrument)> = self
             .holds
@@ -377,28 +380,26 @@ impl Instruments {
             .map(|(hold, (owner, shown))| (*owner, *hold, shown))
             .collect();
         holds.sort_unstable_by_key(|(owner, hold, _)| (*owner, *hold));
-        hasher.update(b"instrument-holds");
-        hasher.update(&(self.holds.len() as u64).to_le_bytes());
-        let mut bytes = Vec::with_capacity(crate::history::MOVEMENT_INSTRUMENT_BYTES);
-        for (owner, hold, shown) in holds {
-            hasher.update(&owner.to_le_bytes());
-            hasher.update(&hold.0.to_le_bytes());
-            bytes.clear();
-            shown.encode(&mut bytes);
-            hasher.update(&bytes);
+        InstrumentsInOrder {
+            all,
+            withdrawn,
+            binds,
+            holds,
         }
     }
 
-    /// The digest's part: every instrument in (owner, number) order, then
-    /// (only when there is any, so a state without it digests as before the
-    /// instrument rules) the instrument rules' state: the instruments with
-    /// withdrawals recorded and their figures, and the customers' bind times,
-    /// in (owner, number) and owner order.
+    /// The digest's part: every instrument in (owner, number) order, the
+    /// pending holds' instruments (only when there is any, so a state
+    /// without them digests as before they existed) by owner then hold id,
+    /// then (only when there is any, so a state without it digests as
+    /// before the instrument rules) the instrument rules' state: the
+    /// instruments with withdrawals recorded and their figures, and the
+    /// customers' bind times, in (owner, number) and owner order.
     pub(crate) fn digest_into(&self, hasher: &mut crate::digest::DigestHasher) {
         hasher.update(b"instruments");
-        let all = self.in_order();
-        hasher.update(&(all.len() as u64).to_le_bytes());
-        for (id, instrument) in &all {
+        let in_order = self.in_order();
+        hasher.update(&(in_order.all.len() as u64).to_le_bytes());
+        for (id, instrument) in &in_order.all {
             hasher.update(&id.owner.to_le_bytes());
             hasher.update(&instrument.number.to_le_bytes());
             hasher.update(&[instrument.kind as u8, instrument.state as u8]);
@@ -410,41 +411,49 @@ impl Instruments {
             hasher.update(&instrument.bound_at.to_le_bytes());
             hasher.update(&instrument.changed_at.to_le_bytes());
         }
-        self.digest_holds_into(&all, hasher);
-        // One pass finds the entries of both sections (their counts go first).
-        let mut withdrawn: Vec<(InstrumentId, u32, InstrumentRisk)> = Vec::new();
-        let mut binds: Vec<(u64, &BindRing)> = Vec::new();
-        let mut previous = None;
-        for (id, instrument) in &all {
-            if let Some(usable) = self.usable.get(id) {
-                if !usable.risk.is_empty() {
-                    withdrawn.push((*id, instrument.number, usable.risk));
-                }
-            }
-            // Each owner's bind times go with the owner's first instrument.
-            if previous != Some(id.owner) {
-                previous = Some(id.owner);
-                if let Some(ring) = self.binds.get(&id.owner) {
-                    binds.push((id.owner, ring));
-                }
+        if !self.holds.is_empty() {
+            hasher.update(b"instrument-holds");
+            hasher.update(&(self.holds.len() as u64).to_le_bytes());
+            let mut bytes = Vec::with_capacity(crate::history::MOVEMENT_INSTRUMENT_BYTES);
+            for (owner, hold, shown) in &in_order.holds {
+                hasher.update(&owner.to_le_bytes());
+                hasher.update(&hold.0.to_le_bytes());
+                bytes.clear();
+                shown.encode(&mut bytes);
+                hasher.update(&bytes);
             }
         }
-        if withdrawn.is_empty() && binds.is_empty() {
+        if in_order.withdrawn.is_empty() && in_order.binds.is_empty() {
             return;
         }
         hasher.update(b"instrument-risk");
-        hasher.update(&(withdrawn.len() as u64).to_le_bytes());
-        for (id, number, risk) in &withdrawn {
-            hasher.update(&id.owner.to_le_bytes());
+        hasher.update(&(in_order.withdrawn.len() as u64).to_le_bytes());
+        for (owner, number, risk) in &in_order.withdrawn {
+            hasher.update(&owner.to_le_bytes());
             hasher.update(&number.to_le_bytes());
             risk.digest_into(hasher);
         }
-        hasher.update(&(binds.len() as u64).to_le_bytes());
-        for (owner, ring) in binds {
+        hasher.update(&(in_order.binds.len() as u64).to_le_bytes());
+        for (owner, ring) in &in_order.binds {
             hasher.update(&owner.to_le_bytes());
             ring.digest_into(hasher);
         }
     }
+}
+
+/// [`Instruments::in_order`]: the instruments and what is kept beside them,
+/// each part sorted.
+pub(crate) struct InstrumentsInOrder<'a> {
+    /// Every instrument, by owner then number.
+    pub all: Vec<(InstrumentId, &'a Instrument)>,
+    /// The instruments with withdrawals recorded, as (owner, number, risk
+    /// state), in the same order.
+    pub withdrawn: Vec<(u64, u32, InstrumentRisk)>,
+    /// The bind times of the owners with an instrument, by owner.
+    pub binds: Vec<(u64, &'a BindRing)>,
+    /// The pending holds' instruments of the owners with an instrument, as
+    /// (owner, hold, what the posting shows), by owner then hold.
+    pub holds: Vec<(u64, CommandId, &'a MovementInstrument)>,
 }
 
 impl Books {

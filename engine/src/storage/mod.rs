@@ -4,10 +4,11 @@
 //! a [`Storage`], which makes them durable in one synced write before any
 //! command of the batch is acknowledged. Now and then a checkpoint marker goes
 //! through the log; the ledger state at that point is encoded with
-//! [`encode_state`] and saved with [`Storage::save_checkpoint`], after which
-//! the log up to the marker may be trimmed. [`recover`] rebuilds the ledger:
-//! newest checkpoint, then every log record after it. docs/persistence.md
-//! has the byte layouts and what happens in each crash window.
+//! [`encode_state_chunks`] while [`Storage::save_checkpoint_from`] writes
+//! it, chunk by chunk, after which the log up to the marker may be
+//! trimmed. [`recover`] rebuilds the ledger: newest checkpoint, then every
+//! log record after it. docs/persistence.md has the byte layouts and what
+//! happens in each crash window.
 //!
 //! # Layout
 //! - [`record`]: one log record and its versioned, checksummed encoding.
@@ -32,7 +33,7 @@ pub use recovery::{
 };
 pub use rocks::RocksStorage;
 pub use segments::{HistoryConfig, HistoryOpenReport, HistoryStats, HistoryStore, HEADS_FILE};
-pub use snapshot::{decode_state, decode_state_and_config, encode_state};
+pub use snapshot::{decode_state, decode_state_and_config, encode_state, encode_state_chunks};
 
 /// Why a storage operation failed. Every variant is fatal for the writer:
 /// the engine stops accepting writes (see docs/persistence.md).
@@ -107,6 +108,152 @@ impl std::fmt::Debug for Checkpoint {
     }
 }
 
+/// A checkpoint to save: its marker, its digest, and its encoded state
+/// handed over in chunks (so that a storage can write the state as it is
+/// encoded, never holding the whole image: see
+/// [`Storage::save_checkpoint_from`]).
+pub trait CheckpointSource {
+    /// Sequence number of the checkpoint marker.
+    fn sequence(&self) -> u64;
+    /// Timestamp of the checkpoint marker.
+    fn timestamp(&self) -> u64;
+    /// `Ledger::digest` of the state.
+    fn digest(&self) -> [u8; 32];
+    /// Hands the encoded state to `chunk` in pieces of exactly
+    /// `chunk_bytes`, the last one shorter (never empty); stops at the first
+    /// error `chunk` returns and returns it.
+    fn write_state(
+        &self,
+        chunk_bytes: usize,
+        chunk: &mut dyn FnMut(&[u8]) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError>;
+}
+
+impl CheckpointSource for Checkpoint {
+    fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    fn timestamp(&self) -> u64 {
+        self.timestamp
+    }
+
+    fn digest(&self) -> [u8; 32] {
+        self.digest
+    }
+
+    fn write_state(
+        &self,
+        chunk_bytes: usize,
+        chunk: &mut dyn FnMut(&[u8]) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        for piece in self.state.chunks(chunk_bytes) {
+            chunk(piece)?;
+        }
+        Ok(())
+    }
+}
+
+/// A ledger's state as a [`CheckpointSource`]: encoded
+/// ([`encode_state_chunks`]) while the storage writes it. Keeps the time
+/// spent encoding apart from the time the storage spends on the chunks.
+pub struct LedgerCheckpoint<'a> {
+    pub ledger: &'a crate::Ledger,
+    pub sequence: u64,
+    pub timestamp: u64,
+    pub digest: [u8; 32],
+    /// Nanoseconds spent in the storage's hands (writing chunks) during
+    /// the last `write_state`.
+    written_ns: std::cell::Cell<u64>,
+    /// Nanoseconds the last `write_state` took in all.
+    total_ns: std::cell::Cell<u64>,
+    /// Bytes the last `write_state` handed on.
+    state_bytes: std::cell::Cell<u64>,
+}
+
+impl<'a> LedgerCheckpoint<'a> {
+    pub fn new(
+        ledger: &'a crate::Ledger,
+        sequence: u64,
+        timestamp: u64,
+        digest: [u8; 32],
+    ) -> LedgerCheckpoint<'a> {
+        LedgerCheckpoint {
+            ledger,
+            sequence,
+            timestamp,
+            digest,
+            written_ns: std::cell::Cell::new(0),
+            total_ns: std::cell::Cell::new(0),
+            state_bytes: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Bytes of encoded state the last `write_state` handed on.
+    pub fn state_len(&self) -> u64 {
+        self.state_bytes.get()
+    }
+
+    /// Of the last `write_state`: the time spent encoding, and the time
+    /// spent in the storage's hands with the chunks.
+    pub fn times(&self) -> (std::time::Duration, std::time::Duration) {
+        let written = self.written_ns.get();
+        (
+            std::time::Duration::from_nanos(self.total_ns.get().saturating_sub(written)),
+            std::time::Duration::from_nanos(written),
+        )
+    }
+}
+
+impl std::fmt::Debug for LedgerCheckpoint<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerCheckpoint")
+            .field("sequence", &self.sequence)
+            .field("timestamp", &self.timestamp)
+            .field("digest", &format_args!("{}", hex32(&self.digest)))
+            .finish()
+    }
+}
+
+impl CheckpointSource for LedgerCheckpoint<'_> {
+    fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    fn timestamp(&self) -> u64 {
+        self.timestamp
+    }
+
+    fn digest(&self) -> [u8; 32] {
+        self.digest
+    }
+
+    fn write_state(
+        &self,
+        chunk_bytes: usize,
+        chunk: &mut dyn FnMut(&[u8]) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
+        let mut written_ns = 0u64;
+        let mut state_bytes = 0u64;
+        let result = encode_state_chunks(self.ledger, chunk_bytes, &mut |piece: &[u8]| {
+            let handed = std::time::Instant::now();
+            let result = chunk(piece);
+            written_ns = written_ns.saturating_add(nanos(handed.elapsed()));
+            state_bytes += piece.len() as u64;
+            result
+        });
+        self.written_ns.set(written_ns);
+        self.state_bytes.set(state_bytes);
+        self.total_ns.set(nanos(started.elapsed()));
+        result
+    }
+}
+
+fn nanos(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Size of the log currently kept.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogStats {
@@ -132,6 +279,24 @@ pub trait Storage: Send + 'static {
     /// Durably writes a checkpoint, replacing the previous one. A crash
     /// before it returns leaves the previous checkpoint in force.
     fn save_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StorageError>;
+
+    /// [`Storage::save_checkpoint`] of a state handed over in chunks as it
+    /// is encoded. This default gathers the chunks into one
+    /// [`Checkpoint`]; [`RocksStorage`] writes each chunk as it comes, so
+    /// the whole encoded image is never in memory.
+    fn save_checkpoint_from(&mut self, source: &dyn CheckpointSource) -> Result<(), StorageError> {
+        let mut state = Vec::new();
+        source.write_state(rocks::CHECKPOINT_CHUNK_BYTES, &mut |chunk: &[u8]| {
+            state.extend_from_slice(chunk);
+            Ok(())
+        })?;
+        self.save_checkpoint(&Checkpoint {
+            sequence: source.sequence(),
+            timestamp: source.timestamp(),
+            digest: source.digest(),
+            state,
+        })
+    }
 
     /// The newest complete checkpoint, if any.
     fn load_checkpoint(&self) -> Result<Option<Checkpoint>, StorageError>;

@@ -30,7 +30,7 @@ use crate::history::{HistoryPage, Movement};
 use crate::storage::segments::{
     HistoryConfig, HistoryOpenReport, HistoryStats, HistoryStore, HISTORY_DIR,
 };
-use crate::storage::{Checkpoint, LogStats, Storage, StorageError};
+use crate::storage::{Checkpoint, CheckpointSource, LogStats, Storage, StorageError};
 
 /// The on-disk layout version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -82,6 +82,14 @@ const CHECKPOINT_INGEST_FILE: &str = "checkpoint-ingest.sst";
 
 /// A key after every key of the `log` and `state` column families.
 const KEY_AFTER_ALL: [u8; 13] = [0xFF; 13];
+
+/// What writing a checkpoint's chunks gave, for its manifest.
+#[derive(Clone, Copy, Debug)]
+struct WrittenState {
+    chunk_count: u32,
+    state_len: u64,
+    state_crc: u32,
+}
 
 /// What the `meta` column family says about the current checkpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -405,9 +413,11 @@ impl RocksStorage {
         manifest(&self.db)
     }
 
-    /// Writes a checkpoint's chunks and flushes them to table files; the
-    /// checkpoint is not in force until its manifest is written.
-    fn write_chunks(&self, checkpoint: &Checkpoint) -> Result<u32, StorageError> {
+    /// Writes a checkpoint's chunks as `source` encodes them, into one table
+    /// file that is then ingested; the checkpoint is not in force until its
+    /// manifest is written. Returns the chunks' count, the state's length
+    /// and its crc32c (computed as the chunks go by).
+    fn write_chunks(&self, source: &dyn CheckpointSource) -> Result<WrittenState, StorageError> {
         let state = self.cf(CF_STATE)?;
         // The chunks go into one table file written beside the database and
         // then ingested whole: nothing passes through the memtables, the
@@ -417,38 +427,56 @@ impl RocksStorage {
         // commit at 2M accounts). The writer syncs the file when it
         // finishes, and the ingestion is durable (in the MANIFEST) before
         // it returns; a crash before that loses only an unfinished
-        // checkpoint, and the file is replaced by the next attempt.
-        if checkpoint.state.is_empty() {
-            // No chunks (an empty table file cannot be ingested).
-            return Ok(0);
-        }
+        // checkpoint, and the file is replaced by the next attempt. Each
+        // chunk goes to the writer as soon as it is encoded: the whole
+        // image is never in memory (measured at 2M accounts: 2.2 GB).
         let path = self.db.path().join(CHECKPOINT_INGEST_FILE);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => {
-                return Err(StorageError::Io(format!(
-                    "cannot remove {}: {error}",
-                    path.display()
-                )))
-            }
-        }
         let options = column_family_options();
-        let mut writer = SstFileWriter::create(&options);
-        writer
-            .open(&path)
-            .map_err(|error| io("cannot create the checkpoint file", error))?;
-        let mut count = 0u32;
-        for chunk in checkpoint.state.chunks(CHECKPOINT_CHUNK_BYTES) {
+        let sequence = source.sequence();
+        // Opened at the first chunk (an empty table file cannot be ingested).
+        let mut writer: Option<SstFileWriter<'_>> = None;
+        let mut written = WrittenState {
+            chunk_count: 0,
+            state_len: 0,
+            state_crc: 0,
+        };
+        source.write_state(CHECKPOINT_CHUNK_BYTES, &mut |chunk: &[u8]| {
+            let writer = match &mut writer {
+                Some(writer) => writer,
+                None => {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(error) => {
+                            return Err(StorageError::Io(format!(
+                                "cannot remove {}: {error}",
+                                path.display()
+                            )))
+                        }
+                    }
+                    let opened = SstFileWriter::create(&options);
+                    opened
+                        .open(&path)
+                        .map_err(|error| io("cannot create the checkpoint file", error))?;
+                    writer.insert(opened)
+                }
+            };
             // Keys ascend (sequence, then index, big-endian), as the
             // writer requires.
             writer
-                .put(chunk_key(checkpoint.sequence, count), chunk)
+                .put(chunk_key(sequence, written.chunk_count), chunk)
                 .map_err(|error| io("cannot write a checkpoint chunk", error))?;
-            count = count
+            written.chunk_count = written
+                .chunk_count
                 .checked_add(1)
                 .ok_or_else(|| StorageError::Io("the checkpoint has too many chunks".to_owned()))?;
-        }
+            written.state_len += chunk.len() as u64;
+            written.state_crc = crc32c::crc32c_append(written.state_crc, chunk);
+            Ok(())
+        })?;
+        let Some(mut writer) = writer else {
+            return Ok(written);
+        };
         writer
             .finish()
             .map_err(|error| io("cannot finish the checkpoint file", error))?;
@@ -459,7 +487,7 @@ impl RocksStorage {
             .map_err(|error| io("cannot ingest the checkpoint file", error))?;
         // Moved in (hard-linked): the name beside the database goes.
         let _ = std::fs::remove_file(&path);
-        Ok(count)
+        Ok(written)
     }
 
     /// A consistent copy of the whole database in `dir` (which must not
@@ -610,25 +638,31 @@ impl Storage for RocksStorage {
     }
 
     fn save_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StorageError> {
+        self.save_checkpoint_from(checkpoint)
+    }
+
+    fn save_checkpoint_from(&mut self, source: &dyn CheckpointSource) -> Result<(), StorageError> {
+        let sequence = source.sequence();
         if let Some(current) = self.manifest()? {
             // Writing chunks under the current checkpoint's keys would break
             // it before the new one is in force.
-            if checkpoint.sequence <= current.sequence {
+            if sequence <= current.sequence {
                 return Err(StorageError::CheckpointOutOfOrder {
-                    sequence: checkpoint.sequence,
+                    sequence,
                     current: current.sequence,
                 });
             }
         }
-        let chunk_count = self.write_chunks(checkpoint)?;
+        let written = self.write_chunks(source)?;
+        let chunk_count = written.chunk_count;
         let manifest = Manifest {
-            sequence: checkpoint.sequence,
-            timestamp: checkpoint.timestamp,
-            digest: checkpoint.digest,
-            state_len: checkpoint.state.len() as u64,
+            sequence,
+            timestamp: source.timestamp(),
+            digest: source.digest(),
+            state_len: written.state_len,
             chunk_bytes: CHECKPOINT_CHUNK_BYTES as u32,
             chunk_count,
-            state_crc: crc32c::crc32c(&checkpoint.state),
+            state_crc: written.state_crc,
         };
         // The point of no return: from here on the new checkpoint is in force.
         self.db
@@ -641,7 +675,7 @@ impl Storage for RocksStorage {
             .map_err(|error| io("cannot write the checkpoint manifest", error))?;
         // Every other chunk (older checkpoints, unfinished attempts) goes.
         let state = self.cf(CF_STATE)?;
-        if let Some(before) = checkpoint.sequence.checked_sub(1) {
+        if let Some(before) = sequence.checked_sub(1) {
             // First the table files that hold only older checkpoints (each
             // checkpoint is ingested as a file of its own), dropped whole
             // without being read. Range deletes alone made RocksDB compact
@@ -656,7 +690,7 @@ impl Storage for RocksStorage {
                 .map_err(|error| io("cannot drop old checkpoint files", error))?;
         }
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(state, chunk_key(0, 0), chunk_key(checkpoint.sequence, 0));
+        batch.delete_range_cf(state, chunk_key(0, 0), chunk_key(sequence, 0));
         // Chunks of an unfinished attempt at this same sequence past this
         // one's last. Only up to the next sequence: a range delete over the
         // keys of later checkpoints would make each later ingested file
@@ -664,15 +698,11 @@ impl Storage for RocksStorage {
         // rewrite it whole in a compaction (gigabytes, right after every
         // checkpoint). Later sequences cannot have chunks yet: markers only
         // increase.
-        let end = match checkpoint.sequence.checked_add(1) {
+        let end = match sequence.checked_add(1) {
             Some(next) => chunk_key(next, 0).to_vec(),
             None => KEY_AFTER_ALL.to_vec(),
         };
-        batch.delete_range_cf(
-            state,
-            &chunk_key(checkpoint.sequence, chunk_count)[..],
-            &end[..],
-        );
+        batch.delete_range_cf(state, &chunk_key(sequence, chunk_count)[..], &end[..]);
         self.db
             .write(batch)
             .map_err(|error| io("cannot delete old checkpoint chunks", error))

@@ -74,6 +74,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::budget::BudgetState;
 use crate::command::{AccountId, AccountKind, CommandId, Detail, MerchantKey};
 use crate::currency::Currency;
+use crate::digest::id_key;
 use crate::fx::{FxPaymentLegs, FxQuoteRecord, FxQuoteState, FxRate, FxState};
 use crate::history::MovementInstrument;
 use crate::instrument::InstrumentId;
@@ -126,41 +127,155 @@ const HOLD_INSTRUMENT_BYTES: usize = 48;
 
 /// Appends the encoded state of `ledger` to `out` (layout in the module docs).
 pub fn encode_state(ledger: &Ledger, out: &mut Vec<u8>) {
-    let books = &ledger.books;
-    let records = &ledger.records;
-    out.reserve(
-        48 + books.accounts.len() * ACCOUNT_BYTES
-            + books.holds.len() * HOLD_BYTES
-            + books.hold_expiries.len() * EXPIRY_BYTES
-            + books.merchant_keys.len() * MERCHANT_KEY_BYTES
-            + books.payment_codes.len() * PAYMENT_CODE_BYTES
-            + books.code_expiries.len() * CODE_EXPIRY_BYTES
-            + books.payments.len() * PAYMENT_BYTES
-            + records.len() * RECORD_BYTES,
-    );
-    out.extend_from_slice(&STATE_MAGIC);
-    out.extend_from_slice(&STATE_VERSION.to_le_bytes());
-    out.extend_from_slice(&ledger.sequence.to_le_bytes());
-    out.extend_from_slice(&ledger.timestamp.to_le_bytes());
+    let mut state = StateOut {
+        bytes: std::mem::take(out),
+        chunk_bytes: usize::MAX,
+        chunk: None,
+        error: None,
+    };
+    encode_into(ledger, &mut state);
+    *out = state.bytes;
+}
 
-    put_count(out, books.accounts.len());
-    for account in &books.accounts {
-        encode_value(account, out);
+/// Encodes the state of `ledger` (layout in the module docs) and hands it to
+/// `chunk` as it goes, in pieces of exactly `chunk_bytes` bytes and a last
+/// shorter one (never empty): the bytes [`encode_state`] gives, without the
+/// whole image in memory at once (a checkpoint of gigabytes holds a chunk
+/// and a bit). The first error `chunk` returns ends the handing on and is
+/// returned.
+pub fn encode_state_chunks(
+    ledger: &Ledger,
+    chunk_bytes: usize,
+    chunk: &mut dyn FnMut(&[u8]) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    assert!(chunk_bytes > 0, "chunks hold at least a byte");
+    let mut state = StateOut {
+        // Room for a chunk and the item that crosses its end (items are a
+        // few kilobytes at most; the risk policy up to its bound).
+        bytes: Vec::with_capacity(chunk_bytes.saturating_add(64 * 1024)),
+        chunk_bytes,
+        chunk: Some(chunk),
+        error: None,
+    };
+    encode_into(ledger, &mut state);
+    state.finish()
+}
+
+/// What takes the encoded state's chunks, one at a time.
+type ChunkSink<'a> = dyn FnMut(&[u8]) -> Result<(), StorageError> + 'a;
+
+/// Where the encoding goes: a vector that keeps it all, or (with `chunk`)
+/// a buffer handed on each time it holds `chunk_bytes`.
+struct StateOut<'a> {
+    bytes: Vec<u8>,
+    chunk_bytes: usize,
+    chunk: Option<&'a mut ChunkSink<'a>>,
+    /// The first error `chunk` returned: nothing is handed on after it.
+    error: Option<StorageError>,
+}
+
+impl StateOut<'_> {
+    /// One item, bincode with fixed-width integers.
+    #[inline]
+    fn item<T: bincode::Encode>(&mut self, value: &T) {
+        encode_value(value, &mut self.bytes);
+        self.spill();
     }
 
-    let mut holds: Vec<&Hold> = books.holds.values().collect();
-    holds.sort_unstable_by_key(|hold| hold.id);
-    put_count(out, holds.len());
-    for hold in holds {
-        encode_value(hold, out);
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+        self.spill();
+    }
+
+    /// A section's count, u64.
+    #[inline]
+    fn count(&mut self, count: usize) {
+        self.put(&(count as u64).to_le_bytes());
+    }
+
+    #[inline]
+    fn spill(&mut self) {
+        if self.bytes.len() >= self.chunk_bytes {
+            self.hand_on_full();
+        }
+    }
+
+    /// Hands on every full chunk and keeps the rest.
+    #[cold]
+    fn hand_on_full(&mut self) {
+        let Some(chunk) = self.chunk.as_mut() else {
+            return;
+        };
+        let mut start = 0;
+        while self.bytes.len() - start >= self.chunk_bytes {
+            if self.error.is_none() {
+                if let Err(error) = chunk(&self.bytes[start..start + self.chunk_bytes]) {
+                    self.error = Some(error);
+                }
+            }
+            start += self.chunk_bytes;
+        }
+        self.bytes.copy_within(start.., 0);
+        self.bytes.truncate(self.bytes.len() - start);
+    }
+
+    /// Hands on the last, shorter chunk.
+    fn finish(mut self) -> Result<(), StorageError> {
+        self.hand_on_full();
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        match self.chunk {
+            Some(chunk) if !self.bytes.is_empty() => chunk(&self.bytes),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn encode_into(ledger: &Ledger, out: &mut StateOut<'_>) {
+    let books = &ledger.books;
+    let records = &ledger.records;
+    if out.chunk.is_none() {
+        out.bytes.reserve(
+            48 + books.accounts.len() * ACCOUNT_BYTES
+                + books.holds.len() * HOLD_BYTES
+                + books.hold_expiries.len() * EXPIRY_BYTES
+                + books.merchant_keys.len() * MERCHANT_KEY_BYTES
+                + books.payment_codes.len() * PAYMENT_CODE_BYTES
+                + books.code_expiries.len() * CODE_EXPIRY_BYTES
+                + books.payments.len() * PAYMENT_BYTES
+                + records.len() * RECORD_BYTES,
+        );
+    }
+    out.put(&STATE_MAGIC);
+    out.put(&STATE_VERSION.to_le_bytes());
+    out.put(&ledger.sequence.to_le_bytes());
+    out.put(&ledger.timestamp.to_le_bytes());
+
+    out.count(books.accounts.len());
+    for account in &books.accounts {
+        out.item(account);
+    }
+
+    // Each sorted by a key copied next to a reference, not through it.
+    let mut holds: Vec<([u64; 2], &Hold)> = books
+        .holds
+        .values()
+        .map(|hold| (id_key(hold.id.0), hold))
+        .collect();
+    holds.sort_unstable_by_key(|(key, _)| *key);
+    out.count(holds.len());
+    for (_, hold) in holds {
+        out.item(hold);
     }
 
     let mut expiries: Vec<(u64, CommandId)> =
         books.hold_expiries.iter().map(|entry| entry.0).collect();
     expiries.sort_unstable();
-    put_count(out, expiries.len());
+    out.count(expiries.len());
     for expiry in &expiries {
-        encode_value(expiry, out);
+        out.item(expiry);
     }
 
     let mut keys: Vec<(MerchantKey, u32)> = books
@@ -169,38 +284,52 @@ pub fn encode_state(ledger: &Ledger, out: &mut Vec<u8>) {
         .map(|(key, slot)| (*key, *slot))
         .collect();
     keys.sort_unstable();
-    put_count(out, keys.len());
+    out.count(keys.len());
     for key in &keys {
-        encode_value(key, out);
+        out.item(key);
     }
 
-    let mut codes: Vec<&PaymentCode> = books.payment_codes.values().collect();
-    codes.sort_unstable_by_key(|code| code.code);
-    put_count(out, codes.len());
-    for code in codes {
-        encode_value(code, out);
+    let mut codes: Vec<(u64, &PaymentCode)> = books
+        .payment_codes
+        .values()
+        .map(|code| (code.code, code))
+        .collect();
+    codes.sort_unstable_by_key(|(code, _)| *code);
+    out.count(codes.len());
+    for (_, code) in codes {
+        out.item(code);
     }
 
     let mut code_expiries: Vec<(u64, u64)> =
         books.code_expiries.iter().map(|entry| entry.0).collect();
     code_expiries.sort_unstable();
-    put_count(out, code_expiries.len());
+    out.count(code_expiries.len());
     for expiry in &code_expiries {
-        encode_value(expiry, out);
+        out.item(expiry);
     }
 
-    let mut payments: Vec<&Payment> = books.payments.values().collect();
-    payments.sort_unstable_by_key(|payment| payment.id);
-    put_count(out, payments.len());
-    for payment in payments {
-        encode_value(payment, out);
+    let mut payments: Vec<([u64; 2], &Payment)> = books
+        .payments
+        .values()
+        .map(|payment| (id_key(payment.id.0), payment))
+        .collect();
+    payments.sort_unstable_by_key(|(key, _)| *key);
+    out.count(payments.len());
+    // In id order the payments are random places in memory: fetch them
+    // some entries ahead.
+    const AHEAD: usize = 16;
+    for at in 0..payments.len() {
+        if let Some((_, ahead)) = payments.get(at + AHEAD) {
+            crate::prefetch::prefetch(*ahead, 1);
+        }
+        out.item(payments[at].1);
     }
 
     // A lone ledger's records, oldest first (a shard's are its router's).
     assert!(records.held.is_empty(), "a checkpoint is a lone ledger's");
-    put_count(out, records.len());
+    out.count(records.len());
     for (id, record) in records.in_order() {
-        encode_value(&(id, record), out);
+        out.item(&(id, record));
     }
 
     encode_risk(&books.risk, out);
@@ -210,14 +339,16 @@ pub fn encode_state(ledger: &Ledger, out: &mut Vec<u8>) {
 }
 
 /// The config section (version 7).
-fn encode_config(config: &LedgerConfig, out: &mut Vec<u8>) {
-    out.extend_from_slice(&config.idempotency_window_ns.to_le_bytes());
-    out.extend_from_slice(&(config.idempotency_records_max as u64).to_le_bytes());
-    out.extend_from_slice(&config.account_holds_pending_max.to_le_bytes());
-    out.push(config.customer_payment_codes_live_max);
-    out.push(config.account_fx_quotes_open_max);
-    out.push(config.customer_instruments_max);
-    out.extend_from_slice(&(config.instruments_max as u64).to_le_bytes());
+fn encode_config(config: &LedgerConfig, out: &mut StateOut<'_>) {
+    out.put(&config.idempotency_window_ns.to_le_bytes());
+    out.put(&(config.idempotency_records_max as u64).to_le_bytes());
+    out.put(&config.account_holds_pending_max.to_le_bytes());
+    out.put(&[
+        config.customer_payment_codes_live_max,
+        config.account_fx_quotes_open_max,
+        config.customer_instruments_max,
+    ]);
+    out.put(&(config.instruments_max as u64).to_le_bytes());
 }
 
 /// Reads the config section. The values are compared, not used, so any
@@ -242,41 +373,25 @@ fn decode_config(reader: &mut Reader<'_>) -> Result<LedgerConfig, StorageError> 
 
 /// The instruments section (version 4), in (owner, number) order, then the
 /// instrument rules' sections (version 5): the instruments with withdrawals
-/// recorded, and the customers' bind times.
-fn encode_instruments(instruments: &Instruments, out: &mut Vec<u8>) {
-    let all = instruments.sorted();
-    put_count(out, all.len());
-    for (owner, kept) in &all {
-        encode_value(&(*owner, kept.instrument), out);
+/// recorded, and the customers' bind times; then the pending holds'
+/// instruments (version 6), by owner then hold.
+fn encode_instruments(instruments: &Instruments, out: &mut StateOut<'_>) {
+    let in_order = instruments.in_order();
+    out.count(in_order.all.len());
+    for (id, instrument) in &in_order.all {
+        out.item(&(id.owner, **instrument));
     }
-    let withdrawn: Vec<(u64, u32, InstrumentRisk)> = all
-        .iter()
-        .filter(|(_, kept)| !kept.risk.is_empty())
-        .map(|(owner, kept)| (*owner, kept.instrument.number, kept.risk))
-        .collect();
-    put_count(out, withdrawn.len());
-    for entry in &withdrawn {
-        encode_value(entry, out);
+    out.count(in_order.withdrawn.len());
+    for entry in &in_order.withdrawn {
+        out.item(entry);
     }
-    let binds: Vec<(u64, BindRing)> = all
-        .iter()
-        .filter_map(|(owner, kept)| kept.binds.map(|binds| (*owner, binds)))
-        .collect();
-    put_count(out, binds.len());
-    for entry in &binds {
-        encode_value(entry, out);
+    out.count(in_order.binds.len());
+    for (owner, ring) in &in_order.binds {
+        out.item(&(*owner, **ring));
     }
-    let holds: Vec<(CommandId, u64, MovementInstrument)> = all
-        .iter()
-        .flat_map(|(owner, kept)| {
-            kept.holds
-                .iter()
-                .map(move |(hold, shown)| (*hold, *owner, *shown))
-        })
-        .collect();
-    put_count(out, holds.len());
-    for entry in &holds {
-        encode_value(entry, out);
+    out.count(in_order.holds.len());
+    for (owner, hold, shown) in &in_order.holds {
+        out.item(&(*hold, *owner, **shown));
     }
 }
 
@@ -358,32 +473,40 @@ fn decode_instruments(reader: &mut Reader<'_>) -> Result<Instruments, StorageErr
 }
 
 /// The four risk sections (version 2), each in key order.
-fn encode_risk(risk: &RiskBooks, out: &mut Vec<u8>) {
+fn encode_risk(risk: &RiskBooks, out: &mut StateOut<'_>) {
     let policy = risk.policy().encode_canonical();
-    put_count(out, policy.len());
-    out.extend_from_slice(&policy);
+    out.count(policy.len());
+    out.put(&policy);
 
-    let mut customers: Vec<(&u64, &Box<CustomerRiskState>)> = risk.customers.iter().collect();
-    customers.sort_unstable_by_key(|(owner, _)| **owner);
-    put_count(out, customers.len());
+    let mut customers: Vec<(u64, &Box<CustomerRiskState>)> = risk
+        .customers
+        .iter()
+        .map(|(owner, state)| (*owner, state))
+        .collect();
+    customers.sort_unstable_by_key(|(owner, _)| *owner);
+    out.count(customers.len());
     for (owner, state) in customers {
-        encode_value(owner, out);
-        encode_value(state, out);
+        out.item(&owner);
+        out.item(state);
     }
 
     let rings: Vec<(u64, &AuditRing)> = risk.audit.rings().collect();
-    put_count(out, rings.len());
+    out.count(rings.len());
     for (owner, ring) in rings {
-        encode_value(&owner, out);
-        encode_value(ring, out);
+        out.item(&owner);
+        out.item(ring);
     }
 
-    let mut budgets: Vec<(&AccountId, &Box<BudgetState>)> = risk.budgets.iter().collect();
-    budgets.sort_unstable_by_key(|(account, _)| **account);
-    put_count(out, budgets.len());
+    let mut budgets: Vec<(AccountId, &Box<BudgetState>)> = risk
+        .budgets
+        .iter()
+        .map(|(account, state)| (*account, state))
+        .collect();
+    budgets.sort_unstable_by_key(|(account, _)| *account);
+    out.count(budgets.len());
     for (account, state) in budgets {
-        encode_value(account, out);
-        encode_value(state, out);
+        out.item(&account);
+        out.item(state);
     }
 }
 
@@ -451,26 +574,26 @@ fn decode_risk(
 }
 
 /// The FX sections; every map is ordered, so this is already sorted.
-fn encode_fx(fx: &FxState, out: &mut Vec<u8>) {
-    put_count(out, fx.rates.len());
+fn encode_fx(fx: &FxState, out: &mut StateOut<'_>) {
+    out.count(fx.rates.len());
     for rate in fx.rates.values() {
-        encode_value(rate, out);
+        out.item(rate);
     }
-    put_count(out, fx.floors.len());
+    out.count(fx.floors.len());
     for floor in &fx.floors {
-        encode_value(&(*floor.0, *floor.1), out);
+        out.item(&(*floor.0, *floor.1));
     }
-    put_count(out, fx.quotes.len());
+    out.count(fx.quotes.len());
     for quote in fx.quotes.values() {
-        encode_value(quote, out);
+        out.item(quote);
     }
-    put_count(out, fx.quote_expiries.len());
+    out.count(fx.quote_expiries.len());
     for expiry in &fx.quote_expiries {
-        encode_value(expiry, out);
+        out.item(expiry);
     }
-    put_count(out, fx.payments.len());
+    out.count(fx.payments.len());
     for payment in &fx.payments {
-        encode_value(&(*payment.0, *payment.1), out);
+        out.item(&(*payment.0, *payment.1));
     }
 }
 
@@ -571,10 +694,6 @@ fn decode_fx(
         }
     }
     Ok(fx)
-}
-
-fn put_count(out: &mut Vec<u8>, count: usize) {
-    out.extend_from_slice(&(count as u64).to_le_bytes());
 }
 
 /// A cursor over untrusted state bytes.
