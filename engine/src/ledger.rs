@@ -15,7 +15,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
-use rustc_hash::FxHashMap;
+use crate::growing_map::GrowingMap;
 
 use crate::command::{
     AccountId, AccountKind, AccountStatus, AccountView, Command, CommandId, CommandKind,
@@ -293,24 +293,24 @@ impl CurrencyTotals {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Books {
     pub(crate) accounts: Vec<Account>,
-    pub(crate) index: FxHashMap<AccountId, u32>,
-    pub(crate) holds: FxHashMap<CommandId, Hold>,
+    pub(crate) index: GrowingMap<AccountId, u32>,
+    pub(crate) holds: GrowingMap<CommandId, Hold>,
     /// Pending holds by expiry; entries of holds finished early are skipped
     /// when they surface.
     pub(crate) hold_expiries: BinaryHeap<Reverse<(u64, CommandId)>>,
     /// QR merchant keys and the merchant slot each pays.
-    pub(crate) merchant_keys: FxHashMap<MerchantKey, u32>,
+    pub(crate) merchant_keys: GrowingMap<MerchantKey, u32>,
     /// User-presented payment codes, live or recently finished.
-    pub(crate) payment_codes: FxHashMap<u64, PaymentCode>,
+    pub(crate) payment_codes: GrowingMap<u64, PaymentCode>,
     /// (time, code): at a code's expiry it stops being live; at expiry plus
     /// `PAYMENT_CODE_MEMORY_NS` it is forgotten.
     pub(crate) code_expiries: BinaryHeap<Reverse<(u64, u64)>>,
     /// Refundable payments by command id, kept as long as their command's
     /// idempotency record.
-    pub(crate) payments: FxHashMap<CommandId, Payment>,
+    pub(crate) payments: GrowingMap<CommandId, Payment>,
     /// Sharded execution only: payments whose payer lives on another shard,
     /// kept on the merchant's shard (`payer_slot` is unused) with the payer's id.
-    pub(crate) remote_payments: FxHashMap<CommandId, (Payment, AccountId)>,
+    pub(crate) remote_payments: GrowingMap<CommandId, (Payment, AccountId)>,
     /// Which per-shard part of each house account this ledger holds (0 for a
     /// lone ledger: the public house ids).
     pub(crate) house_part: u32,
@@ -364,7 +364,7 @@ pub(crate) struct Records {
     /// timestamp, status code.
     ring: Ring<5>,
     /// A shard's: its withdrawal holds' records.
-    pub(crate) held: FxHashMap<CommandId, IdempotencyRecord>,
+    pub(crate) held: GrowingMap<CommandId, IdempotencyRecord>,
 }
 
 impl Records {
@@ -373,7 +373,7 @@ impl Records {
     pub(crate) fn lone(records_max: usize) -> Records {
         Records {
             ring: Ring::new(records_max.max(limits::BATCH_COMMANDS_MAX), 0),
-            held: FxHashMap::default(),
+            held: GrowingMap::default(),
         }
     }
 
@@ -381,7 +381,7 @@ impl Records {
     pub(crate) fn shard() -> Records {
         Records {
             ring: Ring::new(1, 0),
-            held: FxHashMap::default(),
+            held: GrowingMap::default(),
         }
     }
 

@@ -19,6 +19,7 @@ pub mod command;
 pub mod currency;
 pub mod digest;
 pub mod fx;
+mod growing_map;
 pub mod history;
 mod history_writer;
 pub mod instrument;

@@ -26,7 +26,7 @@
 //! instruments keep working; once a customer has bound any instrument (even
 //! one since unbound) they are refused with `instrument_required`.
 
-use rustc_hash::FxHashMap;
+use crate::growing_map::GrowingMap;
 
 use crate::command::CommandId;
 use crate::command::{AccountKind, QueryReply};
@@ -118,17 +118,17 @@ impl From<Instrument> for Kept {
 /// currency, bind time, withdrawn), so that its probe touches one entry.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Instruments {
-    by_id: FxHashMap<InstrumentId, Instrument>,
-    usable: FxHashMap<InstrumentId, Usable>,
+    by_id: GrowingMap<InstrumentId, Instrument>,
+    usable: GrowingMap<InstrumentId, Usable>,
     /// Per owner, the numbers of the instruments kept, ascending.
-    numbers: FxHashMap<u64, Vec<u32>>,
+    numbers: GrowingMap<u64, Vec<u32>>,
     /// Per owner who bound under a policy, the newest binds' times.
-    binds: FxHashMap<u64, BindRing>,
+    binds: GrowingMap<u64, BindRing>,
     /// Per pending withdrawal hold to an instrument: its customer (owner)
     /// and what the posted movement shows of the instrument, taken when
     /// the hold was made (the instrument may be unbound and forgotten by
     /// the time the hold is posted). Bounded by the pending holds.
-    holds: FxHashMap<CommandId, (u64, MovementInstrument)>,
+    holds: GrowingMap<CommandId, (u64, MovementInstrument)>,
 }
 
 impl Instruments {

@@ -21,7 +21,7 @@
 //! expect); budgets per customer account (one currency). Both are created on
 //! a customer's first committed payment and are fixed-size.
 
-use rustc_hash::FxHashMap;
+use crate::growing_map::GrowingMap;
 
 use super::audit::AuditLog;
 use super::codes::{RuleId, Verdict};
@@ -134,10 +134,10 @@ pub struct RiskBooks {
     /// By customer (owner id).
     /// Boxed: the table stays small (16 bytes a customer, so its probes
     /// mostly hit the cache) and growing it never moves the states.
-    pub(crate) customers: FxHashMap<u64, Box<CustomerRiskState>>,
+    pub(crate) customers: GrowingMap<u64, Box<CustomerRiskState>>,
     pub(crate) audit: AuditLog,
     /// By customer account.
-    pub(crate) budgets: FxHashMap<AccountId, Box<BudgetState>>,
+    pub(crate) budgets: GrowingMap<AccountId, Box<BudgetState>>,
     /// The state of a customer with no committed payment yet, so evaluation
     /// never builds one.
     empty: CustomerRiskState,
@@ -165,9 +165,9 @@ impl RiskBooks {
             policy: RiskPolicy::disabled(),
             policy_digest: [0; 32],
             enabled: false,
-            customers: FxHashMap::default(),
+            customers: GrowingMap::default(),
             audit: AuditLog::new(),
-            budgets: FxHashMap::default(),
+            budgets: GrowingMap::default(),
             empty: CustomerRiskState::default(),
             counters: RiskCounters::default(),
         };

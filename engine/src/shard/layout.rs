@@ -10,6 +10,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
+use crate::growing_map::GrowingMap;
 use dashmap::DashMap;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
@@ -117,7 +118,7 @@ pub(super) fn split(mut ledger: Ledger, shards: usize) -> Split {
         }
     }
 
-    let mut holds = FxHashMap::with_capacity_and_hasher(books.holds.len(), FxBuildHasher);
+    let mut holds = GrowingMap::with_capacity_and_hasher(books.holds.len(), FxBuildHasher);
     let mut hold_homes: FxHashMap<CommandId, u32> =
         FxHashMap::with_capacity_and_hasher(books.holds.len(), FxBuildHasher);
     for hold in books.holds.values() {
@@ -162,7 +163,7 @@ pub(super) fn split(mut ledger: Ledger, shards: usize) -> Split {
         hold_expiries.push(Reverse((entry.expires_at, *id)));
     }
 
-    let mut keys = FxHashMap::default();
+    let mut keys = GrowingMap::default();
     for (key, &slot) in &books.merchant_keys {
         let (shard, new_slot) = place[slot as usize];
         ledgers[shard as usize]
@@ -179,7 +180,7 @@ pub(super) fn split(mut ledger: Ledger, shards: usize) -> Split {
         );
     }
 
-    let mut codes = FxHashMap::with_capacity_and_hasher(books.payment_codes.len(), FxBuildHasher);
+    let mut codes = GrowingMap::with_capacity_and_hasher(books.payment_codes.len(), FxBuildHasher);
     let mut code_forgets = BinaryHeap::with_capacity(books.payment_codes.len());
     for code in books.payment_codes.values() {
         let (shard, slot) = place[code.customer_slot as usize];
@@ -235,7 +236,7 @@ pub(super) fn split(mut ledger: Ledger, shards: usize) -> Split {
 
     // FX quotes live with their paying account; a cross-currency payment's
     // legs with both its merchant and its payer.
-    let mut quotes = FxHashMap::default();
+    let mut quotes = GrowingMap::default();
     let mut quote_forgets = BinaryHeap::new();
     let mut quote_homes: FxHashMap<CommandId, u32> = FxHashMap::default();
     for quote in books.fx.quotes.values() {

@@ -12,6 +12,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
+use crate::growing_map::GrowingMap;
 use dashmap::DashMap;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
@@ -35,12 +36,12 @@ pub(super) struct RouterTables {
     pub(super) directory: Arc<DashMap<AccountId, Placement, FxBuildHasher>>,
     /// Idempotency records, in arrival order (fixed capacity, never grows).
     pub(super) records: RecordRing,
-    pub(super) keys: FxHashMap<MerchantKey, KeyEntry>,
-    pub(super) codes: FxHashMap<u64, CodeEntry>,
+    pub(super) keys: GrowingMap<MerchantKey, KeyEntry>,
+    pub(super) codes: GrowingMap<u64, CodeEntry>,
     pub(super) code_forgets: BinaryHeap<Reverse<(u64, u64)>>,
-    pub(super) holds: FxHashMap<CommandId, HoldEntry>,
+    pub(super) holds: GrowingMap<CommandId, HoldEntry>,
     pub(super) hold_expiries: BinaryHeap<Reverse<(u64, CommandId)>>,
-    pub(super) quotes: FxHashMap<CommandId, QuoteEntry>,
+    pub(super) quotes: GrowingMap<CommandId, QuoteEntry>,
     pub(super) quote_forgets: BinaryHeap<Reverse<(u64, CommandId)>>,
     /// FX liquidity floors in force (a copy: `SetFxFloor` needs no state).
     pub(super) fx_floors: FxHashMap<Currency, u64>,

@@ -69,7 +69,8 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use crate::growing_map::GrowingMap;
+use rustc_hash::FxHashSet;
 
 use crate::budget::BudgetState;
 use crate::command::{AccountId, AccountKind, CommandId, Detail, MerchantKey};
@@ -400,7 +401,7 @@ fn encode_instruments(instruments: &Instruments, out: &mut StateOut<'_>) {
 fn decode_hold_instruments(
     reader: &mut Reader<'_>,
     instruments: &mut Instruments,
-    holds: &FxHashMap<CommandId, Hold>,
+    holds: &GrowingMap<CommandId, Hold>,
 ) -> Result<(), StorageError> {
     let len = reader.count(HOLD_INSTRUMENT_BYTES, usize::MAX, "hold instruments")?;
     for _ in 0..len {
@@ -514,7 +515,7 @@ fn encode_risk(risk: &RiskBooks, out: &mut StateOut<'_>) {
 /// budget's account must be a customer account of the ledger.
 fn decode_risk(
     reader: &mut Reader<'_>,
-    accounts: &FxHashMap<AccountId, u32>,
+    accounts: &GrowingMap<AccountId, u32>,
     account_list: &[Account],
 ) -> Result<RiskBooks, StorageError> {
     let policy_len = reader.count(1, POLICY_ENCODED_BYTES_MAX, "risk policy")?;
@@ -603,7 +604,7 @@ fn encode_fx(fx: &FxState, out: &mut StateOut<'_>) {
 fn decode_fx(
     reader: &mut Reader<'_>,
     accounts_len: usize,
-    payments: &FxHashMap<CommandId, Payment>,
+    payments: &GrowingMap<CommandId, Payment>,
 ) -> Result<FxState, StorageError> {
     let mut fx = FxState::default();
     let rates_len = reader.count(FX_RATE_BYTES, limits::FX_RATES_MAX, "fx rates")?;
@@ -802,8 +803,8 @@ pub fn decode_state_and_config(
     // 1. Accounts, and the index rebuilt from them.
     let accounts_len = reader.count(ACCOUNT_BYTES, limits::ACCOUNTS_MAX, "accounts")?;
     let mut accounts: Vec<Account> = Vec::with_capacity(accounts_len);
-    let mut index: FxHashMap<AccountId, u32> =
-        FxHashMap::with_capacity_and_hasher(accounts_len, Default::default());
+    let mut index: GrowingMap<AccountId, u32> =
+        GrowingMap::with_capacity_and_hasher(accounts_len, Default::default());
     for _ in 0..accounts_len {
         accounts.push(reader.item(ACCOUNT_BYTES, "account")?);
     }
@@ -818,8 +819,8 @@ pub fn decode_state_and_config(
 
     // 2. Holds: slots in range; pending amounts summed per account.
     let holds_len = reader.count(HOLD_BYTES, usize::MAX, "holds")?;
-    let mut holds: FxHashMap<CommandId, Hold> =
-        FxHashMap::with_capacity_and_hasher(holds_len, Default::default());
+    let mut holds: GrowingMap<CommandId, Hold> =
+        GrowingMap::with_capacity_and_hasher(holds_len, Default::default());
     // Indexed by slot: a dense array, not a map of millions of entries.
     let mut pending: Vec<Pending> = vec![Pending::default(); accounts_len];
     for _ in 0..holds_len {
@@ -860,8 +861,8 @@ pub fn decode_state_and_config(
 
     // 4. Merchant keys.
     let keys_len = reader.count(MERCHANT_KEY_BYTES, usize::MAX, "merchant keys")?;
-    let mut merchant_keys: FxHashMap<MerchantKey, u32> =
-        FxHashMap::with_capacity_and_hasher(keys_len, Default::default());
+    let mut merchant_keys: GrowingMap<MerchantKey, u32> =
+        GrowingMap::with_capacity_and_hasher(keys_len, Default::default());
     for _ in 0..keys_len {
         let (key, slot): (MerchantKey, u32) = reader.item(MERCHANT_KEY_BYTES, "merchant key")?;
         if slot as usize >= accounts_len {
@@ -877,8 +878,8 @@ pub fn decode_state_and_config(
 
     // 5. Payment codes: slots in range; live codes counted per customer.
     let codes_len = reader.count(PAYMENT_CODE_BYTES, usize::MAX, "payment codes")?;
-    let mut payment_codes: FxHashMap<u64, PaymentCode> =
-        FxHashMap::with_capacity_and_hasher(codes_len, Default::default());
+    let mut payment_codes: GrowingMap<u64, PaymentCode> =
+        GrowingMap::with_capacity_and_hasher(codes_len, Default::default());
     for _ in 0..codes_len {
         let code: PaymentCode = reader.item(PAYMENT_CODE_BYTES, "payment code")?;
         if code.customer_slot as usize >= accounts_len {
@@ -931,8 +932,8 @@ pub fn decode_state_and_config(
 
     // 7. Payments: slots in range, never refunded beyond the amount.
     let payments_len = reader.count(PAYMENT_BYTES, usize::MAX, "payments")?;
-    let mut payments: FxHashMap<CommandId, Payment> =
-        FxHashMap::with_capacity_and_hasher(payments_len, Default::default());
+    let mut payments: GrowingMap<CommandId, Payment> =
+        GrowingMap::with_capacity_and_hasher(payments_len, Default::default());
     for _ in 0..payments_len {
         let payment: Payment = reader.item(PAYMENT_BYTES, "payment")?;
         if payment.payer_slot as usize >= accounts_len
