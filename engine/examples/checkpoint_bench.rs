@@ -110,12 +110,13 @@ fn main() {
     let (ledger, report) = recover_with_history(&mut storage, config, false).unwrap();
     drop(storage);
     println!(
-        "recovered {} accounts, {} records at sequence {} in {:.1} s; resident {} MiB",
+        "recovered {} accounts, {} records at sequence {} in {:.1} s (checkpoint read chunk by chunk); resident {} MiB, peak {} MiB",
         ledger.accounts().len(),
         ledger.records_len(),
         report.last_sequence,
         started.elapsed().as_secs_f64(),
         status_mib("VmRSS:"),
+        status_mib("VmHWM:"),
     );
     let tables: Vec<String> = ledger
         .tables()
@@ -193,9 +194,21 @@ fn main() {
             chunks.as_secs_f64(),
             source.state_len()
         );
-        let loaded = measured("load and decode", || {
+        let loaded = measured("load whole, then decode", || {
             let checkpoint = out.load_checkpoint().unwrap().unwrap();
             payrail_engine::storage::decode_state(&checkpoint.state, config).unwrap()
+        });
+        assert_eq!(loaded.digest(), digest);
+        drop(loaded);
+        let loaded = measured("decode as the chunks are read", || {
+            let mut reader = out.read_checkpoint().unwrap().unwrap();
+            payrail_engine::storage::decode_state_chunks(
+                reader.state_len,
+                &mut reader.chunks,
+                config,
+            )
+            .unwrap()
+            .0
         });
         assert_eq!(loaded.digest(), digest);
     }

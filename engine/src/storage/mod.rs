@@ -33,7 +33,10 @@ pub use recovery::{
 };
 pub use rocks::RocksStorage;
 pub use segments::{HistoryConfig, HistoryOpenReport, HistoryStats, HistoryStore, HEADS_FILE};
-pub use snapshot::{decode_state, decode_state_and_config, encode_state, encode_state_chunks};
+pub use snapshot::{
+    decode_state, decode_state_and_config, decode_state_chunks, encode_state, encode_state_chunks,
+    StateChunks,
+};
 
 /// Why a storage operation failed. Every variant is fatal for the writer:
 /// the engine stops accepting writes (see docs/persistence.md).
@@ -254,6 +257,30 @@ fn nanos(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// The checkpoint in force as it is read: its marker, digest and state
+/// length, and its state's chunks, each read when it is taken (see
+/// [`Storage::read_checkpoint`] and [`decode_state_chunks`]).
+pub struct CheckpointReader<'a> {
+    pub sequence: u64,
+    pub timestamp: u64,
+    pub digest: [u8; 32],
+    pub state_len: u64,
+    /// The chunks in order; after the last, an error if the state's length
+    /// or checksum is not the manifest's.
+    pub chunks: Box<StateChunks<'a>>,
+}
+
+impl std::fmt::Debug for CheckpointReader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointReader")
+            .field("sequence", &self.sequence)
+            .field("timestamp", &self.timestamp)
+            .field("digest", &format_args!("{}", hex32(&self.digest)))
+            .field("state_len", &self.state_len)
+            .finish()
+    }
+}
+
 /// Size of the log currently kept.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogStats {
@@ -300,6 +327,22 @@ pub trait Storage: Send + 'static {
 
     /// The newest complete checkpoint, if any.
     fn load_checkpoint(&self) -> Result<Option<Checkpoint>, StorageError>;
+
+    /// The newest complete checkpoint with its state read chunk by chunk
+    /// as it is taken, so that it can be decoded without the whole encoded
+    /// state in memory. This default reads it whole
+    /// ([`Storage::load_checkpoint`]) and hands it over as one chunk;
+    /// [`RocksStorage`] reads one 4 MiB chunk at a time and checks the
+    /// state's checksum after the last.
+    fn read_checkpoint(&self) -> Result<Option<CheckpointReader<'_>>, StorageError> {
+        Ok(self.load_checkpoint()?.map(|checkpoint| CheckpointReader {
+            sequence: checkpoint.sequence,
+            timestamp: checkpoint.timestamp,
+            digest: checkpoint.digest,
+            state_len: checkpoint.state.len() as u64,
+            chunks: Box::new(std::iter::once(Ok(checkpoint.state))),
+        }))
+    }
 
     /// Deletes log records with sequence <= `sequence` (after a checkpoint at
     /// that sequence).

@@ -13,9 +13,7 @@ use crossbeam::channel;
 use crate::command::CommandResult;
 use crate::ledger::{Ledger, LedgerConfig};
 use crate::storage::record::{LogEntry, LogRecord};
-use crate::storage::{
-    decode_state_and_config, encode_state, hex32, Checkpoint, Storage, StorageError,
-};
+use crate::storage::{decode_state_chunks, encode_state, hex32, Checkpoint, Storage, StorageError};
 
 /// Records read per `read_log` call: at most 128 x 377 KiB = 47 MiB of
 /// full-size batches in memory at once.
@@ -145,7 +143,9 @@ fn load(storage: &dyn Storage, config: LedgerConfig) -> Result<Loaded, StorageEr
 /// `decode_state`) but not yet checked against its digest: `digest` is the
 /// stored one, for [`check_digest`]. An empty ledger if there is none.
 fn load_unchecked(storage: &dyn Storage, config: LedgerConfig) -> Result<Loaded, StorageError> {
-    let Some(checkpoint) = storage.load_checkpoint()? else {
+    // Read chunk by chunk as the decoding goes: the encoded state (gigabytes
+    // at millions of accounts) is never in memory beside the decoded one.
+    let Some(mut checkpoint) = storage.read_checkpoint()? else {
         let ledger = Ledger::new(config);
         let digest = ledger.digest();
         return Ok(Loaded {
@@ -159,10 +159,12 @@ fn load_unchecked(storage: &dyn Storage, config: LedgerConfig) -> Result<Loaded,
     let sequence = checkpoint.sequence;
     let checkpoint_corrupt = |reason: String| StorageError::CheckpointCorrupt { sequence, reason };
     let (ledger, stored_config) =
-        decode_state_and_config(&checkpoint.state, config).map_err(|error| match error {
-            StorageError::StateCorrupt(reason) => checkpoint_corrupt(reason),
-            other => other,
-        })?;
+        decode_state_chunks(checkpoint.state_len, &mut checkpoint.chunks, config).map_err(
+            |error| match error {
+                StorageError::StateCorrupt(reason) => checkpoint_corrupt(reason),
+                other => other,
+            },
+        )?;
     if ledger.sequence() > checkpoint.sequence || ledger.timestamp() > checkpoint.timestamp {
         return Err(checkpoint_corrupt(format!(
             "the state is at sequence {} timestamp {}, after its own marker (timestamp {})",

@@ -30,7 +30,9 @@ use crate::history::{HistoryPage, Movement};
 use crate::storage::segments::{
     HistoryConfig, HistoryOpenReport, HistoryStats, HistoryStore, HISTORY_DIR,
 };
-use crate::storage::{Checkpoint, CheckpointSource, LogStats, Storage, StorageError};
+use crate::storage::{
+    Checkpoint, CheckpointReader, CheckpointSource, LogStats, Storage, StorageError,
+};
 
 /// The on-disk layout version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -709,24 +711,70 @@ impl Storage for RocksStorage {
     }
 
     fn load_checkpoint(&self) -> Result<Option<Checkpoint>, StorageError> {
+        let Some(reader) = self.read_checkpoint()? else {
+            return Ok(None);
+        };
+        // Sizes come from a checksummed manifest, but reserve at most 1 GiB
+        // up front all the same; past that the vector grows as chunks arrive.
+        let reserve = usize::try_from(reader.state_len)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        let mut state = Vec::with_capacity(reserve);
+        for chunk in reader.chunks {
+            state.extend_from_slice(&chunk?);
+        }
+        Ok(Some(Checkpoint {
+            sequence: reader.sequence,
+            timestamp: reader.timestamp,
+            digest: reader.digest,
+            state,
+        }))
+    }
+
+    fn read_checkpoint(&self) -> Result<Option<CheckpointReader<'_>>, StorageError> {
         let Some(manifest) = self.manifest()? else {
             return Ok(None);
         };
         let sequence = manifest.sequence;
-        let corrupt = |reason: String| StorageError::CheckpointCorrupt { sequence, reason };
+        let corrupt = move |reason: String| StorageError::CheckpointCorrupt { sequence, reason };
         let state_cf = self.cf(CF_STATE)?;
-        // Sizes come from a checksummed manifest, but reserve at most 1 GiB
-        // up front all the same; past that the vector grows as chunks arrive.
-        let reserve = usize::try_from(manifest.state_len)
-            .unwrap_or(usize::MAX)
-            .min(1 << 30);
-        let mut state = Vec::with_capacity(reserve);
-        for index in 0..manifest.chunk_count {
-            let chunk = self
-                .db
+        let db = &self.db;
+        let mut index = 0u32;
+        let mut state_len = 0u64;
+        let mut state_crc = 0u32;
+        let mut finished = false;
+        // Each chunk read when it is taken; its size checked, the state's
+        // length and checksum computed as they go and checked after the last.
+        let chunks = std::iter::from_fn(move || {
+            if finished {
+                return None;
+            }
+            if index == manifest.chunk_count {
+                finished = true;
+                if state_len != manifest.state_len {
+                    return Some(Err(corrupt(format!(
+                        "the state has {state_len} bytes, not {}",
+                        manifest.state_len
+                    ))));
+                }
+                if state_crc != manifest.state_crc {
+                    return Some(Err(corrupt("the state fails its checksum".to_owned())));
+                }
+                return None;
+            }
+            let read = db
                 .get_pinned_cf(state_cf, chunk_key(sequence, index))
-                .map_err(|error| io("cannot read a checkpoint chunk", error))?
-                .ok_or_else(|| corrupt(format!("chunk {index} is missing")))?;
+                .map_err(|error| io("cannot read a checkpoint chunk", error))
+                .and_then(|chunk| {
+                    chunk.ok_or_else(|| corrupt(format!("chunk {index} is missing")))
+                });
+            let chunk = match read {
+                Ok(chunk) => chunk,
+                Err(error) => {
+                    finished = true;
+                    return Some(Err(error));
+                }
+            };
             let last = index + 1 == manifest.chunk_count;
             let size_ok = if last {
                 !chunk.is_empty() && chunk.len() <= manifest.chunk_bytes as usize
@@ -734,25 +782,23 @@ impl Storage for RocksStorage {
                 chunk.len() == manifest.chunk_bytes as usize
             };
             if !size_ok {
-                return Err(corrupt(format!("chunk {index} has {} bytes", chunk.len())));
+                finished = true;
+                return Some(Err(corrupt(format!(
+                    "chunk {index} has {} bytes",
+                    chunk.len()
+                ))));
             }
-            state.extend_from_slice(&chunk);
-        }
-        if state.len() as u64 != manifest.state_len {
-            return Err(corrupt(format!(
-                "the state has {} bytes, not {}",
-                state.len(),
-                manifest.state_len
-            )));
-        }
-        if crc32c::crc32c(&state) != manifest.state_crc {
-            return Err(corrupt("the state fails its checksum".to_owned()));
-        }
-        Ok(Some(Checkpoint {
+            index += 1;
+            state_len += chunk.len() as u64;
+            state_crc = crc32c::crc32c_append(state_crc, &chunk);
+            Some(Ok(chunk.to_vec()))
+        });
+        Ok(Some(CheckpointReader {
             sequence,
             timestamp: manifest.timestamp,
             digest: manifest.digest,
-            state,
+            state_len: manifest.state_len,
+            chunks: Box::new(chunks),
         }))
     }
 

@@ -697,9 +697,24 @@ fn decode_fx(
     Ok(fx)
 }
 
-/// A cursor over untrusted state bytes.
+/// The chunks of an encoded state, read one at a time (see
+/// [`decode_state_chunks`]).
+pub type StateChunks<'a> = dyn Iterator<Item = Result<Vec<u8>, StorageError>> + 'a;
+
+/// Bytes an item of variable size may take at most (the largest, a
+/// customer's risk state, takes a few kilobytes): [`Reader::item_var`]
+/// decodes from a window of at least this much, or what is left.
+const ITEM_VAR_BYTES_MAX: usize = 1 << 20;
+
+/// A cursor over untrusted state bytes: one slice, or chunks read as the
+/// decoding reaches them (never the whole state in memory at once).
 struct Reader<'a> {
-    bytes: &'a [u8],
+    /// Bytes read in and not yet gone past (from `at`).
+    window: std::borrow::Cow<'a, [u8]>,
+    at: usize,
+    /// Bytes still to come from `chunks`, as their total length says.
+    unread: u64,
+    chunks: Option<&'a mut StateChunks<'a>>,
 }
 
 fn corrupt(reason: impl Into<String>) -> StorageError {
@@ -707,13 +722,54 @@ fn corrupt(reason: impl Into<String>) -> StorageError {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, count: usize, what: &str) -> Result<&'a [u8], StorageError> {
-        if self.bytes.len() < count {
+    fn whole(bytes: &'a [u8]) -> Reader<'a> {
+        Reader {
+            window: std::borrow::Cow::Borrowed(bytes),
+            at: 0,
+            unread: 0,
+            chunks: None,
+        }
+    }
+
+    /// Bytes left, read in or not.
+    fn left(&self) -> u64 {
+        (self.window.len() - self.at) as u64 + self.unread
+    }
+
+    /// Reads chunks in until `count` bytes from `at` are in the window (or
+    /// there are no more).
+    fn fill(&mut self, count: usize) -> Result<(), StorageError> {
+        if self.window.len() - self.at >= count {
+            return Ok(());
+        }
+        let Some(chunks) = self.chunks.as_mut() else {
+            return Ok(());
+        };
+        // What is gone past goes first (the window stays a chunk and a bit).
+        let window = self.window.to_mut();
+        window.drain(..self.at);
+        self.at = 0;
+        while window.len() < count {
+            let Some(chunk) = chunks.next().transpose()? else {
+                break;
+            };
+            let Some(unread) = self.unread.checked_sub(chunk.len() as u64) else {
+                return Err(corrupt("the chunks hold more than the state's length"));
+            };
+            self.unread = unread;
+            window.extend_from_slice(&chunk);
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, count: usize, what: &str) -> Result<&[u8], StorageError> {
+        self.fill(count)?;
+        if self.window.len() - self.at < count {
             return Err(corrupt(format!("truncated in {what}")));
         }
-        let (head, rest) = self.bytes.split_at(count);
-        self.bytes = rest;
-        Ok(head)
+        let start = self.at;
+        self.at += count;
+        Ok(&self.window[start..start + count])
     }
 
     fn u32(&mut self, what: &str) -> Result<u32, StorageError> {
@@ -728,16 +784,17 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(buffer))
     }
 
-    /// A section's item count, checked against the bytes present and `max`.
+    /// A section's item count, checked against the bytes left and `max`.
     fn count(&mut self, item_bytes: usize, max: usize, what: &str) -> Result<usize, StorageError> {
         let count = self.u64(what)?;
+        let left = self.left();
         let fits = usize::try_from(count)
             .ok()
             .filter(|&count| count <= max)
             .filter(|&count| {
                 count
                     .checked_mul(item_bytes)
-                    .is_some_and(|bytes| bytes <= self.bytes.len())
+                    .is_some_and(|bytes| bytes as u64 <= left)
             });
         fits.ok_or_else(|| corrupt(format!("{what}: count {count} does not fit")))
     }
@@ -758,13 +815,30 @@ impl<'a> Reader<'a> {
         Ok(value)
     }
 
-    /// One item of variable size: decoded from the bytes left, which it
-    /// advances past.
+    /// One item of variable size (at most [`ITEM_VAR_BYTES_MAX`]): decoded
+    /// from the bytes left, which it advances past.
     fn item_var<T: bincode::Decode<()>>(&mut self, what: &str) -> Result<T, StorageError> {
-        let (value, used) =
-            decode_value::<T>(self.bytes).map_err(|reason| corrupt(format!("{what}: {reason}")))?;
-        self.bytes = &self.bytes[used..];
+        let window = usize::try_from(self.left())
+            .unwrap_or(usize::MAX)
+            .min(ITEM_VAR_BYTES_MAX);
+        self.fill(window)?;
+        let (value, used) = decode_value::<T>(&self.window[self.at..])
+            .map_err(|reason| corrupt(format!("{what}: {reason}")))?;
+        self.at += used;
         Ok(value)
+    }
+
+    /// Whether every byte has been gone past; reads what chunks are left
+    /// (the last may report a failed checksum).
+    fn at_end(&mut self) -> Result<bool, StorageError> {
+        if let Some(chunks) = self.chunks.as_mut() {
+            for chunk in chunks.by_ref() {
+                if !chunk?.is_empty() {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(self.at == self.window.len() && self.unread == 0)
     }
 }
 
@@ -780,7 +854,32 @@ pub fn decode_state_and_config(
     bytes: &[u8],
     config: LedgerConfig,
 ) -> Result<(Ledger, Option<LedgerConfig>), StorageError> {
-    let mut reader = Reader { bytes };
+    decode_from(Reader::whole(bytes), config)
+}
+
+/// [`decode_state_and_config`] of a state of `state_len` bytes read chunk
+/// by chunk from `chunks` as the decoding reaches them: the whole encoded
+/// state is never in memory (a window of a chunk and a bit is). Every
+/// chunk is read, the last included, so that a reader that checks the
+/// state's checksum after the last chunk gets to say so.
+pub fn decode_state_chunks(
+    state_len: u64,
+    chunks: &mut StateChunks<'_>,
+    config: LedgerConfig,
+) -> Result<(Ledger, Option<LedgerConfig>), StorageError> {
+    let reader = Reader {
+        window: std::borrow::Cow::Owned(Vec::new()),
+        at: 0,
+        unread: state_len,
+        chunks: Some(chunks),
+    };
+    decode_from(reader, config)
+}
+
+fn decode_from(
+    mut reader: Reader<'_>,
+    config: LedgerConfig,
+) -> Result<(Ledger, Option<LedgerConfig>), StorageError> {
     if reader.take(8, "magic")? != STATE_MAGIC {
         return Err(corrupt("it does not start with the state magic"));
     }
@@ -999,10 +1098,10 @@ pub fn decode_state_and_config(
         None
     };
 
-    if !reader.bytes.is_empty() {
+    if !reader.at_end()? {
         return Err(corrupt(format!(
             "{} bytes follow the last record",
-            reader.bytes.len()
+            reader.left()
         )));
     }
     let ledger = Ledger {
