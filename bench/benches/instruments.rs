@@ -15,6 +15,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use payrail_bench::lone::thread_cpu_ns;
 use payrail_engine::instrument::{BankName, InstrumentKind, InstrumentToken};
 use payrail_engine::{
     limits, AccountId, AccountKind, Command, CommandId, CommandKind, CommandResult, Currency,
@@ -37,23 +38,6 @@ struct World {
     cards: bool,
     /// CPU time of this thread inside `apply`, summed (for the paired figure).
     cpu_ns: u64,
-}
-
-/// CPU time this thread has run, in ns (`CLOCK_THREAD_CPUTIME_ID`): on a
-/// machine shared with other work it leaves out the time the thread waited
-/// for a core, which the wall clock counts.
-fn thread_cpu_ns() -> u64 {
-    let mut time = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // Safety: `time` is a valid, writable timespec for the call's duration.
-    #[allow(unsafe_code)]
-    let failed = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut time) } != 0;
-    if failed {
-        return 0;
-    }
-    (time.tv_sec as u64) * 1_000_000_000 + time.tv_nsec as u64
 }
 
 impl World {

@@ -9,159 +9,15 @@
 // A benchmark's setup failing is a reason to stop it.
 #![allow(clippy::panic, clippy::unwrap_used)]
 
-use std::time::{Duration, Instant};
-
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use payrail_engine::command::QR_MERCHANT_KEYS_MAX;
-use payrail_engine::{
-    limits, AccountId, AccountKind, Command, CommandId, CommandKind, CommandResult, Currency,
-    Ledger, LedgerConfig, MerchantKey, OpenAccount, Status,
-};
-
-const BATCH: usize = limits::BATCH_COMMANDS_MAX;
-const CUSTOMERS: u64 = 100_000;
-const MERCHANTS: u64 = 1_000;
-const MERCHANT_FIRST: u64 = 10_000_000;
-const CURRENCY: Currency = Currency::CNY;
-const T0: u64 = 1_700_000_000_000_000_000;
-
-struct World {
-    ledger: Ledger,
-    sequence: u64,
-    timestamp: u64,
-    next_id: u128,
-    state: u64,
-    results: Vec<CommandResult>,
-}
-
-fn key(merchant: u64) -> MerchantKey {
-    MerchantKey::new("bench.payrail", &merchant.to_string())
-}
-
-impl World {
-    fn new() -> World {
-        let config = LedgerConfig {
-            idempotency_records_max: 1 << 21,
-            ..LedgerConfig::default()
-        };
-        let mut world = World {
-            ledger: Ledger::new(config),
-            sequence: 0,
-            timestamp: T0,
-            next_id: 1,
-            state: 0x9E37_79B9_7F4A_7C15,
-            results: Vec::with_capacity(BATCH),
-        };
-        let open = |account: u64, kind, mcc| {
-            CommandKind::OpenAccount(OpenAccount {
-                account: AccountId(account),
-                owner: account,
-                kind,
-                currency: CURRENCY,
-                kyc_tier: 0,
-                mcc,
-            })
-        };
-        let customers: Vec<u64> = (1..=CUSTOMERS).collect();
-        for chunk in customers.chunks(BATCH) {
-            world.apply(
-                chunk
-                    .iter()
-                    .map(|&c| open(c, AccountKind::Customer, 0))
-                    .collect(),
-            );
-            world.apply(
-                chunk
-                    .iter()
-                    .map(|&c| CommandKind::Deposit {
-                        account: AccountId(c),
-                        amount: 1 << 40,
-                        currency: CURRENCY,
-                    })
-                    .collect(),
-            );
-        }
-        let merchants: Vec<u64> = (MERCHANT_FIRST..MERCHANT_FIRST + MERCHANTS).collect();
-        world.apply(
-            merchants
-                .iter()
-                .map(|&m| open(m, AccountKind::Merchant, 5812))
-                .collect(),
-        );
-        world.apply(
-            merchants
-                .iter()
-                .map(|&m| CommandKind::RegisterMerchantKey {
-                    merchant: AccountId(m),
-                    key: key(m),
-                })
-                .collect(),
-        );
-        world
-    }
-
-    fn random(&mut self, below: u64) -> u64 {
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
-        self.state % below
-    }
-
-    fn customer(&mut self) -> u64 {
-        1 + self.random(CUSTOMERS)
-    }
-
-    fn merchant(&mut self) -> u64 {
-        MERCHANT_FIRST + self.random(MERCHANTS)
-    }
-
-    /// Applies one batch with fresh ids; returns the ids and the time `apply` took.
-    fn apply(&mut self, kinds: Vec<CommandKind>) -> (Vec<CommandId>, Duration) {
-        let batch: Vec<Command> = kinds
-            .into_iter()
-            .map(|kind| {
-                self.next_id += 1;
-                Command::new(self.next_id, kind)
-            })
-            .collect();
-        self.sequence += 1;
-        self.timestamp += 1_000_000;
-        self.results.clear();
-        let started = Instant::now();
-        self.ledger
-            .apply(self.sequence, self.timestamp, &batch, &mut self.results);
-        let elapsed = started.elapsed();
-        for (command, result) in batch.iter().zip(&self.results) {
-            assert_eq!(result.status, Status::Ok, "{command:?}");
-        }
-        (batch.iter().map(|command| command.id).collect(), elapsed)
-    }
-
-    fn pay_merchant_qr(&mut self) -> CommandKind {
-        let mut keys = [MerchantKey::NONE; QR_MERCHANT_KEYS_MAX];
-        keys[0] = key(self.merchant());
-        CommandKind::PayMerchantQr {
-            payer: AccountId(self.customer()),
-            keys,
-            amount: 1 + self.random(1_000),
-            fee: 0,
-            currency: CURRENCY,
-            mcc: 0,
-            context: payrail_engine::RiskContext::NONE,
-        }
-    }
-
-    /// 8,190 distinct customers (a customer may hold at most 64 holds and 5 codes).
-    fn distinct_customers(&mut self) -> Vec<u64> {
-        let start = self.random(CUSTOMERS);
-        (0..BATCH as u64)
-            .map(|n| 1 + (start + n * 7) % CUSTOMERS)
-            .collect()
-    }
-}
+use payrail_bench::lone::{LoneWorld, BATCH, CURRENCY, CUSTOMERS};
+use payrail_engine::{AccountId, CommandKind, LedgerConfig};
 
 fn kinds(c: &mut Criterion) {
-    let mut world = World::new();
+    let mut world = LoneWorld::new(LedgerConfig {
+        idempotency_records_max: 1 << 21,
+        ..LedgerConfig::default()
+    });
     let mut group = c.benchmark_group("apply_per_kind");
     group.throughput(Throughput::Elements(BATCH as u64));
     group.sample_size(20);
@@ -177,7 +33,7 @@ fn kinds(c: &mut Criterion) {
                             currency: CURRENCY,
                         })
                         .collect();
-                    world.apply(batch).1
+                    world.apply(batch).wall
                 })
                 .sum()
         })
@@ -199,7 +55,7 @@ fn kinds(c: &mut Criterion) {
                             }
                         })
                         .collect();
-                    world.apply(batch).1
+                    world.apply(batch).wall
                 })
                 .sum()
         })
@@ -221,12 +77,13 @@ fn kinds(c: &mut Criterion) {
                             context: payrail_engine::RiskContext::NONE,
                         })
                         .collect();
-                    let (ids, hold_time) = world.apply(holds);
+                    let held = world.apply(holds);
+                    let (ids, hold_time) = (held.ids, held.wall);
                     let posts = ids
                         .into_iter()
                         .map(|hold| CommandKind::WithdrawPost { hold })
                         .collect();
-                    hold_time + world.apply(posts).1
+                    hold_time + world.apply(posts).wall
                 })
                 .sum()
         })
@@ -235,8 +92,8 @@ fn kinds(c: &mut Criterion) {
         b.iter_custom(|iterations| {
             (0..iterations)
                 .map(|_| {
-                    let batch = (0..BATCH).map(|_| world.pay_merchant_qr()).collect();
-                    world.apply(batch).1
+                    let batch = (0..BATCH).map(|_| world.pay_merchant_qr(0)).collect();
+                    world.apply(batch).wall
                 })
                 .sum()
         })
@@ -266,7 +123,7 @@ fn kinds(c: &mut Criterion) {
                             context: payrail_engine::RiskContext::NONE,
                         })
                         .collect();
-                    world.apply(charges).1
+                    world.apply(charges).wall
                 })
                 .sum()
         })
@@ -275,8 +132,8 @@ fn kinds(c: &mut Criterion) {
         b.iter_custom(|iterations| {
             (0..iterations)
                 .map(|_| {
-                    let payments = (0..BATCH).map(|_| world.pay_merchant_qr()).collect();
-                    let (ids, _) = world.apply(payments);
+                    let payments = (0..BATCH).map(|_| world.pay_merchant_qr(0)).collect();
+                    let ids = world.apply(payments).ids;
                     let refunds = ids
                         .into_iter()
                         .map(|payment| CommandKind::Refund {
@@ -285,7 +142,7 @@ fn kinds(c: &mut Criterion) {
                             currency: CURRENCY,
                         })
                         .collect();
-                    world.apply(refunds).1
+                    world.apply(refunds).wall
                 })
                 .sum()
         })

@@ -1,5 +1,6 @@
 //! payrail criterion benchmarks live in `benches/`; what several share is here.
 
+pub mod lone;
 pub mod payment_mix;
 
 use std::sync::atomic::{AtomicU64, Ordering};
