@@ -45,7 +45,6 @@ use clap::Parser;
 use payrail_api::client::{Client, ClientConfig};
 use payrail_api::config::ServerConfig;
 use payrail_api::serve;
-use payrail_engine::limits::IDEMPOTENCY_RECORDS_MAX_DEFAULT;
 use payrail_engine::risk::RiskPolicy;
 use serde_json::json;
 use tokio::time::Instant;
@@ -461,10 +460,13 @@ async fn run_against(
     let acknowledged_total = acknowledged.load(Ordering::Relaxed);
     let acknowledged_in_load = acknowledged_total.saturating_sub(acknowledged_in_seeding);
     // Ordinals this far back may be past the server's idempotency retention
-    // (its default bound), allowing for reordering across requests in flight.
+    // (the records it keeps), allowing for reordering across requests in
+    // flight.
     let reorder_margin =
         (options.connections * options.processes * inflight_max * server_batch_max) as u64;
-    let retained = (IDEMPOTENCY_RECORDS_MAX_DEFAULT as u64).saturating_sub(reorder_margin);
+    let retained = phase::server_records_capacity(&control)
+        .await
+        .saturating_sub(reorder_margin);
     let retention_safe_after = acknowledged_total.saturating_sub(retained);
     let mut sample = Vec::new();
     let mut main_phase = main_phase;

@@ -300,6 +300,19 @@ pub async fn server_counters(client: &Client, timeout: Duration) -> BTreeMap<Str
     }
 }
 
+/// How many idempotency records the server keeps (`payrail status`'s
+/// `engine.idempotency_records_capacity`), so that a sampled command older
+/// than that counts as past its retention, not as missing; the engine's
+/// default if the server does not say.
+pub async fn server_records_capacity(client: &Client) -> u64 {
+    server_counters(client, Duration::from_secs(10))
+        .await
+        .get("engine.idempotency_records_capacity")
+        .copied()
+        .filter(|&capacity| capacity > 0)
+        .unwrap_or(payrail_engine::limits::IDEMPOTENCY_RECORDS_MAX_DEFAULT as u64)
+}
+
 /// Counters that grew, as `after - before`; gauges (last_sequence and the
 /// like) as their value after.
 pub fn counter_delta(

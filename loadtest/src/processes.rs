@@ -324,7 +324,11 @@ pub async fn worker(options: Options) -> anyhow::Result<()> {
     }
     // This process's look-up: its sample of the commands acknowledged to it.
     let acknowledged = live.acknowledged.load(Ordering::Relaxed);
-    let retained = (IDEMPOTENCY_RECORDS_MAX_DEFAULT as u64)
+    let records_capacity = match clients.first() {
+        Some(client) => crate::phase::server_records_capacity(client).await,
+        None => IDEMPOTENCY_RECORDS_MAX_DEFAULT as u64,
+    };
+    let retained = records_capacity
         .saturating_sub((options.connections * inflight_max * server_batch_max) as u64)
         / options.processes.max(1) as u64;
     let sample = std::mem::take(&mut recorder.sample.items);
