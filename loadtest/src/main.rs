@@ -230,6 +230,12 @@ async fn run_embedded(
         risk_policy,
         ..ServerConfig::default()
     };
+    if let Some(path) = &options.server_config {
+        let file = ServerConfig::load(path)
+            .with_context(|| format!("--server-config {}", path.display()))?;
+        config.engine = file.engine;
+        config.limits = file.limits;
+    }
     // Other runs on the machine (the smoke tests among them) would fight
     // over the default metrics port; the harness reads the status counters.
     config.metrics.enabled = false;
@@ -260,9 +266,13 @@ async fn run_embedded(
         client_config = client_config.with_tls(client);
     }
     let target = format!(
-        "an embedded server (durable: RocksDB log, fsync on{}) on {}",
+        "an embedded server (durable: RocksDB log, fsync on{}) on {}{}",
         if embedded_tls.is_some() { ", TLS" } else { "" },
-        dir.display()
+        dir.display(),
+        match &options.server_config {
+            Some(path) => format!(", [engine] and [limits] from {}", path.display()),
+            None => String::new(),
+        }
     );
     let probe = ServerProbe {
         addr: server.addr.to_string(),

@@ -169,6 +169,16 @@ pub struct Options {
     #[arg(long, value_name = "builtin|none|FILE")]
     pub risk_policy: Option<String>,
 
+    /// Embedded server: take its `[engine]` and `[limits]` settings from
+    /// this payrail.toml, read and checked as `payrail serve --config`
+    /// reads it (for example a smaller `engine.idempotency_records_max`).
+    /// The harness still chooses the rest: 127.0.0.1 on a free port, a
+    /// temporary data directory and its local gateway, no metrics endpoint,
+    /// the policy of --risk-policy and the TLS of --tls; --prefault, when
+    /// given, overrides the file's `engine.prefault`.
+    #[arg(long, value_name = "FILE")]
+    pub server_config: Option<PathBuf>,
+
     /// Embedded server: touch the memory of the tables allocated at start
     /// before serving, as `payrail serve` does [default: true].
     #[arg(long, value_name = "BOOL", env = "PAYRAIL_PREFAULT")]
@@ -302,6 +312,12 @@ impl Options {
         }
         if self.verify_max > VERIFY_MAX_CEILING {
             return Err(format!("--verify-max must be at most {VERIFY_MAX_CEILING}"));
+        }
+        if self.addr.is_some() && self.server_config.is_some() {
+            return Err(
+                "--server-config is for the embedded server: with --addr, give the server its own --config"
+                    .into(),
+            );
         }
         if let Some(addr) = &self.addr {
             if addr.parse::<SocketAddr>().is_err() && !addr.contains(':') {

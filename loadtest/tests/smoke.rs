@@ -319,6 +319,60 @@ fn a_tiny_soak_in_two_generator_processes_samples_the_server() {
     );
 }
 
+/// `--server-config`: the embedded server keeps only the idempotency
+/// records its file allows (8,190, the least there is), so most commands of
+/// the run are forgotten by the end. The harness asks the server how many
+/// it keeps: the sampled commands older than those count as past the
+/// server's retention, not as missing, and the run passes.
+#[test]
+fn a_server_keeping_fewer_records_passes_with_commands_past_its_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("payrail.toml");
+    std::fs::write(&config, "[engine]\nidempotency_records_max = 8190\n").unwrap();
+    let (status, output) = run(&[
+        "--mix",
+        "transfers",
+        "--accounts",
+        "300",
+        "--merchants",
+        "0",
+        "--duration",
+        "2s",
+        "--warmup",
+        "1s",
+        "--quiet",
+        "--no-report",
+        "--server-config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(status.success(), "exit {status:?}\n{output}");
+    assert!(
+        output.contains("[engine] and [limits] from"),
+        "the summary names the file: {output}"
+    );
+    // "... (a uniform sample of S of the A acknowledged: F found, 0 missing,
+    // 0 with another status, P past the server's retention)"
+    let line = output
+        .lines()
+        .find(|line| line.starts_with("acknowledged commands found with their result: yes"))
+        .unwrap_or_else(|| panic!("no verification line: {output}"));
+    let counts = &line[line
+        .find("acknowledged: ")
+        .unwrap_or_else(|| panic!("{line}"))..];
+    let number_before = |label: &str| -> u64 {
+        let before = &counts[..counts
+            .find(label)
+            .unwrap_or_else(|| panic!("{label}: {line}"))];
+        let word = before.trim_end().rsplit(' ').next().unwrap();
+        word.replace(',', "").parse().unwrap()
+    };
+    assert_eq!(number_before(" missing"), 0, "{line}");
+    let found = number_before(" found");
+    let past = number_before(" past the server's retention");
+    assert!(found <= 8_190, "{line}");
+    assert!(past > 0, "more commands than the server keeps: {line}");
+}
+
 #[test]
 fn bad_options_exit_with_usage_errors() {
     let (status, output) = run(&["--batch", "0"]);
@@ -326,4 +380,7 @@ fn bad_options_exit_with_usage_errors() {
     assert!(output.contains("--batch"), "{output}");
     let (status, _) = run(&["--duration", "soon"]);
     assert_eq!(status.code(), Some(2));
+    let (status, output) = run(&["--addr", "127.0.0.1:1", "--server-config", "payrail.toml"]);
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(output.contains("--server-config"), "{output}");
 }
