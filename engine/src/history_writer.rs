@@ -69,6 +69,7 @@ pub(crate) struct HistoryWriter<S: Storage> {
 
 impl<S: Storage> HistoryWriter<S> {
     pub fn run(mut self) {
+        no_wakeup_preemption();
         // The shards' vectors of the jobs drained, as they came: written in
         // place when they are in log order (always with one shard), else
         // merged into `sorted` first.
@@ -127,6 +128,33 @@ impl<S: Storage> HistoryWriter<S> {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Makes the calling thread (the writer) `SCHED_BATCH` on Linux (a no-op
+/// elsewhere): it keeps its fair share of the CPU, but a wake-up never
+/// preempts the running thread. Without it, each job the router hands over
+/// woke the writer on the router's own core (the kernel places a wakee
+/// near its waker) and took that core from the router for the length of
+/// an append (about 3 ms of writing per job), so the ordered path stalled
+/// while the machine still had idle time (docs/benchmarks.md, "History
+/// on vs off: where the rest went"). A failure only costs that:
+/// logged, not fatal.
+fn no_wakeup_preemption() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // Safety: sched_setscheduler with pid 0 changes only the calling
+        // thread's policy (Linux keeps it per thread); it reads `param`,
+        // which lives across the call, and writes no memory of ours.
+        #[allow(unsafe_code)]
+        let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+        if result != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "could not make the history writer SCHED_BATCH"
+            );
         }
     }
 }
