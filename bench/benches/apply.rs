@@ -12,7 +12,9 @@
 //! `apply` into a reused results vector, so the hot loop does not allocate.
 //!
 //! Run: `cargo bench -p payrail-bench --bench apply`; results and analysis in
-//! docs/benchmarks.md.
+//! docs/benchmarks.md. With `PAYRAIL_BENCH_CLOCK=cpu` the bench times `apply`
+//! by the thread's CPU clock instead of the wall clock: on a machine shared
+//! with other work it leaves out the time the thread waited for a core.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -188,6 +190,7 @@ impl Workload {
 }
 
 fn ledger_apply(criterion: &mut Criterion) {
+    let cpu_clock = std::env::var("PAYRAIL_BENCH_CLOCK").is_ok_and(|clock| clock == "cpu");
     let mut group = criterion.benchmark_group("ledger_apply");
     group.throughput(Throughput::Elements(BATCH_COMMANDS as u64));
     for accounts in [1_000_000u64, 10_000] {
@@ -201,9 +204,16 @@ fn ledger_apply(criterion: &mut Criterion) {
                 let mut elapsed = Duration::ZERO;
                 for _ in 0..iterations {
                     workload.fill_transfers();
-                    let start = Instant::now();
-                    workload.apply();
-                    elapsed += start.elapsed();
+                    if cpu_clock {
+                        let start = payrail_bench::lone::thread_cpu_ns();
+                        workload.apply();
+                        let end = payrail_bench::lone::thread_cpu_ns();
+                        elapsed += Duration::from_nanos(end.saturating_sub(start));
+                    } else {
+                        let start = Instant::now();
+                        workload.apply();
+                        elapsed += start.elapsed();
+                    }
                     workload.check();
                 }
                 elapsed

@@ -288,6 +288,27 @@ impl BudgetState {
         Some(entry)
     }
 
+    /// Prefetches the lines a payment in `category` (None: not known yet,
+    /// so every category's) in `month` reads: the month's slot and the
+    /// category's budget (the whole state is 12 lines).
+    #[inline]
+    pub(crate) fn warm(&self, category: Option<Category>, month: Month) {
+        use crate::prefetch::prefetch;
+        let entry = &self.months[Self::slot(month)];
+        prefetch(&entry.month, 1);
+        match category {
+            Some(category) => {
+                prefetch(&entry.spent[category.index()], 1);
+                prefetch(&self.budgets[category.index()], 1);
+            }
+            None => {
+                prefetch(&entry.spent[CATEGORIES - 1], 1);
+                prefetch(&self.budgets, usize::MAX);
+                prefetch(&self.budgets[CATEGORIES - 1], 1);
+            }
+        }
+    }
+
     /// Adds a committed payment to its category's spending in the month of
     /// `timestamp`. Returns the crossing if spending went from at most the
     /// budget to above it with this payment.

@@ -47,6 +47,13 @@ use crate::status::Status;
 pub(crate) const WARM_FAR: usize = 16;
 pub(crate) const WARM_NEAR: usize = 8;
 
+/// The lone ledger's `apply` warms commands in groups of this many: the
+/// look-ups of one group (account index, budget table) run back to back,
+/// so their cache misses overlap instead of each stalling the command that
+/// runs after it. A group's accounts are asked for two groups before it
+/// runs, its risk state and budget one group before.
+const WARM_GROUP: usize = 8;
+
 /// The accounts a command names directly, and whether the first is a
 /// customer payment's payer, whose risk state and budget it reads. For
 /// prefetching only: accounts a command finds otherwise (by merchant key,
@@ -68,6 +75,32 @@ fn warm_parties(kind: &CommandKind) -> ([Option<AccountId>; 2], bool) {
         }
         CommandKind::FxConvertQuote { from, .. } => ([Some(from), None], false),
         _ => ([None, None], false),
+    }
+}
+
+/// The spending category a command's payer pays in, for prefetching its
+/// budget: None when it spends nothing (a withdrawal), `Some(None)` when the
+/// category is the merchant's, not known before the command runs.
+#[inline]
+fn warm_category(kind: &CommandKind) -> Option<Option<Category>> {
+    match *kind {
+        CommandKind::Transfer { .. } => Some(Some(Category::CashAndTransfers)),
+        CommandKind::PayMerchantQr { mcc: 0, .. } => Some(None),
+        CommandKind::PayMerchantQr { mcc, .. } => Some(Some(Category::from_mcc(mcc))),
+        _ => None,
+    }
+}
+
+/// Prefetches the account in `slot`, both of its cache lines: an account
+/// (56 bytes) straddles two lines at most slots, and the first of the next
+/// account lies in this one's second line.
+#[inline]
+fn prefetch_account(accounts: &[Account], slot: usize) {
+    if let Some(account) = accounts.get(slot) {
+        prefetch(account, 1);
+    }
+    if let Some(next) = accounts.get(slot + 1) {
+        prefetch(next, 1);
     }
 }
 pub(crate) use halves::{Half, Verdict};
@@ -576,9 +609,37 @@ impl Ledger {
         self.evict_records(timestamp, batch.len());
 
         results.reserve(batch.len());
+        let month = crate::risk::Month::from_timestamp(timestamp);
+        let group =
+            |first: usize| &batch[first.min(batch.len())..(first + WARM_GROUP).min(batch.len())];
+        self.warm_accounts_run(group(0));
+        self.warm_accounts_run(group(WARM_GROUP));
+        self.warm_risk_run(group(0), month);
         for (index, command) in batch.iter().enumerate() {
-            self.warm_ahead(batch.get(index + WARM_FAR), batch.get(index + WARM_NEAR));
+            if index % WARM_GROUP == 0 {
+                self.warm_accounts_run(group(index + 2 * WARM_GROUP));
+                self.warm_risk_run(group(index + WARM_GROUP), month);
+            }
             results.push(self.apply_command(index as u32, command, timestamp));
+        }
+    }
+
+    /// Prefetches the idempotency records and accounts of a run of
+    /// commands (see `WARM_GROUP`). Changes nothing.
+    #[inline]
+    fn warm_accounts_run(&self, commands: &[Command]) {
+        for command in commands {
+            self.warm_accounts(command);
+        }
+    }
+
+    /// Prefetches the payers' risk state and budgets of a run of commands
+    /// whose accounts were asked for a group earlier (see `WARM_GROUP`).
+    /// Changes nothing.
+    #[inline]
+    fn warm_risk_run(&self, commands: &[Command], month: crate::risk::Month) {
+        for command in commands {
+            self.warm_risk(command, month);
         }
     }
 
@@ -593,7 +654,7 @@ impl Ledger {
             self.warm_accounts(command);
         }
         if let Some(command) = near {
-            self.warm_risk(command);
+            self.warm_risk(command, crate::risk::Month::from_timestamp(self.timestamp));
         }
     }
 
@@ -604,8 +665,8 @@ impl Ledger {
         self.records.prefetch(command.id);
         let (accounts, _) = warm_parties(&command.kind);
         for id in accounts.into_iter().flatten() {
-            if let Some(account) = self.books.find(id) {
-                prefetch(account, 1);
+            if let Some(&slot) = self.books.index.get(&id) {
+                prefetch_account(&self.books.accounts, slot as usize);
             }
         }
         if let CommandKind::DepositFrom { instrument, .. }
@@ -615,14 +676,22 @@ impl Ledger {
         }
     }
 
-    /// Prefetches the paying customer's risk state and budget (see
-    /// `warm_ahead`; its account was prefetched `WARM_FAR` ahead).
+    /// Prefetches the paying customer's risk state (under a policy: its
+    /// account was prefetched earlier, for the owner) and the lines of its
+    /// budget that a payment in `month` reads (see `warm_ahead`).
     #[inline]
-    fn warm_risk(&self, command: &Command) {
-        if let ([Some(payer), _], true) = warm_parties(&command.kind) {
+    fn warm_risk(&self, command: &Command, month: crate::risk::Month) {
+        let ([Some(payer), _], true) = warm_parties(&command.kind) else {
+            return;
+        };
+        let risk = &self.books.risk;
+        if risk.enabled() {
             if let Some(account) = self.books.find(payer) {
-                self.books.risk.warm(account.owner, account.id);
+                risk.warm_customer(account.owner);
             }
+        }
+        if let Some(category) = warm_category(&command.kind) {
+            risk.warm_budget(payer, category, month);
         }
     }
 

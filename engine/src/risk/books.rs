@@ -24,6 +24,7 @@
 use crate::growing_map::GrowingMap;
 
 use super::audit::AuditLog;
+use super::calendar::Month;
 use super::codes::{RuleId, Verdict};
 use super::geo::GeoPoint;
 use super::instruments::{BindRing, InstrumentFacts};
@@ -205,17 +206,20 @@ impl RiskBooks {
         self.enabled
     }
 
-    /// Prefetches the customer's risk state and the account's budget (see
-    /// `Ledger::warm_ahead`).
+    /// Prefetches the customer's risk state (see `Ledger::warm_ahead`).
     #[inline]
-    pub(crate) fn warm(&self, owner: u64, account: AccountId) {
-        if self.enabled {
-            if let Some(customer) = self.customers.get(&owner) {
-                prefetch(&**customer, usize::MAX);
-            }
+    pub(crate) fn warm_customer(&self, owner: u64) {
+        if let Some(customer) = self.customers.get(&owner) {
+            prefetch(&**customer, usize::MAX);
         }
+    }
+
+    /// Prefetches what a payment in `category` (None: not known yet) in
+    /// `month` reads of the account's budget (see `Ledger::warm_ahead`).
+    #[inline]
+    pub(crate) fn warm_budget(&self, account: AccountId, category: Option<Category>, month: Month) {
         if let Some(budget) = self.budgets.get(&account) {
-            prefetch(&**budget, usize::MAX);
+            budget.warm(category, month);
         }
     }
 
