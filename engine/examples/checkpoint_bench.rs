@@ -81,16 +81,26 @@ fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// Runs `work`, printing its time and how far the resident size rose
-/// above where it was.
+/// Seconds since the Unix epoch, to place a step in a profile taken with
+/// `perf record -k realtime` (`perf report --time FROM,TO`).
+fn epoch_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64())
+}
+
+/// Runs `work`, printing its time, how far the resident size rose above
+/// where it was, and when it ran (wall clock, for a profile's time range).
 fn measured<T>(what: &str, work: impl FnOnce() -> T) -> T {
     reset_peak();
     let before = status_mib("VmRSS:");
+    let from = epoch_seconds();
     let started = Instant::now();
     let value = work();
     let elapsed = started.elapsed();
+    let to = epoch_seconds();
     println!(
-        "| {what} | {:.2} s | {} MiB | +{} MiB |",
+        "| {what} | {:.2} s | {} MiB | +{} MiB | {from:.6},{to:.6} |",
         elapsed.as_secs_f64(),
         status_mib("VmHWM:"),
         status_mib("VmHWM:").saturating_sub(before),
@@ -127,8 +137,8 @@ fn main() {
         .map(|table| format!("{} {}", table.name, table.entries))
         .collect();
     println!("tables: {}", tables.join(", "));
-    println!("| step | time | peak resident | above the start |");
-    println!("|---|---:|---:|---:|");
+    println!("| step | time | peak resident | above the start | wall clock (perf --time) |");
+    println!("|---|---:|---:|---:|---|");
     let mut digest = [0u8; 32];
     for _ in 0..args.rounds {
         if args.only.iter().any(|only| only == "unbuffered") {
