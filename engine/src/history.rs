@@ -6,9 +6,10 @@
 //! command being applied (id, kind, MCC) — so a new money-moving command gets
 //! history without doing anything. Emitting is off unless the pipeline turns
 //! it on ([`crate::Ledger::record_history`]); then the movements of a batch
-//! collect in a vector that the executor hands to the history writer thread
-//! (see `pipeline`), which appends them to the history store
-//! ([`crate::storage::HistoryStore`]: segment files, off the hot path).
+//! collect in a compact [`MovementChunk`] that the executor hands to the
+//! history writer thread (see `pipeline`), which appends them to the
+//! history store ([`crate::storage::HistoryStore`]: segment files, off the
+//! hot path).
 //! History is not part of the ledger state: it is derived from the log and
 //! rebuilt from it at recovery past its watermark (docs/persistence.md).
 //!
@@ -669,6 +670,9 @@ pub(crate) struct MovementContext {
     /// The funding instrument the next movements carry (a top-up from one,
     /// a withdrawal posted to one).
     pub instrument: Option<MovementInstrument>,
+    /// The chunk's entry for this command (with this instrument), once a
+    /// leg made one; `None` until then.
+    pub entry: Option<u32>,
 }
 
 impl Default for MovementContext {
@@ -683,6 +687,7 @@ impl Default for MovementContext {
             counterparty: None,
             legs: 0,
             instrument: None,
+            entry: None,
         }
     }
 }
@@ -691,7 +696,153 @@ impl Default for MovementContext {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct HistorySink {
     pub context: MovementContext,
-    pub movements: Vec<Movement>,
+    pub movements: MovementChunk,
+}
+
+/// What one command's legs share in a [`MovementChunk`]: written once per
+/// command, not once per leg.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ChunkCommand {
+    command: CommandId,
+    sequence: u64,
+    timestamp: u64,
+    kind: &'static str,
+    instrument: Option<MovementInstrument>,
+}
+
+/// One leg as the ledger records it: what only the ledger knows when the
+/// money moves (48 bytes; a [`Movement`] is 128).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ChunkLeg {
+    account: AccountId,
+    counterparty: AccountId,
+    amount: i64,
+    balance: i64,
+    position: u32,
+    /// Its command's entry in [`MovementChunk::commands`].
+    command: u32,
+    currency: Currency,
+    mcc: u16,
+}
+
+const _: () = assert!(
+    std::mem::size_of::<ChunkLeg>() == 48 && std::mem::size_of::<ChunkCommand>() == 80,
+    "the sizes MovementChunk's documentation gives"
+);
+
+/// The movements a ledger (or a shard, for one segment of a batch) made,
+/// in the order it made them, as they travel from the ledger to the
+/// history writer: the command's id, kind, sequence, timestamp and
+/// instrument once per command, the rest per leg. A transfer takes one
+/// command entry (80 bytes) and two legs (48 each) instead of two
+/// 128-byte [`Movement`]s, written on the ordered path; the history writer
+/// builds each [`Movement`] as it appends it ([`MovementChunk::get`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MovementChunk {
+    commands: Vec<ChunkCommand>,
+    legs: Vec<ChunkLeg>,
+}
+
+impl MovementChunk {
+    /// Movements held.
+    pub fn len(&self) -> usize {
+        self.legs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.legs.is_empty()
+    }
+
+    /// Room for `commands` commands' legs, about two each, without
+    /// growing.
+    pub fn reserve(&mut self, commands: usize) {
+        self.commands.reserve(commands);
+        self.legs.reserve(commands.saturating_mul(2));
+    }
+
+    pub fn clear(&mut self) {
+        self.commands.clear();
+        self.legs.clear();
+    }
+
+    /// The `index`-th movement, built from its leg and its command.
+    pub fn get(&self, index: usize) -> Option<Movement> {
+        let leg = self.legs.get(index)?;
+        let command = self.commands.get(leg.command as usize)?;
+        Some(Movement {
+            account: leg.account,
+            counterparty: leg.counterparty,
+            command: command.command,
+            sequence: command.sequence,
+            timestamp: command.timestamp,
+            position: leg.position,
+            kind: Cow::Borrowed(command.kind),
+            amount: leg.amount,
+            balance: leg.balance,
+            currency: leg.currency,
+            mcc: leg.mcc,
+            instrument: command.instrument,
+        })
+    }
+
+    /// Every movement, in the order made.
+    pub fn iter(&self) -> impl Iterator<Item = Movement> + '_ {
+        (0..self.len()).filter_map(|index| self.get(index))
+    }
+
+    /// The legs' built movements, in the order made.
+    fn into_movements(self) -> Vec<Movement> {
+        self.iter().collect()
+    }
+
+    /// Appends a leg of the command `context` describes: its command entry
+    /// first if the context has none yet (the context then names it).
+    pub(crate) fn push(
+        &mut self,
+        context: &mut MovementContext,
+        account: &crate::ledger::Account,
+        counterparty: AccountId,
+        amount: i64,
+        mcc: u16,
+        leg: u32,
+    ) {
+        let command = match context.entry {
+            Some(entry) => entry,
+            None => {
+                let entry = u32::try_from(self.commands.len()).unwrap_or(u32::MAX);
+                self.commands.push(ChunkCommand {
+                    command: context.command,
+                    sequence: context.sequence,
+                    timestamp: context.timestamp,
+                    kind: context.kind,
+                    instrument: context.instrument,
+                });
+                context.entry = Some(entry);
+                entry
+            }
+        };
+        self.legs.push(ChunkLeg {
+            account: account.id,
+            counterparty,
+            amount,
+            balance: account.balance,
+            position: position_of(context.index, leg),
+            command,
+            currency: account.currency,
+            mcc,
+        });
+    }
+}
+
+/// A chunk's movements, built (for tests and tools; the history writer
+/// builds them one at a time).
+impl IntoIterator for MovementChunk {
+    type Item = Movement;
+    type IntoIter = std::vec::IntoIter<Movement>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.into_movements().into_iter()
+    }
 }
 
 /// One page of an account's history.
@@ -706,6 +857,123 @@ pub struct HistoryPage {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    fn account(id: u64, balance: i64, currency: Currency) -> crate::ledger::Account {
+        crate::ledger::Account {
+            id: AccountId(id),
+            owner: id,
+            balance,
+            debits_pending: 0,
+            credits_pending: 0,
+            currency,
+            kind: crate::command::AccountKind::Customer,
+            status: crate::command::AccountStatus::Active,
+            kyc_tier: 1,
+            mcc: 0,
+            holds_pending: 0,
+            codes_live: 0,
+        }
+    }
+
+    #[test]
+    fn a_chunk_builds_each_leg_with_its_own_commands_fields() {
+        let mut chunk = MovementChunk::default();
+        let mut context = MovementContext {
+            command: CommandId(11),
+            kind: "transfer",
+            sequence: 5,
+            timestamp: 1_000,
+            mcc: 0,
+            index: 3,
+            ..MovementContext::default()
+        };
+        let payer = account(1, 900, Currency::CNY);
+        let payee = account(2, 100, Currency::CNY);
+        chunk.push(&mut context, &payer, payee.id, -100, 0, 0);
+        chunk.push(&mut context, &payee, payer.id, 100, 0, 1);
+        // A top-up from an instrument, then the same command's next legs
+        // with none: each instrument its own command entry.
+        let instrument = MovementInstrument {
+            number: 2,
+            bank: crate::instrument::InstrumentText(*b"ICBC\0\0\0\0\0\0\0\0\0\0\0\0"),
+            last_four: *b"4242",
+        };
+        context = MovementContext {
+            command: CommandId(12),
+            kind: "deposit_from",
+            sequence: 6,
+            timestamp: 2_000,
+            index: 0,
+            instrument: Some(instrument),
+            ..MovementContext::default()
+        };
+        let topped = account(3, 50, Currency::USD);
+        chunk.push(
+            &mut context,
+            &topped,
+            AccountId(AccountId::HOUSE_FIRST),
+            50,
+            5411,
+            1,
+        );
+        context.instrument = None;
+        context.entry = None;
+        chunk.push(&mut context, &topped, AccountId(1), -7, 0, 2);
+        assert_eq!(chunk.len(), 4);
+        assert_eq!(
+            chunk.commands.len(),
+            3,
+            "one entry per command and instrument"
+        );
+
+        let leg = |account: u64, counterparty: AccountId, amount, balance, position| Movement {
+            account: AccountId(account),
+            counterparty,
+            command: CommandId(11),
+            sequence: 5,
+            timestamp: 1_000,
+            position,
+            kind: Cow::Borrowed("transfer"),
+            amount,
+            balance,
+            currency: Currency::CNY,
+            mcc: 0,
+            instrument: None,
+        };
+        let top_up = Movement {
+            account: AccountId(3),
+            counterparty: AccountId(AccountId::HOUSE_FIRST),
+            command: CommandId(12),
+            sequence: 6,
+            timestamp: 2_000,
+            position: 1,
+            kind: Cow::Borrowed("deposit_from"),
+            amount: 50,
+            balance: 50,
+            currency: Currency::USD,
+            mcc: 5411,
+            instrument: Some(instrument),
+        };
+        let after = Movement {
+            counterparty: AccountId(1),
+            position: 2,
+            amount: -7,
+            mcc: 0,
+            instrument: None,
+            ..top_up.clone()
+        };
+        let want = vec![
+            leg(1, AccountId(2), -100, 900, 3 * MOVEMENT_LEGS_MAX),
+            leg(2, AccountId(1), 100, 100, 3 * MOVEMENT_LEGS_MAX + 1),
+            top_up,
+            after,
+        ];
+        assert_eq!(chunk.iter().collect::<Vec<_>>(), want);
+        assert_eq!(chunk.get(4), None);
+        assert_eq!(chunk.clone().into_iter().collect::<Vec<_>>(), want);
+        chunk.clear();
+        assert!(chunk.is_empty());
+    }
 
     fn movement() -> Movement {
         Movement {

@@ -2,11 +2,11 @@
 //! executor and writes them, with the watermark, to the storage's history.
 //!
 //! Each shard collects the movements of the commands (or halves) it applies
-//! and hands them to the router with the segment's results, one vector per
-//! segment; when every segment of a batch is in, the router (the executor
-//! thread) passes those vectors on, untouched, to this thread. So the
-//! watermark the writer records is the lowest sequence every shard has
-//! handed over.
+//! and hands them to the router with the segment's results, one compact
+//! [`MovementChunk`] per segment; when every segment of a batch is in, the
+//! router (the executor thread) passes those chunks on, untouched, to this
+//! thread, which builds each [`Movement`] as it writes. So the watermark
+//! the writer records is the lowest sequence every shard has handed over.
 //!
 //! The executor never waits on the disk for history: it hands the
 //! movements over a bounded channel ([`HISTORY_QUEUE_JOBS`] jobs of about
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, TryRecvError};
 
-use crate::history::Movement;
+use crate::history::{Movement, MovementChunk};
 use crate::pipeline::EngineStats;
 use crate::storage::Storage;
 
@@ -47,7 +47,7 @@ pub(crate) enum HistoryJob {
     /// before (maybe none), as the shards handed them over.
     Batch {
         sequence: u64,
-        chunks: Vec<Vec<Movement>>,
+        chunks: Vec<MovementChunk>,
     },
     /// A checkpoint marker: no movements, but the watermark moves past it.
     Mark { sequence: u64 },
@@ -70,11 +70,12 @@ pub(crate) struct HistoryWriter<S: Storage> {
 impl<S: Storage> HistoryWriter<S> {
     pub fn run(mut self) {
         no_wakeup_preemption();
-        // The shards' vectors of the jobs drained, as they came: written in
-        // place when they are in log order (always with one shard), else
-        // merged into `sorted` first.
-        let mut parts: Vec<Vec<Movement>> = Vec::new();
-        let mut sorted: Vec<Movement> = Vec::new();
+        // The shards' chunks of the jobs drained, as they came, and the
+        // movements built from them (the buffer kept from write to write:
+        // a write is a few thousand movements under load, so it stays in
+        // the cache).
+        let mut parts: Vec<MovementChunk> = Vec::new();
+        let mut built: Vec<Movement> = Vec::new();
         while let Ok(first) = self.jobs.recv() {
             let mut watermark = first.sequence();
             let mut movements = 0;
@@ -89,26 +90,22 @@ impl<S: Storage> HistoryWriter<S> {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
+            let started = Instant::now();
+            built.clear();
+            built.reserve(movements);
+            for part in &parts {
+                built.extend(part.iter());
+            }
             // The log's order (a command's legs together, as the command
             // index wants them), whatever shard each came from. Each
-            // shard's vector is in that order already; with one shard, or
+            // shard's chunk is in that order already; with one shard, or
             // halves only on one, nothing moves.
-            let in_order = parts.iter().flatten().is_sorted_by_key(Movement::order_key);
-            if !in_order {
-                sorted.clear();
-                sorted.extend(parts.drain(..).flatten());
-                sorted.sort_unstable_by_key(Movement::order_key);
-                parts.push(std::mem::take(&mut sorted));
+            if !built.is_sorted_by_key(Movement::order_key) {
+                built.sort_unstable_by_key(Movement::order_key);
             }
-            let started = Instant::now();
-            let written = self.storage.write_history_parts(&parts, watermark);
-            if !in_order {
-                // Keep the merge buffer's capacity for the next time.
-                if let Some(mut merged) = parts.pop() {
-                    merged.clear();
-                    sorted = merged;
-                }
-            }
+            let written = self
+                .storage
+                .write_history_parts(std::slice::from_ref(&built), watermark);
             match written {
                 Ok(()) => {
                     self.stats
@@ -159,8 +156,8 @@ fn no_wakeup_preemption() {
     }
 }
 
-/// Moves a job's non-empty vectors to `parts`; returns their movements.
-fn take_parts(job: HistoryJob, parts: &mut Vec<Vec<Movement>>) -> usize {
+/// Moves a job's non-empty chunks to `parts`; returns their movements.
+fn take_parts(job: HistoryJob, parts: &mut Vec<MovementChunk>) -> usize {
     let mut movements = 0;
     if let HistoryJob::Batch { chunks, .. } = job {
         for chunk in chunks.into_iter().filter(|chunk| !chunk.is_empty()) {

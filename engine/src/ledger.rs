@@ -567,7 +567,8 @@ impl Ledger {
     pub fn take_movements(&mut self, into: &mut Vec<Movement>) {
         into.clear();
         if let Some(sink) = &mut self.books.history {
-            std::mem::swap(into, &mut sink.movements);
+            into.extend(sink.movements.iter());
+            sink.movements.clear();
         }
     }
 
@@ -1376,6 +1377,7 @@ impl Books {
             sink.context.counterparty = None;
             sink.context.legs = 0;
             sink.context.instrument = None;
+            sink.context.entry = None;
         }
     }
 
@@ -1450,21 +1452,8 @@ impl Books {
         } else {
             counterparty
         };
-        let context = &sink.context;
-        sink.movements.push(Movement {
-            account: account.id,
-            counterparty,
-            command: context.command,
-            sequence: context.sequence,
-            timestamp: context.timestamp,
-            position: crate::history::position_of(context.index, leg),
-            kind: std::borrow::Cow::Borrowed(context.kind),
-            amount,
-            balance: account.balance,
-            currency: account.currency,
-            mcc,
-            instrument: context.instrument,
-        });
+        sink.movements
+            .push(&mut sink.context, account, counterparty, amount, mcc, leg);
     }
 
     /// The funding instrument the current command's next movements carry
@@ -1472,6 +1461,8 @@ impl Books {
     pub(crate) fn set_movement_instrument(&mut self, instrument: Option<MovementInstrument>) {
         if let Some(sink) = &mut self.history {
             sink.context.instrument = instrument;
+            // The next leg starts a command entry with this instrument.
+            sink.context.entry = None;
         }
     }
 

@@ -44,7 +44,7 @@ use crossbeam::channel::{self, Receiver, Sender, TryRecvError, TrySendError};
 use crossbeam::sync::Parker;
 
 use crate::command::{Command, CommandResult, Query, QueryReply};
-use crate::history::Movement;
+use crate::history::MovementChunk;
 use crate::history_writer::{
     wait_for_history, HistoryJob, HistoryWriter, HISTORY_JOB_MOVEMENTS_MIN, HISTORY_QUEUE_JOBS,
 };
@@ -1149,9 +1149,9 @@ struct RouterStage {
     /// To the history writer, when the storage keeps history.
     history: Option<Sender<HistoryJob>>,
     /// Movements of completed batches up to `gathered_sequence` not sent
-    /// yet (0: none), as the shards handed them over: one vector per
+    /// yet (0: none), as the shards handed them over: one chunk per
     /// segment, never copied here.
-    gathered: Vec<Vec<Movement>>,
+    gathered: Vec<MovementChunk>,
     gathered_movements: usize,
     gathered_sequence: u64,
     /// When the oldest movements gathered were taken.
@@ -1204,7 +1204,10 @@ impl RouterStage {
                 self.gathered_since = Instant::now();
             }
             let sequence = self.ledger.take_history(&mut self.gathered);
-            self.gathered_movements += self.gathered[before..].iter().map(Vec::len).sum::<usize>();
+            self.gathered_movements += self.gathered[before..]
+                .iter()
+                .map(MovementChunk::len)
+                .sum::<usize>();
             self.gathered_sequence = sequence;
             self.offer_history();
         }

@@ -58,7 +58,7 @@ use crate::command::{
     AccountId, AccountView, Command, CommandId, CommandResult, Detail, Query, QueryReply,
 };
 use crate::currency::Currency;
-use crate::history::Movement;
+use crate::history::MovementChunk;
 use crate::ledger::{Account, Ledger, LedgerConfig};
 use crate::limits;
 use crate::risk::{RiskCounters, RiskPolicy};
@@ -102,7 +102,7 @@ struct InFlight {
     ticket: u64,
     sequence: u64,
     /// The movements the shards' segments made (history on only).
-    movements: Vec<Vec<Movement>>,
+    movements: Vec<MovementChunk>,
     results: Vec<Option<CommandResult>>,
     /// Segments sent and not yet answered.
     outstanding: usize,
@@ -226,7 +226,7 @@ pub struct ShardedLedger {
     history: bool,
     /// Movements of the batches completed and not yet taken, and the
     /// sequence of the last batch completed.
-    history_ready: Vec<Vec<Movement>>,
+    history_ready: Vec<MovementChunk>,
     history_sequence: u64,
 }
 
@@ -336,10 +336,10 @@ impl ShardedLedger {
     }
 
     /// Moves the movements of every batch completed since the last call
-    /// into `into` (one vector per shard segment, each in log order) and
+    /// into `into` (one chunk per shard segment, each in log order) and
     /// returns the sequence of the last batch completed: every shard has
     /// handed over its movements of every batch up to it.
-    pub fn take_history(&mut self, into: &mut Vec<Vec<Movement>>) -> u64 {
+    pub fn take_history(&mut self, into: &mut Vec<MovementChunk>) -> u64 {
         into.append(&mut self.history_ready);
         self.history_sequence
     }

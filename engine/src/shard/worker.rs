@@ -30,7 +30,7 @@ use rustc_hash::FxHashSet;
 use crate::command::{
     AccountId, Command, CommandId, CommandKind, CommandResult, Detail, Query, QueryReply,
 };
-use crate::history::Movement;
+use crate::history::MovementChunk;
 use crate::ledger::halves::{
     combine, with_risk, Check, FxPlan, MccFacts, Parties, Plan, RiskOutcome,
 };
@@ -140,7 +140,7 @@ pub(crate) enum Output {
     Results(
         u64,
         Vec<(u32, CommandResult)>,
-        Vec<Movement>,
+        MovementChunk,
         Option<Box<RiskCounters>>,
     ),
     /// In the order asked.
@@ -344,11 +344,11 @@ impl Worker {
     }
 
     /// The movements of the segment just applied, handed over whole; the
-    /// next segment's vector is allocated once, sized for its steps.
-    fn take_movements(&mut self) -> Vec<Movement> {
+    /// next segment's chunk is allocated once, sized for its steps.
+    fn take_movements(&mut self) -> MovementChunk {
         match &mut self.ledger.books.history {
             Some(sink) => std::mem::take(&mut sink.movements),
-            None => Vec::new(),
+            None => MovementChunk::default(),
         }
     }
 
@@ -356,9 +356,9 @@ impl Worker {
         assert!(self.deferred.is_empty() && self.pending.is_empty());
         let timestamp = segment.timestamp;
         if let Some(sink) = &mut self.ledger.books.history {
-            // About two legs per step: one allocation per segment, none per
-            // movement.
-            sink.movements.reserve(segment.steps.len() * 2);
+            // A command entry and about two legs per step: two allocations
+            // per segment, none per movement.
+            sink.movements.reserve(segment.steps.len());
         }
         self.ledger
             .books
