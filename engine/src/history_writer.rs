@@ -134,10 +134,9 @@ impl<S: Storage> HistoryWriter<S> {
 /// preempts the running thread. Without it, each job the router hands over
 /// woke the writer on the router's own core (the kernel places a wakee
 /// near its waker) and took that core from the router for the length of
-/// an append (about 3 ms of writing per job), so the ordered path stalled
-/// while the machine still had idle time (docs/benchmarks.md, "History
-/// on vs off: where the rest went"). A failure only costs that:
-/// logged, not fatal.
+/// an append (1-3 ms per write under load): 0.3-0.4 ms of the router's
+/// time per job (docs/benchmarks.md, "History on vs off: where the rest
+/// went"). A failure only costs that: logged, not fatal.
 fn no_wakeup_preemption() {
     #[cfg(target_os = "linux")]
     {
