@@ -394,20 +394,30 @@ impl BudgetState {
     /// byte and the budget u64 (0 when none); then the kept months in month
     /// order, each as month u32 and per category its spending u64.
     pub fn digest_into(&self, hasher: &mut crate::digest::DigestHasher) {
+        // Gathered and handed over in one update (`digest::Fields`).
+        let mut fields = crate::digest::Fields::<BUDGET_DIGEST_BYTES>::new();
         for budget in &self.budgets {
-            hasher.update(&[u8::from(budget.is_some())]);
-            hasher.update(&budget.unwrap_or(0).to_le_bytes());
+            fields
+                .put(&[u8::from(budget.is_some())])
+                .put(&budget.unwrap_or(0).to_le_bytes());
         }
-        let mut months = self.months;
-        months.sort_unstable_by_key(|entry| entry.month);
-        for entry in &months {
-            hasher.update(&entry.month.0.to_le_bytes());
+        // The kept months in month order, without copying them to sort.
+        let mut order: [(Month, usize); BUDGET_MONTHS_KEPT] =
+            std::array::from_fn(|index| (self.months[index].month, index));
+        order.sort_unstable_by_key(|(month, _)| *month);
+        for (_, index) in order {
+            let entry = &self.months[index];
+            fields.put(&entry.month.0.to_le_bytes());
             for spent in &entry.spent {
-                hasher.update(&spent.to_le_bytes());
+                fields.put(&spent.to_le_bytes());
             }
         }
+        fields.hash_into(hasher);
     }
 }
+
+/// Bytes [`BudgetState::digest_into`] hashes.
+const BUDGET_DIGEST_BYTES: usize = CATEGORIES * 9 + BUDGET_MONTHS_KEPT * (4 + CATEGORIES * 8);
 
 /// Most bytes a [`BudgetState`] takes in a checkpoint (every budget set).
 pub(crate) const BUDGET_STATE_BYTES_MAX: usize =

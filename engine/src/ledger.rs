@@ -1016,17 +1016,21 @@ impl Ledger {
             Box::new(by_id.iter().map(|&(_, slot)| &accounts[slot as usize]))
         };
         hasher.update(&(accounts.len() as u64).to_le_bytes());
+        // Each item's fields go to the hasher in one update (`Fields`).
+        use crate::digest::Fields;
         for account in in_order {
-            hasher.update(&account.id.0.to_le_bytes());
-            hasher.update(&account.owner.to_le_bytes());
-            hasher.update(&account.balance.to_le_bytes());
-            hasher.update(&account.debits_pending.to_le_bytes());
-            hasher.update(&account.credits_pending.to_le_bytes());
-            hasher.update(&account.currency.numeric().to_le_bytes());
-            hasher.update(&[account.kind as u8, account.status as u8, account.kyc_tier]);
-            hasher.update(&account.mcc.to_le_bytes());
-            hasher.update(&account.holds_pending.to_le_bytes());
-            hasher.update(&[account.codes_live]);
+            Fields::<50>::new()
+                .put(&account.id.0.to_le_bytes())
+                .put(&account.owner.to_le_bytes())
+                .put(&account.balance.to_le_bytes())
+                .put(&account.debits_pending.to_le_bytes())
+                .put(&account.credits_pending.to_le_bytes())
+                .put(&account.currency.numeric().to_le_bytes())
+                .put(&[account.kind as u8, account.status as u8, account.kyc_tier])
+                .put(&account.mcc.to_le_bytes())
+                .put(&account.holds_pending.to_le_bytes())
+                .put(&[account.codes_live])
+                .hash_into(&mut hasher);
         }
 
         let mut holds: Vec<([u64; 2], &Hold)> = self
@@ -1038,22 +1042,15 @@ impl Ledger {
         holds.sort_unstable_by_key(|(key, _)| *key);
         hasher.update(&(holds.len() as u64).to_le_bytes());
         for (_, hold) in holds {
-            hasher.update(&hold.id.0.to_le_bytes());
-            hasher.update(
-                &self.books.accounts[hold.account_slot as usize]
-                    .id
-                    .0
-                    .to_le_bytes(),
-            );
-            hasher.update(
-                &self.books.accounts[hold.house_slot as usize]
-                    .id
-                    .0
-                    .to_le_bytes(),
-            );
-            hasher.update(&hold.amount.to_le_bytes());
-            hasher.update(&hold.expires_at.to_le_bytes());
-            hasher.update(&[hold.state as u8]);
+            let account_id = |slot: u32| self.books.accounts[slot as usize].id.0.to_le_bytes();
+            Fields::<49>::new()
+                .put(&hold.id.0.to_le_bytes())
+                .put(&account_id(hold.account_slot))
+                .put(&account_id(hold.house_slot))
+                .put(&hold.amount.to_le_bytes())
+                .put(&hold.expires_at.to_le_bytes())
+                .put(&[hold.state as u8])
+                .hash_into(&mut hasher);
         }
 
         // Idempotency records are by far the largest part (tens of millions):

@@ -399,17 +399,27 @@ impl Instruments {
         hasher.update(b"instruments");
         let in_order = self.in_order();
         hasher.update(&(in_order.all.len() as u64).to_le_bytes());
-        for (id, instrument) in &in_order.all {
-            hasher.update(&id.owner.to_le_bytes());
-            hasher.update(&instrument.number.to_le_bytes());
-            hasher.update(&[instrument.kind as u8, instrument.state as u8]);
-            hasher.update(&instrument.token.0);
-            hasher.update(&instrument.bank.0);
-            hasher.update(&instrument.country);
-            hasher.update(&instrument.last_four);
-            hasher.update(&instrument.currency.numeric().to_le_bytes());
-            hasher.update(&instrument.bound_at.to_le_bytes());
-            hasher.update(&instrument.changed_at.to_le_bytes());
+        // Sorted from a hash map: fetched some entries ahead (perf at 1M
+        // accounts: the cache misses were most of this).
+        const AHEAD: usize = 16;
+        for at in 0..in_order.all.len() {
+            if let Some((_, ahead)) = in_order.all.get(at + AHEAD) {
+                crate::prefetch::prefetch(*ahead, usize::MAX);
+            }
+            let (id, instrument) = &in_order.all[at];
+            // In one update (`digest::Fields`).
+            crate::digest::Fields::<{ 8 + 4 + 2 + 32 + 16 + 2 + 4 + 2 + 8 + 8 }>::new()
+                .put(&id.owner.to_le_bytes())
+                .put(&instrument.number.to_le_bytes())
+                .put(&[instrument.kind as u8, instrument.state as u8])
+                .put(&instrument.token.0)
+                .put(&instrument.bank.0)
+                .put(&instrument.country)
+                .put(&instrument.last_four)
+                .put(&instrument.currency.numeric().to_le_bytes())
+                .put(&instrument.bound_at.to_le_bytes())
+                .put(&instrument.changed_at.to_le_bytes())
+                .hash_into(hasher);
         }
         if !self.holds.is_empty() {
             hasher.update(b"instrument-holds");

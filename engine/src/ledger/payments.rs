@@ -181,9 +181,13 @@ impl Books {
             .collect();
         keys.sort_unstable_by_key(|(key, _)| *key);
         hasher.update(&(keys.len() as u64).to_le_bytes());
+        // Each item's fields go to the hasher in one update (`Fields`).
+        use crate::digest::Fields;
         for (key, slot) in keys {
-            hasher.update(&key.0.to_le_bytes());
-            hasher.update(&account_id(slot));
+            Fields::<24>::new()
+                .put(&key.0.to_le_bytes())
+                .put(&account_id(slot))
+                .hash_into(hasher);
         }
 
         let mut codes: Vec<(u64, &PaymentCode)> = self
@@ -194,10 +198,12 @@ impl Books {
         codes.sort_unstable_by_key(|(code, _)| *code);
         hasher.update(&(codes.len() as u64).to_le_bytes());
         for (_, code) in codes {
-            hasher.update(&code.code.to_le_bytes());
-            hasher.update(&account_id(code.customer_slot));
-            hasher.update(&code.expires_at.to_le_bytes());
-            hasher.update(&[code.state as u8]);
+            Fields::<25>::new()
+                .put(&code.code.to_le_bytes())
+                .put(&account_id(code.customer_slot))
+                .put(&code.expires_at.to_le_bytes())
+                .put(&[code.state as u8])
+                .hash_into(hasher);
         }
 
         let mut payments: Vec<([u64; 2], &Payment)> = self
@@ -221,13 +227,15 @@ impl Books {
                 }
             }
             let payment = payments[at].1;
-            hasher.update(&payment.id.0.to_le_bytes());
-            hasher.update(&account_id(payment.payer_slot));
-            hasher.update(&account_id(payment.merchant_slot));
-            hasher.update(&payment.amount.to_le_bytes());
-            hasher.update(&payment.refunded.to_le_bytes());
-            hasher.update(&payment.mcc.to_le_bytes());
-            hasher.update(&payment.timestamp.to_le_bytes());
+            Fields::<58>::new()
+                .put(&payment.id.0.to_le_bytes())
+                .put(&account_id(payment.payer_slot))
+                .put(&account_id(payment.merchant_slot))
+                .put(&payment.amount.to_le_bytes())
+                .put(&payment.refunded.to_le_bytes())
+                .put(&payment.mcc.to_le_bytes())
+                .put(&payment.timestamp.to_le_bytes())
+                .hash_into(hasher);
         }
     }
 }

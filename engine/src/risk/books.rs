@@ -406,26 +406,41 @@ impl RiskBooks {
     pub(crate) fn digest_into(&self, hasher: &mut crate::digest::DigestHasher) {
         hasher.update(b"payrail-risk-books-v1");
         self.policy.digest_into(hasher);
-        let mut owners: Vec<(u64, &Box<CustomerRiskState>)> = self
+        // The boxes' addresses are read here, walking the map in its order
+        // (cheap), so that the loops below can fetch the states ahead
+        // without first waiting for a read of the map at random.
+        let mut owners: Vec<(u64, &CustomerRiskState)> = self
             .customers
             .iter()
-            .map(|(owner, state)| (*owner, state))
+            .map(|(owner, state)| (*owner, &**state))
             .collect();
         owners.sort_unstable_by_key(|(owner, _)| *owner);
         hasher.update(&(owners.len() as u64).to_le_bytes());
-        for (owner, state) in owners {
+        // In key order the states are random places in memory (hundreds of
+        // bytes each): fetch them some entries ahead, or each waits for its
+        // cache misses (most of the budgets' digest at 1M accounts, perf).
+        const AHEAD: usize = 8;
+        for at in 0..owners.len() {
+            if let Some((_, ahead)) = owners.get(at + AHEAD) {
+                crate::prefetch::prefetch(*ahead, usize::MAX);
+            }
+            let (owner, state) = owners[at];
             hasher.update(&owner.to_le_bytes());
             state.digest_into(hasher);
         }
         self.audit.digest_into(hasher);
-        let mut budgets: Vec<(AccountId, &Box<BudgetState>)> = self
+        let mut budgets: Vec<(AccountId, &BudgetState)> = self
             .budgets
             .iter()
-            .map(|(account, state)| (*account, state))
+            .map(|(account, state)| (*account, &**state))
             .collect();
         budgets.sort_unstable_by_key(|(account, _)| *account);
         hasher.update(&(budgets.len() as u64).to_le_bytes());
-        for (account, state) in budgets {
+        for at in 0..budgets.len() {
+            if let Some((_, ahead)) = budgets.get(at + AHEAD) {
+                crate::prefetch::prefetch(*ahead, usize::MAX);
+            }
+            let (account, state) = budgets[at];
             hasher.update(&account.0.to_le_bytes());
             state.digest_into(hasher);
         }
