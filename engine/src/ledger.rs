@@ -440,7 +440,20 @@ impl Records {
 
     #[inline]
     pub(crate) fn get(&self, id: CommandId) -> Option<IdempotencyRecord> {
-        match self.ring.get(id) {
+        self.get_tagged(id, self.ring.tag(id))
+    }
+
+    /// Where `id`'s look-up starts (see `Ring::tag`): for a `get` followed
+    /// by a `push` of the same id.
+    #[inline]
+    fn tag(&self, id: CommandId) -> u32 {
+        self.ring.tag(id)
+    }
+
+    /// `get` with `id`'s tag already computed.
+    #[inline]
+    fn get_tagged(&self, id: CommandId, tag: u32) -> Option<IdempotencyRecord> {
+        match self.ring.get_tagged(id, tag) {
             Some((_, slot)) => Some(Records::unpack(slot)),
             None if self.held.is_empty() => None,
             None => self.held.get(&id).copied(),
@@ -464,6 +477,11 @@ impl Records {
     /// Keeps the record of a command not kept, as the newest.
     pub(crate) fn push(&mut self, id: CommandId, record: &IdempotencyRecord) {
         self.ring.push(Records::pack(id, record));
+    }
+
+    /// `push` with `id`'s tag already computed.
+    fn push_tagged(&mut self, id: CommandId, tag: u32, record: &IdempotencyRecord) {
+        self.ring.push_tagged(Records::pack(id, record), tag);
     }
 
     /// The oldest record in arrival order.
@@ -735,7 +753,9 @@ impl Ledger {
 
     fn apply_command(&mut self, index: u32, command: &Command, timestamp: u64) -> CommandResult {
         let fingerprint = command.fingerprint();
-        if let Some(record) = self.records.get(command.id) {
+        // Hashed once for the look-up and the push.
+        let tag = self.records.tag(command.id);
+        if let Some(record) = self.records.get_tagged(command.id, tag) {
             return if record.fingerprint == fingerprint {
                 let detail = match command.kind {
                     CommandKind::FxQuote { .. } => self.books.fx.retry_detail(command.id),
@@ -758,8 +778,9 @@ impl Ledger {
                 self.forget_with_record(id);
             }
         }
-        self.records.push(
+        self.records.push_tagged(
             command.id,
+            tag,
             &IdempotencyRecord {
                 fingerprint,
                 status: result.status,
@@ -1161,6 +1182,9 @@ pub(crate) fn movement_mcc(command: u16, credit_merchant: u16, debit_merchant: u
 impl Books {
     /// Drops the hold with this id if it is finished (its record is gone).
     pub(crate) fn forget_finished_hold(&mut self, id: CommandId) {
+        if self.holds.is_empty() {
+            return;
+        }
         if let Some(hold) = self.holds.get(&id) {
             if hold.state != HoldState::Pending {
                 self.holds.remove(&id);
@@ -1658,7 +1682,7 @@ impl Books {
                     .record_withdrawal(instrument, amount, timestamp);
             }
         }
-        self.risk_commit(id, gate);
+        self.risk_commit(id, gate.as_ref());
         Ok(())
     }
 

@@ -188,8 +188,11 @@ impl<const W: usize> Ring<W> {
         self.tail
     }
 
+    /// The hash tag of `id` under this table's key: where its look-up
+    /// starts. A caller that looks an id up and then pushes it computes it
+    /// once ([`Ring::get_tagged`], [`Ring::push_tagged`]).
     #[inline]
-    fn tag(&self, id: CommandId) -> u32 {
+    pub(crate) fn tag(&self, id: CommandId) -> u32 {
         (xxhash_rust::xxh3::xxh3_64_with_seed(&id.0.to_le_bytes(), self.seed) >> 32) as u32
     }
 
@@ -206,7 +209,13 @@ impl<const W: usize> Ring<W> {
     /// The bucket holding `id`, and its arrival.
     #[inline]
     fn find(&self, id: CommandId) -> Option<(usize, u64)> {
-        let tag = self.tag(id);
+        self.find_tagged(id, self.tag(id))
+    }
+
+    /// `find` with `id`'s tag already computed.
+    #[inline]
+    fn find_tagged(&self, id: CommandId, tag: u32) -> Option<(usize, u64)> {
+        debug_assert_eq!(tag, self.tag(id));
         let mut bucket = self.home_bucket(tag);
         loop {
             let entry = self.index[bucket];
@@ -253,7 +262,13 @@ impl<const W: usize> Ring<W> {
     /// The slot of `id` and its arrival number.
     #[inline]
     pub(crate) fn get(&self, id: CommandId) -> Option<(u64, &[u64; W])> {
-        let (_, arrival) = self.find(id)?;
+        self.get_tagged(id, self.tag(id))
+    }
+
+    /// `get` with `id`'s tag ([`Ring::tag`]) already computed.
+    #[inline]
+    pub(crate) fn get_tagged(&self, id: CommandId, tag: u32) -> Option<(u64, &[u64; W])> {
+        let (_, arrival) = self.find_tagged(id, tag)?;
         Some((arrival, &self.slots[self.slot_of(arrival)]))
     }
 
@@ -277,16 +292,21 @@ impl<const W: usize> Ring<W> {
     /// returns its arrival number. The caller makes room first (the table
     /// never grows).
     pub(crate) fn push(&mut self, record: [u64; W]) -> u64 {
+        self.push_tagged(record, self.tag(slot_id(&record)))
+    }
+
+    /// `push` with the id's tag ([`Ring::tag`]) already computed.
+    pub(crate) fn push_tagged(&mut self, record: [u64; W], tag: u32) -> u64 {
         assert!(
             self.len() < self.slots.len(),
             "record ring full: evict first"
         );
         let id = slot_id(&record);
         debug_assert!(!self.contains(id), "an id is kept once");
+        debug_assert_eq!(tag, self.tag(id));
         let arrival = self.tail;
         let slot = self.slot_of(arrival);
         self.slots[slot] = record;
-        let tag = self.tag(id);
         let mut bucket = self.home_bucket(tag);
         while self.index[bucket] != 0 {
             bucket = (bucket + 1) & self.mask;

@@ -517,6 +517,7 @@ impl Books {
     // The Ok value (a gate) is as large as the refusal, so boxing the
     // refusal would add an allocation without making the result smaller.
     #[allow(clippy::result_large_err)]
+    #[inline]
     pub(crate) fn risk_half(
         &self,
         command: &Command,
@@ -595,7 +596,7 @@ impl Books {
             }
             (_, Half::Debit) => {
                 if let Ok(gate) = risk {
-                    self.risk_commit(command.id, gate);
+                    self.risk_commit(command.id, gate.as_ref());
                 }
             }
             _ => {}
@@ -768,7 +769,10 @@ impl Books {
                     timestamp,
                 );
                 self.note_half(Half::Credit, credit);
-                self.after_half(command, Half::Debit, debit, risk, 0, timestamp);
+                // The debit half's `after_half`, without moving the gate.
+                if let Ok(gate) = &risk {
+                    self.risk_commit(command.id, gate.as_ref());
+                }
                 self.after_half(
                     command,
                     Half::Credit,

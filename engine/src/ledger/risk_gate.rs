@@ -106,6 +106,7 @@ impl Books {
     // The Ok value (a gate) is as large as the refusal, so boxing the
     // refusal would add an allocation without making the result smaller.
     #[allow(clippy::result_large_err)]
+    #[inline]
     pub(crate) fn risk_evaluate(
         &self,
         timestamp: u64,
@@ -159,9 +160,9 @@ impl Books {
     }
 
     /// Call once the payment committed.
-    pub(crate) fn risk_commit(&mut self, id: CommandId, gate: Option<Gate>) {
+    pub(crate) fn risk_commit(&mut self, id: CommandId, gate: Option<&Gate>) {
         if let Some(gate) = gate {
-            self.detail = self.risk.commit(id, &gate);
+            self.detail = self.risk.commit(id, gate);
         }
     }
 }

@@ -264,6 +264,7 @@ impl RiskBooks {
     // The Ok value (a gate) is as large as the refusal, so boxing the
     // refusal would add an allocation without making the result smaller.
     #[allow(clippy::result_large_err)]
+    #[inline]
     pub(crate) fn evaluate(&self, timestamp: u64, outflow: Outflow) -> Result<Gate, Refusal> {
         let payment = Self::payment_context(&outflow, timestamp);
         if !self.enabled {
