@@ -375,6 +375,12 @@ pub fn serve_blocking(options: &ServeOptions) -> Result<(), ServeError> {
         .map_err(ServeError::Runtime)?;
     runtime.block_on(async move {
         let metrics = config.metrics.clone();
+        // Caught before the port is bound: a SIGTERM as soon as the server
+        // accepts connections is a clean stop, never the default action's
+        // kill (a supervisor or a test that stopped the server right after
+        // it listened could get exit 143). One that comes during the start
+        // (recovery included) stops the server as soon as it has started.
+        let stop = StopSignal::install();
         let server = start(config).await?;
         let upkeep = if metrics.enabled {
             install_metrics(metrics.listen).then(|| {
@@ -388,7 +394,7 @@ pub fn serve_blocking(options: &ServeOptions) -> Result<(), ServeError> {
             None
         };
         tracing::info!(addr = %server.addr, metrics = %if metrics.enabled { metrics.listen.to_string() } else { "off".to_owned() }, "listening");
-        wait_for_signal().await;
+        stop.wait().await;
         if let Some(upkeep) = upkeep {
             upkeep.abort();
         }
@@ -531,24 +537,40 @@ async fn publish_stats(
     }
 }
 
-async fn wait_for_signal() {
+/// SIGINT or SIGTERM, caught from the moment `install` returns (on Unix;
+/// elsewhere Ctrl-C, from the first poll of `wait`).
+struct StopSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignal {
+    fn install() -> StopSignal {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let signals = signal(SignalKind::interrupt())
+                .and_then(|interrupt| Ok((interrupt, signal(SignalKind::terminate())?)));
+            if let Err(error) = &signals {
+                tracing::warn!(%error, "cannot catch SIGINT and SIGTERM; waiting for Ctrl-C only");
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+            StopSignal {
+                signals: signals.ok(),
             }
         }
+        #[cfg(not(unix))]
+        StopSignal {}
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        if let Some((mut interrupt, mut terminate)) = self.signals {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }
