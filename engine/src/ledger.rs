@@ -668,12 +668,19 @@ impl Ledger {
     /// the commands in between instead of stalling one after another.
     /// Changes nothing.
     #[inline]
-    pub(crate) fn warm_ahead(&self, far: Option<&Command>, near: Option<&Command>) {
+    /// `month` is the segment's (`Month::from_timestamp` of its timestamp),
+    /// worked out once by the caller rather than per command.
+    pub(crate) fn warm_ahead(
+        &self,
+        far: Option<&Command>,
+        near: Option<&Command>,
+        month: crate::risk::Month,
+    ) {
         if let Some(command) = far {
             self.warm_accounts(command);
         }
         if let Some(command) = near {
-            self.warm_risk(command, crate::risk::Month::from_timestamp(self.timestamp));
+            self.warm_risk(command, month);
         }
     }
 

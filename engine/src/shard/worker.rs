@@ -384,10 +384,13 @@ impl Worker {
         }
         let mut results = Vec::with_capacity(segment.steps.len());
         let steps = &segment.steps;
+        // The budget prefetch's month, the same for the whole segment.
+        let month = crate::risk::Month::from_timestamp(self.ledger.timestamp);
         for (position, step) in steps.iter().enumerate() {
             self.ledger.warm_ahead(
                 steps.get(position + WARM_FAR).map(Step::command),
                 steps.get(position + WARM_NEAR).map(Step::command),
+                month,
             );
             match *step {
                 Step::Local {
