@@ -4,6 +4,8 @@
 //! Every command carries a client-chosen 128-bit id: re-sending the same id
 //! returns the first result, so a gateway can always retry safely.
 
+pub mod codec;
+
 use crate::currency::Currency;
 pub use crate::instrument::{InstrumentBind, InstrumentId};
 use crate::status::Status;
@@ -530,21 +532,15 @@ impl Command {
 
     /// A 64-bit hash of the command's fields (not its id), to tell a retry
     /// (same fields) from an id reused for a different command. xxh3 over the
-    /// fixed-width bincode encoding: stable across builds and platforms.
+    /// kind's bytes in the log's encoding (`codec`: the fixed-width bincode
+    /// bytes, written field by field): stable across builds and platforms,
+    /// and the same as when bincode wrote them, so idempotency records in
+    /// old logs and checkpoints still match their retries.
     pub fn fingerprint(&self) -> u64 {
-        let mut buffer = [0u8; 128];
-        match bincode::encode_into_slice(self.kind, &mut buffer, fingerprint_config()) {
-            Ok(written) => xxhash_rust::xxh3::xxh3_64(&buffer[..written]),
-            // Unreachable: every kind encodes in fewer than 128 bytes (test below).
-            Err(_) => 0,
-        }
+        let mut buffer = [0u8; codec::COMMAND_BYTES_MAX];
+        let len = codec::put_command_kind(&self.kind, &mut buffer);
+        xxhash_rust::xxh3::xxh3_64(&buffer[..len])
     }
-}
-
-fn fingerprint_config() -> impl bincode::config::Config {
-    bincode::config::standard()
-        .with_fixed_int_encoding()
-        .with_little_endian()
 }
 
 /// Result of one command, in the order of the batch.
@@ -773,79 +769,24 @@ pub enum AccountStatus {
 mod tests {
     use super::*;
 
+    /// The fingerprint is what it was when bincode wrote the bytes it
+    /// hashes: xxh3 of the kind's fixed-width bincode encoding, for every
+    /// kind and every value of every enum field (records in old logs and
+    /// checkpoints keep matching their retries).
     #[test]
-    fn every_kind_fits_the_fingerprint_buffer() {
-        let a = AccountId(u64::MAX);
-        let kinds = [
-            CommandKind::OpenAccount(OpenAccount {
-                account: a,
-                owner: u64::MAX,
-                kind: AccountKind::Merchant,
-                currency: Currency::CNY,
-                kyc_tier: 3,
-                mcc: 9999,
-            }),
-            CommandKind::Transfer {
-                from: a,
-                to: a,
-                amount: u64::MAX,
-                currency: Currency::CNY,
-                context: crate::command::RiskContext::NONE,
-            },
-            CommandKind::WithdrawHold {
-                account: a,
-                amount: 1,
-                currency: Currency::CNY,
-                timeout_ms: 1,
-                context: crate::command::RiskContext::NONE,
-            },
-            CommandKind::WithdrawPost {
-                hold: CommandId(u128::MAX),
-            },
-            // The largest kind.
-            CommandKind::PayMerchantQr {
-                payer: a,
-                keys: [MerchantKey(u128::MAX); QR_MERCHANT_KEYS_MAX],
-                amount: u64::MAX,
-                fee: u64::MAX,
-                currency: Currency::CNY,
-                mcc: u16::MAX,
-                context: RiskContext {
-                    device: u64::MAX,
-                    latitude_centidegrees: 1,
-                    longitude_centidegrees: 1,
-                    country: *b"CN",
-                    step_up_verified: true,
-                },
-            },
-            CommandKind::SetFxRate(FxRateSet {
-                base: Currency::CNY,
-                quote: Currency::JPY,
-                mid: FxMid {
-                    mantissa: u64::MAX,
-                    scale: u8::MAX,
-                },
-                spread_bps: u16::MAX,
-                valid_ms: u64::MAX,
-                source: FxSource([u8::MAX; 8]),
-            }),
-            CommandKind::FxQuote {
-                order: FxOrder {
-                    from: a,
-                    to: a,
-                    amount: u64::MAX,
-                    side: FxSide::Receive,
-                },
-                ttl_ms: u64::MAX,
-            },
-            CommandKind::FxConvertQuote {
-                quote: CommandId(u128::MAX),
-                from: a,
-            },
-        ];
-        for kind in kinds {
-            let mut buffer = [0u8; 128];
-            assert!(bincode::encode_into_slice(kind, &mut buffer, fingerprint_config()).is_ok());
+    fn fingerprint_hashes_the_bincode_bytes_of_every_kind() {
+        let config = bincode::config::standard()
+            .with_fixed_int_encoding()
+            .with_little_endian();
+        let commands = codec::every_kind_and_variant();
+        for command in &commands {
+            let bytes = bincode::encode_to_vec(command.kind, config).unwrap_or_default();
+            assert!(!bytes.is_empty() && bytes.len() <= codec::KIND_BYTES_MAX);
+            assert_eq!(
+                command.fingerprint(),
+                xxhash_rust::xxh3::xxh3_64(&bytes),
+                "{command:?}"
+            );
         }
     }
 
