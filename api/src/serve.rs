@@ -163,10 +163,12 @@ fn log_memory_budget(engine: &Engine, accounts: u64) {
         .iter()
         .map(|table| table.budget_bytes(accounts))
         .fold(0, u64::saturating_add);
-    // The checkpointer's copy of the state: every table again, and the
-    // idempotency records in a lone ledger's table.
+    // While a checkpoint is made, its process merges the state into one
+    // lone ledger: every table again, and the idempotency records in a lone
+    // ledger's table (the pages the shards write meanwhile are copied too,
+    // at most the state once more).
     let checkpoint_copy_bytes = tables_budget_bytes.saturating_add(
-        payrail_engine::pipeline::checkpoint_follower_records_bytes(stats_of(engine, |stats| {
+        payrail_engine::pipeline::checkpoint_process_records_bytes(stats_of(engine, |stats| {
             &stats.idempotency_records_capacity
         })),
     );
@@ -449,10 +451,6 @@ async fn publish_stats(
         metrics::gauge!("payrail_checkpoint_sequence").set(get(&stats.checkpoint_sequence) as f64);
         metrics::gauge!("payrail_checkpoint_pause_seconds")
             .set(get(&stats.checkpoint_pause_ns_last) as f64 / 1e9);
-        metrics::gauge!("payrail_checkpoint_follower_lag_records").set(
-            get(&stats.last_sequence).saturating_sub(get(&stats.checkpoint_follower_sequence))
-                as f64,
-        );
         metrics::gauge!("payrail_recovery_seconds").set(get(&stats.recovery_ns) as f64 / 1e9);
         metrics::gauge!("payrail_recovery_commands_per_second")
             .set(get(&stats.recovery_commands_per_second) as f64);

@@ -518,17 +518,6 @@ impl Records {
     fn prefetch_eviction(&self, ahead: u64) {
         self.ring.prefetch_eviction(ahead);
     }
-
-    /// Touches every page of the ring once (see `Ring::prefault`).
-    pub(crate) fn prefault(&mut self) {
-        self.ring.prefault();
-    }
-
-    /// Marks the ring for huge pages, and its copies (a table kept for the
-    /// process's life: a huge page is zeroed whole on first touch).
-    pub(crate) fn advise_huge_pages(&mut self) {
-        self.ring.advise_huge_pages();
-    }
 }
 
 /// The ledger state machine. See the module documentation.

@@ -15,6 +15,8 @@
 //! - [`storage`]: the durable log, checkpoints, history segment files, recovery.
 
 pub mod budget;
+#[cfg(unix)]
+mod checkpoint_process;
 pub mod command;
 pub mod currency;
 pub mod digest;

@@ -56,9 +56,7 @@ use crate::limits;
 use crate::risk::{RiskCounters, RiskPolicy, RuleId, Verdict as RiskVerdict};
 use crate::shard::{ShardError, ShardedLedger};
 use crate::status::Status;
-use crate::storage::{
-    self, Followed, LogEntry, LogFollower, LogRecord, RecoveryReport, Storage, StorageError,
-};
+use crate::storage::{self, LogEntry, LogRecord, RecoveryReport, Storage, StorageError};
 
 /// A callback that receives a request's answer, called exactly once from an
 /// engine thread. It must not block.
@@ -175,9 +173,6 @@ pub struct EngineStats {
     pub checkpoint_sequence: AtomicU64,
     pub checkpoint_pause_ns_last: AtomicU64,
     pub checkpoint_write_ns_last: AtomicU64,
-    /// The checkpointer's copy of the state holds every log record up to
-    /// this sequence (it follows the log a little behind the sequencer).
-    pub checkpoint_follower_sequence: AtomicU64,
     /// What recovery did at start: its time, the commands it replayed and
     /// their rate.
     pub recovery_ns: AtomicU64,
@@ -315,10 +310,6 @@ impl EngineStats {
                 "checkpoint_write_ns_last",
                 get(&self.checkpoint_write_ns_last),
             ),
-            (
-                "checkpoint_follower_sequence",
-                get(&self.checkpoint_follower_sequence),
-            ),
             ("recovery_ns", get(&self.recovery_ns)),
             ("recovery_commands", get(&self.recovery_commands)),
             (
@@ -417,6 +408,7 @@ enum Execute {
     },
     Checkpoint {
         sequence: u64,
+        timestamp: u64,
         reply: Option<Reply<Result<u64, String>>>,
     },
     RiskPolicy {
@@ -429,10 +421,25 @@ enum Execute {
 }
 
 /// A checkpoint marker the router passed, for the checkpointer: the
-/// history writer has been sent every batch before it.
+/// history writer has been sent every batch before it, and the process
+/// forked at the marker streams the state there
+/// (`crate::checkpoint_process`).
 struct CheckpointJob {
     sequence: u64,
+    timestamp: u64,
     reply: Option<Reply<Result<u64, String>>>,
+    image: StateImage,
+}
+
+/// Where a checkpoint job's state comes from.
+enum StateImage {
+    /// The forked process that streams it.
+    #[cfg(unix)]
+    Forked(crate::checkpoint_process::Forked),
+    /// A copy taken at the marker (where there is no fork): merged and
+    /// saved by the checkpoint thread.
+    #[cfg(not(unix))]
+    Copied(crate::shard::ShardedState),
 }
 
 /// Checkpoint jobs waiting for the checkpointer. A marker comes every
@@ -607,19 +614,11 @@ impl Engine {
         mut storage: S,
         config: EngineConfig,
     ) -> Result<Engine, EngineError> {
-        // Recovery hands over the state twice: to split over the shards
-        // here, and (copied as soon as the checkpoint is decoded, checked
-        // and brought up to the log's end on another thread meanwhile) to
-        // the checkpointer, which keeps its own copy and follows the log
-        // with it (see `Checkpointer`): the shards never stop for a
-        // checkpoint. The copy doubles the ledger's memory
-        // (docs/operations.md, "Memory budget").
-        let (ledger, copy) = storage::recover_with_copy(
-            &mut storage,
-            config.ledger,
-            config.history,
-            config.prefault,
-        )?;
+        // The checkpoints are made by a process forked at each marker
+        // (`crate::checkpoint_process`): the engine keeps one copy of the
+        // state, the shards'.
+        let (ledger, recovery) =
+            storage::recover_for_engine(&mut storage, config.ledger, config.history)?;
         let tables = ledger.tables();
         let keeps_history = config.history && storage.keeps_history();
         // The recovered state is one lone ledger's; split it over the shards
@@ -641,9 +640,6 @@ impl Engine {
                 "idempotency record table touched"
             );
         }
-        // A checkpoint that fails its digest stops the start here (the
-        // shards are stopped as `ledger` drops).
-        let (follower, recovery) = copy.finish()?;
         let (records_capacity, records_bytes, records_kept) = ledger.record_table();
         let history_storage = storage.clone();
         // The checkpoint thread gets its own handle on the same storage, so a
@@ -661,9 +657,6 @@ impl Engine {
         stats
             .checkpoint_sequence
             .store(recovery.checkpoint_sequence, Ordering::Relaxed);
-        stats
-            .checkpoint_follower_sequence
-            .store(recovery.last_sequence, Ordering::Relaxed);
         stats.recovery_ns.store(
             u64::try_from(recovery.elapsed.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
@@ -726,15 +719,12 @@ impl Engine {
             gathered_sequence: 0,
             gathered_since: Instant::now(),
             tally: Vec::new(),
-            marks: std::collections::VecDeque::new(),
         };
         let checkpointer = Checkpointer {
             storage: checkpoint_storage,
             jobs: checkpoint_receiver,
             stats: Arc::clone(&stats),
             wait_for_history: keeps_history,
-            follower,
-            next_job: None,
             stopping: Arc::clone(&stopping),
         };
         let history_writer = HistoryWriter {
@@ -1003,6 +993,7 @@ impl<S: Storage> Sequencer<S> {
                     self.last_checkpoint = Instant::now();
                     forward.push(Grouped::Logged(Execute::Checkpoint {
                         sequence: self.sequence,
+                        timestamp,
                         reply: Some(reply),
                     }));
                 }
@@ -1158,21 +1149,6 @@ struct RouterStage {
     gathered_since: Instant,
     /// Commands per (kind, status) in the current batch, for metrics.
     tally: Vec<(&'static str, Status, u64)>,
-    /// Checkpoint markers passed while batches before them were in flight,
-    /// oldest first (at most one per batch in flight).
-    marks: std::collections::VecDeque<PendingMark>,
-}
-
-/// A checkpoint marker the router has passed, waiting for the batches
-/// routed before it to complete: then their movements and the marker go to
-/// the history writer, and the marker to the checkpointer.
-struct PendingMark {
-    sequence: u64,
-    reply: Option<Reply<Result<u64, String>>>,
-    /// Batches in flight that were routed before the marker.
-    batches_before: usize,
-    /// Router time the marker has taken so far.
-    pause_ns: u64,
 }
 
 /// Batches routed to the shards and not yet answered, at most: the router
@@ -1211,7 +1187,6 @@ impl RouterStage {
             self.gathered_sequence = sequence;
             self.offer_history();
         }
-        self.batch_completed_before_marks();
         true
     }
 
@@ -1286,24 +1261,11 @@ impl RouterStage {
                         while self.complete(false) {}
                     }
                 }
-                Execute::Checkpoint { sequence, reply } => {
-                    // The checkpointer builds the state at the marker from
-                    // the log on its own copy; the router only passes the
-                    // marker on, once the batches before it are complete
-                    // (without waiting for them).
-                    let started = Instant::now();
-                    let mark = PendingMark {
-                        sequence,
-                        reply,
-                        batches_before: self.ledger.in_flight(),
-                        pause_ns: 0,
-                    };
-                    self.marks.push_back(mark);
-                    if let Some(mark) = self.marks.back_mut() {
-                        mark.pause_ns = elapsed_ns(started);
-                    }
-                    self.release_marks();
-                }
+                Execute::Checkpoint {
+                    sequence,
+                    timestamp,
+                    reply,
+                } => self.checkpoint_at(sequence, timestamp, reply),
                 Execute::RiskPolicy {
                     sequence,
                     timestamp,
@@ -1317,67 +1279,91 @@ impl RouterStage {
             }
         }
         self.complete_all();
-        self.release_marks();
-        debug_assert!(self.marks.is_empty(), "no batch is in flight");
         self.flush_history();
         // Dropping the senders lets the checkpoint and history threads
         // finish and stop.
         self.ledger.stop();
     }
 
-    /// A batch completed: it was routed before every marker waiting.
-    fn batch_completed_before_marks(&mut self) {
-        for mark in &mut self.marks {
-            debug_assert!(mark.batches_before > 0, "released once zero");
-            mark.batches_before = mark.batches_before.saturating_sub(1);
+    /// A checkpoint marker: completes every batch before it (the shards
+    /// keep working meanwhile), has the shards wait at a freeze and forks
+    /// the process that streams the state at the marker
+    /// (`crate::checkpoint_process`), then hands the movements before the
+    /// marker and the marker to the history writer (a checkpoint at S waits
+    /// for the history to hold everything up to S) and the job to the
+    /// checkpointer. The shards wait for the freeze and the fork only:
+    /// `engine.checkpoint_pause_ns_last`. Never waits for the checkpointer:
+    /// if it is so far behind that its queue is full, this marker is
+    /// skipped (its reply gets an error; the log is kept).
+    fn checkpoint_at(
+        &mut self,
+        sequence: u64,
+        timestamp: u64,
+        reply: Option<Reply<Result<u64, String>>>,
+    ) {
+        let started = Instant::now();
+        self.complete_all();
+        let drained_ns = elapsed_ns(started);
+        let frozen_at = Instant::now();
+        let image = self.image_at(sequence, timestamp);
+        let pause_ns = elapsed_ns(frozen_at);
+        self.stats
+            .checkpoint_pause_ns_last
+            .store(pause_ns, Ordering::Relaxed);
+        tracing::debug!(sequence, drained_ns, pause_ns, "checkpoint marker passed");
+        self.flush_history();
+        self.send_history_job(HistoryJob::Mark { sequence });
+        let image = match image {
+            Ok(image) => image,
+            Err(error) => {
+                tracing::error!(sequence, %error, "no checkpoint at this marker; the log is kept");
+                if let Some(reply) = reply {
+                    reply(Err(error));
+                }
+                return;
+            }
+        };
+        let job = CheckpointJob {
+            sequence,
+            timestamp,
+            reply,
+            image,
+        };
+        let refused = match self.checkpoints.try_send(job) {
+            Ok(()) => None,
+            Err(TrySendError::Full(job)) => Some((
+                job,
+                "the checkpointer is behind (its queue is full); no checkpoint at this marker",
+            )),
+            Err(TrySendError::Disconnected(job)) => Some((job, "the checkpoint thread stopped")),
+        };
+        if let Some((job, message)) = refused {
+            tracing::warn!(sequence = job.sequence, message);
+            if let Some(reply) = job.reply {
+                reply(Err(message.to_owned()));
+            }
+            // Dropping the job's image ends its process.
         }
-        self.release_marks();
     }
 
-    /// Hands on the markers whose batches before them are all complete:
-    /// their movements and the marker to the history writer (a checkpoint
-    /// at S waits for the history to hold everything up to S), then the
-    /// marker to the checkpointer. Never waits: if the checkpointer is so
-    /// far behind that its queue is full, this marker is skipped.
-    fn release_marks(&mut self) {
-        while self
-            .marks
-            .front()
-            .is_some_and(|mark| mark.batches_before == 0)
-        {
-            let Some(mark) = self.marks.pop_front() else {
-                break;
-            };
-            let started = Instant::now();
-            self.flush_history();
-            self.send_history_job(HistoryJob::Mark {
-                sequence: mark.sequence,
-            });
-            let job = CheckpointJob {
-                sequence: mark.sequence,
-                reply: mark.reply,
-            };
-            let refused = match self.checkpoints.try_send(job) {
-                Ok(()) => None,
-                Err(TrySendError::Full(job)) => Some((
-                    job,
-                    "the checkpointer is behind (its queue is full); no checkpoint at this marker",
-                )),
-                Err(TrySendError::Disconnected(job)) => {
-                    Some((job, "the checkpoint thread stopped"))
-                }
-            };
-            if let Some((job, message)) = refused {
-                tracing::warn!(sequence = job.sequence, message);
-                if let Some(reply) = job.reply {
-                    reply(Err(message.to_owned()));
-                }
-            }
-            self.stats.checkpoint_pause_ns_last.store(
-                mark.pause_ns.saturating_add(elapsed_ns(started)),
-                Ordering::Relaxed,
-            );
-        }
+    /// The state at the current sequence for a checkpoint: frozen and
+    /// forked (the shards go on at their next input).
+    #[cfg(unix)]
+    fn image_at(&mut self, sequence: u64, timestamp: u64) -> Result<StateImage, String> {
+        let frozen = self
+            .ledger
+            .freeze()
+            .map_err(|error| format!("the shards could not stop for the checkpoint: {error}"))?;
+        crate::checkpoint_process::fork(&frozen, sequence, timestamp).map(StateImage::Forked)
+    }
+
+    /// The state at the current sequence for a checkpoint: copied.
+    #[cfg(not(unix))]
+    fn image_at(&mut self, _sequence: u64, _timestamp: u64) -> Result<StateImage, String> {
+        self.ledger
+            .snapshot()
+            .map(StateImage::Copied)
+            .map_err(|error| format!("the shards could not copy their state: {error}"))
     }
 
     fn publish_shard_stats(&self) {
@@ -1500,130 +1486,47 @@ struct Checkpointer<S: Storage> {
     /// A checkpoint at S lets the log up to S go, so the history must hold
     /// every batch up to S first (it is rebuilt only from the log).
     wait_for_history: bool,
-    /// The copy of the state and how far in the log it is.
-    follower: LogFollower,
-    /// A job taken from the queue for a marker not reached yet.
-    next_job: Option<CheckpointJob>,
-    /// The engine stops without a final checkpoint: stop following now.
+    /// The engine stops without a final checkpoint: give up the one being
+    /// made.
     stopping: Arc<AtomicBool>,
 }
 
-/// Bytes the checkpointer's copy of the state takes for its idempotency
-/// records, for the memory budget: a lone ledger's table allocated for
-/// `records_max` (40-byte ring slots and an index of at least two 8-byte
-/// buckets a record, see `Records::lone`). The rest of the copy takes what
-/// the ledger's tables take.
-pub fn checkpoint_follower_records_bytes(records_max: u64) -> u64 {
+/// Bytes the checkpoint's process takes for its idempotency records while
+/// it runs, for the memory budget: the lone ledger it merges the state into
+/// has a table allocated for `records_max` (40-byte ring slots and an index
+/// of at least two 8-byte buckets a record, see `Records::lone`). The rest
+/// of its copy takes what the ledger's tables take.
+pub fn checkpoint_process_records_bytes(records_max: u64) -> u64 {
     crate::ledger::lone_records_bytes(usize::try_from(records_max).unwrap_or(usize::MAX)) as u64
 }
 
 /// Longest a checkpoint waits for the history writer to reach its marker.
 const CHECKPOINT_HISTORY_WAIT: Duration = Duration::from_secs(60);
-/// How often the checkpointer looks for new log records when it has caught
-/// up.
-const FOLLOW_INTERVAL: Duration = Duration::from_millis(20);
-/// Log records the checkpointer replays between looks at its queue and the
-/// stop flag (at most 64 full batches: some milliseconds).
-const FOLLOW_SLICE_RECORDS: usize = 64;
-/// The checkpointer's nice value (Linux: 0 normal, 19 lowest). At 10 it
-/// gets about a tenth of a core another thread also wants, which is more
-/// than it needs to keep up (it replays several times faster than the
-/// shards execute), and the shards and the router keep the rest.
+/// The checkpoint thread's nice value (Linux: 0 normal, 19 lowest): it
+/// writes what the checkpoint's process streams into the storage, which
+/// is never urgent.
 const CHECKPOINTER_NICE: i32 = 10;
 
 impl<S: Storage> Checkpointer<S> {
     fn run(mut self) {
         lower_priority(CHECKPOINTER_NICE);
-        while !self.stopping.load(Ordering::Relaxed) {
-            let target = self.stats.last_sequence.load(Ordering::Acquire);
-            let followed = self
-                .follower
-                .follow(&self.storage, target, FOLLOW_SLICE_RECORDS);
-            self.stats
-                .checkpoint_follower_sequence
-                .store(self.follower.sequence(), Ordering::Relaxed);
-            let keep_going = match followed {
-                Ok(Followed::Slice) => true,
-                Ok(Followed::Reached) => self.wait_for_work(),
-                Ok(Followed::Marker {
-                    sequence,
-                    timestamp,
-                }) => self.at_marker(sequence, timestamp),
-                Err(error) => {
-                    tracing::error!(%error, "the checkpointer cannot follow the log; no more checkpoints, the log is kept in full");
-                    false
-                }
-            };
-            if !keep_going {
-                break;
-            }
-        }
-        // Answer what is left (a stop, or the follower failed).
-        let jobs = self.next_job.take().into_iter().chain(self.jobs.try_iter());
-        for job in jobs {
-            if let Some(reply) = job.reply {
-                reply(Err("the engine stopped before this checkpoint".to_owned()));
-            }
-        }
-        crate::prefetch::drop_in_background(self.follower);
-    }
-
-    /// Caught up: waits a moment for a job or more log. False once the
-    /// router is gone and the log is replayed up to its end.
-    fn wait_for_work(&mut self) -> bool {
-        if self.next_job.is_some() {
-            std::thread::sleep(FOLLOW_INTERVAL);
-            return true;
-        }
-        match self.jobs.recv_timeout(FOLLOW_INTERVAL) {
-            Ok(job) => {
-                self.next_job = Some(job);
-                true
-            }
-            Err(channel::RecvTimeoutError::Timeout) => true,
-            Err(channel::RecvTimeoutError::Disconnected) => false,
+        // Ends once the router is gone and every job it sent is answered.
+        while let Ok(job) = self.jobs.recv() {
+            self.checkpoint(job);
         }
     }
 
-    /// The follower's state is the state at the marker `sequence`: waits
-    /// for the router's job for it, checkpoints, and passes the marker. A
-    /// marker whose job was skipped (the queue was full) is passed as it is.
-    /// False if the engine stops first.
-    fn at_marker(&mut self, sequence: u64, timestamp: u64) -> bool {
-        let job = loop {
-            if self.stopping.load(Ordering::Relaxed) {
-                return false;
-            }
-            let job = match self.next_job.take() {
-                Some(job) => job,
-                None => match self.jobs.recv_timeout(FOLLOW_INTERVAL) {
-                    Ok(job) => job,
-                    Err(channel::RecvTimeoutError::Timeout) => continue,
-                    Err(channel::RecvTimeoutError::Disconnected) => return false,
-                },
-            };
-            if job.sequence < sequence {
-                // Jobs come in marker order and each marker stops the
-                // follower, so this does not happen; answer it anyway.
-                if let Some(reply) = job.reply {
-                    reply(Err(format!(
-                        "the checkpointer is past marker {}",
-                        job.sequence
-                    )));
-                }
-                continue;
-            }
-            break job;
-        };
-        if job.sequence > sequence {
-            // This marker's job was skipped: keep the job for its marker.
-            self.next_job = Some(job);
-            self.follower.pass_marker(sequence, timestamp);
-            return true;
-        }
+    /// Saves the job's checkpoint and answers it.
+    fn checkpoint(&mut self, job: CheckpointJob) {
+        let CheckpointJob {
+            sequence,
+            timestamp,
+            reply,
+            image,
+        } = job;
         let started = Instant::now();
         tracing::info!(sequence, "checkpoint started");
-        let outcome = self.save(sequence, timestamp);
+        let outcome = self.save(sequence, timestamp, image);
         self.stats
             .checkpoint_write_ns_last
             .store(elapsed_ns(started), Ordering::Relaxed);
@@ -1651,16 +1554,17 @@ impl<S: Storage> Checkpointer<S> {
             }
             Err(error) => tracing::error!(%error, "checkpoint failed; the log is kept in full"),
         }
-        if let Some(reply) = job.reply {
+        if let Some(reply) = reply {
             reply(outcome);
         }
-        self.follower.pass_marker(sequence, timestamp);
-        true
     }
 
-    /// Saves the follower's state as the checkpoint at the marker
+    /// Saves the state of `image` as the checkpoint at the marker
     /// (`sequence`, `timestamp`) and trims the log behind it.
-    fn save(&mut self, sequence: u64, timestamp: u64) -> Result<u64, String> {
+    fn save(&mut self, sequence: u64, timestamp: u64, image: StateImage) -> Result<u64, String> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err("the engine is stopping; checkpoint abandoned".to_owned());
+        }
         if self.wait_for_history
             && !wait_for_history(&self.stats, sequence, CHECKPOINT_HISTORY_WAIT)
         {
@@ -1677,39 +1581,79 @@ impl<S: Storage> Checkpointer<S> {
                 .sync_history()
                 .map_err(|error| error.to_string())?;
         }
-        let ledger = self.follower.ledger();
-        self.stats.publish_tables(&ledger.tables(), sequence);
         let phase = Instant::now();
-        let digest = ledger.digest();
-        let digest_ms = phase.elapsed().as_millis() as u64;
-        if self.stopping.load(Ordering::Relaxed) {
-            return Err("the engine is stopping; checkpoint abandoned".to_owned());
-        }
-        // Encoded as it is written, chunk by chunk: the whole image is
-        // never in memory beside the state.
-        let checkpoint = storage::LedgerCheckpoint::new(ledger, sequence, timestamp, digest);
-        let phase = Instant::now();
-        self.storage
-            .save_checkpoint_from(&checkpoint)
-            .map_err(|error| error.to_string())?;
+        let (state_bytes, image_ms) = self.write_image(sequence, timestamp, image)?;
         let save = phase.elapsed();
-        let (encode, chunks) = checkpoint.times();
         let phase = Instant::now();
         self.storage
             .trim_log(sequence)
             .map_err(|error| error.to_string())?;
         tracing::info!(
             sequence,
-            state_bytes = checkpoint.state_len(),
-            digest_ms,
-            encode_ms = encode.as_millis() as u64,
-            // Chunks into the table file, its ingestion and the manifest.
-            write_ms = save.saturating_sub(encode).as_millis() as u64,
-            chunks_ms = chunks.as_millis() as u64,
+            state_bytes,
+            // Until the image's first bytes: the merge and the digest.
+            image_ms,
+            // The rest: encoding, the chunks into the table file, its
+            // ingestion and the manifest.
+            write_ms = save
+                .saturating_sub(Duration::from_millis(image_ms))
+                .as_millis() as u64,
             trim_ms = phase.elapsed().as_millis() as u64,
             "checkpoint written"
         );
         Ok(sequence)
+    }
+
+    /// Writes the image into the storage: bytes of state and milliseconds
+    /// until the image's header (digest and table use) was there.
+    #[cfg(unix)]
+    fn write_image(
+        &mut self,
+        sequence: u64,
+        timestamp: u64,
+        image: StateImage,
+    ) -> Result<(u64, u64), String> {
+        let StateImage::Forked(mut forked) = image;
+        let started = Instant::now();
+        let (digest, tables) = forked.read_header(&self.stopping)?;
+        let image_ms = started.elapsed().as_millis() as u64;
+        self.stats.publish_tables(&tables, sequence);
+        let source = crate::checkpoint_process::Streamed {
+            forked: std::cell::RefCell::new(&mut forked),
+            sequence,
+            timestamp,
+            digest,
+            stopping: &self.stopping,
+            state_bytes: std::cell::Cell::new(0),
+        };
+        self.storage
+            .save_checkpoint_from(&source)
+            .map_err(|error| error.to_string())?;
+        let state_bytes = source.state_bytes.get();
+        forked.finish()?;
+        Ok((state_bytes, image_ms))
+    }
+
+    /// Writes the image into the storage: bytes of state and milliseconds
+    /// the merge and the digest took.
+    #[cfg(not(unix))]
+    fn write_image(
+        &mut self,
+        sequence: u64,
+        timestamp: u64,
+        image: StateImage,
+    ) -> Result<(u64, u64), String> {
+        let StateImage::Copied(state) = image;
+        let started = Instant::now();
+        let ledger = state.merge();
+        self.stats.publish_tables(&ledger.tables(), sequence);
+        let digest = ledger.digest();
+        let image_ms = started.elapsed().as_millis() as u64;
+        let checkpoint = storage::LedgerCheckpoint::new(&ledger, sequence, timestamp, digest);
+        self.storage
+            .save_checkpoint_from(&checkpoint)
+            .map_err(|error| error.to_string())?;
+        Ok((checkpoint.state_len(), image_ms))
     }
 }
 

@@ -357,23 +357,24 @@ pub(super) fn split(mut ledger: Ledger, shards: usize) -> Split {
 }
 
 /// Merges shard states back into one lone ledger. `records` are the
-/// router's, in global arrival order.
+/// router's, in global arrival order, `records_len` of them.
 pub(super) fn merge(
     config: LedgerConfig,
     sequence: u64,
     timestamp: u64,
-    shards: Vec<Ledger>,
-    records: Vec<(CommandId, IdempotencyRecord)>,
+    shards: &[Ledger],
+    records: impl IntoIterator<Item = (CommandId, IdempotencyRecord)>,
+    records_len: usize,
 ) -> Ledger {
     let mut merged = Ledger::with_records(
         config,
-        Records::lone(config.idempotency_records_max.max(records.len())),
+        Records::lone(config.idempotency_records_max.max(records_len)),
     );
     merged.sequence = sequence;
     merged.timestamp = timestamp;
     // Per shard: old slot → merged slot.
     let mut places: Vec<Vec<u32>> = Vec::with_capacity(shards.len());
-    for shard in &shards {
+    for shard in shards {
         let mut place = Vec::with_capacity(shard.books.accounts.len());
         for account in &shard.books.accounts {
             if account.kind == AccountKind::House {
@@ -471,9 +472,10 @@ pub(super) fn merge(
     for (id, record) in records {
         merged.records.push(id, &record);
     }
-    merge_risk(&mut merged, &shards);
+    debug_assert_eq!(merged.records.len(), records_len, "every record merged");
+    merge_risk(&mut merged, shards);
     // Instruments: each customer's on its shard, so the lists are disjoint.
-    for shard in &shards {
+    for shard in shards {
         for (owner, instrument) in shard.books.instruments.sorted() {
             let inserted = merged.books.instruments.insert(owner, instrument);
             debug_assert!(inserted, "a customer's instruments live on one shard");

@@ -178,12 +178,55 @@ impl ShardedState {
 
     /// One lone-ledger state: house parts summed, records in global order.
     pub fn merge(self) -> Ledger {
+        let records_len = self.records.len();
         layout::merge(
             self.config,
             self.sequence,
             self.timestamp,
-            self.shards,
+            &self.shards,
             self.records,
+            records_len,
+        )
+    }
+}
+
+/// Every shard waiting at a freeze ([`ShardedLedger::freeze`]): the
+/// shards' states at these addresses and the router's tables are the state
+/// at one sequence number while this lives.
+pub(crate) struct Frozen<'a> {
+    ledger: &'a ShardedLedger,
+    addresses: Vec<usize>,
+}
+
+impl Frozen<'_> {
+    /// The whole state merged into one lone ledger, read from the frozen
+    /// shards' memory.
+    ///
+    /// # Safety
+    /// Only in a process forked while this `Frozen` lived, in which the
+    /// shard threads do not exist: their `Ledger`s are then plain memory
+    /// that nothing else reads or writes. They are read in place and never
+    /// dropped (the forked process ends with `_exit`).
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn merge_in_fork(&self) -> Ledger {
+        let shards: Vec<Ledger> = self
+            .addresses
+            .iter()
+            // SAFETY: each address is a live `Ledger` of a shard thread,
+            // which stays untouched while frozen (`Input::Freeze`); in the
+            // forked copy of the memory no thread runs but this one. The
+            // copies are forgotten below, never dropped.
+            .map(|&address| unsafe { std::ptr::read(address as *const Ledger) })
+            .collect();
+        let shards = std::mem::ManuallyDrop::new(shards);
+        let ledger = self.ledger;
+        layout::merge(
+            ledger.config,
+            ledger.sequence,
+            ledger.timestamp,
+            &shards,
+            ledger.lone_records(),
+            ledger.tables.records.len(),
         )
     }
 }
@@ -625,7 +668,9 @@ impl ShardedLedger {
             }
             // Each taken by the call that asked for it (`ask_accounts`,
             // `ask_query`, `snapshot`): one arriving here is a bug.
-            (_, Output::Accounts(_) | Output::State(_) | Output::Query(_)) => self.failed = true,
+            (_, Output::Accounts(_) | Output::State(_) | Output::Frozen(_) | Output::Query(_)) => {
+                self.failed = true
+            }
         }
     }
 
@@ -955,27 +1000,71 @@ impl ShardedLedger {
         }
         let states: Option<Vec<Ledger>> = states.into_iter().collect();
         let shards = states.ok_or(ShardError::ShardStopped)?;
-        let records = self
-            .tables
-            .records
-            .iter()
-            .map(|(id, record)| {
-                (
-                    id,
-                    crate::ledger::IdempotencyRecord {
-                        fingerprint: record.fingerprint,
-                        status: record.status.unwrap_or(Status::Unavailable),
-                        timestamp: record.timestamp,
-                    },
-                )
-            })
-            .collect::<Vec<_>>();
+        let records = self.lone_records().collect::<Vec<_>>();
         Ok(ShardedState {
             config: self.config,
             sequence: self.sequence,
             timestamp: self.timestamp,
             shards,
             records,
+        })
+    }
+
+    /// The router's idempotency records as a lone ledger keeps them,
+    /// oldest first.
+    fn lone_records(
+        &self,
+    ) -> impl Iterator<Item = (CommandId, crate::ledger::IdempotencyRecord)> + '_ {
+        self.tables.records.iter().map(|(id, record)| {
+            (
+                id,
+                crate::ledger::IdempotencyRecord {
+                    fingerprint: record.fingerprint,
+                    status: record.status.unwrap_or(Status::Unavailable),
+                    timestamp: record.timestamp,
+                },
+            )
+        })
+    }
+
+    /// Completes every batch in flight, then has every shard answer with
+    /// the address of its state and wait: until the router sends the next
+    /// input, no shard touches its state, so the addresses and the
+    /// router's own tables are one consistent state at the current
+    /// sequence. Used to fork the checkpoint's process
+    /// (`crate::checkpoint_process`); the next call that sends anything
+    /// (a batch, a query) lets the shards go on.
+    pub(crate) fn freeze(&mut self) -> Result<Frozen<'_>, ShardError> {
+        self.settle();
+        if self.failed {
+            return Err(ShardError::ShardStopped);
+        }
+        for input in &self.inputs {
+            input
+                .send(Input::Freeze)
+                .map_err(|_| ShardError::ShardStopped)?;
+        }
+        let mut addresses = vec![0usize; self.shards];
+        for _ in 0..self.shards {
+            match self.receive_output() {
+                Ok((shard, Output::Frozen(address))) => {
+                    if let Some(place) = addresses.get_mut(shard as usize) {
+                        *place = address;
+                    }
+                }
+                _ => {
+                    self.failed = true;
+                    return Err(ShardError::ShardStopped);
+                }
+            }
+        }
+        assert!(
+            addresses.iter().all(|&address| address != 0),
+            "every shard answered a freeze once"
+        );
+        Ok(Frozen {
+            ledger: self,
+            addresses,
         })
     }
 

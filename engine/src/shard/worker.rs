@@ -118,8 +118,12 @@ pub(crate) enum Input {
     /// The accounts with these ids, each if this shard has it (one message
     /// for all the balance queries of a request).
     Accounts(Vec<AccountId>),
-    /// A copy of the whole state, for a checkpoint or a merge.
+    /// A copy of the whole state, for a merge.
     State,
+    /// Answer with the address of this shard's state and touch nothing
+    /// until the next input: the router forks the checkpoint's process
+    /// while every shard waits (`crate::checkpoint_process`).
+    Freeze,
     /// A risk policy record, between two batches: (sequence, timestamp,
     /// policy).
     RiskPolicy(u64, u64, Box<RiskPolicy>),
@@ -146,6 +150,9 @@ pub(crate) enum Output {
     /// In the order asked.
     Accounts(Vec<Option<Account>>),
     State(Box<Ledger>),
+    /// The address of the shard's `Ledger`, which stays where it is and
+    /// unchanged until the shard's next input.
+    Frozen(usize),
     Query(QueryReply),
 }
 
@@ -310,6 +317,10 @@ impl Worker {
                         .collect(),
                 ),
                 Input::State => Output::State(Box::new(self.ledger.clone())),
+                Input::Freeze => {
+                    debug_assert!(self.deferred.is_empty(), "no half waits at a freeze");
+                    Output::Frozen(std::ptr::from_ref(&self.ledger) as usize)
+                }
                 Input::RiskPolicy(sequence, timestamp, policy) => {
                     self.ledger.set_risk_policy(sequence, timestamp, *policy);
                     continue;

@@ -27,10 +27,7 @@ pub mod snapshot;
 
 pub use memory::MemoryStorage;
 pub use record::{LogEntry, LogRecord, RecordError};
-pub use recovery::{
-    recover, recover_with_copy, recover_with_history, Followed, LogFollower, RecoveryCopy,
-    RecoveryReport,
-};
+pub use recovery::{recover, recover_for_engine, recover_with_history, RecoveryReport};
 pub use rocks::RocksStorage;
 pub use segments::{HistoryConfig, HistoryOpenReport, HistoryStats, HistoryStore, HEADS_FILE};
 pub use snapshot::{

@@ -8,8 +8,6 @@
 
 use std::time::{Duration, Instant};
 
-use crossbeam::channel;
-
 use crate::command::CommandResult;
 use crate::ledger::{Ledger, LedgerConfig};
 use crate::storage::record::{LogEntry, LogRecord};
@@ -35,9 +33,7 @@ pub struct RecoveryReport {
     /// the sequencer continues after them.
     pub last_sequence: u64,
     pub last_timestamp: u64,
-    /// The whole recovery; for [`recover_with_copy`], up to
-    /// [`RecoveryCopy::finish`] (the split over the shards, which the
-    /// start does meanwhile, included).
+    /// The whole recovery.
     pub elapsed: Duration,
     /// Part of `elapsed` spent loading the checkpoint (reading, decoding,
     /// and for [`recover`] checking its digest) ...
@@ -45,12 +41,14 @@ pub struct RecoveryReport {
     /// ... replaying the log after it (reading, decoding, applying, and
     /// rebuilding the history past its watermark) ...
     pub replay_elapsed: Duration,
-    /// ... and on the final digest of the whole state (it
-    /// dominates when many idempotency records are kept).
+    /// ... and on the digest of the whole state (the end state's for
+    /// [`recover`]; the checkpoint's, checked before the replay, for
+    /// [`recover_for_engine`]; it dominates when many idempotency records
+    /// are kept).
     pub digest_elapsed: Duration,
     /// `Ledger::digest` of the state at record `digest_sequence`: the
     /// recovered state for [`recover`]; the checkpoint's state (checked
-    /// against its stored digest) for [`recover_with_copy`], which skips
+    /// against its stored digest) for [`recover_for_engine`], which skips
     /// digesting the end state (a start does not wait for it; `payrail
     /// verify` computes it).
     pub digest: [u8; 32],
@@ -244,7 +242,7 @@ fn config_changes(stored: &LedgerConfig, config: &LedgerConfig) -> String {
 /// Records after the checkpoint were written with the checkpoint's values
 /// (a start with other values is refused while there are any, and a start
 /// that changes them with none saves a checkpoint with the new values at
-/// once: [`recover_with_copy`]), so a difference with records to replay is
+/// once: [`recover_for_engine`]), so a difference with records to replay is
 /// refused: [`StorageError::ConfigChanged`]. Otherwise returns the
 /// differences (empty if none), which apply from the checkpoint on.
 fn check_config(
@@ -504,72 +502,45 @@ fn replay(
     Ok(batches_applied)
 }
 
-/// Recovery for a starting engine, which needs the state twice: for the
-/// shards and for the checkpointer's [`LogFollower`]. The copy is taken
-/// as soon as the checkpoint is decoded, and a second thread checks the
-/// checkpoint's digest on it and then replays the log tail onto it and
-/// digests the result, while this thread replays the tail (rebuilding the
-/// history) onto the original, which the caller then splits over the
-/// shards. [`RecoveryCopy::finish`] waits for the second thread. The
-/// checkpoint is checked as [`recover_with_history`] checks it, on the
-/// machine's other core; the end state is not digested (the replay is
+/// Recovery for a starting engine: [`recover_with_history`], except that
+/// a start that changes the config with nothing logged after the checkpoint
+/// saves the checkpoint again with the configured values (which then apply
+/// from there), and that the end state is not digested (the replay is
 /// deterministic, and a digest of gigabytes of state would hold up the
-/// start for seconds): the report's digest is the checkpoint's.
-/// With `prefault`, the copy's idempotency record table is touched there
-/// too (memory flat from the start, no page zeroing on the follower's
-/// path).
-pub fn recover_with_copy<S: Storage + Clone>(
-    storage: &mut S,
+/// start for seconds; `payrail verify` computes it): the checkpoint is
+/// checked against its digest before the replay, and the report's digest
+/// is the checkpoint's.
+pub fn recover_for_engine(
+    storage: &mut dyn Storage,
     config: LedgerConfig,
     history: bool,
-    prefault: bool,
-) -> Result<(Ledger, RecoveryCopy), StorageError> {
+) -> Result<(Ledger, RecoveryReport), StorageError> {
     let started = Instant::now();
     let mut loaded = load_unchecked(storage, config)?;
     let changes = check_config(storage, &loaded, &config)?;
-    if !changes.is_empty() {
+    let checked = !changes.is_empty();
+    let mut digest_elapsed = Duration::ZERO;
+    if checked {
         // Checked against its digest first: it is saved again.
+        let digest_started = Instant::now();
         check_digest(&loaded.ledger, loaded.sequence, &loaded.digest)?;
+        digest_elapsed = digest_started.elapsed();
         resave_with_config(storage, &mut loaded, &changes)?;
     }
-    let checkpoint = (loaded.sequence, loaded.timestamp, loaded.digest);
-    let has_checkpoint = loaded.sequence > 0;
+    let (checkpoint_sequence, checkpoint_digest) = (loaded.sequence, loaded.digest);
     let (mut ledger, mut report) = begin(loaded, started);
-    // The follower's copy keeps its records for the process's life (the
-    // mark is copied with the table).
-    ledger.records.advise_huge_pages();
-    let copying = Instant::now();
-    let copy = ledger.clone();
-    let copy_elapsed = copying.elapsed();
-    let (replayed_sender, replayed) = channel::bounded::<Replayed>(1);
-    let copy_storage = storage.clone();
-    let thread = std::thread::Builder::new()
-        .name("payrail-recovery".into())
-        .spawn(move || {
-            follow_copy(
-                copy,
-                prefault,
-                &copy_storage,
-                has_checkpoint.then_some(checkpoint),
-                &replayed,
-            )
-        })
-        .map_err(|error| StorageError::Io(format!("cannot start the recovery thread: {error}")))?;
+    if !checked && checkpoint_sequence > 0 {
+        let digest_started = Instant::now();
+        check_digest(&ledger, checkpoint_sequence, &checkpoint_digest)?;
+        digest_elapsed = digest_started.elapsed();
+    }
     replay(storage, &mut ledger, &mut report, history)?;
-    // The copy replays up to where this replay ended (a torn tail dropped).
-    let _ = replayed_sender.send(Replayed {
-        sequence: report.last_sequence,
-    });
-    Ok((
-        ledger,
-        RecoveryCopy {
-            started,
-            checkpoint_digest: checkpoint.2,
-            copy_elapsed,
-            report,
-            thread,
-        },
-    ))
+    report.digest = checkpoint_digest;
+    report.digest_sequence = checkpoint_sequence;
+    report.digest_elapsed = digest_elapsed;
+    report.elapsed = started.elapsed();
+    log_recovered(&report);
+    Ok((ledger, report))
 }
 
 /// A start that changes the config with nothing logged after the
@@ -612,229 +583,4 @@ fn resave_with_config(
     loaded.sequence = sequence;
     loaded.stored_config = Some(loaded.ledger.config);
     Ok(())
-}
-
-/// Where the main replay of [`recover_with_copy`] ended.
-struct Replayed {
-    sequence: u64,
-}
-
-/// What the copy's thread did.
-struct CopyDone {
-    follower: LogFollower,
-    /// Time spent on the checkpoint's digest.
-    digest_elapsed: Duration,
-}
-
-/// Checks `copy` against the checkpoint's digest (if there is a checkpoint:
-/// its sequence, timestamp and digest), then replays the log onto it up to
-/// where the main replay ended.
-fn follow_copy(
-    mut copy: Ledger,
-    prefault: bool,
-    storage: &dyn Storage,
-    checkpoint: Option<(u64, u64, [u8; 32])>,
-    replayed: &channel::Receiver<Replayed>,
-) -> Result<CopyDone, StorageError> {
-    let digest_started = Instant::now();
-    let (sequence, timestamp) = match checkpoint {
-        Some((sequence, timestamp, digest)) => {
-            check_digest(&copy, sequence, &digest)?;
-            (sequence, timestamp)
-        }
-        None => (0, 0),
-    };
-    let digest_elapsed = digest_started.elapsed();
-    if prefault {
-        copy.records.prefault();
-    }
-    let Ok(end) = replayed.recv() else {
-        // The main replay failed; its error is the one reported.
-        return Err(StorageError::Io("recovery stopped".to_owned()));
-    };
-    let mut follower = LogFollower::new(copy, sequence, timestamp);
-    loop {
-        match follower.follow(storage, end.sequence, usize::MAX)? {
-            Followed::Reached => break,
-            Followed::Slice => {}
-            Followed::Marker {
-                sequence,
-                timestamp,
-            } => follower.pass_marker(sequence, timestamp),
-        }
-    }
-    if follower.sequence() != end.sequence {
-        return Err(corrupt(
-            end.sequence,
-            format!(
-                "the checkpointer's copy of the state reached record {} only",
-                follower.sequence()
-            ),
-        ));
-    }
-    Ok(CopyDone {
-        follower,
-        digest_elapsed,
-    })
-}
-
-/// The second half of [`recover_with_copy`]: the copy's thread.
-#[derive(Debug)]
-pub struct RecoveryCopy {
-    started: Instant,
-    checkpoint_digest: [u8; 32],
-    copy_elapsed: Duration,
-    /// The main replay's report; `digest` and the times are filled in by
-    /// [`RecoveryCopy::finish`].
-    report: RecoveryReport,
-    thread: std::thread::JoinHandle<Result<CopyDone, StorageError>>,
-}
-
-impl RecoveryCopy {
-    /// Waits for the copy: its digest check of the checkpoint (an error if
-    /// it fails) and its replay. Returns the checkpointer's follower, at
-    /// the same record as the main replay, and the whole report (its
-    /// `elapsed` runs to now).
-    pub fn finish(self) -> Result<(LogFollower, RecoveryReport), StorageError> {
-        let done = self
-            .thread
-            .join()
-            .map_err(|_| StorageError::Io("the recovery thread panicked".to_owned()))??;
-        let mut report = self.report;
-        report.digest = self.checkpoint_digest;
-        report.digest_sequence = report.checkpoint_sequence;
-        report.digest_elapsed = done.digest_elapsed;
-        report.elapsed = self.started.elapsed();
-        tracing::info!(
-            ms = self.copy_elapsed.as_millis() as u64,
-            "state copied for the checkpointer"
-        );
-        log_recovered(&report);
-        Ok((done.follower, report))
-    }
-}
-
-/// A lone ledger kept in step with the log by replaying it, as recovery
-/// does: the checkpointer's own copy of the state (docs/architecture.md,
-/// "Checkpoints"). It starts from the recovered state and replays the
-/// records the sequencer made durable, with the same checks as recovery
-/// (a record that fails them is corruption: the live log has no torn tail).
-/// The lone ledger and the shards run one rule set, so its state at a
-/// checkpoint marker is the state the shards have there.
-#[derive(Debug)]
-pub struct LogFollower {
-    ledger: Ledger,
-    /// Sequence and timestamp of the last record replayed (checkpoint
-    /// markers included; `ledger.sequence()` counts batches only).
-    sequence: u64,
-    timestamp: u64,
-    /// Commands replayed since the start.
-    commands: u64,
-    results: Vec<CommandResult>,
-}
-
-/// Where [`LogFollower::follow`] stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Followed {
-    /// Every record up to the target is replayed.
-    Reached,
-    /// The next record is a checkpoint marker, not passed yet: the state is
-    /// the state at the marker (checkpoint it, then
-    /// [`LogFollower::pass_marker`]).
-    Marker { sequence: u64, timestamp: u64 },
-    /// The slice's record count is used up; call again.
-    Slice,
-}
-
-impl LogFollower {
-    /// A follower whose state `ledger` holds every record up to `sequence`
-    /// (with `timestamp`): what recovery returned.
-    pub fn new(ledger: Ledger, sequence: u64, timestamp: u64) -> LogFollower {
-        LogFollower {
-            ledger,
-            sequence,
-            timestamp,
-            commands: 0,
-            results: Vec::new(),
-        }
-    }
-
-    pub fn ledger(&self) -> &Ledger {
-        &self.ledger
-    }
-
-    /// Sequence of the last record replayed or passed.
-    pub fn sequence(&self) -> u64 {
-        self.sequence
-    }
-
-    /// Commands replayed since the start.
-    pub fn commands(&self) -> u64 {
-        self.commands
-    }
-
-    /// Replays the records after [`LogFollower::sequence`] up to `target`,
-    /// at most `records_max` of them, stopping before a checkpoint marker.
-    pub fn follow(
-        &mut self,
-        storage: &dyn Storage,
-        target: u64,
-        records_max: usize,
-    ) -> Result<Followed, StorageError> {
-        let mut left = records_max;
-        while self.sequence < target {
-            if left == 0 {
-                return Ok(Followed::Slice);
-            }
-            let wanted = usize::try_from(target - self.sequence)
-                .unwrap_or(usize::MAX)
-                .min(left)
-                .min(RECOVERY_PAGE_RECORDS);
-            let page = storage.read_log(self.sequence, wanted)?;
-            if page.is_empty() {
-                // The target is past the log's end: nothing more to read.
-                return Ok(Followed::Reached);
-            }
-            for (sequence, bytes) in page {
-                let record = LogRecord::decode(&bytes)
-                    .map_err(|error| corrupt(sequence, error.to_string()))?;
-                check_record(sequence, &record, self.sequence, self.timestamp)?;
-                match record.entry {
-                    LogEntry::Checkpoint => {
-                        return Ok(Followed::Marker {
-                            sequence,
-                            timestamp: record.timestamp,
-                        })
-                    }
-                    LogEntry::Batch(commands) => {
-                        // check_record: apply's assertions hold.
-                        self.results.clear();
-                        self.ledger.apply(
-                            record.sequence,
-                            record.timestamp,
-                            &commands,
-                            &mut self.results,
-                        );
-                        self.commands += commands.len() as u64;
-                    }
-                    LogEntry::RiskPolicy(policy) => {
-                        self.ledger
-                            .set_risk_policy(record.sequence, record.timestamp, *policy);
-                    }
-                }
-                self.sequence = sequence;
-                self.timestamp = record.timestamp;
-                left -= 1;
-            }
-        }
-        Ok(Followed::Reached)
-    }
-
-    /// Steps over the checkpoint marker [`LogFollower::follow`] stopped at.
-    pub fn pass_marker(&mut self, sequence: u64, timestamp: u64) {
-        assert_eq!(sequence, self.sequence + 1, "the marker is the next record");
-        assert!(timestamp >= self.timestamp, "time never goes back");
-        self.sequence = sequence;
-        self.timestamp = timestamp;
-    }
 }
