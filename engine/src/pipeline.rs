@@ -383,8 +383,14 @@ enum Request {
         queries: Vec<Query>,
         reply: Reply<Vec<QueryReply>>,
     },
-    /// Take a checkpoint now; the reply comes when it is saved.
-    Checkpoint { reply: Reply<Result<u64, String>> },
+    /// Take a checkpoint now; the reply comes when it is saved. `wait`: if
+    /// one is still being written at the marker, wait for it (asked for,
+    /// and the final one); otherwise none is taken at this marker (the
+    /// periodic ones).
+    Checkpoint {
+        reply: Reply<Result<u64, String>>,
+        wait: bool,
+    },
     /// Put a risk policy in force through the log.
     RiskPolicy {
         policy: Box<RiskPolicy>,
@@ -410,6 +416,8 @@ enum Execute {
         sequence: u64,
         timestamp: u64,
         reply: Option<Reply<Result<u64, String>>>,
+        /// See `Request::Checkpoint`.
+        wait: bool,
     },
     RiskPolicy {
         sequence: u64,
@@ -442,12 +450,13 @@ enum StateImage {
     Copied(crate::shard::ShardedState),
 }
 
-/// Checkpoint jobs waiting for the checkpointer. A marker comes every
-/// `checkpoint_commands` commands or `checkpoint_interval`, so a full queue
-/// means the checkpointer is far behind: the router then answers the
-/// marker's reply with an error instead of waiting, and the checkpointer
-/// passes that marker (a later one trims the log).
-const CHECKPOINT_QUEUE_JOBS: usize = 16;
+/// Checkpoint jobs waiting for the checkpointer: one checkpoint is made at
+/// a time (each has a forked process holding the memory it was forked
+/// with), see `RouterStage::checkpoint_at`.
+const CHECKPOINT_QUEUE_JOBS: usize = 1;
+/// Longest the router waits at a marker whose checkpoint was asked for
+/// while the previous one is still being written.
+const CHECKPOINT_BUSY_WAIT_MAX: Duration = Duration::from_secs(600);
 
 /// A cheap, clonable handle for submitting work to a running engine. Its
 /// requests wait in its lane, in order; the sequencer takes them in turn
@@ -524,7 +533,7 @@ impl EngineHandle {
 
     /// Asks for a checkpoint now; `reply` gets its sequence number once saved.
     pub fn checkpoint(&self, reply: Reply<Result<u64, String>>) -> Result<(), SubmitError> {
-        self.send(Request::Checkpoint { reply })
+        self.send(Request::Checkpoint { reply, wait: true })
     }
 
     /// Puts a risk policy in force: logged like a batch (its own record,
@@ -692,6 +701,7 @@ impl Engine {
         let (checkpoint_sender, checkpoint_receiver) =
             channel::bounded::<CheckpointJob>(CHECKPOINT_QUEUE_JOBS);
         let stopping = Arc::new(AtomicBool::new(false));
+        let checkpoint_busy = Arc::new(AtomicBool::new(false));
 
         let sequencer = Sequencer {
             storage,
@@ -719,6 +729,7 @@ impl Engine {
             gathered_sequence: 0,
             gathered_since: Instant::now(),
             tally: Vec::new(),
+            checkpoint_busy: Arc::clone(&checkpoint_busy),
         };
         let checkpointer = Checkpointer {
             storage: checkpoint_storage,
@@ -726,6 +737,7 @@ impl Engine {
             stats: Arc::clone(&stats),
             wait_for_history: keeps_history,
             stopping: Arc::clone(&stopping),
+            busy: checkpoint_busy,
         };
         let history_writer = HistoryWriter {
             storage: history_storage,
@@ -863,6 +875,7 @@ impl<S: Storage> Sequencer<S> {
                 if self.checkpoint_due() {
                     group.push(Request::Checkpoint {
                         reply: Box::new(|_| {}),
+                        wait: false,
                     });
                     self.commit(&mut group);
                     continue;
@@ -881,6 +894,7 @@ impl<S: Storage> Sequencer<S> {
             if self.checkpoint_due() {
                 group.push(Request::Checkpoint {
                     reply: Box::new(|_| {}),
+                    wait: false,
                 });
             }
             self.commit(&mut group);
@@ -910,6 +924,7 @@ impl<S: Storage> Sequencer<S> {
             // A final checkpoint, so the next start replays nothing.
             group.push(Request::Checkpoint {
                 reply: Box::new(|_| {}),
+                wait: true,
             });
         }
         group.push(Request::Shutdown);
@@ -975,10 +990,10 @@ impl<S: Storage> Sequencer<S> {
                         reply,
                     }));
                 }
-                Request::Checkpoint { reply } if self.failed => {
+                Request::Checkpoint { reply, .. } if self.failed => {
                     reply(Err("the log is failed; no checkpoint taken".to_owned()));
                 }
-                Request::Checkpoint { reply } => {
+                Request::Checkpoint { reply, wait } => {
                     self.sequence += 1;
                     let timestamp = self.next_timestamp();
                     let record = LogRecord {
@@ -995,6 +1010,7 @@ impl<S: Storage> Sequencer<S> {
                         sequence: self.sequence,
                         timestamp,
                         reply: Some(reply),
+                        wait,
                     }));
                 }
                 Request::RiskPolicy { reply, .. } if self.failed => {
@@ -1149,6 +1165,9 @@ struct RouterStage {
     gathered_since: Instant,
     /// Commands per (kind, status) in the current batch, for metrics.
     tally: Vec<(&'static str, Status, u64)>,
+    /// A checkpoint job is with the checkpointer (set here when it is
+    /// sent, cleared there when it is answered).
+    checkpoint_busy: Arc<AtomicBool>,
 }
 
 /// Batches routed to the shards and not yet answered, at most: the router
@@ -1265,7 +1284,8 @@ impl RouterStage {
                     sequence,
                     timestamp,
                     reply,
-                } => self.checkpoint_at(sequence, timestamp, reply),
+                    wait,
+                } => self.checkpoint_at(sequence, timestamp, reply, wait),
                 Execute::RiskPolicy {
                     sequence,
                     timestamp,
@@ -1295,12 +1315,33 @@ impl RouterStage {
     /// `engine.checkpoint_pause_ns_last`. Never waits for the checkpointer:
     /// if it is so far behind that its queue is full, this marker is
     /// skipped (its reply gets an error; the log is kept).
+    ///
+    /// One checkpoint is made at a time. A periodic marker that comes while
+    /// the previous checkpoint is still being written is passed without one
+    /// (the log is kept; the next marker's checkpoint trims it); one asked
+    /// for (`EngineHandle::checkpoint`, the final one of a stop) waits for
+    /// the previous checkpoint first.
     fn checkpoint_at(
         &mut self,
         sequence: u64,
         timestamp: u64,
         reply: Option<Reply<Result<u64, String>>>,
+        wait: bool,
     ) {
+        if let Err(error) = self.wait_for_checkpointer(wait) {
+            // Nothing for the history writer either: a mark must follow the
+            // movements of every batch before it, and batches before this
+            // marker may still be in flight.
+            tracing::info!(
+                sequence,
+                error,
+                "no checkpoint at this marker; the log is kept"
+            );
+            if let Some(reply) = reply {
+                reply(Err(error.to_owned()));
+            }
+            return;
+        }
         let started = Instant::now();
         self.complete_all();
         let drained_ns = elapsed_ns(started);
@@ -1311,6 +1352,11 @@ impl RouterStage {
             .checkpoint_pause_ns_last
             .store(pause_ns, Ordering::Relaxed);
         tracing::debug!(sequence, drained_ns, pause_ns, "checkpoint marker passed");
+        assert_eq!(
+            self.ledger.in_flight(),
+            0,
+            "a history mark follows the movements of every batch before it"
+        );
         self.flush_history();
         self.send_history_job(HistoryJob::Mark { sequence });
         let image = match image {
@@ -1329,6 +1375,7 @@ impl RouterStage {
             reply,
             image,
         };
+        self.checkpoint_busy.store(true, Ordering::Release);
         let refused = match self.checkpoints.try_send(job) {
             Ok(()) => None,
             Err(TrySendError::Full(job)) => Some((
@@ -1338,12 +1385,29 @@ impl RouterStage {
             Err(TrySendError::Disconnected(job)) => Some((job, "the checkpoint thread stopped")),
         };
         if let Some((job, message)) = refused {
+            self.checkpoint_busy.store(false, Ordering::Release);
             tracing::warn!(sequence = job.sequence, message);
             if let Some(reply) = job.reply {
                 reply(Err(message.to_owned()));
             }
             // Dropping the job's image ends its process.
         }
+    }
+
+    /// Ok once no checkpoint is being written: at once, or (`wait`) after
+    /// waiting for the one that is.
+    fn wait_for_checkpointer(&self, wait: bool) -> Result<(), &'static str> {
+        let started = Instant::now();
+        while self.checkpoint_busy.load(Ordering::Acquire) {
+            if !wait {
+                return Err("the previous checkpoint is still being written");
+            }
+            if started.elapsed() > CHECKPOINT_BUSY_WAIT_MAX {
+                return Err("the previous checkpoint is still being written after 600 s");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
     }
 
     /// The state at the current sequence for a checkpoint: frozen and
@@ -1489,6 +1553,8 @@ struct Checkpointer<S: Storage> {
     /// The engine stops without a final checkpoint: give up the one being
     /// made.
     stopping: Arc<AtomicBool>,
+    /// Cleared once a job is answered (see `RouterStage::checkpoint_busy`).
+    busy: Arc<AtomicBool>,
 }
 
 /// Bytes the checkpoint's process takes for its idempotency records while
@@ -1513,6 +1579,7 @@ impl<S: Storage> Checkpointer<S> {
         // Ends once the router is gone and every job it sent is answered.
         while let Ok(job) = self.jobs.recv() {
             self.checkpoint(job);
+            self.busy.store(false, Ordering::Release);
         }
     }
 
