@@ -121,7 +121,9 @@ fn bench_record(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("decode_record_reusing", "fields"), |b| {
             let mut spare = Vec::new();
             b.iter(|| {
-                let record = LogRecord::decode_reusing(black_box(&bytes), spare.clone()).unwrap();
+                let record =
+                    LogRecord::decode_reusing(black_box(&bytes), std::mem::take(&mut spare))
+                        .unwrap();
                 black_box(&record);
                 if let payrail_engine::storage::LogEntry::Batch(commands) = record.entry {
                     spare = commands;

@@ -732,6 +732,17 @@ fn take_kind(take: &mut Take<'_>) -> Result<CommandKind, CommandDecodeError> {
 /// it used (what `bincode::decode_from_slice` returns for the same bytes).
 #[inline]
 pub fn decode_command(bytes: &[u8]) -> Result<(Command, usize), CommandDecodeError> {
+    match bytes.first_chunk::<COMMAND_BYTES_MAX>() {
+        // At least the largest command's bytes (every command of a batch
+        // but the last one or two): no field can run short, and with the
+        // window's length a constant the length checks fold away.
+        Some(window) => take_command(window),
+        None => take_command(bytes),
+    }
+}
+
+#[inline(always)]
+fn take_command(bytes: &[u8]) -> Result<(Command, usize), CommandDecodeError> {
     let mut take = Take { bytes, at: 0 };
     let id = CommandId(take.u128()?);
     let kind = take_kind(&mut take)?;
@@ -995,11 +1006,16 @@ mod tests {
             assert_eq!(&bytes[1..], &expected[..], "{command:?}");
             largest = largest.max(expected.len());
 
-            // Decoded by both readers, with bytes after it left alone.
-            bytes.extend_from_slice(&[7; 9]);
-            let (ours, theirs) = both(&bytes[1..]);
-            assert_eq!(ours, Ok((command, expected.len())));
-            assert_eq!(ours, theirs);
+            // Decoded by both readers, with bytes after it left alone (a
+            // few, and more than the largest command takes).
+            for after in [9, COMMAND_BYTES_MAX] {
+                let mut followed = bytes.clone();
+                followed.extend(std::iter::repeat_n(7, after));
+                let (ours, theirs) = both(&followed[1..]);
+                assert_eq!(ours, Ok((command, expected.len())));
+                assert_eq!(ours, theirs);
+            }
+            let (ours, _) = both(&bytes[1..]);
 
             let mut again = Vec::new();
             encode_command(&ours.unwrap().0, &mut again);
@@ -1039,13 +1055,19 @@ mod tests {
     #[test]
     fn every_changed_byte_reads_as_bincode_reads_it() {
         for command in every_kind_and_variant() {
-            let bytes = bincode_bytes(&command);
-            for index in 0..bytes.len() {
-                for value in 0..=u8::MAX {
-                    let mut changed = bytes.clone();
-                    changed[index] = value;
-                    let (ours, theirs) = both(&changed);
-                    assert_eq!(ours, theirs, "{command:?} byte {index} = {value}");
+            let exact = bincode_bytes(&command);
+            // Also with the bytes of the commands after it: the reader's
+            // path for a window of at least the largest command's bytes.
+            let mut followed = exact.clone();
+            followed.resize(COMMAND_BYTES_MAX + 13, 0xEE);
+            for bytes in [exact, followed] {
+                for index in 0..bytes.len() {
+                    for value in 0..=u8::MAX {
+                        let mut changed = bytes.clone();
+                        changed[index] = value;
+                        let (ours, theirs) = both(&changed);
+                        assert_eq!(ours, theirs, "{command:?} byte {index} = {value}");
+                    }
                 }
             }
         }
@@ -1067,7 +1089,7 @@ mod tests {
             prop_oneof![9 => 0..COMMAND_KIND_VARIANTS, 1 => any::<u32>()],
             proptest::collection::vec(
                 prop_oneof![3 => 0..=2u8, 1 => any::<u8>()],
-                0..KIND_BYTES_MAX + 8,
+                0..KIND_BYTES_MAX + 40,
             ),
         )
             .prop_map(|(id, tag, tail)| {
@@ -1084,7 +1106,7 @@ mod tests {
         /// Random bytes never panic and read as bincode reads them.
         #[test]
         fn random_bytes_read_as_bincode_reads_them(
-            bytes in proptest::collection::vec(any::<u8>(), 0..COMMAND_BYTES_MAX + 8)
+            bytes in proptest::collection::vec(any::<u8>(), 0..2 * COMMAND_BYTES_MAX)
         ) {
             let (ours, theirs) = both(&bytes);
             prop_assert_eq!(ours, theirs);
