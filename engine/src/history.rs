@@ -139,11 +139,14 @@ impl MovementInstrument {
     }
 }
 
+/// A movement's place in log order ([`Movement::order_key`]).
+pub type OrderKey = (u64, u32, u64);
+
 impl Movement {
     /// Log order: batch, then place in the batch (then the account, for
     /// the two legs of one transfer between an account and itself, which
     /// cannot happen, to make the order total).
-    pub fn order_key(&self) -> (u64, u32, u64) {
+    pub fn order_key(&self) -> OrderKey {
         (self.sequence, self.position, self.account.0)
     }
 }
@@ -336,6 +339,18 @@ const COMPACT_HOUSE_COUNTERPARTY: u8 = 1 << 2;
 const COMPACT_KIND_TEXT: u8 = 1 << 3;
 const COMPACT_FLAGS: u8 =
     COMPACT_INSTRUMENT | COMPACT_MCC | COMPACT_HOUSE_COUNTERPARTY | COMPACT_KIND_TEXT;
+/// Segment version 5: a follow-on movement, written after the record just
+/// before it (a full movement of the same command) and relative to it.
+const COMPACT_FOLLOWS: u8 = 1 << 4;
+/// A follow-on that mirrors its first leg: account and counterparty
+/// swapped, the amount negated, the same currency (a transfer's credit
+/// leg).
+const COMPACT_MIRROR: u8 = 1 << 5;
+/// The flags a follow-on may carry.
+const FOLLOW_ON_FLAGS: u8 = COMPACT_FOLLOWS | COMPACT_MIRROR | COMPACT_HOUSE_COUNTERPARTY;
+/// Longest follow-on movement: flags, back, position delta, account,
+/// counterparty, amount, currency 2, balance.
+pub const FOLLOW_ON_BYTES_MAX: usize = 1 + 1 + 5 + 4 * VARINT_BYTES_MAX + 2;
 /// Longest varint of a u64.
 const VARINT_BYTES_MAX: usize = 10;
 /// Longest compact movement: flags, account, counterparty, command 16,
@@ -650,6 +665,211 @@ pub fn movement_keys_compact(
     ))
 }
 
+/// Whether `movement` may be written as a follow-on of `previous`, the
+/// movement record right before it (segment version 5): the same command,
+/// batch, timestamp, kind, merchant category and instrument, and a later
+/// place in the batch (a command's next leg).
+pub fn can_follow(previous: &Movement, movement: &Movement) -> bool {
+    movement.command == previous.command
+        && movement.sequence == previous.sequence
+        && movement.timestamp == previous.timestamp
+        && movement.position > previous.position
+        && movement.mcc == previous.mcc
+        && movement.instrument == previous.instrument
+        && movement.kind == previous.kind
+}
+
+/// Whether the follow-on `movement` mirrors `previous`: the other side of
+/// the same double entry (a transfer's credit leg after its debit leg).
+fn mirrors(previous: &Movement, movement: &Movement) -> bool {
+    movement.account == previous.counterparty
+        && movement.counterparty == previous.account
+        && previous.amount.checked_neg() == Some(movement.amount)
+        && movement.currency == previous.currency
+        && !movement.account.is_house()
+        && !movement.counterparty.is_house()
+}
+
+/// Appends `movement` as a follow-on of `previous` (for which
+/// [`can_follow`] holds), whose record starts `back` bytes before this
+/// one's: flags, `back`, the position's distance from `previous`'s, then
+/// account, counterparty, amount and currency unless the flags say it
+/// mirrors `previous`, then the balance (layout in docs/persistence.md).
+/// The rest is `previous`'s.
+pub fn encode_movement_follow_on(
+    movement: &Movement,
+    previous: &Movement,
+    back: u8,
+    out: &mut Vec<u8>,
+) {
+    debug_assert!(can_follow(previous, movement));
+    let mirror = mirrors(previous, movement);
+    let mut buffer = [0u8; FOLLOW_ON_BYTES_MAX];
+    let mut flags = COMPACT_FOLLOWS;
+    if mirror {
+        flags |= COMPACT_MIRROR;
+    }
+    buffer[1] = back;
+    let mut at = 2;
+    put_varint_at(
+        &mut buffer,
+        &mut at,
+        u64::from(movement.position.wrapping_sub(previous.position)),
+    );
+    if !mirror {
+        let counterparty = if movement.counterparty.is_house() {
+            flags |= COMPACT_HOUSE_COUNTERPARTY;
+            movement.counterparty.0 - AccountId::HOUSE_FIRST
+        } else {
+            movement.counterparty.0
+        };
+        put_varint_at(&mut buffer, &mut at, movement.account.0);
+        put_varint_at(&mut buffer, &mut at, counterparty);
+        put_varint_at(&mut buffer, &mut at, zigzag(movement.amount));
+        buffer[at..at + 2].copy_from_slice(&movement.currency.numeric().to_le_bytes());
+        at += 2;
+    }
+    put_varint_at(&mut buffer, &mut at, zigzag(movement.balance));
+    buffer[0] = flags;
+    out.extend_from_slice(&buffer[..at]);
+}
+
+/// How far before its own record a follow-on movement's first leg starts,
+/// or `None` if `bytes` (a compact movement) is not a follow-on.
+pub fn follow_on_back(bytes: &[u8]) -> Option<u8> {
+    match bytes {
+        [flags, back, ..] if flags & COMPACT_FOLLOWS != 0 => Some(*back),
+        _ => None,
+    }
+}
+
+/// The account of the follow-on movement `bytes` whose first leg's
+/// counterparty is `previous_counterparty`, read without decoding the rest
+/// (for scans that only index movements).
+pub fn follow_on_account(
+    bytes: &[u8],
+    previous_counterparty: AccountId,
+) -> Result<AccountId, String> {
+    let head = follow_on_head(bytes)?;
+    if head.flags & COMPACT_MIRROR != 0 {
+        return Ok(previous_counterparty);
+    }
+    let mut at = head.rest_at;
+    Ok(AccountId(get_varint(bytes, &mut at)?))
+}
+
+struct FollowOnHead {
+    flags: u8,
+    delta: u64,
+    rest_at: usize,
+}
+
+fn follow_on_head(bytes: &[u8]) -> Result<FollowOnHead, String> {
+    let [flags, _back, ..] = bytes else {
+        return Err("a follow-on movement is cut off".to_owned());
+    };
+    let flags = *flags;
+    if flags & COMPACT_FOLLOWS == 0 || flags & !FOLLOW_ON_FLAGS != 0 {
+        return Err(format!("a follow-on movement has flags {flags:#04x}"));
+    }
+    if flags & COMPACT_MIRROR != 0 && flags & COMPACT_HOUSE_COUNTERPARTY != 0 {
+        return Err("a mirrored follow-on movement names a house counterparty".to_owned());
+    }
+    let mut at = 2;
+    let delta = get_varint(bytes, &mut at)?;
+    Ok(FollowOnHead {
+        flags,
+        delta,
+        rest_at: at,
+    })
+}
+
+/// Decodes what [`encode_movement_follow_on`] wrote (all of `bytes`),
+/// given the movement of the record it follows.
+pub fn decode_movement_follow_on(bytes: &[u8], previous: &Movement) -> Result<Movement, String> {
+    let FollowOnHead {
+        flags,
+        delta,
+        rest_at: mut at,
+    } = follow_on_head(bytes)?;
+    let position = u32::try_from(delta)
+        .ok()
+        .filter(|&delta| delta > 0)
+        .and_then(|delta| previous.position.checked_add(delta))
+        .ok_or_else(|| "a follow-on movement's position is out of range".to_owned())?;
+    let (account, counterparty, amount, currency) = if flags & COMPACT_MIRROR != 0 {
+        let amount = previous
+            .amount
+            .checked_neg()
+            .ok_or_else(|| "a mirrored movement's amount is out of range".to_owned())?;
+        (
+            previous.counterparty,
+            previous.account,
+            amount,
+            previous.currency,
+        )
+    } else {
+        let account = AccountId(get_varint(bytes, &mut at)?);
+        let counterparty = get_varint(bytes, &mut at)?;
+        let counterparty = if flags & COMPACT_HOUSE_COUNTERPARTY != 0 {
+            counterparty
+                .checked_add(AccountId::HOUSE_FIRST)
+                .ok_or_else(|| "a movement's house counterparty is out of range".to_owned())?
+        } else {
+            counterparty
+        };
+        let amount = unzigzag(get_varint(bytes, &mut at)?);
+        let Some(numeric) = bytes.get(at..at + 2) else {
+            return Err("a follow-on movement is cut off".to_owned());
+        };
+        at += 2;
+        let numeric = u16::from_le_bytes([numeric[0], numeric[1]]);
+        let currency =
+            Currency::from_numeric(numeric).ok_or_else(|| format!("unknown currency {numeric}"))?;
+        (account, AccountId(counterparty), amount, currency)
+    };
+    let balance = unzigzag(get_varint(bytes, &mut at)?);
+    if at != bytes.len() {
+        return Err(format!(
+            "a follow-on movement has {} bytes, {} more than its fields",
+            bytes.len(),
+            bytes.len().saturating_sub(at)
+        ));
+    }
+    Ok(Movement {
+        account,
+        counterparty,
+        position,
+        amount,
+        balance,
+        currency,
+        ..previous.clone()
+    })
+}
+
+/// The account, its counterparty, the command and the timestamp of a
+/// compact movement that is not a follow-on, read without decoding the
+/// rest.
+pub fn movement_head_compact(
+    bytes: &[u8],
+    base_timestamp: u64,
+) -> Result<(AccountId, AccountId, CommandId, u64), String> {
+    let head = decode_compact_head(bytes, base_timestamp)?;
+    let counterparty = if head.flags & COMPACT_HOUSE_COUNTERPARTY != 0 {
+        head.counterparty
+            .checked_add(AccountId::HOUSE_FIRST)
+            .ok_or_else(|| "a movement's house counterparty is out of range".to_owned())?
+    } else {
+        head.counterparty
+    };
+    Ok((
+        AccountId(head.account),
+        AccountId(counterparty),
+        CommandId(head.command),
+        head.timestamp,
+    ))
+}
+
 /// What the ledger knows about the command being applied, for the
 /// movements it makes.
 #[derive(Clone, Copy, Debug)]
@@ -702,7 +922,7 @@ pub(crate) struct HistorySink {
 /// What one command's legs share in a [`MovementChunk`]: written once per
 /// command, not once per leg.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct ChunkCommand {
+pub(crate) struct ChunkCommand {
     command: CommandId,
     sequence: u64,
     timestamp: u64,
@@ -713,7 +933,7 @@ struct ChunkCommand {
 /// One leg as the ledger records it: what only the ledger knows when the
 /// money moves (48 bytes; a [`Movement`] is 128).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct ChunkLeg {
+pub(crate) struct ChunkLeg {
     account: AccountId,
     counterparty: AccountId,
     amount: i64,
@@ -790,6 +1010,35 @@ impl MovementChunk {
         (0..self.len()).filter_map(|index| self.get(index))
     }
 
+    /// Every movement as its leg and command, in the order made (the
+    /// history store encodes them without building each [`Movement`]
+    /// into memory first).
+    pub(crate) fn refs(&self) -> impl Iterator<Item = MovementRef<'_>> + Clone + '_ {
+        self.legs.iter().filter_map(|leg| {
+            self.commands
+                .get(leg.command as usize)
+                .map(|command| MovementRef::Leg(command, leg))
+        })
+    }
+
+    /// The log order keys ([`Movement::order_key`]) of the first and the
+    /// last movement if the chunk is in log order; `None` if it is empty
+    /// or not in order.
+    pub(crate) fn ordered_range(&self) -> Option<(OrderKey, OrderKey)> {
+        let key = |leg: &ChunkLeg| {
+            let sequence = self
+                .commands
+                .get(leg.command as usize)
+                .map_or(u64::MAX, |command| command.sequence);
+            (sequence, leg.position, leg.account.0)
+        };
+        let in_order = self
+            .legs
+            .windows(2)
+            .all(|pair| key(&pair[0]) < key(&pair[1]));
+        in_order.then_some((key(self.legs.first()?), key(self.legs.last()?)))
+    }
+
     /// The legs' built movements, in the order made.
     fn into_movements(self) -> Vec<Movement> {
         self.iter().collect()
@@ -831,6 +1080,59 @@ impl MovementChunk {
             currency: account.currency,
             mcc,
         });
+    }
+}
+
+/// A movement on its way to the history store: built, or a chunk's leg
+/// with its command's entry (built only as it is encoded).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum MovementRef<'a> {
+    Built(&'a Movement),
+    Leg(&'a ChunkCommand, &'a ChunkLeg),
+}
+
+impl<'a> MovementRef<'a> {
+    pub fn account(self) -> AccountId {
+        match self {
+            MovementRef::Built(movement) => movement.account,
+            MovementRef::Leg(_, leg) => leg.account,
+        }
+    }
+
+    /// The command and its batch's sequence, which tell a command's legs.
+    pub fn command(self) -> (CommandId, u64) {
+        match self {
+            MovementRef::Built(movement) => (movement.command, movement.sequence),
+            MovementRef::Leg(command, _) => (command.command, command.sequence),
+        }
+    }
+
+    pub fn timestamp(self) -> u64 {
+        match self {
+            MovementRef::Built(movement) => movement.timestamp,
+            MovementRef::Leg(command, _) => command.timestamp,
+        }
+    }
+
+    /// The movement: borrowed if built, else built now (on the stack).
+    pub fn movement(self) -> Cow<'a, Movement> {
+        match self {
+            MovementRef::Built(movement) => Cow::Borrowed(movement),
+            MovementRef::Leg(command, leg) => Cow::Owned(Movement {
+                account: leg.account,
+                counterparty: leg.counterparty,
+                command: command.command,
+                sequence: command.sequence,
+                timestamp: command.timestamp,
+                position: leg.position,
+                kind: Cow::Borrowed(command.kind),
+                amount: leg.amount,
+                balance: leg.balance,
+                currency: leg.currency,
+                mcc: leg.mcc,
+                instrument: command.instrument,
+            }),
+        }
     }
 }
 
@@ -1098,6 +1400,110 @@ mod tests {
         wrong = bytes.clone();
         wrong[code_at] = 200;
         assert!(decode_movement_compact(&wrong, base).is_err());
+    }
+
+    #[test]
+    fn follow_on_legs_round_trip_and_their_bytes_are_the_documented_ones() {
+        let debit = Movement {
+            account: AccountId(1_234),
+            counterparty: AccountId(98_765),
+            position: 40 * MOVEMENT_LEGS_MAX,
+            mcc: 0,
+            ..movement()
+        };
+        // A transfer's credit leg mirrors its debit leg: five bytes
+        // (docs/persistence.md, "History layout": flags 16 | 32, back,
+        // the position's delta, the balance 5,000 zigzag-coded).
+        let credit = Movement {
+            account: debit.counterparty,
+            counterparty: debit.account,
+            position: debit.position + 1,
+            amount: 1_250,
+            balance: 5_000,
+            ..debit.clone()
+        };
+        assert!(can_follow(&debit, &credit));
+        let mut bytes = Vec::new();
+        encode_movement_follow_on(&credit, &debit, 45, &mut bytes);
+        assert_eq!(bytes, [0x30, 45, 0x01, 0x90, 0x4e]);
+        assert_eq!(follow_on_back(&bytes), Some(45));
+        assert_eq!(
+            decode_movement_follow_on(&bytes, &debit),
+            Ok(credit.clone())
+        );
+        assert_eq!(
+            follow_on_account(&bytes, debit.counterparty),
+            Ok(credit.account)
+        );
+        // A leg that does not mirror (an FX conversion's second leg, in
+        // its own currency against a house account) keeps those fields.
+        let house = AccountId(AccountId::HOUSE_FIRST + 9);
+        let other = Movement {
+            account: AccountId(1_234),
+            counterparty: house,
+            position: debit.position + 3,
+            amount: 17,
+            balance: -3,
+            currency: Currency::USD,
+            ..debit.clone()
+        };
+        bytes.clear();
+        encode_movement_follow_on(&other, &debit, 160, &mut bytes);
+        assert_eq!(bytes[0], 0x10 | 0x04);
+        assert_eq!(decode_movement_follow_on(&bytes, &debit), Ok(other.clone()));
+        assert_eq!(
+            follow_on_account(&bytes, debit.counterparty),
+            Ok(other.account)
+        );
+        // Not a leg of the same command, batch, timestamp, kind, mcc or
+        // instrument, or not a later one: written whole.
+        for changed in [
+            Movement {
+                command: CommandId(5),
+                ..credit.clone()
+            },
+            Movement {
+                sequence: 43,
+                ..credit.clone()
+            },
+            Movement {
+                timestamp: credit.timestamp + 1,
+                ..credit.clone()
+            },
+            Movement {
+                kind: Cow::Borrowed("refund"),
+                ..credit.clone()
+            },
+            Movement {
+                mcc: 5812,
+                ..credit.clone()
+            },
+            Movement {
+                position: debit.position,
+                ..credit.clone()
+            },
+        ] {
+            assert!(!can_follow(&debit, &changed), "{changed:?}");
+        }
+        // Damage: cut short, a byte more, a full movement's flags, flags
+        // that mirror and name a house, a position that does not move on.
+        let mut mirrored = Vec::new();
+        encode_movement_follow_on(&credit, &debit, 45, &mut mirrored);
+        assert!(decode_movement_follow_on(&mirrored[..4], &debit).is_err());
+        let mut longer = mirrored.clone();
+        longer.push(0);
+        assert!(decode_movement_follow_on(&longer, &debit).is_err());
+        let mut wrong = mirrored.clone();
+        wrong[0] = 0x02;
+        assert_eq!(follow_on_back(&wrong), None);
+        assert!(decode_movement_follow_on(&wrong, &debit).is_err());
+        wrong[0] = 0x34;
+        assert!(decode_movement_follow_on(&wrong, &debit).is_err());
+        wrong = mirrored.clone();
+        wrong[2] = 0;
+        assert!(decode_movement_follow_on(&wrong, &debit).is_err());
+        // A version-4 reader refuses a follow-on's flags.
+        assert!(decode_movement_compact(&mirrored, 0).is_err());
     }
 
     #[test]

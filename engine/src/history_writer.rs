@@ -70,10 +70,8 @@ pub(crate) struct HistoryWriter<S: Storage> {
 impl<S: Storage> HistoryWriter<S> {
     pub fn run(mut self) {
         no_wakeup_preemption();
-        // The shards' chunks of the jobs drained, as they came, and the
-        // movements built from them (the buffer kept from write to write:
-        // a write is a few thousand movements under load, so it stays in
-        // the cache).
+        // The shards' chunks of the jobs drained, as they came, and (with
+        // more than one shard) the movements built from them to be sorted.
         let mut parts: Vec<MovementChunk> = Vec::new();
         let mut built: Vec<Movement> = Vec::new();
         while let Ok(first) = self.jobs.recv() {
@@ -91,21 +89,23 @@ impl<S: Storage> HistoryWriter<S> {
                 }
             }
             let started = Instant::now();
-            built.clear();
-            built.reserve(movements);
-            for part in &parts {
-                built.extend(part.iter());
-            }
             // The log's order (a command's legs together, as the command
             // index wants them), whatever shard each came from. Each
-            // shard's chunk is in that order already; with one shard, or
-            // halves only on one, nothing moves.
-            if !built.is_sorted_by_key(Movement::order_key) {
+            // shard's chunk is in that order already, so with one shard
+            // (or halves only on one) the chunks are appended as they are,
+            // each movement built only as it is encoded; otherwise they are
+            // built and sorted here.
+            let written = if chunks_in_order(&parts) {
+                self.storage.write_history_chunks(&parts, watermark)
+            } else {
+                built.clear();
+                built.reserve(movements);
+                for part in &parts {
+                    built.extend(part.iter());
+                }
                 built.sort_unstable_by_key(Movement::order_key);
-            }
-            let written = self
-                .storage
-                .write_history_parts(std::slice::from_ref(&built), watermark);
+                self.storage.write_history(&built, watermark)
+            };
             match written {
                 Ok(()) => {
                     self.stats
@@ -153,6 +153,22 @@ fn no_wakeup_preemption() {
             );
         }
     }
+}
+
+/// Whether `chunks` are in log order one after the other: each in order,
+/// and each ends before the next begins.
+fn chunks_in_order(chunks: &[MovementChunk]) -> bool {
+    let mut last = None;
+    for chunk in chunks.iter().filter(|chunk| !chunk.is_empty()) {
+        let Some((first, end)) = chunk.ordered_range() else {
+            return false;
+        };
+        if last.is_some_and(|last| last >= first) {
+            return false;
+        }
+        last = Some(end);
+    }
+    true
 }
 
 /// Moves a job's non-empty chunks to `parts`; returns their movements.

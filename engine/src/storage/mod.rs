@@ -372,14 +372,15 @@ pub trait Storage: Send + 'static {
         Ok(())
     }
 
-    /// [`Storage::write_history`] of the movements of `parts` one after the
-    /// other (the history writer's jobs as the shards handed them over).
-    fn write_history_parts(
+    /// [`Storage::write_history`] of the movements of `chunks` one after the
+    /// other, in log order (the history writer's jobs as the shards handed
+    /// them over).
+    fn write_history_chunks(
         &mut self,
-        parts: &[Vec<crate::history::Movement>],
+        chunks: &[crate::history::MovementChunk],
         watermark: u64,
     ) -> Result<(), StorageError> {
-        let movements: Vec<_> = parts.iter().flatten().cloned().collect();
+        let movements: Vec<_> = chunks.iter().flat_map(|chunk| chunk.iter()).collect();
         self.write_history(&movements, watermark)
     }
 

@@ -846,12 +846,12 @@ impl Storage for RocksStorage {
         self.history.append(movements, watermark)
     }
 
-    fn write_history_parts(
+    fn write_history_chunks(
         &mut self,
-        parts: &[Vec<Movement>],
+        chunks: &[crate::history::MovementChunk],
         watermark: u64,
     ) -> Result<(), StorageError> {
-        self.history.append_parts(parts, watermark)
+        self.history.append_chunks(chunks, watermark)
     }
 
     fn sync_history(&self) -> Result<(), StorageError> {
