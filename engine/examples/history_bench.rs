@@ -374,6 +374,7 @@ fn append_run(args: &Args) {
                 let mut credit = movement(index, to, batch);
                 credit.counterparty = from;
                 credit.position += 1;
+                credit.amount = -debit.amount;
                 part.push(debit);
                 part.push(credit);
                 index += 2;

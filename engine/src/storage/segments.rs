@@ -153,6 +153,8 @@ const SEAL_RECORD_BYTES: usize = RECORD_HEADER_BYTES + SEAL_BODY_BYTES;
 /// Bytes of one command-index entry: command u128 BE, address u64 LE.
 const COMMAND_ENTRY_BYTES: usize = 24;
 const COMMANDS_HEADER_BYTES: usize = 16;
+/// The command index's sort buckets ids by this many of their top bits.
+const COMMAND_BUCKET_BITS: u32 = 16;
 const EMPTY_KEY: u64 = u64::MAX;
 /// Movements the writer looks ahead to prefetch head slots: enough to
 /// cover a memory access (~100 ns) with the work of the movements between
@@ -1294,24 +1296,56 @@ fn read_full_at(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<
     Ok(filled)
 }
 
-/// Encodes a sealed segment's command index: header (magic, count), entries
-/// sorted by command id, CRC-32C of everything before it.
-fn encode_commands(commands: &mut Vec<(u128, u64)>) -> Vec<u8> {
-    // Of a command id applied twice the later (higher) address is kept.
-    commands.sort_unstable();
-    commands.reverse();
-    commands.dedup_by_key(|&mut (command, _)| command);
-    commands.reverse();
-    let mut out = Vec::with_capacity(COMMANDS_HEADER_BYTES + commands.len() * 24 + 4);
-    out.extend_from_slice(&COMMANDS_MAGIC);
-    out.extend_from_slice(&(commands.len() as u64).to_le_bytes());
-    for (command, address) in commands.iter() {
-        out.extend_from_slice(&command.to_be_bytes());
-        out.extend_from_slice(&address.to_le_bytes());
+/// `commands` sorted by command id, then address, with only the last
+/// (highest) address of a command id kept (one applied twice, after its
+/// idempotency record expired, is found at its newer application).
+///
+/// A counting sort by the id's top [`COMMAND_BUCKET_BITS`] bits, then each
+/// bucket sorted on its own: ids are client-chosen, random in practice,
+/// so the buckets are small, and a seal's million entries take two passes
+/// and many small sorts instead of one large one (the largest single item
+/// of a seal in a profile of the server, docs/benchmarks.md). Ids that
+/// share their top bits fall in few buckets and cost a sort as before.
+fn sorted_commands(commands: &[(u128, u64)]) -> Vec<(u128, u64)> {
+    let mut sorted = if commands.len() < 1 << COMMAND_BUCKET_BITS {
+        let mut sorted = commands.to_vec();
+        sorted.sort_unstable();
+        sorted
+    } else {
+        let bucket = |command: u128| (command >> (128 - COMMAND_BUCKET_BITS)) as usize;
+        // starts[b]: where bucket b begins in the sorted order.
+        let mut starts = vec![0usize; (1 << COMMAND_BUCKET_BITS) + 1];
+        for &(command, _) in commands {
+            starts[bucket(command) + 1] += 1;
+        }
+        for index in 1..starts.len() {
+            starts[index] += starts[index - 1];
+        }
+        let mut sorted = vec![(0u128, 0u64); commands.len()];
+        let mut next = starts.clone();
+        for &entry in commands {
+            let slot = &mut next[bucket(entry.0)];
+            sorted[*slot] = entry;
+            *slot += 1;
+        }
+        for bounds in starts.windows(2) {
+            sorted[bounds[0]..bounds[1]].sort_unstable();
+        }
+        sorted
+    };
+    let mut kept = 0;
+    for index in 0..sorted.len() {
+        if sorted
+            .get(index + 1)
+            .is_some_and(|next| next.0 == sorted[index].0)
+        {
+            continue;
+        }
+        sorted[kept] = sorted[index];
+        kept += 1;
     }
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+    sorted.truncate(kept);
+    sorted
 }
 
 /// The number of entries of a well-formed command index file.
@@ -1847,9 +1881,8 @@ impl HistoryStore {
                 let count = match count {
                     Some(count) => count,
                     None => {
-                        let mut commands = commands;
                         report.command_indexes_rebuilt += 1;
-                        write_commands(dir, number, &mut commands)?
+                        write_commands(dir, number, &sorted_commands(&commands))?
                     }
                 };
                 let file = File::open(&commands_file).map_err(|error| {
@@ -2216,8 +2249,10 @@ impl HistoryStore {
             .file
             .sync_data()
             .map_err(|error| io("cannot sync a history segment", error))?;
-        let mut commands: Vec<(u128, u64)> = self.active_commands().clone();
-        let count = write_commands(&self.shared.dir, active.number, &mut commands)?;
+        // Sorted straight from the active list (tx show waits for it
+        // meanwhile, as it waited for a copy before).
+        let sorted = sorted_commands(&self.active_commands());
+        let count = write_commands(&self.shared.dir, active.number, &sorted)?;
         let commands_file = File::open(commands_path(&self.shared.dir, active.number))
             .map_err(|error| io("cannot open a history command index", error))?;
         {
@@ -2761,25 +2796,40 @@ fn remove_segment(dir: &Path, number: u32) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Writes a sealed segment's command index (crash-safely); returns its
+/// Writes a sealed segment's command index (crash-safely) of `sorted`
+/// (from [`sorted_commands`]): header (magic, count), the entries, CRC-32C
+/// of everything before it, written every [`WRITE_CHUNK_BYTES`] as it is
+/// encoded (so the kernel copies bytes still in the cache). Returns its
 /// entries.
-fn write_commands(
-    dir: &Path,
-    number: u32,
-    commands: &mut Vec<(u128, u64)>,
-) -> Result<u64, StorageError> {
-    let bytes = encode_commands(commands);
+fn write_commands(dir: &Path, number: u32, sorted: &[(u128, u64)]) -> Result<u64, StorageError> {
     let path = commands_path(dir, number);
     let temporary = dir.join(format!("{number:010}.cmd.tmp"));
     let written = (|| -> std::io::Result<()> {
         let file = File::create(&temporary)?;
-        file.write_all_at(&bytes, 0)?;
+        let mut buffer = Vec::with_capacity(WRITE_CHUNK_BYTES + COMMAND_ENTRY_BYTES);
+        buffer.extend_from_slice(&COMMANDS_MAGIC);
+        buffer.extend_from_slice(&(sorted.len() as u64).to_le_bytes());
+        let mut crc = 0;
+        let mut offset = 0u64;
+        for (command, address) in sorted {
+            buffer.extend_from_slice(&command.to_be_bytes());
+            buffer.extend_from_slice(&address.to_le_bytes());
+            if buffer.len() >= WRITE_CHUNK_BYTES {
+                crc = crc32c::crc32c_append(crc, &buffer);
+                file.write_all_at(&buffer, offset)?;
+                offset += buffer.len() as u64;
+                buffer.clear();
+            }
+        }
+        crc = crc32c::crc32c_append(crc, &buffer);
+        buffer.extend_from_slice(&crc.to_le_bytes());
+        file.write_all_at(&buffer, offset)?;
         file.sync_all()?;
         fs::rename(&temporary, &path)
     })();
     written.map_err(|error| io(&format!("cannot write {}", path.display()), error))?;
     sync_dir(dir)?;
-    Ok(commands.len() as u64)
+    Ok(sorted.len() as u64)
 }
 
 #[cfg(test)]
@@ -3616,6 +3666,38 @@ mod tests {
             assert_eq!(store.stats().movements, all.len() as u64);
             check_every_account(&store, &all);
             check_ranges_and_commands(&store, &all);
+        }
+    }
+
+    #[test]
+    fn the_command_index_is_sorted_with_the_newest_address_of_each_id() {
+        // Random ids (the bucketed sort), ids sharing their top bits (one
+        // bucket), and a list too short for buckets; some ids twice.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for (count, top_bits_shared) in [(200_000, false), (100_000, true), (1_000, false)] {
+            let mut commands: Vec<(u128, u64)> = (0..count)
+                .map(|index| {
+                    let id = (u128::from(next()) << 64) | u128::from(next());
+                    let id = if top_bits_shared { id >> 20 } else { id };
+                    (id, index as u64 + 1)
+                })
+                .collect();
+            for index in (0..count).step_by(97) {
+                let again = commands[index].0;
+                commands.push((again, (count + index) as u64 + 1));
+            }
+            let mut want = commands.clone();
+            want.sort_unstable();
+            want.reverse();
+            want.dedup_by_key(|&mut (command, _)| command);
+            want.reverse();
+            assert_eq!(sorted_commands(&commands), want);
         }
     }
 
