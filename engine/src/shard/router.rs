@@ -261,6 +261,17 @@ impl ShardedLedger {
         self.tables.directory.get(&account).map(|entry| entry.shard)
     }
 
+    /// The shard of a command's one account, shard 0 if the directory does
+    /// not know it (the shard then answers "unknown" as a lone ledger
+    /// would). With one shard that is every account's: no look-up (a
+    /// directory probe is a cache miss per account at millions of them).
+    fn shard_or_first(&self, account: AccountId) -> u32 {
+        if self.shards == 1 {
+            return 0;
+        }
+        self.shard_of(account).unwrap_or(0)
+    }
+
     pub(super) fn currency_of(&self, account: AccountId) -> Option<Currency> {
         self.tables
             .directory
@@ -272,6 +283,9 @@ impl ShardedLedger {
     /// ledger looks that up first), and whether `to` lives on another shard
     /// (so has another owner).
     fn fx_shard(&self, order: &FxOrder) -> (u32, bool) {
+        if self.shards == 1 {
+            return (0, false);
+        }
         let from = self.shard_of(order.from);
         let to = self.shard_of(order.to);
         match (from, to) {
@@ -533,7 +547,7 @@ impl ShardedLedger {
                 customer: account,
                 ..
             }) => {
-                let shard = self.shard_of(account).unwrap_or(0);
+                let shard = self.shard_or_first(account);
                 self.push(shard, plain);
                 (shard, Fact::None, None)
             }
@@ -553,7 +567,7 @@ impl ShardedLedger {
                 timeout_ms,
                 ..
             } => {
-                let shard = self.shard_of(account).unwrap_or(0);
+                let shard = self.shard_or_first(account);
                 // The id is fresh, so an entry left is a hold that outlived
                 // its record (pending when the record went) and that some
                 // shard still keeps: the lone ledger refuses the id.
@@ -602,7 +616,7 @@ impl ShardedLedger {
                 (shard, fact, None)
             }
             CommandKind::RegisterMerchantKey { merchant, key } => {
-                let shard = self.shard_of(merchant).unwrap_or(0);
+                let shard = self.shard_or_first(merchant);
                 let mut taken = false;
                 if key != MerchantKey::NONE {
                     if self.tables.keys.get(&key).is_some_and(|entry| !entry.resolved) {
@@ -636,7 +650,7 @@ impl ShardedLedger {
                 code,
                 lifetime_ms,
             } => {
-                let shard = self.shard_of(customer).unwrap_or(0);
+                let shard = self.shard_or_first(customer);
                 if self
                     .remembered_code(code, timestamp)
                     .is_some_and(|entry| !entry.resolved)
@@ -699,7 +713,7 @@ impl ShardedLedger {
                 if merchant.is_some() && parties.payer_currency.is_some_and(|c| c != currency) {
                     // Cross-currency: the payer's shard draws on its part of
                     // the merchant currency's FX liquidity.
-                    let payer_shard = self.shard_of(payer).unwrap_or(0);
+                    let payer_shard = self.shard_or_first(payer);
                     let draw = amount.saturating_add(fee);
                     parties.liquidity_elsewhere =
                         self.liquidity_elsewhere(currency, payer_shard, Some(draw));
@@ -806,7 +820,7 @@ impl ShardedLedger {
                 let entry = self.remembered_quote(quote);
                 let shard = match entry {
                     Some(entry) => entry.shard,
-                    None => self.shard_of(from).unwrap_or(0),
+                    None => self.shard_or_first(from),
                 };
                 let elsewhere = match entry.and_then(|entry| entry.amounts) {
                     Some(amounts) => self.liquidity_elsewhere(
@@ -884,6 +898,21 @@ impl ShardedLedger {
         fingerprint: u64,
         parties: Parties,
     ) -> u32 {
+        if self.shards == 1 {
+            // Both halves are on the one shard: no directory look-up.
+            self.stats.pairs_local += 1;
+            self.push(
+                0,
+                Step::Pair {
+                    index,
+                    command: *command,
+                    fingerprint,
+                    parties,
+                    role: Role::Both,
+                },
+            );
+            return 0;
+        }
         let debit = parties.debit.and_then(|id| self.shard_of(id));
         let credit = parties.credit.and_then(|id| self.shard_of(id));
         let pair = |role| Step::Pair {
