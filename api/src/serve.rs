@@ -188,6 +188,8 @@ fn log_memory_budget(engine: &Engine, accounts: u64) {
 /// server listens.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
     let started = Instant::now();
+    // Before the engine's threads allocate: see its documentation.
+    payrail_engine::hold_allocator_memory();
     // TLS files are read before anything else starts: a bad one stops here.
     let tls = crate::tls::server_acceptor(&config.tls)?;
     let gateways = if config.gateways.is_empty() {

@@ -44,4 +44,5 @@ pub use command::{
 };
 pub use currency::Currency;
 pub use ledger::{Account, Ledger, LedgerConfig};
+pub use prefetch::hold_allocator_memory;
 pub use status::Status;

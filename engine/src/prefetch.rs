@@ -68,6 +68,52 @@ pub(crate) fn advise_huge_pages<T>(memory: &mut [T]) {
     let _ = memory;
 }
 
+/// The C allocator's thresholds for a server (glibc only; elsewhere
+/// nothing changes), set once before the engine starts: blocks up to 32
+/// MiB come from the allocator's heaps rather than a mapping of their own,
+/// a heap keeps up to 64 MiB free at its top instead of handing it back to
+/// the kernel, and the main heap grows 16 MiB at a time.
+///
+/// Why: every batch hands buffers from one thread to another (a segment's
+/// steps, its results, its movements) and frees them there. With glibc's
+/// defaults, which it adjusts as it goes, a shard's heap gave those pages
+/// back after a batch (the free memory at its top passed the trim
+/// threshold) and faulted them in, zeroed, for the next one: in a profile
+/// of the wallet load test the shard spent about a quarter of its time in
+/// page faults and heap growth (`sysmalloc`, `mprotect`, `clear_page`),
+/// most of it on the heap top, not on new state (docs/benchmarks.md,
+/// "The wallet mix's shard and router costs"). These are the values
+/// glibc's own adjustment reaches at most, fixed from the start. The cost
+/// is memory a heap keeps once it held it: at most 64 MiB free per heap
+/// (glibc keeps one heap per thread that allocates, up to 8 per core).
+pub fn hold_allocator_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const MMAP_THRESHOLD_BYTES: libc::c_int = 32 << 20;
+        const TRIM_THRESHOLD_BYTES: libc::c_int = 64 << 20;
+        const TOP_PAD_BYTES: libc::c_int = 16 << 20;
+        for (parameter, value) in [
+            (libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES),
+            (libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES),
+            (libc::M_TOP_PAD, TOP_PAD_BYTES),
+        ] {
+            // SAFETY: mallopt changes glibc's tuning parameters only (the
+            // values are within its documented ranges); every block
+            // allocated before or after stays valid. It takes the
+            // allocator's own lock, so threads already running are safe.
+            #[allow(unsafe_code)]
+            let done = unsafe { libc::mallopt(parameter, value) };
+            if done != 1 {
+                tracing::debug!(
+                    parameter,
+                    value,
+                    "the allocator refused a threshold (mallopt)"
+                );
+            }
+        }
+    }
+}
+
 /// Drops `value` on a detached thread of its own. Freeing a state of
 /// gigabytes (millions of allocations) takes seconds (at 2M accounts, most
 /// of a clean stop's 10 s, measured with perf); a stop need not wait for
