@@ -40,19 +40,13 @@ use crate::record_ring::{self, Ring};
 use crate::risk::{RiskBooks, RiskPolicy};
 use crate::status::Status;
 
-/// How many commands ahead `Ledger::warm_ahead` prefetches the idempotency
-/// record and the accounts of a command, and then (`WARM_NEAR`) its payer's
-/// risk state and budget: far enough for a miss to complete, near enough
-/// for the lines to stay in cache (measured in docs/benchmarks.md).
-pub(crate) const WARM_FAR: usize = 16;
-pub(crate) const WARM_NEAR: usize = 8;
-
-/// The lone ledger's `apply` warms commands in groups of this many: the
-/// look-ups of one group (account index, budget table) run back to back,
-/// so their cache misses overlap instead of each stalling the command that
-/// runs after it. A group's accounts are asked for two groups before it
-/// runs, its risk state and budget one group before.
-const WARM_GROUP: usize = 8;
+/// `Ledger::apply` and a shard's segment loop (`Ledger::warm_ahead`) warm
+/// commands in groups of this many: the look-ups of one group (account
+/// index, budget table) run back to back, so their cache misses overlap
+/// instead of each stalling the command that runs after it. A group's
+/// accounts are asked for two groups before it runs, its risk state and
+/// budget one group before (measured in docs/benchmarks.md).
+pub(crate) const WARM_GROUP: usize = 8;
 
 /// The accounts a command names directly, and whether the first is a
 /// customer payment's payer, whose risk state and budget it reads. For
@@ -651,24 +645,25 @@ impl Ledger {
         }
     }
 
-    /// Call before each command of a run: prefetches what the command
-    /// `WARM_FAR` places later (`far`) and the one `WARM_NEAR` later
-    /// (`near`) will need, so that their cache misses overlap the work of
-    /// the commands in between instead of stalling one after another.
-    /// Changes nothing.
+    /// Call before each group of `WARM_GROUP` commands of a run:
+    /// prefetches the idempotency records and accounts of the commands
+    /// `far` (the group two groups later) and the risk state and budgets of
+    /// the commands `near` (the group one later, whose accounts were asked
+    /// for a group ago), so that their cache misses overlap one another
+    /// and the work of the commands in between instead of stalling one
+    /// after another. `month` is the segment's (`Month::from_timestamp` of
+    /// its timestamp), worked out once by the caller. Changes nothing.
     #[inline]
-    /// `month` is the segment's (`Month::from_timestamp` of its timestamp),
-    /// worked out once by the caller rather than per command.
-    pub(crate) fn warm_ahead(
+    pub(crate) fn warm_ahead<'a>(
         &self,
-        far: Option<&Command>,
-        near: Option<&Command>,
+        far: impl Iterator<Item = &'a Command>,
+        near: impl Iterator<Item = &'a Command>,
         month: crate::risk::Month,
     ) {
-        if let Some(command) = far {
+        for command in far {
             self.warm_accounts(command);
         }
-        if let Some(command) = near {
+        for command in near {
             self.warm_risk(command, month);
         }
     }

@@ -34,9 +34,7 @@ use crate::history::MovementChunk;
 use crate::ledger::halves::{
     combine, with_risk, Check, FxPlan, MccFacts, Parties, Plan, RiskOutcome,
 };
-use crate::ledger::{
-    Account, Elsewhere, Half, IdempotencyRecord, Ledger, Verdict, WARM_FAR, WARM_NEAR,
-};
+use crate::ledger::{Account, Elsewhere, Half, IdempotencyRecord, Ledger, Verdict, WARM_GROUP};
 use crate::limits;
 use crate::risk::{RiskCounters, RiskPolicy};
 use crate::status::Status;
@@ -397,12 +395,23 @@ impl Worker {
         let steps = &segment.steps;
         // The budget prefetch's month, the same for the whole segment.
         let month = crate::risk::Month::from_timestamp(self.ledger.timestamp);
+        // Warmed a group at a time (see `WARM_GROUP`): the first groups
+        // before the loop, then two groups ahead of the one that runs.
+        let group = |first: usize| {
+            steps[first.min(steps.len())..(first + WARM_GROUP).min(steps.len())]
+                .iter()
+                .map(Step::command)
+        };
+        self.ledger
+            .warm_ahead(group(0).chain(group(WARM_GROUP)), group(0), month);
         for (position, step) in steps.iter().enumerate() {
-            self.ledger.warm_ahead(
-                steps.get(position + WARM_FAR).map(Step::command),
-                steps.get(position + WARM_NEAR).map(Step::command),
-                month,
-            );
+            if position % WARM_GROUP == 0 {
+                self.ledger.warm_ahead(
+                    group(position + 2 * WARM_GROUP),
+                    group(position + WARM_GROUP),
+                    month,
+                );
+            }
             match *step {
                 Step::Local {
                     index,
