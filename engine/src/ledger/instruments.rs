@@ -85,6 +85,11 @@ pub(crate) struct Usable {
     pub currency: Currency,
     pub bound_at: u64,
     pub risk: InstrumentRisk,
+    /// What a movement shows of it besides its number (never changes
+    /// after the bind), so that a top-up's or a withdrawal's history entry
+    /// needs no second look-up in `by_id`.
+    pub bank: crate::instrument::BankName,
+    pub last_four: [u8; 4],
 }
 
 /// One kept instrument with its risk state, as [`Instruments::sorted`] lists
@@ -145,10 +150,12 @@ impl Instruments {
 
     /// What a movement shows of an instrument (None if it is not kept).
     pub(crate) fn shown(&self, id: InstrumentId) -> Option<MovementInstrument> {
-        self.by_id.get(&id).map(|instrument| MovementInstrument {
-            number: instrument.number,
-            bank: instrument.bank,
-            last_four: instrument.last_four,
+        // From the funding check's entry, which the command has just read
+        // (`by_id` holds the same instruments).
+        self.usable.get(&id).map(|usable| MovementInstrument {
+            number: id.number,
+            bank: usable.bank,
+            last_four: usable.last_four,
         })
     }
 
@@ -315,6 +322,8 @@ impl Instruments {
                 currency: instrument.currency,
                 bound_at: instrument.bound_at,
                 risk,
+                bank: instrument.bank,
+                last_four: instrument.last_four,
             },
         );
         self.by_id.insert(id, instrument);
@@ -341,7 +350,7 @@ impl Instruments {
     #[inline]
     pub(crate) fn warm(&self, id: InstrumentId) {
         if let Some(usable) = self.usable.get(&id) {
-            crate::prefetch::prefetch(usable, 1);
+            crate::prefetch::prefetch(usable, usize::MAX);
         }
     }
 
