@@ -383,10 +383,10 @@ enum Request {
         queries: Vec<Query>,
         reply: Reply<Vec<QueryReply>>,
     },
-    /// Take a checkpoint now; the reply comes when it is saved. `wait`: if
-    /// one is still being written at the marker, wait for it (asked for,
-    /// and the final one); otherwise none is taken at this marker (the
-    /// periodic ones).
+    /// Take a checkpoint now; the reply comes when it is saved. If one is
+    /// still being written at the marker: with `wait` (asked for, and the
+    /// final one of a stop) the router waits for it; otherwise (periodic)
+    /// none is taken at this marker.
     Checkpoint {
         reply: Reply<Result<u64, String>>,
         wait: bool,
@@ -531,7 +531,9 @@ impl EngineHandle {
         self.send(Request::Query { queries, reply })
     }
 
-    /// Asks for a checkpoint now; `reply` gets its sequence number once saved.
+    /// Asks for a checkpoint now; `reply` gets its sequence number once
+    /// saved. One is made at a time: if the previous one is still being
+    /// written at this request's marker, the engine waits for it first.
     pub fn checkpoint(&self, reply: Reply<Result<u64, String>>) -> Result<(), SubmitError> {
         self.send(Request::Checkpoint { reply, wait: true })
     }
@@ -1318,9 +1320,10 @@ impl RouterStage {
     ///
     /// One checkpoint is made at a time. A periodic marker that comes while
     /// the previous checkpoint is still being written is passed without one
-    /// (the log is kept; the next marker's checkpoint trims it); one asked
-    /// for (`EngineHandle::checkpoint`, the final one of a stop) waits for
-    /// the previous checkpoint first.
+    /// (the log is kept; the next marker's checkpoint trims it). One asked
+    /// for (`EngineHandle::checkpoint`) or the final one of a stop waits for
+    /// the previous checkpoint first, and the engine with it (the server
+    /// never asks for one while it serves).
     fn checkpoint_at(
         &mut self,
         sequence: u64,
@@ -1579,7 +1582,6 @@ impl<S: Storage> Checkpointer<S> {
         // Ends once the router is gone and every job it sent is answered.
         while let Ok(job) = self.jobs.recv() {
             self.checkpoint(job);
-            self.busy.store(false, Ordering::Release);
         }
     }
 
@@ -1621,6 +1623,9 @@ impl<S: Storage> Checkpointer<S> {
             }
             Err(error) => tracing::error!(%error, "checkpoint failed; the log is kept in full"),
         }
+        // Free for the next marker before the reply: a caller that asks
+        // for another checkpoint once this one is answered gets one.
+        self.busy.store(false, Ordering::Release);
         if let Some(reply) = reply {
             reply(outcome);
         }
