@@ -149,8 +149,9 @@ unsafe fn child(
     let pipe = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(write_fd) };
     let mut out = std::mem::ManuallyDrop::new(pipe);
     let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        // SAFETY: this is the forked process of the freeze `frozen`.
-        let ledger = unsafe { frozen.merge_in_fork() };
+        // SAFETY: this is the forked process of the freeze `frozen`. The
+        // state is never dropped (see `merge_in_fork`).
+        let ledger = std::mem::ManuallyDrop::new(unsafe { frozen.merge_in_fork() });
         write_image(&ledger, sequence, timestamp, &mut *out)
     }));
     let code = match made {

@@ -356,6 +356,43 @@ pub(super) fn split(mut ledger: Ledger, shards: usize) -> Split {
     }
 }
 
+/// [`merge`], taking the state of a single shard as it is: one shard's
+/// state is a lone ledger's but for the idempotency records, which its
+/// router keeps (shard 0's house part is the house account itself, and no
+/// payment is remote). So the records are put in and nothing else is
+/// copied. With more shards, merges them; what is left in `shards` is the
+/// caller's to drop.
+pub(super) fn merge_owned(
+    config: LedgerConfig,
+    sequence: u64,
+    timestamp: u64,
+    shards: &mut Vec<Ledger>,
+    records: impl IntoIterator<Item = (CommandId, IdempotencyRecord)>,
+    records_len: usize,
+) -> Ledger {
+    if shards.len() != 1 {
+        return merge(config, sequence, timestamp, shards, records, records_len);
+    }
+    let Some(mut ledger) = shards.pop() else {
+        return merge(config, sequence, timestamp, shards, records, records_len);
+    };
+    assert_eq!(ledger.books.house_part, 0, "a single shard is part 0");
+    assert!(
+        ledger.books.remote_payments.is_empty(),
+        "a single shard has no remote payer"
+    );
+    let mut lone = Records::lone(config.idempotency_records_max.max(records_len));
+    for (id, record) in records {
+        lone.push(id, &record);
+    }
+    debug_assert_eq!(lone.len(), records_len, "every record merged");
+    ledger.records = lone;
+    ledger.config = config;
+    ledger.sequence = sequence;
+    ledger.timestamp = timestamp;
+    ledger
+}
+
 /// Merges shard states back into one lone ledger. `records` are the
 /// router's, in global arrival order, `records_len` of them.
 pub(super) fn merge(

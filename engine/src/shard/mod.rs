@@ -179,11 +179,12 @@ impl ShardedState {
     /// One lone-ledger state: house parts summed, records in global order.
     pub fn merge(self) -> Ledger {
         let records_len = self.records.len();
-        layout::merge(
+        let mut shards = self.shards;
+        layout::merge_owned(
             self.config,
             self.sequence,
             self.timestamp,
-            &self.shards,
+            &mut shards,
             self.records,
             records_len,
         )
@@ -206,7 +207,8 @@ impl Frozen<'_> {
     /// Only in a process forked while this `Frozen` lived, in which the
     /// shard threads do not exist: their `Ledger`s are then plain memory
     /// that nothing else reads or writes. They are read in place and never
-    /// dropped (the forked process ends with `_exit`).
+    /// dropped, nor is the ledger returned (it may be a shard's own state:
+    /// the forked process ends with `_exit`).
     #[allow(unsafe_code)]
     pub(crate) unsafe fn merge_in_fork(&self) -> Ledger {
         let shards: Vec<Ledger> = self
@@ -218,13 +220,15 @@ impl Frozen<'_> {
             // copies are forgotten below, never dropped.
             .map(|&address| unsafe { std::ptr::read(address as *const Ledger) })
             .collect();
-        let shards = std::mem::ManuallyDrop::new(shards);
+        // Never dropped: the process ends without freeing (what a single
+        // shard's merge takes over is the caller's not to drop either).
+        let mut shards = std::mem::ManuallyDrop::new(shards);
         let ledger = self.ledger;
-        layout::merge(
+        layout::merge_owned(
             ledger.config,
             ledger.sequence,
             ledger.timestamp,
-            &shards,
+            &mut shards,
             ledger.lone_records(),
             ledger.tables.records.len(),
         )
