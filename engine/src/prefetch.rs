@@ -32,6 +32,41 @@ fn prefetch_line(address: *const u8) {
 #[inline(always)]
 fn prefetch_line(_address: *const u8) {}
 
+/// Leaves the pages of `memory` out of every process forked from now on
+/// (Linux `MADV_DONTFORK`; a no-op elsewhere): for a table the checkpoint's
+/// process never reads, so that the engine's writes to it while that
+/// process runs copy nothing. Only whole pages inside `memory` are left
+/// out; the forked process must not touch `memory` at all.
+pub(crate) fn keep_from_forks<T>(memory: &mut [T]) {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let start = memory.as_mut_ptr() as usize;
+        let end = start + std::mem::size_of_val(memory);
+        let aligned = start.next_multiple_of(PAGE);
+        let aligned_end = end - end % PAGE;
+        if aligned_end <= aligned {
+            return;
+        }
+        // SAFETY: MADV_DONTFORK only changes what a later fork maps in the
+        // child (the whole range lies inside `memory`, borrowed mutably); in
+        // this process the pages and their contents stay as they are.
+        #[allow(unsafe_code)]
+        let result = unsafe {
+            libc::madvise(
+                aligned as *mut libc::c_void,
+                aligned_end - aligned,
+                libc::MADV_DONTFORK,
+            )
+        };
+        if result != 0 {
+            tracing::debug!("a table could not be left out of forks (madvise)");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = memory;
+}
+
 /// Asks the kernel to back `memory` with transparent huge pages (2 MiB)
 /// where it can: a table of gigabytes read at random costs a TLB miss and a
 /// page walk per access on 4 KiB pages, and almost none on huge pages. Call

@@ -84,10 +84,13 @@ pub(crate) struct RecordRing(Ring<8>);
 
 impl RecordRing {
     /// A ring for `capacity` records (at least one), arrivals numbered from
-    /// `first_arrival`, marked for huge pages.
+    /// `first_arrival`, marked for huge pages, its index left out of forked
+    /// processes (the checkpoint's reads the records with [`RecordRing::iter`]
+    /// only).
     pub(crate) fn new(capacity: usize, first_arrival: u64) -> RecordRing {
         let mut ring = Ring::new(capacity, first_arrival);
         ring.advise_huge_pages();
+        ring.keep_index_from_forks();
         RecordRing(ring)
     }
 
