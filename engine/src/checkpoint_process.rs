@@ -447,3 +447,165 @@ impl CheckpointSource for Streamed<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::command::{AccountId, AccountKind, Command, CommandKind, OpenAccount};
+    use crate::currency::Currency;
+    use std::io::Write;
+    use std::sync::atomic::AtomicBool;
+
+    /// A pipe: (read end as the engine holds it, write end).
+    fn pipe() -> (Forked, std::fs::File) {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: room for the two descriptors.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: fresh descriptors, each owned by one `File`.
+        let (read, write) = unsafe {
+            (
+                <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]),
+                <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[1]),
+            )
+        };
+        // No process behind it: nothing to kill or reap.
+        let forked = Forked {
+            pid: -1,
+            pipe: read,
+            reaped: true,
+        };
+        (forked, write)
+    }
+
+    /// A ledger of `accounts` customer accounts with deposits: several
+    /// frames of state.
+    fn ledger(accounts: u64) -> crate::Ledger {
+        let mut ledger = crate::Ledger::default();
+        let mut commands = Vec::new();
+        for account in 1..=accounts {
+            commands.push(Command::new(
+                u128::from(account),
+                CommandKind::OpenAccount(OpenAccount {
+                    account: AccountId(account),
+                    owner: account,
+                    kind: AccountKind::Customer,
+                    currency: Currency::CNY,
+                    kyc_tier: 1,
+                    mcc: 0,
+                }),
+            ));
+        }
+        let mut results = Vec::new();
+        ledger.apply(1, 1_000, &commands, &mut results);
+        ledger
+    }
+
+    /// Reads what `write` puts into a pipe as the checkpoint thread does,
+    /// with `chunk_bytes` chunks: header, then the state's chunks or the
+    /// error.
+    fn stream(
+        chunk_bytes: usize,
+        write: impl FnOnce(std::fs::File) + Send + 'static,
+    ) -> Result<([u8; 32], [TableUse; TABLES], Vec<Vec<u8>>), String> {
+        let (mut forked, writer) = pipe();
+        let writing = std::thread::spawn(move || write(writer));
+        let stopping = AtomicBool::new(false);
+        let read = (|| {
+            let (digest, tables) = forked.read_header(&stopping)?;
+            let source = Streamed {
+                forked: std::cell::RefCell::new(&mut forked),
+                sequence: 9,
+                timestamp: 9,
+                digest,
+                stopping: &stopping,
+                state_bytes: std::cell::Cell::new(0),
+            };
+            let mut chunks = Vec::new();
+            source
+                .write_state(chunk_bytes, &mut |chunk| {
+                    chunks.push(chunk.to_vec());
+                    Ok(())
+                })
+                .map_err(|error| error.to_string())?;
+            assert_eq!(
+                source.state_bytes.get(),
+                chunks.iter().map(Vec::len).sum::<usize>() as u64
+            );
+            Ok((digest, tables, chunks))
+        })();
+        writing.join().unwrap();
+        read
+    }
+
+    #[test]
+    fn the_streamed_image_is_the_encoded_state_in_the_storages_chunks() {
+        let ledger = std::sync::Arc::new(ledger(40_000));
+        let mut want = Vec::new();
+        crate::storage::encode_state(&ledger, &mut want);
+        assert!(want.len() > 2 * FRAME_BYTES, "several frames");
+        for chunk_bytes in [1_000, FRAME_BYTES, 3 * FRAME_BYTES + 7, want.len()] {
+            let sent = std::sync::Arc::clone(&ledger);
+            let (digest, tables, chunks) = stream(chunk_bytes, move |mut pipe| {
+                write_image(&sent, 9, 9, &mut pipe).unwrap();
+            })
+            .unwrap();
+            assert_eq!(digest, ledger.digest());
+            assert_eq!(tables, ledger.tables());
+            let (last, whole) = chunks.split_last().unwrap();
+            assert!(whole.iter().all(|chunk| chunk.len() == chunk_bytes));
+            assert!(!last.is_empty() && last.len() <= chunk_bytes);
+            assert_eq!(chunks.concat(), want, "chunks of {chunk_bytes}");
+        }
+    }
+
+    #[test]
+    fn a_failed_or_cut_image_is_an_error_not_a_checkpoint() {
+        let ledger = ledger(10);
+        let mut header = Vec::new();
+        {
+            let mut image = Vec::new();
+            write_image(&ledger, 9, 9, &mut image).unwrap();
+            header.extend_from_slice(&image[..HEADER_BYTES]);
+        }
+        // The process says it failed after a frame.
+        let sent = header.clone();
+        let failed = stream(1_000, move |mut pipe| {
+            pipe.write_all(&sent).unwrap();
+            pipe.write_all(&3u32.to_le_bytes()).unwrap();
+            pipe.write_all(b"abc").unwrap();
+            write_failure(&mut pipe, "out of memory").unwrap();
+        });
+        let error = failed.err().unwrap();
+        assert!(error.contains("out of memory"), "{error}");
+        // The pipe closes in the middle of a frame (the process died).
+        let sent = header.clone();
+        let cut = stream(1_000, move |mut pipe| {
+            pipe.write_all(&sent).unwrap();
+            pipe.write_all(&100u32.to_le_bytes()).unwrap();
+            pipe.write_all(&[7; 40]).unwrap();
+        });
+        let error = cut.err().unwrap();
+        assert!(error.contains("closed its pipe"), "{error}");
+        // No end frame: as cut.
+        let sent = header.clone();
+        let unended = stream(1_000, move |mut pipe| {
+            pipe.write_all(&sent).unwrap();
+        });
+        assert!(unended.is_err());
+        // Not a header at all.
+        let garbage = stream(1_000, move |mut pipe| {
+            pipe.write_all(&[0u8; HEADER_BYTES]).unwrap();
+        });
+        assert!(garbage.err().unwrap().contains("no header"));
+    }
+
+    #[test]
+    fn a_stop_gives_up_waiting_for_the_process() {
+        let (forked, _writer) = pipe();
+        let stopping = AtomicBool::new(true);
+        let mut buf = [0u8; 4];
+        let error = read_exact(&forked.pipe, &mut buf, &stopping).unwrap_err();
+        assert!(error.contains("stopping"), "{error}");
+    }
+}
