@@ -501,13 +501,16 @@ mod tests {
         ledger
     }
 
+    /// The header's digest and tables, and the state's chunks.
+    type Streamed3 = ([u8; 32], [TableUse; TABLES], Vec<Vec<u8>>);
+
     /// Reads what `write` puts into a pipe as the checkpoint thread does,
     /// with `chunk_bytes` chunks: header, then the state's chunks or the
     /// error.
     fn stream(
         chunk_bytes: usize,
         write: impl FnOnce(std::fs::File) + Send + 'static,
-    ) -> Result<([u8; 32], [TableUse; TABLES], Vec<Vec<u8>>), String> {
+    ) -> Result<Streamed3, String> {
         let (mut forked, writer) = pipe();
         let writing = std::thread::spawn(move || write(writer));
         let stopping = AtomicBool::new(false);
