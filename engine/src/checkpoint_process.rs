@@ -22,8 +22,10 @@
 //! stay the engine's alone), lowers its priority (its own session's
 //! scheduling group at nice 10, so that it does not weigh like another
 //! engine thread where the kernel groups threads by session), and ends with
-//! `_exit`, never running the engine's destructors. If the engine dies the
-//! process finds its pipe closed at its next write and ends.
+//! `_exit`, never running the engine's destructors; SIGTERM and SIGINT end
+//! it (the engine's handlers for them are put back to the default). If the
+//! engine dies the process finds its pipe closed at its next write and
+//! ends; an engine that stops, or gives a checkpoint up, kills it.
 //!
 //! What goes through the pipe (all integers little-endian): a header, the
 //! magic `PRCKPT01`, the state's digest (32 bytes) and, per table of
@@ -138,6 +140,10 @@ unsafe fn child(
         );
         libc::setsid();
         libc::setpriority(libc::PRIO_PROCESS, 0, PROCESS_NICE);
+        // The engine's handlers (a clean stop on SIGTERM or SIGINT) are the
+        // engine's: a signal sent to this process ends it.
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
     }
     // A new session is a new scheduling group under Linux's autogroups:
     // give it the same low weight (a failure only costs fairness).
