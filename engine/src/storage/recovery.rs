@@ -431,6 +431,9 @@ fn replay(
     let replay_started = Instant::now();
     let mut movements = Vec::new();
     let mut results: Vec<CommandResult> = Vec::new();
+    // The commands of the batch before, handed back to the decoder: no
+    // vector allocated per record.
+    let mut spare: Vec<crate::Command> = Vec::new();
     // Even an empty batch changes the state (sequence, time, expiries).
     let mut batches_applied = false;
 
@@ -441,7 +444,7 @@ fn replay(
             break;
         }
         for (index, (sequence, bytes)) in page.into_iter().enumerate() {
-            let record = match LogRecord::decode(&bytes) {
+            let record = match LogRecord::decode_reusing(&bytes, std::mem::take(&mut spare)) {
                 Ok(record) => record,
                 Err(error) => {
                     check_next(sequence, report.last_sequence)?;
@@ -481,14 +484,18 @@ fn replay(
                     report.history_rebuilt += movements.len() as u64;
                 }
             }
-            if let LogEntry::RiskPolicy(policy) = record.entry {
-                // The same assertions hold as for a batch.
-                ledger.set_risk_policy(record.sequence, record.timestamp, *policy);
-                batches_applied = true;
-            }
             report.records_replayed += 1;
             report.last_sequence = record.sequence;
             report.last_timestamp = record.timestamp;
+            match record.entry {
+                LogEntry::RiskPolicy(policy) => {
+                    // The same assertions hold as for a batch.
+                    ledger.set_risk_policy(record.sequence, record.timestamp, *policy);
+                    batches_applied = true;
+                }
+                LogEntry::Batch(commands) => spare = commands,
+                LogEntry::Checkpoint => {}
+            }
         }
     }
 
