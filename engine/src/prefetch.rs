@@ -107,7 +107,8 @@ pub(crate) fn advise_huge_pages<T>(memory: &mut [T]) {
 /// nothing changes), set once before the engine starts: blocks up to 32
 /// MiB come from the allocator's heaps rather than a mapping of their own,
 /// a heap keeps up to 64 MiB free at its top instead of handing it back to
-/// the kernel, and the main heap grows 16 MiB at a time.
+/// the kernel, and a heap is made readable and writable 64 MiB at a time
+/// (a thread's heap is at most 64 MiB: it is opened whole when created).
 ///
 /// Why: every batch hands buffers from one thread to another (a segment's
 /// steps, its results, its movements) and frees them there. With glibc's
@@ -117,8 +118,12 @@ pub(crate) fn advise_huge_pages<T>(memory: &mut [T]) {
 /// of the wallet load test the shard spent about a quarter of its time in
 /// page faults and heap growth (`sysmalloc`, `mprotect`, `clear_page`),
 /// most of it on the heap top, not on new state (docs/benchmarks.md,
-/// "The wallet mix's shard and router costs"). These are the values
-/// glibc's own adjustment reaches at most, fixed from the start. The cost
+/// "The wallet mix: the shard's and the router's cost per command"). A
+/// thread's heap otherwise grows one `mprotect` call per page as new state
+/// fills it (a payer's first budget state). The two thresholds are the
+/// values glibc's own adjustment reaches at most, fixed from the start;
+/// the top pad opens address space only (a page takes memory once it is
+/// written). The cost
 /// is memory a heap keeps once it held it: at most 64 MiB free per heap
 /// (glibc keeps one heap per thread that allocates, up to 8 per core).
 pub fn hold_allocator_memory() {
@@ -126,7 +131,7 @@ pub fn hold_allocator_memory() {
     {
         const MMAP_THRESHOLD_BYTES: libc::c_int = 32 << 20;
         const TRIM_THRESHOLD_BYTES: libc::c_int = 64 << 20;
-        const TOP_PAD_BYTES: libc::c_int = 16 << 20;
+        const TOP_PAD_BYTES: libc::c_int = 64 << 20;
         for (parameter, value) in [
             (libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES),
             (libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES),
