@@ -317,6 +317,21 @@ impl Element for Command {
     // id 16 + tag 4 + PayMerchantQr { payer 8, keys 4 x 16, amount 8, fee 8, currency 2, mcc 2,
     // context 15 }
     const WIRE_BYTES_MAX: usize = 127;
+
+    /// Reads the same bytes as `Command`'s bincode `Decode`, with the
+    /// engine's field-by-field reader (`command::codec`, which refuses
+    /// what bincode refuses with the same error): a Submit's commands are
+    /// most of what the connection tasks decode.
+    fn decode_element(decoder: &mut BodyDecoder<'_>) -> Result<Self, WireError> {
+        let rest = decoder.decoder.reader().rest;
+        match payrail_engine::command::codec::decode_command(rest) {
+            Ok((command, used)) => {
+                decoder.decoder.reader().rest = rest.get(used..).unwrap_or_default();
+                Ok(command)
+            }
+            Err(error) => Err(decoder.decode_error(error.to_bincode())),
+        }
+    }
 }
 impl Element for CommandResult {
     // status 2 + detail tag 4 (Detail::None)
@@ -816,18 +831,20 @@ impl BodyDecoder<'_> {
     }
 
     fn value<T: Decode<()>>(&mut self) -> Result<T, WireError> {
-        T::decode(&mut self.decoder).map_err(|error| {
-            let reason = match error {
-                DecodeError::UnexpectedEnd { .. } => "the body ends early".to_owned(),
-                DecodeError::UnexpectedVariant {
-                    type_name, found, ..
-                } => format!("unknown variant {found} of {type_name}"),
-                DecodeError::OtherString(text) => text,
-                DecodeError::LimitExceeded => "the body exceeds the decode limit".to_owned(),
-                other => other.to_string(),
-            };
-            self.malformed(reason)
-        })
+        T::decode(&mut self.decoder).map_err(|error| self.decode_error(error))
+    }
+
+    fn decode_error(&self, error: DecodeError) -> WireError {
+        let reason = match error {
+            DecodeError::UnexpectedEnd { .. } => "the body ends early".to_owned(),
+            DecodeError::UnexpectedVariant {
+                type_name, found, ..
+            } => format!("unknown variant {found} of {type_name}"),
+            DecodeError::OtherString(text) => text,
+            DecodeError::LimitExceeded => "the body exceeds the decode limit".to_owned(),
+            other => other.to_string(),
+        };
+        self.malformed(reason)
     }
 
     /// Reads a length prefix and checks it against `max` and against the
