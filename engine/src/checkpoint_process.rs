@@ -269,18 +269,22 @@ impl Forked {
 
     /// What went wrong, after `error` reading the pipe: the process's
     /// message if it sent one (it is then reaped), else `error`.
-    fn failure(&mut self, error: String) -> String {
-        match error.as_str() {
-            CLOSED => match self.reap() {
-                Some(code) => format!("the checkpoint's process ended early ({code})"),
+    fn failure(&mut self, error: PipeError) -> String {
+        match error {
+            PipeError::Closed => match self.reap() {
+                Some(status) => format!(
+                    "the checkpoint's process ended early ({})",
+                    describe(status)
+                ),
                 None => "the checkpoint's process closed its pipe early".to_owned(),
             },
-            _ => error,
+            PipeError::Failed(error) => error,
         }
     }
 
-    /// Waits for the process to end; its exit status as text.
-    fn reap(&mut self) -> Option<String> {
+    /// Waits for the process to end; its wait status (`None` if it was
+    /// reaped before or cannot be waited for).
+    fn reap(&mut self) -> Option<libc::c_int> {
         if self.reaped {
             return None;
         }
@@ -288,23 +292,18 @@ impl Forked {
         // SAFETY: our child's pid; `status` is written by the call.
         let reaped = unsafe { libc::waitpid(self.pid, &mut status, 0) };
         self.reaped = true;
-        (reaped == self.pid).then(|| {
-            if libc::WIFEXITED(status) {
-                format!("exit code {}", libc::WEXITSTATUS(status))
-            } else if libc::WIFSIGNALED(status) {
-                format!("signal {}", libc::WTERMSIG(status))
-            } else {
-                format!("status {status}")
-            }
-        })
+        (reaped == self.pid).then_some(status)
     }
 
     /// Waits for the process to end after its last frame: an error unless
     /// it exited with 0.
     pub(crate) fn finish(mut self) -> Result<(), String> {
         match self.reap() {
-            Some(code) if code == "exit code 0" => Ok(()),
-            Some(code) => Err(format!("the checkpoint's process ended with {code}")),
+            Some(status) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 => Ok(()),
+            Some(status) => Err(format!(
+                "the checkpoint's process ended with {}",
+                describe(status)
+            )),
             None => Err("the checkpoint's process could not be waited for".to_owned()),
         }
     }
@@ -321,8 +320,34 @@ impl Drop for Forked {
     }
 }
 
-/// The error `read_exact` gives for a pipe closed before the bytes came.
-const CLOSED: &str = "the checkpoint's process closed its pipe";
+/// A wait status as text: an exit code or a signal.
+fn describe(status: libc::c_int) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exit code {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("status {status}")
+    }
+}
+
+/// Why `read_exact` read less than asked.
+#[derive(Debug)]
+enum PipeError {
+    /// The pipe closed before the bytes came (the process ended).
+    Closed,
+    /// Anything else: a stop, silence, an I/O error.
+    Failed(String),
+}
+
+impl std::fmt::Display for PipeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PipeError::Closed => f.write_str("the checkpoint's process closed its pipe"),
+            PipeError::Failed(error) => f.write_str(error),
+        }
+    }
+}
 
 /// Reads `buf.len()` bytes, waiting at most [`SILENCE_MAX`] for each part
 /// and giving up once `stopping` is set.
@@ -330,18 +355,20 @@ fn read_exact(
     mut pipe: &std::fs::File,
     buf: &mut [u8],
     stopping: &std::sync::atomic::AtomicBool,
-) -> Result<(), String> {
+) -> Result<(), PipeError> {
     let mut filled = 0;
     let mut since = Instant::now();
     while filled < buf.len() {
         if stopping.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err("the engine is stopping; checkpoint abandoned".to_owned());
+            return Err(PipeError::Failed(
+                "the engine is stopping; checkpoint abandoned".to_owned(),
+            ));
         }
         if since.elapsed() > SILENCE_MAX {
-            return Err(format!(
+            return Err(PipeError::Failed(format!(
                 "the checkpoint's process sent nothing for {} s",
                 SILENCE_MAX.as_secs()
-            ));
+            )));
         }
         let mut poll = libc::pollfd {
             fd: std::os::fd::AsRawFd::as_raw_fd(pipe),
@@ -358,16 +385,22 @@ fn read_exact(
             if error.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            return Err(format!("waiting for the checkpoint's process: {error}"));
+            return Err(PipeError::Failed(format!(
+                "waiting for the checkpoint's process: {error}"
+            )));
         }
         match pipe.read(&mut buf[filled..]) {
-            Ok(0) => return Err(CLOSED.to_owned()),
+            Ok(0) => return Err(PipeError::Closed),
             Ok(read) => {
                 filled += read;
                 since = Instant::now();
             }
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(format!("reading the checkpoint's process: {error}")),
+            Err(error) => {
+                return Err(PipeError::Failed(format!(
+                    "reading the checkpoint's process: {error}"
+                )))
+            }
         }
     }
     Ok(())
@@ -407,7 +440,8 @@ impl CheckpointSource for Streamed<'_> {
         let chunk_bytes = chunk_bytes.max(1);
         let mut pending: Vec<u8> = Vec::with_capacity(chunk_bytes + FRAME_BYTES);
         let mut total = 0u64;
-        let failed = |forked: &mut Forked, error: String| StorageError::Io(forked.failure(error));
+        let failed =
+            |forked: &mut Forked, error: PipeError| StorageError::Io(forked.failure(error));
         loop {
             let mut length = [0u8; 4];
             if let Err(error) = read_exact(&forked.pipe, &mut length, self.stopping) {
@@ -427,7 +461,7 @@ impl CheckpointSource for Streamed<'_> {
                 });
                 let message = match read {
                     Ok(()) => String::from_utf8_lossy(&message).into_owned(),
-                    Err(error) => error,
+                    Err(error) => error.to_string(),
                 };
                 return Err(StorageError::Io(format!(
                     "the checkpoint's process failed: {message}"
@@ -614,7 +648,9 @@ mod tests {
         let (forked, _writer) = pipe();
         let stopping = AtomicBool::new(true);
         let mut buf = [0u8; 4];
-        let error = read_exact(&forked.pipe, &mut buf, &stopping).unwrap_err();
+        let error = read_exact(&forked.pipe, &mut buf, &stopping)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("stopping"), "{error}");
     }
 }

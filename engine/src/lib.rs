@@ -15,7 +15,7 @@
 //! - [`storage`]: the durable log, checkpoints, history segment files, recovery.
 
 pub mod budget;
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 mod checkpoint_process;
 pub mod command;
 pub mod currency;

@@ -441,12 +441,13 @@ struct CheckpointJob {
 
 /// Where a checkpoint job's state comes from.
 enum StateImage {
-    /// The forked process that streams it.
-    #[cfg(unix)]
+    /// The forked process that streams it (Linux).
+    #[cfg(target_os = "linux")]
     Forked(crate::checkpoint_process::Forked),
-    /// A copy taken at the marker (where there is no fork): merged and
-    /// saved by the checkpoint thread.
-    #[cfg(not(unix))]
+    /// A copy taken at the marker (elsewhere: the forked process's pipe,
+    /// descriptor closing and scheduling calls are Linux's): merged and
+    /// saved by the checkpoint thread, the shards waiting for the copy.
+    #[cfg(not(target_os = "linux"))]
     Copied(crate::shard::ShardedState),
 }
 
@@ -1314,9 +1315,7 @@ impl RouterStage {
     /// marker and the marker to the history writer (a checkpoint at S waits
     /// for the history to hold everything up to S) and the job to the
     /// checkpointer. The shards wait for the freeze and the fork only:
-    /// `engine.checkpoint_pause_ns_last`. Never waits for the checkpointer:
-    /// if it is so far behind that its queue is full, this marker is
-    /// skipped (its reply gets an error; the log is kept).
+    /// `engine.checkpoint_pause_ns_last`.
     ///
     /// One checkpoint is made at a time. A periodic marker that comes while
     /// the previous checkpoint is still being written is passed without one
@@ -1415,7 +1414,7 @@ impl RouterStage {
 
     /// The state at the current sequence for a checkpoint: frozen and
     /// forked (the shards go on at their next input).
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     fn image_at(&mut self, sequence: u64, timestamp: u64) -> Result<StateImage, String> {
         let frozen = self
             .ledger
@@ -1425,7 +1424,7 @@ impl RouterStage {
     }
 
     /// The state at the current sequence for a checkpoint: copied.
-    #[cfg(not(unix))]
+    #[cfg(not(target_os = "linux"))]
     fn image_at(&mut self, _sequence: u64, _timestamp: u64) -> Result<StateImage, String> {
         self.ledger
             .snapshot()
@@ -1563,8 +1562,9 @@ struct Checkpointer<S: Storage> {
 /// Bytes the checkpoint's process takes for its idempotency records while
 /// it runs, for the memory budget: the lone ledger it merges the state into
 /// has a table allocated for `records_max` (40-byte ring slots and an index
-/// of at least two 8-byte buckets a record, see `Records::lone`). The rest
-/// of its copy takes what the ledger's tables take.
+/// of at least two 8-byte buckets a record, see `Records::lone`). With more
+/// than one shard it also holds the merged tables; with one it reads the
+/// shard's where they are.
 pub fn checkpoint_process_records_bytes(records_max: u64) -> u64 {
     crate::ledger::lone_records_bytes(usize::try_from(records_max).unwrap_or(usize::MAX)) as u64
 }
@@ -1678,7 +1678,7 @@ impl<S: Storage> Checkpointer<S> {
 
     /// Writes the image into the storage: bytes of state and milliseconds
     /// until the image's header (digest and table use) was there.
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     fn write_image(
         &mut self,
         sequence: u64,
@@ -1708,7 +1708,7 @@ impl<S: Storage> Checkpointer<S> {
 
     /// Writes the image into the storage: bytes of state and milliseconds
     /// the merge and the digest took.
-    #[cfg(not(unix))]
+    #[cfg(not(target_os = "linux"))]
     fn write_image(
         &mut self,
         sequence: u64,
