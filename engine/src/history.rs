@@ -989,20 +989,7 @@ impl MovementChunk {
     pub fn get(&self, index: usize) -> Option<Movement> {
         let leg = self.legs.get(index)?;
         let command = self.commands.get(leg.command as usize)?;
-        Some(Movement {
-            account: leg.account,
-            counterparty: leg.counterparty,
-            command: command.command,
-            sequence: command.sequence,
-            timestamp: command.timestamp,
-            position: leg.position,
-            kind: Cow::Borrowed(command.kind),
-            amount: leg.amount,
-            balance: leg.balance,
-            currency: leg.currency,
-            mcc: leg.mcc,
-            instrument: command.instrument,
-        })
+        Some(leg_movement(command, leg))
     }
 
     /// Every movement, in the order made.
@@ -1083,6 +1070,25 @@ impl MovementChunk {
     }
 }
 
+/// The movement of a chunk's `leg` of `command`.
+#[inline]
+fn leg_movement(command: &ChunkCommand, leg: &ChunkLeg) -> Movement {
+    Movement {
+        account: leg.account,
+        counterparty: leg.counterparty,
+        command: command.command,
+        sequence: command.sequence,
+        timestamp: command.timestamp,
+        position: leg.position,
+        kind: Cow::Borrowed(command.kind),
+        amount: leg.amount,
+        balance: leg.balance,
+        currency: leg.currency,
+        mcc: leg.mcc,
+        instrument: command.instrument,
+    }
+}
+
 /// A movement on its way to the history store: built, or a chunk's leg
 /// with its command's entry (built only as it is encoded).
 #[derive(Clone, Copy, Debug)]
@@ -1118,20 +1124,7 @@ impl<'a> MovementRef<'a> {
     pub fn movement(self) -> Cow<'a, Movement> {
         match self {
             MovementRef::Built(movement) => Cow::Borrowed(movement),
-            MovementRef::Leg(command, leg) => Cow::Owned(Movement {
-                account: leg.account,
-                counterparty: leg.counterparty,
-                command: command.command,
-                sequence: command.sequence,
-                timestamp: command.timestamp,
-                position: leg.position,
-                kind: Cow::Borrowed(command.kind),
-                amount: leg.amount,
-                balance: leg.balance,
-                currency: leg.currency,
-                mcc: leg.mcc,
-                instrument: command.instrument,
-            }),
+            MovementRef::Leg(command, leg) => Cow::Owned(leg_movement(command, leg)),
         }
     }
 }
