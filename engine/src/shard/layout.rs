@@ -18,8 +18,12 @@ use super::records::{RecordRing, RouterRecord};
 
 use super::router::{CodeEntry, HoldEntry, HoldKnown, KeyEntry, QuoteEntry, RouterTables};
 use super::{shard_of_owner, Placement};
-use crate::command::{AccountId, AccountKind, CommandId, HouseRole};
-use crate::ledger::{Account, IdempotencyRecord, Ledger, LedgerConfig, Records};
+use crate::command::{AccountId, AccountKind, CommandId, FxMid, HouseRole};
+use crate::currency::Currency;
+use crate::fx::FxQuoteRecord;
+use crate::ledger::{
+    Account, Books, Hold, IdempotencyRecord, Ledger, LedgerConfig, PaymentCode, Records,
+};
 use crate::limits;
 
 /// A lone ledger's state split over shards, with the router's tables.
@@ -39,7 +43,15 @@ pub(super) fn add_house_part(total: &mut Account, part: &Account) {
     total.holds_pending = total.holds_pending.saturating_add(part.holds_pending);
 }
 
-pub(super) fn split(mut ledger: Ledger, shards: usize) -> Split {
+pub(super) fn split(ledger: Ledger, shards: usize) -> Split {
+    if shards == 1 {
+        return split_single(ledger);
+    }
+    split_over(ledger, shards)
+}
+
+/// [`split`] over any number of shards: every table rebuilt per part.
+fn split_over(mut ledger: Ledger, shards: usize) -> Split {
     let config = ledger.config;
     // Moved out, not copied: the risk states are the largest table.
     let risk = std::mem::take(&mut ledger.books.risk);
@@ -134,20 +146,7 @@ pub(super) fn split(mut ledger: Ledger, shards: usize) -> Split {
         moved.account_slot = account_slot;
         moved.house_slot = house;
         target.holds.insert(hold.id, moved);
-        holds.insert(
-            hold.id,
-            HoldEntry {
-                shard,
-                expires_at: hold.expires_at,
-                state: if hold.state == crate::ledger::HoldState::Pending {
-                    HoldKnown::Pending
-                } else {
-                    HoldKnown::Finished
-                },
-                arrival: u64::MAX,
-                unresolved: 0,
-            },
-        );
+        holds.insert(hold.id, hold_entry(hold, shard));
         hold_homes.insert(hold.id, shard);
     }
     for &Reverse((at, id)) in books.hold_expiries.iter() {
@@ -170,14 +169,7 @@ pub(super) fn split(mut ledger: Ledger, shards: usize) -> Split {
             .books
             .merchant_keys
             .insert(*key, new_slot);
-        keys.insert(
-            *key,
-            KeyEntry {
-                merchant: books.accounts[slot as usize].id,
-                resolved: true,
-                arrival: u64::MAX,
-            },
-        );
+        keys.insert(*key, key_entry(books.accounts[slot as usize].id));
     }
 
     let mut codes = GrowingMap::with_capacity_and_hasher(books.payment_codes.len(), FxBuildHasher);
@@ -190,20 +182,9 @@ pub(super) fn split(mut ledger: Ledger, shards: usize) -> Split {
             .books
             .payment_codes
             .insert(code.code, moved);
-        let forget_at = code
-            .expires_at
-            .saturating_add(limits::PAYMENT_CODE_MEMORY_NS);
-        codes.insert(
-            code.code,
-            CodeEntry {
-                customer: books.accounts[code.customer_slot as usize].id,
-                shard,
-                forget_at,
-                resolved: true,
-                arrival: u64::MAX,
-            },
-        );
-        code_forgets.push(Reverse((forget_at, code.code)));
+        let entry = code_entry(code, books.accounts[code.customer_slot as usize].id, shard);
+        code_forgets.push(Reverse((entry.forget_at, code.code)));
+        codes.insert(code.code, entry);
     }
     for &Reverse((at, code)) in books.code_expiries.iter() {
         if let Some(entry) = codes.get(&code) {
@@ -255,21 +236,9 @@ pub(super) fn split(mut ledger: Ledger, shards: usize) -> Split {
             .fx
             .quotes
             .insert(quote.id, moved);
-        let forget_at = quote
-            .amounts
-            .expires_at
-            .saturating_add(limits::FX_QUOTE_MEMORY_NS);
-        quotes.insert(
-            quote.id,
-            QuoteEntry {
-                shard,
-                forget_at,
-                amounts: Some(quote.amounts),
-                resolved: true,
-                arrival: u64::MAX,
-            },
-        );
-        quote_forgets.push(Reverse((forget_at, quote.id)));
+        let entry = quote_entry(quote, shard);
+        quote_forgets.push(Reverse((entry.forget_at, quote.id)));
+        quotes.insert(quote.id, entry);
         quote_homes.insert(quote.id, shard);
     }
     for &(at, id) in &books.fx.quote_expiries {
@@ -299,11 +268,7 @@ pub(super) fn split(mut ledger: Ledger, shards: usize) -> Split {
     // hold), others on shard 0; the router keeps them all in global order.
     // The table is allocated once, here, for the configured cap (and never
     // less than what the checkpoint holds, or than a few batches).
-    let capacity = config
-        .idempotency_records_max
-        .max(ledger.records.len())
-        .max(limits::BATCH_COMMANDS_MAX * 8);
-    let mut records = RecordRing::new(capacity, 0);
+    let mut records = router_records(&config, &ledger.records);
     for (id, record) in ledger.records.in_order() {
         let (home, parties) = match payment_parties.get(&id) {
             Some(&(shard, parties)) => (shard, Some(parties)),
@@ -312,17 +277,7 @@ pub(super) fn split(mut ledger: Ledger, shards: usize) -> Split {
         if hold_homes.contains_key(&id) {
             ledgers[home as usize].records.held.insert(id, record);
         }
-        records.push(
-            id,
-            &RouterRecord {
-                fingerprint: record.fingerprint,
-                status: Some(record.status),
-                timestamp: record.timestamp,
-                home,
-                parties,
-                keeps: true,
-            },
-        );
+        records.push(id, &router_record(record, home, parties));
     }
 
     split_risk(risk, &mut ledgers, &directory);
@@ -343,17 +298,235 @@ pub(super) fn split(mut ledger: Ledger, shards: usize) -> Split {
             hold_expiries,
             quotes,
             quote_forgets,
-            fx_floors: books.fx.floors.iter().map(|(&c, &l)| (c, l)).collect(),
+            fx_floors: fx_floors(books),
             liquidity: FxHashMap::default(),
-            fx_rates: books
-                .fx
-                .rates
-                .iter()
-                .map(|(&pair, rate)| (pair, rate.mid))
-                .collect(),
+            fx_rates: fx_rates(books),
             rates_unlearned: 0,
         },
     }
+}
+
+/// [`split`] onto one shard: the lone ledger's state is the shard's as it
+/// is (every slot stays where it is, shard 0's house part is the house
+/// account itself and no payment is remote: see [`merge_owned`]), so only
+/// the records move to the router and the router's tables are built. A
+/// start at millions of accounts otherwise spent most of its split copying
+/// every table into a new one (`split` on one shard gives the same state:
+/// the determinism test restarts runs on one shard).
+fn split_single(mut ledger: Ledger) -> Split {
+    let config = ledger.config;
+    let lone_records = std::mem::replace(&mut ledger.records, Records::shard());
+    let books = &mut ledger.books;
+    // A shard's history is turned on by the engine, as on a new part.
+    books.history = None;
+    assert_eq!(books.house_part, 0, "a lone ledger is part 0");
+    assert!(
+        books.remote_payments.is_empty(),
+        "a lone ledger has no remote payer"
+    );
+    // What `split` leaves out of a part, left out here too: heap entries of
+    // holds, codes and quotes no longer kept, FX legs of payments gone.
+    let held_ids = &books.holds;
+    books
+        .hold_expiries
+        .retain(|Reverse((_, id))| held_ids.contains_key(id));
+    let codes_kept = &books.payment_codes;
+    books
+        .code_expiries
+        .retain(|Reverse((_, code))| codes_kept.contains_key(code));
+    let quotes_kept = &books.fx.quotes;
+    books
+        .fx
+        .quote_expiries
+        .retain(|(_, id)| quotes_kept.contains_key(id));
+    let payments_kept = &books.payments;
+    books
+        .fx
+        .payments
+        .retain(|id, _| payments_kept.contains_key(id));
+    books.fx.rebuild_open();
+    // A house part carries the pending credits of the holds on it.
+    for account in &mut books.accounts {
+        if account.kind == AccountKind::House {
+            account.credits_pending = 0;
+        }
+    }
+    let mut holds = GrowingMap::with_capacity_and_hasher(books.holds.len(), FxBuildHasher);
+    let mut hold_expiries = BinaryHeap::with_capacity(books.holds.len());
+    for hold in books.holds.values() {
+        if hold.state == crate::ledger::HoldState::Pending {
+            let house = &mut books.accounts[hold.house_slot as usize];
+            house.credits_pending = house.credits_pending.saturating_add(hold.amount);
+        }
+        holds.insert(hold.id, hold_entry(hold, 0));
+        hold_expiries.push(Reverse((hold.expires_at, hold.id)));
+    }
+
+    let books = &ledger.books;
+    let directory: DashMap<AccountId, Placement, FxBuildHasher> =
+        DashMap::with_capacity_and_hasher(books.accounts.len(), FxBuildHasher);
+    for account in &books.accounts {
+        if account.kind != AccountKind::House {
+            directory.insert(
+                account.id,
+                Placement {
+                    shard: 0,
+                    currency: account.currency,
+                },
+            );
+        }
+    }
+    let mut keys = GrowingMap::default();
+    for (key, &slot) in &books.merchant_keys {
+        keys.insert(*key, key_entry(books.accounts[slot as usize].id));
+    }
+    let mut codes = GrowingMap::with_capacity_and_hasher(books.payment_codes.len(), FxBuildHasher);
+    let mut code_forgets = BinaryHeap::with_capacity(books.payment_codes.len());
+    for code in books.payment_codes.values() {
+        let entry = code_entry(code, books.accounts[code.customer_slot as usize].id, 0);
+        code_forgets.push(Reverse((entry.forget_at, code.code)));
+        codes.insert(code.code, entry);
+    }
+    let mut quotes = GrowingMap::default();
+    let mut quote_forgets = BinaryHeap::new();
+    for quote in books.fx.quotes.values() {
+        let entry = quote_entry(quote, 0);
+        quote_forgets.push(Reverse((entry.forget_at, quote.id)));
+        quotes.insert(quote.id, entry);
+    }
+
+    let mut records = router_records(&config, &lone_records);
+    let mut held = Vec::new();
+    for (id, record) in lone_records.in_order() {
+        let parties = books.payments.get(&id).map(|payment| {
+            (
+                books.accounts[payment.merchant_slot as usize].id,
+                books.accounts[payment.payer_slot as usize].id,
+            )
+        });
+        if books.holds.contains_key(&id) {
+            held.push((id, record));
+        }
+        records.push(id, &router_record(record, 0, parties));
+    }
+    let tables = RouterTables {
+        directory: Arc::new(directory),
+        records,
+        keys,
+        codes,
+        code_forgets,
+        holds,
+        hold_expiries,
+        quotes,
+        quote_forgets,
+        fx_floors: fx_floors(books),
+        liquidity: FxHashMap::default(),
+        fx_rates: fx_rates(books),
+        rates_unlearned: 0,
+    };
+    drop(lone_records);
+    for (id, record) in held {
+        ledger.records.held.insert(id, record);
+    }
+    Split {
+        config,
+        sequence: ledger.sequence,
+        timestamp: ledger.timestamp,
+        ledgers: vec![ledger],
+        tables,
+    }
+}
+
+/// The router's entry for a hold kept on `shard`.
+fn hold_entry(hold: &Hold, shard: u32) -> HoldEntry {
+    HoldEntry {
+        shard,
+        expires_at: hold.expires_at,
+        state: if hold.state == crate::ledger::HoldState::Pending {
+            HoldKnown::Pending
+        } else {
+            HoldKnown::Finished
+        },
+        arrival: u64::MAX,
+        unresolved: 0,
+    }
+}
+
+/// The router's entry for a merchant key registered to `merchant`.
+fn key_entry(merchant: AccountId) -> KeyEntry {
+    KeyEntry {
+        merchant,
+        resolved: true,
+        arrival: u64::MAX,
+    }
+}
+
+/// The router's entry for `customer`'s payment code kept on `shard`.
+fn code_entry(code: &PaymentCode, customer: AccountId, shard: u32) -> CodeEntry {
+    CodeEntry {
+        customer,
+        shard,
+        forget_at: code
+            .expires_at
+            .saturating_add(limits::PAYMENT_CODE_MEMORY_NS),
+        resolved: true,
+        arrival: u64::MAX,
+    }
+}
+
+/// The router's entry for an FX quote kept on `shard`.
+fn quote_entry(quote: &FxQuoteRecord, shard: u32) -> QuoteEntry {
+    QuoteEntry {
+        shard,
+        forget_at: quote
+            .amounts
+            .expires_at
+            .saturating_add(limits::FX_QUOTE_MEMORY_NS),
+        amounts: Some(quote.amounts),
+        resolved: true,
+        arrival: u64::MAX,
+    }
+}
+
+/// The router's record table, allocated once for the configured cap (and
+/// never less than what the checkpoint holds, or than a few batches).
+fn router_records(config: &LedgerConfig, records: &Records) -> RecordRing {
+    let capacity = config
+        .idempotency_records_max
+        .max(records.len())
+        .max(limits::BATCH_COMMANDS_MAX * 8);
+    RecordRing::new(capacity, 0)
+}
+
+/// The router's copy of a record kept on `home`.
+fn router_record(
+    record: IdempotencyRecord,
+    home: u32,
+    parties: Option<(AccountId, AccountId)>,
+) -> RouterRecord {
+    RouterRecord {
+        fingerprint: record.fingerprint,
+        status: Some(record.status),
+        timestamp: record.timestamp,
+        home,
+        parties,
+        keeps: true,
+    }
+}
+
+/// The router's copy of the FX floors in force.
+fn fx_floors(books: &Books) -> FxHashMap<Currency, u64> {
+    books.fx.floors.iter().map(|(&c, &l)| (c, l)).collect()
+}
+
+/// The router's copy of the FX mid rates in force.
+fn fx_rates(books: &Books) -> FxHashMap<(Currency, Currency), FxMid> {
+    books
+        .fx
+        .rates
+        .iter()
+        .map(|(&pair, rate)| (pair, rate.mid))
+        .collect()
 }
 
 /// [`merge`], taking the state of a single shard as it is: one shard's
@@ -590,5 +763,79 @@ fn merge_risk(merged: &mut Ledger, shards: &[Ledger]) {
             risk.budgets.insert(*account, budget.clone());
         }
         risk.counters_mut().add(books.counters());
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// Every entry of a split's tables, in a stable order, as text.
+    fn tables_of(split: &Split) -> Vec<String> {
+        let tables = &split.tables;
+        let mut directory: Vec<String> = tables
+            .directory
+            .iter()
+            .map(|entry| format!("{:?} {:?}", entry.key(), *entry.value()))
+            .collect();
+        directory.sort();
+        let sorted = |mut entries: Vec<String>| {
+            entries.sort();
+            entries.join("; ")
+        };
+        vec![
+            directory.join("; "),
+            format!("{:?}", tables.records.iter().collect::<Vec<_>>()),
+            sorted(tables.keys.iter().map(|e| format!("{e:?}")).collect()),
+            sorted(tables.codes.iter().map(|e| format!("{e:?}")).collect()),
+            format!("{:?}", tables.code_forgets.clone().into_sorted_vec()),
+            sorted(tables.holds.iter().map(|e| format!("{e:?}")).collect()),
+            format!("{:?}", tables.hold_expiries.clone().into_sorted_vec()),
+            sorted(tables.quotes.iter().map(|e| format!("{e:?}")).collect()),
+            format!("{:?}", tables.quote_forgets.clone().into_sorted_vec()),
+            sorted(tables.fx_floors.iter().map(|e| format!("{e:?}")).collect()),
+            sorted(tables.fx_rates.iter().map(|e| format!("{e:?}")).collect()),
+        ]
+    }
+
+    #[test]
+    fn one_shard_takes_the_lone_state_as_the_split_over_one_would() {
+        let ledger = crate::storage::snapshot::tests::busy_ledger();
+        assert!(!ledger.books.holds.is_empty() && !ledger.books.payments.is_empty());
+        assert!(!ledger.books.payment_codes.is_empty());
+        let over = split_over(ledger.clone(), 1);
+        let single = split_single(ledger);
+        assert_eq!(single.ledgers.len(), 1);
+        let (a, b) = (&single.ledgers[0], &over.ledgers[0]);
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(a.books.accounts, b.books.accounts);
+        let held = |ledger: &Ledger| {
+            let mut held: Vec<String> = ledger
+                .records
+                .held
+                .iter()
+                .map(|e| format!("{e:?}"))
+                .collect();
+            held.sort();
+            held
+        };
+        assert!(!held(b).is_empty());
+        assert_eq!(held(a), held(b));
+        let heap = |ledger: &Ledger| {
+            (
+                ledger.books.hold_expiries.clone().into_sorted_vec(),
+                ledger.books.code_expiries.clone().into_sorted_vec(),
+                format!("{:?}", ledger.books.fx),
+            )
+        };
+        assert_eq!(heap(a), heap(b));
+        let router = tables_of(&single);
+        assert!(router[1].contains("parties: Some"));
+        assert_eq!(router, tables_of(&over));
+        assert_eq!(
+            (single.sequence, single.timestamp),
+            (over.sequence, over.timestamp)
+        );
     }
 }

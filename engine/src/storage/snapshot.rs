@@ -1274,7 +1274,7 @@ impl Pending {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::command::{AccountKind, AccountStatus, CommandId, FxAmounts, FxMid, FxSource};
     use crate::currency::Currency;
@@ -1498,7 +1498,7 @@ mod tests {
     /// merchant keys, payment codes live and used, QR payments (some
     /// refunded), budgets with and without a budget set, instruments of
     /// every kind and state, and idempotency records of several statuses.
-    fn busy_ledger() -> Ledger {
+    pub(crate) fn busy_ledger() -> Ledger {
         use crate::command::{
             Command, CommandKind, OpenAccount, RiskContext, QR_MERCHANT_KEYS_MAX,
         };
