@@ -33,7 +33,7 @@ use crate::budget::Category;
 use crate::currency::Currency;
 use crate::digest::DigestHasher;
 use crate::fx::FxState;
-use crate::history::{HistorySink, Movement, MovementContext, MovementInstrument};
+use crate::history::{HistorySink, Movement, MovementChunk, MovementContext, MovementInstrument};
 use crate::limits;
 use crate::prefetch::prefetch;
 use crate::record_ring::{self, Ring};
@@ -570,6 +570,21 @@ impl Ledger {
         if let Some(sink) = &mut self.books.history {
             into.extend(sink.movements.iter());
             sink.movements.clear();
+        }
+    }
+
+    /// The movements collected since the last call, as the ledger made
+    /// them (one [`MovementChunk`], in the order made: for a lone ledger,
+    /// log order), with `replacement` (cleared) collecting the next ones.
+    /// What recovery hands its history thread, as the shards hand theirs
+    /// over; empty (and `replacement` dropped) when history is off.
+    pub fn take_movement_chunk(&mut self, mut replacement: MovementChunk) -> MovementChunk {
+        match &mut self.books.history {
+            Some(sink) => {
+                replacement.clear();
+                std::mem::replace(&mut sink.movements, replacement)
+            }
+            None => MovementChunk::default(),
         }
     }
 

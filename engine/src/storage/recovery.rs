@@ -6,9 +6,14 @@
 //! consecutively from 1, checkpoint markers included, so a missing number is
 //! a lost record and also corruption.
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::command::CommandResult;
+use crossbeam::channel::{bounded, Receiver, Sender};
+
+use crate::command::{Command, CommandResult};
+use crate::history::MovementChunk;
+use crate::history_writer::HISTORY_WRITE_MOVEMENTS_MAX;
 use crate::ledger::{Ledger, LedgerConfig};
 use crate::storage::record::{LogEntry, LogRecord};
 use crate::storage::{decode_state_chunks, encode_state, hex32, Checkpoint, Storage, StorageError};
@@ -398,6 +403,20 @@ fn log_recovered(report: &RecoveryReport) {
 /// (see [`recover`]), rebuilding the history past its watermark if
 /// `history`, and fills in the report's replay figures. True if any batch
 /// or risk policy was applied (the state changed).
+///
+/// Three threads, so that the apply (the one part that must run in log
+/// order on one thread) does nothing else: a reading thread reads the log
+/// in pages, checks each record's CRC, decodes it and checks it follows
+/// the one before ([`read_records`]), and keeps [`REPLAY_QUEUE_RECORDS`]
+/// decoded records ready; the calling thread applies them
+/// ([`apply_records`]) and hands each rebuilt batch's movements over as
+/// the ledger made them (one `MovementChunk`, as a shard hands its
+/// segment's over live); a history thread appends them to the store
+/// ([`write_history_jobs`]). Vectors of commands and chunks go back to be
+/// reused. The storage is shared through a lock: the reading thread holds
+/// it for a page read, the history thread for an append. What is applied,
+/// in what order, and what the history store is given are the same as one
+/// thread doing it all.
 fn replay(
     storage: &mut dyn Storage,
     ledger: &mut Ledger,
@@ -429,75 +448,71 @@ fn replay(
         "checkpoint loaded; replaying the log after it"
     );
     let replay_started = Instant::now();
-    let mut movements = Vec::new();
-    let mut results: Vec<CommandResult> = Vec::new();
-    // The commands of the batch before, handed back to the decoder: no
-    // vector allocated per record.
-    let mut spare: Vec<crate::Command> = Vec::new();
-    // Even an empty batch changes the state (sequence, time, expiries).
-    let mut batches_applied = false;
-
-    'pages: loop {
-        let page = storage.read_log(report.last_sequence, RECOVERY_PAGE_RECORDS)?;
-        let page_len = page.len();
-        if page_len == 0 {
-            break;
-        }
-        for (index, (sequence, bytes)) in page.into_iter().enumerate() {
-            let record = match LogRecord::decode_reusing(&bytes, std::mem::take(&mut spare)) {
-                Ok(record) => record,
+    let shared = Mutex::new(&mut *storage);
+    let batches_applied = std::thread::scope(|scope| -> Result<bool, StorageError> {
+        let shared = &shared;
+        let (records_sender, records) = bounded::<Read>(REPLAY_QUEUE_RECORDS);
+        // Room for every vector in flight, so that none is dropped.
+        let (spares, spares_back) = bounded::<Vec<Command>>(REPLAY_QUEUE_RECORDS + 2);
+        let (last_sequence, last_timestamp) = (report.last_sequence, report.last_timestamp);
+        let reader = std::thread::Builder::new()
+            .name("payrail-replay-read".into())
+            .spawn_scoped(scope, move || {
+                let read = read_records(
+                    shared,
+                    (last_sequence, last_timestamp),
+                    &records_sender,
+                    &spares_back,
+                );
+                if let Err(error) = read {
+                    // The applying thread may have stopped already (a
+                    // history write failed): then it reports that.
+                    let _ = records_sender.send(Read::Failed(error));
+                }
+            })
+            .map_err(|error| io_error("cannot start the replay's reading thread", &error))?;
+        let (jobs, jobs_taken) = bounded::<HistoryJob>(REPLAY_HISTORY_QUEUE_BATCHES);
+        let (chunks_back, chunks) = bounded::<MovementChunk>(REPLAY_HISTORY_QUEUE_BATCHES + 2);
+        let writer = if keeps_history {
+            let writer = std::thread::Builder::new()
+                .name("payrail-replay-history".into())
+                .spawn_scoped(scope, move || {
+                    write_history_jobs(shared, &jobs_taken, &chunks_back)
+                })
+                .map_err(|error| io_error("cannot start the replay's history thread", &error));
+            match writer {
+                Ok(writer) => Some(writer),
                 Err(error) => {
-                    check_next(sequence, report.last_sequence)?;
-                    let is_last =
-                        index + 1 == page_len && storage.read_log(sequence, 1)?.is_empty();
-                    if !is_last {
-                        return Err(corrupt(sequence, error.to_string()));
-                    }
-                    tracing::warn!(
-                        sequence,
-                        %error,
-                        "dropping the torn last log record (never acknowledged)"
-                    );
-                    storage.truncate_log(sequence)?;
-                    report.dropped_tail = Some(sequence);
-                    break 'pages;
-                }
-            };
-            check_record(
-                sequence,
-                &record,
-                report.last_sequence,
-                report.last_timestamp,
-            )?;
-            if let LogEntry::Batch(commands) = &record.entry {
-                let rebuild = keeps_history && record.sequence > watermark;
-                ledger.record_history(rebuild);
-                // sequence > report.last_sequence >= ledger.sequence() and the
-                // timestamp check above: apply's assertions hold.
-                results.clear();
-                ledger.apply(record.sequence, record.timestamp, commands, &mut results);
-                batches_applied = true;
-                report.commands_replayed += commands.len() as u64;
-                if rebuild {
-                    ledger.take_movements(&mut movements);
-                    storage.write_history(&movements, record.sequence)?;
-                    report.history_rebuilt += movements.len() as u64;
+                    // The reading thread stops at its next hand-over.
+                    drop(records);
+                    join(reader);
+                    return Err(error);
                 }
             }
-            report.records_replayed += 1;
-            report.last_sequence = record.sequence;
-            report.last_timestamp = record.timestamp;
-            match record.entry {
-                LogEntry::RiskPolicy(policy) => {
-                    // The same assertions hold as for a batch.
-                    ledger.set_risk_policy(record.sequence, record.timestamp, *policy);
-                    batches_applied = true;
-                }
-                LogEntry::Batch(commands) => spare = commands,
-                LogEntry::Checkpoint => {}
-            }
-        }
-    }
+        } else {
+            None
+        };
+        let history_hand_over = writer.is_some().then_some((&jobs, &chunks));
+        let applied = apply_records(
+            ledger,
+            report,
+            &records,
+            &spares,
+            history_hand_over,
+            watermark,
+        );
+        // Either thread ends when the other side of its channel goes.
+        drop(records);
+        drop(jobs);
+        join(reader);
+        let written = writer.map_or(Ok(()), join);
+        // A record that failed to read or check comes first; a history
+        // write that failed stopped the apply short of the end.
+        let applied = applied?;
+        written?;
+        Ok(applied)
+    })?;
+    let storage = shared.into_inner().unwrap_or_else(PoisonError::into_inner);
 
     ledger.record_history(false);
     if keeps_history && report.last_sequence > watermark {
@@ -507,6 +522,192 @@ fn replay(
     }
     report.replay_elapsed = replay_started.elapsed();
     Ok(batches_applied)
+}
+
+/// Decoded records the reading thread keeps ready ahead of the apply: at
+/// most this many full batches (8,190 commands, about 1 MiB decoded) in
+/// the queue, besides the page of raw records it is decoding.
+pub const REPLAY_QUEUE_RECORDS: usize = 16;
+/// Rebuilt batches' movements waiting for the replay's history thread
+/// before the apply waits for it (about 16,000 movements a full batch of
+/// transfers).
+pub const REPLAY_HISTORY_QUEUE_BATCHES: usize = 16;
+
+/// A rebuilt batch's movements for the replay's history thread, with the
+/// batch's sequence.
+type HistoryJob = (u64, MovementChunk);
+
+/// What the reading thread hands the applying one, in log order.
+enum Read {
+    /// The next record; it follows the one before (`check_record`).
+    Record(LogRecord),
+    /// The torn last record, at this sequence, was deleted: the end.
+    DroppedTail(u64),
+    /// A record that does not decode or follow, or the storage failed:
+    /// the end, and the replay's error.
+    Failed(StorageError),
+}
+
+fn io_error(context: &str, error: &std::io::Error) -> StorageError {
+    StorageError::Io(format!("{context}: {error}"))
+}
+
+/// The storage, for whichever replay thread holds it.
+fn lock<'a, 'b>(shared: &'a Mutex<&'b mut dyn Storage>) -> MutexGuard<'a, &'b mut dyn Storage> {
+    // A thread that panicked with the lock held makes the replay panic too
+    // (`join`), so the value behind a poisoned lock is never used for long.
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Waits for a replay thread; a panic in it goes on in the caller.
+fn join<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// The reading thread: every log record after `last` (sequence and
+/// timestamp of the record before), in pages, decoded (each into a vector
+/// of commands handed back through `spares` when there is one) and checked
+/// to follow the one before, handed to `records` in order. A record that
+/// does not decode is deleted if it is the last one in the log (a torn,
+/// never acknowledged write; `Read::DroppedTail`) and is corruption
+/// anywhere else. Stops early, without an error, when the applying
+/// thread has stopped.
+fn read_records(
+    storage: &Mutex<&mut dyn Storage>,
+    last: (u64, u64),
+    records: &Sender<Read>,
+    spares: &Receiver<Vec<Command>>,
+) -> Result<(), StorageError> {
+    let (mut last_sequence, mut last_timestamp) = last;
+    loop {
+        let page = lock(storage).read_log(last_sequence, RECOVERY_PAGE_RECORDS)?;
+        let page_len = page.len();
+        if page_len == 0 {
+            return Ok(());
+        }
+        for (index, (sequence, bytes)) in page.into_iter().enumerate() {
+            let spare = spares.try_recv().unwrap_or_default();
+            let record = match LogRecord::decode_reusing(&bytes, spare) {
+                Ok(record) => record,
+                Err(error) => {
+                    check_next(sequence, last_sequence)?;
+                    let is_last =
+                        index + 1 == page_len && lock(storage).read_log(sequence, 1)?.is_empty();
+                    if !is_last {
+                        return Err(corrupt(sequence, error.to_string()));
+                    }
+                    tracing::warn!(
+                        sequence,
+                        %error,
+                        "dropping the torn last log record (never acknowledged)"
+                    );
+                    lock(storage).truncate_log(sequence)?;
+                    let _ = records.send(Read::DroppedTail(sequence));
+                    return Ok(());
+                }
+            };
+            check_record(sequence, &record, last_sequence, last_timestamp)?;
+            last_sequence = record.sequence;
+            last_timestamp = record.timestamp;
+            if records.send(Read::Record(record)).is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The applying thread: applies the records `records` hands over (batches
+/// and risk policies; markers only move the report on), rebuilding the
+/// history of the batches past `watermark` when `history` gives the
+/// history thread's queue and the chunks it hands back. True if any batch
+/// or risk policy was applied. Stops short, without an error, if the
+/// history thread has stopped (its write failed: it says why).
+fn apply_records(
+    ledger: &mut Ledger,
+    report: &mut RecoveryReport,
+    records: &Receiver<Read>,
+    spares: &Sender<Vec<Command>>,
+    history: Option<(&Sender<HistoryJob>, &Receiver<MovementChunk>)>,
+    watermark: u64,
+) -> Result<bool, StorageError> {
+    let mut results: Vec<CommandResult> = Vec::new();
+    // Even an empty batch changes the state (sequence, time, expiries).
+    let mut batches_applied = false;
+    for read in records {
+        let record = match read {
+            Read::Record(record) => record,
+            Read::DroppedTail(sequence) => {
+                report.dropped_tail = Some(sequence);
+                break;
+            }
+            Read::Failed(error) => return Err(error),
+        };
+        if let LogEntry::Batch(commands) = &record.entry {
+            let rebuild = history.filter(|_| record.sequence > watermark);
+            ledger.record_history(rebuild.is_some());
+            // The reading thread checked the record follows the one before
+            // (`check_record`): apply's assertions hold.
+            results.clear();
+            ledger.apply(record.sequence, record.timestamp, commands, &mut results);
+            batches_applied = true;
+            report.commands_replayed += commands.len() as u64;
+            if let Some((jobs, chunks)) = rebuild {
+                let chunk = ledger.take_movement_chunk(chunks.try_recv().unwrap_or_default());
+                report.history_rebuilt += chunk.len() as u64;
+                if jobs.send((record.sequence, chunk)).is_err() {
+                    return Ok(batches_applied);
+                }
+            }
+        }
+        report.records_replayed += 1;
+        report.last_sequence = record.sequence;
+        report.last_timestamp = record.timestamp;
+        match record.entry {
+            LogEntry::RiskPolicy(policy) => {
+                // The same assertions hold as for a batch.
+                ledger.set_risk_policy(record.sequence, record.timestamp, *policy);
+                batches_applied = true;
+            }
+            LogEntry::Batch(commands) => {
+                let _ = spares.try_send(commands);
+            }
+            LogEntry::Checkpoint => {}
+        }
+    }
+    Ok(batches_applied)
+}
+
+/// The history thread: appends each batch's movements, in log order, with
+/// the batch's sequence as the watermark, gathering what is queued into
+/// one append of up to `HISTORY_WRITE_MOVEMENTS_MAX` movements, as the
+/// engine's history writer does; hands the chunks back to be reused.
+/// Stops at the first write that fails, with its error.
+fn write_history_jobs(
+    storage: &Mutex<&mut dyn Storage>,
+    jobs: &Receiver<HistoryJob>,
+    chunks_back: &Sender<MovementChunk>,
+) -> Result<(), StorageError> {
+    let mut parts: Vec<MovementChunk> = Vec::new();
+    while let Ok((sequence, chunk)) = jobs.recv() {
+        let mut watermark = sequence;
+        let mut movements = chunk.len();
+        parts.push(chunk);
+        while movements < HISTORY_WRITE_MOVEMENTS_MAX {
+            let Ok((sequence, chunk)) = jobs.try_recv() else {
+                break;
+            };
+            watermark = sequence;
+            movements += chunk.len();
+            parts.push(chunk);
+        }
+        lock(storage).write_history_chunks(&parts, watermark)?;
+        for chunk in parts.drain(..) {
+            let _ = chunks_back.try_send(chunk);
+        }
+    }
+    Ok(())
 }
 
 /// Recovery for a starting engine: [`recover_with_history`], except that
@@ -590,4 +791,178 @@ fn resave_with_config(
     loaded.sequence = sequence;
     loaded.stored_config = Some(loaded.ledger.config);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::history::Movement;
+    use crate::storage::RocksStorage;
+    use crate::{AccountId, AccountKind, CommandKind, Currency, OpenAccount, RiskContext};
+
+    const ACCOUNTS: u64 = 300;
+
+    fn open(id: u128, account: u64) -> Command {
+        Command::new(
+            id,
+            CommandKind::OpenAccount(OpenAccount {
+                account: AccountId(account),
+                owner: account,
+                kind: AccountKind::Customer,
+                currency: Currency::CNY,
+                kyc_tier: 3,
+                mcc: 0,
+            }),
+        )
+    }
+
+    /// Batch `batch` of a log: openings and deposits first, then transfers
+    /// (some refused for want of funds) with a retry of the batch before's
+    /// first command here and there.
+    fn batch_commands(batch: u64, size: u64) -> Vec<Command> {
+        (0..size)
+            .map(|index| {
+                let n = batch * size + index;
+                let id = 1 + u128::from(n);
+                if n < ACCOUNTS {
+                    open(id, n + 1)
+                } else if n < 2 * ACCOUNTS {
+                    Command::new(
+                        id,
+                        CommandKind::Deposit {
+                            account: AccountId(n - ACCOUNTS + 1),
+                            amount: 50_000,
+                            currency: Currency::CNY,
+                        },
+                    )
+                } else if index == 0 && batch % 5 == 0 {
+                    // A retry: answered from its record, no movement.
+                    let first = batch_commands(batch - 1, size).swap_remove(0);
+                    Command::new(first.id.0, first.kind)
+                } else {
+                    Command::new(
+                        id,
+                        CommandKind::Transfer {
+                            from: AccountId(1 + n * 7_919 % ACCOUNTS),
+                            to: AccountId(1 + n * 104_729 % ACCOUNTS),
+                            amount: 1 + n % 3_000,
+                            currency: Currency::CNY,
+                            context: RiskContext::NONE,
+                        },
+                    )
+                }
+            })
+            .collect()
+    }
+
+    /// Writes a log of `batches` batches of `size` commands (a checkpoint
+    /// marker after every tenth) to `storage`, applying it to a lone ledger
+    /// with history on: that ledger, and its movements in log order.
+    fn write_log(storage: &mut RocksStorage, batches: u64, size: u64) -> (Ledger, Vec<Movement>) {
+        let mut live = Ledger::new(LedgerConfig::default());
+        live.record_history(true);
+        let (mut all, mut movements, mut records) = (Vec::new(), Vec::new(), Vec::new());
+        let mut sequence = 0;
+        for batch in 0..batches {
+            sequence += 1;
+            let timestamp = 1_000_000 * sequence;
+            let commands = batch_commands(batch, size);
+            live.apply_batch(sequence, timestamp, &commands);
+            live.take_movements(&mut movements);
+            all.append(&mut movements);
+            records.push((
+                sequence,
+                LogRecord::batch(sequence, timestamp, commands).to_bytes(),
+            ));
+            if batch % 10 == 9 {
+                sequence += 1;
+                records.push((
+                    sequence,
+                    LogRecord::checkpoint(sequence, timestamp).to_bytes(),
+                ));
+            }
+        }
+        storage.append(&records).unwrap();
+        (live, all)
+    }
+
+    /// Every movement of `account` in the history, newest first.
+    fn pages_of(storage: &RocksStorage, account: u64) -> Vec<Movement> {
+        let (mut entries, mut cursor) = (Vec::new(), 0);
+        for _ in 0..100_000 {
+            let page = storage
+                .history_page(AccountId(account), 0, u64::MAX, cursor, 50)
+                .unwrap();
+            entries.extend(page.entries);
+            cursor = page.next_cursor;
+            if cursor == 0 {
+                return entries;
+            }
+        }
+        panic!("paging never ended");
+    }
+
+    fn assert_history_is(storage: &RocksStorage, movements: &[Movement]) {
+        for account in 1..=ACCOUNTS {
+            let expected: Vec<Movement> = movements
+                .iter()
+                .rev()
+                .filter(|movement| movement.account.0 == account)
+                .cloned()
+                .collect();
+            assert_eq!(pages_of(storage, account), expected, "account {account}");
+        }
+    }
+
+    #[test]
+    fn the_replay_rebuilds_the_state_and_the_history_the_live_ledger_made() {
+        // More movements than one history append takes, so the history
+        // thread appends several times.
+        let (batches, size) = (40, 2_000);
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = RocksStorage::open(dir.path()).unwrap();
+        let (live, movements) = write_log(&mut storage, batches, size);
+        assert!(movements.len() > HISTORY_WRITE_MOVEMENTS_MAX);
+        let (ledger, report) = recover(&mut storage, LedgerConfig::default()).unwrap();
+        assert_eq!(ledger.digest(), live.digest());
+        assert_eq!(report.digest, live.digest());
+        assert_eq!(report.commands_replayed, batches * size);
+        assert_eq!(report.records_replayed, batches + batches / 10);
+        assert_eq!(report.last_sequence, batches + batches / 10);
+        assert_eq!(report.history_rebuilt, movements.len() as u64);
+        assert_eq!(storage.history_watermark().unwrap(), report.last_sequence);
+        assert_history_is(&storage, &movements);
+    }
+
+    #[test]
+    fn the_replay_rebuilds_only_past_the_history_watermark() {
+        let (batches, size) = (12, 500);
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = RocksStorage::open(dir.path()).unwrap();
+        let (live, movements) = write_log(&mut storage, batches, size);
+        // The history writer had written the first five batches (sequences
+        // 1 to 5) when the engine stopped.
+        let written = movements
+            .iter()
+            .take_while(|movement| movement.sequence <= 5)
+            .count();
+        storage.write_history(&movements[..written], 5).unwrap();
+        let (ledger, report) =
+            recover_for_engine(&mut storage, LedgerConfig::default(), true).unwrap();
+        assert_eq!(ledger.digest(), live.digest());
+        assert_eq!(report.history_watermark, 5);
+        assert_eq!(report.history_rebuilt, (movements.len() - written) as u64);
+        assert_history_is(&storage, &movements);
+        // With history off nothing is written, and the state is the same.
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = RocksStorage::open(dir.path()).unwrap();
+        write_log(&mut storage, batches, size);
+        let (ledger, report) =
+            recover_for_engine(&mut storage, LedgerConfig::default(), false).unwrap();
+        assert_eq!(ledger.digest(), live.digest());
+        assert_eq!((report.history_watermark, report.history_rebuilt), (0, 0));
+        assert_eq!(storage.history_watermark().unwrap(), 0);
+    }
 }
