@@ -734,6 +734,23 @@ pub fn encode_movement_follow_on(
     out.extend_from_slice(&buffer[..at]);
 }
 
+/// Appends a follow-on movement that mirrors the leg before it, at the
+/// next position, with `balance` after it, the record of that leg
+/// starting `back` bytes before this one: the bytes
+/// [`encode_movement_follow_on`] writes for such a leg, without building
+/// either movement (the history writer's path for a transfer's credit
+/// leg, which a chunk holds in its debit leg's entry).
+pub fn encode_movement_mirror(balance: i64, back: u8, out: &mut Vec<u8>) {
+    let mut buffer = [0u8; FOLLOW_ON_BYTES_MAX];
+    buffer[0] = COMPACT_FOLLOWS | COMPACT_MIRROR;
+    buffer[1] = back;
+    // The position's distance from the leg before's.
+    buffer[2] = 1;
+    let mut at = 3;
+    put_varint_at(&mut buffer, &mut at, zigzag(balance));
+    out.extend_from_slice(&buffer[..at]);
+}
+
 /// How far before its own record a follow-on movement's first leg starts,
 /// or `None` if `bytes` (a compact movement) is not a follow-on.
 pub fn follow_on_back(bytes: &[u8]) -> Option<u8> {
@@ -919,120 +936,175 @@ pub(crate) struct HistorySink {
     pub movements: MovementChunk,
 }
 
+/// The batch a [`MovementChunk`]'s commands belong to: its sequence and
+/// timestamp, written once per batch (a shard's chunk holds one segment,
+/// so one batch), not once per command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ChunkBatch {
+    sequence: u64,
+    timestamp: u64,
+}
+
 /// What one command's legs share in a [`MovementChunk`]: written once per
 /// command, not once per leg.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ChunkCommand {
-    command: CommandId,
-    sequence: u64,
-    timestamp: u64,
+    /// The command id's low and high halves (a `u128` field would align
+    /// the entry, and pad it, to 16 bytes).
+    command: [u64; 2],
     kind: &'static str,
-    instrument: Option<MovementInstrument>,
+    /// Its batch in [`MovementChunk::batches`].
+    batch: u32,
+    /// 0: none; else its instrument's index in
+    /// [`MovementChunk::instruments`] plus 1 (rare: a top-up from an
+    /// instrument, a withdrawal posted to one).
+    instrument: u32,
 }
 
 /// One leg as the ledger records it: what only the ledger knows when the
-/// money moves (48 bytes; a [`Movement`] is 128).
+/// money moves. When the command's next leg is its mirror (the other side
+/// of the same double entry: account and counterparty swapped, amount
+/// negated, same currency and merchant category, the next position; a
+/// transfer's credit leg after its debit leg), the entry holds that leg
+/// too, as its balance after it: one 56-byte entry for both legs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ChunkLeg {
     account: AccountId,
     counterparty: AccountId,
     amount: i64,
     balance: i64,
+    /// The mirror leg's balance after it (if `mirrored`).
+    mirror_balance: i64,
     position: u32,
     /// Its command's entry in [`MovementChunk::commands`].
     command: u32,
     currency: Currency,
     mcc: u16,
+    /// The entry holds the mirror leg too (at `position + 1`).
+    mirrored: bool,
 }
 
 const _: () = assert!(
-    std::mem::size_of::<ChunkLeg>() == 48 && std::mem::size_of::<ChunkCommand>() == 80,
+    std::mem::size_of::<ChunkLeg>() == 56 && std::mem::size_of::<ChunkCommand>() == 40,
     "the sizes MovementChunk's documentation gives"
 );
 
 /// The movements a ledger (or a shard, for one segment of a batch) made,
 /// in the order it made them, as they travel from the ledger to the
-/// history writer: the command's id, kind, sequence, timestamp and
-/// instrument once per command, the rest per leg. A transfer takes one
-/// command entry (80 bytes) and two legs (48 each) instead of two
-/// 128-byte [`Movement`]s, written on the ordered path; the history writer
-/// builds each [`Movement`] as it appends it ([`MovementChunk::get`]).
+/// history writer: the batch's sequence and timestamp once per batch, the
+/// command's id, kind and instrument once per command, the rest per leg,
+/// and a transfer's two legs in one entry. A transfer takes one command
+/// entry (40 bytes) and one leg entry (56) instead of two 128-byte
+/// [`Movement`]s, written on the ordered path; the history writer builds
+/// each [`Movement`] as it appends it, and writes a mirror leg as its
+/// follow-on record straight from the entry. The chunk notes as the legs
+/// come whether they are in log order ([`MovementChunk::ordered_range`]),
+/// so the writer does not check every leg again.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MovementChunk {
+    batches: Vec<ChunkBatch>,
     commands: Vec<ChunkCommand>,
+    instruments: Vec<MovementInstrument>,
     legs: Vec<ChunkLeg>,
+    /// Movements held (a mirrored entry holds two).
+    movements: usize,
+    /// The order keys ([`Movement::order_key`]) of the first and the last
+    /// movement pushed.
+    first_key: OrderKey,
+    last_key: OrderKey,
+    /// A movement was pushed whose order key is not above the one before.
+    unordered: bool,
 }
 
 impl MovementChunk {
     /// Movements held.
     pub fn len(&self) -> usize {
-        self.legs.len()
+        self.movements
     }
 
     pub fn is_empty(&self) -> bool {
-        self.legs.is_empty()
+        self.movements == 0
     }
 
-    /// Room for `commands` commands' legs, about two each, without
-    /// growing.
+    /// Leg entries held (an entry holding a mirror leg holds two
+    /// movements).
+    #[cfg(test)]
+    pub(crate) fn legs_held(&self) -> usize {
+        self.legs.len()
+    }
+
+    /// Room for `commands` commands' legs without growing: a command entry
+    /// each, and a leg entry and a half (a transfer's two legs take one).
     pub fn reserve(&mut self, commands: usize) {
         self.commands.reserve(commands);
-        self.legs.reserve(commands.saturating_mul(2));
+        self.legs.reserve(commands.saturating_add(commands / 2));
     }
 
     pub fn clear(&mut self) {
+        self.batches.clear();
         self.commands.clear();
+        self.instruments.clear();
         self.legs.clear();
-    }
-
-    /// The `index`-th movement, built from its leg and its command.
-    pub fn get(&self, index: usize) -> Option<Movement> {
-        let leg = self.legs.get(index)?;
-        let command = self.commands.get(leg.command as usize)?;
-        Some(leg_movement(command, leg))
+        self.movements = 0;
+        self.first_key = OrderKey::default();
+        self.last_key = OrderKey::default();
+        self.unordered = false;
     }
 
     /// Every movement, in the order made.
     pub fn iter(&self) -> impl Iterator<Item = Movement> + '_ {
-        (0..self.len()).filter_map(|index| self.get(index))
+        self.refs().map(|movement| movement.movement().into_owned())
     }
 
-    /// Every movement as its leg and command, in the order made (the
-    /// history store encodes them without building each [`Movement`]
-    /// into memory first).
+    /// Every movement as its leg entry, command and batch, in the order
+    /// made (the history store encodes them without building each
+    /// [`Movement`] into memory first).
     pub(crate) fn refs(&self) -> impl Iterator<Item = MovementRef<'_>> + Clone + '_ {
-        self.legs.iter().filter_map(|leg| {
-            self.commands
-                .get(leg.command as usize)
-                .map(|command| MovementRef::Leg(command, leg))
-        })
+        self.legs
+            .iter()
+            .filter_map(|leg| {
+                let command = self.commands.get(leg.command as usize)?;
+                let batch = self.batches.get(command.batch as usize)?;
+                let instrument = match command.instrument {
+                    0 => None,
+                    n => Some(self.instruments.get(n as usize - 1)?),
+                };
+                Some(LegRef {
+                    command,
+                    batch,
+                    instrument,
+                    leg,
+                })
+            })
+            .flat_map(|leg| {
+                std::iter::once(MovementRef::Leg(leg, false))
+                    .chain(leg.leg.mirrored.then_some(MovementRef::Leg(leg, true)))
+            })
     }
 
     /// The log order keys ([`Movement::order_key`]) of the first and the
     /// last movement if the chunk is in log order; `None` if it is empty
-    /// or not in order.
+    /// or not in order. Noted as the legs were pushed: no pass over them.
     pub(crate) fn ordered_range(&self) -> Option<(OrderKey, OrderKey)> {
-        let key = |leg: &ChunkLeg| {
-            let sequence = self
-                .commands
-                .get(leg.command as usize)
-                .map_or(u64::MAX, |command| command.sequence);
-            (sequence, leg.position, leg.account.0)
-        };
-        let in_order = self
-            .legs
-            .windows(2)
-            .all(|pair| key(&pair[0]) < key(&pair[1]));
-        in_order.then_some((key(self.legs.first()?), key(self.legs.last()?)))
+        (!self.is_empty() && !self.unordered).then_some((self.first_key, self.last_key))
     }
 
-    /// The legs' built movements, in the order made.
-    fn into_movements(self) -> Vec<Movement> {
-        self.iter().collect()
+    /// Notes the order key of the movement just pushed.
+    #[inline]
+    fn note_key(&mut self, key: OrderKey) {
+        if self.movements == 0 {
+            self.first_key = key;
+        } else if key <= self.last_key {
+            self.unordered = true;
+        }
+        self.last_key = key;
+        self.movements += 1;
     }
 
     /// Appends a leg of the command `context` describes: its command entry
-    /// first if the context has none yet (the context then names it).
+    /// first if the context has none yet (the context then names it). A
+    /// leg that mirrors the entry pushed right before it is folded into
+    /// that entry.
     pub(crate) fn push(
         &mut self,
         context: &mut MovementContext,
@@ -1044,64 +1116,138 @@ impl MovementChunk {
     ) {
         let command = match context.entry {
             Some(entry) => entry,
-            None => {
-                let entry = u32::try_from(self.commands.len()).unwrap_or(u32::MAX);
-                self.commands.push(ChunkCommand {
-                    command: context.command,
-                    sequence: context.sequence,
-                    timestamp: context.timestamp,
-                    kind: context.kind,
-                    instrument: context.instrument,
-                });
-                context.entry = Some(entry);
-                entry
-            }
+            None => self.push_command(context),
         };
+        let position = position_of(context.index, leg);
+        let key = (context.sequence, position, account.id.0);
+        if let Some(last) = self.legs.last_mut() {
+            if last.command == command
+                && !last.mirrored
+                && last.position.checked_add(1) == Some(position)
+                && last.account == counterparty
+                && last.counterparty == account.id
+                && last.amount.checked_neg() == Some(amount)
+                && last.currency == account.currency
+                && last.mcc == mcc
+            {
+                last.mirrored = true;
+                last.mirror_balance = account.balance;
+                self.note_key(key);
+                return;
+            }
+        }
         self.legs.push(ChunkLeg {
             account: account.id,
             counterparty,
             amount,
             balance: account.balance,
-            position: position_of(context.index, leg),
+            mirror_balance: 0,
+            position,
             command,
             currency: account.currency,
             mcc,
+            mirrored: false,
         });
+        self.note_key(key);
+    }
+
+    /// A command entry for `context`'s command (and a batch entry, if the
+    /// last one is another batch's), which the context then names.
+    fn push_command(&mut self, context: &mut MovementContext) -> u32 {
+        let batch = ChunkBatch {
+            sequence: context.sequence,
+            timestamp: context.timestamp,
+        };
+        if self.batches.last() != Some(&batch) {
+            self.batches.push(batch);
+        }
+        let batch = u32::try_from(self.batches.len() - 1).unwrap_or(u32::MAX);
+        let instrument = match context.instrument {
+            Some(instrument) => {
+                self.instruments.push(instrument);
+                u32::try_from(self.instruments.len()).unwrap_or(u32::MAX)
+            }
+            None => 0,
+        };
+        let entry = u32::try_from(self.commands.len()).unwrap_or(u32::MAX);
+        let id = context.command.0;
+        self.commands.push(ChunkCommand {
+            command: [id as u64, (id >> 64) as u64],
+            kind: context.kind,
+            batch,
+            instrument,
+        });
+        context.entry = Some(entry);
+        entry
     }
 }
 
-/// The movement of a chunk's `leg` of `command`.
+/// A chunk's leg entry with what it shares with its command's other legs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LegRef<'a> {
+    command: &'a ChunkCommand,
+    batch: &'a ChunkBatch,
+    instrument: Option<&'a MovementInstrument>,
+    leg: &'a ChunkLeg,
+}
+
+/// The movement of a chunk's leg entry: its first leg, or (`mirror`) the
+/// mirror leg it holds.
 #[inline]
-fn leg_movement(command: &ChunkCommand, leg: &ChunkLeg) -> Movement {
+fn leg_movement(leg: LegRef<'_>, mirror: bool) -> Movement {
+    let entry = leg.leg;
+    let (account, counterparty, amount, balance, position) = if mirror {
+        (
+            entry.counterparty,
+            entry.account,
+            entry.amount.wrapping_neg(),
+            entry.mirror_balance,
+            entry.position.saturating_add(1),
+        )
+    } else {
+        (
+            entry.account,
+            entry.counterparty,
+            entry.amount,
+            entry.balance,
+            entry.position,
+        )
+    };
     Movement {
-        account: leg.account,
-        counterparty: leg.counterparty,
-        command: command.command,
-        sequence: command.sequence,
-        timestamp: command.timestamp,
-        position: leg.position,
-        kind: Cow::Borrowed(command.kind),
-        amount: leg.amount,
-        balance: leg.balance,
-        currency: leg.currency,
-        mcc: leg.mcc,
-        instrument: command.instrument,
+        account,
+        counterparty,
+        command: command_id(leg.command),
+        sequence: leg.batch.sequence,
+        timestamp: leg.batch.timestamp,
+        position,
+        kind: Cow::Borrowed(leg.command.kind),
+        amount,
+        balance,
+        currency: entry.currency,
+        mcc: entry.mcc,
+        instrument: leg.instrument.copied(),
     }
+}
+
+fn command_id(command: &ChunkCommand) -> CommandId {
+    CommandId(u128::from(command.command[0]) | (u128::from(command.command[1]) << 64))
 }
 
 /// A movement on its way to the history store: built, or a chunk's leg
-/// with its command's entry (built only as it is encoded).
+/// entry with its command's (built only as it is encoded): its first leg,
+/// or (`true`) the mirror leg it holds.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum MovementRef<'a> {
     Built(&'a Movement),
-    Leg(&'a ChunkCommand, &'a ChunkLeg),
+    Leg(LegRef<'a>, bool),
 }
 
 impl<'a> MovementRef<'a> {
     pub fn account(self) -> AccountId {
         match self {
             MovementRef::Built(movement) => movement.account,
-            MovementRef::Leg(_, leg) => leg.account,
+            MovementRef::Leg(leg, false) => leg.leg.account,
+            MovementRef::Leg(leg, true) => leg.leg.counterparty,
         }
     }
 
@@ -1109,14 +1255,29 @@ impl<'a> MovementRef<'a> {
     pub fn command(self) -> (CommandId, u64) {
         match self {
             MovementRef::Built(movement) => (movement.command, movement.sequence),
-            MovementRef::Leg(command, _) => (command.command, command.sequence),
+            MovementRef::Leg(leg, _) => (command_id(leg.command), leg.batch.sequence),
         }
     }
 
     pub fn timestamp(self) -> u64 {
         match self {
             MovementRef::Built(movement) => movement.timestamp,
-            MovementRef::Leg(command, _) => command.timestamp,
+            MovementRef::Leg(leg, _) => leg.batch.timestamp,
+        }
+    }
+
+    /// The balance after the movement, if `self` is the mirror leg of
+    /// `previous`'s entry (a chunk's entry holding both): the one field of
+    /// a mirror follow-on record ([`encode_movement_mirror`]) that
+    /// `previous` does not give.
+    pub fn mirror_of(self, previous: MovementRef<'_>) -> Option<i64> {
+        match (previous, self) {
+            (MovementRef::Leg(first, false), MovementRef::Leg(mirror, true))
+                if std::ptr::eq(first.leg, mirror.leg) =>
+            {
+                Some(mirror.leg.mirror_balance)
+            }
+            _ => None,
         }
     }
 
@@ -1124,7 +1285,7 @@ impl<'a> MovementRef<'a> {
     pub fn movement(self) -> Cow<'a, Movement> {
         match self {
             MovementRef::Built(movement) => Cow::Borrowed(movement),
-            MovementRef::Leg(command, leg) => Cow::Owned(leg_movement(command, leg)),
+            MovementRef::Leg(leg, mirror) => Cow::Owned(leg_movement(leg, mirror)),
         }
     }
 }
@@ -1136,7 +1297,7 @@ impl IntoIterator for MovementChunk {
     type IntoIter = std::vec::IntoIter<Movement>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.into_movements().into_iter()
+        self.iter().collect::<Vec<_>>().into_iter()
     }
 }
 
@@ -1220,6 +1381,12 @@ mod tests {
             3,
             "one entry per command and instrument"
         );
+        assert_eq!(
+            chunk.legs.len(),
+            3,
+            "the transfer's credit leg is held in its debit leg's entry"
+        );
+        assert_eq!(chunk.batches.len(), 2, "one entry per batch");
 
         let leg = |account: u64, counterparty: AccountId, amount, balance, position| Movement {
             account: AccountId(account),
@@ -1264,10 +1431,69 @@ mod tests {
             after,
         ];
         assert_eq!(chunk.iter().collect::<Vec<_>>(), want);
-        assert_eq!(chunk.get(4), None);
         assert_eq!(chunk.clone().into_iter().collect::<Vec<_>>(), want);
+        assert_eq!(
+            chunk.ordered_range(),
+            Some((want[0].order_key(), want[3].order_key()))
+        );
         chunk.clear();
         assert!(chunk.is_empty());
+        assert_eq!(chunk.ordered_range(), None);
+    }
+
+    #[test]
+    fn a_chunk_folds_only_a_true_mirror_leg_and_notes_its_order() {
+        let payer = account(1, 900, Currency::CNY);
+        let payee = account(2, 100, Currency::CNY);
+        let mut context = MovementContext {
+            command: CommandId(21),
+            kind: "transfer",
+            sequence: 9,
+            timestamp: 5,
+            index: 1,
+            ..MovementContext::default()
+        };
+        // Not mirrors: another amount, another merchant category, legs
+        // not next to each other, the same leg twice.
+        let cases: [(i64, u16, u32); 4] = [(99, 0, 1), (100, 5411, 1), (100, 0, 3), (100, 0, 0)];
+        for (amount, mcc, leg) in cases {
+            let mut chunk = MovementChunk::default();
+            context.entry = None;
+            chunk.push(&mut context, &payer, payee.id, -100, 0, 0);
+            chunk.push(&mut context, &payee, payer.id, amount, mcc, leg);
+            assert_eq!(chunk.len(), 2);
+            assert_eq!(chunk.legs.len(), 2, "{amount} {mcc} {leg}");
+            let built: Vec<Movement> = chunk.iter().collect();
+            assert_eq!(built[1].amount, amount);
+            assert_eq!(built[1].mcc, mcc);
+            assert_eq!(built[1].position, MOVEMENT_LEGS_MAX + leg);
+            assert_eq!(
+                chunk.ordered_range(),
+                Some((built[0].order_key(), built[1].order_key()))
+            );
+        }
+        // A leg before the one pushed before it: out of log order.
+        let mut chunk = MovementChunk::default();
+        context.entry = None;
+        chunk.push(&mut context, &payer, payee.id, -100, 0, 3);
+        chunk.push(&mut context, &payee, payer.id, 100, 0, 1);
+        assert_eq!(chunk.ordered_range(), None);
+        // A mirror leg, then a third leg: it starts an entry of its own.
+        let mut chunk = MovementChunk::default();
+        context.entry = None;
+        chunk.push(&mut context, &payer, payee.id, -100, 0, 0);
+        chunk.push(&mut context, &payee, payer.id, 100, 0, 1);
+        chunk.push(&mut context, &payer, payee.id, -100, 0, 2);
+        assert_eq!((chunk.len(), chunk.legs.len()), (3, 2));
+        let refs: Vec<MovementRef<'_>> = chunk.refs().collect();
+        assert_eq!(refs[1].mirror_of(refs[0]), Some(100));
+        assert_eq!(refs[2].mirror_of(refs[1]), None);
+        assert_eq!(refs[1].account(), payee.id);
+        // An earlier batch after a later one: out of order.
+        context.sequence = 8;
+        context.entry = None;
+        chunk.push(&mut context, &payer, payee.id, -1, 0, 0);
+        assert_eq!(chunk.ordered_range(), None);
     }
 
     fn movement() -> Movement {

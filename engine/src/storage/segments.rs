@@ -2068,8 +2068,7 @@ impl HistoryStore {
                 if let Some(later) = ahead.next() {
                     self.shared.heads.prefetch(later.account().0);
                 }
-                let movement = leg.movement();
-                let Some(slot) = self.shared.heads.find_or_insert(movement.account.0) else {
+                let Some(slot) = self.shared.heads.find_or_insert(leg.account().0) else {
                     self.shared
                         .movements_refused
                         .fetch_add(1, Ordering::Relaxed);
@@ -2080,30 +2079,45 @@ impl HistoryStore {
                 let links = self.shared.heads.append(slot, address);
                 writer.dirty.push(slot as u32);
                 first_leg.get_or_insert(address);
-                let previous = followable
-                    .take()
-                    .map(|(previous, at)| (previous.movement(), at));
-                let follows = previous.as_ref().and_then(|(previous, at)| {
+                let previous = followable.take();
+                // A chunk's mirror leg right after its entry's first leg:
+                // its follow-on written straight from the entry.
+                let mirror = previous.and_then(|(previous, at)| {
+                    let balance = leg.mirror_of(previous)?;
                     let back = u8::try_from(offset - at).ok()?;
-                    history::can_follow(previous, &movement).then_some((&**previous, back))
+                    (format == Format::Relative).then_some((balance, back))
                 });
-                if follows.is_none() {
-                    followable = Some((leg, offset));
+                if let Some((balance, back)) = mirror {
+                    push_record(format, &mut writer.buffer, KIND_MOVEMENT, |out| {
+                        encode_links_compact(out, number, offset, links);
+                        history::encode_movement_mirror(balance, back, out);
+                    });
+                } else {
+                    let movement = leg.movement();
+                    let previous = previous.map(|(previous, at)| (previous.movement(), at));
+                    let follows = previous.as_ref().and_then(|(previous, at)| {
+                        let back = u8::try_from(offset - at).ok()?;
+                        history::can_follow(previous, &movement).then_some((&**previous, back))
+                    });
+                    if follows.is_none() {
+                        followable = Some((leg, offset));
+                    }
+                    push_movement(
+                        format,
+                        &mut writer.buffer,
+                        (number, offset),
+                        base_timestamp,
+                        links,
+                        &movement,
+                        follows,
+                    );
                 }
-                push_movement(
-                    format,
-                    &mut writer.buffer,
-                    (number, offset),
-                    base_timestamp,
-                    links,
-                    &movement,
-                    follows,
-                );
+                let timestamp = leg.timestamp();
                 if writer.movements_buffered == 0 {
-                    writer.first_timestamp_buffered = movement.timestamp;
+                    writer.first_timestamp_buffered = timestamp;
                 }
                 writer.movements_buffered += 1;
-                writer.last_timestamp = writer.last_timestamp.max(movement.timestamp);
+                writer.last_timestamp = writer.last_timestamp.max(timestamp);
             }
             if let Some(address) = first_leg {
                 writer.commands.push((command.0 .0, address));
@@ -3008,6 +3022,123 @@ mod tests {
         write(&store, &more[300..], 301);
         let all: Vec<Movement> = more.iter().flatten().cloned().collect();
         check_every_account(&store, &all);
+    }
+
+    /// `movements` as a ledger pushes them into a chunk, leg by leg.
+    fn chunk_of(movements: &[Movement]) -> MovementChunk {
+        let mut chunk = MovementChunk::default();
+        let mut context = history::MovementContext::default();
+        for movement in movements {
+            let kind = match &*movement.kind {
+                "transfer" => "transfer",
+                _ => "qr_payment",
+            };
+            if context.entry.is_none()
+                || context.command != movement.command
+                || context.instrument != movement.instrument
+            {
+                context = history::MovementContext {
+                    command: movement.command,
+                    kind,
+                    sequence: movement.sequence,
+                    timestamp: movement.timestamp,
+                    index: movement.position / history::MOVEMENT_LEGS_MAX,
+                    instrument: movement.instrument,
+                    ..history::MovementContext::default()
+                };
+            }
+            let account = crate::ledger::Account {
+                id: movement.account,
+                owner: movement.account.0,
+                balance: movement.balance,
+                debits_pending: 0,
+                credits_pending: 0,
+                currency: movement.currency,
+                kind: crate::command::AccountKind::Customer,
+                status: crate::command::AccountStatus::Active,
+                kyc_tier: 1,
+                mcc: 0,
+                holds_pending: 0,
+                codes_live: 0,
+            };
+            chunk.push(
+                &mut context,
+                &account,
+                movement.counterparty,
+                movement.amount,
+                movement.mcc,
+                movement.position % history::MOVEMENT_LEGS_MAX,
+            );
+        }
+        chunk
+    }
+
+    #[test]
+    fn chunks_write_the_bytes_their_built_movements_write() {
+        let mut batches = movements(400);
+        // Commands from an instrument (an entry of their own in a chunk,
+        // never a follow-on of another command's leg).
+        let instrument = history::MovementInstrument {
+            number: 3,
+            bank: crate::instrument::InstrumentText(*b"ICBC\0\0\0\0\0\0\0\0\0\0\0\0"),
+            last_four: *b"4242",
+        };
+        for movement in batches.iter_mut().flatten() {
+            if movement.command.0 % 11 == 0 {
+                movement.instrument = Some(instrument);
+            }
+        }
+        let all: Vec<Movement> = batches.iter().flatten().cloned().collect();
+        let chunks: Vec<MovementChunk> = batches.iter().map(|batch| chunk_of(batch)).collect();
+        let rebuilt: Vec<Movement> = chunks.iter().flat_map(MovementChunk::iter).collect();
+        assert_eq!(rebuilt, all, "a chunk gives back the movements pushed");
+        assert!(
+            chunks.iter().map(|chunk| chunk.legs_held()).sum::<usize>() < all.len() * 3 / 4,
+            "most credit legs are held in their debit leg's entry"
+        );
+        let (built_dir, chunks_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        {
+            let (built, _) =
+                HistoryStore::open(built_dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
+            let (chunked, _) =
+                HistoryStore::open(chunks_dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
+            // Several batches' chunks in one write, as the writer drains
+            // them, and a job's chunks split across writes.
+            let mut sequence = 0;
+            for group in batches.chunks(7) {
+                sequence += group.len() as u64;
+                built.append_parts(group, sequence).unwrap();
+            }
+            sequence = 0;
+            for group in chunks.chunks(7) {
+                sequence += group.len() as u64;
+                chunked.append_chunks(group, sequence).unwrap();
+            }
+            assert!(chunked.stats().segments >= 5, "{:?}", chunked.stats());
+            check_every_account(&chunked, &all);
+            for number in [11u128, 22, 1_500, 5_999] {
+                assert_eq!(
+                    chunked.command_movements(CommandId(number)).unwrap(),
+                    built.command_movements(CommandId(number)).unwrap(),
+                );
+            }
+            built.sync().unwrap();
+            chunked.sync().unwrap();
+        }
+        let mut names: Vec<_> = fs::read_dir(built_dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .filter(|name| name.to_string_lossy().ends_with(".seg"))
+            .collect();
+        names.sort();
+        assert!(names.len() >= 5);
+        for name in names {
+            assert_eq!(
+                fs::read(built_dir.path().join(&name)).unwrap(),
+                fs::read(chunks_dir.path().join(&name)).unwrap(),
+                "{name:?}"
+            );
+        }
     }
 
     #[test]
