@@ -153,8 +153,11 @@ const SEAL_RECORD_BYTES: usize = RECORD_HEADER_BYTES + SEAL_BODY_BYTES;
 /// Bytes of one command-index entry: command u128 BE, address u64 LE.
 const COMMAND_ENTRY_BYTES: usize = 24;
 const COMMANDS_HEADER_BYTES: usize = 16;
-/// The command index's sort buckets ids by this many of their top bits.
+/// The command index's sort buckets ids by this many bits: the highest
+/// in which they differ.
 const COMMAND_BUCKET_BITS: u32 = 16;
+/// Fewer entries than this are sorted as they are, not bucketed first.
+const COMMAND_BUCKET_SORT_MIN: usize = 1 << 14;
 const EMPTY_KEY: u64 = u64::MAX;
 /// Movements the writer looks ahead to prefetch head slots: enough to
 /// cover a memory access (~100 ns) with the work of the movements between
@@ -1300,39 +1303,18 @@ fn read_full_at(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<
 /// (highest) address of a command id kept (one applied twice, after its
 /// idempotency record expired, is found at its newer application).
 ///
-/// A counting sort by the id's top [`COMMAND_BUCKET_BITS`] bits, then each
-/// bucket sorted on its own: ids are client-chosen, random in practice,
-/// so the buckets are small, and a seal's million entries take two passes
-/// and many small sorts instead of one large one (the largest single item
-/// of a seal in a profile of the server, docs/benchmarks.md). Ids that
-/// share their top bits fall in few buckets and cost a sort as before.
+/// A counting sort by [`COMMAND_BUCKET_BITS`] bits of the id, the
+/// highest ones in which the ids differ (not simply the top ones: ids that
+/// share a prefix, a load generator's run nonce or a time-ordered id's
+/// time, fell in a few buckets and cost one large sort: 10 % of the
+/// history writer's time in a profile of the server, docs/benchmarks.md),
+/// then each bucket the same way if it is still large, else sorted on its
+/// own: a seal's million entries take a few passes and many small sorts
+/// instead of one large one.
 fn sorted_commands(commands: &[(u128, u64)]) -> Vec<(u128, u64)> {
-    let mut sorted = if commands.len() < 1 << COMMAND_BUCKET_BITS {
-        let mut sorted = commands.to_vec();
-        sorted.sort_unstable();
-        sorted
-    } else {
-        let bucket = |command: u128| (command >> (128 - COMMAND_BUCKET_BITS)) as usize;
-        // starts[b]: where bucket b begins in the sorted order.
-        let mut starts = vec![0usize; (1 << COMMAND_BUCKET_BITS) + 1];
-        for &(command, _) in commands {
-            starts[bucket(command) + 1] += 1;
-        }
-        for index in 1..starts.len() {
-            starts[index] += starts[index - 1];
-        }
-        let mut sorted = vec![(0u128, 0u64); commands.len()];
-        let mut next = starts.clone();
-        for &entry in commands {
-            let slot = &mut next[bucket(entry.0)];
-            sorted[*slot] = entry;
-            *slot += 1;
-        }
-        for bounds in starts.windows(2) {
-            sorted[bounds[0]..bounds[1]].sort_unstable();
-        }
-        sorted
-    };
+    let mut sorted = commands.to_vec();
+    let mut scratch = vec![(0u128, 0u64); sorted.len()];
+    sort_commands(&mut sorted, &mut scratch);
     let mut kept = 0;
     for index in 0..sorted.len() {
         if sorted
@@ -1346,6 +1328,51 @@ fn sorted_commands(commands: &[(u128, u64)]) -> Vec<(u128, u64)> {
     }
     sorted.truncate(kept);
     sorted
+}
+
+/// Sorts `entries` by (id, address), `scratch` being as long: see
+/// [`sorted_commands`].
+fn sort_commands(entries: &mut [(u128, u64)], scratch: &mut [(u128, u64)]) {
+    let Some(&(first, _)) = entries.first() else {
+        return;
+    };
+    if entries.len() < COMMAND_BUCKET_SORT_MIN || scratch.len() != entries.len() {
+        entries.sort_unstable();
+        return;
+    }
+    let differ = entries
+        .iter()
+        .fold(0u128, |differ, &(command, _)| differ | (command ^ first));
+    if differ == 0 {
+        // One id: by address.
+        entries.sort_unstable();
+        return;
+    }
+    let top = 128 - differ.leading_zeros();
+    let shift = top.saturating_sub(COMMAND_BUCKET_BITS);
+    let mask = (1u128 << COMMAND_BUCKET_BITS) - 1;
+    let bucket = |command: u128| ((command >> shift) & mask) as usize;
+    // starts[b]: where bucket b begins in the sorted order.
+    let mut starts = vec![0usize; (1 << COMMAND_BUCKET_BITS) + 1];
+    for &(command, _) in entries.iter() {
+        starts[bucket(command) + 1] += 1;
+    }
+    for index in 1..starts.len() {
+        starts[index] += starts[index - 1];
+    }
+    let mut next = starts.clone();
+    for &entry in entries.iter() {
+        let slot = &mut next[bucket(entry.0)];
+        scratch[*slot] = entry;
+        *slot += 1;
+    }
+    entries.copy_from_slice(scratch);
+    for bounds in starts.windows(2) {
+        let (from, to) = (bounds[0], bounds[1]);
+        if to - from > 1 {
+            sort_commands(&mut entries[from..to], &mut scratch[from..to]);
+        }
+    }
 }
 
 /// The number of entries of a well-formed command index file.
@@ -3802,8 +3829,10 @@ mod tests {
 
     #[test]
     fn the_command_index_is_sorted_with_the_newest_address_of_each_id() {
-        // Random ids (the bucketed sort), ids sharing their top bits (one
-        // bucket), and a list too short for buckets; some ids twice.
+        // Random ids (the bucketed sort), ids sharing their top bits, ids
+        // as the load test makes them (a run's nonce, then a stream, then a
+        // counter: a bucket per stream, each bucketed again), and a list
+        // too short for buckets; some ids twice.
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = || {
             state ^= state << 13;
@@ -3811,11 +3840,16 @@ mod tests {
             state ^= state << 17;
             state
         };
-        for (count, top_bits_shared) in [(200_000, false), (100_000, true), (1_000, false)] {
+        let nonce = u128::from(next()) << 64;
+        for (count, ids) in [(200_000, 0), (100_000, 1), (100_000, 2), (1_000, 0)] {
             let mut commands: Vec<(u128, u64)> = (0..count)
                 .map(|index| {
-                    let id = (u128::from(next()) << 64) | u128::from(next());
-                    let id = if top_bits_shared { id >> 20 } else { id };
+                    let random = (u128::from(next()) << 64) | u128::from(next());
+                    let id = match ids {
+                        0 => random,
+                        1 => random >> 20,
+                        _ => nonce | (random % 24) << 40 | index as u128,
+                    };
                     (id, index as u64 + 1)
                 })
                 .collect();
