@@ -163,18 +163,22 @@ fn log_memory_budget(engine: &Engine, accounts: u64) {
         .iter()
         .map(|table| table.budget_bytes(accounts))
         .fold(0, u64::saturating_add);
-    // While a checkpoint is made, its forked process holds the idempotency
-    // records in a lone ledger's table and, with more than one shard, the
-    // state merged into one ledger (every table again); with one it reads
-    // the shard's tables where they are. Meanwhile every page the engine
-    // writes is copied once: at most the tables again.
+    // While a checkpoint is made, its forked process holds, with more than
+    // one shard, the state merged into one ledger (every table again, and
+    // the idempotency records in a lone ledger's table); with one it reads
+    // the shard's tables and the router's records where they are.
+    // Meanwhile every page the engine writes is copied once: at most the
+    // tables again.
     let shards = stats_of(engine, |stats| &stats.shards);
-    let merged_tables_bytes = if shards > 1 { tables_budget_bytes } else { 0 };
-    let checkpoint_copy_bytes = merged_tables_bytes.saturating_add(
-        payrail_engine::pipeline::checkpoint_process_records_bytes(stats_of(engine, |stats| {
-            &stats.idempotency_records_capacity
-        })),
-    );
+    let checkpoint_copy_bytes = if shards > 1 {
+        tables_budget_bytes.saturating_add(
+            payrail_engine::pipeline::checkpoint_process_records_bytes(stats_of(engine, |stats| {
+                &stats.idempotency_records_capacity
+            })),
+        )
+    } else {
+        0
+    };
     let checkpoint_written_pages_bytes = tables_budget_bytes;
     tracing::info!(
         accounts,

@@ -43,6 +43,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use crate::ledger::memory::{TableUse, TABLES, TABLE_NAMES};
+use crate::ledger::RecordsInOrder;
 use crate::shard::Frozen;
 use crate::storage::{CheckpointSource, LedgerCheckpoint, StorageError};
 
@@ -157,8 +158,14 @@ unsafe fn child(
     let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // SAFETY: this is the forked process of the freeze `frozen`. The
         // state is never dropped (see `merge_in_fork`).
-        let ledger = std::mem::ManuallyDrop::new(unsafe { frozen.merge_in_fork() });
-        write_image(&ledger, sequence, timestamp, &mut *out)
+        let state = unsafe { frozen.in_fork() };
+        write_image(
+            &state.ledger,
+            state.records(),
+            sequence,
+            timestamp,
+            &mut *out,
+        )
     }));
     let code = match made {
         Ok(Ok(())) => 0,
@@ -179,6 +186,7 @@ unsafe fn child(
 /// Header, frames and the end frame of `ledger`'s checkpoint.
 fn write_image(
     ledger: &crate::Ledger,
+    records: &dyn RecordsInOrder,
     sequence: u64,
     timestamp: u64,
     out: &mut impl std::io::Write,
@@ -186,7 +194,7 @@ fn write_image(
     let mut header = Vec::with_capacity(HEADER_BYTES);
     header.extend_from_slice(MAGIC);
     let tables = ledger.tables();
-    let digest = ledger.digest();
+    let digest = ledger.digest_with_records(records);
     header.extend_from_slice(&digest);
     for table in &tables {
         for value in [
@@ -201,7 +209,7 @@ fn write_image(
     }
     debug_assert_eq!(header.len(), HEADER_BYTES);
     out.write_all(&header)?;
-    let checkpoint = LedgerCheckpoint::new(ledger, sequence, timestamp, digest);
+    let checkpoint = LedgerCheckpoint::with_records(ledger, records, sequence, timestamp, digest);
     let mut io_error = None;
     let written = checkpoint.write_state(FRAME_BYTES, &mut |bytes| {
         let length = u32::try_from(bytes.len())
@@ -590,7 +598,7 @@ mod tests {
         for chunk_bytes in [1_000, FRAME_BYTES, 3 * FRAME_BYTES + 7, want.len()] {
             let sent = std::sync::Arc::clone(&ledger);
             let (digest, tables, chunks) = stream(chunk_bytes, move |mut pipe| {
-                write_image(&sent, 9, 9, &mut pipe).unwrap();
+                write_image(&sent, &sent.records, 9, 9, &mut pipe).unwrap();
             })
             .unwrap();
             assert_eq!(digest, ledger.digest());
@@ -602,13 +610,42 @@ mod tests {
         }
     }
 
+    /// The forked process's image of a frozen sharded state (one shard:
+    /// the shard's state with the router's records read in place; two:
+    /// merged) is the image of the lone ledger the state merges into.
+    #[test]
+    #[allow(unsafe_code)]
+    fn a_frozen_sharded_state_streams_the_image_of_its_merged_ledger() {
+        let lone = crate::storage::snapshot::tests::busy_ledger();
+        for shards in [1, 2] {
+            let mut sharded =
+                crate::shard::ShardedLedger::from_ledger(lone.clone(), shards).unwrap();
+            let (digest, image) = {
+                let frozen = sharded.freeze().unwrap();
+                // SAFETY: the shards wait at the freeze while the state is
+                // read, and what `in_fork` returns is never dropped.
+                let state = unsafe { frozen.in_fork() };
+                let mut image = Vec::new();
+                write_image(&state.ledger, state.records(), 9, 9, &mut image).unwrap();
+                (state.ledger.digest_with_records(state.records()), image)
+            };
+            let merged = sharded.to_ledger().unwrap();
+            assert_eq!(digest, lone.digest(), "{shards} shards");
+            assert_eq!(merged.digest(), lone.digest(), "{shards} shards");
+            let mut want = Vec::new();
+            write_image(&merged, &merged.records, 9, 9, &mut want).unwrap();
+            assert!(want.len() > HEADER_BYTES + 1_000);
+            assert!(image == want, "{shards} shards: the same bytes");
+        }
+    }
+
     #[test]
     fn a_failed_or_cut_image_is_an_error_not_a_checkpoint() {
         let ledger = ledger(10);
         let mut header = Vec::new();
         {
             let mut image = Vec::new();
-            write_image(&ledger, 9, 9, &mut image).unwrap();
+            write_image(&ledger, &ledger.records, 9, 9, &mut image).unwrap();
             header.extend_from_slice(&image[..HEADER_BYTES]);
         }
         // The process says it failed after a frame.

@@ -514,6 +514,29 @@ impl Records {
     }
 }
 
+/// Idempotency records in arrival order, as a checkpoint encodes and
+/// digests them: a ledger's own ([`Records`], a shard's held ones after
+/// the ring), or a sharded ledger's router's, read in place by the
+/// checkpoint's process (`shard::RouterRecords`) instead of copied into a
+/// lone table first.
+pub(crate) trait RecordsInOrder {
+    /// How many records there are.
+    fn count(&self) -> usize;
+    /// Every record, oldest first.
+    fn each(&self) -> Box<dyn Iterator<Item = (CommandId, IdempotencyRecord)> + '_>;
+}
+
+impl RecordsInOrder for Records {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn each(&self) -> Box<dyn Iterator<Item = (CommandId, IdempotencyRecord)> + '_> {
+        let held = self.held.iter().map(|(&id, &record)| (id, record));
+        Box::new(self.in_order().chain(held))
+    }
+}
+
 /// The ledger state machine. See the module documentation.
 #[derive(Debug, Clone)]
 pub struct Ledger {
@@ -1018,7 +1041,23 @@ impl Ledger {
         self.digest_of_with(sections, DigestHasher::new())
     }
 
-    fn digest_of_with(&self, sections: DigestSections, mut hasher: DigestHasher) -> [u8; 32] {
+    fn digest_of_with(&self, sections: DigestSections, hasher: DigestHasher) -> [u8; 32] {
+        self.digest_parts(sections, hasher, &self.records)
+    }
+
+    /// The digest of this ledger's state with `records` for its
+    /// idempotency records (a shard's state with its router's records is
+    /// the lone ledger they merge into; see `shard::Frozen::in_fork`).
+    pub(crate) fn digest_with_records(&self, records: &dyn RecordsInOrder) -> [u8; 32] {
+        self.digest_parts(DigestSections::ALL, DigestHasher::new(), records)
+    }
+
+    fn digest_parts(
+        &self,
+        sections: DigestSections,
+        mut hasher: DigestHasher,
+        records: &dyn RecordsInOrder,
+    ) -> [u8; 32] {
         hasher.update(b"payrail-ledger-digest-v1");
         hasher.update(&self.sequence.to_le_bytes());
         hasher.update(&self.timestamp.to_le_bytes());
@@ -1087,15 +1126,14 @@ impl Ledger {
         // someone crafting collisions.)
         let mut sum: u128 = 0;
         let mut bytes = [0u8; 34];
-        let held = self.records.held.iter().map(|(&id, &record)| (id, record));
-        for (id, record) in self.records.in_order().chain(held) {
+        for (id, record) in records.each() {
             bytes[..16].copy_from_slice(&id.0.to_le_bytes());
             bytes[16..24].copy_from_slice(&record.fingerprint.to_le_bytes());
             bytes[24..26].copy_from_slice(&record.status.code().to_le_bytes());
             bytes[26..34].copy_from_slice(&record.timestamp.to_le_bytes());
             sum = sum.wrapping_add(xxhash_rust::xxh3::xxh3_128(&bytes));
         }
-        hasher.update(&(self.records.len() as u64).to_le_bytes());
+        hasher.update(&(records.count() as u64).to_le_bytes());
         hasher.update(&sum.to_le_bytes());
         self.books.digest_payments(&mut hasher);
         self.books.risk.digest_into(&mut hasher);

@@ -1560,11 +1560,11 @@ struct Checkpointer<S: Storage> {
 }
 
 /// Bytes the checkpoint's process takes for its idempotency records while
-/// it runs, for the memory budget: the lone ledger it merges the state into
-/// has a table allocated for `records_max` (40-byte ring slots and an index
-/// of at least two 8-byte buckets a record, see `Records::lone`). With more
-/// than one shard it also holds the merged tables; with one it reads the
-/// shard's where they are.
+/// it runs with more than one shard, for the memory budget: the lone ledger
+/// it merges the state into has a table allocated for `records_max`
+/// (40-byte ring slots and an index of at least two 8-byte buckets a
+/// record, see `Records::lone`), beside the merged tables. With one shard
+/// it reads the shard's tables and the router's records where they are.
 pub fn checkpoint_process_records_bytes(records_max: u64) -> u64 {
     crate::ledger::lone_records_bytes(usize::try_from(records_max).unwrap_or(usize::MAX)) as u64
 }

@@ -59,7 +59,7 @@ use crate::command::{
 };
 use crate::currency::Currency;
 use crate::history::MovementChunk;
-use crate::ledger::{Account, Ledger, LedgerConfig};
+use crate::ledger::{Account, IdempotencyRecord, Ledger, LedgerConfig, RecordsInOrder};
 use crate::limits;
 use crate::risk::{RiskCounters, RiskPolicy};
 use crate::status::Status;
@@ -199,9 +199,12 @@ pub(crate) struct Frozen<'a> {
     addresses: Vec<usize>,
 }
 
-impl Frozen<'_> {
-    /// The whole state merged into one lone ledger, read from the frozen
-    /// shards' memory.
+impl<'a> Frozen<'a> {
+    /// The whole state as one lone ledger's, read from the frozen shards'
+    /// memory: with one shard, the shard's state as it is and the router's
+    /// records read in place (nothing copied: one shard's state is a lone
+    /// ledger's but for the records, see `layout::merge_owned`); with more,
+    /// the shards merged into one lone ledger.
     ///
     /// # Safety
     /// Only in a process forked while this `Frozen` lived, in which the
@@ -210,7 +213,7 @@ impl Frozen<'_> {
     /// dropped, nor is the ledger returned (it may be a shard's own state:
     /// the forked process ends with `_exit`).
     #[allow(unsafe_code)]
-    pub(crate) unsafe fn merge_in_fork(&self) -> Ledger {
+    pub(crate) unsafe fn in_fork(&self) -> InFork<'a> {
         let shards: Vec<Ledger> = self
             .addresses
             .iter()
@@ -223,15 +226,76 @@ impl Frozen<'_> {
         // Never dropped: the process ends without freeing (what a single
         // shard's merge takes over is the caller's not to drop either).
         let mut shards = std::mem::ManuallyDrop::new(shards);
-        let ledger = self.ledger;
-        layout::merge_owned(
-            ledger.config,
-            ledger.sequence,
-            ledger.timestamp,
+        let sharded = self.ledger;
+        if shards.len() == 1 {
+            if let Some(mut ledger) = shards.pop() {
+                assert_eq!(ledger.books.house_part, 0, "a single shard is part 0");
+                assert!(
+                    ledger.books.remote_payments.is_empty(),
+                    "a single shard has no remote payer"
+                );
+                ledger.config = sharded.config;
+                ledger.sequence = sharded.sequence;
+                ledger.timestamp = sharded.timestamp;
+                return InFork {
+                    ledger: std::mem::ManuallyDrop::new(ledger),
+                    router: Some(RouterRecords(&sharded.tables.records)),
+                };
+            }
+        }
+        let merged = layout::merge_owned(
+            sharded.config,
+            sharded.sequence,
+            sharded.timestamp,
             &mut shards,
-            ledger.lone_records(),
-            ledger.tables.records.len(),
-        )
+            sharded.lone_records(),
+            sharded.tables.records.len(),
+        );
+        InFork {
+            ledger: std::mem::ManuallyDrop::new(merged),
+            router: None,
+        }
+    }
+}
+
+/// The state a checkpoint's process encodes ([`Frozen::in_fork`]): a lone
+/// ledger's tables, and its records (the router's, read in place, or the
+/// ledger's own). Never dropped (see `in_fork`).
+pub(crate) struct InFork<'a> {
+    pub(crate) ledger: std::mem::ManuallyDrop<Ledger>,
+    router: Option<RouterRecords<'a>>,
+}
+
+impl InFork<'_> {
+    /// The idempotency records, oldest first.
+    pub(crate) fn records(&self) -> &dyn RecordsInOrder {
+        match &self.router {
+            Some(router) => router,
+            None => &self.ledger.records,
+        }
+    }
+}
+
+/// The router's records as a lone ledger's (every record in global arrival
+/// order; a shard's held ones are among them).
+struct RouterRecords<'a>(&'a records::RecordRing);
+
+impl RecordsInOrder for RouterRecords<'_> {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+
+    fn each(&self) -> Box<dyn Iterator<Item = (CommandId, IdempotencyRecord)> + '_> {
+        Box::new(self.0.iter().map(|(id, record)| (id, lone_record(&record))))
+    }
+}
+
+/// A router's record as a lone ledger keeps it.
+fn lone_record(record: &records::RouterRecord) -> IdempotencyRecord {
+    IdempotencyRecord {
+        fingerprint: record.fingerprint,
+        status: record.status.unwrap_or(Status::Unavailable),
+        timestamp: record.timestamp,
     }
 }
 
@@ -1031,16 +1095,10 @@ impl ShardedLedger {
     fn lone_records(
         &self,
     ) -> impl Iterator<Item = (CommandId, crate::ledger::IdempotencyRecord)> + '_ {
-        self.tables.records.iter().map(|(id, record)| {
-            (
-                id,
-                crate::ledger::IdempotencyRecord {
-                    fingerprint: record.fingerprint,
-                    status: record.status.unwrap_or(Status::Unavailable),
-                    timestamp: record.timestamp,
-                },
-            )
-        })
+        self.tables
+            .records
+            .iter()
+            .map(|(id, record)| (id, lone_record(&record)))
     }
 
     /// Completes every batch in flight, then has every shard answer with

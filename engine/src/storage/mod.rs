@@ -159,6 +159,9 @@ impl CheckpointSource for Checkpoint {
 /// spent encoding apart from the time the storage spends on the chunks.
 pub struct LedgerCheckpoint<'a> {
     pub ledger: &'a crate::Ledger,
+    /// The records encoded with it: the ledger's own, or (in the
+    /// checkpoint's process, one shard) its router's.
+    records: Option<&'a dyn crate::ledger::RecordsInOrder>,
     pub sequence: u64,
     pub timestamp: u64,
     pub digest: [u8; 32],
@@ -180,12 +183,29 @@ impl<'a> LedgerCheckpoint<'a> {
     ) -> LedgerCheckpoint<'a> {
         LedgerCheckpoint {
             ledger,
+            records: None,
             sequence,
             timestamp,
             digest,
             written_ns: std::cell::Cell::new(0),
             total_ns: std::cell::Cell::new(0),
             state_bytes: std::cell::Cell::new(0),
+        }
+    }
+
+    /// [`LedgerCheckpoint::new`] with `records` encoded for the ledger's
+    /// idempotency records (`digest` must be of the two together:
+    /// [`crate::Ledger::digest_with_records`]).
+    pub(crate) fn with_records(
+        ledger: &'a crate::Ledger,
+        records: &'a dyn crate::ledger::RecordsInOrder,
+        sequence: u64,
+        timestamp: u64,
+        digest: [u8; 32],
+    ) -> LedgerCheckpoint<'a> {
+        LedgerCheckpoint {
+            records: Some(records),
+            ..LedgerCheckpoint::new(ledger, sequence, timestamp, digest)
         }
     }
 
@@ -236,13 +256,19 @@ impl CheckpointSource for LedgerCheckpoint<'_> {
         let started = std::time::Instant::now();
         let mut written_ns = 0u64;
         let mut state_bytes = 0u64;
-        let result = encode_state_chunks(self.ledger, chunk_bytes, &mut |piece: &[u8]| {
+        let mut hand_on = |piece: &[u8]| {
             let handed = std::time::Instant::now();
             let result = chunk(piece);
             written_ns = written_ns.saturating_add(nanos(handed.elapsed()));
             state_bytes += piece.len() as u64;
             result
-        });
+        };
+        let result = match self.records {
+            Some(records) => {
+                snapshot::encode_state_chunks_with(self.ledger, records, chunk_bytes, &mut hand_on)
+            }
+            None => encode_state_chunks(self.ledger, chunk_bytes, &mut hand_on),
+        };
         self.written_ns.set(written_ns);
         self.state_bytes.set(state_bytes);
         self.total_ns.set(nanos(started.elapsed()));

@@ -83,7 +83,7 @@ use crate::history::MovementInstrument;
 use crate::instrument::InstrumentId;
 use crate::ledger::{
     Account, Books, Hold, HoldState, IdempotencyRecord, Instruments, Kept, Ledger, LedgerConfig,
-    OwnerCaps, Payment, PaymentCode, PaymentCodeState, Records,
+    OwnerCaps, Payment, PaymentCode, PaymentCodeState, Records, RecordsInOrder,
 };
 use crate::limits;
 use crate::risk::bounds::POLICY_ENCODED_BYTES_MAX;
@@ -140,7 +140,7 @@ pub fn encode_state(ledger: &Ledger, out: &mut Vec<u8>) {
         #[cfg(test)]
         through_bincode: false,
     };
-    encode_into(ledger, &mut state);
+    encode_into(ledger, lone_records(ledger), &mut state);
     *out = state.bytes;
 }
 
@@ -155,6 +155,26 @@ pub fn encode_state_chunks(
     chunk_bytes: usize,
     chunk: &mut dyn FnMut(&[u8]) -> Result<(), StorageError>,
 ) -> Result<(), StorageError> {
+    encode_state_chunks_with(ledger, lone_records(ledger), chunk_bytes, chunk)
+}
+
+/// A lone ledger's records (a checkpoint is a lone ledger's state).
+fn lone_records(ledger: &Ledger) -> &dyn RecordsInOrder {
+    assert!(
+        ledger.records.held.is_empty(),
+        "a checkpoint is a lone ledger's"
+    );
+    &ledger.records
+}
+
+/// [`encode_state_chunks`] of `ledger` with `records` for its idempotency
+/// records (see [`RecordsInOrder`]).
+pub(crate) fn encode_state_chunks_with(
+    ledger: &Ledger,
+    records: &dyn RecordsInOrder,
+    chunk_bytes: usize,
+    chunk: &mut dyn FnMut(&[u8]) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
     assert!(chunk_bytes > 0, "chunks hold at least a byte");
     let mut state = StateOut {
         // Room for a chunk and the item that crosses its end (items are a
@@ -166,7 +186,7 @@ pub fn encode_state_chunks(
         #[cfg(test)]
         through_bincode: false,
     };
-    encode_into(ledger, &mut state);
+    encode_into(ledger, records, &mut state);
     state.finish()
 }
 
@@ -276,9 +296,8 @@ impl StateOut<'_> {
     }
 }
 
-fn encode_into(ledger: &Ledger, out: &mut StateOut<'_>) {
+fn encode_into(ledger: &Ledger, records: &dyn RecordsInOrder, out: &mut StateOut<'_>) {
     let books = &ledger.books;
-    let records = &ledger.records;
     if out.chunk.is_none() {
         out.bytes.reserve(
             48 + books.accounts.len() * ACCOUNT_BYTES
@@ -288,7 +307,7 @@ fn encode_into(ledger: &Ledger, out: &mut StateOut<'_>) {
                 + books.payment_codes.len() * PAYMENT_CODE_BYTES
                 + books.code_expiries.len() * CODE_EXPIRY_BYTES
                 + books.payments.len() * PAYMENT_BYTES
-                + records.len() * RECORD_BYTES,
+                + records.count() * RECORD_BYTES,
         );
     }
     out.put(&STATE_MAGIC);
@@ -369,10 +388,9 @@ fn encode_into(ledger: &Ledger, out: &mut StateOut<'_>) {
         out.fixed(payment, fixed::put_payment);
     }
 
-    // A lone ledger's records, oldest first (a shard's are its router's).
-    assert!(records.held.is_empty(), "a checkpoint is a lone ledger's");
-    out.count(records.len());
-    for (id, record) in records.in_order() {
+    // The records, oldest first.
+    out.count(records.count());
+    for (id, record) in records.each() {
         out.fixed(&(id, record), fixed::put_record);
     }
 
@@ -1489,7 +1507,7 @@ pub(crate) mod tests {
             error: None,
             through_bincode: true,
         };
-        encode_into(ledger, &mut state);
+        encode_into(ledger, lone_records(ledger), &mut state);
         state.bytes
     }
 
