@@ -611,6 +611,12 @@ impl Ledger {
         }
     }
 
+    /// Where the idempotency record table lies in memory (recovery maps
+    /// its pages ahead of the replay on another thread).
+    pub(crate) fn record_table_memory(&self) -> crate::record_ring::RingMemory {
+        self.records.ring.memory()
+    }
+
     /// Sequence number of the last batch applied (0 before the first).
     pub fn sequence(&self) -> u64 {
         self.sequence

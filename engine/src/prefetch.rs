@@ -103,6 +103,45 @@ pub(crate) fn advise_huge_pages<T>(memory: &mut [T]) {
     let _ = memory;
 }
 
+/// Asks the kernel to map the pages of the `bytes` of memory at `address`
+/// for writing, as a first write to each would, without writing them
+/// (Linux `MADV_POPULATE_WRITE`, 5.14 and later; a no-op elsewhere): so
+/// that the thread that writes them later takes no page fault. Contents
+/// stay as they are, and another thread may use the memory meanwhile.
+/// Only whole pages inside the range are asked for. A hint: a range that
+/// is not (or no longer) mapped, or an older kernel, is refused with an
+/// error, which is ignored. Returns whether the kernel did it.
+pub(crate) fn populate_for_write(address: usize, bytes: usize) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let aligned = address.next_multiple_of(PAGE);
+        let end = address.saturating_add(bytes);
+        let aligned_end = end - end % PAGE;
+        if aligned_end <= aligned {
+            return true;
+        }
+        // SAFETY: MADV_POPULATE_WRITE faults pages in (zeroed if never
+        // written) and never changes the contents of a page already there,
+        // so no value any thread reads changes; over memory that is not
+        // mapped it fails with ENOMEM and does nothing.
+        #[allow(unsafe_code)]
+        let result = unsafe {
+            libc::madvise(
+                aligned as *mut libc::c_void,
+                aligned_end - aligned,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+        result == 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (address, bytes);
+        false
+    }
+}
+
 /// The C allocator's thresholds for a server (glibc only; elsewhere
 /// nothing changes), set once before the engine starts: blocks up to 32
 /// MiB come from the allocator's heaps rather than a mapping of their own,

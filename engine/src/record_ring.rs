@@ -81,6 +81,20 @@ impl<const W: usize> Clone for Ring<W> {
     }
 }
 
+/// Where a ring's table lies in memory ([`Ring::memory`]): addresses as
+/// numbers, for the kernel only (never read or written through).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RingMemory {
+    pub slots_address: usize,
+    pub slots_bytes: usize,
+    pub slot_bytes: usize,
+    /// The slot the next record takes (arrivals take slots in order,
+    /// wrapping around).
+    pub next_slot: usize,
+    pub index_address: usize,
+    pub index_bytes: usize,
+}
+
 /// The command id a slot holds.
 #[inline]
 pub(crate) fn slot_id<const W: usize>(slot: &[u64; W]) -> CommandId {
@@ -180,6 +194,20 @@ impl<const W: usize> Ring<W> {
 
     pub(crate) fn capacity(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Where the table lies in memory, for asking the kernel to map its
+    /// pages ahead of the records that will fill them
+    /// (`prefetch::populate_for_write`).
+    pub(crate) fn memory(&self) -> RingMemory {
+        RingMemory {
+            slots_address: self.slots.as_ptr() as usize,
+            slots_bytes: std::mem::size_of_val(&*self.slots),
+            slot_bytes: std::mem::size_of::<[u64; W]>(),
+            next_slot: self.slot_of(self.tail),
+            index_address: self.index.as_ptr() as usize,
+            index_bytes: std::mem::size_of_val(&*self.index),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
