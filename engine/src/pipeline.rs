@@ -1234,9 +1234,19 @@ impl RouterStage {
                     Err(TryRecvError::Disconnected) => break,
                 }
             } else if self.gathered_sequence == 0 {
-                match self.execute.recv() {
+                match self.execute.try_recv() {
                     Ok(execute) => execute,
-                    Err(_) => break,
+                    Err(TryRecvError::Empty) => {
+                        // Idle: the counters are current while the router
+                        // waits (batches completed without a wait, and
+                        // queries answered behind them, publish nothing).
+                        self.publish_shard_stats();
+                        match self.execute.recv() {
+                            Ok(execute) => execute,
+                            Err(_) => break,
+                        }
+                    }
+                    Err(TryRecvError::Disconnected) => break,
                 }
             } else {
                 // Movements are waiting for a busy history writer: hand
@@ -1267,19 +1277,20 @@ impl RouterStage {
                     while self.complete(false) {}
                 }
                 Execute::Query { queries, reply } => {
-                    // Balances are answered behind the batches in flight
-                    // (each shard answers after them), without draining the
+                    // Balances, spending, risk audits, instruments and FX
+                    // rates are answered behind the batches in flight (each
+                    // shard answers after them), without draining the
                     // pipeline; replies still go out in request order per
-                    // connection. Other queries wait for every batch.
-                    let balances_only = ShardedLedger::balances_only(&queries);
-                    if !balances_only {
+                    // connection. A command's status waits for every batch.
+                    let answered_behind = ShardedLedger::answered_behind(&queries);
+                    if !answered_behind {
                         self.complete_all();
                     }
                     self.stats
                         .queries
                         .fetch_add(queries.len() as u64, Ordering::Relaxed);
                     reply(self.ledger.query_batch(&queries));
-                    if balances_only {
+                    if answered_behind {
                         while self.complete(false) {}
                     }
                 }

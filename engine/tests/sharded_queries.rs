@@ -2,12 +2,15 @@
 //! (`ShardedLedger::query_batch`: one message per shard for all the
 //! balances) equal what a lone ledger answers query by query: customer and
 //! merchant accounts on every shard, unknown ids, house accounts by their
-//! public id (the sum of the parts) and by one part, and other queries mixed
-//! in, with batches still in flight when the queries come.
+//! public id (the sum of the parts) and by one part, spending, risk audits,
+//! instruments and FX rates (asked of the shards behind the batches in
+//! flight, without waiting for them), and command statuses mixed in, with
+//! batches still in flight when the queries come.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
+use payrail_engine::budget::Category;
 use payrail_engine::shard::ShardedLedger;
 use payrail_engine::{
     AccountId, CommandId, Currency, HouseRole, Ledger, LedgerConfig, Query, QueryReply,
@@ -59,7 +62,7 @@ fn query_batches_answer_as_the_lone_ledger_does() {
                 account: AccountId::house(HouseRole::Settlement, Currency::CNY),
             }])
             .collect();
-        assert!(ShardedLedger::balances_only(&balances));
+        assert!(ShardedLedger::answered_behind(&balances));
         let expected: Vec<QueryReply> = balances.iter().map(|query| lone.query(query)).collect();
         assert_eq!(sharded.query_batch(&balances), expected, "{shards} shards");
         assert_eq!(
@@ -73,6 +76,51 @@ fn query_batches_answer_as_the_lone_ledger_does() {
             .collect();
         lone.apply_batch(3, 3 * SECOND, &moves);
         sharded.submit(3, 3 * SECOND, &moves);
+
+        // Spending (the transfers in flight count in it), risk audits,
+        // instruments, FX rates and the policy: answered behind the batch in
+        // flight as well, by the shards that hold the accounts.
+        let transfers = Category::CashAndTransfers.code();
+        let behind: Vec<Query> = (0..=45u64)
+            .flat_map(|account| {
+                let account = AccountId(account);
+                [
+                    Query::Spending {
+                        account,
+                        month: 0,
+                        category: transfers,
+                    },
+                    Query::RiskAudit { account, index: 0 },
+                    Query::Instrument { account, index: 0 },
+                ]
+            })
+            .chain([
+                Query::FxRate { index: 0 },
+                Query::RiskPolicy,
+                Query::Balance {
+                    account: AccountId(7),
+                },
+                Query::Spending {
+                    account: AccountId(7),
+                    month: 0,
+                    category: 0,
+                },
+            ])
+            .collect();
+        assert!(ShardedLedger::answered_behind(&behind));
+        let expected: Vec<QueryReply> = behind.iter().map(|query| lone.query(query)).collect();
+        assert!(
+            expected
+                .iter()
+                .any(|reply| matches!(reply, QueryReply::Spending { spent, .. } if *spent > 0)),
+            "the batches count in the spending"
+        );
+        assert_eq!(sharded.query_batch(&behind), expected, "{shards} shards");
+        assert_eq!(
+            sharded.in_flight(),
+            1,
+            "{shards} shards: its results still to take"
+        );
 
         let settlement = AccountId::house(HouseRole::Settlement, Currency::CNY);
         let mut queries: Vec<Query> = (0..=45u64)

@@ -743,9 +743,10 @@ impl ShardedLedger {
             }
             // Each taken by the call that asked for it (`ask_accounts`,
             // `ask_query`, `snapshot`): one arriving here is a bug.
-            (_, Output::Accounts(_) | Output::State(_) | Output::Frozen(_) | Output::Query(_)) => {
-                self.failed = true
-            }
+            (
+                _,
+                Output::Accounts(_) | Output::State(_) | Output::Frozen(_) | Output::Queries(_),
+            ) => self.failed = true,
         }
     }
 
@@ -811,17 +812,37 @@ impl ShardedLedger {
         self.settle();
     }
 
-    /// Answers a read-only query from the state after the last batch.
+    /// Answers a read-only query from the state after the last batch
+    /// (every answer in flight is taken first).
     pub fn query(&mut self, query: &Query) -> QueryReply {
-        // Every answer in flight comes in first, so the shards' replies to
-        // the query are the next ones on the channel.
         self.settle();
+        self.query_batch(std::slice::from_ref(query))
+            .pop()
+            .unwrap_or(QueryReply::Refused(Status::Unavailable))
+    }
+
+    /// The shard that answers `query` from its own state, behind the
+    /// segments queued before it; `None` for a balance (asked for by its
+    /// parts, `views`) and for what the router answers itself.
+    fn query_shard(&self, query: &Query) -> Option<usize> {
         match query {
-            Query::Balance { account } => match self.account_view(*account) {
-                Ok(Some(view)) => QueryReply::Balance(view),
-                Ok(None) => QueryReply::Refused(Status::UnknownAccount),
-                Err(_) => QueryReply::Refused(Status::Unavailable),
-            },
+            Query::Balance { .. } | Query::Command { .. } | Query::RiskPolicy => None,
+            // A customer's risk state, audit and budgets live on its shard
+            // (an unknown account or a house id: shard 0, which answers as
+            // a lone ledger does).
+            Query::RiskAudit { account, .. }
+            | Query::Spending { account, .. }
+            | Query::Instrument { account, .. } => Some(self.shard_or_first(*account) as usize),
+            // Every shard has the same rate table.
+            Query::FxRate { .. } => Some(0),
+        }
+    }
+
+    /// What the router answers itself: a command's first status (learned
+    /// from results, so after `settle`) and the risk policy (its copy,
+    /// changed in log order when the policy's record is routed).
+    fn router_query(&self, query: &Query) -> QueryReply {
+        match query {
             Query::Command { id } => {
                 match self
                     .tables
@@ -833,39 +854,12 @@ impl ShardedLedger {
                     None => QueryReply::Refused(Status::UnknownCommand),
                 }
             }
-            // Every shard has the same policy; the router keeps a copy.
             Query::RiskPolicy => QueryReply::RiskPolicy {
                 digest: self.risk_policy.digest(),
                 rules: self.risk_policy.rules_on(),
             },
-            // A customer's risk state, audit and budgets live on its shard
-            // (an unknown account or a house id: shard 0, which answers
-            // as a lone ledger does).
-            Query::RiskAudit { account, .. }
-            | Query::Spending { account, .. }
-            | Query::Instrument { account, .. } => {
-                let shard = self.shard_of(*account).unwrap_or(0) as usize;
-                match self.ask_query(shard, query) {
-                    Ok(reply) => reply,
-                    Err(_) => QueryReply::Refused(Status::Unavailable),
-                }
-            }
-            // Every shard has the same rate table.
-            Query::FxRate { .. } => match self.ask_query(0, query) {
-                Ok(reply) => reply,
-                Err(_) => QueryReply::Refused(Status::Unavailable),
-            },
-        }
-    }
-
-    fn ask_query(&mut self, shard: usize, query: &Query) -> Result<QueryReply, ShardError> {
-        let input = self.inputs.get(shard).ok_or(ShardError::ShardStopped)?;
-        input
-            .send(Input::Query(*query))
-            .map_err(|_| ShardError::ShardStopped)?;
-        match self.receive_output() {
-            Ok((_, Output::Query(reply))) => Ok(reply),
-            _ => Err(ShardError::ShardStopped),
+            // Asked of a shard (`query_shard`), never here.
+            _ => QueryReply::Refused(Status::Unavailable),
         }
     }
 
@@ -936,9 +930,24 @@ impl ShardedLedger {
         &mut self,
         asks: Vec<Vec<AccountId>>,
     ) -> Result<Vec<Vec<Option<Account>>>, ShardError> {
-        let mut answers: Vec<Vec<Option<Account>>> = vec![Vec::new(); asks.len()];
+        let queries = vec![Vec::new(); asks.len()];
+        Ok(self.ask(asks, queries)?.0)
+    }
+
+    /// `ask_accounts`, with the queries in `queries[shard]` asked of each
+    /// shard as well (a second message, behind the first): both answered
+    /// from the state after every batch routed so far.
+    #[allow(clippy::type_complexity)] // two answers in the shape asked
+    fn ask(
+        &mut self,
+        accounts: Vec<Vec<AccountId>>,
+        queries: Vec<Vec<Query>>,
+    ) -> Result<(Vec<Vec<Option<Account>>>, Vec<Vec<QueryReply>>), ShardError> {
+        assert!(accounts.len() <= self.shards && queries.len() <= self.shards);
+        let mut found: Vec<Vec<Option<Account>>> = vec![Vec::new(); accounts.len()];
+        let mut replies: Vec<Vec<QueryReply>> = vec![Vec::new(); queries.len()];
         let mut outstanding = 0;
-        for (shard, ids) in asks.into_iter().enumerate() {
+        for (shard, ids) in accounts.into_iter().enumerate() {
             if ids.is_empty() {
                 continue;
             }
@@ -948,20 +957,37 @@ impl ShardedLedger {
                 .map_err(|_| ShardError::ShardStopped)?;
             outstanding += 1;
         }
+        for (shard, asked) in queries.into_iter().enumerate() {
+            if asked.is_empty() {
+                continue;
+            }
+            let input = self.inputs.get(shard).ok_or(ShardError::ShardStopped)?;
+            input
+                .send(Input::Queries(asked))
+                .map_err(|_| ShardError::ShardStopped)?;
+            outstanding += 1;
+        }
         while outstanding > 0 {
             match self.receive_output() {
                 Ok((shard, Output::Accounts(accounts))) => {
-                    let slot = answers
+                    let slot = found
                         .get_mut(shard as usize)
                         .ok_or(ShardError::ShardStopped)?;
                     *slot = accounts;
+                    outstanding -= 1;
+                }
+                Ok((shard, Output::Queries(answers))) => {
+                    let slot = replies
+                        .get_mut(shard as usize)
+                        .ok_or(ShardError::ShardStopped)?;
+                    *slot = answers;
                     outstanding -= 1;
                 }
                 Ok(output @ (_, Output::Results(..))) => self.take_output(output),
                 _ => return Err(ShardError::ShardStopped),
             }
         }
-        Ok(answers)
+        Ok((found, replies))
     }
 
     /// An account as a lone ledger shows it, from its parts (a public house
@@ -980,29 +1006,41 @@ impl ShardedLedger {
         sum.map(|account| account.view())
     }
 
-    /// Whether every query is a balance (answered by `query_batch` without
-    /// waiting for the batches in flight).
-    pub fn balances_only(queries: &[Query]) -> bool {
+    /// Whether `query_batch` answers every query without waiting for the
+    /// batches in flight: all but a command's status (learned from the
+    /// results of the batches before it) are answered by the shards behind
+    /// the segments already queued, or from the router's own copy (the risk
+    /// policy).
+    pub fn answered_behind(queries: &[Query]) -> bool {
         queries
             .iter()
-            .all(|query| matches!(query, Query::Balance { .. }))
+            .all(|query| !matches!(query, Query::Command { .. }))
     }
 
     /// Each account as a lone ledger shows it (None: unknown), asked for
     /// with one message per shard that holds any of their parts.
     fn views(&mut self, ids: &[AccountId]) -> Result<Vec<Option<AccountView>>, ShardError> {
+        Ok(self.views_and(ids, Vec::new())?.0)
+    }
+
+    /// `views`, with `queries[shard]` asked of each shard at the same time
+    /// (see `ask`).
+    #[allow(clippy::type_complexity)] // two answers in the shape asked
+    fn views_and(
+        &mut self,
+        ids: &[AccountId],
+        mut queries: Vec<Vec<Query>>,
+    ) -> Result<(Vec<Option<AccountView>>, Vec<Vec<QueryReply>>), ShardError> {
         let parts: Vec<Vec<(usize, AccountId)>> =
             ids.iter().map(|&id| self.account_parts(id)).collect();
         let mut asks = vec![Vec::new(); self.shards];
         for &(shard, part) in parts.iter().flatten() {
             asks[shard].push(part);
         }
-        let mut answers: Vec<_> = self
-            .ask_accounts(asks)?
-            .into_iter()
-            .map(Vec::into_iter)
-            .collect();
-        Ok(ids
+        queries.resize(self.shards, Vec::new());
+        let (found, replies) = self.ask(asks, queries)?;
+        let mut answers: Vec<_> = found.into_iter().map(Vec::into_iter).collect();
+        let views = ids
             .iter()
             .zip(&parts)
             .map(|(&id, parts)| {
@@ -1011,7 +1049,8 @@ impl ShardedLedger {
                     .map(|&(shard, _)| answers.get_mut(shard).and_then(Iterator::next).flatten());
                 Self::view_of_parts(id, found)
             })
-            .collect())
+            .collect();
+        Ok((views, replies))
     }
 
     /// The account as a lone ledger would show it: a public house id sums
@@ -1022,12 +1061,15 @@ impl ShardedLedger {
     }
 
     /// Answers the queries of one request from the state after the last
-    /// batch submitted, in order. The balances are asked for with one
-    /// message per shard they live on, not one round trip per query, and a
-    /// request of balances only does not wait for the batches in flight
-    /// (each shard answers after them); other queries first wait for them.
+    /// batch submitted, in order. Each shard gets at most two messages (the
+    /// parts of the balances it holds, and the other queries it answers from
+    /// its own state: spending, risk audit, instruments, FX rates), queued
+    /// behind the segments already sent, so it answers from the state after
+    /// every batch routed so far without the router waiting for the batches
+    /// in flight first; only a command's status waits for them (see
+    /// `answered_behind`).
     pub fn query_batch(&mut self, queries: &[Query]) -> Vec<QueryReply> {
-        if !Self::balances_only(queries) {
+        if !Self::answered_behind(queries) {
             self.settle();
         }
         let ids: Vec<AccountId> = queries
@@ -1037,7 +1079,19 @@ impl ShardedLedger {
                 _ => None,
             })
             .collect();
-        let mut views = self.views(&ids).ok().map(Vec::into_iter);
+        let mut asked = vec![Vec::new(); self.shards];
+        for query in queries {
+            if let Some(shard) = self.query_shard(query) {
+                asked[shard].push(*query);
+            }
+        }
+        let (mut views, mut replies) = match self.views_and(&ids, asked) {
+            Ok((views, replies)) => (
+                Some(views.into_iter()),
+                replies.into_iter().map(Vec::into_iter).collect(),
+            ),
+            Err(_) => (None, Vec::new()),
+        };
         queries
             .iter()
             .map(|query| match query {
@@ -1046,7 +1100,13 @@ impl ShardedLedger {
                     Some(Some(None)) => QueryReply::Refused(Status::UnknownAccount),
                     _ => QueryReply::Refused(Status::Unavailable),
                 },
-                other => self.query(other),
+                other => match self.query_shard(other) {
+                    Some(shard) => replies
+                        .get_mut(shard)
+                        .and_then(Iterator::next)
+                        .unwrap_or(QueryReply::Refused(Status::Unavailable)),
+                    None => self.router_query(other),
+                },
             })
             .collect()
     }

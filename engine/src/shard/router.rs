@@ -265,7 +265,7 @@ impl ShardedLedger {
     /// not know it (the shard then answers "unknown" as a lone ledger
     /// would). With one shard that is every account's: no look-up (a
     /// directory probe is a cache miss per account at millions of them).
-    fn shard_or_first(&self, account: AccountId) -> u32 {
+    pub(super) fn shard_or_first(&self, account: AccountId) -> u32 {
         if self.shards == 1 {
             return 0;
         }

@@ -127,9 +127,10 @@ pub(crate) enum Input {
     RiskPolicy(u64, u64, Box<RiskPolicy>),
     /// Turn movement history on or off (before the first segment).
     RecordHistory(bool),
-    /// A query about an account that lives on this shard (or about the FX
-    /// rate table, which every shard has).
-    Query(Query),
+    /// Queries about accounts that live on this shard (or about the FX rate
+    /// table, which every shard has), answered in order from the state after
+    /// the segments queued before them.
+    Queries(Vec<Query>),
     Stop,
 }
 
@@ -151,7 +152,8 @@ pub(crate) enum Output {
     /// The address of the shard's `Ledger`, which stays where it is and
     /// unchanged until the shard's next input.
     Frozen(usize),
-    Query(QueryReply),
+    /// In the order asked.
+    Queries(Vec<QueryReply>),
 }
 
 /// One verdict on the wire between two shards: batch sequence, index in the
@@ -327,7 +329,12 @@ impl Worker {
                     self.ledger.record_history(on);
                     continue;
                 }
-                Input::Query(query) => Output::Query(self.ledger.query(&query)),
+                Input::Queries(queries) => Output::Queries(
+                    queries
+                        .iter()
+                        .map(|query| self.ledger.query(query))
+                        .collect(),
+                ),
                 Input::Stop => {
                     // A stop does not wait while the allocator takes the
                     // state back (seconds at 2M accounts).
