@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use rustc_hash::FxHashMap;
@@ -325,11 +325,9 @@ impl HistoryConfig {
         Ok(())
     }
 
-    /// Bytes the head index allocates at open: a 32-byte slot per
-    /// account and a 4-byte bucket per slot of its table.
+    /// Bytes the head index allocates at open.
     pub fn head_index_bytes(&self) -> usize {
-        self.accounts_max.max(1) * std::mem::size_of::<HeadSlot>()
-            + head_slots(self.accounts_max) * 4
+        head_slots(self.accounts_max) * 32
     }
 }
 
@@ -402,20 +400,11 @@ struct HeadSlot {
     skip: AtomicU64,
 }
 
-/// The in-memory head index: account -> newest record address. The
-/// accounts' slots lie in one dense array in the order the accounts came
-/// (a look-up of the few thousand accounts a load touches stays in a few
-/// hundred KB, not spread over the whole table: in a virtual machine each
-/// look-up at random in 64 MiB missed the TLB, about a fifth of the history
-/// writer's time in a profile of the server, docs/benchmarks.md), found
-/// through an open-addressing table of slot numbers (4 bytes a bucket,
-/// linear probing, at most half full). Slots are never removed, so readers
-/// need no lock.
+/// The in-memory head index: account -> newest record address. Open
+/// addressing with linear probing at most half full; slots are never
+/// removed, so readers need no lock.
 struct HeadIndex {
-    /// `capacity` slots; the first `used` hold accounts.
     slots: Box<[HeadSlot]>,
-    /// 0: empty; else the account's slot number plus 1.
-    table: Box<[AtomicU32]>,
     mask: usize,
     used: AtomicUsize,
     capacity: usize,
@@ -423,25 +412,22 @@ struct HeadIndex {
 
 impl HeadIndex {
     fn new(capacity: usize) -> HeadIndex {
-        let capacity = capacity.max(1);
-        let buckets = head_slots(capacity);
-        // Huge pages before they are first written (fewer TLB misses for
-        // the look-ups at random in the table).
-        let mut table = Vec::with_capacity(buckets);
+        let slots = head_slots(capacity);
+        // Huge pages before the slots are first written: the writer looks
+        // up an account at random in tens of MB, and on 4 KiB pages each
+        // look-up also missed the TLB (the largest part of the append's
+        // own time in a perf profile of the server, docs/benchmarks.md).
+        let mut table = Vec::with_capacity(slots);
         crate::prefetch::advise_huge_pages(table.spare_capacity_mut());
-        table.extend((0..buckets).map(|_| AtomicU32::new(0)));
-        let mut slots = Vec::with_capacity(capacity);
-        crate::prefetch::advise_huge_pages(slots.spare_capacity_mut());
-        slots.extend((0..capacity).map(|_| HeadSlot {
+        table.extend((0..slots).map(|_| HeadSlot {
             account: AtomicU64::new(EMPTY_KEY),
             published: AtomicU64::new(0),
             latest: AtomicU64::new(0),
             skip: AtomicU64::new(0),
         }));
         HeadIndex {
-            slots: slots.into_boxed_slice(),
-            table: table.into_boxed_slice(),
-            mask: buckets - 1,
+            slots: table.into_boxed_slice(),
+            mask: slots - 1,
             used: AtomicUsize::new(0),
             capacity,
         }
@@ -452,65 +438,47 @@ impl HeadIndex {
         ((hash >> 32) ^ hash) as usize & self.mask
     }
 
-    /// Asks the CPU for `account`'s home bucket, for a look-up soon.
+    /// Asks the CPU for `account`'s home slot, for a look-up soon.
     #[inline]
     fn prefetch(&self, account: u64) {
-        crate::prefetch::prefetch(&self.table[self.home(account)], 1);
+        crate::prefetch::prefetch(&self.slots[self.home(account)], 1);
     }
 
     /// The slot of `account`, if it has one.
     fn find(&self, account: u64) -> Option<&HeadSlot> {
-        let mut bucket = self.home(account);
+        let mut slot = self.home(account);
         for _ in 0..=self.mask {
-            match self.table[bucket].load(Ordering::Acquire) {
-                0 => return None,
-                taken => {
-                    let slot = self.slots.get(taken as usize - 1)?;
-                    if slot.account.load(Ordering::Relaxed) == account {
-                        return Some(slot);
-                    }
-                }
+            match self.slots[slot].account.load(Ordering::Acquire) {
+                key if key == account => return Some(&self.slots[slot]),
+                EMPTY_KEY => return None,
+                _ => slot = (slot + 1) & self.mask,
             }
-            bucket = (bucket + 1) & self.mask;
         }
         None
     }
 
-    /// The slot of `account`, taking the next free one if it has none;
-    /// `None` when the index holds `capacity` accounts already. Writer
-    /// only.
+    /// The slot of `account`, taking a free one if it has none; `None` when
+    /// the index holds `capacity` accounts already. Writer only.
     fn find_or_insert(&self, account: u64) -> Option<usize> {
         debug_assert_ne!(account, EMPTY_KEY);
-        let mut bucket = self.home(account);
+        let mut slot = self.home(account);
         for _ in 0..=self.mask {
-            match self.table[bucket].load(Ordering::Relaxed) {
-                0 => {
+            match self.slots[slot].account.load(Ordering::Relaxed) {
+                key if key == account => return Some(slot),
+                EMPTY_KEY => {
                     let used = self.used.load(Ordering::Relaxed);
                     if used >= self.capacity {
                         return None;
                     }
-                    self.slots[used].account.store(account, Ordering::Relaxed);
                     self.used.store(used + 1, Ordering::Relaxed);
-                    // Readers see the slot's account with it; its address
-                    // is still 0 ("none").
-                    self.table[bucket].store(used as u32 + 1, Ordering::Release);
-                    return Some(used);
+                    // Its address is still 0 ("none") when readers see the key.
+                    self.slots[slot].account.store(account, Ordering::Release);
+                    return Some(slot);
                 }
-                taken => {
-                    let slot = taken as usize - 1;
-                    if self.slots[slot].account.load(Ordering::Relaxed) == account {
-                        return Some(slot);
-                    }
-                }
+                _ => slot = (slot + 1) & self.mask,
             }
-            bucket = (bucket + 1) & self.mask;
         }
         None
-    }
-
-    /// The slots that hold accounts.
-    fn used_slots(&self) -> &[HeadSlot] {
-        &self.slots[..self.used.load(Ordering::Relaxed).min(self.slots.len())]
     }
 
     fn head(&self, account: u64) -> u64 {
@@ -1967,7 +1935,7 @@ impl HistoryStore {
             }
             segments.insert(number, entry);
         }
-        for slot in 0..heads.used_slots().len() {
+        for slot in 0..heads.slots.len() {
             heads.publish(slot);
         }
         let next_number = segments
@@ -2400,12 +2368,15 @@ impl HistoryStore {
                 commands: entry.commands.as_ref().map_or(0, |(_, count)| *count),
             });
         }
-        for slot in self.shared.heads.used_slots() {
-            snapshot.heads.push((
-                slot.account.load(Ordering::Relaxed),
-                slot.latest.load(Ordering::Relaxed),
-                slot.skip.load(Ordering::Relaxed),
-            ));
+        for slot in self.shared.heads.slots.iter() {
+            let account = slot.account.load(Ordering::Relaxed);
+            if account != EMPTY_KEY {
+                snapshot.heads.push((
+                    account,
+                    slot.latest.load(Ordering::Relaxed),
+                    slot.skip.load(Ordering::Relaxed),
+                ));
+            }
         }
         let bytes = snapshot.encode();
         let dir = &self.shared.dir;
