@@ -1059,27 +1059,25 @@ impl MovementChunk {
     /// Every movement as its leg entry, command and batch, in the order
     /// made (the history store encodes them without building each
     /// [`Movement`] into memory first).
-    pub(crate) fn refs(&self) -> impl Iterator<Item = MovementRef<'_>> + Clone + '_ {
-        self.legs
-            .iter()
-            .filter_map(|leg| {
-                let command = self.commands.get(leg.command as usize)?;
-                let batch = self.batches.get(command.batch as usize)?;
-                let instrument = match command.instrument {
-                    0 => None,
-                    n => Some(self.instruments.get(n as usize - 1)?),
-                };
-                Some(LegRef {
-                    command,
-                    batch,
-                    instrument,
-                    leg,
-                })
-            })
-            .flat_map(|leg| {
-                std::iter::once(MovementRef::Leg(leg, false))
-                    .chain(leg.leg.mirrored.then_some(MovementRef::Leg(leg, true)))
-            })
+    pub(crate) fn refs(&self) -> ChunkRefs<'_> {
+        ChunkRefs::new(std::slice::from_ref(self))
+    }
+
+    /// `leg`'s entry with its command's and batch's.
+    #[inline]
+    fn leg_ref<'a>(&'a self, leg: &'a ChunkLeg) -> Option<LegRef<'a>> {
+        let command = self.commands.get(leg.command as usize)?;
+        let batch = self.batches.get(command.batch as usize)?;
+        let instrument = match command.instrument {
+            0 => None,
+            n => Some(self.instruments.get(n as usize - 1)?),
+        };
+        Some(LegRef {
+            command,
+            batch,
+            instrument,
+            leg,
+        })
     }
 
     /// The log order keys ([`Movement::order_key`]) of the first and the
@@ -1179,6 +1177,57 @@ impl MovementChunk {
         });
         context.entry = Some(entry);
         entry
+    }
+}
+
+/// The movements of chunks one after the other, as [`MovementRef`]s: a
+/// small cursor, so the history store's look-aheads (clones of it) cost a
+/// copy of a few words.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ChunkRefs<'a> {
+    chunks: &'a [MovementChunk],
+    chunk: usize,
+    leg: usize,
+    /// The next is the mirror leg of entry `leg`.
+    mirror: bool,
+}
+
+impl<'a> ChunkRefs<'a> {
+    pub(crate) fn new(chunks: &'a [MovementChunk]) -> ChunkRefs<'a> {
+        ChunkRefs {
+            chunks,
+            chunk: 0,
+            leg: 0,
+            mirror: false,
+        }
+    }
+}
+
+impl<'a> Iterator for ChunkRefs<'a> {
+    type Item = MovementRef<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<MovementRef<'a>> {
+        loop {
+            let chunk = self.chunks.get(self.chunk)?;
+            let Some(leg) = chunk.legs.get(self.leg) else {
+                self.chunk += 1;
+                self.leg = 0;
+                self.mirror = false;
+                continue;
+            };
+            let mirror = self.mirror;
+            if !mirror && leg.mirrored {
+                self.mirror = true;
+            } else {
+                self.leg += 1;
+                self.mirror = false;
+            }
+            // An entry always has its command and batch (pushed with it).
+            if let Some(leg) = chunk.leg_ref(leg) {
+                return Some(MovementRef::Leg(leg, mirror));
+            }
+        }
     }
 }
 

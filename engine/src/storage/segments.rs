@@ -2044,7 +2044,7 @@ impl HistoryStore {
         chunks: &[MovementChunk],
         watermark: u64,
     ) -> Result<(), StorageError> {
-        self.append_refs(chunks.iter().flat_map(MovementChunk::refs), watermark)
+        self.append_refs(history::ChunkRefs::new(chunks), watermark)
     }
 
     fn append_refs<'a>(
