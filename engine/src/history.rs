@@ -741,14 +741,14 @@ pub fn encode_movement_follow_on(
 /// either movement (the history writer's path for a transfer's credit
 /// leg, which a chunk holds in its debit leg's entry).
 pub fn encode_movement_mirror(balance: i64, back: u8, out: &mut Vec<u8>) {
-    let mut buffer = [0u8; FOLLOW_ON_BYTES_MAX];
-    buffer[0] = COMPACT_FOLLOWS | COMPACT_MIRROR;
-    buffer[1] = back;
+    // Byte by byte: a copy of these few bytes from a buffer on the stack
+    // was a call to `memmove` (half the history writer's calls to it).
+    out.reserve(3 + VARINT_BYTES_MAX);
+    out.push(COMPACT_FOLLOWS | COMPACT_MIRROR);
+    out.push(back);
     // The position's distance from the leg before's.
-    buffer[2] = 1;
-    let mut at = 3;
-    put_varint_at(&mut buffer, &mut at, zigzag(balance));
-    out.extend_from_slice(&buffer[..at]);
+    out.push(1);
+    put_varint(out, zigzag(balance));
 }
 
 /// How far before its own record a follow-on movement's first leg starts,
