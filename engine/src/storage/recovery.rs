@@ -409,12 +409,14 @@ fn log_recovered(report: &RecoveryReport) {
 /// Three threads, so that the apply (the one part that must run in log
 /// order on one thread) does nothing else: a reading thread reads the log
 /// in pages, checks each record's CRC, decodes it and checks it follows
-/// the one before ([`read_records`]), and keeps [`REPLAY_QUEUE_RECORDS`]
-/// decoded records ready; the calling thread applies them
-/// ([`apply_records`]) and hands each rebuilt batch's movements over as
-/// the ledger made them (one `MovementChunk`, as a shard hands its
-/// segment's over live); a history thread appends them to the store
-/// ([`write_history_jobs`]). Vectors of commands and chunks go back to be
+/// the one before ([`read_records`]), and keeps [`REPLAY_QUEUE_GROUPS`]
+/// groups of decoded records ready; the calling thread applies them
+/// ([`apply_records`]) and hands the rebuilt batches' movements over, about
+/// 32,768 commands' worth at a time, as the ledger made them (one
+/// `MovementChunk`, as a shard hands its segment's over live); a history
+/// thread appends them to the store ([`write_history_jobs`]). Handing
+/// over in groups, not per record, wakes the threads a few times per
+/// million commands whatever the size of the log's records. Vectors of commands and chunks go back to be
 /// reused. The storage is shared through a lock: the reading thread holds
 /// it for a page read, the history thread for an append. What is applied,
 /// in what order, and what the history store is given are the same as one
@@ -467,29 +469,31 @@ fn replay(
                 .name("replay-map".into())
                 .spawn_scoped(scope, move || map_record_index(table, stop_mapping));
         }
-        let (records_sender, records) = bounded::<Read>(REPLAY_QUEUE_RECORDS);
+        let (records_sender, records) = bounded::<Vec<Read>>(REPLAY_QUEUE_GROUPS);
         // Room for every vector in flight, so that none is dropped.
-        let (spares, spares_back) = bounded::<Vec<Command>>(REPLAY_QUEUE_RECORDS + 2);
+        let (spares, spares_back) = bounded::<Vec<Command>>(REPLAY_QUEUE_RECORDS_MAX);
         let (last_sequence, last_timestamp) = (report.last_sequence, report.last_timestamp);
         let reader = std::thread::Builder::new()
             .name("replay-read".into())
             .spawn_scoped(scope, move || {
+                let mut group = Group::new(&records_sender);
                 let read = read_records(
                     shared,
                     (last_sequence, last_timestamp),
-                    &records_sender,
+                    &mut group,
                     &spares_back,
                     &mut RingMapper::new(table),
                 );
                 if let Err(error) = read {
                     // The applying thread may have stopped already (a
                     // history write failed): then it reports that.
-                    let _ = records_sender.send(Read::Failed(error));
+                    group.push(Read::Failed(error), 0);
                 }
+                group.send();
             })
             .map_err(|error| io_error("cannot start the replay's reading thread", &error))?;
-        let (jobs, jobs_taken) = bounded::<HistoryJob>(REPLAY_HISTORY_QUEUE_BATCHES);
-        let (chunks_back, chunks) = bounded::<MovementChunk>(REPLAY_HISTORY_QUEUE_BATCHES + 2);
+        let (jobs, jobs_taken) = bounded::<HistoryJob>(REPLAY_HISTORY_QUEUE_JOBS);
+        let (chunks_back, chunks) = bounded::<MovementChunk>(REPLAY_HISTORY_QUEUE_JOBS + 2);
         let writer = if keeps_history {
             let writer = std::thread::Builder::new()
                 .name("replay-history".into())
@@ -544,17 +548,31 @@ fn replay(
     Ok(batches_applied)
 }
 
-/// Decoded records the reading thread keeps ready ahead of the apply: at
-/// most this many full batches (8,190 commands, about 1 MiB decoded) in
-/// the queue, besides the page of raw records it is decoding.
-pub const REPLAY_QUEUE_RECORDS: usize = 16;
-/// Rebuilt batches' movements waiting for the replay's history thread
-/// before the apply waits for it (about 16,000 movements a full batch of
-/// transfers).
-pub const REPLAY_HISTORY_QUEUE_BATCHES: usize = 16;
+/// The reading thread hands decoded records over in groups of at least
+/// this many commands (or [`REPLAY_GROUP_RECORDS_MAX`] records), so that
+/// the threads wake each other once per group, not once per record (a log
+/// of records of 64 commands has 312,500 of them per 20M commands) ...
+pub const REPLAY_GROUP_COMMANDS: usize = 8_192;
+/// ... or of this many records (markers and empty batches hold none).
+pub const REPLAY_GROUP_RECORDS_MAX: usize = 256;
+/// Groups the reading thread keeps ready ahead of the apply: at most about
+/// 4 x 16,382 commands decoded (a group can pass its minimum by a full
+/// batch of 8,190; about 2 MiB), besides the page of raw records it is
+/// decoding.
+pub const REPLAY_QUEUE_GROUPS: usize = 4;
+/// Records in flight between the reading and the applying thread at most
+/// (their vectors of commands go back to be reused).
+const REPLAY_QUEUE_RECORDS_MAX: usize = (REPLAY_QUEUE_GROUPS + 2) * REPLAY_GROUP_RECORDS_MAX;
+/// The apply hands the history thread the movements of its batches once
+/// they hold at least this many commands (about 65,000 movements of
+/// transfers), as the engine gathers history jobs, and at the end.
+pub const REPLAY_HISTORY_JOB_COMMANDS: usize = 32_768;
+/// Jobs waiting for the replay's history thread before the apply waits
+/// for it.
+pub const REPLAY_HISTORY_QUEUE_JOBS: usize = 4;
 
-/// A rebuilt batch's movements for the replay's history thread, with the
-/// batch's sequence.
+/// Rebuilt batches' movements for the replay's history thread, with the
+/// last batch's sequence (the watermark once they are written).
 type HistoryJob = (u64, MovementChunk);
 
 /// The index of the lone ledger's record table is mapped ahead of the
@@ -625,6 +643,47 @@ impl RingMapper {
     }
 }
 
+/// The records the reading thread has decoded and not yet handed over.
+struct Group<'a> {
+    sender: &'a Sender<Vec<Read>>,
+    reads: Vec<Read>,
+    commands: usize,
+    /// False once the applying thread has stopped.
+    open: bool,
+}
+
+impl<'a> Group<'a> {
+    fn new(sender: &'a Sender<Vec<Read>>) -> Group<'a> {
+        Group {
+            sender,
+            reads: Vec::new(),
+            commands: 0,
+            open: true,
+        }
+    }
+
+    /// Adds a read of `commands` commands; hands the group over once it
+    /// is full. False if the applying thread has stopped.
+    fn push(&mut self, read: Read, commands: usize) -> bool {
+        self.reads.push(read);
+        self.commands += commands;
+        if self.commands >= REPLAY_GROUP_COMMANDS || self.reads.len() >= REPLAY_GROUP_RECORDS_MAX {
+            self.send();
+        }
+        self.open
+    }
+
+    /// Hands over what is gathered (nothing if empty).
+    fn send(&mut self) {
+        if self.reads.is_empty() || !self.open {
+            return;
+        }
+        self.commands = 0;
+        let reads = std::mem::replace(&mut self.reads, Vec::with_capacity(64));
+        self.open = self.sender.send(reads).is_ok();
+    }
+}
+
 /// What the reading thread hands the applying one, in log order.
 enum Read {
     /// The next record; it follows the one before (`check_record`).
@@ -657,7 +716,7 @@ fn join<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
 /// The reading thread: every log record after `last` (sequence and
 /// timestamp of the record before), in pages, decoded (each into a vector
 /// of commands handed back through `spares` when there is one) and checked
-/// to follow the one before, handed to `records` in order. A record that
+/// to follow the one before, handed to `records` in order (in groups). A record that
 /// does not decode is deleted if it is the last one in the log (a torn,
 /// never acknowledged write; `Read::DroppedTail`) and is corruption
 /// anywhere else. Stops early, without an error, when the applying
@@ -665,7 +724,7 @@ fn join<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
 fn read_records(
     storage: &Mutex<&mut dyn Storage>,
     last: (u64, u64),
-    records: &Sender<Read>,
+    records: &mut Group<'_>,
     spares: &Receiver<Vec<Command>>,
     table: &mut RingMapper,
 ) -> Result<(), StorageError> {
@@ -694,7 +753,7 @@ fn read_records(
                         "dropping the torn last log record (never acknowledged)"
                     );
                     lock(storage).truncate_log(sequence)?;
-                    let _ = records.send(Read::DroppedTail(sequence));
+                    records.push(Read::DroppedTail(sequence), 0);
                     return Ok(());
                 }
             };
@@ -702,9 +761,10 @@ fn read_records(
             last_sequence = record.sequence;
             last_timestamp = record.timestamp;
             // One idempotency record per command.
-            commands += record.command_count();
+            let count = record.command_count();
+            commands += count;
             table.reach(commands);
-            if records.send(Read::Record(record)).is_err() {
+            if !records.push(Read::Record(record), count) {
                 return Ok(());
             }
         }
@@ -720,7 +780,7 @@ fn read_records(
 fn apply_records(
     ledger: &mut Ledger,
     report: &mut RecoveryReport,
-    records: &Receiver<Read>,
+    records: &Receiver<Vec<Read>>,
     spares: &Sender<Vec<Command>>,
     history: Option<(&Sender<HistoryJob>, &Receiver<MovementChunk>)>,
     watermark: u64,
@@ -728,7 +788,10 @@ fn apply_records(
     let mut results: Vec<CommandResult> = Vec::new();
     // Even an empty batch changes the state (sequence, time, expiries).
     let mut batches_applied = false;
-    for read in records {
+    // The rebuilt batches whose movements the ledger holds: their commands
+    // and the last one's sequence.
+    let mut held = (0, 0);
+    for read in records.iter().flatten() {
         let record = match read {
             Read::Record(record) => record,
             Read::DroppedTail(sequence) => {
@@ -746,11 +809,13 @@ fn apply_records(
             ledger.apply(record.sequence, record.timestamp, commands, &mut results);
             batches_applied = true;
             report.commands_replayed += commands.len() as u64;
-            if let Some((jobs, chunks)) = rebuild {
-                let chunk = ledger.take_movement_chunk(chunks.try_recv().unwrap_or_default());
-                report.history_rebuilt += chunk.len() as u64;
-                if jobs.send((record.sequence, chunk)).is_err() {
-                    return Ok(batches_applied);
+            if let Some(history) = rebuild {
+                held = (held.0 + commands.len(), record.sequence);
+                if held.0 >= REPLAY_HISTORY_JOB_COMMANDS {
+                    if !hand_history_over(ledger, report, history, held.1) {
+                        return Ok(batches_applied);
+                    }
+                    held = (0, 0);
                 }
             }
         }
@@ -769,7 +834,23 @@ fn apply_records(
             LogEntry::Checkpoint => {}
         }
     }
+    if let (Some(history), (_, 1..)) = (history, held) {
+        hand_history_over(ledger, report, history, held.1);
+    }
     Ok(batches_applied)
+}
+
+/// Hands the movements the ledger holds, of the batches up to `sequence`,
+/// to the history thread. False if it has stopped (its write failed).
+fn hand_history_over(
+    ledger: &mut Ledger,
+    report: &mut RecoveryReport,
+    (jobs, chunks): (&Sender<HistoryJob>, &Receiver<MovementChunk>),
+    sequence: u64,
+) -> bool {
+    let chunk = ledger.take_movement_chunk(chunks.try_recv().unwrap_or_default());
+    report.history_rebuilt += chunk.len() as u64;
+    jobs.send((sequence, chunk)).is_ok()
 }
 
 /// The history thread: appends each batch's movements, in log order, with
