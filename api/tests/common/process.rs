@@ -34,35 +34,49 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// `payrail serve --listen ADDR --data-dir DATA_DIR` followed by `extra`
     /// (flags override the config file), logging at info level, stderr
-    /// appended to `log` (so restarts keep one log); returns once it accepts
-    /// connections, and fails the test with its log if it exits first.
+    /// appended to `log` (so restarts keep one log); returns once it says
+    /// it listens and accepts connections, and fails the test with its log
+    /// if it exits first. A port taken meanwhile (`free_addr` gives one that
+    /// was free a moment ago; a test running beside may have taken it) is
+    /// swapped for another free one: `addr` then says where it listens.
     pub fn spawn(data_dir: &Path, addr: SocketAddr, log: &Path, extra: &[&str]) -> ServerProcess {
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(BINARY)
-            .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
-            .arg(data_dir)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            // Tests start many servers: none touches its whole record table.
-            .env("PAYRAIL_PREFAULT", "false")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let mut server = ServerProcess {
-            child,
-            addr,
-            metrics_addr: None,
-            data_dir: data_dir.to_owned(),
-            log: log.to_owned(),
-        };
-        server.wait_until_connectable();
-        server
+        const ATTEMPTS: usize = 5;
+        let mut addr = addr;
+        for attempt in 1..=ATTEMPTS {
+            let log_from = std::fs::metadata(log).map_or(0, |meta| meta.len());
+            let stderr = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap();
+            let child = Command::new(BINARY)
+                .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+                .arg(data_dir)
+                .args(extra)
+                .env("RUST_LOG", "info")
+                // Tests start many servers: none touches its whole record table.
+                .env("PAYRAIL_PREFAULT", "false")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .unwrap();
+            let mut server = ServerProcess {
+                child,
+                addr,
+                metrics_addr: None,
+                data_dir: data_dir.to_owned(),
+                log: log.to_owned(),
+            };
+            match server.wait_until_listening(log_from) {
+                Ok(()) => return server,
+                Err(text) if attempt < ATTEMPTS && text.contains("Address already in use") => {
+                    addr = free_addr();
+                }
+                Err(text) => panic!("payrail serve exited: {text}"),
+            }
+        }
+        unreachable!("every attempt returns or panics")
     }
 
     /// A server in `dir` (data in `dir/data`, log in `dir/serve.log`) on free
@@ -82,14 +96,24 @@ impl ServerProcess {
         server
     }
 
-    fn wait_until_connectable(&mut self) {
+    /// Waits until this start's part of the log (from byte `log_from`) says
+    /// the server listens and its port accepts a connection (a connection
+    /// alone could reach another server on a port this one failed to take).
+    /// `Err` with that part of the log if the server exited first.
+    fn wait_until_listening(&mut self, log_from: u64) -> Result<(), String> {
         let started = Instant::now();
+        let this_start = |server: &ServerProcess| {
+            let text = server.log_text();
+            text.get(log_from as usize..).unwrap_or_default().to_owned()
+        };
         loop {
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
-                return;
+            if this_start(self).contains("listening")
+                && TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
+            {
+                return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("payrail serve exited with {status}: {}", self.log_text());
+                return Err(format!("{status}: {}", this_start(self)));
             }
             assert!(
                 started.elapsed() < START_TIME_MAX,
