@@ -549,21 +549,34 @@ pub(super) fn merge_owned(
     let Some(mut ledger) = shards.pop() else {
         return merge(config, sequence, timestamp, shards, records, records_len);
     };
-    assert_eq!(ledger.books.house_part, 0, "a single shard is part 0");
-    assert!(
-        ledger.books.remote_payments.is_empty(),
-        "a single shard has no remote payer"
-    );
+    single_as_lone(&mut ledger, config, sequence, timestamp);
     let mut lone = Records::lone(config.idempotency_records_max.max(records_len));
     for (id, record) in records {
         lone.push(id, &record);
     }
     debug_assert_eq!(lone.len(), records_len, "every record merged");
     ledger.records = lone;
+    ledger
+}
+
+/// A single shard's state made a lone ledger's but for its records (which
+/// its router keeps): it already is one (shard 0's house part is the house
+/// account itself, and no payment is remote), at the router's config,
+/// sequence and timestamp.
+pub(super) fn single_as_lone(
+    ledger: &mut Ledger,
+    config: LedgerConfig,
+    sequence: u64,
+    timestamp: u64,
+) {
+    assert_eq!(ledger.books.house_part, 0, "a single shard is part 0");
+    assert!(
+        ledger.books.remote_payments.is_empty(),
+        "a single shard has no remote payer"
+    );
     ledger.config = config;
     ledger.sequence = sequence;
     ledger.timestamp = timestamp;
-    ledger
 }
 
 /// Merges shard states back into one lone ledger. `records` are the

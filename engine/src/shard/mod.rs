@@ -229,14 +229,12 @@ impl<'a> Frozen<'a> {
         let sharded = self.ledger;
         if shards.len() == 1 {
             if let Some(mut ledger) = shards.pop() {
-                assert_eq!(ledger.books.house_part, 0, "a single shard is part 0");
-                assert!(
-                    ledger.books.remote_payments.is_empty(),
-                    "a single shard has no remote payer"
+                layout::single_as_lone(
+                    &mut ledger,
+                    sharded.config,
+                    sharded.sequence,
+                    sharded.timestamp,
                 );
-                ledger.config = sharded.config;
-                ledger.sequence = sharded.sequence;
-                ledger.timestamp = sharded.timestamp;
                 return InFork {
                     ledger: std::mem::ManuallyDrop::new(ledger),
                     router: Some(RouterRecords(&sharded.tables.records)),
