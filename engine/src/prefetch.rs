@@ -38,30 +38,14 @@ fn prefetch_line(_address: *const u8) {}
 /// process runs copy nothing. Only whole pages inside `memory` are left
 /// out; the forked process must not touch `memory` at all.
 pub(crate) fn keep_from_forks<T>(memory: &mut [T]) {
+    // `memory` is borrowed mutably: nothing else uses it while advised.
     #[cfg(target_os = "linux")]
-    {
-        const PAGE: usize = 4096;
-        let start = memory.as_mut_ptr() as usize;
-        let end = start + std::mem::size_of_val(memory);
-        let aligned = start.next_multiple_of(PAGE);
-        let aligned_end = end - end % PAGE;
-        if aligned_end <= aligned {
-            return;
-        }
-        // SAFETY: MADV_DONTFORK only changes what a later fork maps in the
-        // child (the whole range lies inside `memory`, borrowed mutably); in
-        // this process the pages and their contents stay as they are.
-        #[allow(unsafe_code)]
-        let result = unsafe {
-            libc::madvise(
-                aligned as *mut libc::c_void,
-                aligned_end - aligned,
-                libc::MADV_DONTFORK,
-            )
-        };
-        if result != 0 {
-            tracing::debug!("a table could not be left out of forks (madvise)");
-        }
+    if !advise_pages_inside(
+        memory.as_mut_ptr() as usize,
+        std::mem::size_of_val(memory),
+        libc::MADV_DONTFORK,
+    ) {
+        tracing::debug!("a table could not be left out of forks (madvise)");
     }
     #[cfg(not(target_os = "linux"))]
     let _ = memory;
@@ -114,32 +98,35 @@ pub(crate) fn advise_huge_pages<T>(memory: &mut [T]) {
 pub(crate) fn populate_for_write(address: usize, bytes: usize) -> bool {
     #[cfg(target_os = "linux")]
     {
-        const PAGE: usize = 4096;
-        let aligned = address.next_multiple_of(PAGE);
-        let end = address.saturating_add(bytes);
-        let aligned_end = end - end % PAGE;
-        if aligned_end <= aligned {
-            return true;
-        }
-        // SAFETY: MADV_POPULATE_WRITE faults pages in (zeroed if never
-        // written) and never changes the contents of a page already there,
-        // so no value any thread reads changes; over memory that is not
-        // mapped it fails with ENOMEM and does nothing.
-        #[allow(unsafe_code)]
-        let result = unsafe {
-            libc::madvise(
-                aligned as *mut libc::c_void,
-                aligned_end - aligned,
-                libc::MADV_POPULATE_WRITE,
-            )
-        };
-        result == 0
+        advise_pages_inside(address, bytes, libc::MADV_POPULATE_WRITE)
     }
     #[cfg(not(target_os = "linux"))]
     {
         let _ = (address, bytes);
         false
     }
+}
+
+/// `madvise(advice)` over the whole 4 KiB pages inside the `bytes` at
+/// `address` (none: nothing asked, true). Returns whether the kernel did
+/// it. For the advice above only: each changes how the kernel maps the
+/// pages (what a fork copies, when they are faulted in), never what they
+/// hold, so the caller's memory stays valid whatever the answer.
+#[cfg(target_os = "linux")]
+fn advise_pages_inside(address: usize, bytes: usize, advice: libc::c_int) -> bool {
+    const PAGE: usize = 4096;
+    let aligned = address.next_multiple_of(PAGE);
+    let end = address.saturating_add(bytes);
+    let aligned_end = end - end % PAGE;
+    if aligned_end <= aligned {
+        return true;
+    }
+    // SAFETY: the range lies inside memory the caller owns (see above);
+    // MADV_DONTFORK and MADV_POPULATE_WRITE leave its contents as they are.
+    #[allow(unsafe_code)]
+    let result =
+        unsafe { libc::madvise(aligned as *mut libc::c_void, aligned_end - aligned, advice) };
+    result == 0
 }
 
 /// The C allocator's thresholds for a server (glibc only; elsewhere
