@@ -1,7 +1,9 @@
 //! Requests the server answers from the data directory rather than through
 //! the engine's executor: history pages, `tx show`, and backups. Each runs
 //! on a blocking thread of its own (RocksDB reads and the checkpoint copy
-//! block), so the executor and other connections never wait for them.
+//! block), so the executor and other connections never wait for them; a
+//! history page whose records are all in the page cache is read on the
+//! network thread instead (no read of it waits for the disk).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -42,12 +44,22 @@ pub async fn answer(engine: &EngineHandle, store: Option<&Store>, message: Messa
                 limit
             };
             let started = Instant::now();
-            let read = blocking(move || {
-                store
-                    .storage
-                    .history_page(account, from_ns, to_ns, cursor, limit)
-            })
-            .await;
+            // Read here, on the network thread, when the page cache holds
+            // every record (recent movements: the common page); else on a
+            // blocking thread, which may wait for the disk.
+            let history = store.storage.history_store();
+            let read = match history.page_without_waiting(account, from_ns, to_ns, cursor, limit) {
+                Ok(Some(page)) => Ok(page),
+                Ok(None) => {
+                    blocking(move || {
+                        store
+                            .storage
+                            .history_page(account, from_ns, to_ns, cursor, limit)
+                    })
+                    .await
+                }
+                Err(error) => Err(error.to_string()),
+            };
             metrics::histogram!("payrail_history_query_seconds")
                 .record(started.elapsed().as_secs_f64());
             match read {

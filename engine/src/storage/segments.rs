@@ -49,6 +49,9 @@ pub const HISTORY_ACCOUNTS_MAX: usize = crate::limits::ACCOUNTS_MAX;
 /// Most records a page request reads while skipping entries newer than its
 /// time range; past it the page ends early with a cursor to go on from.
 pub const PAGE_SCAN_RECORDS_MAX: usize = 100_000;
+/// Most records [`HistoryStore::page_without_waiting`] reads; a page that
+/// needs more is read by [`HistoryStore::page`] on a thread that may wait.
+pub const PAGE_NO_WAIT_RECORDS_MAX: usize = 256;
 
 /// The history directory inside the data directory.
 pub const HISTORY_DIR: &str = "history";
@@ -545,6 +548,18 @@ struct SegmentEntry {
     commands: Option<(Arc<File>, u64)>,
 }
 
+/// What a read needs of one kept segment, copied out of its entry so that
+/// a walk takes the segments' lock once per segment, not per record.
+struct SegmentView {
+    number: u32,
+    format: Format,
+    base_timestamp: u64,
+    file: Arc<File>,
+    /// Bytes written and readable when the view was taken.
+    bytes: u64,
+    first_timestamp: u64,
+}
+
 /// The segment being appended to, as the writer sees it.
 struct Active {
     number: u32,
@@ -1009,7 +1024,8 @@ fn read_movement_record(
     file: &File,
     format: Format,
     place: Place,
-) -> Result<Result<(Links, Movement, usize), u8>, StorageError> {
+    mode: ReadMode,
+) -> Result<RecordRead, StorageError> {
     let Place { number, offset, .. } = place;
     let corrupt = |reason: String| {
         StorageError::Io(format!(
@@ -1024,18 +1040,23 @@ fn read_movement_record(
     } else {
         0
     };
-    let read = read_full_at(
-        file,
-        &mut buffer[..before + RECORD_BYTES_MAX],
-        u64::from(offset) - before as u64,
-    )
+    let window = &mut buffer[..before + RECORD_BYTES_MAX];
+    let at = u64::from(offset) - before as u64;
+    let read = match mode {
+        ReadMode::Wait => read_full_at(file, window, at),
+        ReadMode::NoWait => match read_cached_at(file, window, at) {
+            Ok(Some(read)) => Ok(read),
+            Ok(None) => return Ok(RecordRead::NotCached),
+            Err(error) => Err(error),
+        },
+    }
     .map_err(|error| io("cannot read history", error))?;
     if read < before {
         return Err(corrupt("the segment ends before it".to_owned()));
     }
     let (kind, body, len) = parse_record(format, &buffer[before..read]).map_err(corrupt)?;
     if kind != KIND_MOVEMENT {
-        return Ok(Err(kind));
+        return Ok(RecordRead::OtherKind(kind));
     }
     let first_leg = |back: u8| -> Result<Movement, String> {
         let back = usize::from(back);
@@ -1059,7 +1080,17 @@ fn read_movement_record(
     };
     let (links, movement) =
         decode_movement_body(format, body, place, first_leg).map_err(corrupt)?;
-    Ok(Ok((links, movement, len)))
+    Ok(RecordRead::Movement(links, movement, len))
+}
+
+/// What [`read_movement_record`] found.
+enum RecordRead {
+    /// A movement record: its links, its movement, its length.
+    Movement(Links, Movement, usize),
+    /// A record of another kind.
+    OtherKind(u8),
+    /// Its bytes are not all in the page cache ([`ReadMode::NoWait`]).
+    NotCached,
 }
 
 /// What reading one segment file found.
@@ -1297,6 +1328,57 @@ fn read_full_at(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<
         }
     }
     Ok(filled)
+}
+
+/// How a record read may get its bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ReadMode {
+    /// From the disk if need be (`pread`).
+    Wait,
+    /// Only from the page cache (`preadv2` with `RWF_NOWAIT`): a read that
+    /// would wait for the disk is not made.
+    NoWait,
+}
+
+/// [`read_full_at`] from the page cache only: `None` if any of the bytes
+/// would have to come from the disk (or the kernel cannot say so).
+fn read_cached_at(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<Option<usize>> {
+    use std::os::fd::AsRawFd;
+    let mut filled = 0;
+    while filled < buffer.len() {
+        let rest = &mut buffer[filled..];
+        let vector = libc::iovec {
+            iov_base: rest.as_mut_ptr().cast(),
+            iov_len: rest.len(),
+        };
+        let Ok(at) = libc::off_t::try_from(offset + filled as u64) else {
+            return Ok(None);
+        };
+        // Safety: one iovec naming `rest`, a live, exclusively borrowed
+        // buffer of `iov_len` bytes that the kernel fills and nothing else
+        // touches during the call; the file descriptor is `file`'s, open
+        // for as long as the borrow.
+        #[allow(unsafe_code)]
+        let read = unsafe { libc::preadv2(file.as_raw_fd(), &vector, 1, at, libc::RWF_NOWAIT) };
+        match read {
+            0 => break,
+            read if read > 0 => filled += read as usize,
+            _ => {
+                let error = std::io::Error::last_os_error();
+                match error.raw_os_error() {
+                    Some(libc::EINTR) => {}
+                    // Not in the page cache (EAGAIN), or no RWF_NOWAIT
+                    // here (EOPNOTSUPP, EINVAL, ENOSYS): a read that may
+                    // wait will do it.
+                    Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS) => {
+                        return Ok(None)
+                    }
+                    _ => return Err(error),
+                }
+            }
+        }
+    }
+    Ok(Some(filled))
 }
 
 /// `commands` sorted by command id, then address, with only the last
@@ -2491,34 +2573,53 @@ impl HistoryStore {
         Ok(())
     }
 
-    /// The movement record at `address`: (links, movement), or `None` if
-    /// its segment is no longer kept.
-    fn read_movement(&self, address: u64) -> Result<Option<(Links, Movement)>, StorageError> {
+    /// What a read of segment `number` needs, or `None` if it is no longer
+    /// kept: taken under the segments' lock once per segment a walk enters.
+    fn segment_view(&self, number: u32) -> Option<SegmentView> {
+        self.segments().get(&number).map(|entry| SegmentView {
+            number,
+            format: entry.format,
+            base_timestamp: entry.base_timestamp,
+            file: Arc::clone(&entry.file),
+            bytes: entry.bytes,
+            first_timestamp: entry.first_timestamp,
+        })
+    }
+
+    /// The movement record at `address` ([`RecordRead::Movement`]), or
+    /// `None` if its segment is no longer kept. `view` holds the segment of
+    /// the last read (a page's records are mostly in one or two segments).
+    /// A record of another kind is an error.
+    fn read_movement(
+        &self,
+        address: u64,
+        view: &mut Option<SegmentView>,
+        mode: ReadMode,
+    ) -> Result<Option<RecordRead>, StorageError> {
         let (number, offset) = split_address(address);
-        let (format, base_timestamp, file) = {
-            let segments = self.segments();
-            let Some(entry) = segments.get(&number) else {
-                return Ok(None);
-            };
-            if u64::from(offset) + entry.format.record_header_bytes() as u64 > entry.bytes
-                || (offset as usize) < HEADER_BYTES
-            {
-                return Err(StorageError::Io(format!(
-                    "history address {number}:{offset} is outside its segment"
-                )));
-            }
-            (entry.format, entry.base_timestamp, Arc::clone(&entry.file))
+        if view.as_ref().is_none_or(|view| view.number != number) {
+            *view = self.segment_view(number);
+        }
+        let Some(segment) = view.as_ref() else {
+            return Ok(None);
         };
+        if u64::from(offset) + segment.format.record_header_bytes() as u64 > segment.bytes
+            || (offset as usize) < HEADER_BYTES
+        {
+            return Err(StorageError::Io(format!(
+                "history address {number}:{offset} is outside its segment"
+            )));
+        }
         let place = Place {
             number,
             offset,
-            base_timestamp,
+            base_timestamp: segment.base_timestamp,
         };
-        match read_movement_record(&file, format, place)? {
-            Ok((links, movement, _)) => Ok(Some((links, movement))),
-            Err(kind) => Err(StorageError::Io(format!(
+        match read_movement_record(&segment.file, segment.format, place, mode)? {
+            RecordRead::OtherKind(kind) => Err(StorageError::Io(format!(
                 "the history record at {number}:{offset} is corrupt: it is of kind {kind}, not a movement"
             ))),
+            read => Ok(Some(read)),
         }
     }
 
@@ -2526,7 +2627,7 @@ impl HistoryStore {
     /// newest first, starting at `cursor` (0: the newest), at most `limit`
     /// (1 ..= [`history::HISTORY_PAGE_MAX`]). A cursor is the next entry's
     /// `timestamp << 64 | address`; one that names no entry of this account
-    /// is an error.
+    /// is an error. Its reads may wait for the disk.
     pub fn page(
         &self,
         account: AccountId,
@@ -2535,21 +2636,68 @@ impl HistoryStore {
         cursor: u128,
         limit: u32,
     ) -> Result<HistoryPage, StorageError> {
+        self.page_reading(account, from_ns, to_ns, cursor, limit, ReadMode::Wait)?
+            .ok_or_else(|| StorageError::Io("a history read that may wait did not".to_owned()))
+    }
+
+    /// [`HistoryStore::page`] if it can be read without waiting for the
+    /// disk: every record it reads is in the page cache, and it reads at
+    /// most [`PAGE_NO_WAIT_RECORDS_MAX`]. `None` otherwise (nothing is
+    /// lost but the reads made: ask [`HistoryStore::page`]). The server
+    /// answers a page on its network thread this way, and only otherwise
+    /// on a thread that may wait: a page of recent movements costs a
+    /// hand-off to another thread less (docs/benchmarks.md).
+    pub fn page_without_waiting(
+        &self,
+        account: AccountId,
+        from_ns: u64,
+        to_ns: u64,
+        cursor: u128,
+        limit: u32,
+    ) -> Result<Option<HistoryPage>, StorageError> {
+        self.page_reading(account, from_ns, to_ns, cursor, limit, ReadMode::NoWait)
+    }
+
+    /// [`HistoryStore::page`], its reads made in `mode`: `None` only in
+    /// [`ReadMode::NoWait`], when a read would wait or the page reads
+    /// more than [`PAGE_NO_WAIT_RECORDS_MAX`] records.
+    fn page_reading(
+        &self,
+        account: AccountId,
+        from_ns: u64,
+        to_ns: u64,
+        cursor: u128,
+        limit: u32,
+        mode: ReadMode,
+    ) -> Result<Option<HistoryPage>, StorageError> {
         let limit = limit.clamp(1, history::HISTORY_PAGE_MAX) as usize;
         let mut page = HistoryPage::default();
         if from_ns > to_ns {
-            return Ok(page);
+            return Ok(Some(page));
         }
         let (mut address, mut expected_timestamp) = if cursor == 0 {
             (self.shared.heads.head(account.0), None)
         } else {
             (cursor as u64, Some((cursor >> 64) as u64))
         };
-        // Records read while skipping entries newer than the range.
+        let records_max = match mode {
+            ReadMode::Wait => usize::MAX,
+            ReadMode::NoWait => PAGE_NO_WAIT_RECORDS_MAX,
+        };
+        let mut view = None;
+        // Records read, and those read while skipping entries newer than
+        // the range.
+        let mut read = 0usize;
         let mut skipped = 0usize;
         while address != 0 {
-            let Some((links, movement)) = self.read_movement(address)? else {
-                break;
+            if read == records_max {
+                return Ok(None);
+            }
+            read += 1;
+            let (links, movement) = match self.read_movement(address, &mut view, mode)? {
+                None => break,
+                Some(RecordRead::Movement(links, movement, _)) => (links, movement),
+                Some(RecordRead::NotCached | RecordRead::OtherKind(_)) => return Ok(None),
             };
             if let Some(timestamp) = expected_timestamp.take() {
                 if movement.account != account || movement.timestamp != timestamp {
@@ -2573,11 +2721,7 @@ impl HistoryStore {
                 }
                 // Every record of this segment is newer than the range:
                 // on to the account's newest record in an older segment.
-                let (number, _) = split_address(address);
-                let segment_first = self
-                    .segments()
-                    .get(&number)
-                    .map_or(0, |entry| entry.first_timestamp);
+                let segment_first = view.as_ref().map_or(0, |view| view.first_timestamp);
                 address = if segment_first > to_ns {
                     links.skip
                 } else {
@@ -2595,7 +2739,7 @@ impl HistoryStore {
             page.entries.push(movement);
             address = links.previous;
         }
-        Ok(page)
+        Ok(Some(page))
     }
 
     /// The movements (legs) of one command, in the order they were made;
@@ -2647,9 +2791,12 @@ impl HistoryStore {
             offset,
             base_timestamp,
         };
-        Ok(read_movement_record(&file, format, place)?
-            .ok()
-            .map(|(_, movement, len)| (movement, len)))
+        Ok(
+            match read_movement_record(&file, format, place, ReadMode::Wait)? {
+                RecordRead::Movement(_, movement, len) => Some((movement, len)),
+                RecordRead::OtherKind(_) | RecordRead::NotCached => None,
+            },
+        )
     }
 
     /// Binary search of the sealed segments' command indexes, newest first.
@@ -2964,6 +3111,13 @@ mod tests {
             let page = store
                 .page(AccountId(account), from, to, cursor, limit)
                 .unwrap();
+            // The network thread's read: the same page, or none at all.
+            if let Some(without_waiting) = store
+                .page_without_waiting(AccountId(account), from, to, cursor, limit)
+                .unwrap()
+            {
+                assert_eq!(without_waiting, page, "account {account} from {cursor}");
+            }
             assert!(page.entries.len() <= limit as usize);
             entries.extend(page.entries);
             cursor = page.next_cursor;
@@ -3049,6 +3203,74 @@ mod tests {
         write(&store, &more[300..], 301);
         let all: Vec<Movement> = more.iter().flatten().cloned().collect();
         check_every_account(&store, &all);
+    }
+
+    /// Whether reads of files in `dir` can be asked not to wait
+    /// (`RWF_NOWAIT`: ext4, xfs and btrfs can; tmpfs cannot).
+    fn reads_without_waiting_here(dir: &Path) -> bool {
+        let path = dir.join("probe");
+        fs::write(&path, [1u8; 64]).unwrap();
+        let read = read_cached_at(&File::open(&path).unwrap(), &mut [0u8; 8], 0).unwrap();
+        fs::remove_file(&path).unwrap();
+        read == Some(8)
+    }
+
+    /// Drops `path`'s pages from the page cache (they are clean: synced).
+    fn evict(path: &Path) {
+        use std::os::fd::AsRawFd;
+        let file = File::open(path).unwrap();
+        file.sync_all().unwrap();
+        // Safety: an advice about a file descriptor open for the call.
+        #[allow(unsafe_code)]
+        let result =
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(result, 0);
+    }
+
+    #[test]
+    fn a_page_is_read_without_waiting_only_from_the_page_cache_and_within_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let batches = movements(700);
+        let all = all_of(&batches);
+        let (store, _) = HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
+        write(&store, &batches, 1);
+        let account = AccountId(3);
+        let newest = store.page(account, 0, u64::MAX, 0, 20).unwrap();
+        assert_eq!(newest.entries, reference(&all, 3, 0, u64::MAX)[..20]);
+        let supported = reads_without_waiting_here(dir.path());
+        // Just written: in the page cache.
+        let cached = store
+            .page_without_waiting(account, 0, u64::MAX, 0, 20)
+            .unwrap();
+        if supported {
+            assert_eq!(cached, Some(newest.clone()));
+        } else {
+            assert_eq!(cached, None);
+        }
+        // A page that reads more records than the bound is left to a read
+        // that may wait, whatever the cache holds.
+        let account_entries = reference(&all, 3, 0, u64::MAX);
+        assert!(account_entries.len() > PAGE_NO_WAIT_RECORDS_MAX);
+        let limit = history::HISTORY_PAGE_MAX;
+        assert_eq!(
+            store
+                .page_without_waiting(account, 0, u64::MAX, 0, limit)
+                .unwrap(),
+            None
+        );
+        assert_eq!(all_pages(&store, 3, 0, u64::MAX, limit), account_entries);
+        // Once the segments' pages are out of the cache, the page is left
+        // to a read that may wait, and that one reads the same entries.
+        for path in store.segment_paths() {
+            evict(&path);
+        }
+        assert_eq!(
+            store
+                .page_without_waiting(account, 0, u64::MAX, 0, 20)
+                .unwrap(),
+            None
+        );
+        assert_eq!(store.page(account, 0, u64::MAX, 0, 20).unwrap(), newest);
     }
 
     /// `movements` as a ledger pushes them into a chunk, leg by leg.
