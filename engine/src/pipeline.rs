@@ -726,6 +726,7 @@ impl Engine {
             checkpoints: checkpoint_sender,
             stats: Arc::clone(&stats),
             replies: std::collections::VecDeque::new(),
+            query_replies: std::collections::VecDeque::new(),
             history: keeps_history.then_some(history_sender),
             gathered: Vec::new(),
             gathered_movements: 0,
@@ -1156,6 +1157,9 @@ struct RouterStage {
     /// The batches in flight on the shards, oldest first: their commands
     /// (for metrics) and reply.
     replies: std::collections::VecDeque<(Vec<Command>, Reply<Vec<CommandResult>>)>,
+    /// The query requests whose answers the shards have not all given,
+    /// oldest first (`ShardedLedger::query_send`).
+    query_replies: std::collections::VecDeque<Reply<Vec<QueryReply>>>,
     /// To the history writer, when the storage keeps history.
     history: Option<Sender<HistoryJob>>,
     /// Movements of completed batches up to `gathered_sequence` not sent
@@ -1209,12 +1213,30 @@ impl RouterStage {
             self.gathered_sequence = sequence;
             self.offer_history();
         }
+        self.reply_queries();
         true
     }
 
-    /// Replies to every batch in flight.
+    /// Replies to the query requests whose answers are all in, in request
+    /// order.
+    fn reply_queries(&mut self) {
+        while !self.query_replies.is_empty() {
+            let Some(answers) = self.ledger.take_answered() else {
+                return;
+            };
+            if let Some(reply) = self.query_replies.pop_front() {
+                reply(answers);
+            }
+        }
+    }
+
+    /// Replies to every batch and query request in flight.
     fn complete_all(&mut self) {
         while self.complete(true) {}
+        while !self.query_replies.is_empty() {
+            self.ledger.wait_answer();
+            self.reply_queries();
+        }
         self.publish_shard_stats();
     }
 
@@ -1223,11 +1245,16 @@ impl RouterStage {
             // With batches in flight, take the next request if one is
             // queued (route it while the shards work); otherwise finish the
             // oldest batch.
-            let execute = if self.ledger.in_flight() > 0 {
+            let execute = if self.ledger.in_flight() > 0 || !self.query_replies.is_empty() {
                 match self.execute.try_recv() {
                     Ok(execute) => execute,
                     Err(TryRecvError::Empty) => {
-                        self.complete(true);
+                        // Wait for the next answer from a shard (a segment's
+                        // results or a request's queries), then reply to
+                        // whatever it completed.
+                        self.ledger.wait_answer();
+                        while self.complete(false) {}
+                        self.reply_queries();
                         self.publish_shard_stats();
                         continue;
                     }
@@ -1279,20 +1306,20 @@ impl RouterStage {
                 Execute::Query { queries, reply } => {
                     // Balances, spending, risk audits, instruments and FX
                     // rates are answered behind the batches in flight (each
-                    // shard answers after them), without draining the
-                    // pipeline; replies still go out in request order per
-                    // connection. A command's status waits for every batch.
-                    let answered_behind = ShardedLedger::answered_behind(&queries);
-                    if !answered_behind {
+                    // shard answers after them) while the router routes on:
+                    // the reply goes when the shards' answers are in;
+                    // replies still go out in request order per connection.
+                    // A command's status waits for every batch.
+                    if !ShardedLedger::answered_behind(&queries) {
                         self.complete_all();
                     }
                     self.stats
                         .queries
                         .fetch_add(queries.len() as u64, Ordering::Relaxed);
-                    reply(self.ledger.query_batch(&queries));
-                    if answered_behind {
-                        while self.complete(false) {}
-                    }
+                    self.ledger.query_send(&queries);
+                    self.query_replies.push_back(reply);
+                    while self.complete(false) {}
+                    self.reply_queries();
                 }
                 Execute::Checkpoint {
                     sequence,

@@ -173,3 +173,84 @@ fn query_batches_answer_as_the_lone_ledger_does() {
         assert_eq!(one_by_one, answered, "{shards} shards");
     }
 }
+
+/// Requests' queries sent while batches are in flight and collected later
+/// (`query_send`, `take_answered`: what the router does, so it routes on
+/// while the shards answer): each request is answered from the state after
+/// the batches routed before it and not after, in request order, and the
+/// batches' results are unchanged.
+#[test]
+fn queries_sent_between_batches_in_flight_answer_at_their_place() {
+    for shards in [1, 2, 3] {
+        let mut lone = Ledger::new(LedgerConfig::default());
+        let mut sharded = ShardedLedger::new(LedgerConfig::default(), shards).unwrap();
+        let mut commands = Vec::new();
+        for account in 1..=40u64 {
+            commands.push(open(u128::from(account), account));
+            commands.push(deposit(1_000 + u128::from(account), account, account * 100));
+        }
+        lone.apply_batch(1, SECOND, &commands);
+        sharded.apply_batch(1, SECOND, &commands);
+
+        let transfers = Category::CashAndTransfers.code();
+        let queries: Vec<Query> = (0..=41u64)
+            .flat_map(|account| {
+                let account = AccountId(account);
+                [
+                    Query::Balance { account },
+                    Query::Spending {
+                        account,
+                        month: 0,
+                        category: transfers,
+                    },
+                ]
+            })
+            .chain([
+                Query::Balance {
+                    account: AccountId::house(HouseRole::Settlement, Currency::CNY),
+                },
+                Query::RiskPolicy,
+            ])
+            .collect();
+        assert!(ShardedLedger::answered_behind(&queries));
+        let mut expected_answers: Vec<Vec<QueryReply>> = Vec::new();
+        let mut expected_results = Vec::new();
+        for round in 0..6u64 {
+            let sequence = round + 2;
+            let timestamp = sequence * SECOND;
+            let batch: Vec<_> = (1..=40u64)
+                .map(|account| {
+                    let to = (account + round) % 40 + 1;
+                    let id = 10_000 * (round + 1) + account;
+                    transfer(u128::from(id), account, to, account + round)
+                })
+                .collect();
+            expected_results.push(lone.apply_batch(sequence, timestamp, &batch));
+            sharded.submit(sequence, timestamp, &batch);
+            expected_answers.push(queries.iter().map(|query| lone.query(query)).collect());
+            sharded.query_send(&queries);
+        }
+        assert_ne!(
+            expected_answers[0], expected_answers[5],
+            "the batches change what the queries see"
+        );
+        assert_eq!(sharded.queries_in_flight(), 6);
+        let mut answers: Vec<Vec<QueryReply>> = Vec::new();
+        while answers.len() < 6 {
+            match sharded.take_answered() {
+                Some(replies) => answers.push(replies),
+                None => sharded.wait_answer(),
+            }
+        }
+        assert_eq!(answers, expected_answers, "{shards} shards");
+        assert_eq!(sharded.queries_in_flight(), 0);
+        for (round, expected) in expected_results.into_iter().enumerate() {
+            assert_eq!(
+                sharded.complete_wait(),
+                Some(expected),
+                "{shards} shards, batch {round}"
+            );
+        }
+        assert_eq!(sharded.complete_wait(), None);
+    }
+}

@@ -124,6 +124,107 @@ impl InFlight {
     }
 }
 
+/// Requests whose queries wait for a shard's answer, at most. Each can
+/// have two answers outstanding per shard (accounts, other queries); with
+/// one per batch in flight they must stay within a shard's room in the
+/// output channel ([`limits::SHARD_QUEUE_DEPTH`]), so a shard never waits
+/// on the router: `query_send` waits for answers first when they would not.
+const QUERIES_IN_FLIGHT_MAX: usize = 16;
+
+const _: () = assert!(2 * QUERIES_IN_FLIGHT_MAX <= limits::SHARD_QUEUE_DEPTH / 2);
+
+/// One shard's answer to one message of a request's queries.
+#[derive(Debug)]
+enum Awaited<T> {
+    NotAsked,
+    Waiting,
+    Answered(T),
+}
+
+impl<T> Awaited<T> {
+    fn is_waiting(&self) -> bool {
+        matches!(self, Awaited::Waiting)
+    }
+}
+
+/// Who answers one query of a request.
+#[derive(Debug)]
+enum Answerer {
+    /// A balance: the sum of its parts (shard, id there), each asked of
+    /// its shard (none: an unknown account).
+    Balance(AccountId, Vec<(usize, AccountId)>),
+    /// This shard, from its own state (spending, risk audit, instrument,
+    /// FX rate).
+    Shard(usize),
+    /// The router, when the request was routed (a command's status, the
+    /// risk policy).
+    Router(QueryReply),
+}
+
+/// A request's queries sent to the shards and not all answered: each
+/// shard got at most two messages (the parts of the balances it holds,
+/// and the other queries it answers), queued behind the segments sent
+/// before, so its answers are the state after every batch routed before
+/// the request, while the router routes on.
+#[derive(Debug)]
+struct QueriesInFlight {
+    answerers: Vec<Answerer>,
+    /// By shard: the accounts asked, in the order asked.
+    accounts: Vec<Awaited<Vec<Option<Account>>>>,
+    /// By shard: the answers to the other queries, in the order asked.
+    replies: Vec<Awaited<Vec<QueryReply>>>,
+    /// Messages sent and not answered.
+    outstanding: usize,
+}
+
+impl QueriesInFlight {
+    /// The replies in query order; a query whose shard never answered (a
+    /// shard thread stopped) is `Unavailable`.
+    fn answers(self) -> Vec<QueryReply> {
+        let mut accounts: Vec<Option<std::vec::IntoIter<Option<Account>>>> = self
+            .accounts
+            .into_iter()
+            .map(|answer| match answer {
+                Awaited::Answered(found) => Some(found.into_iter()),
+                Awaited::NotAsked | Awaited::Waiting => None,
+            })
+            .collect();
+        let mut replies: Vec<Option<std::vec::IntoIter<QueryReply>>> = self
+            .replies
+            .into_iter()
+            .map(|answer| match answer {
+                Awaited::Answered(found) => Some(found.into_iter()),
+                Awaited::NotAsked | Awaited::Waiting => None,
+            })
+            .collect();
+        let unavailable = QueryReply::Refused(Status::Unavailable);
+        self.answerers
+            .into_iter()
+            .map(|answerer| match answerer {
+                Answerer::Balance(id, parts) => {
+                    let mut found = Vec::with_capacity(parts.len());
+                    for &(shard, _) in &parts {
+                        match accounts.get_mut(shard).and_then(Option::as_mut) {
+                            Some(answers) => found.push(answers.next().flatten()),
+                            None => return unavailable,
+                        }
+                    }
+                    match ShardedLedger::view_of_parts(id, found.into_iter()) {
+                        Some(view) => QueryReply::Balance(view),
+                        None => QueryReply::Refused(Status::UnknownAccount),
+                    }
+                }
+                Answerer::Shard(shard) => replies
+                    .get_mut(shard)
+                    .and_then(Option::as_mut)
+                    .and_then(Iterator::next)
+                    .unwrap_or(unavailable),
+                Answerer::Router(reply) => reply,
+            })
+            .collect()
+    }
+}
+
 /// Where the work went: per shard, and how commands were routed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShardStats {
@@ -326,6 +427,10 @@ pub struct ShardedLedger {
     /// Batches in flight, oldest first; the one being routed is the last.
     in_flight: VecDeque<InFlight>,
     next_ticket: u64,
+    /// Requests' queries sent to the shards behind the segments queued
+    /// before them, oldest first, until their answers are taken
+    /// ([`Self::query_send`], [`Self::take_answered`]).
+    queries_in_flight: VecDeque<QueriesInFlight>,
     /// Set once a shard thread is gone; every later answer is `Unavailable`.
     failed: bool,
     stats: ShardStats,
@@ -400,6 +505,7 @@ impl ShardedLedger {
             first_sent: false,
             in_flight: VecDeque::new(),
             next_ticket: 0,
+            queries_in_flight: VecDeque::new(),
             failed: false,
             history: false,
             history_ready: Vec::new(),
@@ -739,12 +845,54 @@ impl ShardedLedger {
                     }
                 }
             }
-            // Each taken by the call that asked for it (`ask_accounts`,
-            // `ask_query`, `snapshot`): one arriving here is a bug.
-            (
-                _,
-                Output::Accounts(_) | Output::State(_) | Output::Frozen(_) | Output::Queries(_),
-            ) => self.failed = true,
+            // A request's queries (`query_send`): a shard answers its
+            // messages in the order sent, so the oldest request waiting for
+            // this shard's answer of this kind is the one answered.
+            (shard, Output::Accounts(found)) => {
+                let waiting = self
+                    .queries_in_flight
+                    .iter_mut()
+                    .find(|request| request.accounts[shard as usize].is_waiting());
+                match waiting {
+                    Some(request) => {
+                        request.accounts[shard as usize] = Awaited::Answered(found);
+                        request.outstanding -= 1;
+                    }
+                    None => self.failed = true,
+                }
+            }
+            (shard, Output::Queries(answers)) => {
+                let waiting = self
+                    .queries_in_flight
+                    .iter_mut()
+                    .find(|request| request.replies[shard as usize].is_waiting());
+                match waiting {
+                    Some(request) => {
+                        request.replies[shard as usize] = Awaited::Answered(answers);
+                        request.outstanding -= 1;
+                    }
+                    None => self.failed = true,
+                }
+            }
+            // Each taken by the call that asked for it (`snapshot`,
+            // `freeze`): one arriving here is a bug.
+            (_, Output::State(_) | Output::Frozen(_)) => self.failed = true,
+        }
+    }
+
+    /// Requests' queries sent and not all answered.
+    fn queries_waiting(&self) -> usize {
+        self.queries_in_flight
+            .iter()
+            .filter(|request| request.outstanding > 0)
+            .count()
+    }
+
+    /// Waits until every request's queries sent are answered (their
+    /// answers stay for [`Self::take_answered`]).
+    fn settle_queries(&mut self) {
+        while !self.failed && self.queries_waiting() > 0 {
+            self.receive_one();
         }
     }
 
@@ -754,6 +902,7 @@ impl ShardedLedger {
         while !self.failed && self.in_flight.iter().any(|batch| batch.outstanding > 0) {
             self.receive_one();
         }
+        self.settle_queries();
         let mut batches = std::mem::take(&mut self.in_flight);
         for batch in batches.iter_mut() {
             self.learn(batch);
@@ -942,6 +1091,8 @@ impl ShardedLedger {
         queries: Vec<Vec<Query>>,
     ) -> Result<(Vec<Vec<Option<Account>>>, Vec<Vec<QueryReply>>), ShardError> {
         assert!(accounts.len() <= self.shards && queries.len() <= self.shards);
+        // Its answers are told apart from a request's by order alone.
+        self.settle_queries();
         let mut found: Vec<Vec<Option<Account>>> = vec![Vec::new(); accounts.len()];
         let mut replies: Vec<Vec<QueryReply>> = vec![Vec::new(); queries.len()];
         let mut outstanding = 0;
@@ -1058,55 +1209,121 @@ impl ShardedLedger {
         Ok(self.views(&[id])?.pop().flatten())
     }
 
-    /// Answers the queries of one request from the state after the last
-    /// batch submitted, in order. Each shard gets at most two messages (the
-    /// parts of the balances it holds, and the other queries it answers from
-    /// its own state: spending, risk audit, instruments, FX rates), queued
-    /// behind the segments already sent, so it answers from the state after
-    /// every batch routed so far without the router waiting for the batches
-    /// in flight first; only a command's status waits for them (see
-    /// `answered_behind`).
-    pub fn query_batch(&mut self, queries: &[Query]) -> Vec<QueryReply> {
+    /// Sends the queries of one request to the shards that answer them,
+    /// without waiting: each shard gets at most two messages (the parts of
+    /// the balances it holds, and the other queries it answers from its own
+    /// state: spending, risk audit, instruments, FX rates), queued behind
+    /// the segments already sent, so it answers from the state after every
+    /// batch routed so far while the router routes on. What the router
+    /// answers itself (the risk policy, and a command's status, for which
+    /// the batches in flight are first waited for: see `answered_behind`)
+    /// is answered now. The replies come back in request order from
+    /// [`Self::take_answered`].
+    pub fn query_send(&mut self, queries: &[Query]) {
         if !Self::answered_behind(queries) {
             self.settle();
         }
-        let ids: Vec<AccountId> = queries
-            .iter()
-            .filter_map(|query| match query {
-                Query::Balance { account } => Some(*account),
-                _ => None,
-            })
-            .collect();
-        let mut asked = vec![Vec::new(); self.shards];
-        for query in queries {
-            if let Some(shard) = self.query_shard(query) {
-                asked[shard].push(*query);
-            }
+        // Room in the shards' output channel for these answers (see
+        // `QUERIES_IN_FLIGHT_MAX`).
+        while !self.failed
+            && (self.queries_waiting() >= QUERIES_IN_FLIGHT_MAX
+                || self.in_flight.len() + 2 * (self.queries_waiting() + 1)
+                    > limits::SHARD_QUEUE_DEPTH)
+        {
+            self.receive_one();
         }
-        let (mut views, mut replies) = match self.views_and(&ids, asked) {
-            Ok((views, replies)) => (
-                Some(views.into_iter()),
-                replies.into_iter().map(Vec::into_iter).collect(),
-            ),
-            Err(_) => (None, Vec::new()),
-        };
-        queries
+        let mut asked_accounts: Vec<Vec<AccountId>> = vec![Vec::new(); self.shards];
+        let mut asked_queries: Vec<Vec<Query>> = vec![Vec::new(); self.shards];
+        let answerers = queries
             .iter()
             .map(|query| match query {
-                Query::Balance { .. } => match views.as_mut().map(Iterator::next) {
-                    Some(Some(Some(view))) => QueryReply::Balance(view),
-                    Some(Some(None)) => QueryReply::Refused(Status::UnknownAccount),
-                    _ => QueryReply::Refused(Status::Unavailable),
-                },
+                Query::Balance { account } => {
+                    let parts = self.account_parts(*account);
+                    for &(shard, part) in &parts {
+                        asked_accounts[shard].push(part);
+                    }
+                    Answerer::Balance(*account, parts)
+                }
                 other => match self.query_shard(other) {
-                    Some(shard) => replies
-                        .get_mut(shard)
-                        .and_then(Iterator::next)
-                        .unwrap_or(QueryReply::Refused(Status::Unavailable)),
-                    None => self.router_query(other),
+                    Some(shard) => {
+                        asked_queries[shard].push(*other);
+                        Answerer::Shard(shard)
+                    }
+                    None => Answerer::Router(self.router_query(other)),
                 },
             })
-            .collect()
+            .collect();
+        let mut request = QueriesInFlight {
+            answerers,
+            accounts: (0..self.shards).map(|_| Awaited::NotAsked).collect(),
+            replies: (0..self.shards).map(|_| Awaited::NotAsked).collect(),
+            outstanding: 0,
+        };
+        for (shard, ids) in asked_accounts.into_iter().enumerate() {
+            if ids.is_empty() || self.failed {
+                continue;
+            }
+            if self.inputs[shard].send(Input::Accounts(ids)).is_err() {
+                self.failed = true;
+                continue;
+            }
+            request.accounts[shard] = Awaited::Waiting;
+            request.outstanding += 1;
+        }
+        for (shard, asked) in asked_queries.into_iter().enumerate() {
+            if asked.is_empty() || self.failed {
+                continue;
+            }
+            if self.inputs[shard].send(Input::Queries(asked)).is_err() {
+                self.failed = true;
+                continue;
+            }
+            request.replies[shard] = Awaited::Waiting;
+            request.outstanding += 1;
+        }
+        self.queries_in_flight.push_back(request);
+    }
+
+    /// Requests whose queries were sent and whose replies are not taken.
+    pub fn queries_in_flight(&self) -> usize {
+        self.queries_in_flight.len()
+    }
+
+    /// The replies to the oldest request sent with [`Self::query_send`],
+    /// once all are in (or a shard thread stopped: `Unavailable` for what
+    /// it did not answer); never waits. Answers that arrived are taken by
+    /// every call that receives from the shards (`complete_*`,
+    /// [`Self::wait_answer`]).
+    pub fn take_answered(&mut self) -> Option<Vec<QueryReply>> {
+        let oldest = self.queries_in_flight.front()?;
+        if oldest.outstanding > 0 && !self.failed {
+            return None;
+        }
+        self.queries_in_flight
+            .pop_front()
+            .map(QueriesInFlight::answers)
+    }
+
+    /// Waits for the next answer from any shard (a batch's segment or a
+    /// request's queries) and takes it; returns at once if a shard thread
+    /// stopped.
+    pub fn wait_answer(&mut self) {
+        if !self.failed {
+            self.receive_one();
+        }
+    }
+
+    /// Answers the queries of one request from the state after the last
+    /// batch submitted, in order, waiting for them ([`Self::query_send`]
+    /// without the wait). Replies to requests sent before with `query_send`
+    /// stay for [`Self::take_answered`].
+    pub fn query_batch(&mut self, queries: &[Query]) -> Vec<QueryReply> {
+        self.query_send(queries);
+        self.settle_queries();
+        self.queries_in_flight
+            .pop_back()
+            .map(QueriesInFlight::answers)
+            .unwrap_or_default()
     }
 
     /// The whole state as one lone ledger (house parts summed, records in
