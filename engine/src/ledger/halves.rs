@@ -796,6 +796,19 @@ impl Books {
 }
 
 impl Books {
+    /// `parties` with a QR payment's payer currency looked up here if the
+    /// router left it out (with one shard it does: this state holds the
+    /// payer), as [`Self::local_parties`] does for a lone ledger. An
+    /// unknown payer has none either way.
+    pub(crate) fn with_payer_currency(&self, command: &Command, mut parties: Parties) -> Parties {
+        if parties.payer_currency.is_none() {
+            if let CommandKind::PayMerchantQr { payer, .. } = command.kind {
+                parties.payer_currency = self.find(payer).map(|account| account.currency);
+            }
+        }
+        parties
+    }
+
     /// The parties of a two-party command as this state machine knows them,
     /// resolved the way the router of a sharded ledger resolves them: a QR
     /// payment's merchant by the code's first registered key, a code

@@ -709,14 +709,22 @@ impl ShardedLedger {
                     }
                 };
                 let mut parties = Parties::new(Some(payer), merchant);
-                parties.payer_currency = self.currency_of(payer);
-                if merchant.is_some() && parties.payer_currency.is_some_and(|c| c != currency) {
-                    // Cross-currency: the payer's shard draws on its part of
-                    // the merchant currency's FX liquidity.
-                    let payer_shard = self.shard_or_first(payer);
-                    let draw = amount.saturating_add(fee);
-                    parties.liquidity_elsewhere =
-                        self.liquidity_elsewhere(currency, payer_shard, Some(draw));
+                // With one shard, that shard runs both halves and holds the
+                // payer: it looks the payer's currency up itself, as a lone
+                // ledger does (`Books::with_payer_currency`), and there is
+                // no liquidity elsewhere; a directory probe here was a cache
+                // miss per payment at millions of accounts.
+                if self.shards > 1 {
+                    parties.payer_currency = self.currency_of(payer);
+                    if merchant.is_some() && parties.payer_currency.is_some_and(|c| c != currency)
+                    {
+                        // Cross-currency: the payer's shard draws on its part
+                        // of the merchant currency's FX liquidity.
+                        let payer_shard = self.shard_or_first(payer);
+                        let draw = amount.saturating_add(fee);
+                        parties.liquidity_elsewhere =
+                            self.liquidity_elsewhere(currency, payer_shard, Some(draw));
+                    }
                 }
                 let home = self.route_pair(index, command, fingerprint, parties);
                 (home, Fact::None, merchant.map(|merchant| (merchant, payer)))
@@ -743,7 +751,10 @@ impl ShardedLedger {
                     .and_then(|(_, record)| record.parties);
                 // A refund of a cross-currency payment draws on the payer
                 // currency's liquidity by a share the router does not know.
-                let payer_currency = original.and_then(|(_, payer)| self.currency_of(payer));
+                // (With one shard no bound is kept: no look-up.)
+                let payer_currency = original
+                    .filter(|_| self.shards > 1)
+                    .and_then(|(_, payer)| self.currency_of(payer));
                 if let Some(payer_currency) = payer_currency.filter(|&other| other != currency) {
                     self.liquidity_unknown(payer_currency);
                 }

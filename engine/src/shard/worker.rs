@@ -578,6 +578,7 @@ impl Worker {
         if books.history.is_some() {
             books.set_movement_context(command, index);
         }
+        let parties = books.with_payer_currency(command, parties);
         let result = books.apply_pair_local(command, parties, timestamp);
         self.record(command, fingerprint, result, timestamp);
         results.push((index, result));
