@@ -6,7 +6,8 @@
 //!   one hot account that takes 1 % of all movements, or 1 million if that
 //!   is more (1 million at the default). Then reopens the store twice
 //!   (every segment read and checked; from the head-index snapshot),
-//!   and times pages: the newest 50 of random accounts, the hot account's
+//!   and times pages: the newest 50 of random accounts (also as the server
+//!   reads them: without waiting first), the hot account's
 //!   newest 50, 50 at a cursor 90 % of the way back, a time range, and
 //!   `tx show` look-ups.
 //! - `append`: the history writer's CPU cost alone: `--movements` movements
@@ -217,6 +218,23 @@ fn store_run(args: &Args) {
         let page = store.page(account, 0, u64::MAX, 0, 50).unwrap();
         assert!(!page.entries.is_empty() || args.movements < args.accounts * 100);
     });
+    // As the server reads a page: without waiting if it can (the newest
+    // segments mapped, the others from the page cache), else as above.
+    time_samples(
+        "newest 50, random account, as the server reads it",
+        10_000,
+        |_| {
+            let account = AccountId(1_000 + rng.next() % args.accounts);
+            let page = match store
+                .page_without_waiting(account, 0, u64::MAX, 0, 50)
+                .unwrap()
+            {
+                Some(page) => page,
+                None => store.page(account, 0, u64::MAX, 0, 50).unwrap(),
+            };
+            assert!(!page.entries.is_empty() || args.movements < args.accounts * 100);
+        },
+    );
     time_samples("newest 50, hot account", 1_000, |_| {
         let page = store.page(HOT, 0, u64::MAX, 0, 50).unwrap();
         assert_eq!(page.entries.len(), 50);

@@ -52,6 +52,12 @@ pub const PAGE_SCAN_RECORDS_MAX: usize = 100_000;
 /// Most records [`HistoryStore::page_without_waiting`] reads; a page that
 /// needs more is read by [`HistoryStore::page`] on a thread that may wait.
 pub const PAGE_NO_WAIT_RECORDS_MAX: usize = 256;
+/// Segments mapped for reading at most: the newest this store wrote or
+/// read (so in the page cache), the active one among them.
+const MAPPED_SEGMENTS_MAX: usize = 4;
+/// Bytes mapped for reading at most (the newest segment is mapped whatever
+/// its size): what the mappings can add to the process's resident size.
+const MAPPED_BYTES_MAX: usize = 256 << 20;
 
 /// The history directory inside the data directory.
 pub const HISTORY_DIR: &str = "history";
@@ -546,6 +552,9 @@ struct SegmentEntry {
     last_timestamp: u64,
     /// The sorted command index of a sealed segment: (file, entries).
     commands: Option<(Arc<File>, u64)>,
+    /// The file mapped for reading, for the newest segments this store
+    /// wrote or read ([`MAPPED_BYTES_MAX`]).
+    map: Option<Arc<SegmentMap>>,
 }
 
 /// What a read needs of one kept segment, copied out of its entry so that
@@ -555,9 +564,130 @@ struct SegmentView {
     format: Format,
     base_timestamp: u64,
     file: Arc<File>,
+    /// The segment's mapping, if it has one.
+    map: Option<Arc<SegmentMap>>,
     /// Bytes written and readable when the view was taken.
     bytes: u64,
     first_timestamp: u64,
+}
+
+/// A segment file mapped read-only and shared (`MAP_SHARED`): a page reads
+/// a record there from memory instead of with a `pread` (the system call
+/// and the kernel's copy were most of a page's cost, docs/benchmarks.md).
+/// The writer still appends with `pwrite`; both go through the one page
+/// cache. Only the bytes a segment has published (below its entry's
+/// `bytes`) are ever read through a map: they are in the file, so a read
+/// never reaches past its end, and they are never written again (segments
+/// are append-only; only [`HistoryStore::open`] cuts a file, before it maps
+/// any).
+struct SegmentMap {
+    address: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// Safety: the mapping is read-only, owned by this value alone until its
+// drop unmaps it, and only lent out as shared byte slices.
+#[allow(unsafe_code)]
+unsafe impl Send for SegmentMap {}
+// Safety: as for Send; concurrent reads of shared bytes are sound.
+#[allow(unsafe_code)]
+unsafe impl Sync for SegmentMap {}
+
+impl SegmentMap {
+    /// `len` bytes of `file` from its start (more than the file holds is
+    /// fine: only its written bytes are read); `None` if the kernel will
+    /// not map it (reads then use `pread`).
+    fn new(file: &File, len: usize) -> Option<SegmentMap> {
+        use std::os::fd::AsRawFd;
+        if len == 0 {
+            return None;
+        }
+        // Safety: a new mapping at an address the kernel chooses, aliasing
+        // no Rust object; the file descriptor is open for the call (the
+        // mapping keeps its own reference to the file).
+        #[allow(unsafe_code)]
+        let address = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if address == libc::MAP_FAILED {
+            return None;
+        }
+        std::ptr::NonNull::new(address.cast::<u8>()).map(|address| SegmentMap { address, len })
+    }
+
+    /// Bytes `start..end` of the file, which the caller knows are written
+    /// (below its segment's published `bytes`); `None` if they are not all
+    /// inside the mapping.
+    fn written(&self, start: usize, end: usize) -> Option<&[u8]> {
+        if start > end || end > self.len {
+            return None;
+        }
+        // Safety: `start..end` lies inside the mapping, which lives as
+        // long as `self`; those bytes are in the file and never written
+        // again while mapped (see the type's comment).
+        #[allow(unsafe_code)]
+        let bytes =
+            unsafe { std::slice::from_raw_parts(self.address.as_ptr().add(start), end - start) };
+        Some(bytes)
+    }
+}
+
+impl Drop for SegmentMap {
+    fn drop(&mut self) {
+        // Safety: the mapping `new` made, unmapped once; no slice of it
+        // outlives `self` (they borrow it).
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::munmap(self.address.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+impl std::fmt::Debug for SegmentMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentMap")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// A mapping of `entry`'s file for reading: its bytes if sealed, else as
+/// many as it may grow to.
+fn map_segment(entry: &SegmentEntry, segment_bytes: u32) -> Option<Arc<SegmentMap>> {
+    let len = if entry.sealed {
+        entry.bytes
+    } else {
+        entry.bytes.max(u64::from(segment_bytes))
+    };
+    SegmentMap::new(&entry.file, usize::try_from(len).ok()?).map(Arc::new)
+}
+
+/// Keeps the mappings of the newest mapped segments, at most
+/// [`MAPPED_SEGMENTS_MAX`] of them and [`MAPPED_BYTES_MAX`] bytes (the
+/// newest whatever its size), and drops the others' (a page reading one
+/// keeps it until it is done).
+fn keep_newest_maps(segments: &mut BTreeMap<u32, SegmentEntry>) {
+    let (mut count, mut bytes, mut full) = (0usize, 0usize, false);
+    for entry in segments.values_mut().rev() {
+        let Some(map) = &entry.map else {
+            continue;
+        };
+        full = full
+            || (count > 0 && (count == MAPPED_SEGMENTS_MAX || bytes + map.len > MAPPED_BYTES_MAX));
+        if full {
+            entry.map = None;
+        } else {
+            count += 1;
+            bytes += map.len;
+        }
+    }
 }
 
 /// The segment being appended to, as the writer sees it.
@@ -1021,18 +1151,22 @@ fn relative_keys(
 /// is of another kind. One positioned read: in version 5 it takes the
 /// bytes before the record too, where a follow-on's first leg is.
 fn read_movement_record(
-    file: &File,
-    format: Format,
-    place: Place,
+    segment: &SegmentView,
+    offset: u32,
     mode: ReadMode,
 ) -> Result<RecordRead, StorageError> {
-    let Place { number, offset, .. } = place;
+    let format = segment.format;
+    let number = segment.number;
+    let place = Place {
+        number,
+        offset,
+        base_timestamp: segment.base_timestamp,
+    };
     let corrupt = |reason: String| {
         StorageError::Io(format!(
             "the history record at {number}:{offset} is corrupt: {reason}"
         ))
     };
-    let mut buffer = [0u8; 2 * RECORD_BYTES_MAX];
     let before = if format == Format::Relative {
         (offset as usize)
             .saturating_sub(HEADER_BYTES)
@@ -1040,21 +1174,34 @@ fn read_movement_record(
     } else {
         0
     };
-    let window = &mut buffer[..before + RECORD_BYTES_MAX];
-    let at = u64::from(offset) - before as u64;
-    let read = match mode {
-        ReadMode::Wait => read_full_at(file, window, at),
-        ReadMode::NoWait => match read_cached_at(file, window, at) {
-            Ok(Some(read)) => Ok(read),
-            Ok(None) => return Ok(RecordRead::NotCached),
-            Err(error) => Err(error),
-        },
-    }
-    .map_err(|error| io("cannot read history", error))?;
-    if read < before {
+    let start = offset as usize - before;
+    // From the mapping when the segment has one (no system call), else
+    // one positioned read.
+    let mut buffer = [0u8; 2 * RECORD_BYTES_MAX];
+    let mapped = segment.map.as_ref().and_then(|map| {
+        let end = (offset as usize + RECORD_BYTES_MAX).min(segment.bytes as usize);
+        map.written(start, end)
+    });
+    let window: &[u8] = match mapped {
+        Some(bytes) => bytes,
+        None => {
+            let window = &mut buffer[..before + RECORD_BYTES_MAX];
+            let read = match mode {
+                ReadMode::Wait => read_full_at(&segment.file, window, start as u64),
+                ReadMode::NoWait => match read_cached_at(&segment.file, window, start as u64) {
+                    Ok(Some(read)) => Ok(read),
+                    Ok(None) => return Ok(RecordRead::NotCached),
+                    Err(error) => Err(error),
+                },
+            }
+            .map_err(|error| io("cannot read history", error))?;
+            &buffer[..read]
+        }
+    };
+    if window.len() < before {
         return Err(corrupt("the segment ends before it".to_owned()));
     }
-    let (kind, body, len) = parse_record(format, &buffer[before..read]).map_err(corrupt)?;
+    let (kind, body, len) = parse_record(format, &window[before..]).map_err(corrupt)?;
     if kind != KIND_MOVEMENT {
         return Ok(RecordRead::OtherKind(kind));
     }
@@ -1065,7 +1212,7 @@ fn read_movement_record(
                 "a follow-on's first leg {back} bytes back is outside the segment"
             ));
         };
-        let (kind, body, len) = parse_record(format, &buffer[start..before])?;
+        let (kind, body, len) = parse_record(format, &window[start..before])?;
         if kind != KIND_MOVEMENT || len != back {
             return Err("a follow-on movement does not follow a movement record".to_owned());
         }
@@ -1728,6 +1875,8 @@ fn open_snapshot_segment(
         first_timestamp: segment.first_timestamp,
         last_timestamp: segment.last_timestamp,
         commands: Some((Arc::new(commands), segment.commands)),
+        // Not read at this start: maybe not in the page cache.
+        map: None,
     }))
 }
 
@@ -1981,7 +2130,10 @@ impl HistoryStore {
                 first_timestamp: scanned.movements.first().map_or(0, |&(_, _, at)| at),
                 last_timestamp: scanned.movements.last().map_or(0, |&(_, _, at)| at),
                 commands: None,
+                map: None,
             };
+            // Just read, so in the page cache (the newest are kept mapped).
+            entry.map = map_segment(&entry, config.segment_bytes);
             if scanned.sealed {
                 let commands_file = commands_path(dir, number);
                 let count = fs::read(&commands_file)
@@ -2017,6 +2169,7 @@ impl HistoryStore {
             }
             segments.insert(number, entry);
         }
+        keep_newest_maps(&mut segments);
         for slot in 0..heads.slots.len() {
             heads.publish(slot);
         }
@@ -2497,20 +2650,24 @@ impl HistoryStore {
             .map_err(|error| io("cannot sync a history segment", error))?;
         sync_dir(&self.shared.dir)?;
         let file = Arc::new(file);
-        self.segments_mut().insert(
-            number,
-            SegmentEntry {
-                format,
-                base_timestamp,
-                file: Arc::clone(&file),
-                bytes: HEADER_BYTES as u64,
-                sealed: false,
-                movements: 0,
-                first_timestamp: 0,
-                last_timestamp: 0,
-                commands: None,
-            },
-        );
+        let mut entry = SegmentEntry {
+            format,
+            base_timestamp,
+            file: Arc::clone(&file),
+            bytes: HEADER_BYTES as u64,
+            sealed: false,
+            movements: 0,
+            first_timestamp: 0,
+            last_timestamp: 0,
+            commands: None,
+            map: None,
+        };
+        entry.map = map_segment(&entry, self.shared.config.segment_bytes);
+        {
+            let mut segments = self.segments_mut();
+            segments.insert(number, entry);
+            keep_newest_maps(&mut segments);
+        }
         writer.active = Some(Active {
             number,
             format,
@@ -2581,6 +2738,7 @@ impl HistoryStore {
             format: entry.format,
             base_timestamp: entry.base_timestamp,
             file: Arc::clone(&entry.file),
+            map: entry.map.clone(),
             bytes: entry.bytes,
             first_timestamp: entry.first_timestamp,
         })
@@ -2610,12 +2768,7 @@ impl HistoryStore {
                 "history address {number}:{offset} is outside its segment"
             )));
         }
-        let place = Place {
-            number,
-            offset,
-            base_timestamp: segment.base_timestamp,
-        };
-        match read_movement_record(&segment.file, segment.format, place, mode)? {
+        match read_movement_record(segment, offset, mode)? {
             RecordRead::OtherKind(kind) => Err(StorageError::Io(format!(
                 "the history record at {number}:{offset} is corrupt: it is of kind {kind}, not a movement"
             ))),
@@ -2778,21 +2931,17 @@ impl HistoryStore {
     /// watermark or the seal ends a command's legs).
     fn read_next_movement(&self, address: u64) -> Result<Option<(Movement, usize)>, StorageError> {
         let (number, offset) = split_address(address);
-        let (format, base_timestamp, file) = match self.segments().get(&number) {
-            Some(entry)
-                if u64::from(offset) + entry.format.record_header_bytes() as u64 <= entry.bytes =>
+        let segment = match self.segment_view(number) {
+            Some(segment)
+                if u64::from(offset) + segment.format.record_header_bytes() as u64
+                    <= segment.bytes =>
             {
-                (entry.format, entry.base_timestamp, Arc::clone(&entry.file))
+                segment
             }
             _ => return Ok(None),
         };
-        let place = Place {
-            number,
-            offset,
-            base_timestamp,
-        };
         Ok(
-            match read_movement_record(&file, format, place, ReadMode::Wait)? {
+            match read_movement_record(&segment, offset, ReadMode::Wait)? {
                 RecordRead::Movement(_, movement, len) => Some((movement, len)),
                 RecordRead::OtherKind(_) | RecordRead::NotCached => None,
             },
@@ -3228,29 +3377,35 @@ mod tests {
     }
 
     #[test]
-    fn a_page_is_read_without_waiting_only_from_the_page_cache_and_within_its_bound() {
+    fn a_page_is_read_without_waiting_from_the_newest_segments_maps_or_the_page_cache() {
         let dir = tempfile::tempdir().unwrap();
         let batches = movements(700);
         let all = all_of(&batches);
         let (store, _) = HistoryStore::open(dir.path(), config(SEGMENT_BYTES_MIN), 0).unwrap();
         write(&store, &batches, 1);
+        // The newest segments are mapped, the older ones not.
+        let numbers: Vec<u32> = store.segments().keys().copied().collect();
+        let mapped: Vec<u32> = store
+            .segments()
+            .iter()
+            .filter(|(_, entry)| entry.map.is_some())
+            .map(|(&number, _)| number)
+            .collect();
+        assert!(numbers.len() > MAPPED_SEGMENTS_MAX + 2, "{numbers:?}");
+        assert_eq!(mapped, numbers[numbers.len() - MAPPED_SEGMENTS_MAX..]);
         let account = AccountId(3);
+        let entries = reference(&all, 3, 0, u64::MAX);
         let newest = store.page(account, 0, u64::MAX, 0, 20).unwrap();
-        assert_eq!(newest.entries, reference(&all, 3, 0, u64::MAX)[..20]);
-        let supported = reads_without_waiting_here(dir.path());
-        // Just written: in the page cache.
-        let cached = store
-            .page_without_waiting(account, 0, u64::MAX, 0, 20)
-            .unwrap();
-        if supported {
-            assert_eq!(cached, Some(newest.clone()));
-        } else {
-            assert_eq!(cached, None);
-        }
+        assert_eq!(newest.entries, entries[..20]);
+        assert_eq!(
+            store
+                .page_without_waiting(account, 0, u64::MAX, 0, 20)
+                .unwrap(),
+            Some(newest.clone())
+        );
         // A page that reads more records than the bound is left to a read
         // that may wait, whatever the cache holds.
-        let account_entries = reference(&all, 3, 0, u64::MAX);
-        assert!(account_entries.len() > PAGE_NO_WAIT_RECORDS_MAX);
+        assert!(entries.len() > PAGE_NO_WAIT_RECORDS_MAX);
         let limit = history::HISTORY_PAGE_MAX;
         assert_eq!(
             store
@@ -3258,9 +3413,11 @@ mod tests {
                 .unwrap(),
             None
         );
-        assert_eq!(all_pages(&store, 3, 0, u64::MAX, limit), account_entries);
-        // Once the segments' pages are out of the cache, the page is left
-        // to a read that may wait, and that one reads the same entries.
+        assert_eq!(all_pages(&store, 3, 0, u64::MAX, limit), entries);
+        // Out of the page cache: a page in the mapped segments is still
+        // read from them; one that starts in an older segment is left to
+        // a read that may wait (where the file system can say so), and
+        // that read gives the same entries.
         for path in store.segment_paths() {
             evict(&path);
         }
@@ -3268,9 +3425,32 @@ mod tests {
             store
                 .page_without_waiting(account, 0, u64::MAX, 0, 20)
                 .unwrap(),
-            None
+            Some(newest)
         );
-        assert_eq!(store.page(account, 0, u64::MAX, 0, 20).unwrap(), newest);
+        let supported = reads_without_waiting_here(dir.path());
+        let mut cursor = store.page(account, 0, u64::MAX, 0, 20).unwrap().next_cursor;
+        let mut unmapped_starts = 0;
+        while cursor != 0 {
+            let starts_in = ((cursor as u64) >> 32) as u32;
+            let without_waiting = store
+                .page_without_waiting(account, 0, u64::MAX, cursor, 20)
+                .unwrap();
+            let page = store.page(account, 0, u64::MAX, cursor, 20).unwrap();
+            for path in store.segment_paths() {
+                evict(&path);
+            }
+            if !mapped.contains(&starts_in) {
+                unmapped_starts += 1;
+                if supported {
+                    assert_eq!(without_waiting, None, "from segment {starts_in}");
+                }
+            }
+            if let Some(without_waiting) = without_waiting {
+                assert_eq!(without_waiting, page);
+            }
+            cursor = page.next_cursor;
+        }
+        assert!(unmapped_starts > 0);
     }
 
     /// `movements` as a ledger pushes them into a chunk, leg by leg.
