@@ -254,3 +254,43 @@ fn queries_sent_between_batches_in_flight_answer_at_their_place() {
         assert_eq!(sharded.complete_wait(), None);
     }
 }
+
+/// A request's queries sent with as many batches in flight as the shards'
+/// queues hold: the router takes answers first to make room for theirs
+/// (it never waits for room that only it can make), and everything is
+/// answered as the lone ledger answers.
+#[test]
+fn queries_behind_a_full_window_of_batches_are_answered() {
+    for shards in [1, 2] {
+        let mut lone = Ledger::new(LedgerConfig::default());
+        let mut sharded = ShardedLedger::new(LedgerConfig::default(), shards).unwrap();
+        let opens: Vec<_> = (1..=4u64)
+            .flat_map(|account| {
+                [
+                    open(u128::from(account), account),
+                    deposit(1_000 + u128::from(account), account, 1_000_000),
+                ]
+            })
+            .collect();
+        lone.apply_batch(1, SECOND, &opens);
+        sharded.apply_batch(1, SECOND, &opens);
+        let batches = payrail_engine::limits::SHARD_QUEUE_DEPTH - 1;
+        let mut expected_results = Vec::new();
+        for round in 0..batches as u64 {
+            let sequence = round + 2;
+            let batch = vec![transfer(u128::from(10_000 + round), round % 4 + 1, 1, 1)];
+            expected_results.push(lone.apply_batch(sequence, sequence * SECOND, &batch));
+            sharded.submit(sequence, sequence * SECOND, &batch);
+        }
+        let queries: Vec<Query> = (1..=4u64)
+            .map(|account| Query::Balance {
+                account: AccountId(account),
+            })
+            .collect();
+        let expected: Vec<QueryReply> = queries.iter().map(|query| lone.query(query)).collect();
+        assert_eq!(sharded.query_batch(&queries), expected, "{shards} shards");
+        for expected in expected_results {
+            assert_eq!(sharded.complete_wait(), Some(expected), "{shards} shards");
+        }
+    }
+}

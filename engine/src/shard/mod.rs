@@ -126,9 +126,10 @@ impl InFlight {
 
 /// Requests whose queries wait for a shard's answer, at most. Each can
 /// have two answers outstanding per shard (accounts, other queries); with
-/// one per batch in flight they must stay within a shard's room in the
-/// output channel ([`limits::SHARD_QUEUE_DEPTH`]), so a shard never waits
-/// on the router: `query_send` waits for answers first when they would not.
+/// the segments' results owed they must stay within the room of the
+/// shards' output channel ([`limits::SHARD_QUEUE_DEPTH`] a shard), so a
+/// shard never waits on the router: `query_send` takes answers first when
+/// they would not.
 const QUERIES_IN_FLIGHT_MAX: usize = 16;
 
 const _: () = assert!(2 * QUERIES_IN_FLIGHT_MAX <= limits::SHARD_QUEUE_DEPTH / 2);
@@ -880,6 +881,18 @@ impl ShardedLedger {
         }
     }
 
+    /// Answers the shards owe the router: segments' results and requests'
+    /// queries (each takes a place in the output channel until taken).
+    fn answers_outstanding(&self) -> usize {
+        let segments: usize = self.in_flight.iter().map(|batch| batch.outstanding).sum();
+        let queries: usize = self
+            .queries_in_flight
+            .iter()
+            .map(|request| request.outstanding)
+            .sum();
+        segments + queries
+    }
+
     /// Requests' queries sent and not all answered.
     fn queries_waiting(&self) -> usize {
         self.queries_in_flight
@@ -1224,11 +1237,11 @@ impl ShardedLedger {
             self.settle();
         }
         // Room in the shards' output channel for these answers (see
-        // `QUERIES_IN_FLIGHT_MAX`).
+        // `QUERIES_IN_FLIGHT_MAX`): every answer taken makes room.
         while !self.failed
             && (self.queries_waiting() >= QUERIES_IN_FLIGHT_MAX
-                || self.in_flight.len() + 2 * (self.queries_waiting() + 1)
-                    > limits::SHARD_QUEUE_DEPTH)
+                || self.answers_outstanding() + 2 * self.shards
+                    > self.shards * limits::SHARD_QUEUE_DEPTH)
         {
             self.receive_one();
         }
