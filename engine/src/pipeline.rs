@@ -437,6 +437,9 @@ struct CheckpointJob {
     timestamp: u64,
     reply: Option<Reply<Result<u64, String>>>,
     image: StateImage,
+    /// A periodic checkpoint (not one asked for, nor a stop's final one):
+    /// the engine goes on serving after it.
+    periodic: bool,
 }
 
 /// Where a checkpoint job's state comes from.
@@ -1414,6 +1417,7 @@ impl RouterStage {
             timestamp,
             reply,
             image,
+            periodic: !wait,
         };
         self.checkpoint_busy.store(true, Ordering::Release);
         let refused = match self.checkpoints.try_send(job) {
@@ -1609,6 +1613,14 @@ pub fn checkpoint_process_records_bytes(records_max: u64) -> u64 {
 
 /// Longest a checkpoint waits for the history writer to reach its marker.
 const CHECKPOINT_HISTORY_WAIT: Duration = Duration::from_secs(60);
+/// The pause after each 5 ms of the kernel's work putting memory on huge
+/// pages: at most about half of this thread's core.
+const COLLAPSE_PAUSE: Duration = Duration::from_millis(5);
+/// How often the checkpoint thread puts memory on huge pages between
+/// checkpoints (and after each periodic one). A pass reads the process's
+/// memory map and page map (milliseconds) and collapses what filled since
+/// the last.
+const COLLAPSE_INTERVAL: Duration = Duration::from_secs(5);
 /// The checkpoint thread's nice value (Linux: 0 normal, 19 lowest): it
 /// writes what the checkpoint's process streams into the storage, which
 /// is never urgent.
@@ -1618,8 +1630,60 @@ impl<S: Storage> Checkpointer<S> {
     fn run(mut self) {
         lower_priority(CHECKPOINTER_NICE);
         // Ends once the router is gone and every job it sent is answered.
-        while let Ok(job) = self.jobs.recv() {
+        loop {
+            let job = match self.jobs.recv_timeout(COLLAPSE_INTERVAL) {
+                Ok(job) => job,
+                Err(channel::RecvTimeoutError::Timeout) => {
+                    self.collapse_to_huge_pages(false);
+                    continue;
+                }
+                Err(channel::RecvTimeoutError::Disconnected) => break,
+            };
+            let periodic = job.periodic;
             self.checkpoint(job);
+            if periodic {
+                self.collapse_to_huge_pages(true);
+            }
+        }
+    }
+
+    /// Puts the engine's memory in 4 KiB pages on huge pages
+    /// (`prefetch::collapse_to_huge_pages`), so that the next fork copies
+    /// one page-table entry per 2 MiB instead of 512: after a periodic
+    /// checkpoint (its process reaped in `save`; after a failure killed,
+    /// and perhaps still ending: a range it still shares is then copied
+    /// whole, which costs only work) and every [`COLLAPSE_INTERVAL`]
+    /// between checkpoints. Given up when the next checkpoint comes or the
+    /// engine stops; paced (5 ms of the kernel's copying, then
+    /// [`COLLAPSE_PAUSE`]), at this thread's low priority.
+    fn collapse_to_huge_pages(&self, after_checkpoint: bool) {
+        if self.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        let started = Instant::now();
+        let keep_going = || self.jobs.is_empty() && !self.stopping.load(Ordering::Relaxed);
+        let collapsed = crate::prefetch::collapse_to_huge_pages(COLLAPSE_PAUSE, &keep_going);
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        // After a checkpoint at info (the checkpoint's lines are), between
+        // checkpoints every few seconds at debug.
+        if after_checkpoint {
+            tracing::info!(
+                small_bytes = collapsed.small_bytes,
+                huge_pages_asked = collapsed.asked,
+                huge_pages_refused = collapsed.refused,
+                interrupted = collapsed.interrupted,
+                elapsed_ms,
+                "memory put on huge pages after the checkpoint"
+            );
+        } else {
+            tracing::debug!(
+                small_bytes = collapsed.small_bytes,
+                huge_pages_asked = collapsed.asked,
+                huge_pages_refused = collapsed.refused,
+                interrupted = collapsed.interrupted,
+                elapsed_ms,
+                "memory put on huge pages"
+            );
         }
     }
 
@@ -1630,6 +1694,7 @@ impl<S: Storage> Checkpointer<S> {
             timestamp,
             reply,
             image,
+            periodic: _,
         } = job;
         let started = Instant::now();
         tracing::info!(sequence, "checkpoint started");
