@@ -296,11 +296,8 @@ impl Forked {
         if self.reaped {
             return None;
         }
-        let mut status = 0;
-        // SAFETY: our child's pid; `status` is written by the call.
-        let reaped = unsafe { libc::waitpid(self.pid, &mut status, 0) };
         self.reaped = true;
-        (reaped == self.pid).then_some(status)
+        wait_for(self.pid)
     }
 
     /// Waits for the process to end after its last frame: an error unless
@@ -339,20 +336,24 @@ impl Drop for Forked {
             .name("payrail-reap".into())
             .spawn(move || wait_for(pid));
         if reaper.is_err() {
-            wait_for(pid);
+            let _ = wait_for(pid);
         }
     }
 }
 
-/// Waits for the process `pid` (a child not yet reaped) to end.
-fn wait_for(pid: libc::pid_t) {
+/// Waits for the process `pid` (a child not yet reaped) to end: its wait
+/// status, `None` if it cannot be waited for.
+fn wait_for(pid: libc::pid_t) -> Option<libc::c_int> {
     let mut status = 0;
     loop {
         // SAFETY: our child's pid; `status` is written by the call.
         let reaped = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if reaped == pid {
+            return Some(status);
+        }
         if reaped >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
         {
-            return;
+            return None;
         }
     }
 }
